@@ -1,0 +1,157 @@
+"""``hall-agent check``: probes a technician runs after installing or changing a box.
+
+Each probe returns a :class:`ProbeResult`; none raises. Hardware probes import their driver
+lazily so that checking a window device never loads the vision stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import AgentConfig
+from agent.envelope import CLOCK_FLOOR_UNIX, system_clock_state
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    name: str
+    ok: bool
+    detail: str
+    warn: bool = False  # passed, but worth a technician's attention
+
+    @property
+    def label(self) -> str:
+        return "FAIL" if not self.ok else "WARN" if self.warn else " ok "
+
+
+def probe_disk(cfg: AgentConfig) -> list[ProbeResult]:
+    data_dir = Path(cfg.device.data_dir)
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        return [ProbeResult("disk", False, f"{existing} is not writable by this user")]
+    free = shutil.disk_usage(existing).free
+    floor = cfg.sync.min_free_mb * 1024 * 1024
+    where = str(data_dir) if data_dir.exists() else f"{data_dir} (will be created)"
+    if free < floor + cfg.sync.max_outbox_mb * 1024 * 1024 // 4:
+        return [
+            ProbeResult(
+                "disk",
+                False,
+                f"{where}: {free // 2**20} MiB free; expected at least sync.min_free_mb "
+                f"({cfg.sync.min_free_mb}) plus a quarter of sync.max_outbox_mb",
+            )
+        ]
+    return [ProbeResult("disk", True, f"{where}: {free // 2**20} MiB free")]
+
+
+def probe_clock(cfg: AgentConfig) -> list[ProbeResult]:
+    if time.time() < CLOCK_FLOOR_UNIX:
+        return [
+            ProbeResult("clock", False, "clock is before 2026: RTC lost? events will be unsynced")
+        ]
+    state = system_clock_state()
+    if state == "synced":
+        return [ProbeResult("clock", True, "synchronised (NTP)")]
+    return [
+        ProbeResult(
+            "clock",
+            False,
+            "not confirmed by NTP (timedatectl show -p NTPSynchronized); events are marked "
+            "clock=unsynced and the centre keeps received_at",
+            warn=True,
+        )
+    ]
+
+
+def probe_broker(cfg: AgentConfig, timeout: float = 5.0) -> list[ProbeResult]:
+    host, port = cfg.mqtt.host, cfg.mqtt.port
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return [ProbeResult("broker", False, f"{host}:{port}: {exc.strerror or exc}")]
+    try:
+        from sync.mqtt import probe_connect
+    except ImportError:
+        return [ProbeResult("broker", True, f"{host}:{port}: TCP reachable")]
+    ok, detail = probe_connect(cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout)
+    return [ProbeResult("broker", ok, f"{host}:{port}: {detail}")]
+
+
+def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
+    import serial  # pyserial: light, always installed
+
+    results = []
+    for i, pad in enumerate(cfg.pad, start=1):
+        name = f"pad[{i}] {pad.window}@{pad.address}"
+        try:
+            port = serial.serial_for_url(pad.port, baudrate=pad.baud, timeout=0.2)
+            port.close()
+            results.append(ProbeResult(name, True, f"{pad.port} opens at {pad.baud} baud"))
+        except (serial.SerialException, ValueError, OSError) as exc:
+            results.append(ProbeResult(name, False, f"{pad.port}: {exc}"))
+    return results
+
+
+def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
+    assert cfg.attendance is not None
+    source = cfg.attendance.camera
+    shown = source.split("@")[-1] if "://" in source else source  # no RTSP password in output
+    try:
+        import cv2
+    except ImportError:
+        return [ProbeResult("camera", False, "OpenCV is not installed (kiosk extra)")]
+    result: list[ProbeResult] = []
+
+    def _grab() -> None:
+        cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        try:
+            ok, frame = cap.read() if cap.isOpened() else (False, None)
+            if ok and frame is not None:
+                h, w = frame.shape[:2]
+                result.append(ProbeResult("camera", True, f"{shown}: frame {w}x{h}"))
+            else:
+                result.append(ProbeResult("camera", False, f"{shown}: cannot open or read"))
+        finally:
+            cap.release()
+
+    thread = threading.Thread(target=_grab, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        return [ProbeResult("camera", False, f"{shown}: no frame within {timeout:.0f} s")]
+    return result
+
+
+PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
+    "disk": probe_disk,
+    "clock": probe_clock,
+    "broker": probe_broker,
+    "pads": probe_pads,
+    "camera": probe_camera,
+}
+
+
+def run_probes(cfg: AgentConfig, only: set[str] | None = None) -> list[ProbeResult]:
+    results: list[ProbeResult] = []
+    for name, probe in PROBES.items():
+        if only is not None and name not in only:
+            continue
+        if name == "pads" and not cfg.pad:
+            continue
+        if name == "camera" and cfg.attendance is None:
+            continue
+        try:
+            results.extend(probe(cfg))
+        except Exception as exc:  # a probe bug must not hide the other results
+            results.append(ProbeResult(name, False, f"probe failed: {exc!r}"))
+    return results

@@ -1,0 +1,314 @@
+"""``hall-agent``: the device command line (CONTRACT §7).
+
+Errors are one clear line on stderr, never a traceback (``--debug`` shows one); a config error
+exits 78 (EX_CONFIG) before any hardware is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config import (
+    DEFAULT_AGENT_CONFIG,
+    EX_CONFIG,
+    AgentConfig,
+    ConfigError,
+    agent_schema,
+    central_schema,
+    load_agent_config,
+)
+
+logger = logging.getLogger("hall-agent")
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later (e.g. disk below the free-space floor)
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code attached."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    # Under systemd, journald adds its own timestamps (JOURNAL_STREAM is set by systemd).
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hall-agent",
+        description="Service-hall device agent: attendance kiosk and window rating pads.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_AGENT_CONFIG,
+        help=f"device config file (default {DEFAULT_AGENT_CONFIG})",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"hall-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser(
+        "run",
+        help="run the device agent until SIGTERM (systemd Type=notify)",
+        description="Run the device agent until SIGTERM.",
+    )
+
+    p = sub.add_parser(
+        "check",
+        help="validate the config and probe disk, clock, broker, pads, camera",
+        description="Validate the config, then probe the hardware and the broker. "
+        "Exit 0 when all pass, 1 when a probe fails, 78 on a config error.",
+    )
+    p.add_argument(
+        "--only",
+        metavar="LIST",
+        help="comma-separated probes: config,disk,clock,broker,pads,camera",
+    )
+
+    p = sub.add_parser(
+        "outbox",
+        help="pending and dead-letter counts, oldest age",
+        description="Show the outbox: pending events, dead letters, oldest age.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--dead", action="store_true", help="also list dead-letter events")
+
+    p = sub.add_parser(
+        "ping",
+        help="record N device.test events and wait for the centre's acks",
+        description="Record N device.test events and wait for the centre's acks; "
+        "prints round-trip times. Exits 1 on timeout.",
+    )
+    p.add_argument("--count", type=int, default=1, help="how many events (default 1)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for acks")
+    p.add_argument("--note", default="ping", help="text carried in the events")
+
+    p = sub.add_parser("config", help="config tools", description="Config tools.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    s = csub.add_parser(
+        "schema",
+        help="print the JSON schema of the config file (for editors)",
+        description="Print the JSON schema of agent.toml (or central.toml).",
+    )
+    s.add_argument("--central", action="store_true", help="schema of central.toml instead")
+
+    p = sub.add_parser(
+        "enroll",
+        help="add a person to the kiosk's local face gallery",
+        description="Enrol staff faces: encodings only are stored, never photos.",
+    )
+    p.add_argument("--staff-id", help="staff id (as in the roster)")
+    p.add_argument("--name", help="display name")
+    p.add_argument(
+        "--from-dir", type=Path, help="folder with one sub-folder of photos per staff id"
+    )
+    p.add_argument("photos", nargs="*", type=Path, help="photos of this person (several angles)")
+
+    p = sub.add_parser(
+        "gallery",
+        help="list or remove enrolled people",
+        description="List or remove people in the kiosk's face gallery.",
+    )
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
+    gsub.required = True
+    gsub.add_parser(
+        "list",
+        help="list enrolled people and their encoding counts",
+        description="List enrolled people.",
+    )
+    g = gsub.add_parser(
+        "remove",
+        help="delete a person's encodings",
+        description="Delete a person's encodings from the gallery.",
+    )
+    g.add_argument("staff_id", help="staff id to remove")
+
+    p = sub.add_parser(
+        "simulate", help="simulators for demos and tests", description="Hardware simulators."
+    )
+    ssub = p.add_subparsers(dest="simulate_command", metavar="DEVICE")
+    ssub.required = True
+    s = ssub.add_parser(
+        "pad",
+        help="simulate a HallPad v1 rating pad on a port",
+        description="Simulate a HallPad v1 pad on a serial port, pty or URL.",
+    )
+    s.add_argument("--port", required=True, help="serial port, pty path or pyserial URL")
+    s.add_argument("--address", type=int, default=1, help="bus address (default 1)")
+    s.add_argument("--baud", type=int, default=9600, help="baud rate (default 9600)")
+    s.add_argument("--script", type=Path, help="file of commands to play (default: stdin)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> AgentConfig:
+    return load_agent_config(args.config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.checks import PROBES, run_probes
+
+    only = None
+    if args.only:
+        only = {x.strip() for x in args.only.split(",") if x.strip()}
+        unknown = only - set(PROBES) - {"config"}
+        if unknown:
+            raise CliError(
+                f"check --only: unknown probe(s) {', '.join(sorted(unknown))}; "
+                f"expected some of config,{','.join(PROBES)}",
+                2,
+            )
+    cfg = _load(args)
+    print(
+        f"[ ok ] config: {args.config} (device {cfg.device.id}, site {cfg.device.site}, "
+        f"{len(cfg.pad)} pads, attendance {'on' if cfg.attendance else 'off'})"
+    )
+    if only == {"config"}:
+        return 0
+    results = run_probes(cfg, only)
+    for r in results:
+        print(f"[{r.label}] {r.name}: {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results) + 1} checks failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _open_outbox(cfg: AgentConfig):
+    from agent.outbox import Outbox
+
+    cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
+    return Outbox.for_config(cfg)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    outbox = _open_outbox(cfg)
+    try:
+        stats = outbox.stats()
+        dead = outbox.dead_letters() if args.dead else []
+    finally:
+        outbox.close()
+    if args.json:
+        print(
+            json.dumps(
+                {**stats.as_dict(), "dead_letters": dead} if args.dead else stats.as_dict(),
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    oldest = "-" if stats.oldest_s is None else f"{stats.oldest_s:.0f} s"
+    print(f"pending: {stats.pending}")
+    print(f"dead letters: {stats.dead_letter}")
+    print(f"oldest pending: {oldest}")
+    print(f"size: {stats.bytes / 2**20:.1f} MiB of {stats.cap_bytes / 2**20:.0f} MiB")
+    print(f"last seq: {stats.last_seq}")
+    for d in dead:
+        print(f"  dead #{d['seq']} {d['id']} {d['type']}: {d['reason']}")
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    if args.count < 1 or args.count > 100_000:
+        raise CliError(f"ping --count: expected 1..100000, got {args.count}", 2)
+    cfg = _load(args)
+    from sync.ping import run_ping
+
+    outbox = _open_outbox(cfg)
+    try:
+        return run_ping(cfg, outbox, count=args.count, timeout=args.timeout, note=args.note)
+    finally:
+        outbox.close()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    schema = central_schema() if args.central else agent_schema()
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from agent.runtime import run_agent
+
+    return run_agent(cfg)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from agent.enroll import main_enroll
+
+    return main_enroll(cfg, args)
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from agent.enroll import main_gallery
+
+    return main_gallery(cfg, args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.simulator import main_simulate
+
+    return main_simulate(args)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "outbox": cmd_outbox,
+    "ping": cmd_ping,
+    "config": cmd_config,
+    "enroll": cmd_enroll,
+    "gallery": cmd_gallery,
+    "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except CliError as exc:
+        print(f"hall-agent: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        from agent.outbox import OutboxError
+
+        code = EX_TEMPFAIL if isinstance(exc, OutboxError) else 1
+        print(f"hall-agent: {args.command}: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

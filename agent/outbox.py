@@ -1,0 +1,546 @@
+"""The durable outbox (DESIGN.md: "the outbox is the spine").
+
+Every event is committed here before anything is acknowledged to a pad or shown as done; only
+an ack from the centre removes it (CONTRACT §3). SQLite in WAL mode with ``synchronous=FULL``:
+a commit returns only after the WAL is fsynced, so an event whose ``append`` returned survives
+a crash or a power cut.
+
+- ``seq`` is allocated inside the storing transaction (``BEGIN IMMEDIATE``), from a counter in
+  the ``meta`` table; it is strictly increasing, survives restarts, and stays correct when a
+  second process (``hall-agent ping`` beside a running agent) appends to the same file.
+- An optional *dedupe key* is stored in the same transaction as its event: a pad frame resent
+  after a crash finds its key and gets the original event back instead of a second one.
+- Size cap (``sync.max_outbox_mb``): attendance, rating and window records are never dropped;
+  when the cap is reached the oldest ``device.*`` events go first and a ``device.fault`` (disk)
+  is recorded. Below the free-space floor (``sync.min_free_mb``) ``append`` refuses with
+  :class:`OutboxFullError`; the caller does not ack, so the producer retries later.
+- A corrupt or foreign database file is moved aside (never overwritten) and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
+
+from agent.envelope import ClockState, make_event, system_clock_state
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x48414C4C  # "HALL": marks the file as ours (PRAGMA application_id)
+SCHEMA_VERSION = 1
+DEDUPE_TTL_S = 24 * 3600  # dedupe keys older than this cannot be resent any more (pads: 5 s)
+
+
+class OutboxError(Exception):
+    """The outbox cannot take the event; nothing was recorded."""
+
+
+class OutboxFullError(OutboxError):
+    """Free disk space is below the floor; the event was not recorded."""
+
+
+@dataclass(frozen=True)
+class Appended:
+    event: dict[str, Any]
+    duplicate: bool  # True: the dedupe key was already stored; `event` is the original
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    seq: int
+    id: str
+    type: str
+    body: str  # the event as JSON text, ready to be put into a batch
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    dead_letter: int
+    oldest_s: float | None
+    bytes: int
+    cap_bytes: int
+    last_seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "dead_letter": self.dead_letter,
+            "oldest_s": None if self.oldest_s is None else round(self.oldest_s, 1),
+            "bytes": self.bytes,
+            "cap_bytes": self.cap_bytes,
+            "last_seq": self.last_seq,
+        }
+
+
+def _migrate_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": int}, pk="key")
+    db["meta"].insert_all(
+        [{"key": "last_seq", "value": 0}, {"key": "disk_fault", "value": 0}], pk="key"
+    )
+    db["outbox"].create(
+        {"seq": int, "id": str, "type": str, "created": float, "size": int, "body": str},
+        pk="seq",
+        not_null={"id", "type", "created", "size", "body"},
+    )
+    db["outbox"].create_index(["id"], unique=True)
+    db["outbox"].create_index(["type", "seq"])
+    db["dead_letter"].create(
+        {
+            "seq": int,
+            "id": str,
+            "type": str,
+            "reason": str,
+            "body": str,
+            "created": float,
+            "failed_at": float,
+        },
+        pk="seq",
+    )
+    db["dead_letter"].create_index(["id"], unique=True)
+    db["dedupe"].create({"key": str, "event_id": str, "created": float}, pk="key")
+
+
+# Migrations run in order; index i brings the schema from version i to i + 1. Append only.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1]
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class Outbox:
+    """The device's durable event buffer. Thread-safe; one connection, one lock."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str,
+        site: str,
+        timezone: str = "Asia/Shanghai",
+        max_bytes: int = 256 * 1024 * 1024,
+        min_free_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], ClockState] = system_clock_state,
+    ):
+        self.path = Path(path)
+        self.device = device
+        self.site = site
+        self.tz = ZoneInfo(timezone)
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[], None]] = []
+        self.moved_aside: Path | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._open()
+        self.db = sqlite_utils.Database(self._conn)
+        if self.moved_aside is not None:
+            self.append(
+                "device.fault",
+                {
+                    "component": "disk",
+                    "detail": f"outbox {self.path} was unreadable; moved to {self.moved_aside}",
+                },
+            )
+
+    @classmethod
+    def for_config(cls, cfg: Any, **kwargs: Any) -> Outbox:
+        """Open the outbox of an :class:`agent.config.AgentConfig`."""
+        return cls(
+            Path(cfg.device.data_dir) / "outbox.db",
+            device=cfg.device.id,
+            site=cfg.device.site,
+            timezone=cfg.device.timezone,
+            max_bytes=cfg.sync.max_outbox_mb * 1024 * 1024,
+            min_free_bytes=cfg.sync.min_free_mb * 1024 * 1024,
+            **kwargs,
+        )
+
+    # --- opening, validation, migrations ----------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _problem(self, conn: sqlite3.Connection) -> str | None:
+        """Why this file is not a usable outbox, or None."""
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == 0 and not tables:
+            return None  # new, empty file
+        if app_id != APPLICATION_ID:
+            return f"foreign SQLite database (application_id {app_id:#x}, tables {sorted(tables)})"
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            return (
+                f"written by a newer hall-agent (schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            return f"integrity check failed: {check}"
+        return None
+
+    def _open(self) -> sqlite3.Connection:
+        problem: str | None
+        try:
+            conn = self._connect()
+            problem = self._problem(conn)
+        except sqlite3.DatabaseError as exc:
+            conn = None
+            problem = f"not a readable SQLite database ({exc})"
+        if problem is not None:
+            if conn is not None:
+                conn.close()
+            self.moved_aside = self._move_aside(problem)
+            conn = self._connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate(conn)
+        if self.moved_aside is not None:
+            # seq must never repeat (CONTRACT §2) but the old counter is gone with the file:
+            # restart it above any value the device can have used (one event per ms since 1970).
+            floor = time.time_ns() // 1_000_000
+            conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (floor,))
+        return conn
+
+    def _move_aside(self, problem: str) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        os.replace(self.path, target)
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                os.replace(side, Path(str(target) + suffix))
+        logger.error(
+            "outbox %s: %s; moved aside to %s, starting a new one", self.path, problem, target
+        )
+        return target
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, len(MIGRATIONS)):
+                MIGRATIONS[step](db)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # --- writing --------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (no arguments, must not block) after each committed append."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            try:
+                callback()
+            except Exception:  # a listener must never undo a committed append
+                logger.exception("outbox listener failed")
+
+    def _check_free_space(self) -> None:
+        if self.min_free_bytes <= 0:
+            return
+        st = os.statvfs(self.path.parent)
+        free = st.f_bavail * st.f_frsize
+        if free < self.min_free_bytes:
+            raise OutboxFullError(
+                f"outbox {self.path}: only {free // (1024 * 1024)} MiB free on the disk "
+                f"(floor {self.min_free_bytes // (1024 * 1024)} MiB, sync.min_free_mb); "
+                "event not recorded"
+            )
+
+    def append(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        at: datetime | None = None,
+        dedupe_key: str | None = None,
+    ) -> Appended:
+        """Record one event durably; returns after the commit is on disk."""
+        return self.append_many([(event_type, data, at, dedupe_key)])[0]
+
+    def append_many(
+        self, items: Sequence[tuple[str, dict[str, Any], datetime | None, str | None]]
+    ) -> list[Appended]:
+        """Record several events in one transaction (one fsync)."""
+        if not items:
+            return []
+        self._check_free_space()
+        clock = self.clock()
+        now = time.time()
+        results: list[Appended] = []
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                seq = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]
+                for event_type, data, at, dedupe_key in items:
+                    if dedupe_key is not None:
+                        row = conn.execute(
+                            "SELECT event_id FROM dedupe WHERE key = ?", (dedupe_key,)
+                        ).fetchone()
+                        if row is not None:
+                            results.append(Appended(self._find(row[0], dedupe_key), True))
+                            continue
+                    seq += 1
+                    event = make_event(
+                        event_type=event_type,
+                        data=data,
+                        seq=seq,
+                        device=self.device,
+                        site=self.site,
+                        tz=self.tz,
+                        clock=clock,
+                        at=at,
+                    )
+                    body = _dumps(event)
+                    conn.execute(
+                        "INSERT INTO outbox (seq, id, type, created, size, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (seq, event["id"], event_type, now, len(body), body),
+                    )
+                    if dedupe_key is not None:
+                        conn.execute(
+                            "INSERT INTO dedupe (key, event_id, created) VALUES (?, ?, ?)",
+                            (dedupe_key, event["id"], now),
+                        )
+                    results.append(Appended(event, False))
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+                self._enforce_cap(conn, now, seq)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._notify()
+        return results
+
+    def _find(self, event_id: str, dedupe_key: str) -> dict[str, Any]:
+        for table in ("outbox", "dead_letter"):
+            row = self._conn.execute(
+                f"SELECT body FROM {table} WHERE id = ?", (event_id,)
+            ).fetchone()
+            if row is not None:
+                return json.loads(row[0])
+        # Already acked by the centre and deleted: the id is all that is left, and enough.
+        return {"id": event_id, "dedupe_key": dedupe_key}
+
+    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def _enforce_cap(self, conn: sqlite3.Connection, now: float, seq: int) -> int:
+        """Drop the oldest device.* events while over the cap; record the fault once."""
+        used = self._used_bytes(conn)
+        faulted = conn.execute("SELECT value FROM meta WHERE key = 'disk_fault'").fetchone()[0]
+        if used <= self.max_bytes:
+            if faulted and used <= self.max_bytes * 0.9:
+                conn.execute("UPDATE meta SET value = 0 WHERE key = 'disk_fault'")
+                seq = self._insert_internal(
+                    conn,
+                    now,
+                    seq,
+                    "device.recovered",
+                    {"component": "disk", "detail": "outbox back under its size cap"},
+                )
+            return seq
+        # Free a tenth of the cap at once so that a full outbox does not drop one row per append.
+        excess = used - self.max_bytes * 0.9
+        rows = conn.execute(
+            "SELECT seq, size FROM outbox WHERE type LIKE 'device.%' AND NOT "
+            "(type = 'device.fault' AND body LIKE '%\"component\":\"disk\"%') ORDER BY seq"
+        ).fetchall()
+        dropped, freed, last = 0, 0, None
+        for row_seq, size in rows:
+            if freed >= excess:
+                break
+            freed += size + 40  # row overhead
+            dropped += 1
+            last = row_seq
+        if last is not None:
+            conn.execute(
+                "DELETE FROM outbox WHERE seq <= ? AND type LIKE 'device.%' AND NOT "
+                "(type = 'device.fault' AND body LIKE '%\"component\":\"disk\"%')",
+                (last,),
+            )
+        if not faulted:
+            conn.execute("UPDATE meta SET value = 1 WHERE key = 'disk_fault'")
+            pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            detail = (
+                f"outbox cap {self.max_bytes // (1024 * 1024)} MiB reached with {pending} "
+                f"events pending; dropped {dropped} oldest device.* events; attendance, rating "
+                "and window events are kept"
+            )
+            logger.error("outbox %s: %s", self.path, detail)
+            seq = self._insert_internal(
+                conn, now, seq, "device.fault", {"component": "disk", "detail": detail}
+            )
+        elif dropped:
+            logger.warning("outbox %s over its cap: dropped %d device.* events", self.path, dropped)
+        return seq
+
+    def _insert_internal(
+        self, conn: sqlite3.Connection, now: float, seq: int, event_type: str, data: dict[str, Any]
+    ) -> int:
+        seq += 1
+        event = make_event(
+            event_type=event_type,
+            data=data,
+            seq=seq,
+            device=self.device,
+            site=self.site,
+            tz=self.tz,
+            clock=self.clock(),
+        )
+        body = _dumps(event)
+        conn.execute(
+            "INSERT INTO outbox (seq, id, type, created, size, body) VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, event["id"], event_type, now, len(body), body),
+        )
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+        return seq
+
+    # --- reading and settling ---------------------------------------------------------------
+
+    def pending(self, limit: int, after_seq: int = 0) -> list[PendingEvent]:
+        """Up to ``limit`` unacked events with ``seq > after_seq``, in seq order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, id, type, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [PendingEvent(*row) for row in rows]
+
+    def contains(self, event_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute("SELECT 1 FROM outbox WHERE id = ?", (event_id,)).fetchone()
+        return row is not None
+
+    def ack(self, ids: Iterable[str]) -> int:
+        """Delete events the centre has stored; unknown ids are ignored. Returns rows removed."""
+        ids = list(ids)
+        removed = 0
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    cur = conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
+                    removed += cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    def reject(self, event_id: str, reason: str) -> bool:
+        """Move an event the centre refused to the dead-letter table (never retried)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT seq, id, type, body, created FROM outbox WHERE id = ?", (event_id,)
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO dead_letter "
+                        "(seq, id, type, reason, body, created, failed_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (*row[:3], reason, row[3], row[4], time.time()),
+                    )
+                    conn.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        if row is None:
+            logger.warning("reject for unknown event %s (%s) ignored", event_id, reason)
+        return row is not None
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, id, type, reason, failed_at FROM dead_letter ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            {"seq": s, "id": i, "type": t, "reason": r, "failed_at": f} for s, i, t, r, f in rows
+        ]
+
+    def forget_dedupe(self, prefix: str) -> int:
+        """Forget dedupe keys starting with ``prefix`` (a pad's HELLO resets its seq window)."""
+        with self._lock:
+            conn = self._conn
+            cur = conn.execute(
+                "DELETE FROM dedupe WHERE key >= ? AND key < ?", (prefix, prefix + "\U0010ffff")
+            )
+        return cur.rowcount
+
+    def prune_dedupe(self, max_age_s: float = DEDUPE_TTL_S) -> int:
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM dedupe WHERE created < ?", (time.time() - max_age_s,)
+            )
+        return cur.rowcount
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            conn = self._conn
+            pending, oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+            dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
+            used = self._used_bytes(conn)
+            last_seq = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]
+        return OutboxStats(
+            pending=pending,
+            dead_letter=dead,
+            oldest_s=None if oldest is None else max(0.0, time.time() - oldest),
+            bytes=used,
+            cap_bytes=self.max_bytes,
+            last_seq=last_seq,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""``hall-agent run``: open the outbox, build the workers this device needs, supervise them.
+
+Which workers run follows from the config: the uplink always; a pad bus per serial port when
+there are ``[[pad]]`` tables; the camera pipeline when there is an ``[attendance]`` section.
+The vision stack is imported only in the last case (DESIGN.md: a pad-only device must start
+without loading cv2 or dlib).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+from agent.config import AgentConfig
+from agent.outbox import Outbox
+from agent.supervisor import Supervisor, Worker
+
+logger = logging.getLogger(__name__)
+
+WorkerFactories = dict[str, Callable[[], Worker]]
+
+
+def build_workers(
+    cfg: AgentConfig, outbox: Outbox, supervisor_health: Callable[[], dict]
+) -> WorkerFactories:
+    factories: WorkerFactories = {}
+    if cfg.pad:
+        from agent.windows import window_worker_factories
+
+        factories.update(window_worker_factories(cfg, outbox))
+    if cfg.attendance is not None:
+        from agent.attendance import attendance_worker_factories
+
+        factories.update(attendance_worker_factories(cfg, outbox))
+    from sync.uplink import uplink_worker_factories
+
+    factories.update(uplink_worker_factories(cfg, outbox, supervisor_health))
+    return factories
+
+
+def run_agent(cfg: AgentConfig) -> int:
+    cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox.for_config(cfg)
+    supervisor = Supervisor({})
+    supervisor.factories = build_workers(cfg, outbox, supervisor.health)
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping", signum)
+        supervisor.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logger.info(
+        "hall-agent %s/%s starting: %d pads, attendance %s",
+        cfg.device.site,
+        cfg.device.id,
+        len(cfg.pad),
+        "on" if cfg.attendance else "off",
+    )
+    try:
+        supervisor.run()
+    finally:
+        outbox.close()
+    return 0

@@ -1,0 +1,140 @@
+"""Runs the device's workers, restarts the ones that die or stall, feeds the systemd watchdog.
+
+DESIGN.md habit 6: workers record their last activity; a stuck worker (``VideoCapture.read``
+can hang forever) is restarted, with a restart-rate limit; loops wait on a stop event, never
+``sleep``; sd_notify READY, WATCHDOG at half the interval, STOPPING.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent.systemd import Notifier
+
+logger = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """One long-running part of the agent (uplink, a pad bus, the camera pipeline)."""
+
+    name: str
+    # A worker whose last activity is older than this is considered stuck and restarted.
+    stall_after_s: float
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def last_activity(self) -> float:
+        """time.monotonic() of the last loop iteration."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Component health for the status message, e.g. {"state": "ok"}."""
+        ...
+
+
+class Supervisor:
+    def __init__(
+        self,
+        factories: dict[str, Callable[[], Worker]],
+        *,
+        notifier: Notifier | None = None,
+        max_restarts: int = 5,
+        restart_window_s: float = 600.0,
+        tick_s: float = 1.0,
+    ):
+        self.factories = factories
+        self.workers: dict[str, Worker] = {}
+        self.notifier = notifier or Notifier()
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.tick_s = tick_s
+        self.stop_event = threading.Event()
+        self._restarts: dict[str, deque[float]] = {}
+        self.gave_up: set[str] = set()
+
+    def start_all(self) -> None:
+        for name, factory in self.factories.items():
+            worker = factory()
+            worker.start()
+            self.workers[name] = worker
+            self._restarts[name] = deque()
+            logger.info("worker %s started", name)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, worker in self.workers.items():
+            try:
+                out[name] = worker.health()
+            except Exception as exc:  # health must never take the supervisor down
+                out[name] = {"state": "fault", "detail": f"health() failed: {exc}"}
+            if name in self.gave_up:
+                out[name] = {"state": "fault", "detail": "restarted too often; gave up"}
+        return out
+
+    def _restart(self, name: str, why: str) -> None:
+        history = self._restarts[name]
+        now = time.monotonic()
+        while history and now - history[0] > self.restart_window_s:
+            history.popleft()
+        if len(history) >= self.max_restarts:
+            if name not in self.gave_up:
+                logger.error(
+                    "worker %s %s; %d restarts in %.0f s, not restarting again",
+                    name,
+                    why,
+                    len(history),
+                    self.restart_window_s,
+                )
+                self.gave_up.add(name)
+            return
+        history.append(now)
+        logger.warning("worker %s %s; restarting (%d in window)", name, why, len(history))
+        try:
+            self.workers[name].stop(timeout=2.0)
+        except Exception:
+            logger.exception("worker %s failed to stop", name)
+        worker = self.factories[name]()
+        worker.start()
+        self.workers[name] = worker
+
+    def check_once(self) -> None:
+        now = time.monotonic()
+        for name, worker in list(self.workers.items()):
+            if name in self.gave_up:
+                continue
+            if not worker.alive():
+                self._restart(name, "died")
+            elif now - worker.last_activity() > worker.stall_after_s:
+                self._restart(name, f"stalled for {now - worker.last_activity():.0f} s")
+
+    def run(self) -> None:
+        """Supervise until ``stop_event`` is set; then stop every worker."""
+        self.start_all()
+        self.notifier.ready(f"{len(self.workers)} workers running")
+        watchdog_every = (self.notifier.watchdog_s or 0) / 2 or None
+        last_ping = 0.0
+        try:
+            while not self.stop_event.wait(self.tick_s):
+                self.check_once()
+                now = time.monotonic()
+                # Feed the watchdog only while the supervisor loop itself runs: if it hangs,
+                # systemd restarts the whole agent (WatchdogSec in the unit).
+                if watchdog_every and now - last_ping >= watchdog_every:
+                    self.notifier.watchdog()
+                    last_ping = now
+        finally:
+            self.notifier.stopping()
+            for name, worker in self.workers.items():
+                try:
+                    worker.stop(timeout=5.0)
+                except Exception:
+                    logger.exception("worker %s failed to stop", name)

@@ -1,0 +1,64 @@
+"""Shared fixtures: config files, outboxes, the local broker and database, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, load_agent_config
+from agent.outbox import Outbox
+
+MQTT_HOST = os.environ.get("HALL_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("HALL_TEST_MQTT_PORT", "1883"))
+PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a TOML file (dedented) into tmp_path and return its path."""
+    counter = iter(range(1_000_000))
+
+    def _write(text: str, name: str | None = None) -> Path:
+        path = tmp_path / (name or f"agent-{next(counter)}.toml")
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path, write_config: Callable[..., Path]) -> AgentConfig:
+    """A minimal valid device config with its data_dir in tmp_path."""
+    path = write_config(
+        f"""
+        [device]
+        id = "test-01"
+        site = "jiedong"
+        data_dir = "{tmp_path / 'data'}"
+
+        [mqtt]
+        url = "mqtt://{MQTT_HOST}:{MQTT_PORT}"
+        """
+    )
+    return load_agent_config(path)
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    box = Outbox(
+        tmp_path / "outbox.db", device="test-01", site="jiedong", clock=lambda: "synced",
+        min_free_bytes=0,
+    )
+    yield box
+    box.close()
