@@ -1,0 +1,120 @@
+"""Outbox append throughput next to a bare sqlite3 loop with the same pragmas, in one run.
+
+Both sides write to a file in the same directory, in WAL mode with synchronous=FULL (every
+commit fsyncs), rows of the same size. "single": one event per transaction, as a pad rating
+arrives; "batch": 100 events per transaction (``append_many``). The outbox does more per event
+(UUIDv7, seq counter row, JSON envelope, size-cap and free-space checks): the ratio shows what
+that costs. Targets (issue 2): single >= 0.7, batch >= 0.5.
+
+    python bench/outbox.py [--n 2000] [--dir /var/lib/hall-agent]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.outbox import Outbox
+
+DATA = {
+    "window": "A03",
+    "pad": 1,
+    "staff_id": "s0042",
+    "level": 5,
+    "label": "非常满意",
+    "reasons": [],
+    "invite_id": None,
+}
+BATCH = 100
+
+
+def bare(path: Path, n: int, batch: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
+        " created REAL NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL)"
+    )
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "seq": 1,
+            "type": "rating.submitted",
+            "at": "2026-11-26T09:12:03.120+08:00",
+            "clock": "synced",
+            "device": "pad-a03",
+            "site": "jiedong",
+            "data": DATA,
+        },
+        ensure_ascii=False,
+    )
+    start = time.perf_counter()
+    seq = 0
+    for _ in range(n // batch):
+        conn.execute("BEGIN IMMEDIATE")
+        for _ in range(batch):
+            seq += 1
+            conn.execute(
+                "INSERT INTO outbox (seq, id, type, created, size, body) VALUES (?,?,?,?,?,?)",
+                (seq, str(uuid.uuid4()), "rating.submitted", time.time(), len(body), body),
+            )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return (n // batch) * batch / elapsed
+
+
+def outbox(path: Path, n: int, batch: int) -> float:
+    box = Outbox(path, device="pad-a03", site="jiedong", clock=lambda: "synced")
+    start = time.perf_counter()
+    if batch == 1:
+        for _ in range(n):
+            box.append("rating.submitted", DATA)
+    else:
+        for _ in range(n // batch):
+            box.append_many([("rating.submitted", DATA, None, None)] * batch)
+    elapsed = time.perf_counter() - start
+    box.close()
+    return (n // batch) * batch / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="single appends per side")
+    parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best kept")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        d = Path(tmp)
+        best = {"bare1": 0.0, "box1": 0.0, "bareB": 0.0, "boxB": 0.0}
+        # Alternate the sides so that a noisy neighbour hurts both alike; keep each side's best.
+        for r in range(args.rounds):
+            best["bare1"] = max(best["bare1"], bare(d / f"bare1-{r}.db", args.n, 1))
+            best["box1"] = max(best["box1"], outbox(d / f"box1-{r}.db", args.n, 1))
+            best["bareB"] = max(best["bareB"], bare(d / f"bareB-{r}.db", args.n * 20, BATCH))
+            best["boxB"] = max(best["boxB"], outbox(d / f"boxB-{r}.db", args.n * 20, BATCH))
+            print(
+                f"round {r + 1}: single bare {best['bare1']:.0f}/s outbox {best['box1']:.0f}/s;"
+                f" batch bare {best['bareB']:.0f}/s outbox {best['boxB']:.0f}/s",
+                flush=True,
+            )
+    r1 = best["box1"] / best["bare1"]
+    rb = best["boxB"] / best["bareB"]
+    print(
+        f"single_per_s={best['box1']:.0f} bare_single_per_s={best['bare1']:.0f} "
+        f"single_ratio={r1:.2f} batch_per_s={best['boxB']:.0f} "
+        f"bare_batch_per_s={best['bareB']:.0f} batch_ratio={rb:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The hall-agent command line, run as a technician runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hall_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*prefix, name), helps.get(name), sub
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_every_command_has_help_text():
+    commands = list(_subcommands(build_parser()))
+    assert len(commands) >= 10
+    for path, help_text, sub in commands:
+        assert help_text, f"`{' '.join(path)}` has no help in the command list"
+        assert sub.description, f"`{' '.join(path)}` has no description"
+
+
+@pytest.mark.parametrize(
+    "path", [(), ("check",), ("outbox",), ("ping",), ("config", "schema"), ("run",)]
+)
+def test_help_runs(path):
+    result = hall_agent(*path, "--help")
+    assert result.returncode == 0
+    assert "usage: hall-agent" in result.stdout
+
+
+def test_config_error_exits_78_with_one_line_per_problem(write_config):
+    path = write_config(
+        '[device]\nid = "k1"\nsite = "jiedong"\n[[pad]]\nport = "loop://"\naddress = 1\nwindow = "A1"\nbaud = 96000\n'
+    )
+    result = hall_agent("-c", str(path), "check")
+    assert result.returncode == 78
+    assert result.stdout == ""
+    assert result.stderr.strip().startswith(f"{path}: pad[1].baud: expected one of")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_78(tmp_path):
+    result = hall_agent("-c", str(tmp_path / "none.toml"), "outbox")
+    assert result.returncode == 78
+    assert result.stderr.strip() == f"{tmp_path / 'none.toml'}: file not found"
+
+
+def test_check_config_only(tmp_path, write_config):
+    path = write_config(f'[device]\nid = "k1"\nsite = "jiedong"\ndata_dir = "{tmp_path}/d"\n')
+    result = hall_agent("-c", str(path), "check", "--only", "config")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[ ok ] config:")
+
+
+def test_check_reports_an_unreachable_broker_and_a_missing_pad(tmp_path, write_config):
+    from tests.conftest import free_port
+
+    path = write_config(
+        f'[device]\nid = "k1"\nsite = "jiedong"\ndata_dir = "{tmp_path}/d"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{free_port()}"\n'
+        f'[[pad]]\nport = "{tmp_path}/ttyNOPE"\naddress = 1\nwindow = "A01"\n'
+    )
+    result = hall_agent("-c", str(path), "check", "--only", "disk,broker,pads")
+    assert result.returncode == 1
+    assert "[ ok ] disk:" in result.stdout
+    assert "[FAIL] broker: 127.0.0.1:" in result.stdout
+    assert f"[FAIL] pad[1] A01@1: {tmp_path}/ttyNOPE" in result.stdout
+
+
+def test_check_unknown_probe_is_a_usage_error(write_config):
+    path = write_config('[device]\nid = "k1"\nsite = "jiedong"\n')
+    result = hall_agent("-c", str(path), "check", "--only", "disk,camra")
+    assert result.returncode == 2
+    assert "unknown probe(s) camra" in result.stderr
+
+
+def test_outbox_command_shows_counts(tmp_path, write_config):
+    from agent.config import load_agent_config
+    from agent.outbox import Outbox
+
+    path = write_config(f'[device]\nid = "k1"\nsite = "jiedong"\ndata_dir = "{tmp_path}/d"\n')
+    box = Outbox.for_config(load_agent_config(path))
+    first = box.append("device.test", {}).event["id"]
+    box.append("device.test", {})
+    box.reject(first, "bad schema")
+    box.close()
+    result = hall_agent("-c", str(path), "outbox", "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert (stats["pending"], stats["dead_letter"], stats["last_seq"]) == (1, 1, 2)
+    text = hall_agent("-c", str(path), "outbox", "--dead").stdout
+    assert "pending: 1" in text and f"dead #1 {first} device.test: bad schema" in text
+
+
+def test_config_schema_is_json():
+    result = hall_agent("config", "schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["additionalProperties"] is False
+    central = json.loads(hall_agent("config", "schema", "--central").stdout)
+    assert "store" in central["properties"]
