@@ -121,3 +121,16 @@ def test_config_schema_is_json():
     assert json.loads(result.stdout)["additionalProperties"] is False
     central = json.loads(hall_agent("config", "schema", "--central").stdout)
     assert "store" in central["properties"]
+
+
+def test_check_unconfirmed_clock_is_a_warning_not_a_failure(write_config):
+    import os
+
+    path = write_config('[device]\nid = "k1"\nsite = "jiedong"\n')
+    env = {**os.environ, "HALL_AGENT_CLOCK": "unsynced"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(path), "check", "--only", "clock"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARN] clock: not confirmed" in result.stdout
