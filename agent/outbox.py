@@ -150,6 +150,9 @@ class Outbox:
         self._dir = str(self.path.parent)
         self._conn = self._open()
         self.db = sqlite_utils.Database(self._conn)
+        # Keys older than a day can no longer be resent by any pad (it gives up after 10 tries
+        # at 500 ms, CONTRACT §4); dropping them at start keeps the table small.
+        self.prune_dedupe()
         if self.moved_aside is not None:
             self.append(
                 "device.fault",
