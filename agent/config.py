@@ -190,10 +190,26 @@ class StoreSection(_Section):
             raise ValueError(f"expected sqlite:///PATH or postgresql://…, got {value!r}")
         return value
 
+    # PostgreSQL only: the schema holding the tables (created if missing). Lets several
+    # collectors or test runs share one database without touching each other's tables.
+    pg_schema: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema for the tables (default: the search_path's first)",
+    )
+
 
 class CentralSection(_Section):
     id: str = Field("central", pattern=ID_PATTERN, description="Collector id (client id prefix)")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone for reports")
+    # CONTRACT §3 leaves the limits open; a batch holds at most sync.batch_size (≤ 5000)
+    # events, a few hundred bytes each, so 4 MiB leaves room without inviting abuse.
+    max_payload_kb: int = Field(
+        4096, ge=16, le=262144, description="Larger event batches are rejected"
+    )
+    max_batch_events: int = Field(
+        5000, ge=1, le=100000, description="Batches with more events are rejected"
+    )
 
 
 class CentralConfig(_Section):

@@ -1,37 +1,94 @@
 """``hall-agent ping``: prove the path from this box to the central store, end to end.
 
-Records N ``device.test`` events in the outbox (the same path as every real event), then waits
-until the centre's acks have removed them: the uplink that delivers them is the running agent's
-(another process sharing the outbox file) or, when none runs, one started here.
+Records N ``device.test`` events in the outbox (the same path as every real event), one at a
+time, and waits for the centre's ack to remove each before recording the next, so every
+figure is one full round trip: outbox → broker → collector commit → ack → outbox delete.
+
+Who delivers the events: the uplink holds an exclusive lock on ``<data_dir>/uplink.lock``
+while it runs (sync/uplink.py). If the lock is held, a running agent shares this outbox file
+and its uplink delivers ping's events (it polls the outbox every 0.2 s for rows appended by
+other processes); otherwise ping starts an uplink in this process for the duration.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
+from sync.uplink import Uplink, uplink_running
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
 
 
 def run_ping(cfg: AgentConfig, outbox: Outbox, *, count: int, timeout: float, note: str) -> int:
-    sent: dict[str, float] = {}
-    for i in range(count):
-        appended = outbox.append("device.test", {"note": f"{note} {i + 1}/{count}"})
-        sent[appended.event["id"]] = time.monotonic()
-    print(f"recorded {count} device.test events; waiting up to {timeout:.0f} s for acks")
+    uplink: Uplink | None = None
+    acked = threading.Event()
+    if uplink_running(cfg.device.data_dir):
+        print("an agent is running on this outbox; its uplink delivers the ping events")
+    else:
+        uplink = Uplink(cfg, outbox, lambda: {"ping": {"state": "ok"}})
+        uplink.add_ack_listener(lambda _ids: acked.set())
+        uplink.start()
+    try:
+        return _ping(cfg, outbox, uplink, acked, count=count, timeout=timeout, note=note)
+    finally:
+        if uplink is not None:
+            uplink.stop()
+
+
+def _ping(
+    cfg: AgentConfig,
+    outbox: Outbox,
+    uplink: Uplink | None,
+    acked: threading.Event,
+    *,
+    count: int,
+    timeout: float,
+    note: str,
+) -> int:
     deadline = time.monotonic() + timeout
+    if uplink is not None:
+        # Connecting is not part of a round trip: wait for the link before the first event.
+        while uplink.link is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if uplink.link is None or not uplink.link.connected.wait(
+            max(0.0, deadline - time.monotonic())
+        ):
+            detail = uplink.link.last_error if uplink.link else uplink.lock_error
+            print(
+                f"timeout: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
+                f"{timeout:.0f} s ({detail or 'no answer'})"
+            )
+            return 1
     rtts: list[float] = []
-    while sent and time.monotonic() < deadline:
-        for event_id in list(sent):
-            if not outbox.contains(event_id):
-                rtts.append(time.monotonic() - sent.pop(event_id))
-        time.sleep(0.002)
-    if sent:
-        print(f"timeout: {len(sent)} of {count} events not acknowledged by the centre")
-        return 1
+    started = time.monotonic()
+    for i in range(count):
+        acked.clear()
+        appended = outbox.append("device.test", {"note": f"{note} {i + 1}/{count}"})
+        event_id = appended.event["id"]
+        t0 = time.monotonic()
+        while outbox.contains(event_id):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(
+                    f"timeout: {count - i} of {count} events not acknowledged by the centre "
+                    f"within {timeout:.0f} s (event {event_id} still pending)"
+                )
+                return 1
+            # In-process: woken by the uplink's ack listener; beside an agent: poll.
+            acked.wait(min(remaining, 0.5 if uplink is not None else 0.002))
+            acked.clear()
+        rtts.append(time.monotonic() - t0)
+    total = time.monotonic() - started
     rtts.sort()
     print(
-        f"{count} acked; p50 {rtts[len(rtts) // 2] * 1000:.1f} ms, "
-        f"p95 {rtts[min(len(rtts) - 1, int(len(rtts) * 0.95))] * 1000:.1f} ms"
+        f"{count} acked by the centre: p50 {_percentile(rtts, 0.5) * 1000:.1f} ms, "
+        f"p95 {_percentile(rtts, 0.95) * 1000:.1f} ms, max {rtts[-1] * 1000:.1f} ms, "
+        f"rate {count / total:.0f}/s"
     )
     return 0

@@ -1,0 +1,352 @@
+"""The central collector: MQTT batches → the store, acks after commit (CONTRACT §3, §6).
+
+- Subscribes with a shared subscription, ``$share/hall-central/{prefix}/+/+/events``, so that
+  several collectors can run side by side (the broker gives each batch to one of them), and to
+  the retained ``{prefix}/+/+/status`` topics to know each device's state and backlog.
+- Every batch is validated (:func:`check_batch`): JSON, schema, topic device = payload device,
+  sizes. Good events are written in one transaction with ``ON CONFLICT (id) DO NOTHING``;
+  bad ones go to ``rejected`` with their reason in the same transaction; then the ack
+  ``{"v":1,"ids":[…],"rejected":[{"id","reason"}]}`` goes to ``{prefix}/{site}/{device}/ack``.
+- The collector never dies on bad input: anything that cannot be parsed is recorded in
+  ``rejected`` (with the topic's device) and the loop goes on.
+- paho acks the broker's delivery (PUBACK) only after the store has committed (``manual_ack``):
+  the broker then never has more than its in-flight limit outstanding with us, which is the
+  flow control when the store is slower than the hall.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.config import CentralConfig
+from agent.envelope import EVENT_TYPES
+from sync.mqtt import MqttLink
+from sync.store import EventRow, Reject, Store, open_store
+
+logger = logging.getLogger(__name__)
+
+SHARE_GROUP = "hall-central"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # CONTRACT §3 ids
+MAX_REJECT_PAYLOAD = 64 * 1024  # of a payload kept for a technician to look at
+
+_NUMBER = (int, float)
+
+
+def _is_num(value: Any, nullable: bool = True) -> bool:
+    if value is None:
+        return nullable
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
+    """Type-specific checks, limited to what the views and reports rely on (CONTRACT §2)."""
+    if event_type == "attendance.punch":
+        if not isinstance(data.get("staff_id"), str) or not data["staff_id"]:
+            return "data.staff_id: expected a staff id"
+        if not isinstance(data.get("slot"), str):
+            return "data.slot: expected a slot name"
+        for key in ("minutes_off", "distance"):
+            if not _is_num(data.get(key)):
+                return f"data.{key}: expected a number or null, got {data.get(key)!r}"
+    elif event_type == "rating.submitted":
+        level = data.get("level")
+        if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 5:
+            return f"data.level: expected 1-5, got {level!r}"
+        if not isinstance(data.get("window"), str):
+            return "data.window: expected a window label"
+        for key in ("pad", "invite_id"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                return f"data.{key}: expected an integer or null, got {value!r}"
+    return None
+
+
+def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str | None]:
+    """(row, None) for a good event, (None, reason) for a bad one."""
+    if not isinstance(ev, dict):
+        return None, f"event: expected an object, got {type(ev).__name__}"
+    event_id = ev.get("id")
+    try:
+        parsed = uuid.UUID(event_id)
+    except (TypeError, ValueError, AttributeError):
+        return None, f"id: expected a UUID, got {event_id!r}"
+    if str(parsed) != event_id:
+        return None, f"id: expected the canonical lower-case UUID form, got {event_id!r}"
+    if ev.get("device") != device:
+        return None, f"device: {ev.get('device')!r} does not match the topic's device {device!r}"
+    if ev.get("site") != site:
+        return None, f"site: {ev.get('site')!r} does not match the topic's site {site!r}"
+    seq = ev.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or seq >= 2**63:
+        return None, f"seq: expected a non-negative integer, got {seq!r}"
+    event_type = ev.get("type")
+    if event_type not in EVENT_TYPES:
+        return None, f"type: expected one of CONTRACT §2, got {event_type!r}"
+    at_text = ev.get("at")
+    try:
+        at = datetime.fromisoformat(at_text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None, f"at: expected an ISO 8601 time with offset, got {at_text!r}"
+    if at.tzinfo is None or len(at_text) < 19:  # type: ignore[arg-type]
+        return None, f"at: expected date, time and UTC offset, got {at_text!r}"
+    clock = ev.get("clock")
+    if clock not in ("synced", "unsynced"):
+        return None, f"clock: expected 'synced' or 'unsynced', got {clock!r}"
+    data = ev.get("data")
+    if not isinstance(data, dict):
+        return None, f"data: expected an object, got {type(data).__name__}"
+    problem = _check_data(event_type, data)
+    if problem:
+        return None, problem
+    extra = set(ev) - {"id", "seq", "type", "at", "clock", "device", "site", "data"}
+    if extra:
+        return None, f"unknown envelope key(s) {sorted(extra)}"
+    return (
+        EventRow(
+            id=event_id,
+            device=device,
+            site=site,
+            seq=seq,
+            type=event_type,
+            at=at,
+            at_text=at_text,  # type: ignore[arg-type]
+            clock=clock,
+            data=json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        ),
+        None,
+    )
+
+
+@dataclass
+class Verdict:
+    site: str | None
+    device: str | None
+    good: list[EventRow] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    def ack(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "ids": [e.id for e in self.good],
+            "rejected": [{"id": r.id, "reason": r.reason} for r in self.rejects if r.id],
+        }
+
+
+def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != prefix or parts[3] != kind:
+        return None
+    site, device = parts[1], parts[2]
+    if not _ID.match(site) or not _ID.match(device):
+        return None
+    return site, device
+
+
+def check_batch(
+    topic: str, payload: bytes, *, prefix: str, max_bytes: int, max_events: int
+) -> Verdict:
+    """Validate one batch. Never raises: whatever is wrong ends up in ``rejects``."""
+    where = parse_topic(topic, prefix, "events")
+    site, device = where if where else (None, None)
+    text = payload.decode("utf-8", errors="replace")
+    verdict = Verdict(site, device)
+
+    def reject_all(reason: str, events: Any = None) -> Verdict:
+        # Name every event that has an id, so that the agent can dead-letter each one
+        # instead of resending the batch forever (CONTRACT §3).
+        named = []
+        if isinstance(events, list):
+            named = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        verdict.rejects = [
+            Reject(e["id"], device, reason, json.dumps(e, ensure_ascii=False)[:MAX_REJECT_PAYLOAD])
+            for e in named
+        ] or [Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])]
+        return verdict
+
+    if where is None:
+        return reject_all(f"topic {topic!r}: expected {prefix}/SITE/DEVICE/events")
+    try:
+        batch = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return reject_all(f"batch: not JSON ({exc})")
+    if not isinstance(batch, dict):
+        return reject_all(f"batch: expected a JSON object, got {type(batch).__name__}")
+    events = batch.get("events")
+    if len(payload) > max_bytes:
+        return reject_all(f"batch: {len(payload)} bytes; expected at most {max_bytes}", events)
+    if batch.get("v") != 1:
+        return reject_all(f"batch: v: expected 1, got {batch.get('v')!r}", events)
+    if batch.get("device") != device:
+        return reject_all(
+            f"batch: device {batch.get('device')!r} does not match the topic's device {device!r}",
+            events,
+        )
+    if batch.get("site") != site:
+        return reject_all(
+            f"batch: site {batch.get('site')!r} does not match the topic's site {site!r}", events
+        )
+    if not isinstance(events, list):
+        return reject_all("batch: events: expected a list")
+    if len(events) > max_events:
+        return reject_all(f"batch: {len(events)} events; expected at most {max_events}", events)
+    for ev in events:
+        row, problem = check_event(ev, site, device)  # type: ignore[arg-type]
+        if row is not None:
+            verdict.good.append(row)
+        else:
+            event_id = ev.get("id") if isinstance(ev, dict) else None
+            verdict.rejects.append(
+                Reject(
+                    event_id if isinstance(event_id, str) else None,
+                    device,
+                    problem or "invalid",
+                    json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD],
+                )
+            )
+    return verdict
+
+
+class Collector:
+    """Runs the MQTT link and the single store-writing thread."""
+
+    def __init__(self, cfg: CentralConfig, store: Store | None = None, client_id: str = ""):
+        self.cfg = cfg
+        self.prefix = cfg.mqtt.prefix
+        self.store = store or open_store(cfg.store.url, cfg.store.pg_schema)
+        self._own_store = store is None
+        self.client_id = client_id or f"{cfg.central.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.events_filter = f"$share/{SHARE_GROUP}/{self.prefix}/+/+/events"
+        self.status_filter = f"{self.prefix}/+/+/status"
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.link = MqttLink(
+            cfg.mqtt,
+            self.client_id,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            manual_ack=True,
+            max_inflight=100,
+            max_queued=10000,
+            name="collector",
+        )
+        self.batches = 0
+        self.events_stored = 0
+        self.rejected = 0
+        self.errors = 0
+
+    def _on_connect(self, client: Any) -> None:
+        client.subscribe(self.events_filter, qos=1)
+        client.subscribe(self.status_filter, qos=1)
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        self._q.put(msg)  # never block on paho's thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self._thread.start()
+        self.link.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._q.put(None)
+        self.link.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._own_store:
+            self.store.close()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.link.connected.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._q.get()
+            if msg is None:
+                break
+            try:
+                self.handle(msg.topic, msg.payload)
+            except Exception:
+                # The store failed (e.g. PostgreSQL restarting): no ack to the agent, which
+                # resends after its ack timeout. Back off so a dead database is not hammered.
+                self.errors += 1
+                logger.exception("collector: could not process a message on %s", msg.topic)
+                self._stop.wait(1.0)
+            # The broker's PUBACK goes out either way: the end-to-end ack above is what
+            # settles an event; holding PUBACKs would only shrink the broker's window to us.
+            with self.link.publish_lock:
+                self.link.client.ack(msg.mid, msg.qos)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/status"):
+            self._handle_status(topic, payload)
+            return
+        verdict = check_batch(
+            topic,
+            payload,
+            prefix=self.prefix,
+            max_bytes=self.cfg.central.max_payload_kb * 1024,
+            max_events=self.cfg.central.max_batch_events,
+        )
+        self.store.write_batch(verdict.good, verdict.rejects)  # one transaction; returns on commit
+        self.batches += 1
+        self.events_stored += len(verdict.good)
+        self.rejected += len(verdict.rejects)
+        for r in verdict.rejects:
+            logger.warning(
+                "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
+            )
+        if verdict.site is None or verdict.device is None:
+            return  # no device to answer to
+        ack = json.dumps(verdict.ack(), separators=(",", ":")).encode()
+        self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+
+    def _handle_status(self, topic: str, payload: bytes) -> None:
+        where = parse_topic(topic, self.prefix, "status")
+        if where is None or not payload:
+            return
+        try:
+            status = json.loads(payload)
+            if not isinstance(status, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.warning("ignoring bad status on %s: %s", topic, exc)
+            return
+        self.store.upsert_status(where[0], where[1], status)
+
+
+def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
+    collector = Collector(cfg)
+    collector.start()
+    logger.info(
+        "hall-central collector %s: %s and %s → %s",
+        collector.client_id,
+        collector.events_filter,
+        collector.status_filter,
+        cfg.store.url.split("@")[-1],
+    )
+    last = time.monotonic()
+    try:
+        while not stop.wait(1.0):
+            if time.monotonic() - last >= 300:
+                last = time.monotonic()
+                logger.info(
+                    "collector: %d batches, %d events stored, %d rejected, %d errors",
+                    collector.batches,
+                    collector.events_stored,
+                    collector.rejected,
+                    collector.errors,
+                )
+    finally:
+        collector.stop()
+    return 0

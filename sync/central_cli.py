@@ -1,0 +1,293 @@
+"""``hall-central``: the central collector's command line (CONTRACT §7).
+
+- ``hall-central -c FILE run``: run the collector until SIGTERM.
+- ``hall-central -c FILE roster publish FILE --site SITE``: validate a roster (CONTRACT §3) and
+  publish it retained to ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
+- ``hall-central -c FILE devices``: devices with last status, backlog and last event time.
+- ``hall-central -c FILE report ratings --month YYYY-MM``: counts per window and level.
+
+Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.config import (
+    DEFAULT_CENTRAL_CONFIG,
+    EX_CONFIG,
+    ID_PATTERN,
+    CentralConfig,
+    ConfigError,
+    load_central_config,
+)
+
+logger = logging.getLogger("hall-central")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hall-central", description="Service-hall central collector and tools."
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CENTRAL_CONFIG,
+        help=f"collector config file (default {DEFAULT_CENTRAL_CONFIG})",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"hall-central {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser(
+        "run",
+        help="run the collector until SIGTERM",
+        description="Subscribe to every device's event batches (shared subscription), store "
+        "them, ack after commit; track device status.",
+    )
+    p = sub.add_parser("roster", help="staff roster tools", description="Staff roster tools.")
+    rsub = p.add_subparsers(dest="roster_command", metavar="ACTION")
+    rsub.required = True
+    r = rsub.add_parser(
+        "publish",
+        help="validate a roster file and publish it retained to a site",
+        description='Publish {"v":1,"version":N,"staff":[{"id","name","role","window"}]} '
+        "retained to PREFIX/SITE/roster (CONTRACT §3).",
+    )
+    r.add_argument("file", type=Path, help="roster JSON file")
+    r.add_argument("--site", required=True, help="site id, e.g. jiedong")
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    p = sub.add_parser(
+        "devices",
+        help="list devices: last status, backlog, last event time",
+        description="List devices known to the store with their last status.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("report", help="monthly reports", description="Monthly reports.")
+    psub = p.add_subparsers(dest="report_command", metavar="REPORT")
+    psub.required = True
+    r = psub.add_parser(
+        "ratings",
+        help="ratings per window and level for a month",
+        description="Count rating.submitted events per window and level for a month.",
+    )
+    r.add_argument("--month", required=True, help="YYYY-MM")
+    return parser
+
+
+def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
+    from sync.central import run_collector
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return run_collector(cfg, stop)
+
+
+def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeout: float) -> str:
+    """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
+    import os
+
+    from sync.mqtt import MqttLink
+
+    topic = f"{cfg.mqtt.prefix}/{site}/roster"
+    link = MqttLink(cfg.mqtt, f"{cfg.central.id}-roster-{os.getpid()}", name="roster")
+    link.start()
+    try:
+        if not link.connected.wait(timeout):
+            raise CliError(
+                f"roster publish: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
+                f"{timeout:.0f} s ({link.last_error or 'no answer'})"
+            )
+        done = threading.Event()
+        result: dict[str, Any] = {}
+
+        def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+            result["rc"] = rc
+            done.set()
+
+        link.client.on_publish = on_publish
+        payload = json.dumps(roster, ensure_ascii=False).encode("utf-8")
+        info = link.publish(topic, payload, qos=1, retain=True)
+        if not done.wait(timeout):
+            raise CliError(f"roster publish: no PUBACK for {topic} within {timeout:.0f} s")
+        rc = result["rc"]
+        if getattr(rc, "is_failure", False):
+            raise CliError(f"roster publish: broker refused {topic}: {rc}")
+        del info
+        return topic
+    finally:
+        link.stop()
+
+
+def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    import re
+
+    from sync.downlink import RosterError, parse_roster
+
+    if not re.match(ID_PATTERN, args.site):
+        raise CliError(f"roster publish --site: expected {ID_PATTERN}, got {args.site!r}", 2)
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"roster publish: cannot read {args.file}: {exc.strerror}", 2) from None
+    try:
+        roster = parse_roster(raw)
+    except RosterError as exc:
+        raise CliError(f"{args.file}: {exc}", 2) from None
+    topic = publish_roster(cfg, args.site, roster, args.timeout)
+    print(f"roster version {roster['version']} ({len(roster['staff'])} staff) retained on {topic}")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "isoformat"):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return str(value)
+
+
+def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from sync.store import open_store
+
+    with open_store(cfg.store.url, cfg.store.pg_schema) as store:
+        rows = store.devices()
+    if args.json:
+        print(json.dumps(rows, default=_fmt, ensure_ascii=False))
+        return 0
+    headers = (
+        "site",
+        "device",
+        "state",
+        "backlog",
+        "oldest_s",
+        "dead",
+        "status at",
+        "last event at",
+    )
+    table = [
+        (
+            r["site"],
+            r["device"],
+            r["state"] or "-",
+            _fmt(r["pending"]),
+            _fmt(r["oldest_s"]),
+            _fmt(r["dead_letter"]),
+            _fmt(r["status_at"]),
+            _fmt(r["last_event_at"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in (headers, *table):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    if not rows:
+        print("(no devices yet)")
+    return 0
+
+
+LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+
+
+def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    import re
+
+    from sync.store import PostgresStore, open_store
+
+    if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", args.month):
+        raise CliError(f"report --month: expected YYYY-MM, got {args.month!r}", 2)
+    with open_store(cfg.store.url, cfg.store.pg_schema) as store:
+        if isinstance(store, PostgresStore):
+            sql = (
+                'SELECT "window", level, count(*) FROM ratings '
+                "WHERE to_char(at AT TIME ZONE %s, 'YYYY-MM') = %s "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            rows = store.query(sql, (cfg.central.timezone, args.month))
+        else:
+            # SQLite keeps `at` as the device wrote it, with its local offset (CONTRACT §2).
+            sql = (
+                "SELECT window, level, count(*) FROM ratings WHERE substr(at, 1, 7) = %s "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            rows = store.query(sql, (args.month,))
+    per_window: dict[str, dict[int, int]] = {}
+    for window, level, n in rows:
+        per_window.setdefault(window, {})[int(level)] = n
+    levels = [5, 4, 3, 2, 1]
+    print(f"{args.month} 评价统计")
+    print("\t".join(["窗口", *(LEVEL_LABELS[lv] for lv in levels), "合计", "满意率"]))
+    for window in sorted(per_window):
+        counts = per_window[window]
+        total = sum(counts.values())
+        good = counts.get(5, 0) + counts.get(4, 0) + counts.get(3, 0)
+        print(
+            "\t".join(
+                [
+                    window,
+                    *(str(counts.get(lv, 0)) for lv in levels),
+                    str(total),
+                    f"{100 * good / total:.1f}%",
+                ]
+            )
+        )
+    if not per_window:
+        print("(无评价)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "roster": cmd_roster, "devices": cmd_devices, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from agent.cli import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose if args.command != "run" else max(1, args.verbose))
+    try:
+        cfg = load_central_config(args.config)
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except CliError as exc:
+        print(f"hall-central: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"hall-central: {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""MQTT client construction and connection keeping, shared by the agent and the collector.
+
+- paho-mqtt 2.x with ``CallbackAPIVersion.VERSION2``; MQTT 5 by default, 3.1.1 as a config
+  choice (``mqtt.protocol``); ``mqtts://`` with a CA file and an optional client certificate;
+  username and ``password_file`` (the password is read at config load, never logged).
+- ``TCP_NODELAY`` on the broker socket through ``on_socket_open``: paho does not set it, and
+  with Nagle plus delayed ACKs every request/ack round trip costs ~40 ms (DESIGN.md, "Nagle").
+- :class:`MqttLink` keeps one connection up: exponential backoff from 1 s to 120 s with jitter
+  (so a hall of devices coming back after a broker restart does not reconnect in lock-step).
+  paho's own reconnect loop has no jitter, so ``reconnect_on_failure`` is off and the link
+  reconnects itself; paho's network thread (``loop_start``) runs only while connected.
+- Callbacks never block: they run on paho's thread, so users of the link must only hand work
+  to a queue from them (DESIGN.md habit 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import MqttSection
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 120.0
+
+
+def _nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    # DESIGN.md "Nagle and delayed ACKs": ~40 ms → ~1 ms per publish/ack round trip.
+    with contextlib.suppress(OSError, AttributeError):  # not TCP (unix transport): nothing to do
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def make_client(section: MqttSection, client_id: str, *, manual_ack: bool = False) -> paho.Client:
+    """A configured but unconnected paho client (TLS, credentials, protocol, TCP_NODELAY)."""
+    v5 = section.protocol == "5"
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        # MQTT 3.1.1: a clean session. The outbox, not the broker's session, is the buffer:
+        # anything lost with a session is resent after sync.ack_timeout_s (CONTRACT §3).
+        clean_session=None if v5 else True,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        reconnect_on_failure=False,
+        manual_ack=manual_ack,
+    )
+    if section.username is not None:
+        client.username_pw_set(section.username, section.password)
+    if section.tls:
+        client.tls_set(
+            ca_certs=str(section.ca_file) if section.ca_file else None,
+            certfile=str(section.client_cert_file) if section.client_cert_file else None,
+            keyfile=str(section.client_key_file) if section.client_key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    client.on_socket_open = _nodelay
+    return client
+
+
+def connect_kwargs(section: MqttSection) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "host": section.host,
+        "port": section.port,
+        "keepalive": section.keepalive_s,
+    }
+    if section.protocol == "5":
+        kwargs["clean_start"] = True
+    return kwargs
+
+
+def backoff_delays(
+    minimum: float = BACKOFF_MIN_S, maximum: float = BACKOFF_MAX_S, rng: random.Random | None = None
+):
+    """Yield reconnect delays: doubling from ``minimum`` to ``maximum``, each jittered.
+
+    "Equal jitter": half the nominal delay is fixed, the other half random, so retries spread
+    out while a device never hammers the broker faster than ``minimum / 2``.
+    """
+    rng = rng or random.Random()
+    nominal = minimum
+    while True:
+        yield nominal / 2 + rng.uniform(0, nominal / 2)
+        nominal = min(nominal * 2, maximum)
+
+
+def describe_rc(rc: Any) -> str:
+    if isinstance(rc, ReasonCode):
+        return f"{rc.getName()} ({rc.value:#04x})"
+    if isinstance(rc, MQTTErrorCode):
+        return paho.error_string(rc)
+    return str(rc)
+
+
+class MqttLink:
+    """One MQTT connection kept up in the background, with jittered exponential backoff.
+
+    ``on_connect(client)`` runs on paho's thread after a successful CONNACK (subscribe there;
+    paho's ``subscribe`` does not block); ``on_disconnect(reason)`` after the connection drops.
+    ``on_message`` and ``on_publish`` are passed to paho as they are (VERSION2 signatures).
+    """
+
+    def __init__(
+        self,
+        section: MqttSection,
+        client_id: str,
+        *,
+        on_connect: Callable[[paho.Client], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
+        on_message: Callable[..., None] | None = None,
+        on_publish: Callable[..., None] | None = None,
+        will: tuple[str, bytes, int, bool] | None = None,
+        manual_ack: bool = False,
+        max_inflight: int = 20,
+        max_queued: int = 0,
+        name: str = "mqtt",
+    ):
+        self.section = section
+        self.client_id = client_id
+        self.name = name
+        self.client = make_client(section, client_id, manual_ack=manual_ack)
+        self.client.max_inflight_messages_set(max_inflight)
+        # Bounded: days offline must not grow paho's queue; the outbox is the buffer.
+        self.client.max_queued_messages_set(max_queued)
+        if will is not None:
+            topic, payload, qos, retain = will
+            self.client.will_set(topic, payload, qos=qos, retain=retain)
+        self._user_connect = on_connect
+        self._user_disconnect = on_disconnect
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        if on_message is not None:
+            self.client.on_message = on_message
+        if on_publish is not None:
+            self.client.on_publish = on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.connected = threading.Event()
+        self._down = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.connects = 0
+        self.last_activity = time.monotonic()
+        self.publish_lock = threading.Lock()
+
+    # --- paho callbacks (paho's thread: never block) ------------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {describe_rc(reason_code)}"
+            logger.error("%s: %s", self.name, self.last_error)
+            self._down.set()
+            return
+        self.connects += 1
+        self.last_error = None
+        self.connected.set()
+        logger.info("%s: connected to %s:%s", self.name, self.section.host, self.section.port)
+        if self._user_connect is not None:
+            self._user_connect(client)
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, reason_codes: Any, _props: Any
+    ) -> None:
+        for rc in reason_codes:
+            if getattr(rc, "is_failure", False):
+                # e.g. 0x87 not authorised: the ACL does not let this client read the topic.
+                self.last_error = f"subscription {mid} refused: {describe_rc(rc)}"
+                logger.error("%s: %s", self.name, self.last_error)
+
+    def _on_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        was_up = self.connected.is_set()
+        self.connected.clear()
+        self._down.set()
+        if self._stop.is_set():
+            return
+        why = describe_rc(reason_code)
+        if was_up:
+            self.last_error = f"disconnected: {why}"
+            logger.warning("%s: %s", self.name, self.last_error)
+        if self._user_disconnect is not None:
+            self._user_disconnect(why)
+
+    # --- the connection keeper ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-link", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delays = backoff_delays()
+        while not self._stop.is_set():
+            self.last_activity = time.monotonic()
+            self._down.clear()
+            try:
+                with self.publish_lock:
+                    self.client.connect(**connect_kwargs(self.section))
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                where = f"{self.section.host}:{self.section.port}"
+                self.last_error = f"cannot connect to {where}: {exc}"
+                logger.warning("%s: %s", self.name, self.last_error)
+                self._stop.wait(next(delays))
+                continue
+            before = self.connects
+            self.client.loop_start()
+            while not self._down.wait(1.0):
+                self.last_activity = time.monotonic()
+                if self._stop.is_set():
+                    break
+            if self._stop.is_set():
+                break
+            self.client.loop_stop()
+            # A connection that reached CONNACK resets the backoff; a refused one does not.
+            if self.connects != before:
+                delays = backoff_delays()
+            self._stop.wait(next(delays))
+        with self.publish_lock, contextlib.suppress(Exception):  # best effort on the way out
+            self.client.disconnect()
+        self.client.loop_stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._down.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
+        with self.publish_lock:
+            return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+
+def probe_connect(section: MqttSection, client_id: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """Connect once and wait for the CONNACK: ``(True, "MQTT 5 connected")`` or the reason."""
+    result: dict[str, Any] = {}
+    done = threading.Event()
+    client = make_client(section, client_id)
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        result["rc"] = rc
+        done.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        result.setdefault("rc", rc)
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    try:
+        client.connect(**connect_kwargs(section))
+    except ssl.SSLError as exc:
+        return False, f"TLS handshake failed: {exc}"
+    except OSError as exc:
+        return False, f"cannot connect: {exc}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return False, f"no CONNACK within {timeout:.0f} s"
+        rc = result["rc"]
+        if rc.is_failure:
+            return False, f"broker refused: {describe_rc(rc)}"
+        proto = "MQTT 5" if section.protocol == "5" else "MQTT 3.1.1"
+        tls = ", TLS" if section.tls else ""
+        return True, f"{proto} connected{tls}"
+    finally:
+        client.disconnect()
+        client.loop_stop()

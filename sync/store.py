@@ -1,0 +1,463 @@
+"""The central store (CONTRACT §6): SQLite (embedded default) or PostgreSQL (psycopg 3).
+
+Tables ``events`` and ``rejected`` as CONTRACT §6, plus ``devices`` (the collector's view of
+each device's retained status, for ``hall-central devices``); typed views ``punches`` and
+``ratings``. The schema is created and migrated on open, inside a lock (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: an advisory lock), so several collectors can start at once.
+
+A batch is written in ONE transaction with ``INSERT … ON CONFLICT (id) DO NOTHING``: a resent
+event is ignored and acked again, which turns at-least-once delivery into exactly-once rows
+(CONTRACT §3). :meth:`Store.write_batch` returns only after the commit; the collector acks
+after that.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: the agent deletes its copy of an event as
+soon as the ack arrives, so a commit that a power cut could undo would lose the event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reject:
+    id: str | None
+    device: str | None
+    reason: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: str
+    device: str
+    site: str
+    seq: int
+    type: str
+    at: datetime
+    at_text: str
+    clock: str
+    data: str  # JSON text
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+_SQLITE_V1 = [
+    """CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        site TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        at TEXT NOT NULL,
+        clock TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        data TEXT NOT NULL CHECK (json_valid(data))
+    )""",
+    "CREATE INDEX events_device_seq ON events (site, device, seq)",
+    "CREATE INDEX events_type_at ON events (type, at)",
+    """CREATE TABLE rejected (
+        id TEXT UNIQUE,
+        device TEXT,
+        reason TEXT NOT NULL,
+        payload TEXT,
+        received_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE devices (
+        site TEXT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT,
+        version TEXT,
+        pending INTEGER,
+        oldest_s REAL,
+        dead_letter INTEGER,
+        status TEXT,
+        status_at TEXT,
+        last_event_at TEXT,
+        last_received_at TEXT,
+        PRIMARY KEY (site, device)
+    )""",
+    """CREATE VIEW punches AS SELECT
+        id, site, device, seq, at, clock, received_at,
+        json_extract(data, '$.staff_id') AS staff_id,
+        json_extract(data, '$.slot') AS slot,
+        json_extract(data, '$.status') AS status,
+        json_extract(data, '$.minutes_off') AS minutes_off,
+        json_extract(data, '$.distance') AS distance,
+        json_extract(data, '$.liveness') AS liveness
+      FROM events WHERE type = 'attendance.punch'""",
+    """CREATE VIEW ratings AS SELECT
+        id, site, device, seq, at, clock, received_at,
+        json_extract(data, '$.window') AS window,
+        json_extract(data, '$.pad') AS pad,
+        json_extract(data, '$.staff_id') AS staff_id,
+        json_extract(data, '$.level') AS level,
+        json_extract(data, '$.label') AS label,
+        json_extract(data, '$.reasons') AS reasons,
+        json_extract(data, '$.invite_id') AS invite_id
+      FROM events WHERE type = 'rating.submitted'""",
+]
+
+_PG_V1 = [
+    """CREATE TABLE events (
+        id uuid PRIMARY KEY,
+        device text NOT NULL,
+        site text NOT NULL,
+        seq bigint NOT NULL,
+        type text NOT NULL,
+        at timestamptz NOT NULL,
+        clock text NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        data jsonb NOT NULL
+    )""",
+    "CREATE INDEX events_device_seq ON events (site, device, seq)",
+    "CREATE INDEX events_type_at ON events (type, at)",
+    """CREATE TABLE rejected (
+        id text UNIQUE,
+        device text,
+        reason text NOT NULL,
+        payload text,
+        received_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE devices (
+        site text NOT NULL,
+        device text NOT NULL,
+        state text,
+        version text,
+        pending bigint,
+        oldest_s double precision,
+        dead_letter bigint,
+        status jsonb,
+        status_at timestamptz,
+        last_event_at timestamptz,
+        last_received_at timestamptz,
+        PRIMARY KEY (site, device)
+    )""",
+    # Casts through numeric: the collector checks these are JSON numbers (sync/central.py).
+    """CREATE VIEW punches AS SELECT
+        id, site, device, seq, at, clock, received_at,
+        data->>'staff_id' AS staff_id,
+        data->>'slot' AS slot,
+        data->>'status' AS status,
+        (data->>'minutes_off')::numeric AS minutes_off,
+        (data->>'distance')::double precision AS distance,
+        data->>'liveness' AS liveness
+      FROM events WHERE type = 'attendance.punch'""",
+    """CREATE VIEW ratings AS SELECT
+        id, site, device, seq, at, clock, received_at,
+        data->>'window' AS "window",
+        (data->>'pad')::integer AS pad,
+        data->>'staff_id' AS staff_id,
+        (data->>'level')::integer AS level,
+        data->>'label' AS label,
+        data->'reasons' AS reasons,
+        (data->>'invite_id')::integer AS invite_id
+      FROM events WHERE type = 'rating.submitted'""",
+]
+
+# Index i brings the schema from version i to i + 1. Append only.
+SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1]
+SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
+
+DEVICE_KEYS = (
+    "site",
+    "device",
+    "state",
+    "version",
+    "pending",
+    "oldest_s",
+    "dead_letter",
+    "status_at",
+    "last_event_at",
+    "last_received_at",
+)
+
+
+def _status_fields(status: dict[str, Any]) -> tuple[Any, ...]:
+    outbox = status.get("outbox") if isinstance(status.get("outbox"), dict) else {}
+
+    def num(value: Any) -> Any:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    state = status.get("state")
+    version = status.get("version")
+    return (
+        state if isinstance(state, str) else None,
+        version if isinstance(version, str) else None,
+        num(outbox.get("pending")),
+        num(outbox.get("oldest_s")),
+        num(outbox.get("dead_letter")),
+    )
+
+
+class Store:
+    """Common interface of the two stores."""
+
+    url: str
+
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+        raise NotImplementedError
+
+    def record_rejects(self, rejects: list[Reject]) -> None:
+        self.write_batch([], rejects)
+
+    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def devices(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+_DEVICE_SQL_SQLITE = """
+INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (site, device) DO UPDATE SET
+  last_event_at = max(coalesce(devices.last_event_at, ''), excluded.last_event_at),
+  last_received_at = excluded.last_received_at
+"""
+
+_STATUS_SQL_SQLITE = """
+INSERT INTO devices (site, device, state, version, pending, oldest_s, dead_letter, status,
+                     status_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, device) DO UPDATE SET
+  state = excluded.state, version = excluded.version, pending = excluded.pending,
+  oldest_s = excluded.oldest_s, dead_letter = excluded.dead_letter, status = excluded.status,
+  status_at = excluded.status_at
+"""
+
+
+class SqliteStore(Store):
+    def __init__(self, url: str):
+        self.url = url
+        path = url[len("sqlite:///") :]
+        self.path = Path(unquote(path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(SQLITE_MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this hall-central "
+                    f"({len(SQLITE_MIGRATIONS)})"
+                )
+            for step in range(version, len(SQLITE_MIGRATIONS)):
+                for sql in SQLITE_MIGRATIONS[step]:
+                    c.execute(sql)
+                c.execute(f"PRAGMA user_version = {step + 1}")
+                logger.info("store %s: schema migrated to version %d", self.path, step + 1)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+        now = _iso(utcnow())
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if events:
+                    c.executemany(
+                        "INSERT INTO events (id, device, site, seq, type, at, clock, "
+                        "received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        [
+                            (e.id, e.device, e.site, e.seq, e.type, e.at_text, e.clock, now, e.data)
+                            for e in events
+                        ],
+                    )
+                    last = max(events, key=lambda e: e.at)
+                    c.execute(_DEVICE_SQL_SQLITE, (last.site, last.device, last.at_text, now))
+                if rejects:
+                    c.executemany(
+                        "INSERT INTO rejected (id, device, reason, payload, received_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                        [(r.id, r.device, r.reason, r.payload, now) for r in rejects],
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self.conn.execute(
+                _STATUS_SQL_SQLITE,
+                (
+                    site,
+                    device,
+                    *_status_fields(status),
+                    json.dumps(status, ensure_ascii=False),
+                    _iso(utcnow()),
+                ),
+            )
+
+    def devices(self) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
+            "last_event_at, last_received_at FROM devices ORDER BY site, device"
+        )
+        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.conn.execute(sql.replace("%s", "?"), params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+_DEVICE_SQL_PG = """
+INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES (%s, %s, %s, now())
+ON CONFLICT (site, device) DO UPDATE SET
+  last_event_at = greatest(devices.last_event_at, excluded.last_event_at),
+  last_received_at = excluded.last_received_at
+"""
+
+_STATUS_SQL_PG = """
+INSERT INTO devices (site, device, state, version, pending, oldest_s, dead_letter, status,
+                     status_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, now())
+ON CONFLICT (site, device) DO UPDATE SET
+  state = excluded.state, version = excluded.version, pending = excluded.pending,
+  oldest_s = excluded.oldest_s, dead_letter = excluded.dead_letter, status = excluded.status,
+  status_at = excluded.status_at
+"""
+
+_PG_LOCK_KEY = 0x48414C4C  # "HALL": advisory lock serialising migrations between collectors
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, schema: str | None = None):
+        import psycopg
+
+        self.url = url
+        self.schema = schema
+        self._lock = threading.Lock()
+        self.conn = psycopg.connect(url, autocommit=True)
+        if schema:
+            # The schema name is validated by agent.config.StoreSection (pattern).
+            self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            self.conn.execute(f'SET search_path TO "{schema}"')
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock, self.conn.transaction():
+            c = self.conn
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+            c.execute("CREATE TABLE IF NOT EXISTS hall_schema (version integer NOT NULL)")
+            row = c.execute("SELECT version FROM hall_schema").fetchone()
+            version = 0 if row is None else row[0]
+            if row is None:
+                c.execute("INSERT INTO hall_schema (version) VALUES (0)")
+            if version > len(PG_MIGRATIONS):
+                raise RuntimeError(
+                    f"schema version {version} is newer than this hall-central "
+                    f"({len(PG_MIGRATIONS)})"
+                )
+            for step in range(version, len(PG_MIGRATIONS)):
+                for sql in PG_MIGRATIONS[step]:
+                    c.execute(sql)
+                c.execute("UPDATE hall_schema SET version = %s", (step + 1,))
+                logger.info("store: PostgreSQL schema migrated to version %d", step + 1)
+
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+        with self._lock, self.conn.transaction():
+            cur = self.conn.cursor()
+            if events:
+                cur.executemany(
+                    "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
+                    [
+                        (e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data)
+                        for e in events
+                    ],
+                )
+                last = max(events, key=lambda e: e.at)
+                cur.execute(_DEVICE_SQL_PG, (last.site, last.device, last.at))
+            if rejects:
+                cur.executemany(
+                    "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
+                    [(r.id, r.device, r.reason, r.payload.replace("\x00", "\\0")) for r in rejects],
+                )
+
+    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self.conn.execute(
+                _STATUS_SQL_PG,
+                (site, device, *_status_fields(status), json.dumps(status, ensure_ascii=False)),
+            )
+
+    def devices(self) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
+            "last_event_at, last_received_at FROM devices ORDER BY site, device"
+        )
+        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+def open_store(url: str, schema: str | None = None) -> Store:
+    """Open (and create or migrate) the store at ``url`` (``sqlite:///…`` or ``postgresql://…``)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        return SqliteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(url, schema)
+    raise ValueError(f"store url: expected sqlite:///PATH or postgresql://…, got {url!r}")

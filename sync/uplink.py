@@ -1,0 +1,504 @@
+"""Uplink: the outbox to the centre over MQTT, end-to-end at-least-once (CONTRACT §3).
+
+- Batches of up to ``sync.batch_size`` events in ``seq`` order are published (QoS 1) to
+  ``{prefix}/{site}/{device}/events`` as ``{"v":1,"device","site","events":[…]}``; the event
+  JSON is spliced in from the outbox text as stored, never re-serialised.
+- At most ``sync.max_in_flight`` batches are unacked at once. An event leaves the outbox only
+  when the centre's ack names it (a broker PUBACK is not enough); rejected ids move to the
+  dead-letter table. A batch unacked after ``sync.ack_timeout_s``, or any batch in flight when
+  the connection comes back, is sent again from the oldest pending event (go-back-N): the
+  centre stores each id once and acks it again, so a resend never duplicates a row.
+- paho's own queue is bounded to the window (plus status): it is not the buffer, the outbox is.
+  ``on_publish`` tracks each batch by ``mid`` and checks the PUBACK reason code; an MQTT 5
+  refusal (0x87 not authorised, e.g. an ACL) means the batch was not delivered: it is logged,
+  shown in status and resent after the ack timeout.
+- Retained status with a will (``offline``), republished on every connect and every
+  ``sync.status_interval_s``; an explicit ``offline`` is published on a clean stop.
+- The roster (downlink) arrives on the same connection and is handed to
+  :class:`sync.downlink.RosterKeeper`.
+- One uplink per outbox: the worker holds an exclusive ``flock`` on ``<data_dir>/uplink.lock``
+  while it runs. ``hall-agent ping`` uses it to tell whether a running agent will deliver its
+  events or whether it has to start an uplink itself (docs/sync.md, "ping").
+
+Everything that touches state runs on the worker's own thread; paho callbacks only put items
+on a queue (DESIGN.md habit 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.enums import MQTTErrorCode
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.outbox import Outbox
+from sync.downlink import RosterKeeper
+from sync.mqtt import MqttLink, describe_rc
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = "uplink.lock"
+POLL_S = 0.2  # how often an idle uplink looks for events appended by another process (ping)
+
+
+def topics(prefix: str, site: str, device: str) -> dict[str, str]:
+    base = f"{prefix}/{site}/{device}"
+    return {
+        "events": f"{base}/events",
+        "ack": f"{base}/ack",
+        "status": f"{base}/status",
+        "roster": f"{prefix}/{site}/roster",
+    }
+
+
+class UplinkLock:
+    """Exclusive lock on ``<data_dir>/uplink.lock``: at most one uplink drains an outbox.
+
+    ``flock`` locks die with the process (even on SIGKILL), so a crashed agent never leaves a
+    stale lock behind.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str]):
+        self.path = Path(data_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+
+def uplink_running(data_dir: str | os.PathLike[str]) -> bool:
+    """True when another uplink (a running ``hall-agent run``) holds this outbox's lock."""
+    lock = UplinkLock(data_dir)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+@dataclass
+class _Batch:
+    first_seq: int
+    last_seq: int
+    ids: set[str]
+    sent_at: float
+    mid: int
+    size: int
+    refused: str | None = None
+    delivered: bool = False
+
+
+@dataclass
+class _Counters:
+    batches_sent: int = 0
+    events_sent: int = 0
+    events_acked: int = 0
+    events_rejected: int = 0
+    resends: int = 0
+    refused: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+class Uplink:
+    """The uplink worker (agent.supervisor.Worker protocol)."""
+
+    name = "uplink"
+    stall_after_s = 120.0
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        outbox: Outbox,
+        supervisor_health: Callable[[], dict[str, Any]] | None = None,
+        *,
+        client_id: str | None = None,
+    ):
+        self.cfg = cfg
+        self.outbox = outbox
+        self.supervisor_health = supervisor_health or dict
+        self.sync = cfg.sync
+        self.topics = topics(cfg.mqtt.prefix, cfg.device.site, cfg.device.id)
+        self.client_id = client_id or f"{cfg.device.site}-{cfg.device.id}"
+        self._prefix = (
+            '{"v":1,"device":'
+            + json.dumps(cfg.device.id)
+            + ',"site":'
+            + json.dumps(cfg.device.site)
+            + ',"events":['
+        )
+        self.lock = UplinkLock(cfg.device.data_dir)
+        self.roster = RosterKeeper(cfg.device.data_dir)
+        self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._wake_pending = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = time.monotonic()
+        self._inflight: dict[int, _Batch] = {}  # mid -> batch
+        self._by_id: dict[str, _Batch] = {}
+        self._cursor = 0
+        self._next_status = 0.0
+        self._status_info: Any = None
+        self._ack_listeners: list[Callable[[list[str]], None]] = []
+        self.counters = _Counters()
+        self.lock_error: str | None = None
+        self.refused_error: str | None = None
+        self.link: MqttLink | None = None
+        outbox.add_listener(self._on_append)
+
+    # --- Worker protocol ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._q.put(("stop",))
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def last_activity(self) -> float:
+        return self._last
+
+    def health(self) -> dict[str, Any]:
+        link = self.link
+        connected = bool(link and link.connected.is_set())
+        out: dict[str, Any] = {
+            "state": "ok",
+            "connected": connected,
+            "in_flight": len(self._inflight),
+        }
+        problem = self.lock_error or self.refused_error or (link.last_error if link else None)
+        if self.roster.last_error:
+            out["roster"] = self.roster.last_error
+        if self.lock_error or self.refused_error:
+            out["state"] = "fault"
+        elif not connected:
+            out["state"] = "degraded"
+        if problem and out["state"] != "ok":
+            out["detail"] = problem
+        return out
+
+    def add_ack_listener(self, callback: Callable[[list[str]], None]) -> None:
+        """Call ``callback(ids)`` on the uplink thread after acked ids left the outbox."""
+        self._ack_listeners.append(callback)
+
+    # --- callbacks from other threads (never block) -------------------------------------
+
+    def _on_append(self) -> None:
+        if not self._wake_pending.is_set():
+            self._wake_pending.set()
+            self._q.put(("wake",))
+
+    def _on_connect(self, client: Any) -> None:
+        # paho's thread: subscribing does not block; everything else goes to the queue.
+        for topic in (self.topics["ack"], self.topics["roster"]):
+            client.subscribe(topic, qos=1)
+        self._q.put(("connected",))
+
+    def _on_disconnect(self, why: str) -> None:
+        self._q.put(("disconnected", why))
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        self._q.put(("message", msg.topic, msg.payload))
+
+    def _on_publish(
+        self, _client: Any, _userdata: Any, mid: int, reason_code: Any, _props: Any
+    ) -> None:
+        self._q.put(("puback", mid, reason_code))
+
+    # --- the worker thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and not self.lock.acquire():
+                self.lock_error = (
+                    f"another uplink (pid {self.lock.holder()}) is draining this outbox "
+                    f"({self.lock.path})"
+                )
+                logger.error("%s; waiting", self.lock_error)
+                self._last = time.monotonic()
+                self._stop.wait(5.0)
+            if self._stop.is_set():
+                return
+            self.lock_error = None
+            will = json.dumps(
+                {"v": 1, "state": "offline", "version": __version__, "at": _now_iso()}
+            ).encode()
+            w = self.sync.max_in_flight
+            self.link = MqttLink(
+                self.cfg.mqtt,
+                self.client_id,
+                on_connect=self._on_connect,
+                on_disconnect=self._on_disconnect,
+                on_message=self._on_message,
+                on_publish=self._on_publish,
+                will=(self.topics["status"], will, 1, True),
+                # The window plus a status message and a spare: paho never holds more.
+                max_inflight=w + 2,
+                max_queued=w + 4,
+                name="uplink",
+            )
+            self.link.start()
+            self._loop()
+        except Exception:
+            logger.exception("uplink failed")
+            raise
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._last = time.monotonic()
+            try:
+                item = self._q.get(timeout=self._wait_s())
+            except queue.Empty:
+                item = None
+            while item is not None:
+                self._handle(item)
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    item = None
+            if self._stop.is_set():
+                break
+            self._tick()
+
+    def _wait_s(self) -> float:
+        now = time.monotonic()
+        wait = min(POLL_S, max(0.0, self._next_status - now))
+        for batch in self._inflight.values():
+            wait = min(wait, max(0.0, batch.sent_at + self.sync.ack_timeout_s - now))
+        return wait
+
+    def _connected(self) -> bool:
+        return self.link is not None and self.link.connected.is_set()
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "wake":
+            self._wake_pending.clear()
+        elif kind == "connected":
+            # Whatever was in flight may have been lost with the old connection (clean
+            # session): send it again from the oldest pending event.
+            if self._inflight:
+                logger.info("reconnected: resending %d unacked batches", len(self._inflight))
+                self.counters.resends += len(self._inflight)
+            self._go_back()
+            self._next_status = 0.0
+        elif kind == "disconnected":
+            pass
+        elif kind == "puback":
+            self._on_puback(item[1], item[2])
+        elif kind == "message":
+            topic, payload = item[1], item[2]
+            if topic == self.topics["ack"]:
+                self._on_ack(payload)
+            elif topic == self.topics["roster"]:
+                self.roster.handle(payload)
+
+    def _go_back(self) -> None:
+        self._inflight.clear()
+        self._by_id.clear()
+        self._cursor = 0
+
+    def _tick(self) -> None:
+        if not self._connected():
+            return
+        now = time.monotonic()
+        expired = [b for b in self._inflight.values() if now - b.sent_at >= self.sync.ack_timeout_s]
+        if expired:
+            first = min(expired, key=lambda b: b.first_seq)
+            logger.warning(
+                "no ack for events %d..%d after %.0f s%s; resending from the oldest pending",
+                first.first_seq,
+                first.last_seq,
+                self.sync.ack_timeout_s,
+                f" (broker refused: {first.refused})" if first.refused else "",
+            )
+            self.counters.resends += len(self._inflight)
+            self._go_back()
+        self._fill()
+        if now >= self._next_status:
+            self._publish_status()
+            self._next_status = now + self.sync.status_interval_s
+
+    def _fill(self) -> None:
+        assert self.link is not None
+        while len(self._inflight) < self.sync.max_in_flight and not self._stop.is_set():
+            rows = self.outbox.pending(self.sync.batch_size, after_seq=self._cursor)
+            if not rows:
+                return
+            payload = self._prefix + ",".join(r.body for r in rows) + "]}"
+            data = payload.encode("utf-8")
+            info = self.link.publish(self.topics["events"], data, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # Queue full (old messages from before a reconnect) or the link just dropped:
+                # nothing was taken on; try again on the next tick.
+                logger.debug("publish deferred: %s", describe_rc(info.rc))
+                return
+            batch = _Batch(
+                first_seq=rows[0].seq,
+                last_seq=rows[-1].seq,
+                ids={r.id for r in rows},
+                sent_at=time.monotonic(),
+                mid=info.mid,
+                size=len(data),
+            )
+            self._inflight[info.mid] = batch
+            for r in rows:
+                self._by_id[r.id] = batch
+            self._cursor = rows[-1].seq
+            self.counters.batches_sent += 1
+            self.counters.events_sent += len(rows)
+
+    def _on_puback(self, mid: int, reason_code: Any) -> None:
+        batch = self._inflight.get(mid)
+        if batch is None:
+            return  # a status message, or a batch already settled or given up on
+        if getattr(reason_code, "is_failure", False):
+            # MQTT 5: the broker refused the publish (0x87 not authorised: ACL). The batch
+            # was NOT delivered; it is resent after the ack timeout, and status shows why.
+            batch.refused = describe_rc(reason_code)
+            self.counters.refused += 1
+            self.refused_error = (
+                f"broker refused events {batch.first_seq}..{batch.last_seq} on "
+                f"{self.topics['events']}: {batch.refused}"
+            )
+            logger.error("%s", self.refused_error)
+        else:
+            batch.delivered = True
+            self.refused_error = None
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = json.loads(payload)
+            ids = ack["ids"]
+            rejected = ack.get("rejected") or []
+            if ack.get("v") != 1 or not isinstance(ids, list) or not isinstance(rejected, list):
+                raise ValueError("expected {'v':1,'ids':[…],'rejected':[…]}")
+            ids = [i for i in ids if isinstance(i, str)]
+            rejects = [
+                (r["id"], str(r.get("reason", "rejected by the centre")))
+                for r in rejected
+                if isinstance(r, dict) and isinstance(r.get("id"), str)
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring malformed ack on %s: %s", self.topics["ack"], exc)
+            return
+        if ids:
+            self.outbox.ack(ids)
+        for event_id, reason in rejects:
+            logger.error("centre rejected event %s: %s (moved to dead letters)", event_id, reason)
+            self.outbox.reject(event_id, reason)
+        settled = ids + [r[0] for r in rejects]
+        self.counters.events_acked += len(ids)
+        self.counters.events_rejected += len(rejects)
+        for event_id in settled:
+            batch = self._by_id.pop(event_id, None)
+            if batch is not None:
+                batch.ids.discard(event_id)
+                if not batch.ids:
+                    self._inflight.pop(batch.mid, None)
+        if rejects:
+            self._next_status = 0.0  # CONTRACT §3: a rejected event shows in status
+        for callback in self._ack_listeners:
+            try:
+                callback(settled)
+            except Exception:
+                logger.exception("ack listener failed")
+
+    def status_payload(self, state: str = "online") -> dict[str, Any]:
+        stats = self.outbox.stats()
+        try:
+            components = self.supervisor_health()
+        except Exception as exc:  # status must go out even when a health() is broken
+            components = {"supervisor": {"state": "fault", "detail": str(exc)}}
+        components = dict(components)
+        components.setdefault(self.name, self.health())
+        return {
+            "v": 1,
+            "state": state,
+            "version": __version__,
+            "outbox": {
+                "pending": stats.pending,
+                "oldest_s": None if stats.oldest_s is None else round(stats.oldest_s, 1),
+                "dead_letter": stats.dead_letter,
+                "bytes": stats.bytes,
+            },
+            "components": components,
+            "at": _now_iso(),
+        }
+
+    def _publish_status(self, state: str = "online") -> Any:
+        assert self.link is not None
+        payload = json.dumps(self.status_payload(state), ensure_ascii=False).encode("utf-8")
+        info = self.link.publish(self.topics["status"], payload, qos=1, retain=True)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._next_status = time.monotonic() + 1.0
+        return info
+
+    def _shutdown(self) -> None:
+        link = self.link
+        if link is not None:
+            if link.connected.is_set():
+                # A clean DISCONNECT does not fire the will: say offline ourselves.
+                try:
+                    info = self._publish_status("offline")
+                    if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        info.wait_for_publish(timeout=2.0)
+                except Exception:
+                    logger.exception("could not publish offline status")
+            link.stop()
+        self.lock.release()
+
+
+def uplink_worker_factories(
+    cfg: AgentConfig, outbox: Outbox, supervisor_health: Callable[[], dict[str, Any]]
+) -> dict[str, Callable[[], Uplink]]:
+    """For agent/runtime.py: one uplink per device."""
+    return {"uplink": lambda: Uplink(cfg, outbox, supervisor_health)}
