@@ -382,16 +382,17 @@ class PostgresStore(Store):
         self.schema = schema
         self._lock = threading.Lock()
         self.conn = psycopg.connect(url, autocommit=True)
-        if schema:
-            # The schema name is validated by agent.config.StoreSection (pattern).
-            self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            self.conn.execute(f'SET search_path TO "{schema}"')
         self._migrate()
 
     def _migrate(self) -> None:
         with self._lock, self.conn.transaction():
             c = self.conn
+            # Under the lock: CREATE SCHEMA IF NOT EXISTS itself races between collectors.
             c.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+            if self.schema:
+                # The schema name is validated by agent.config.StoreSection (pattern).
+                c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                c.execute(f'SET search_path TO "{self.schema}"')
             c.execute("CREATE TABLE IF NOT EXISTS hall_schema (version integer NOT NULL)")
             row = c.execute("SELECT version FROM hall_schema").fetchone()
             version = 0 if row is None else row[0]

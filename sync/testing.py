@@ -1,0 +1,187 @@
+"""A private Mosquitto for tests and ``bench/sync.py`` (never used by the agent itself).
+
+Tests that restart the broker, or need an ACL or ``set_tcp_nodelay``, start their own
+``mosquitto -c FILE`` on a free loopback port with settings equivalent to the shipped
+``config/mosquitto.conf`` and stop it at the end.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """One mosquitto process on 127.0.0.1:port, configured like config/mosquitto.conf."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        acl_file: str | os.PathLike[str] | None = None,
+        password_file: str | os.PathLike[str] | None = None,
+        extra: str = "",
+    ):
+        if shutil.which("mosquitto") is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.persistence = persistence
+        self.acl_file = acl_file
+        self.password_file = password_file
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = self.workdir / f"mosquitto-{self.port}.conf"
+        self.log = self.workdir / f"mosquitto-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _config(self) -> str:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            # DESIGN.md "Nagle": without it every request/ack round trip waits ~40 ms.
+            "set_tcp_nodelay true",
+            "max_queued_messages 1000",
+            # A 5000-event batch is well under 4 MiB; the header adds a few bytes.
+            "max_packet_size 4194400",
+            # mosquitto started as root switches to user "mosquitto", which could not read
+            # the test's files: stay who we are.
+            f"user {getpass.getuser()}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        if self.password_file:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        return "\n".join(lines) + "\n" + self.extra
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        self.conf.write_text(self._config())
+        log = open(self.log, "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        if not wait_for(lambda: _port_open(self.port), timeout):
+            self.stop()
+            raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def make_password_file(path: str | os.PathLike[str], users: dict[str, str]) -> Path:
+    """A mosquitto password file (hashed with mosquitto_passwd)."""
+    p = Path(path)
+    p.write_text("")
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(p), user, password], check=True)
+    os.chmod(p, 0o600)
+    return p
+
+
+def agent_config(
+    data_dir: str | os.PathLike[str],
+    mqtt_url: str,
+    *,
+    device: str = "pad-a03",
+    site: str = "jiedong",
+    prefix: str = "hall",
+    sync: dict | None = None,
+    mqtt: dict | None = None,
+    password: str | None = None,
+):
+    """An AgentConfig for tests and the bench (validated like a TOML file)."""
+    from agent.config import AgentConfig
+
+    cfg = AgentConfig.model_validate(
+        {
+            "device": {"id": device, "site": site, "data_dir": str(data_dir)},
+            "mqtt": {"url": mqtt_url, "prefix": prefix, **(mqtt or {})},
+            "sync": {"min_free_mb": 0, **(sync or {})},
+        }
+    )
+    cfg.mqtt._password = password  # what load_agent_config reads from mqtt.password_file
+    return cfg
+
+
+def central_config(
+    store_url: str,
+    mqtt_url: str,
+    *,
+    prefix: str = "hall",
+    mqtt: dict | None = None,
+    password: str | None = None,
+    **store: str,
+):
+    from agent.config import CentralConfig
+
+    cfg = CentralConfig.model_validate(
+        {
+            "mqtt": {"url": mqtt_url, "prefix": prefix, **(mqtt or {})},
+            "store": {"url": store_url, **store},
+        }
+    )
+    cfg.mqtt._password = password
+    return cfg

@@ -1,0 +1,149 @@
+"""sync/mqtt.py: client construction, backoff, probe, and the shipped broker ACL.
+
+Real Mosquitto processes on free ports (sync.testing.Mosquitto); no mocked broker.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client, probe_connect
+from sync.testing import Mosquitto, agent_config, free_port, make_password_file, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def acl_broker(tmp_path):
+    """A broker with the shipped config/mosquitto.acl and users for a device and the centre."""
+    pw = make_password_file(
+        tmp_path / "passwd",
+        {"pad-a03": "pw-a03", "kiosk-01": "pw-k01", "hall-central": "pw-central"},
+    )
+    with Mosquitto(
+        tmp_path / "acl-broker", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
+    ) as b:
+        yield b
+
+
+def test_backoff_doubles_from_1_to_120_with_jitter():
+    delays = backoff_delays(rng=random.Random(7))
+    got = [next(delays) for _ in range(12)]
+    nominal = [min(2**i, 120) for i in range(12)]
+    for d, n in zip(got, nominal, strict=True):
+        assert n / 2 <= d <= n
+    assert max(got) <= BACKOFF_MAX_S
+    # Jitter: two devices with different random streams do not retry in lock-step.
+    other = backoff_delays(rng=random.Random(8))
+    assert got[:6] != [next(other) for _ in range(6)]
+
+
+def test_probe_connect_ok_and_refused(tmp_path, broker):
+    cfg = agent_config(tmp_path, broker.url)
+    ok, detail = probe_connect(cfg.mqtt, "probe-1", timeout=5)
+    assert ok, detail
+    assert "MQTT 5" in detail
+
+    cfg311 = agent_config(tmp_path, broker.url, mqtt={"protocol": "3.1.1"})
+    ok, detail = probe_connect(cfg311.mqtt, "probe-2", timeout=5)
+    assert ok and "3.1.1" in detail
+
+    closed = agent_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
+    ok, detail = probe_connect(closed.mqtt, "probe-3", timeout=2)
+    assert not ok and "cannot connect" in detail
+
+
+def test_probe_connect_reports_bad_password(tmp_path, acl_broker):
+    cfg = agent_config(tmp_path, acl_broker.url, mqtt={"username": "pad-a03"}, password="wrong")
+    ok, detail = probe_connect(cfg.mqtt, "probe-bad", timeout=5)
+    assert not ok
+    assert "refused" in detail and "authori" in detail.lower()
+    good = agent_config(tmp_path, acl_broker.url, mqtt={"username": "pad-a03"}, password="pw-a03")
+    assert probe_connect(good.mqtt, "probe-good", timeout=5)[0]
+
+
+def test_client_socket_has_tcp_nodelay(tmp_path, broker):
+    cfg = agent_config(tmp_path, broker.url)
+    client = make_client(cfg.mqtt, "nodelay-test")
+    client.connect(cfg.mqtt.host, cfg.mqtt.port)
+    try:
+        sock = client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        client.disconnect()
+
+
+def test_link_reconnects_after_broker_restart(tmp_path):
+    broker = Mosquitto(tmp_path / "b").start()
+    try:
+        cfg = agent_config(tmp_path, broker.url)
+        connects = []
+        link = MqttLink(cfg.mqtt, "link-test", on_connect=lambda c: connects.append(1))
+        link.start()
+        assert link.connected.wait(5)
+        broker.stop()
+        assert wait_for(lambda: not link.connected.is_set(), 10)
+        broker.start()
+        # First retry comes 0.5-1 s after the drop, the next 1-2 s later.
+        assert link.connected.wait(10)
+        assert len(connects) == 2
+        link.stop()
+        assert not link.alive()
+    finally:
+        broker.stop()
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="needs mosquitto clients")
+def test_shipped_acl_allows_own_topics_only(tmp_path, acl_broker):
+    """config/mosquitto.acl against a real broker, checked with mosquitto_pub/sub (a peer)."""
+    port = str(acl_broker.port)
+
+    def sub(user, pw, topic, count=1, timeout=3):
+        return subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-u", user, "-P", pw, "-V", "5",
+             "-t", topic, "-C", str(count), "-W", str(timeout), "-v"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def pub(user, pw, topic, msg):
+        return subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", user, "-P", pw, "-V", "5",
+             "-q", "1", "-t", topic, "-m", msg],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+
+    # The collector reads batches through the shared subscription.
+    central = sub("hall-central", "pw-central", "$share/hall-central/hall/+/+/events")
+    wait_for(lambda: False, 0.5)  # let the subscription settle (no condition to wait on)
+    assert pub("pad-a03", "pw-a03", "hall/jiedong/pad-a03/events", "own").returncode == 0
+    out, _ = central.communicate(timeout=10)
+    assert "hall/jiedong/pad-a03/events own" in out
+
+    # A device cannot publish as another device: MQTT 5 refuses with 0x87.
+    central = sub("hall-central", "pw-central", "hall/+/+/events", timeout=2)
+    wait_for(lambda: False, 0.5)
+    refused = pub("pad-a03", "pw-a03", "hall/jiedong/kiosk-01/events", "forged")
+    out, _ = central.communicate(timeout=10)
+    assert "forged" not in out
+    assert refused.returncode != 0 or "not authori" in (refused.stderr + refused.stdout).lower()
+
+    # A device reads its own acks but not another device's.
+    mine = sub("pad-a03", "pw-a03", "hall/jiedong/pad-a03/ack")
+    theirs = sub("pad-a03", "pw-a03", "hall/jiedong/kiosk-01/ack", timeout=2)
+    wait_for(lambda: False, 0.5)
+    assert pub("hall-central", "pw-central", "hall/jiedong/pad-a03/ack", "a1").returncode == 0
+    assert pub("hall-central", "pw-central", "hall/jiedong/kiosk-01/ack", "a2").returncode == 0
+    assert "a1" in mine.communicate(timeout=10)[0]
+    assert "a2" not in theirs.communicate(timeout=10)[0]

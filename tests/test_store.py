@@ -1,0 +1,217 @@
+"""sync/store.py against real SQLite files and the real PostgreSQL (own schema per run).
+
+The tables and views are also read back with the ``sqlite3`` and ``psql`` command-line tools:
+a peer that does not share this project's code (CONTRACT §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sync.store import EventRow, PostgresStore, Reject, SqliteStore, open_store
+
+PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TZ = timezone(timedelta(hours=8))
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_schema():
+    """A unique schema for this test, dropped afterwards (the database is shared)."""
+    if not pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    import psycopg
+
+    name = f"hall_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/hall.db")
+    else:
+        schema = request.getfixturevalue("pg_schema")
+        s = open_store(PG_URL, schema)
+    yield s
+    s.close()
+
+
+def row(seq: int, event_type: str = "rating.submitted", data: dict | None = None, **kw) -> EventRow:
+    at = datetime(2026, 11, 26, 9, 12, 3, 120000, tzinfo=TZ) + timedelta(seconds=seq)
+    data = data if data is not None else {
+        "window": "A03", "pad": 1, "staff_id": "S0012", "level": 5, "label": "非常满意",
+        "reasons": [], "invite_id": None,
+    }  # fmt: skip
+    return EventRow(
+        id=kw.get("id", str(uuid.uuid4())),
+        device=kw.get("device", "pad-a03"),
+        site="jiedong",
+        seq=seq,
+        type=event_type,
+        at=at,
+        at_text=at.isoformat(timespec="milliseconds"),
+        clock="synced",
+        data=json.dumps(data, ensure_ascii=False),
+    )
+
+
+def count(store, table="events"):
+    return store.query(f"SELECT count(*) FROM {table}")[0][0]
+
+
+def test_batch_is_idempotent_by_id(store):
+    rows = [row(i) for i in range(1, 101)]
+    store.write_batch(rows, [])
+    store.write_batch(rows[50:], [])  # a resend after a lost ack
+    store.write_batch(rows[:10] + [row(101)], [])
+    assert count(store) == 101
+    seqs = [r[0] for r in store.query("SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, 102))
+
+
+def test_rejects_are_recorded_once(store):
+    bad = Reject("0193a5c2-0000-7000-8000-000000000001", "pad-a03", "data.level: 9", "{}")
+    garbage = Reject(None, "pad-a03", "batch: not JSON", "\x00\xff garbage")
+    store.write_batch([], [bad, garbage])
+    store.write_batch([], [bad, garbage])  # resent after a lost ack
+    rows = store.query("SELECT id, device, reason FROM rejected ORDER BY reason")
+    # The named reject once; anonymous garbage each time it arrives (it has no id to match).
+    assert [r[0] for r in rows].count(bad.id) == 1
+    assert [r for r in rows if r[0] is None and r[2] == "batch: not JSON"]
+    assert len(rows) == 3
+
+
+def test_views_are_typed(store):
+    punch = row(
+        1,
+        "attendance.punch",
+        {"staff_id": "S0007", "slot": "morning_in", "status": "late", "minutes_off": 4,
+         "distance": 0.41, "liveness": "off"},
+    )  # fmt: skip
+    rating = row(2, data={"window": "A03", "pad": 1, "staff_id": None, "level": 2,
+                          "label": "不满意", "reasons": ["办事效率低"], "invite_id": 17})  # fmt: skip
+    other = row(3, "device.test", {"note": "ping"})
+    store.write_batch([punch, rating, other], [])
+    p = store.query("SELECT staff_id, slot, status, minutes_off, distance, liveness FROM punches")
+    assert len(p) == 1
+    staff, slot, status, minutes, distance, liveness = p[0]
+    assert (staff, slot, status, liveness) == ("S0007", "morning_in", "late", "off")
+    assert float(minutes) == 4 and abs(float(distance) - 0.41) < 1e-9
+    r = store.query('SELECT "window", pad, staff_id, level, label, invite_id FROM ratings')
+    assert r == [("A03", 1, None, 2, "不满意", 17)]
+
+
+def test_devices_track_status_and_last_event(store):
+    store.upsert_status(
+        "jiedong",
+        "pad-a03",
+        {"v": 1, "state": "online", "version": "0.1.0",
+         "outbox": {"pending": 42, "oldest_s": 3.5, "dead_letter": 1}, "components": {}},
+    )  # fmt: skip
+    store.write_batch([row(1), row(5), row(3)], [])
+    [d] = store.devices()
+    assert (d["site"], d["device"], d["state"], d["pending"], d["dead_letter"]) == (
+        "jiedong", "pad-a03", "online", 42, 1,
+    )  # fmt: skip
+    assert str(d["last_event_at"])[:19].replace(" ", "T") in (
+        "2026-11-26T09:12:08",  # SQLite keeps the device's text and offset
+        "2026-11-26T01:12:08",  # PostgreSQL returns timestamptz in the session zone (UTC)
+    )
+
+
+def test_reopen_does_not_migrate_again(tmp_path):
+    url = f"sqlite:///{tmp_path}/hall.db"
+    with open_store(url) as s:
+        s.write_batch([row(1)], [])
+    with open_store(url) as s:
+        assert count(s) == 1
+        assert s.query("PRAGMA user_version")[0][0] == 1
+
+
+def test_concurrent_first_open_postgres(pg_schema):
+    """Two collectors starting at once: the advisory lock serialises the migration."""
+    errors = []
+    stores = []
+
+    def opener():
+        try:
+            stores.append(PostgresStore(PG_URL, pg_schema))
+        except Exception as exc:  # pragma: no cover - the failure we look for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stores[0].write_batch([row(1)], [])
+    assert count(stores[1]) == 1
+    for s in stores:
+        s.close()
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 CLI")
+def test_contract_sqlite3_cli_reads_tables_and_views(tmp_path):
+    path = tmp_path / "hall.db"
+    with SqliteStore(f"sqlite:///{path}") as s:
+        s.write_batch([row(1), row(2, data={"window": "B01", "pad": 2, "staff_id": "S1",
+                                            "level": 1, "label": "非常不满意",
+                                            "reasons": ["态度不好"], "invite_id": None})],
+                      [Reject("x-1", "pad-a03", "id: expected a UUID", "{}")])  # fmt: skip
+    out = subprocess.run(
+        ["sqlite3", "-json", str(path),
+         "SELECT id, device, site, seq, type, at, clock, received_at, data FROM events "
+         "ORDER BY seq"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    events = json.loads(out)
+    assert [e["seq"] for e in events] == [1, 2]
+    assert json.loads(events[1]["data"])["reasons"] == ["态度不好"]
+    out = subprocess.run(
+        ["sqlite3", str(path), "SELECT window || '|' || level FROM ratings ORDER BY seq;"
+         "SELECT id || '|' || reason FROM rejected;"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert out == ["A03|5", "B01|1", "x-1|id: expected a UUID"]
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql CLI")
+def test_contract_psql_reads_tables_and_views(pg_schema):
+    with PostgresStore(PG_URL, pg_schema) as s:
+        s.write_batch([row(1), row(2, "attendance.punch",
+                                {"staff_id": "S0007", "slot": "afternoon_out",
+                                 "status": "early_leave", "minutes_off": 12, "distance": 0.38,
+                                 "liveness": "passed"})], [])  # fmt: skip
+    env = {**os.environ, "PGOPTIONS": f"-c search_path={pg_schema}"}
+    sql = (
+        "SELECT pg_typeof(id), pg_typeof(at), pg_typeof(data) FROM events LIMIT 1;"
+        "SELECT level FROM ratings;"
+        "SELECT staff_id || '|' || status || '|' || minutes_off FROM punches;"
+    )
+    out = subprocess.run(
+        ["psql", PG_URL, "-At", "-c", sql], capture_output=True, text=True, check=True, env=env
+    ).stdout.split("\n")
+    assert out[0] == "uuid|timestamp with time zone|jsonb"
+    assert out[1] == "5"
+    assert out[2] == "S0007|early_leave|12"
