@@ -83,7 +83,7 @@ def test_batch_is_idempotent_by_id(store):
     rows = [row(i) for i in range(1, 101)]
     store.write_batch(rows, [])
     store.write_batch(rows[50:], [])  # a resend after a lost ack
-    store.write_batch(rows[:10] + [row(101)], [])
+    store.write_batch([*rows[:10], row(101)], [])
     assert count(store) == 101
     seqs = [r[0] for r in store.query("SELECT seq FROM events ORDER BY seq")]
     assert seqs == list(range(1, 102))
@@ -108,8 +108,11 @@ def test_views_are_typed(store):
         {"staff_id": "S0007", "slot": "morning_in", "status": "late", "minutes_off": 4,
          "distance": 0.41, "liveness": "off"},
     )  # fmt: skip
-    rating = row(2, data={"window": "A03", "pad": 1, "staff_id": None, "level": 2,
-                          "label": "不满意", "reasons": ["办事效率低"], "invite_id": 17})  # fmt: skip
+    rating = row(
+        2,
+        data={"window": "A03", "pad": 1, "staff_id": None, "level": 2, "label": "不满意",
+              "reasons": ["办事效率低"], "invite_id": 17},
+    )  # fmt: skip
     other = row(3, "device.test", {"note": "ping"})
     store.write_batch([punch, rating, other], [])
     p = store.query("SELECT staff_id, slot, status, minutes_off, distance, liveness FROM punches")
