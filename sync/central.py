@@ -306,9 +306,10 @@ class Collector:
             logger.warning(
                 "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
             )
-        if verdict.site is None or verdict.device is None:
-            return  # no device to answer to
-        ack = json.dumps(verdict.ack(), separators=(",", ":")).encode()
+        body = verdict.ack()
+        if verdict.site is None or verdict.device is None or not (body["ids"] or body["rejected"]):
+            return  # no device to answer to, or nothing it could match
+        ack = json.dumps(body, separators=(",", ":")).encode()
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
 
     def _handle_status(self, topic: str, payload: bytes) -> None:

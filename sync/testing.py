@@ -7,6 +7,7 @@ Tests that restart the broker, or need an ACL or ``set_tcp_nodelay``, start thei
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -14,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -185,3 +186,35 @@ def central_config(
     )
     cfg.mqtt._password = password
     return cfg
+
+
+PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_available(url: str = PG_URL) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def pg_schema(url: str = PG_URL) -> Iterator[str]:
+    """A unique PostgreSQL schema name, dropped (with everything in it) on exit.
+
+    The database is shared with other test suites: each run works in its own schema
+    (``[store] pg_schema``) and leaves nothing behind.
+    """
+    import uuid
+
+    import psycopg
+
+    name = f"hall_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from paho.mqtt.enums import MQTTErrorCode
 
@@ -136,8 +137,8 @@ class _Counters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+def _now_iso(tz: ZoneInfo | None = None) -> str:
+    return datetime.now(tz or UTC).isoformat(timespec="milliseconds")
 
 
 class Uplink:
@@ -158,6 +159,7 @@ class Uplink:
         self.outbox = outbox
         self.supervisor_health = supervisor_health or dict
         self.sync = cfg.sync
+        self.tz = ZoneInfo(cfg.device.timezone)
         self.topics = topics(cfg.mqtt.prefix, cfg.device.site, cfg.device.id)
         self.client_id = client_id or f"{cfg.device.site}-{cfg.device.id}"
         self._prefix = (
@@ -177,6 +179,7 @@ class Uplink:
         self._inflight: dict[int, _Batch] = {}  # mid -> batch
         self._by_id: dict[str, _Batch] = {}
         self._cursor = 0
+        self._online = False
         self._next_status = 0.0
         self._status_info: Any = None
         self._ack_listeners: list[Callable[[list[str]], None]] = []
@@ -262,12 +265,12 @@ class Uplink:
                 )
                 logger.error("%s; waiting", self.lock_error)
                 self._last = time.monotonic()
-                self._stop.wait(5.0)
+                self._stop.wait(2.0)
             if self._stop.is_set():
                 return
             self.lock_error = None
             will = json.dumps(
-                {"v": 1, "state": "offline", "version": __version__, "at": _now_iso()}
+                {"v": 1, "state": "offline", "version": __version__, "at": _now_iso(self.tz)}
             ).encode()
             w = self.sync.max_in_flight
             self.link = MqttLink(
@@ -316,7 +319,9 @@ class Uplink:
         return wait
 
     def _connected(self) -> bool:
-        return self.link is not None and self.link.connected.is_set()
+        # Our own flag, set when the "connected" item is handled (after the go-back), not
+        # paho's: sending before that would send the first batches twice.
+        return self._online and self.link is not None and self.link.connected.is_set()
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -329,9 +334,10 @@ class Uplink:
                 logger.info("reconnected: resending %d unacked batches", len(self._inflight))
                 self.counters.resends += len(self._inflight)
             self._go_back()
+            self._online = True
             self._next_status = 0.0
         elif kind == "disconnected":
-            pass
+            self._online = False
         elif kind == "puback":
             self._on_puback(item[1], item[2])
         elif kind == "message":
@@ -471,7 +477,7 @@ class Uplink:
                 "bytes": stats.bytes,
             },
             "components": components,
-            "at": _now_iso(),
+            "at": _now_iso(self.tz),
         }
 
     def _publish_status(self, state: str = "online") -> Any:

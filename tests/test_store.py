@@ -16,20 +16,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from sync import testing
 from sync.store import EventRow, PostgresStore, Reject, SqliteStore, open_store
+from sync.testing import PG_URL, pg_available
 
-PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TZ = timezone(timedelta(hours=8))
-
-
-def pg_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return True
-    except Exception:
-        return False
 
 
 @pytest.fixture
@@ -37,12 +28,8 @@ def pg_schema():
     """A unique schema for this test, dropped afterwards (the database is shared)."""
     if not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    import psycopg
-
-    name = f"hall_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    with testing.pg_schema() as name:
+        yield name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,271 @@
+"""sync/central.py: batch validation, and a real collector fed by mosquitto_pub (a peer).
+
+The peer tests build batches and read acks with the Mosquitto command-line clients, so the
+topics and payloads of CONTRACT §3 are checked against code that is not ours.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.envelope import uuid7
+from sync.central import Collector, check_batch
+from sync.store import open_store
+from sync.testing import Mosquitto, central_config, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+TOPIC = "hall/jiedong/pad-a03/events"
+LIMITS = {"prefix": "hall", "max_bytes": 64 * 1024, "max_events": 100}
+
+needs_clients = pytest.mark.skipif(
+    shutil.which("mosquitto_pub") is None, reason="needs mosquitto_pub/mosquitto_sub"
+)
+
+
+def event(seq: int = 1, **over) -> dict:
+    ev = {
+        "id": str(uuid7()),
+        "seq": seq,
+        "type": "rating.submitted",
+        "at": "2026-11-26T09:12:03.120+08:00",
+        "clock": "synced",
+        "device": "pad-a03",
+        "site": "jiedong",
+        "data": {"window": "A03", "pad": 1, "staff_id": None, "level": 4, "label": "满意",
+                 "reasons": [], "invite_id": None},
+    }  # fmt: skip
+    ev.update(over)
+    return ev
+
+
+def batch(*events: dict, **over) -> bytes:
+    body = {"v": 1, "device": "pad-a03", "site": "jiedong", "events": list(events)}
+    body.update(over)
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def check(payload: bytes, topic: str = TOPIC):
+    return check_batch(topic, payload, **LIMITS)
+
+
+def test_good_batch_is_accepted_in_order():
+    evs = [event(i) for i in range(1, 6)]
+    v = check(batch(*evs))
+    assert [r.seq for r in v.good] == [1, 2, 3, 4, 5]
+    assert not v.rejects
+    assert v.ack() == {"v": 1, "ids": [e["id"] for e in evs], "rejected": []}
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"\xff\xfe not json", "not JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"v": 1, "device": "pad-a03", "site": "jiedong", "events": 5}', "events"),
+    ],
+)
+def test_unparseable_batches_become_one_anonymous_reject(payload, reason):
+    v = check(payload)
+    assert not v.good
+    assert len(v.rejects) == 1 and v.rejects[0].id is None and reason in v.rejects[0].reason
+    assert v.rejects[0].device == "pad-a03"
+    assert v.ack()["rejected"] == []  # nothing the device could match
+
+
+def test_device_mismatch_rejects_every_event_by_id():
+    evs = [event(1), event(2)]
+    v = check(batch(*evs, device="kiosk-01"))
+    assert not v.good
+    assert [r.id for r in v.rejects] == [e["id"] for e in evs]
+    assert all("does not match the topic's device" in r.reason for r in v.rejects)
+    assert [r["id"] for r in v.ack()["rejected"]] == [e["id"] for e in evs]
+
+
+def test_size_and_count_limits():
+    big = event(1, data={"window": "A03", "level": 5, "label": "x" * 70_000})
+    v = check(batch(big))
+    assert not v.good and "bytes; expected at most" in v.rejects[0].reason
+    v = check(batch(*[event(i) for i in range(101)]))
+    assert not v.good and len(v.rejects) == 101 and "101 events" in v.rejects[0].reason
+
+
+@pytest.mark.parametrize(
+    "over, reason",
+    [
+        ({"id": "not-a-uuid"}, "id: expected a UUID"),
+        ({"type": "rating.deleted"}, "type:"),
+        ({"at": "2026-11-26T09:12:03"}, "offset"),
+        ({"clock": "atomic"}, "clock:"),
+        ({"seq": -1}, "seq:"),
+        ({"device": "kiosk-01"}, "device:"),
+        ({"data": [1]}, "data: expected an object"),
+        ({"data": {"window": "A03", "level": 9}}, "data.level"),
+        ({"name": "张三"}, "unknown envelope key"),
+    ],
+)
+def test_bad_event_is_rejected_alone(over, reason):
+    good, bad = event(1), {**event(2), **over}
+    v = check(batch(good, bad))
+    assert [r.id for r in v.good] == [good["id"]]
+    assert len(v.rejects) == 1 and reason in v.rejects[0].reason
+    assert v.rejects[0].id == bad["id"]
+
+
+def test_bad_topic_cannot_be_acked():
+    v = check(batch(event(1)), topic="hall/jiedong/pad-a03/extra/events")
+    assert v.site is None and v.rejects and not v.good
+
+
+# --- a real collector on a real broker, fed by the Mosquitto clients ------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def collector(tmp_path, broker):
+    cfg = central_config(f"sqlite:///{tmp_path}/hall.db", broker.url)
+    c = Collector(cfg)
+    c.start()
+    assert c.wait_connected(5)
+    # The subscription is made in on_connect; one round trip through the broker proves it.
+    yield c
+    c.stop()
+
+
+def mosquitto_pub(broker, topic, payload: bytes, retain=False):
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
+           "-s"] + (["-r"] if retain else [])  # fmt: skip
+    subprocess.run(cmd, input=payload, check=True, timeout=10)
+
+
+def mosquitto_sub(broker, topic, count, timeout=10):
+    return subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
+         "-C", str(count), "-W", str(timeout)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_subscribed(collector, broker):
+    """Publish probe batches until the collector has stored one (its subscription is live)."""
+    probe = event(1)
+
+    def stored():
+        mosquitto_pub(broker, "hall/jiedong/probe-00/events",
+                      batch(dict(probe, device="probe-00"), device="probe-00"))  # fmt: skip
+        return wait_for(lambda: collector.events_stored > 0, 1.0)
+
+    assert wait_for(stored, 10, interval=0)
+
+
+@needs_clients
+def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, tmp_path):
+    wait_subscribed(collector, broker)
+    acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=2)
+    wait_for(lambda: False, 0.3)  # no condition to wait on: give mosquitto_sub time to subscribe
+    garbage = [
+        b"\x00\xff\xfe garbage",
+        b"{",
+        b"[]",
+        json.dumps({"v": 2, "events": []}).encode(),
+        b"x" * (70 * 1024),
+    ]
+    for g in garbage:
+        mosquitto_pub(broker, TOPIC, g)
+    mosquitto_pub(broker, "hall/jiedong/kiosk-01/events", batch(event(1)))  # forged device
+    good = [event(i) for i in range(1, 4)]
+    bad = event(4, data={"window": "A03", "level": 0})
+    mosquitto_pub(broker, TOPIC, batch(*good, bad))
+    mosquitto_pub(broker, TOPIC, batch(*good))  # the same batch again: stored once, acked again
+    out, _ = acks.communicate(timeout=20)
+    got = [json.loads(line) for line in out.splitlines()]
+    # 2 acks on pad-a03's topic: the mixed batch and its resend (garbage names nothing).
+    assert got[0] == {"v": 1, "ids": [e["id"] for e in good],
+                      "rejected": [{"id": bad["id"], "reason": "data.level: expected 1-5, got 0"}]}  # fmt: skip
+    assert got[1]["ids"] == [e["id"] for e in good] and got[1]["rejected"] == []
+    assert collector._thread.is_alive()
+    store = collector.store
+    assert store.query("SELECT count(*) FROM events WHERE device = 'pad-a03'")[0][0] == 3
+    reasons = [r[0] for r in store.query("SELECT reason FROM rejected")]
+    assert any("not JSON" in r for r in reasons)
+    assert any("bytes; expected at most" in r or "not JSON" in r for r in reasons)
+    assert any("v: expected 1" in r for r in reasons)
+    assert any(r.startswith("device:") or "does not match" in r for r in reasons)
+    assert "data.level: expected 1-5, got 0" in reasons
+
+
+@needs_clients
+def test_devices_command_shows_retained_status(collector, broker, tmp_path):
+    status = {"v": 1, "state": "online", "version": "0.1.0",
+              "outbox": {"pending": 1234, "oldest_s": 56.0, "dead_letter": 2},
+              "components": {"uplink": {"state": "ok"}}, "at": "2026-11-26T09:00:00.000+08:00"}  # fmt: skip
+    mosquitto_pub(broker, "hall/jiedong/kiosk-01/status", json.dumps(status).encode(), retain=True)
+    mosquitto_pub(broker, "hall/jiedong/kiosk-01/status", b"not json")  # ignored, not fatal
+    wait_subscribed(collector, broker)
+    assert wait_for(lambda: any(d["device"] == "kiosk-01" for d in collector.store.devices()), 10)
+    conf = tmp_path / "central.toml"
+    conf.write_text(
+        f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices", "--json"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = {r["device"]: r for r in json.loads(out)}
+    assert rows["kiosk-01"]["state"] == "online" and rows["kiosk-01"]["pending"] == 1234
+    assert rows["kiosk-01"]["dead_letter"] == 2
+    assert rows["probe-00"]["last_event_at"].startswith("2026-11-26T09:12:03")
+    text = subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "kiosk-01" in text and "1234" in text and "backlog" in text
+
+
+def test_central_cli_config_error_exits_78(tmp_path):
+    conf = tmp_path / "central.toml"
+    conf.write_text('[store]\nurl = "mysql://x"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 78
+    assert "store.url" in r.stderr and "expected sqlite:///PATH" in r.stderr
+
+
+def test_report_ratings(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/hall.db")
+    from sync.central import check_batch as cb
+
+    evs = [event(i, data={"window": "A03", "level": lv, "label": "x"})
+           for i, lv in enumerate([5, 5, 4, 1], start=1)]  # fmt: skip
+    evs.append(event(9, at="2026-10-31T17:00:00.000+08:00"))
+    v = cb(TOPIC, batch(*evs), **LIMITS)
+    store.write_batch(v.good, v.rejects)
+    store.close()
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "report", "ratings",
+         "--month", "2026-11"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert out[0] == "2026-11 评价统计"
+    assert out[2].split("\t") == ["A03", "2", "1", "0", "0", "1", "4", "75.0%"]
+
+
+def test_uuid_helper_matches_contract_form():
+    # check_event insists on the canonical lower-case form the envelope writes.
+    ev = event(1, id=str(uuid.uuid4()).upper())
+    assert check(batch(ev)).rejects

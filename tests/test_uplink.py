@@ -1,0 +1,203 @@
+"""sync/uplink.py against a real Mosquitto; the centre is either our collector or a peer made
+of mosquitto_sub/mosquitto_pub (CONTRACT §3 checked against code that is not ours)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox
+from sync.central import Collector
+from sync.testing import Mosquitto, agent_config, central_config, make_password_file, wait_for
+from sync.uplink import Uplink, uplink_worker_factories
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    shutil.which("mosquitto_sub") is None, reason="needs mosquitto_pub/mosquitto_sub"
+)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def agent(tmp_path, broker):
+    """(cfg, outbox, start) where start(**sync) returns a started Uplink; all stopped after."""
+    made: list = []
+
+    def start(data_dir=None, health=None, **sync):
+        cfg = agent_config(data_dir or tmp_path / "data", broker.url, sync=sync)
+        box = Outbox.for_config(cfg, clock=lambda: "synced")
+        up = Uplink(cfg, box, health or (lambda: {"pad-bus": {"state": "ok"}}))
+        up.start()
+        made.append((up, box))
+        return up, box
+
+    yield start
+    for up, box in made:
+        up.stop()
+        box.close()
+
+
+def sub(broker, topic, count, timeout=10):
+    proc = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-V", "5",
+         "-t", topic, "-C", str(count), "-W", str(timeout)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: False, 0.3)  # no condition to observe: let mosquitto_sub subscribe
+    return proc
+
+
+def pub(broker, topic, payload: str):
+    subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
+         "-m", payload],
+        check=True, timeout=10,
+    )  # fmt: skip
+
+
+def rating(level=4):
+    return {"window": "A03", "pad": 1, "staff_id": "S1", "level": level, "label": "满意",
+            "reasons": [], "invite_id": None}  # fmt: skip
+
+
+def test_batches_follow_the_contract_and_only_the_centres_ack_deletes(agent, broker):
+    """Peer centre: mosquitto_sub reads the batches, mosquitto_pub sends the ack."""
+    events_sub = sub(broker, "hall/jiedong/pad-a03/events", count=3, timeout=2)
+    up, box = agent(batch_size=40, max_in_flight=2, ack_timeout_s=30)
+    box.append_many([("rating.submitted", rating(), None, None) for _ in range(100)])
+    out, _ = events_sub.communicate(timeout=20)
+    batches = [json.loads(line) for line in out.splitlines()]
+    # Window of 2: only two batches go out before an ack; the third comes after the first ack.
+    assert len(batches) == 2
+    for b in batches:
+        assert set(b) == {"v", "device", "site", "events"}
+        assert (b["v"], b["device"], b["site"]) == (1, "pad-a03", "jiedong")
+        assert len(b["events"]) == 40
+        assert [e["seq"] for e in b["events"]] == sorted(e["seq"] for e in b["events"])
+    assert [e["seq"] for e in batches[0]["events"]] == list(range(1, 41))
+    assert [e["seq"] for e in batches[1]["events"]] == list(range(41, 81))
+    # PUBACKs have long come back; the outbox still holds every event (no centre ack yet).
+    assert box.stats().pending == 100
+
+    third = sub(broker, "hall/jiedong/pad-a03/events", count=1)
+    ids = [e["id"] for e in batches[0]["events"]]
+    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps({"v": 1, "ids": ids, "rejected": []}))
+    assert wait_for(lambda: box.stats().pending == 60, 10)
+    nxt = json.loads(third.communicate(timeout=20)[0])
+    assert [e["seq"] for e in nxt["events"]] == list(range(81, 101))
+
+    # A rejected id goes to the dead-letter table, never to be resent.
+    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps(
+        {"v": 1, "ids": [e["id"] for e in batches[1]["events"][1:]],
+         "rejected": [{"id": batches[1]["events"][0]["id"], "reason": "test reason"}]}))  # fmt: skip
+    assert wait_for(lambda: box.stats().pending == 20, 10)
+    [dead] = box.dead_letters()
+    assert dead["id"] == batches[1]["events"][0]["id"] and dead["reason"] == "test reason"
+
+    # Garbage on the ack topic is ignored; the uplink carries on.
+    pub(broker, "hall/jiedong/pad-a03/ack", "not json")
+    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps({"v": 1, "ids": "oops"}))
+    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps(
+        {"v": 1, "ids": [e["id"] for e in nxt["events"]], "rejected": []}))  # fmt: skip
+    assert wait_for(lambda: box.stats().pending == 0, 10)
+    assert up.alive()
+
+
+def test_unacked_batch_is_resent_after_ack_timeout(agent, broker):
+    events_sub = sub(broker, "hall/jiedong/pad-a03/events", count=2, timeout=15)
+    up, box = agent(batch_size=10, max_in_flight=1, ack_timeout_s=1)
+    box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(5)])
+    out, _ = events_sub.communicate(timeout=20)
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert [e["id"] for e in first["events"]] == [e["id"] for e in second["events"]]
+    assert box.stats().pending == 5
+    assert up.counters.resends >= 1
+
+
+def test_status_is_retained_with_outbox_and_components(agent, broker):
+    up, box = agent(status_interval_s=1)
+    box.append("device.test", {"note": "x"})  # no centre: stays pending
+    status_topic = "hall/jiedong/pad-a03/status"
+
+    def latest():
+        r = subprocess.run(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", status_topic,
+             "-C", "1", "-W", "3", "--retained-only"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    assert wait_for(lambda: (latest() or {}).get("outbox", {}).get("pending") == 1, 10)
+    s = latest()
+    assert s["v"] == 1 and s["state"] == "online" and s["version"]
+    assert s["outbox"]["oldest_s"] is not None and s["outbox"]["dead_letter"] == 0
+    assert s["components"]["pad-bus"] == {"state": "ok"}
+    assert s["components"]["uplink"]["connected"] is True
+    assert s["at"][:2] == "20" and s["at"].endswith("+08:00")  # device.timezone
+    up.stop()
+    assert wait_for(lambda: (latest() or {}).get("state") == "offline", 10)
+
+
+def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
+    """pad-a03's credentials, kiosk-01's topics: the shipped ACL refuses; nothing is lost."""
+    pw = make_password_file(tmp_path / "passwd", {"pad-a03": "pw"})
+    with Mosquitto(
+        tmp_path / "b", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
+    ) as broker:
+        cfg = agent_config(
+            tmp_path / "data", broker.url, device="kiosk-01", mqtt={"username": "pad-a03"},
+            password="pw", sync={"ack_timeout_s": 30},
+        )  # fmt: skip
+        box = Outbox.for_config(cfg, clock=lambda: "synced")
+        up = Uplink(cfg, box)
+        up.start()
+        try:
+            box.append("device.test", {"note": "refused"})
+            assert wait_for(lambda: up.health()["state"] == "fault", 10)
+            h = up.health()
+            assert "0x87" in h["detail"] and "kiosk-01/events" in h["detail"]
+            assert box.stats().pending == 1 and box.stats().dead_letter == 0
+        finally:
+            up.stop()
+            box.close()
+
+
+def test_one_uplink_per_outbox(agent, tmp_path):
+    first, _ = agent()
+    assert wait_for(lambda: first.health()["connected"], 10)
+    second, _ = agent(data_dir=tmp_path / "data")
+    assert wait_for(lambda: second.health()["state"] == "fault", 10)
+    assert "another uplink" in second.health()["detail"]
+    assert second.link is None  # never connected, never sends
+    first.stop()
+    # The lock is free again: the waiting uplink takes over within its retry period.
+    assert wait_for(lambda: second.health().get("connected"), 15)
+
+
+def test_end_to_end_with_collector_and_factory(tmp_path, broker):
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"batch_size": 7})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    collector = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    collector.start()
+    factories = uplink_worker_factories(cfg, box, lambda: {})
+    worker = factories["uplink"]()
+    worker.start()
+    try:
+        box.append_many([("rating.submitted", rating(), None, None) for _ in range(50)])
+        assert wait_for(lambda: box.stats().pending == 0, 20)
+        rows = collector.store.query("SELECT seq FROM events ORDER BY seq")
+        assert [r[0] for r in rows] == list(range(1, 51))
+        assert worker.alive() and worker.health()["state"] == "ok"
+    finally:
+        worker.stop()
+        collector.stop()
+        box.close()
