@@ -38,9 +38,16 @@ def event(seq: int = 1, **over) -> dict:
         "clock": "synced",
         "device": "pad-a03",
         "site": "jiedong",
-        "data": {"window": "A03", "pad": 1, "staff_id": None, "level": 4, "label": "满意",
-                 "reasons": [], "invite_id": None},
-    }  # fmt: skip
+        "data": {
+            "window": "A03",
+            "pad": 1,
+            "staff_id": None,
+            "level": 4,
+            "label": "满意",
+            "reasons": [],
+            "invite_id": None,
+        },
+    }
     ev.update(over)
     return ev
 
@@ -144,17 +151,41 @@ def collector(tmp_path, broker):
 
 
 def mosquitto_pub(broker, topic, payload: bytes, retain=False):
-    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
-           "-s"] + (["-r"] if retain else [])  # fmt: skip
+    cmd = [
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(broker.port),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-s",
+    ] + (["-r"] if retain else [])
     subprocess.run(cmd, input=payload, check=True, timeout=10)
 
 
 def mosquitto_sub(broker, topic, count, timeout=10):
     return subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
-         "-C", str(count), "-W", str(timeout)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-C",
+            str(count),
+            "-W",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_subscribed(collector, broker):
@@ -162,8 +193,11 @@ def wait_subscribed(collector, broker):
     probe = event(1)
 
     def stored():
-        mosquitto_pub(broker, "hall/jiedong/probe-00/events",
-                      batch(dict(probe, device="probe-00"), device="probe-00"))  # fmt: skip
+        mosquitto_pub(
+            broker,
+            "hall/jiedong/probe-00/events",
+            batch(dict(probe, device="probe-00"), device="probe-00"),
+        )
         return wait_for(lambda: collector.events_stored > 0, 1.0)
 
     assert wait_for(stored, 10, interval=0)
@@ -191,8 +225,11 @@ def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, t
     out, _ = acks.communicate(timeout=20)
     got = [json.loads(line) for line in out.splitlines()]
     # 2 acks on pad-a03's topic: the mixed batch and its resend (garbage names nothing).
-    assert got[0] == {"v": 1, "ids": [e["id"] for e in good],
-                      "rejected": [{"id": bad["id"], "reason": "data.level: expected 1-5, got 0"}]}  # fmt: skip
+    assert got[0] == {
+        "v": 1,
+        "ids": [e["id"] for e in good],
+        "rejected": [{"id": bad["id"], "reason": "data.level: expected 1-5, got 0"}],
+    }
     assert got[1]["ids"] == [e["id"] for e in good] and got[1]["rejected"] == []
     assert collector._thread.is_alive()
     store = collector.store
@@ -207,9 +244,14 @@ def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, t
 
 @needs_clients
 def test_devices_command_shows_retained_status(collector, broker, tmp_path):
-    status = {"v": 1, "state": "online", "version": "0.1.0",
-              "outbox": {"pending": 1234, "oldest_s": 56.0, "dead_letter": 2},
-              "components": {"uplink": {"state": "ok"}}, "at": "2026-11-26T09:00:00.000+08:00"}  # fmt: skip
+    status = {
+        "v": 1,
+        "state": "online",
+        "version": "0.1.0",
+        "outbox": {"pending": 1234, "oldest_s": 56.0, "dead_letter": 2},
+        "components": {"uplink": {"state": "ok"}},
+        "at": "2026-11-26T09:00:00.000+08:00",
+    }
     mosquitto_pub(broker, "hall/jiedong/kiosk-01/status", json.dumps(status).encode(), retain=True)
     mosquitto_pub(broker, "hall/jiedong/kiosk-01/status", b"not json")  # ignored, not fatal
     wait_subscribed(collector, broker)
@@ -220,16 +262,22 @@ def test_devices_command_shows_retained_status(collector, broker, tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices", "--json"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = {r["device"]: r for r in json.loads(out)}
     assert rows["kiosk-01"]["state"] == "online" and rows["kiosk-01"]["pending"] == 1234
     assert rows["kiosk-01"]["dead_letter"] == 2
     assert rows["probe-00"]["last_event_at"].startswith("2026-11-26T09:12:03")
     text = subprocess.run(
         [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "kiosk-01" in text and "1234" in text and "backlog" in text
 
 
@@ -238,8 +286,10 @@ def test_central_cli_config_error_exits_78(tmp_path):
     conf.write_text('[store]\nurl = "mysql://x"\n')
     r = subprocess.run(
         [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 78
     assert "store.url" in r.stderr and "expected sqlite:///PATH" in r.stderr
 
@@ -248,8 +298,10 @@ def test_report_ratings(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/hall.db")
     from sync.central import check_batch as cb
 
-    evs = [event(i, data={"window": "A03", "level": lv, "label": "x"})
-           for i, lv in enumerate([5, 5, 4, 1], start=1)]  # fmt: skip
+    evs = [
+        event(i, data={"window": "A03", "level": lv, "label": "x"})
+        for i, lv in enumerate([5, 5, 4, 1], start=1)
+    ]
     evs.append(event(9, at="2026-10-31T17:00:00.000+08:00"))
     v = cb(TOPIC, batch(*evs), **LIMITS)
     store.write_batch(v.good, v.rejects)
@@ -257,10 +309,22 @@ def test_report_ratings(tmp_path):
     conf = tmp_path / "central.toml"
     conf.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n')
     out = subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "report", "ratings",
-         "--month", "2026-11"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.splitlines()  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sync.central_cli",
+            "-c",
+            str(conf),
+            "report",
+            "ratings",
+            "--month",
+            "2026-11",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert out[0] == "2026-11 评价统计"
     assert out[2].split("\t") == ["A03", "2", "1", "0", "0", "1", "4", "75.0%"]
 

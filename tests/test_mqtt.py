@@ -112,17 +112,56 @@ def test_shipped_acl_allows_own_topics_only(tmp_path, acl_broker):
 
     def sub(user, pw, topic, count=1, timeout=3):
         return subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-u", user, "-P", pw, "-V", "5",
-             "-t", topic, "-C", str(count), "-W", str(timeout), "-v"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-u",
+                user,
+                "-P",
+                pw,
+                "-V",
+                "5",
+                "-t",
+                topic,
+                "-C",
+                str(count),
+                "-W",
+                str(timeout),
+                "-v",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def pub(user, pw, topic, msg):
         return subprocess.run(
-            ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", user, "-P", pw, "-V", "5",
-             "-q", "1", "-t", topic, "-m", msg],
-            capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
+            [
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-u",
+                user,
+                "-P",
+                pw,
+                "-V",
+                "5",
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                msg,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
 
     # The collector reads batches through the shared subscription.
     central = sub("hall-central", "pw-central", "$share/hall-central/hall/+/+/events")

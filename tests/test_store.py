@@ -45,10 +45,19 @@ def store(request, tmp_path):
 
 def row(seq: int, event_type: str = "rating.submitted", data: dict | None = None, **kw) -> EventRow:
     at = datetime(2026, 11, 26, 9, 12, 3, 120000, tzinfo=TZ) + timedelta(seconds=seq)
-    data = data if data is not None else {
-        "window": "A03", "pad": 1, "staff_id": "S0012", "level": 5, "label": "非常满意",
-        "reasons": [], "invite_id": None,
-    }  # fmt: skip
+    data = (
+        data
+        if data is not None
+        else {
+            "window": "A03",
+            "pad": 1,
+            "staff_id": "S0012",
+            "level": 5,
+            "label": "非常满意",
+            "reasons": [],
+            "invite_id": None,
+        }
+    )
     return EventRow(
         id=kw.get("id", str(uuid.uuid4())),
         device=kw.get("device", "pad-a03"),
@@ -92,14 +101,27 @@ def test_views_are_typed(store):
     punch = row(
         1,
         "attendance.punch",
-        {"staff_id": "S0007", "slot": "morning_in", "status": "late", "minutes_off": 4,
-         "distance": 0.41, "liveness": "off"},
-    )  # fmt: skip
+        {
+            "staff_id": "S0007",
+            "slot": "morning_in",
+            "status": "late",
+            "minutes_off": 4,
+            "distance": 0.41,
+            "liveness": "off",
+        },
+    )
     rating = row(
         2,
-        data={"window": "A03", "pad": 1, "staff_id": None, "level": 2, "label": "不满意",
-              "reasons": ["办事效率低"], "invite_id": 17},
-    )  # fmt: skip
+        data={
+            "window": "A03",
+            "pad": 1,
+            "staff_id": None,
+            "level": 2,
+            "label": "不满意",
+            "reasons": ["办事效率低"],
+            "invite_id": 17,
+        },
+    )
     other = row(3, "device.test", {"note": "ping"})
     store.write_batch([punch, rating, other], [])
     p = store.query("SELECT staff_id, slot, status, minutes_off, distance, liveness FROM punches")
@@ -115,14 +137,23 @@ def test_devices_track_status_and_last_event(store):
     store.upsert_status(
         "jiedong",
         "pad-a03",
-        {"v": 1, "state": "online", "version": "0.1.0",
-         "outbox": {"pending": 42, "oldest_s": 3.5, "dead_letter": 1}, "components": {}},
-    )  # fmt: skip
+        {
+            "v": 1,
+            "state": "online",
+            "version": "0.1.0",
+            "outbox": {"pending": 42, "oldest_s": 3.5, "dead_letter": 1},
+            "components": {},
+        },
+    )
     store.write_batch([row(1), row(5), row(3)], [])
     [d] = store.devices()
     assert (d["site"], d["device"], d["state"], d["pending"], d["dead_letter"]) == (
-        "jiedong", "pad-a03", "online", 42, 1,
-    )  # fmt: skip
+        "jiedong",
+        "pad-a03",
+        "online",
+        42,
+        1,
+    )
     assert str(d["last_event_at"])[:19].replace(" ", "T") in (
         "2026-11-26T09:12:08",  # SQLite keeps the device's text and offset
         "2026-11-26T01:12:08",  # PostgreSQL returns timestamptz in the session zone (UTC)
@@ -165,34 +196,74 @@ def test_concurrent_first_open_postgres(pg_schema):
 def test_contract_sqlite3_cli_reads_tables_and_views(tmp_path):
     path = tmp_path / "hall.db"
     with SqliteStore(f"sqlite:///{path}") as s:
-        s.write_batch([row(1), row(2, data={"window": "B01", "pad": 2, "staff_id": "S1",
-                                            "level": 1, "label": "非常不满意",
-                                            "reasons": ["态度不好"], "invite_id": None})],
-                      [Reject("x-1", "pad-a03", "id: expected a UUID", "{}")])  # fmt: skip
+        s.write_batch(
+            [
+                row(1),
+                row(
+                    2,
+                    data={
+                        "window": "B01",
+                        "pad": 2,
+                        "staff_id": "S1",
+                        "level": 1,
+                        "label": "非常不满意",
+                        "reasons": ["态度不好"],
+                        "invite_id": None,
+                    },
+                ),
+            ],
+            [Reject("x-1", "pad-a03", "id: expected a UUID", "{}")],
+        )
     out = subprocess.run(
-        ["sqlite3", "-json", str(path),
-         "SELECT id, device, site, seq, type, at, clock, received_at, data FROM events "
-         "ORDER BY seq"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "sqlite3",
+            "-json",
+            str(path),
+            "SELECT id, device, site, seq, type, at, clock, received_at, data FROM events "
+            "ORDER BY seq",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     events = json.loads(out)
     assert [e["seq"] for e in events] == [1, 2]
     assert json.loads(events[1]["data"])["reasons"] == ["态度不好"]
     out = subprocess.run(
-        ["sqlite3", str(path), "SELECT window || '|' || level FROM ratings ORDER BY seq;"
-         "SELECT id || '|' || reason FROM rejected;"],
-        capture_output=True, text=True, check=True,
-    ).stdout.splitlines()  # fmt: skip
+        [
+            "sqlite3",
+            str(path),
+            "SELECT window || '|' || level FROM ratings ORDER BY seq;"
+            "SELECT id || '|' || reason FROM rejected;",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert out == ["A03|5", "B01|1", "x-1|id: expected a UUID"]
 
 
 @pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql CLI")
 def test_contract_psql_reads_tables_and_views(pg_schema):
     with PostgresStore(PG_URL, pg_schema) as s:
-        s.write_batch([row(1), row(2, "attendance.punch",
-                                {"staff_id": "S0007", "slot": "afternoon_out",
-                                 "status": "early_leave", "minutes_off": 12, "distance": 0.38,
-                                 "liveness": "passed"})], [])  # fmt: skip
+        s.write_batch(
+            [
+                row(1),
+                row(
+                    2,
+                    "attendance.punch",
+                    {
+                        "staff_id": "S0007",
+                        "slot": "afternoon_out",
+                        "status": "early_leave",
+                        "minutes_off": 12,
+                        "distance": 0.38,
+                        "liveness": "passed",
+                    },
+                ),
+            ],
+            [],
+        )
     env = {**os.environ, "PGOPTIONS": f"-c search_path={pg_schema}"}
     sql = (
         "SELECT pg_typeof(id), pg_typeof(at), pg_typeof(data) FROM events LIMIT 1;"

@@ -48,25 +48,60 @@ def agent(tmp_path, broker):
 
 def sub(broker, topic, count, timeout=10):
     proc = subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-V", "5",
-         "-t", topic, "-C", str(count), "-W", str(timeout)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-V",
+            "5",
+            "-t",
+            topic,
+            "-C",
+            str(count),
+            "-W",
+            str(timeout),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: False, 0.3)  # no condition to observe: let mosquitto_sub subscribe
     return proc
 
 
 def pub(broker, topic, payload: str):
     subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic,
-         "-m", payload],
-        check=True, timeout=10,
-    )  # fmt: skip
+        [
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ],
+        check=True,
+        timeout=10,
+    )
 
 
 def rating(level=4):
-    return {"window": "A03", "pad": 1, "staff_id": "S1", "level": level, "label": "满意",
-            "reasons": [], "invite_id": None}  # fmt: skip
+    return {
+        "window": "A03",
+        "pad": 1,
+        "staff_id": "S1",
+        "level": level,
+        "label": "满意",
+        "reasons": [],
+        "invite_id": None,
+    }
 
 
 def test_batches_follow_the_contract_and_only_the_centres_ack_deletes(agent, broker):
@@ -96,9 +131,17 @@ def test_batches_follow_the_contract_and_only_the_centres_ack_deletes(agent, bro
     assert [e["seq"] for e in nxt["events"]] == list(range(81, 101))
 
     # A rejected id goes to the dead-letter table, never to be resent.
-    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps(
-        {"v": 1, "ids": [e["id"] for e in batches[1]["events"][1:]],
-         "rejected": [{"id": batches[1]["events"][0]["id"], "reason": "test reason"}]}))  # fmt: skip
+    pub(
+        broker,
+        "hall/jiedong/pad-a03/ack",
+        json.dumps(
+            {
+                "v": 1,
+                "ids": [e["id"] for e in batches[1]["events"][1:]],
+                "rejected": [{"id": batches[1]["events"][0]["id"], "reason": "test reason"}],
+            }
+        ),
+    )
     assert wait_for(lambda: box.stats().pending == 20, 10)
     [dead] = box.dead_letters()
     assert dead["id"] == batches[1]["events"][0]["id"] and dead["reason"] == "test reason"
@@ -106,8 +149,11 @@ def test_batches_follow_the_contract_and_only_the_centres_ack_deletes(agent, bro
     # Garbage on the ack topic is ignored; the uplink carries on.
     pub(broker, "hall/jiedong/pad-a03/ack", "not json")
     pub(broker, "hall/jiedong/pad-a03/ack", json.dumps({"v": 1, "ids": "oops"}))
-    pub(broker, "hall/jiedong/pad-a03/ack", json.dumps(
-        {"v": 1, "ids": [e["id"] for e in nxt["events"]], "rejected": []}))  # fmt: skip
+    pub(
+        broker,
+        "hall/jiedong/pad-a03/ack",
+        json.dumps({"v": 1, "ids": [e["id"] for e in nxt["events"]], "rejected": []}),
+    )
     assert wait_for(lambda: box.stats().pending == 0, 10)
     assert up.alive()
 
@@ -130,10 +176,23 @@ def test_status_is_retained_with_outbox_and_components(agent, broker):
 
     def latest():
         r = subprocess.run(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", status_topic,
-             "-C", "1", "-W", "3", "--retained-only"],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(broker.port),
+                "-t",
+                status_topic,
+                "-C",
+                "1",
+                "-W",
+                "3",
+                "--retained-only",
+            ],
+            capture_output=True,
+            text=True,
+        )
         return json.loads(r.stdout) if r.stdout.strip() else None
 
     assert wait_for(lambda: (latest() or {}).get("outbox", {}).get("pending") == 1, 10)
@@ -154,9 +213,13 @@ def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
         tmp_path / "b", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
     ) as broker:
         cfg = agent_config(
-            tmp_path / "data", broker.url, device="kiosk-01", mqtt={"username": "pad-a03"},
-            password="pw", sync={"ack_timeout_s": 30},
-        )  # fmt: skip
+            tmp_path / "data",
+            broker.url,
+            device="kiosk-01",
+            mqtt={"username": "pad-a03"},
+            password="pw",
+            sync={"ack_timeout_s": 30},
+        )
         box = Outbox.for_config(cfg, clock=lambda: "synced")
         up = Uplink(cfg, box)
         up.start()
