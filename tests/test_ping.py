@@ -1,0 +1,103 @@
+"""``hall-agent ping`` end to end (CLI in a subprocess, real broker, real collector)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync.central import Collector
+from sync.testing import Mosquitto, central_config, free_port, wait_for
+from sync.uplink import uplink_running
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = re.compile(
+    r"(\d+) acked by the centre: p50 ([\d.]+) ms, p95 ([\d.]+) ms, max ([\d.]+) ms, rate (\d+)/s"
+)
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def collector(tmp_path, broker):
+    c = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    c.start()
+    assert c.wait_connected(10)
+    yield c
+    c.stop()
+
+
+def write_conf(tmp_path: Path, url: str) -> Path:
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'[device]\nid = "kiosk-01"\nsite = "jiedong"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[mqtt]\nurl = "{url}"\n[sync]\nmin_free_mb = 0\n'
+    )
+    return conf
+
+
+def ping(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(conf), "ping", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HALL_AGENT_CLOCK": "synced"},
+    )
+
+
+def test_ping_waits_for_the_centres_acks(tmp_path, broker, collector):
+    r = ping(write_conf(tmp_path, broker.url), "--count", "20", "--note", "install check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = RESULT.search(r.stdout)
+    assert m, r.stdout
+    assert int(m.group(1)) == 20
+    assert float(m.group(2)) <= float(m.group(3)) <= float(m.group(4))
+    notes = collector.store.query(
+        "SELECT json_extract(data, '$.note') FROM events WHERE type = 'device.test' ORDER BY seq"
+    )
+    assert [n[0] for n in notes] == [f"install check {i}/20" for i in range(1, 21)]
+
+
+def test_ping_times_out_without_a_centre(tmp_path, broker):
+    r = ping(write_conf(tmp_path, broker.url), "--count", "2", "--timeout", "1.5")
+    assert r.returncode == 1
+    assert "timeout: 2 of 2 events not acknowledged" in r.stdout
+
+
+def test_ping_times_out_without_a_broker(tmp_path):
+    r = ping(write_conf(tmp_path, f"mqtt://127.0.0.1:{free_port()}"), "--timeout", "1.5")
+    assert r.returncode == 1
+    assert "not connected" in r.stdout
+
+
+def test_ping_beside_a_running_agent_uses_its_uplink(tmp_path, broker, collector):
+    conf = write_conf(tmp_path, broker.url)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "-c", str(conf), "run"],
+        cwd=REPO,
+        env={**os.environ, "HALL_AGENT_CLOCK": "synced"},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: uplink_running(tmp_path / "data"), 15)
+        r = ping(conf, "--count", "5")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "an agent is running on this outbox" in r.stdout
+        assert RESULT.search(r.stdout)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(15)
+    assert not uplink_running(tmp_path / "data")  # the lock went with the agent
