@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
@@ -41,6 +42,35 @@ def run_ping(cfg: AgentConfig, outbox: Outbox, *, count: int, timeout: float, no
             uplink.stop()
 
 
+class PingError(Exception):
+    """The path did not work: not connected, or an ack did not come in time."""
+
+
+@dataclass(frozen=True)
+class PingResult:
+    rtts: list[float]  # seconds, sorted
+    total_s: float
+
+    @property
+    def p50(self) -> float:
+        return _percentile(self.rtts, 0.5)
+
+    @property
+    def p95(self) -> float:
+        return _percentile(self.rtts, 0.95)
+
+    @property
+    def rate(self) -> float:
+        return len(self.rtts) / self.total_s if self.total_s > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.rtts)} acked by the centre: p50 {self.p50 * 1000:.1f} ms, "
+            f"p95 {self.p95 * 1000:.1f} ms, max {self.rtts[-1] * 1000:.1f} ms, "
+            f"rate {self.rate:.0f}/s"
+        )
+
+
 def _ping(
     cfg: AgentConfig,
     outbox: Outbox,
@@ -51,6 +81,26 @@ def _ping(
     timeout: float,
     note: str,
 ) -> int:
+    try:
+        result = measure(cfg, outbox, uplink, acked, count=count, timeout=timeout, note=note)
+    except PingError as exc:
+        print(f"timeout: {exc}")
+        return 1
+    print(result.summary())
+    return 0
+
+
+def measure(
+    cfg: AgentConfig,
+    outbox: Outbox,
+    uplink: Uplink | None,
+    acked: threading.Event,
+    *,
+    count: int,
+    timeout: float,
+    note: str,
+) -> PingResult:
+    """Record ``count`` device.test events one after another; time each until its ack."""
     deadline = time.monotonic() + timeout
     if uplink is not None:
         # Connecting is not part of a round trip: wait for the link before the first event.
@@ -60,11 +110,10 @@ def _ping(
             max(0.0, deadline - time.monotonic())
         ):
             detail = uplink.link.last_error if uplink.link else uplink.lock_error
-            print(
-                f"timeout: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
-                f"{timeout:.0f} s ({detail or 'no answer'})"
+            raise PingError(
+                f"not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within {timeout:.0f} s "
+                f"({detail or 'no answer'})"
             )
-            return 1
     rtts: list[float] = []
     started = time.monotonic()
     for i in range(count):
@@ -75,20 +124,14 @@ def _ping(
         while outbox.contains(event_id):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                print(
-                    f"timeout: {count - i} of {count} events not acknowledged by the centre "
-                    f"within {timeout:.0f} s (event {event_id} still pending)"
+                raise PingError(
+                    f"{count - i} of {count} events not acknowledged by the centre within "
+                    f"{timeout:.0f} s (event {event_id} still pending)"
                 )
-                return 1
             # In-process: woken by the uplink's ack listener; beside an agent: poll.
             acked.wait(min(remaining, 0.5 if uplink is not None else 0.002))
             acked.clear()
         rtts.append(time.monotonic() - t0)
     total = time.monotonic() - started
     rtts.sort()
-    print(
-        f"{count} acked by the centre: p50 {_percentile(rtts, 0.5) * 1000:.1f} ms, "
-        f"p95 {_percentile(rtts, 0.95) * 1000:.1f} ms, max {rtts[-1] * 1000:.1f} ms, "
-        f"rate {count / total:.0f}/s"
-    )
-    return 0
+    return PingResult(rtts, total)

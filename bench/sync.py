@@ -1,0 +1,251 @@
+"""Benchmark: drain a backlog from a real outbox to committed rows in the central store.
+
+    .venv/bin/python bench/sync.py [--events 100000] [--naive 1000] [--pings 300]
+
+Starts its own mosquitto on a free loopback port with the settings of the shipped
+config/mosquitto.conf (``set_tcp_nodelay true``; the system broker on 1883 may not have it),
+and the collector as a separate process (``hall-central run``), so that the memory figures are
+the agent's alone. For SQLite and for PostgreSQL (a throw-away schema):
+
+- batched: ``--events`` events recorded in the outbox first (a device back after days
+  offline), then the uplink started with the default sync settings; the clock runs until the
+  outbox is empty, i.e. until the last ack after the last commit. Rows are counted after.
+- naive, measured in the same run on a smaller sample (``--naive`` events, default 1,000):
+  one event per message, each waiting for the centre's ack before the next is sent
+  (``batch_size = 1``, ``max_in_flight = 1``), same broker, same collector, same store.
+- agent RSS (this process: outbox + uplink) before draining, after, and the peak sampled
+  every 0.2 s while draining.
+- ``ping`` round trips (``--pings``, one at a time, as ``hall-agent ping`` does).
+
+Targets (issue 3): ≥ 5,000 committed events/s on SQLite and ≥ 10× the naive path; flat agent
+memory; ping p95 < 10 ms on loopback. The last line holds the figures as key=value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.outbox import Outbox  # noqa: E402
+from sync.ping import measure  # noqa: E402
+from sync.store import open_store  # noqa: E402
+from sync.testing import (  # noqa: E402
+    PG_URL,
+    Mosquitto,
+    agent_config,
+    pg_available,
+    pg_schema,
+    wait_for,
+)
+from sync.uplink import Uplink  # noqa: E402
+
+RATING = {
+    "window": "A03",
+    "pad": 1,
+    "staff_id": "S0012",
+    "level": 5,
+    "label": "非常满意",
+    "reasons": [],
+    "invite_id": None,
+}
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: str | None):
+    conf = workdir / "central.toml"
+    text = f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "{store_url}"\n'
+    if schema:
+        text += f'pg_schema = "{schema}"\n'
+    conf.write_text(text)
+    # Create the schema before the collector subscribes, so its start-up is not timed.
+    open_store(store_url, schema).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+        cwd=ROOT,
+        stderr=open(workdir / "central.log", "wb"),  # noqa: SIM115
+    )
+    return proc
+
+
+def count_rows(store_url: str, schema: str | None, device: str) -> int:
+    with open_store(store_url, schema) as store:
+        return store.query("SELECT count(*) FROM events WHERE device = %s", (device,))[0][0]
+
+
+def fill(box: Outbox, n: int) -> None:
+    chunk = 1000
+    for start in range(0, n, chunk):
+        box.append_many([("rating.submitted", RATING, None, None)] * min(chunk, n - start))
+
+
+def drain(workdir: Path, broker: Mosquitto, device: str, n: int, **sync) -> dict:
+    """Record n events, then time the uplink draining them to the centre."""
+    cfg = agent_config(workdir / device, broker.url, device=device, sync=sync)
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    fill(box, n)
+    before = rss_mb()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    up = Uplink(cfg, box)
+    t0 = time.monotonic()
+    up.start()
+    sampler.start()
+    ok = wait_for(lambda: box.stats().pending == 0, 600, interval=0.01)
+    elapsed = time.monotonic() - t0
+    done.set()
+    after = rss_mb()
+    up.stop()
+    box.close()
+    if not ok:
+        raise SystemExit(f"bench: {device}: outbox not drained within 600 s")
+    return {
+        "events": n,
+        "seconds": elapsed,
+        "per_s": n / elapsed,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_peak": max(peak[0], after),
+    }
+
+
+def ping(workdir: Path, broker: Mosquitto, count: int) -> tuple[float, float]:
+    # A short ack timeout: the first events may be published before the collector process
+    # has subscribed; they are resent, and the warm-up absorbs that.
+    cfg = agent_config(workdir / "ping", broker.url, device="ping-01", sync={"ack_timeout_s": 1})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    acked = threading.Event()
+    up = Uplink(cfg, box)
+    up.add_ack_listener(lambda _ids: acked.set())
+    up.start()
+    try:
+        measure(cfg, box, up, acked, count=20, timeout=60, note="warm-up")
+        result = measure(cfg, box, up, acked, count=count, timeout=120, note="bench")
+    finally:
+        up.stop()
+        box.close()
+    print(f"  ping: {result.summary()}")
+    return result.p50 * 1000, result.p95 * 1000
+
+
+def run_store(
+    name: str,
+    workdir: Path,
+    broker: Mosquitto,
+    store_url: str,
+    schema: str | None,
+    args: argparse.Namespace,
+) -> dict:
+    print(f"{name}: store {store_url}{' schema ' + schema if schema else ''}")
+    collector = start_collector(workdir, broker, store_url, schema)
+    try:
+        # The collector is up when a ping round trip works.
+        p50, p95 = ping(workdir, broker, args.pings)
+        batched = drain(workdir, broker, f"bulk-{name}", args.events)
+        rows = count_rows(store_url, schema, f"bulk-{name}")
+        print(
+            f"  batched: {batched['events']} events in {batched['seconds']:.2f} s = "
+            f"{batched['per_s']:.0f} events/s committed ({rows} rows); agent RSS "
+            f"{batched['rss_before']:.1f} MiB before, peak {batched['rss_peak']:.1f}, "
+            f"after {batched['rss_after']:.1f}"
+        )
+        if rows != args.events:
+            raise SystemExit(f"bench: {name}: {rows} rows for {args.events} events")
+        naive = drain(workdir, broker, f"naive-{name}", args.naive, batch_size=1, max_in_flight=1)
+        print(
+            f"  naive (1 event per message, wait for each ack; {args.naive}-event sample): "
+            f"{naive['per_s']:.0f} events/s"
+        )
+        if count_rows(store_url, schema, f"naive-{name}") != args.naive:
+            raise SystemExit(f"bench: {name}: naive rows missing")
+    finally:
+        collector.terminate()
+        collector.wait(15)
+    return {
+        "per_s": batched["per_s"],
+        "naive": naive["per_s"],
+        "ratio": batched["per_s"] / naive["per_s"],
+        "rss_before": batched["rss_before"],
+        "rss_peak": batched["rss_peak"],
+        "rss_after": batched["rss_after"],
+        "p50": p50,
+        "p95": p95,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="backlog size")
+    parser.add_argument("--naive", type=int, default=1_000, help="naive-path sample size")
+    parser.add_argument("--pings", type=int, default=300, help="ping round trips")
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL for the second run")
+    args = parser.parse_args()
+    os.environ.setdefault("HALL_AGENT_CLOCK", "synced")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="hall-bench-") as tmp:
+        workdir = Path(tmp)
+        with Mosquitto(workdir / "broker") as broker:
+            print(f"broker: mosquitto on 127.0.0.1:{broker.port}, set_tcp_nodelay true")
+            sqlite_dir = workdir / "sqlite"
+            sqlite_dir.mkdir()
+            results["sqlite"] = run_store(
+                "sqlite", sqlite_dir, broker, f"sqlite:///{workdir}/hall.db", None, args
+            )
+            if pg_available(args.pg_url):
+                pg_dir = workdir / "pg"
+                pg_dir.mkdir()
+                with pg_schema(args.pg_url) as schema:
+                    results["pg"] = run_store("pg", pg_dir, broker, args.pg_url, schema, args)
+            else:
+                print(f"pg: skipped, PostgreSQL not reachable at {args.pg_url}")
+    s = results["sqlite"]
+    figures = {
+        "sqlite_events_per_s": f"{s['per_s']:.0f}",
+        "sqlite_naive_per_s": f"{s['naive']:.0f}",
+        "sqlite_ratio": f"{s['ratio']:.1f}",
+    }
+    if "pg" in results:
+        p = results["pg"]
+        figures.update(
+            pg_events_per_s=f"{p['per_s']:.0f}",
+            pg_naive_per_s=f"{p['naive']:.0f}",
+            pg_ratio=f"{p['ratio']:.1f}",
+        )
+    figures.update(
+        rss_before_mb=f"{s['rss_before']:.1f}",
+        rss_peak_mb=f"{s['rss_peak']:.1f}",
+        rss_after_mb=f"{s['rss_after']:.1f}",
+        ping_p50_ms=f"{s['p50']:.2f}",
+        ping_p95_ms=f"{s['p95']:.2f}",
+    )
+    if "pg" in results:
+        figures.update(
+            pg_ping_p50_ms=f"{results['pg']['p50']:.2f}",
+            pg_ping_p95_ms=f"{results['pg']['p95']:.2f}",
+        )
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
