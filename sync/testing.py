@@ -36,6 +36,74 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+def make_test_ca(workdir: str | os.PathLike[str]) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client one."""
+    d = Path(workdir)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hall-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        ssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            f"{name}.ext",
+        )
+    for key in d.glob("*.key"):
+        key.chmod(0o600)
+    return {
+        "ca": d / "ca.pem",
+        "server_cert": d / "server.crt",
+        "server_key": d / "server.key",
+        "client_cert": d / "client.crt",
+        "client_key": d / "client.key",
+    }
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -55,6 +123,7 @@ class Mosquitto:
         persistence: bool = False,
         acl_file: str | os.PathLike[str] | None = None,
         password_file: str | os.PathLike[str] | None = None,
+        tls: dict[str, str] | None = None,
         extra: str = "",
     ):
         if shutil.which("mosquitto") is None:
@@ -65,6 +134,7 @@ class Mosquitto:
         self.persistence = persistence
         self.acl_file = acl_file
         self.password_file = password_file
+        self.tls = tls  # e.g. {"cafile": …, "certfile": …, "keyfile": …, "require_certificate": …}
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.workdir / f"mosquitto-{self.port}.conf"
@@ -72,11 +142,12 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _config(self) -> str:
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(f"{key} {value}" for key, value in (self.tls or {}).items()),
             # DESIGN.md "Nagle": without it every request/ack round trip waits ~40 ms.
             "set_tcp_nodelay true",
             "max_queued_messages 1000",

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client, probe_connect
-from sync.testing import Mosquitto, agent_config, free_port, make_password_file, wait_for
+from sync.testing import (
+    Mosquitto,
+    agent_config,
+    free_port,
+    make_password_file,
+    make_test_ca,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +193,36 @@ def test_shipped_acl_allows_own_topics_only(tmp_path, acl_broker):
     assert pub("hall-central", "pw-central", "hall/jiedong/kiosk-01/ack", "a2").returncode == 0
     assert "a1" in mine.communicate(timeout=10)[0]
     assert "a2" not in theirs.communicate(timeout=10)[0]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_mqtts_with_ca_and_client_certificate(tmp_path):
+    pki = make_test_ca(tmp_path / "pki")
+    tls = {
+        "cafile": pki["ca"],
+        "certfile": pki["server_cert"],
+        "keyfile": pki["server_key"],
+        "require_certificate": "true",
+    }
+    with Mosquitto(tmp_path / "tls-broker", tls=tls) as broker:
+        assert broker.url.startswith("mqtts://")
+        with_cert = agent_config(
+            tmp_path,
+            broker.url,
+            mqtt={
+                "ca_file": str(pki["ca"]),
+                "client_cert_file": str(pki["client_cert"]),
+                "client_key_file": str(pki["client_key"]),
+            },
+        )
+        ok, detail = probe_connect(with_cert.mqtt, "tls-1", timeout=5)
+        assert ok and "TLS" in detail, detail
+        # The broker demands a client certificate: without one the handshake fails.
+        without = agent_config(tmp_path, broker.url, mqtt={"ca_file": str(pki["ca"])})
+        ok, detail = probe_connect(without.mqtt, "tls-2", timeout=5)
+        assert not ok
+        # A client that does not trust the broker's CA refuses it (no silent downgrade).
+        other = make_test_ca(tmp_path / "other-pki")
+        wrong_ca = agent_config(tmp_path, broker.url, mqtt={"ca_file": str(other["ca"])})
+        ok, detail = probe_connect(wrong_ca.mqtt, "tls-3", timeout=5)
+        assert not ok and "certificate" in detail.lower(), detail
