@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 SHARE_GROUP = "hall-central"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # CONTRACT §3 ids
 MAX_REJECT_PAYLOAD = 64 * 1024  # of a payload kept for a technician to look at
+# A JSON-escaped NUL (\u0000 after an even number of backslashes), not the text "\u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 _NUMBER = (int, float)
 
@@ -111,6 +113,10 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     extra = set(ev) - {"id", "seq", "type", "at", "clock", "device", "site", "data"}
     if extra:
         return None, f"unknown envelope key(s) {sorted(extra)}"
+    data_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in data_text and _NUL_ESCAPE.search(data_text):
+        # PostgreSQL's jsonb cannot hold NUL; refuse it on SQLite too, so both stores agree.
+        return None, "data: contains a NUL character (\\u0000)"
     return (
         EventRow(
             id=event_id,
@@ -121,7 +127,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             at=at,
             at_text=at_text,  # type: ignore[arg-type]
             clock=clock,
-            data=json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+            data=data_text,
         ),
         None,
     )
@@ -298,7 +304,7 @@ class Collector:
             max_bytes=self.cfg.central.max_payload_kb * 1024,
             max_events=self.cfg.central.max_batch_events,
         )
-        self.store.write_batch(verdict.good, verdict.rejects)  # one transaction; returns on commit
+        self._write(verdict)  # returns after the commit
         self.batches += 1
         self.events_stored += len(verdict.good)
         self.rejected += len(verdict.rejects)
@@ -311,6 +317,40 @@ class Collector:
             return  # no device to answer to, or nothing it could match
         ack = json.dumps(body, separators=(",", ":")).encode()
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+
+    def _write(self, verdict: Verdict) -> None:
+        """Write a batch in one transaction; isolate an event the store itself refuses.
+
+        Validation should leave nothing for the store to refuse, but if it does (a check we
+        did not think of), one poisoned event must not block its device forever: the batch
+        is retried event by event and the refused ones are rejected with the store's reason.
+        A store that is *unavailable* raises: no ack, the device resends later.
+        """
+        try:
+            self.store.write_batch(verdict.good, verdict.rejects)
+            return
+        except Exception as exc:
+            if self.store.is_transient(exc):
+                raise
+            logger.error(
+                "store refused a batch from %s/%s (%s); writing its events one by one",
+                verdict.site,
+                verdict.device,
+                exc,
+            )
+        good: list[EventRow] = []
+        rejects = list(verdict.rejects)
+        for ev in verdict.good:
+            try:
+                self.store.write_batch([ev], [])
+                good.append(ev)
+            except Exception as exc:
+                if self.store.is_transient(exc):
+                    raise
+                reason = f"store refused the event: {str(exc).splitlines()[0]}"[:500]
+                rejects.append(Reject(ev.id, ev.device, reason, ev.data))
+        verdict.good, verdict.rejects = good, rejects
+        self.store.write_batch([], rejects)
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
         where = parse_topic(topic, self.prefix, "status")

@@ -220,6 +220,10 @@ class Store:
     def record_rejects(self, rejects: list[Reject]) -> None:
         self.write_batch([], rejects)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the store is unavailable (retry later), not the data bad."""
+        raise NotImplementedError
+
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -323,6 +327,10 @@ class SqliteStore(Store):
                 c.execute("ROLLBACK")
                 raise
 
+    def is_transient(self, exc: BaseException) -> bool:
+        # "database is locked", "disk I/O error", "unable to open": the file, not the data.
+        return isinstance(exc, sqlite3.OperationalError)
+
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         with self._lock:
             self.conn.execute(
@@ -381,8 +389,21 @@ class PostgresStore(Store):
         self.url = url
         self.schema = schema
         self._lock = threading.Lock()
+        self._psycopg = psycopg
         self.conn = psycopg.connect(url, autocommit=True)
         self._migrate()
+
+    def _conn(self) -> Any:
+        """The connection, reopened if PostgreSQL went away (restart, failover)."""
+        if self.conn.closed or self.conn.broken:
+            logger.warning("store: PostgreSQL connection lost; reconnecting")
+            self.conn = self._psycopg.connect(self.url, autocommit=True)
+            if self.schema:
+                self.conn.execute(f'SET search_path TO "{self.schema}"')
+        return self.conn
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._psycopg.OperationalError)
 
     def _migrate(self) -> None:
         with self._lock, self.conn.transaction():
@@ -410,30 +431,31 @@ class PostgresStore(Store):
                 logger.info("store: PostgreSQL schema migrated to version %d", step + 1)
 
     def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
-        with self._lock, self.conn.transaction():
-            cur = self.conn.cursor()
-            if events:
-                cur.executemany(
-                    "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
-                    [
-                        (e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data)
-                        for e in events
-                    ],
-                )
-                last = max(events, key=lambda e: e.at)
-                cur.execute(_DEVICE_SQL_PG, (last.site, last.device, last.at))
-            if rejects:
-                cur.executemany(
-                    "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
-                    [(r.id, r.device, r.reason, r.payload.replace("\x00", "\\0")) for r in rejects],
-                )
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction():
+                self._write(conn.cursor(), events, rejects)
+
+    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> None:
+        if events:
+            cur.executemany(
+                "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
+                [(e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) for e in events],
+            )
+            last = max(events, key=lambda e: e.at)
+            cur.execute(_DEVICE_SQL_PG, (last.site, last.device, last.at))
+        if rejects:
+            cur.executemany(
+                "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
+                [(r.id, r.device, r.reason, r.payload.replace("\x00", "\\0")) for r in rejects],
+            )
 
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         with self._lock:
-            self.conn.execute(
+            self._conn().execute(
                 _STATUS_SQL_PG,
                 (site, device, *_status_fields(status), json.dumps(status, ensure_ascii=False)),
             )
@@ -447,7 +469,7 @@ class PostgresStore(Store):
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+            return self._conn().execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._lock:

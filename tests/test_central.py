@@ -333,3 +333,11 @@ def test_uuid_helper_matches_contract_form():
     # check_event insists on the canonical lower-case form the envelope writes.
     ev = event(1, id=str(uuid.uuid4()).upper())
     assert check(batch(ev)).rejects
+
+
+def test_nul_in_data_is_rejected_on_every_store():
+    bad = event(2, type="device.test", data={"note": "a\x00b"})
+    fine = event(3, type="device.test", data={"note": "the text \\u0000 is fine"})
+    v = check(batch(event(1), bad, fine))
+    assert [r.seq for r in v.good] == [1, 3]
+    assert [r.id for r in v.rejects] == [bad["id"]] and "NUL" in v.rejects[0].reason

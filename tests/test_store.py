@@ -276,3 +276,19 @@ def test_contract_psql_reads_tables_and_views(pg_schema):
     assert out[0] == "uuid|timestamp with time zone|jsonb"
     assert out[1] == "5"
     assert out[2] == "S0007|early_leave|12"
+
+
+def test_postgres_connection_loss_is_transient_and_reconnects(pg_schema):
+    import psycopg
+
+    with PostgresStore(PG_URL, pg_schema) as s:
+        s.write_batch([row(1)], [])
+        pid = s.conn.info.backend_pid
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError) as info:
+            s.write_batch([row(2)], [])
+        assert s.is_transient(info.value)  # the collector does not ack; the device resends
+        s.write_batch([row(2)], [])  # a fresh connection, in the same schema
+        assert count(s) == 2
+        assert s.conn.info.backend_pid != pid

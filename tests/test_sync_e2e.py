@@ -220,6 +220,22 @@ def test_rejected_event_lands_in_rejected_and_dead_letter(collectors, agent):
     assert wait_for(lambda: (c.store.devices() or [{}])[0].get("dead_letter") == 1, 10)
 
 
+def test_event_the_store_refuses_is_isolated_not_retried_forever(collectors, agent):
+    """A poisoned event that passes validation but not the store (a non-finite number: not
+    JSON for jsonb nor for SQLite's json_valid) must not block its device."""
+    c = collectors()
+    _up, box = agent(batch_size=10)
+    box.append("device.test", {"note": "before"})
+    poison = box.append("device.test", {"note": "nan", "value": float("inf")}).event
+    box.append("device.test", {"note": "after"})
+    assert wait_for(lambda: box.stats().pending == 0, 20)
+    assert rows(c) == [1, 3]
+    [dead] = box.dead_letters()
+    assert dead["id"] == poison["id"] and dead["reason"].startswith("store refused the event")
+    [(rid,)] = c.store.query("SELECT id FROM rejected")
+    assert rid == poison["id"]
+
+
 @pytest.mark.slow
 def test_collector_restarted_mid_stream_loses_nothing(collectors, agent):
     c1 = collectors()
