@@ -236,11 +236,16 @@ class Collector:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._events_mid: int | None = None
+        # Set when the broker has granted the events subscription (SUBACK): from then on no
+        # batch published to the broker can miss this collector.
+        self.ready = threading.Event()
         self.link = MqttLink(
             cfg.mqtt,
             self.client_id,
             on_connect=self._on_connect,
             on_message=self._on_message,
+            on_subscribe=self._on_subscribe,
             manual_ack=True,
             max_inflight=100,
             max_queued=10000,
@@ -252,8 +257,15 @@ class Collector:
         self.errors = 0
 
     def _on_connect(self, client: Any) -> None:
-        client.subscribe(self.events_filter, qos=1)
+        self.ready.clear()
+        _rc, self._events_mid = client.subscribe(self.events_filter, qos=1)
         client.subscribe(self.status_filter, qos=1)
+
+    def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
+        if mid == self._events_mid and not any(
+            getattr(rc, "is_failure", False) for rc in reason_codes
+        ):
+            self.ready.set()
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         self._q.put(msg)  # never block on paho's thread
@@ -273,7 +285,8 @@ class Collector:
             self.store.close()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self.link.connected.wait(timeout)
+        """Wait until connected and subscribed to the event batches."""
+        return self.ready.wait(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():

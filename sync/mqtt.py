@@ -122,6 +122,7 @@ class MqttLink:
         on_disconnect: Callable[[str], None] | None = None,
         on_message: Callable[..., None] | None = None,
         on_publish: Callable[..., None] | None = None,
+        on_subscribe: Callable[[int, list[Any]], None] | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
         manual_ack: bool = False,
         max_inflight: int = 20,
@@ -140,6 +141,7 @@ class MqttLink:
             self.client.will_set(topic, payload, qos=qos, retain=retain)
         self._user_connect = on_connect
         self._user_disconnect = on_disconnect
+        self._user_subscribe = on_subscribe
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         if on_message is not None:
@@ -186,6 +188,8 @@ class MqttLink:
                 # e.g. 0x87 not authorised: the ACL does not let this client read the topic.
                 self.last_error = f"subscription {mid} refused: {describe_rc(rc)}"
                 logger.error("%s: %s", self.name, self.last_error)
+        if self._user_subscribe is not None:
+            self._user_subscribe(mid, list(reason_codes))
 
     def _on_disconnect(
         self,

@@ -251,6 +251,7 @@ def test_end_to_end_with_collector_and_factory(tmp_path, broker):
     box = Outbox.for_config(cfg, clock=lambda: "synced")
     collector = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
     collector.start()
+    assert collector.wait_connected(10)
     factories = uplink_worker_factories(cfg, box, lambda: {})
     worker = factories["uplink"]()
     worker.start()
@@ -262,5 +263,49 @@ def test_end_to_end_with_collector_and_factory(tmp_path, broker):
         assert worker.alive() and worker.health()["state"] == "ok"
     finally:
         worker.stop()
+        collector.stop()
+        box.close()
+
+
+def test_offline_backlog_stays_in_the_outbox_not_in_paho(tmp_path):
+    """Days offline: nothing is handed to paho while disconnected; its queue is bounded."""
+    from sync.testing import free_port
+
+    cfg = agent_config(
+        tmp_path / "data", f"mqtt://127.0.0.1:{free_port()}", sync={"max_in_flight": 3}
+    )
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(5000)])
+        assert wait_for(lambda: up.link is not None and up.link.last_error is not None, 10)
+        assert up.health()["state"] == "degraded" and "cannot connect" in up.health()["detail"]
+        assert up.counters.batches_sent == 0
+        assert up.link.client.max_queued_messages == 3 + 4
+        assert up.link.client.max_inflight_messages == 3 + 2
+        assert box.stats().pending == 5000
+    finally:
+        up.stop()
+        box.close()
+
+
+def test_mqtt_311_end_to_end(tmp_path, broker):
+    """mqtt.protocol = "3.1.1" on both sides: the shared subscription and acks still work."""
+    cfg = agent_config(tmp_path / "data", broker.url, mqtt={"protocol": "3.1.1"})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    collector = Collector(
+        central_config(f"sqlite:///{tmp_path}/hall.db", broker.url, mqtt={"protocol": "3.1.1"})
+    )
+    collector.start()
+    assert collector.wait_connected(10)
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        box.append_many([("rating.submitted", rating(), None, None) for _ in range(30)])
+        assert wait_for(lambda: box.stats().pending == 0, 30)
+        assert collector.store.query("SELECT count(*) FROM events")[0][0] == 30
+    finally:
+        up.stop()
         collector.stop()
         box.close()
