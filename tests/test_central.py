@@ -341,3 +341,24 @@ def test_nul_in_data_is_rejected_on_every_store():
     v = check(batch(event(1), bad, fine))
     assert [r.seq for r in v.good] == [1, 3]
     assert [r.id for r in v.rejects] == [bad["id"]] and "NUL" in v.rejects[0].reason
+
+
+def test_every_hall_central_command_has_help():
+    import argparse
+
+    from sync.central_cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(f"{path} {name}")
+                    missing += walk(sub, f"{path} {name}")
+            elif not action.help and action.dest != "help":
+                missing.append(f"{path} {action.dest}")
+        return missing
+
+    assert walk(build_parser(), "hall-central") == []
