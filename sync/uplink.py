@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,6 @@ class _Counters:
     events_rejected: int = 0
     resends: int = 0
     refused: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def _now_iso(tz: ZoneInfo | None = None) -> str:
@@ -181,7 +180,6 @@ class Uplink:
         self._cursor = 0
         self._online = False
         self._next_status = 0.0
-        self._status_info: Any = None
         self._ack_listeners: list[Callable[[list[str]], None]] = []
         self.counters = _Counters()
         self.lock_error: str | None = None
