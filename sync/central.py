@@ -92,7 +92,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or seq >= 2**63:
         return None, f"seq: expected a non-negative integer, got {seq!r}"
     event_type = ev.get("type")
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return None, f"type: expected one of CONTRACT §2, got {event_type!r}"
     at_text = ev.get("at")
     try:
@@ -102,7 +102,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     if at.tzinfo is None or len(at_text) < 19:  # type: ignore[arg-type]
         return None, f"at: expected date, time and UTC offset, got {at_text!r}"
     clock = ev.get("clock")
-    if clock not in ("synced", "unsynced"):
+    if not isinstance(clock, str) or clock not in ("synced", "unsynced"):
         return None, f"clock: expected 'synced' or 'unsynced', got {clock!r}"
     data = ev.get("data")
     if not isinstance(data, dict):
@@ -206,7 +206,11 @@ def check_batch(
     if len(events) > max_events:
         return reject_all(f"batch: {len(events)} events; expected at most {max_events}", events)
     for ev in events:
-        row, problem = check_event(ev, site, device)  # type: ignore[arg-type]
+        try:
+            row, problem = check_event(ev, site, device)  # type: ignore[arg-type]
+        except Exception as exc:  # a check we got wrong must not make the batch a poison pill
+            logger.exception("check_event failed")
+            row, problem = None, f"invalid event ({type(exc).__name__}: {exc})"
         if row is not None:
             verdict.good.append(row)
         else:

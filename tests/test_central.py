@@ -362,3 +362,47 @@ def test_every_hall_central_command_has_help():
         return missing
 
     assert walk(build_parser(), "hall-central") == []
+
+
+# --- the collector never dies on bad input (property) ----------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_check_batch_never_raises_on_bytes(payload):
+    v = check(payload)
+    assert v.rejects or v.good or payload.strip().startswith(b"{")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "seq", "type", "at", "clock", "device", "site", "data", "x"]),
+        _json,
+    )
+)
+def test_check_batch_never_raises_on_mangled_events(mangle):
+    ev = {**event(1), **mangle}
+    v = check(batch(ev, event(2)))
+    # The intact event is always accepted; the mangled one is accepted or rejected by id.
+    assert v.good[-1].seq == 2
+    assert len(v.good) + len(v.rejects) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "device", "site", "events", "x"]), _json))
+def test_check_batch_never_raises_on_mangled_batches(mangle):
+    body = {"v": 1, "device": "pad-a03", "site": "jiedong", "events": [event(1)], **mangle}
+    v = check(json.dumps(body).encode())
+    assert v.good or v.rejects or body["events"] == []

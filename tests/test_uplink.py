@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,50 @@ def test_mqtt_311_end_to_end(tmp_path, broker):
         up.stop()
         collector.stop()
         box.close()
+
+
+def test_status_is_republished_every_interval_and_on_reconnect(tmp_path):
+    broker = Mosquitto(tmp_path / "b").start()
+    try:
+        cfg = agent_config(tmp_path / "data", broker.url, sync={"status_interval_s": 1})
+        box = Outbox.for_config(cfg, clock=lambda: "synced")
+        up = Uplink(cfg, box)
+        up.start()
+        try:
+            assert wait_for(lambda: up.health()["connected"], 10)
+            # The retained one plus two periodic ones, 1 s apart.
+            proc = sub(broker, "hall/jiedong/pad-a03/status", count=3, timeout=5)
+            lines = proc.communicate(timeout=10)[0].splitlines()
+            assert len(lines) == 3 and all(json.loads(x)["state"] == "online" for x in lines)
+            # Now only a reconnect may publish: push the next periodic one an hour away.
+            cfg.sync.status_interval_s = 3600
+            assert wait_for(lambda: up._next_status > time.monotonic() + 3000, 5)
+            # A broker without persistence forgets the retained status; the reconnect
+            # publishes it again.
+            broker.stop()
+            broker.start()
+            assert wait_for(lambda: up.health()["connected"], 15)
+            r = subprocess.run(
+                [
+                    "mosquitto_sub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(broker.port),
+                    "-t",
+                    "hall/jiedong/pad-a03/status",
+                    "-C",
+                    "1",
+                    "-W",
+                    "5",
+                    "--retained-only",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            assert json.loads(r.stdout)["state"] == "online"
+        finally:
+            up.stop()
+            box.close()
+    finally:
+        broker.stop()
