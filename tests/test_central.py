@@ -18,7 +18,7 @@ import pytest
 from agent.envelope import uuid7
 from sync.central import Collector, check_batch
 from sync.store import open_store
-from sync.testing import Mosquitto, central_config, wait_for
+from sync.testing import PG_URL, Mosquitto, central_config, pg_available, pg_schema, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hall/jiedong/pad-a03/events"
@@ -294,20 +294,33 @@ def test_central_cli_config_error_exits_78(tmp_path):
     assert "store.url" in r.stderr and "expected sqlite:///PATH" in r.stderr
 
 
-def test_report_ratings(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/hall.db")
-    from sync.central import check_batch as cb
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_conf(request, tmp_path):
+    """(store, config text) for a fresh SQLite file or a throw-away PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/hall.db"
+        yield open_store(url), f'[store]\nurl = "{url}"\n'
+        return
+    if not pg_available():
+        pytest.skip("PostgreSQL not reachable")
+    with pg_schema() as name:
+        store = open_store(PG_URL, name)
+        yield store, f'[store]\nurl = "{PG_URL}"\npg_schema = "{name}"\n'
+        store.close()
 
+
+def test_report_ratings(tmp_path, store_conf):
+    store, conf_text = store_conf
     evs = [
         event(i, data={"window": "A03", "level": lv, "label": "x"})
         for i, lv in enumerate([5, 5, 4, 1], start=1)
     ]
+    # 2026-10-31 17:00 +08:00 is October in the report's zone (Asia/Shanghai).
     evs.append(event(9, at="2026-10-31T17:00:00.000+08:00"))
-    v = cb(TOPIC, batch(*evs), **LIMITS)
+    v = check_batch(TOPIC, batch(*evs), **LIMITS)
     store.write_batch(v.good, v.rejects)
-    store.close()
     conf = tmp_path / "central.toml"
-    conf.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n')
+    conf.write_text(conf_text)
     out = subprocess.run(
         [
             sys.executable,
