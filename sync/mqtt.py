@@ -154,6 +154,9 @@ class MqttLink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # A refused SUBSCRIBE (ACL) leaves the connection up but the client deaf: kept apart
+        # from last_error so that users can report it as a fault.
+        self.subscribe_error: str | None = None
         self.connects = 0
         self.last_activity = time.monotonic()
         self.publish_lock = threading.Lock()
@@ -186,8 +189,8 @@ class MqttLink:
         for rc in reason_codes:
             if getattr(rc, "is_failure", False):
                 # e.g. 0x87 not authorised: the ACL does not let this client read the topic.
-                self.last_error = f"subscription {mid} refused: {describe_rc(rc)}"
-                logger.error("%s: %s", self.name, self.last_error)
+                self.subscribe_error = f"subscription refused: {describe_rc(rc)}"
+                logger.error("%s: %s", self.name, self.subscribe_error)
         if self._user_subscribe is not None:
             self._user_subscribe(mid, list(reason_codes))
 

@@ -213,10 +213,13 @@ class Uplink:
             "connected": connected,
             "in_flight": len(self._inflight),
         }
-        problem = self.lock_error or self.refused_error or (link.last_error if link else None)
+        deaf = link.subscribe_error if link else None  # acks can never arrive
+        problem = (
+            self.lock_error or self.refused_error or deaf or (link.last_error if link else None)
+        )
         if self.roster.last_error:
             out["roster"] = self.roster.last_error
-        if self.lock_error or self.refused_error:
+        if self.lock_error or self.refused_error or deaf:
             out["state"] = "fault"
         elif not connected:
             out["state"] = "degraded"

@@ -226,3 +226,21 @@ def test_mqtts_with_ca_and_client_certificate(tmp_path):
         wrong_ca = agent_config(tmp_path, broker.url, mqtt={"ca_file": str(other["ca"])})
         ok, detail = probe_connect(wrong_ca.mqtt, "tls-3", timeout=5)
         assert not ok and "certificate" in detail.lower(), detail
+
+
+def test_refused_subscription_is_recorded(tmp_path):
+    """Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery; other brokers answer
+    0x87 in the SUBACK. The callback is fed the reason codes paho would hand it."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    cfg = agent_config(tmp_path, "mqtt://127.0.0.1:1")
+    seen = []
+    link = MqttLink(cfg.mqtt, "sub-test", on_subscribe=lambda mid, rcs: seen.append((mid, rcs)))
+    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
+    refused = ReasonCode(PacketTypes.SUBACK, identifier=0x87)
+    link._on_subscribe(link.client, None, 7, [granted], None)
+    assert link.subscribe_error is None
+    link._on_subscribe(link.client, None, 8, [refused], None)
+    assert link.subscribe_error == "subscription refused: Not authorized (0x87)"
+    assert [m for m, _ in seen] == [7, 8]
