@@ -384,7 +384,12 @@ _PG_LOCK_KEY = 0x48414C4C  # "HALL": advisory lock serialising migrations betwee
 
 class PostgresStore(Store):
     def __init__(self, url: str, schema: str | None = None):
-        import psycopg
+        try:
+            import psycopg
+        except ImportError:
+            raise RuntimeError(
+                "a postgresql:// store needs psycopg 3: pip install 'hall-agent[postgres]'"
+            ) from None
 
         self.url = url
         self.schema = schema
