@@ -152,7 +152,7 @@ class WindowsSection(_Section):
     """Window pads policy (agent/windows.py); only used when there are [[pad]] tables."""
 
     invite_timeout_s: float = Field(
-        120, ge=5, le=3600, description="An INVITE not answered this long yields rating.expired"
+        120, ge=1, le=3600, description="An INVITE not answered this long yields rating.expired"
     )
     heartbeat_s: float = Field(
         30, ge=1, le=3600, description="The pads' HEARTBEAT period; silent > 3 periods = offline"

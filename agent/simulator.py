@@ -78,6 +78,32 @@ def build_frame(addr: int, cmd: int, seq: int, payload: bytes = b"") -> bytes:
     return b"\xaa\x55" + body + struct.pack("<H", crc16(body))
 
 
+def parse_frames(buf: bytearray, got: Received) -> list[tuple[int, int, int, bytes]]:
+    """Take complete frames out of ``buf``; skip garbage and bad CRCs (counted in got.bad)."""
+    out = []
+    while True:
+        i = buf.find(b"\xaa\x55")
+        if i < 0:
+            del buf[: max(0, len(buf) - 1)]
+            return out
+        del buf[:i]
+        if len(buf) < 6:
+            return out
+        n = buf[5]
+        if n > 64:
+            del buf[:1]
+            continue
+        if len(buf) < 8 + n:
+            return out
+        body, crc = bytes(buf[2 : 6 + n]), buf[6 + n] | buf[7 + n] << 8
+        if crc16(body) != crc:
+            got.bad += 1
+            del buf[:1]
+            continue
+        del buf[: 8 + n]
+        out.append((body[0], body[1], body[2], body[4:]))
+
+
 class FdPort:
     """A pty master (or any fd) with the read/write/close subset of a pyserial port."""
 
@@ -134,6 +160,8 @@ class SimPad:
         firmware: str = "SIM-1.0",
         seed: int | None = None,
         log: Any = None,
+        write_lock: Any = None,
+        reader: bool = True,
     ):
         self.port = port
         self.address = address
@@ -149,11 +177,15 @@ class SimPad:
         self._cond = threading.Condition()
         self._acked: set[int] = set()
         self._ack_at: dict[int, float] = {}
-        self._write_lock = threading.Lock()
+        # Pads on one RS-485 bus share the line: one frame at a time (SimBus passes its lock).
+        self._write_lock = write_lock or threading.Lock()
+        self._seq_lock = threading.Lock()
         self._stop = threading.Event()
         self._buf = bytearray()
-        self._reader = threading.Thread(target=self._read_loop, name="simpad-rx", daemon=True)
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if reader:
+            self._reader = threading.Thread(target=self._read_loop, name="simpad-rx", daemon=True)
+            self._reader.start()
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -168,28 +200,8 @@ class SimPad:
                 self._parse()
 
     def _parse(self) -> None:
-        buf = self._buf
-        while True:
-            i = buf.find(b"\xaa\x55")
-            if i < 0:
-                del buf[: max(0, len(buf) - 1)]
-                return
-            del buf[:i]
-            if len(buf) < 6:
-                return
-            n = buf[5]
-            if n > 64:
-                del buf[:1]
-                continue
-            if len(buf) < 8 + n:
-                return
-            body, crc = bytes(buf[2 : 6 + n]), buf[6 + n] | buf[7 + n] << 8
-            if crc16(body) != crc:
-                self.got.bad += 1
-                del buf[:1]
-                continue
-            del buf[: 8 + n]
-            self._on_frame(body[0], body[1], body[2], body[4:])
+        for addr, cmd, seq, payload in parse_frames(self._buf, self.got):
+            self._on_frame(addr, cmd, seq, payload)
 
     def _on_frame(self, addr: int, cmd: int, seq: int, payload: bytes) -> None:
         now = time.monotonic()
@@ -233,9 +245,13 @@ class SimPad:
         with self._write_lock:
             self.port.write(data)
 
-    def send(self, cmd: int, payload: bytes = b"", *, wait: bool = True) -> SendResult:
-        """Send one frame stop-and-wait: resend with the same seq until acked or out of tries."""
-        with self._write_lock:
+    def send(
+        self, cmd: int, payload: bytes = b"", *, wait: bool = True, duplicate: bool = False
+    ) -> SendResult:
+        """Send one frame stop-and-wait: resend with the same seq until acked or out of tries.
+
+        ``duplicate`` writes every copy twice (a line echo or an over-eager firmware)."""
+        with self._seq_lock:
             seq = self.seq
             self.seq = (self.seq + 1) & 0xFF
         frame = build_frame(self.address, cmd, seq, payload)
@@ -245,7 +261,7 @@ class SimPad:
         while tries < self.max_tries:
             tries += 1
             sent = time.monotonic()
-            self.write_raw(frame)
+            self.write_raw(frame + frame if duplicate else frame)
             if not wait:
                 return SendResult(seq, False, tries, None)
             with self._cond:
@@ -258,11 +274,14 @@ class SimPad:
     def hello(self, firmware: str | None = None) -> SendResult:
         return self.send(CMD["hello"], (firmware or self.firmware).encode("ascii"))
 
-    def rate(self, level: int, reasons: Iterable[int] = (), invite: int = 0) -> SendResult:
+    def rate(
+        self, level: int, reasons: Iterable[int] = (), invite: int = 0, *, duplicate: bool = False
+    ) -> SendResult:
         mask = 0
         for bit in reasons:
             mask |= 1 << bit
-        return self.send(CMD["rating"], struct.pack("<BHH", level, mask, invite))
+        payload = struct.pack("<BHH", level, mask, invite)
+        return self.send(CMD["rating"], payload, duplicate=duplicate)
 
     def expired(self, invite: int) -> SendResult:
         return self.send(CMD["expired"], struct.pack("<H", invite))
@@ -303,6 +322,38 @@ class SimPad:
             self._acked.clear()
             self.drop_acks = 0
         return self.hello(firmware)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(1.0)
+
+
+class SimBus:
+    """Several simulated pads on one RS-485 bus (one port, one reader, one talker at a time)."""
+
+    def __init__(self, port: Any, addresses: Iterable[int], **kwargs: Any):
+        self.port = port
+        lock = threading.Lock()
+        self.pads = {a: SimPad(port, a, write_lock=lock, reader=False, **kwargs) for a in addresses}
+        self._buf = bytearray()
+        self._got = Received()  # frames for addresses nobody simulates
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name="simbus-rx", daemon=True)
+        self._reader.start()
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.port.read(256)
+            except Exception:
+                return
+            if data:
+                self._buf += data
+                for addr, cmd, seq, payload in parse_frames(self._buf, self._got):
+                    pad = self.pads.get(addr)
+                    if pad is not None:
+                        pad._on_frame(addr, cmd, seq, payload)
 
     def close(self) -> None:
         self._stop.set()

@@ -396,8 +396,8 @@ class PadBus:
             self.append_failures += 1
             logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
             return None
-        self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
         pad.counts["duplicates" if appended.duplicate else "recorded"] += 1
+        self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
         if appended.duplicate:
             logger.debug("pad %d seq %d: duplicate of %s, acked again", addr, seq, key)
         return appended.duplicate

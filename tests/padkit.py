@@ -61,3 +61,51 @@ def events(outbox: Any, event_type: str | None = None) -> list[dict[str, Any]]:
 
     out = [json.loads(p.body) for p in outbox.pending(100_000)]
     return [e for e in out if event_type is None or e["type"] == event_type]
+
+
+def pad_config(
+    write_config: Callable[..., Path],
+    data_dir: Path,
+    pads: list[tuple[str, int, str]],
+    windows: str = "",
+    baud: int = 9600,
+) -> Any:
+    """An AgentConfig with one [[pad]] table per (port, address, window)."""
+    from agent.config import load_agent_config
+
+    tables = "".join(
+        f'\n[[pad]]\nport = "{port}"\nbaud = {baud}\naddress = {addr}\nwindow = "{win}"\n'
+        for port, addr, win in pads
+    )
+    text = (
+        f'[device]\nid = "pad-01"\nsite = "jiedong"\ndata_dir = "{data_dir}"\n{tables}\n{windows}\n'
+    )
+    return load_agent_config(write_config(text))
+
+
+class Agent:
+    """The window workers of a config, started against an outbox; stop() at the end."""
+
+    def __init__(self, cfg: Any, outbox: Any, **kwargs: Any):
+        from agent.windows import window_worker_factories
+
+        self.factories = window_worker_factories(cfg, outbox, **kwargs)
+        self.workers = {name: make() for name, make in self.factories.items()}
+        for worker in self.workers.values():
+            worker.start()
+
+    @property
+    def worker(self) -> Any:
+        (only,) = self.workers.values()
+        return only
+
+    @property
+    def bus(self) -> Any:
+        return self.worker.bus
+
+    def wait_up(self, timeout: float = 10.0) -> None:
+        wait_until(lambda: all(w.bus.link_up for w in self.workers.values()), timeout)
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop(5.0)
