@@ -109,3 +109,35 @@ class Agent:
     def stop(self) -> None:
         for worker in self.workers.values():
             worker.stop(5.0)
+
+
+class PtyBridge:
+    """Two ptys joined back to back (what ``socat pty pty`` does): the agent opens
+    ``a.link``, a separate process such as ``hall-agent simulate pad`` opens ``b.link``."""
+
+    def __init__(self, directory: Path):
+        import select
+
+        self.a = PtyPort(directory, "agent-side")
+        self.b = PtyPort(directory, "pad-side")
+        self._select = select.select
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        pairs = {self.a.master: self.b.master, self.b.master: self.a.master}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = self._select(list(pairs), [], [], 0.05)
+                for fd in ready:
+                    os.write(pairs[fd], os.read(fd, 4096))
+            except OSError:
+                # Nobody has the other slave open yet (EIO): wait for it.
+                self._stop.wait(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        self.a.unplug()
+        self.b.unplug()
