@@ -109,8 +109,14 @@ class HallPadLink:
         while not stop.is_set():
             self._activity = time.monotonic()
             try:
+                # exclusive (flock): a second agent or a stray terminal on the same port
+                # would steal bytes ("multiple access on port"); refuse it instead.
                 self._ser = self._open_port(
-                    self.port, baudrate=self.baud, timeout=self.read_timeout_s, write_timeout=1.0
+                    self.port,
+                    baudrate=self.baud,
+                    timeout=self.read_timeout_s,
+                    write_timeout=1.0,
+                    exclusive=True,
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
                 detail = f"cannot open {self.port}: {exc}"
