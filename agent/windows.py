@@ -148,7 +148,9 @@ class StateFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._lock = threading.Lock()
+        # One lock for the file and every window dict in it: buses on different ports
+        # mutate their windows while another bus serialises the whole file.
+        self.lock = threading.RLock()
         self.data: dict[str, dict[str, Any]] = {}
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -159,7 +161,7 @@ class StateFile:
             logger.error("window state %s unreadable (%s); starting empty", path, exc)
 
     def window(self, name: str) -> dict[str, Any]:
-        with self._lock:
+        with self.lock:
             w = self.data.setdefault(name, {})
             w.setdefault("staff_id", None)
             w.setdefault("paused", False)
@@ -168,14 +170,19 @@ class StateFile:
             return w
 
     def save(self) -> None:
-        with self._lock:
+        with self.lock:
             text = json.dumps({"v": 1, "windows": self.data}, ensure_ascii=False, indent=1)
             tmp = self.path.with_suffix(".tmp")
-            with tmp.open("w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            try:
+                with tmp.open("w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                # The events are in the outbox already; only the restart state is behind.
+                # The next state change writes it again.
+                logger.error("window state %s not saved: %s", self.path, exc)
 
 
 # --- one bus ---------------------------------------------------------------------------------
@@ -214,7 +221,7 @@ class PadBus:
         self.roster = roster
         self.pads = {p.address: PadState(p, state_file.window(p.window)) for p in pads}
         self.by_window = {p.window: p.address for p in pads}
-        self._lock = threading.RLock()
+        self._lock = state_file.lock
         self.link_up = False
         self._next_time = 0.0
         self._next_invite_retry = 0.0
@@ -339,11 +346,14 @@ class PadBus:
                 "reasons": reasons,
                 "invite_id": msg.invite_id or None,
             }
-            if self._record_frame(pad, addr, seq, "rating.submitted", data) is not None:
+
+            def close_invite() -> None:
                 with self._lock:
                     closed = st["invites"].pop(str(msg.invite_id), None)
                 if closed is not None:
                     self.state_file.save()
+
+            self._record_frame(pad, addr, seq, "rating.submitted", data, on_commit=close_invite)
             return
         if isinstance(msg, Login):
             event, new = "window.login", {"staff_id": msg.staff_id, "paused": False}
@@ -357,15 +367,20 @@ class PadBus:
         else:
             logger.debug("pad %d: %r not handled", addr, msg)
             return
-        if self._record_frame(pad, addr, seq, event, {**base, "staff_id": staff}) is None:
+
+        def apply() -> None:
+            # Saved before the ack (a crash after the ack would otherwise lose a login the
+            # pad will not resend). Applied for duplicates too: idempotent, and it heals a
+            # crash between the outbox commit and the state save (the pad resends).
+            with self._lock:
+                changed = any(st.get(k) != v for k, v in new.items())
+                st.update(new)
+            if changed:
+                self.state_file.save()
+
+        data = {**base, "staff_id": staff}
+        if self._record_frame(pad, addr, seq, event, data, on_commit=apply) is None:
             return
-        # Applied for duplicates too: idempotent, and it heals a crash between the outbox
-        # commit and the state save (the pad resends the frame).
-        with self._lock:
-            changed = any(st.get(k) != v for k, v in new.items())
-            st.update(new)
-        if changed:
-            self.state_file.save()
         self._show(addr)
 
     def _record_frame(
@@ -376,8 +391,11 @@ class PadBus:
         event_type: str,
         data: dict[str, Any],
         key: str | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> bool | None:
-        """Commit, then ack. Returns duplicate flag, or None when nothing was recorded."""
+        """Commit, apply ``on_commit`` (window state), then ack.
+
+        Returns the duplicate flag, or None when nothing was recorded (and nothing acked)."""
         if key is None:
             key = frame_key(self.port, addr, seq)
             quarter = seq // QUARTER
@@ -397,6 +415,8 @@ class PadBus:
             logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
             return None
         pad.counts["duplicates" if appended.duplicate else "recorded"] += 1
+        if on_commit is not None:
+            on_commit()
         self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
         if appended.duplicate:
             logger.debug("pad %d seq %d: duplicate of %s, acked again", addr, seq, key)
