@@ -101,8 +101,9 @@ def _load_roster_file(path: Path) -> dict[str, str]:
     except ImportError:
         load_roster = None
     if load_roster is not None:
-        roster = load_roster(path)
-        staff = roster.get("staff", []) if isinstance(roster, dict) else roster
+        # sync/downlink validates the CONTRACT §3 payload and returns None for a bad file.
+        roster = load_roster(path.parent) or {}
+        staff = roster.get("staff", [])
     else:
         with path.open(encoding="utf-8") as f:
             staff = json.load(f).get("staff", [])
