@@ -313,3 +313,63 @@ def test_raw_frame_bytes_from_the_simulator_are_acked_with_the_same_seq(
     assert build_frame(1, CMD["heartbeat"], 0, b"\x00") == encode(
         1, 0, __import__("drivers.pad.codec", fromlist=["Heartbeat"]).Heartbeat(0)
     )
+
+
+class SocketPort:
+    """The pad end of a TCP connection (a serial-to-Ethernet converter), for SimPad."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        conn.settimeout(0.05)
+
+    def read(self, size: int = 1) -> bytes:
+        try:
+            return self.conn.recv(4096)
+        except TimeoutError:
+            return b""
+
+    def write(self, data: bytes) -> int:
+        self.conn.sendall(data)
+        return len(data)
+
+
+def test_socket_url_reaches_a_pad_behind_a_serial_server(
+    tmp_path: Path, write_config, outbox: Outbox
+) -> None:
+    import socket
+
+    from agent.simulator import SimPad
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    cfg = pad_config(write_config, tmp_path / "data", [(f"socket://127.0.0.1:{port}", 5, "C01")])
+    agent = Agent(cfg, outbox)
+    try:
+        server.settimeout(10)
+        conn, _ = server.accept()
+        pad = SimPad(SocketPort(conn), 5)
+        assert pad.rate(5).acked
+        assert pad.wait_for(lambda g: g.times and g.displays)
+        assert events(outbox, "rating.submitted")[0]["data"]["pad"] == 5
+        pad.close()
+        conn.close()
+    finally:
+        agent.stop()
+        server.close()
+
+
+def test_loop_url_own_frames_echoed_back_are_ignored(
+    tmp_path: Path, write_config, outbox: Outbox
+) -> None:
+    # An RS-485 adapter with local echo hands the agent its own DISPLAY/TIME frames back:
+    # they must be ignored, never acked or recorded.
+    cfg = pad_config(write_config, tmp_path / "data", [("loop://", 1, "A01")])
+    agent = Agent(cfg, outbox)
+    try:
+        agent.wait_up()
+        wait_until(lambda: agent.bus.health()["link"]["ignored"] >= 2)  # DISPLAY + TIME
+        assert agent.bus.health()["link"]["rx_frames"] == 0
+        assert events(outbox) == []
+    finally:
+        agent.stop()
