@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, PadSection, WindowsSection
+from agent.envelope import CLOCK_FLOOR_UNIX
 from agent.outbox import Outbox, OutboxError
 from agent.supervisor import Worker
 from drivers.pad.base import PadDriver
@@ -282,7 +283,7 @@ class PadBus:
             pad.firmware = msg.firmware
             logger.info("pad %d (%s) HELLO firmware %r", addr, pad.cfg.window, msg.firmware)
             self.driver.send(addr, Ack(), seq)
-            self.driver.send(addr, Time(int(time.time())))
+            self._send_time(addr)
             self._show(addr)
             return
         self._handle_record(pad, addr, seq, msg)
@@ -290,9 +291,9 @@ class PadBus:
     def on_tick(self, now: float) -> None:
         if self.link_up:
             if now >= self._next_time:
-                self._next_time = now + self.settings.time_sync_s
-                for addr in self.pads:
-                    self.driver.send(addr, Time(int(time.time())))
+                sent = [self._send_time(addr) for addr in self.pads]
+                # A clock that is not plausible yet is retried every minute.
+                self._next_time = now + (self.settings.time_sync_s if all(sent) else 60.0)
             limit = OFFLINE_AFTER_HEARTBEATS * self.settings.heartbeat_s
             for addr, pad in self.pads.items():
                 if pad.online and now - pad.last_seen > limit:
@@ -323,9 +324,9 @@ class PadBus:
                 inv = st["invites"].pop(str(msg.invite_id), None)
             staff = inv["staff_id"] if inv else st["staff_id"]
             data = {**base, "staff_id": staff, "invite_id": msg.invite_id or None}
-            ok = self._record_frame(
-                pad, addr, seq, "rating.expired", data, invite_key(self.port, addr, msg.invite_id)
-            )
+            # invite_id 0 means "none": such a frame has nothing to share a key with.
+            key = invite_key(self.port, addr, msg.invite_id) if msg.invite_id else None
+            ok = self._record_frame(pad, addr, seq, "rating.expired", data, key)
             if ok is None and inv is not None:
                 with self._lock:
                     st["invites"][str(msg.invite_id)] = inv  # not recorded: keep it open
@@ -490,7 +491,17 @@ class PadBus:
                 self.state_file.save()
                 logger.info("invite %s at %s expired", invite_id, pad.cfg.window)
 
-    # --- display ----------------------------------------------------------------------------
+    # --- display and clock ------------------------------------------------------------------
+
+    def _send_time(self, addr: int) -> bool:
+        now = int(time.time())
+        if now < CLOCK_FLOOR_UNIX:
+            # The device lost its RTC (DESIGN.md, "Clocks"): a pad's own clock is better than
+            # 1970. TIME goes out once the clock is plausible again.
+            logger.warning("clock not plausible (%d); TIME to pad %d withheld", now, addr)
+            return False
+        self.driver.send(addr, Time(now))
+        return True
 
     def display_text(self, addr: int) -> str:
         st = self.pads[addr].state

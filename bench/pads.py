@@ -275,7 +275,7 @@ def main() -> int:
             results[mode] = phases["b2b"]
             results[mode + "/paced"] = phases["paced"]
 
-    print(f"# image {source}; {cores} cores; {args.seconds:g} s per phase; pty at 9600 baud")
+    print(f"# image {source}; {cores} cores; {args.seconds:g} s per phase; pty (no baud timing)")
     print(f"# {'scenario':18} {'ratings/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  face/s")
     for name, r in results.items():
         print(

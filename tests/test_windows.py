@@ -332,3 +332,37 @@ def test_one_baud_rate_per_bus(tmp_path: Path, write_config) -> None:
     with pytest.raises(ConfigError) as err:
         load_agent_config(path)
     assert "pad[2]: baud 19200 on /dev/ttyUSB0 differs from pad[1] (9600)" in str(err.value)
+
+
+def test_expired_without_invite_id_uses_the_frame_key(
+    tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort
+) -> None:
+    agent = start(tmp_path, write_config, outbox, pty)
+    try:
+        pad = pty.sim(1)
+        assert pad.expired(0).acked
+        assert pad.expired(0).acked  # a second one (new seq): not a duplicate of the first
+        got = [e["data"]["invite_id"] for e in events(outbox, "rating.expired")]
+        assert got == [None, None]
+    finally:
+        agent.stop()
+
+
+def test_time_withheld_while_the_clock_is_implausible(
+    tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A device that lost its RTC says 1970: the pads keep their own clock rather than that.
+    monkeypatch.setattr(windows, "CLOCK_FLOOR_UNIX", int(time.time()) + 10**6)
+    agent = start(tmp_path, write_config, outbox, pty)
+    try:
+        pad = pty.sim(1)
+        assert pad.hello().acked
+        # HELLO is answered with TIME then DISPLAY: the display arrives, the time does not.
+        assert pad.wait_for(lambda g: len(g.displays) >= 2)
+        assert pad.got.times == []
+        monkeypatch.setattr(windows, "CLOCK_FLOOR_UNIX", 0)  # NTP fixed the clock
+        agent.bus._next_time = 0.0
+        assert pad.wait_for(lambda g: g.times)
+        assert pad.got.times and abs(pad.got.times[0] - time.time()) < 5
+    finally:
+        agent.stop()
