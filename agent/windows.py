@@ -270,11 +270,6 @@ class PadBus:
                     "device.recovered",
                     {"component": f"pad:{addr}", "detail": f"window {pad.cfg.window}: talking"},
                 )
-        if isinstance(msg, Heartbeat):
-            if msg.status:
-                logger.warning("pad %d (%s) reports status %d", addr, pad.cfg.window, msg.status)
-            self.driver.send(addr, Ack(), seq)
-            return
         if isinstance(msg, Hello):
             # CONTRACT §4: HELLO resets the pad's seq window; the pad rebooted and lost its
             # clock and its display, so both are sent again.
@@ -286,7 +281,25 @@ class PadBus:
             self._send_time(addr)
             self._show(addr)
             return
+        self._advance_window(pad, addr, seq)
+        if isinstance(msg, Heartbeat):
+            if msg.status:
+                logger.warning("pad %d (%s) reports status %d", addr, pad.cfg.window, msg.status)
+            self.driver.send(addr, Ack(), seq)
+            return
         self._handle_record(pad, addr, seq, msg)
+
+    def _advance_window(self, pad: PadState, addr: int, seq: int) -> None:
+        """Every frame (heartbeats too) moves the pad's seq window: entering a new quarter
+        (or the first frame since start/HELLO) forgets the two quarters ahead, which hold
+        keys from the previous lap of the seq counter."""
+        quarter = seq // QUARTER
+        if pad.quarter == quarter:
+            return
+        base = frame_key_base(self.port, addr)
+        for ahead in (1, 2):
+            self.outbox.forget_dedupe(f"{base}q{(quarter + ahead) % 4}:")
+        pad.quarter = quarter
 
     def on_tick(self, now: float) -> None:
         if self.link_up:
@@ -400,14 +413,6 @@ class PadBus:
         Returns the duplicate flag, or None when nothing was recorded (and nothing acked)."""
         if key is None:
             key = frame_key(self.port, addr, seq)
-            quarter = seq // QUARTER
-            if pad.quarter != quarter:
-                # Entering a new quarter (or first frame since start/HELLO): forget the two
-                # quarters ahead, which hold keys from the previous lap of the seq counter.
-                base = frame_key_base(self.port, addr)
-                for ahead in (1, 2):
-                    self.outbox.forget_dedupe(f"{base}q{(quarter + ahead) % 4}:")
-                pad.quarter = quarter
             self._forget_if_stale(key)
         try:
             appended = self.outbox.append(event_type, data, dedupe_key=key)

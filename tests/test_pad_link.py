@@ -373,3 +373,15 @@ def test_loop_url_own_frames_echoed_back_are_ignored(
         assert events(outbox) == []
     finally:
         agent.stop()
+
+
+def test_seq_wrap_through_heartbeats_does_not_swallow_a_rating(
+    agent: Agent, pty: PtyPort, outbox: Outbox
+) -> None:
+    pad = pty.sim(1, resend_s=0.1)
+    assert pad.rate(5).acked  # seq 0
+    for _ in range(255):
+        assert pad.heartbeat().acked  # seq 1..255: nothing recorded, but the window moves
+    assert pad.seq == 0
+    assert pad.rate(2).acked  # seq 0 again, a new rating seconds later
+    assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 2]
