@@ -104,6 +104,14 @@ def parse_frames(buf: bytearray, got: Received) -> list[tuple[int, int, int, byt
         out.append((body[0], body[1], body[2], body[4:]))
 
 
+def read_available(port: Any) -> bytes:
+    """What has arrived, waiting at most the port's timeout for the first byte.
+
+    pyserial's ``read(n)`` waits for all n bytes (or the timeout), which would delay every
+    ACK by the timeout; asking for what is waiting (at least 1) returns at once."""
+    return port.read(getattr(port, "in_waiting", 0) or 1)
+
+
 class FdPort:
     """A pty master (or any fd) with the read/write/close subset of a pyserial port."""
 
@@ -192,7 +200,7 @@ class SimPad:
     def _read_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.port.read(256)
+                data = read_available(self.port)
             except Exception:  # port closed under us: the pad is "unplugged"
                 return
             if data:
@@ -345,7 +353,7 @@ class SimBus:
     def _read_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self.port.read(256)
+                data = read_available(self.port)
             except Exception:
                 return
             if data:
