@@ -366,3 +366,28 @@ def test_time_withheld_while_the_clock_is_implausible(
         assert pad.got.times and abs(pad.got.times[0] - time.time()) < 5
     finally:
         agent.stop()
+
+
+def test_workers_run_under_the_supervisor(
+    tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort
+) -> None:
+    from agent.supervisor import Supervisor
+
+    cfg = pad_config(write_config, tmp_path / "data", [(str(pty.link), 1, "A03")])
+    sup = Supervisor(windows.window_worker_factories(cfg, outbox), tick_s=0.05)
+    sup.start_all()
+    try:
+        name = f"pads:{pty.link}"
+        first = sup.workers[name]
+        wait_until(lambda: sup.health()[name]["state"] == "ok")
+        first.stop(5.0)  # the worker dies (as if its thread crashed)
+        sup.check_once()  # the supervisor notices and builds a fresh one
+        second = sup.workers[name]
+        assert second is not first and second.alive()
+        wait_until(lambda: sup.health()[name]["state"] == "ok")
+        pad = pty.sim(1)
+        assert pad.login("S003").acked  # state file shared: the new worker carries on
+        assert events(outbox, "window.login")[0]["data"]["staff_id"] == "S003"
+    finally:
+        for worker in sup.workers.values():
+            worker.stop(5.0)
