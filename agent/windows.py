@@ -417,7 +417,7 @@ class PadBus:
         try:
             appended = self.outbox.append(event_type, data, dedupe_key=key)
         except OutboxError as exc:
-            # Not recorded: no ack, the pad resends and nothing is lost (CONTRACT §4).
+            # Not recorded: no ack, so the pad resends; never acked unless stored (CONTRACT §4).
             self.append_failures += 1
             logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
             return None
