@@ -21,6 +21,7 @@ class PtyPort:
     def __init__(self, directory: Path, name: str = "pad0"):
         self.link = directory / name
         self.master = self.slave = -1
+        self._sims: list[SimPad] = []
         self.plug()
 
     def plug(self) -> None:
@@ -33,6 +34,11 @@ class PtyPort:
         os.replace(tmp, self.link)
 
     def unplug(self) -> None:
+        # Stop the simulators' reader threads first: a reader left polling a closed fd number
+        # would steal bytes from whatever pty reuses that number in the next test.
+        for sim in self._sims:
+            sim.close()
+        self._sims.clear()
         with contextlib.suppress(FileNotFoundError):
             self.link.unlink()
         for fd in (self.master, self.slave):
@@ -41,7 +47,9 @@ class PtyPort:
         self.master = self.slave = -1
 
     def sim(self, address: int = 1, **kwargs: Any) -> SimPad:
-        return SimPad(FdPort(self.master), address, **kwargs)
+        pad = SimPad(FdPort(self.master), address, **kwargs)
+        self._sims.append(pad)
+        return pad
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, every: float = 0.01) -> Any:
