@@ -88,17 +88,42 @@ def probe_broker(cfg: AgentConfig, timeout: float = 5.0) -> list[ProbeResult]:
 
 
 def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
+    """Open each pad port once (pads sharing an RS-485 bus share it); never acks anything."""
+    import errno
+    import re
+
     import serial  # pyserial: light, always installed
 
     results = []
+    opened: dict[str, tuple[bool, bool, str]] = {}  # port -> (ok, warn, detail)
     for i, pad in enumerate(cfg.pad, start=1):
         name = f"pad[{i}] {pad.window}@{pad.address}"
-        try:
-            port = serial.serial_for_url(pad.port, baudrate=pad.baud, timeout=0.2)
-            port.close()
-            results.append(ProbeResult(name, True, f"{pad.port} opens at {pad.baud} baud"))
-        except (serial.SerialException, ValueError, OSError) as exc:
-            results.append(ProbeResult(name, False, f"{pad.port}: {exc}"))
+        if pad.port not in opened:
+            try:
+                # exclusive: the agent opens its ports the same way, so a busy port is seen.
+                port = serial.serial_for_url(
+                    pad.port, baudrate=pad.baud, timeout=0.2, exclusive=True
+                )
+                port.close()
+                warn = bool(re.match(r"^/dev/tty(USB|ACM)\d+$", pad.port))
+                detail = f"{pad.port} opens at {pad.baud} baud"
+                if warn:
+                    detail += "; use /dev/serial/by-id/… (ttyUSB numbers change on replug)"
+                opened[pad.port] = (True, warn, detail)
+            except (serial.SerialException, ValueError, OSError) as exc:
+                busy = getattr(exc, "errno", None) in (errno.EAGAIN, errno.EBUSY) or (
+                    "exclusively lock" in str(exc)
+                )
+                if busy:
+                    opened[pad.port] = (
+                        True,
+                        True,
+                        f"{pad.port} is in use by another process (a running hall-agent?)",
+                    )
+                else:
+                    opened[pad.port] = (False, False, f"{pad.port}: {exc}")
+        ok, warn, detail = opened[pad.port]
+        results.append(ProbeResult(name, ok, detail, warn))
     return results
 
 

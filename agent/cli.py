@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", type=int, default=1, help="bus address (default 1)")
     s.add_argument("--baud", type=int, default=9600, help="baud rate (default 9600)")
     s.add_argument("--script", type=Path, help="file of commands to play (default: stdin)")
+    s.add_argument(
+        "--heartbeat", type=float, default=0, help="send HEARTBEAT every S seconds (default off)"
+    )
+    s.add_argument(
+        "--linger", type=float, default=0, help="stay S seconds after the script, showing frames"
+    )
+    s.add_argument("--firmware", default="SIM-1.0", help="firmware version sent in HELLO")
+    s.add_argument("--seed", type=int, help="random seed for garbage (reproducible runs)")
     return parser
 
 

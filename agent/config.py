@@ -144,12 +144,45 @@ class PadSection(_Section):
     window: str = Field(pattern=WINDOW_PATTERN, description="Window label, e.g. 'A03'")
 
 
+# CONTRACT §4 reason bits 0-5; "default labels, overridable in config" ([windows] reason_labels).
+DEFAULT_REASON_LABELS = ("态度不好", "办事效率低", "未一次性告知", "多次跑动", "流程繁琐", "其他")
+
+
+class WindowsSection(_Section):
+    """Window pads policy (agent/windows.py); only used when there are [[pad]] tables."""
+
+    invite_timeout_s: float = Field(
+        120, ge=1, le=3600, description="An INVITE not answered this long yields rating.expired"
+    )
+    heartbeat_s: float = Field(
+        30, ge=1, le=3600, description="The pads' HEARTBEAT period; silent > 3 periods = offline"
+    )
+    time_sync_s: float = Field(
+        3600, ge=60, le=86400, description="Resend TIME to the pads this often (and at start)"
+    )
+    reason_labels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REASON_LABELS),
+        min_length=1,
+        max_length=16,
+        description="Label of reason bit i (u16 bitmask, CONTRACT §4)",
+    )
+
+    @field_validator("reason_labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for i, label in enumerate(value):
+            if not label.strip():
+                raise ValueError(f"expected a non-empty label for reason bit {i}, got {label!r}")
+        return value
+
+
 class AgentConfig(_Section):
     device: DeviceSection
     mqtt: MqttSection = Field(default_factory=MqttSection)
     sync: SyncSection = Field(default_factory=SyncSection)
     attendance: AttendanceSection | None = None
     pad: list[PadSection] = Field(default_factory=list)
+    windows: WindowsSection = Field(default_factory=WindowsSection)
 
     @model_validator(mode="after")
     def _unique_pads(self) -> AgentConfig:
@@ -168,6 +201,19 @@ class AgentConfig(_Section):
                     f"pad[{i}]: window {pad.window!r} already has pad[{seen_window[pad.window]}]"
                 )
             seen_window[pad.window] = i
+        return self
+
+    @model_validator(mode="after")
+    def _one_baud_per_port(self) -> AgentConfig:
+        # Pads sharing a port share one RS-485 bus, which runs at one speed.
+        first: dict[str, int] = {}
+        for i, pad in enumerate(self.pad, start=1):
+            j = first.setdefault(pad.port, i)
+            if self.pad[j - 1].baud != pad.baud:
+                raise ValueError(
+                    f"pad[{i}]: baud {pad.baud} on {pad.port} differs from pad[{j}] "
+                    f"({self.pad[j - 1].baud}); expected one baud rate per bus"
+                )
         return self
 
     @property

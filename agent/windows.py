@@ -1,0 +1,620 @@
+"""Window state behind the rating pads: staff log-in/out, pause (暂停服务), invitations, ratings.
+
+One :class:`PadBus` per serial port (an RS-485 bus with several addresses or one USB pad),
+run by a :class:`PadBusWorker` under the supervisor. The bus handler runs inside the driver's
+I/O thread and does only light work there: an outbox commit, a small JSON state file, a dict
+lookup for the staff name. Recognition and network I/O live in other workers, so the ack
+latency does not depend on them (issue 4: p99 < 50 ms with a kiosk pipeline running).
+
+Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
+
+- Every recorded frame carries the outbox dedupe key ``pad:<port>:<addr>:q<seq//64>:<seq>``,
+  stored in the same transaction as the event. A resent copy finds the key, gets
+  ``duplicate=True`` and is acked again; nothing is recorded twice. The ack is written only
+  after ``append`` returned (the commit is fsynced); if ``append`` raises, nothing is acked
+  and the pad resends.
+- seq wraps at 256. Keys are grouped in four quarters of 64 seqs; when a pad's frames enter
+  quarter q, the keys of quarters q+1 and q+2 (from the previous lap) are forgotten, so a new
+  frame that reuses a seq is never mistaken for an old one, while the last 64+ seqs stay
+  protected (a pad resends only its one unacked frame).
+- ``HELLO`` (pad rebooted, its seq restarts) forgets all of the pad's keys.
+- A pad resends for at most 10 x 500 ms; a key older than :data:`DUPLICATE_HORIZON_S` cannot
+  belong to a resend any more, so it is treated as stale and forgotten before the append.
+  This covers a pad that rebooted while the agent was down and whose HELLO was lost.
+- Invitation expiry uses its own key ``inv:<port>:<addr>:<invite_id>`` for both the pad's
+  EXPIRED frame and the agent's own timeout, so one invitation expires at most once.
+
+Window state (who is logged in, paused, open invitations) lives in
+``<data_dir>/windows-state.json`` (atomic replace); state changes are idempotent, so they are
+applied again for duplicate frames and a crash between commit and state save heals itself
+when the pad resends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, PadSection, WindowsSection
+from agent.envelope import CLOCK_FLOOR_UNIX
+from agent.outbox import Outbox, OutboxError
+from agent.supervisor import Worker
+from drivers.pad.base import PadDriver
+from drivers.pad.codec import (
+    Ack,
+    Display,
+    Expired,
+    Heartbeat,
+    Hello,
+    Invite,
+    Login,
+    Logout,
+    Message,
+    Pause,
+    Rating,
+    Resume,
+    Time,
+    fit_text,
+)
+
+logger = logging.getLogger(__name__)
+
+# CONTRACT §1: national 好差评 levels.
+LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+PAUSED_TEXT = "暂停服务"  # CONTRACT §1: an unattended window shows 暂停服务
+# CONTRACT §4: resend every 500 ms, up to 10 times -> a copy arrives within ~5 s of the
+# original. Six times that covers slow USB adapters and an agent restart in between.
+DUPLICATE_HORIZON_S = 30.0
+OFFLINE_AFTER_HEARTBEATS = 3  # issue 4: silent for longer than 3 heartbeats = offline
+QUARTER = 64
+
+
+def frame_key_base(port: str, addr: int) -> str:
+    return f"pad:{port}:{addr:03d}:"
+
+
+def frame_key(port: str, addr: int, seq: int) -> str:
+    # Fixed width, so a key is never the prefix of another one (forget_dedupe is by prefix).
+    return f"{frame_key_base(port, addr)}q{seq // QUARTER}:{seq:03d}"
+
+
+def invite_key(port: str, addr: int, invite_id: int) -> str:
+    return f"inv:{port}:{addr:03d}:{invite_id:05d}"
+
+
+# --- roster (names for the pad display) ----------------------------------------------------
+
+
+def _load_roster_file(path: Path) -> dict[str, str]:
+    """staff id -> name from a CONTRACT §3 roster payload (``{"v":1,"staff":[…]}``)."""
+    try:
+        from sync.downlink import load_roster  # the downlink's reader, once it exists
+    except ImportError:
+        load_roster = None
+    if load_roster is not None:
+        # sync/downlink validates the CONTRACT §3 payload and returns None for a bad file.
+        roster = load_roster(path.parent) or {}
+        staff = roster.get("staff", [])
+    else:
+        with path.open(encoding="utf-8") as f:
+            staff = json.load(f).get("staff", [])
+    names = {}
+    for person in staff:
+        if isinstance(person, dict) and person.get("id") and person.get("name"):
+            names[str(person["id"])] = str(person["name"])
+    return names
+
+
+class RosterNames:
+    """Staff names from ``<data_dir>/roster.json``, reloaded when the file changes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._mtime: float | None = None
+        self._names: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def name(self, staff_id: str | None) -> str:
+        if not staff_id:
+            return ""
+        with self._lock:
+            try:
+                mtime = self.path.stat().st_mtime_ns
+            except OSError:
+                mtime = None
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self._names = _load_roster_file(self.path) if mtime else {}
+                except Exception as exc:  # a bad roster must not stop ratings
+                    logger.warning("roster %s unreadable (%s); showing staff ids", self.path, exc)
+                    self._names = {}
+            return self._names.get(staff_id, staff_id)
+
+
+# --- persisted window state ----------------------------------------------------------------
+
+
+class StateFile:
+    """``windows-state.json``: per window staff, paused, open invitations. Thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        # One lock for the file and every window dict in it: buses on different ports
+        # mutate their windows while another bus serialises the whole file.
+        self.lock = threading.RLock()
+        self.data: dict[str, dict[str, Any]] = {}
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.data = dict(raw.get("windows", {}))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError) as exc:
+            logger.error("window state %s unreadable (%s); starting empty", path, exc)
+
+    def window(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            w = self.data.setdefault(name, {})
+            w.setdefault("staff_id", None)
+            w.setdefault("paused", False)
+            w.setdefault("invites", {})
+            w.setdefault("next_invite", random.randint(1, 0xFFFF))
+            return w
+
+    def save(self) -> None:
+        with self.lock:
+            text = json.dumps({"v": 1, "windows": self.data}, ensure_ascii=False, indent=1)
+            tmp = self.path.with_suffix(".tmp")
+            try:
+                with tmp.open("w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                # The events are in the outbox already; only the restart state is behind.
+                # The next state change writes it again.
+                logger.error("window state %s not saved: %s", self.path, exc)
+
+
+# --- one bus ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PadState:
+    cfg: PadSection
+    state: dict[str, Any]  # the persisted part (StateFile.window)
+    last_seen: float = 0.0  # monotonic
+    online: bool = True
+    fault_reported: bool = False  # a device.fault is open for this pad
+    quarter: int | None = None  # dedupe housekeeping: quarter of the last frame
+    firmware: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"recorded": 0, "duplicates": 0})
+
+
+class PadBus:
+    """The :class:`drivers.pad.base.PadHandler` of one port: frames in, events and replies out."""
+
+    def __init__(
+        self,
+        port: str,
+        pads: list[PadSection],
+        driver: PadDriver,
+        outbox: Outbox,
+        settings: WindowsSection,
+        state_file: StateFile,
+        roster: RosterNames,
+    ):
+        self.port = port
+        self.driver = driver
+        self.outbox = outbox
+        self.settings = settings
+        self.state_file = state_file
+        self.roster = roster
+        self.pads = {p.address: PadState(p, state_file.window(p.window)) for p in pads}
+        self.by_window = {p.window: p.address for p in pads}
+        self._lock = state_file.lock
+        self.link_up = False
+        self._next_time = 0.0
+        self._next_invite_retry = 0.0
+        self.append_failures = 0
+        self.foreign_frames = 0
+        self._ro: sqlite3.Connection | None = None
+
+    # --- PadHandler ------------------------------------------------------------------------
+
+    def on_link(self, up: bool, detail: str) -> None:
+        self.link_up = up
+        now = time.monotonic()
+        for addr, pad in self.pads.items():
+            component = f"pad:{addr}"
+            if up:
+                pad.last_seen = now  # give the pad 3 heartbeats to speak up
+                pad.online = True
+                if pad.fault_reported:
+                    pad.fault_reported = False
+                    self._record("device.recovered", {"component": component, "detail": detail})
+                self._show(addr)
+            elif not pad.fault_reported:
+                pad.fault_reported = True
+                pad.online = False
+                self._record(
+                    "device.fault",
+                    {"component": component, "detail": f"window {pad.cfg.window}: {detail}"},
+                )
+        if up:
+            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
+
+    def on_message(self, addr: int, seq: int, msg: Message) -> None:
+        pad = self.pads.get(addr)
+        if pad is None:
+            self.foreign_frames += 1
+            logger.debug("frame from unconfigured address %d on %s ignored", addr, self.port)
+            return
+        pad.last_seen = time.monotonic()
+        if not pad.online:
+            pad.online = True
+            if pad.fault_reported:
+                pad.fault_reported = False
+                self._record(
+                    "device.recovered",
+                    {"component": f"pad:{addr}", "detail": f"window {pad.cfg.window}: talking"},
+                )
+        if isinstance(msg, Hello):
+            # CONTRACT §4: HELLO resets the pad's seq window; the pad rebooted and lost its
+            # clock and its display, so both are sent again.
+            self.outbox.forget_dedupe(frame_key_base(self.port, addr))
+            pad.quarter = None
+            pad.firmware = msg.firmware
+            logger.info("pad %d (%s) HELLO firmware %r", addr, pad.cfg.window, msg.firmware)
+            self.driver.send(addr, Ack(), seq)
+            self._send_time(addr)
+            self._show(addr)
+            return
+        self._advance_window(pad, addr, seq)
+        if isinstance(msg, Heartbeat):
+            if msg.status:
+                logger.warning("pad %d (%s) reports status %d", addr, pad.cfg.window, msg.status)
+            self.driver.send(addr, Ack(), seq)
+            return
+        self._handle_record(pad, addr, seq, msg)
+
+    def _advance_window(self, pad: PadState, addr: int, seq: int) -> None:
+        """Every frame (heartbeats too) moves the pad's seq window: entering a new quarter
+        (or the first frame since start/HELLO) forgets the two quarters ahead, which hold
+        keys from the previous lap of the seq counter."""
+        quarter = seq // QUARTER
+        if pad.quarter == quarter:
+            return
+        base = frame_key_base(self.port, addr)
+        for ahead in (1, 2):
+            self.outbox.forget_dedupe(f"{base}q{(quarter + ahead) % 4}:")
+        pad.quarter = quarter
+
+    def on_tick(self, now: float) -> None:
+        if self.link_up:
+            if now >= self._next_time:
+                sent = [self._send_time(addr) for addr in self.pads]
+                # A clock that is not plausible yet is retried every minute.
+                self._next_time = now + (self.settings.time_sync_s if all(sent) else 60.0)
+            limit = OFFLINE_AFTER_HEARTBEATS * self.settings.heartbeat_s
+            for addr, pad in self.pads.items():
+                if pad.online and now - pad.last_seen > limit:
+                    pad.online = False
+                    silent = now - pad.last_seen
+                    logger.warning("pad %d (%s) silent for %.0f s", addr, pad.cfg.window, silent)
+                    if not pad.fault_reported:
+                        pad.fault_reported = True
+                        self._record(
+                            "device.fault",
+                            {
+                                "component": f"pad:{addr}",
+                                "detail": f"window {pad.cfg.window}: offline, no frame for "
+                                f"{silent:.0f} s (heartbeat {self.settings.heartbeat_s:g} s)",
+                            },
+                        )
+        if now >= self._next_invite_retry:
+            self._expire_invites(now)
+
+    # --- frames that become events ---------------------------------------------------------
+
+    def _handle_record(self, pad: PadState, addr: int, seq: int, msg: Message) -> None:
+        window = pad.cfg.window
+        st = pad.state
+        base = {"window": window, "pad": addr}
+        if isinstance(msg, Expired):
+            with self._lock:
+                inv = st["invites"].pop(str(msg.invite_id), None)
+            staff = inv["staff_id"] if inv else st["staff_id"]
+            data = {**base, "staff_id": staff, "invite_id": msg.invite_id or None}
+            # invite_id 0 means "none": such a frame has nothing to share a key with.
+            key = invite_key(self.port, addr, msg.invite_id) if msg.invite_id else None
+            ok = self._record_frame(pad, addr, seq, "rating.expired", data, key)
+            if ok is None and inv is not None:
+                with self._lock:
+                    st["invites"][str(msg.invite_id)] = inv  # not recorded: keep it open
+            elif inv is not None:
+                self.state_file.save()
+            return
+        if isinstance(msg, Rating):
+            labels = self.settings.reason_labels
+            reasons = []
+            if msg.level <= 2:  # CONTRACT §2: reasons for levels 1-2
+                for bit in range(16):
+                    if msg.reasons >> bit & 1:
+                        reasons.append(labels[bit] if bit < len(labels) else f"原因{bit}")
+            data = {
+                **base,
+                "staff_id": st["staff_id"],
+                "level": msg.level,
+                "label": LEVEL_LABELS[msg.level],
+                "reasons": reasons,
+                "invite_id": msg.invite_id or None,
+            }
+
+            def close_invite() -> None:
+                with self._lock:
+                    closed = st["invites"].pop(str(msg.invite_id), None)
+                if closed is not None:
+                    self.state_file.save()
+
+            self._record_frame(pad, addr, seq, "rating.submitted", data, on_commit=close_invite)
+            return
+        if isinstance(msg, Login):
+            event, new = "window.login", {"staff_id": msg.staff_id, "paused": False}
+            staff = msg.staff_id
+        elif isinstance(msg, Logout):
+            event, new, staff = "window.logout", {"staff_id": None}, st["staff_id"]
+        elif isinstance(msg, Pause):
+            event, new, staff = "window.paused", {"paused": True}, st["staff_id"]
+        elif isinstance(msg, Resume):
+            event, new, staff = "window.resumed", {"paused": False}, st["staff_id"]
+        else:
+            logger.debug("pad %d: %r not handled", addr, msg)
+            return
+
+        def apply() -> None:
+            # Saved before the ack (a crash after the ack would otherwise lose a login the
+            # pad will not resend). Applied for duplicates too: idempotent, and it heals a
+            # crash between the outbox commit and the state save (the pad resends).
+            with self._lock:
+                changed = any(st.get(k) != v for k, v in new.items())
+                st.update(new)
+            if changed:
+                self.state_file.save()
+
+        data = {**base, "staff_id": staff}
+        if self._record_frame(pad, addr, seq, event, data, on_commit=apply) is None:
+            return
+        self._show(addr)
+
+    def _record_frame(
+        self,
+        pad: PadState,
+        addr: int,
+        seq: int,
+        event_type: str,
+        data: dict[str, Any],
+        key: str | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> bool | None:
+        """Commit, apply ``on_commit`` (window state), then ack.
+
+        Returns the duplicate flag, or None when nothing was recorded (and nothing acked)."""
+        if key is None:
+            key = frame_key(self.port, addr, seq)
+            self._forget_if_stale(key)
+        try:
+            appended = self.outbox.append(event_type, data, dedupe_key=key)
+        except OutboxError as exc:
+            # Not recorded: no ack, so the pad resends; never acked unless stored (CONTRACT §4).
+            self.append_failures += 1
+            logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
+            return None
+        pad.counts["duplicates" if appended.duplicate else "recorded"] += 1
+        if on_commit is not None:
+            on_commit()
+        self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
+        if appended.duplicate:
+            logger.debug("pad %d seq %d: duplicate of %s, acked again", addr, seq, key)
+        return appended.duplicate
+
+    def _forget_if_stale(self, key: str) -> None:
+        try:
+            if self._ro is None:
+                uri = Path(self.outbox.path).resolve().as_uri() + "?mode=ro"
+                self._ro = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            row = self._ro.execute("SELECT created FROM dedupe WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            logger.debug("dedupe age lookup failed: %s", exc)
+            return
+        if row is not None and time.time() - row[0] > DUPLICATE_HORIZON_S:
+            logger.info("dedupe key %s is %.0f s old: stale, forgotten", key, time.time() - row[0])
+            self.outbox.forget_dedupe(key)
+
+    def _record(self, event_type: str, data: dict[str, Any], key: str | None = None) -> bool:
+        try:
+            self.outbox.append(event_type, data, dedupe_key=key)
+            return True
+        except OutboxError as exc:
+            self.append_failures += 1
+            logger.error("%s %s not recorded: %s", event_type, data, exc)
+            return False
+
+    # --- invitations ----------------------------------------------------------------------
+
+    def invite(self, window: str) -> int:
+        """Ask the citizen at ``window`` to rate (INVITE); returns the invite id. Thread-safe.
+
+        Not answered within ``windows.invite_timeout_s`` -> ``rating.expired``.
+        """
+        addr = self.by_window.get(window)
+        if addr is None:
+            raise KeyError(f"window {window!r} has no pad on {self.port}")
+        st = self.pads[addr].state
+        with self._lock:
+            invite_id = int(st["next_invite"]) or 1
+            st["next_invite"] = invite_id % 0xFFFF + 1  # 1..65535, 0 means "none"
+            st["invites"][str(invite_id)] = {
+                "deadline": time.time() + self.settings.invite_timeout_s,
+                "staff_id": st["staff_id"],
+            }
+        self.state_file.save()
+        name = fit_text(self.roster.name(st["staff_id"]), 62)
+        self.driver.send(addr, Invite(invite_id, name))
+        return invite_id
+
+    def _expire_invites(self, now: float) -> None:
+        wall = time.time()
+        for addr, pad in self.pads.items():
+            st = pad.state
+            with self._lock:
+                due = [(k, v) for k, v in st["invites"].items() if v["deadline"] <= wall]
+            for invite_id, inv in due:
+                data = {
+                    "window": pad.cfg.window,
+                    "pad": addr,
+                    "staff_id": inv.get("staff_id"),
+                    "invite_id": int(invite_id),
+                }
+                key = invite_key(self.port, addr, int(invite_id))
+                if not self._record("rating.expired", data, key):
+                    self._next_invite_retry = now + 1.0
+                    return
+                with self._lock:
+                    st["invites"].pop(invite_id, None)
+                self.state_file.save()
+                logger.info("invite %s at %s expired", invite_id, pad.cfg.window)
+
+    # --- display and clock ------------------------------------------------------------------
+
+    def _send_time(self, addr: int) -> bool:
+        now = int(time.time())
+        if now < CLOCK_FLOOR_UNIX:
+            # The device lost its RTC (DESIGN.md, "Clocks"): a pad's own clock is better than
+            # 1970. TIME goes out once the clock is plausible again.
+            logger.warning("clock not plausible (%d); TIME to pad %d withheld", now, addr)
+            return False
+        self.driver.send(addr, Time(now))
+        return True
+
+    def display_text(self, addr: int) -> str:
+        st = self.pads[addr].state
+        if st["paused"] or not st["staff_id"]:
+            return PAUSED_TEXT
+        return fit_text(self.roster.name(st["staff_id"]))
+
+    def _show(self, addr: int) -> None:
+        self.driver.send(addr, Display(self.display_text(addr)))
+
+    def health(self) -> dict[str, Any]:
+        pads = {
+            str(addr): {
+                "window": p.cfg.window,
+                "online": p.online,
+                "staff_id": p.state["staff_id"],
+                "paused": p.state["paused"],
+                **p.counts,
+            }
+            for addr, p in self.pads.items()
+        }
+        ok = self.link_up and all(p.online for p in self.pads.values())
+        return {
+            "state": "ok" if ok else "fault",
+            "port": self.port,
+            "pads": pads,
+            "link": self.driver.stats(),
+            "append_failures": self.append_failures,
+        }
+
+    def close(self) -> None:
+        if self._ro is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._ro.close()
+            self._ro = None
+
+
+# --- worker ----------------------------------------------------------------------------------
+
+
+class PadBusWorker:
+    """A :class:`agent.supervisor.Worker` running one port's driver and bus handler."""
+
+    stall_after_s = 30.0
+
+    def __init__(self, bus: PadBus, driver: PadDriver):
+        self.name = f"pads:{bus.port}"
+        self.bus = bus
+        self.driver = driver
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.driver.serve(self.bus, self._stop)
+        finally:
+            self.bus.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def last_activity(self) -> float:
+        return self.driver.last_activity()
+
+    def health(self) -> dict[str, Any]:
+        return self.bus.health()
+
+
+def group_by_port(pads: list[PadSection]) -> dict[str, list[PadSection]]:
+    groups: dict[str, list[PadSection]] = {}
+    for pad in pads:
+        groups.setdefault(pad.port, []).append(pad)
+    return groups
+
+
+def default_driver(port: str, baud: int) -> PadDriver:
+    from drivers.pad.link import HallPadLink
+
+    return HallPadLink(port, baud)
+
+
+def window_worker_factories(
+    cfg: AgentConfig,
+    outbox: Outbox,
+    *,
+    driver_factory: Callable[[str, int], PadDriver] = default_driver,
+) -> dict[str, Callable[[], Worker]]:
+    """One worker per serial port from the ``[[pad]]`` tables (used by agent/runtime.py)."""
+    data_dir = Path(cfg.device.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state_file = StateFile(data_dir / "windows-state.json")
+    roster = RosterNames(data_dir / "roster.json")
+    factories: dict[str, Callable[[], Worker]] = {}
+    for port, pads in group_by_port(cfg.pad).items():
+
+        def make(port: str = port, pads: list[PadSection] = pads) -> Worker:
+            driver = driver_factory(port, pads[0].baud)
+            bus = PadBus(port, pads, driver, outbox, cfg.windows, state_file, roster)
+            return PadBusWorker(bus, driver)
+
+        factories[f"pads:{port}"] = make
+    return factories

@@ -1,0 +1,254 @@
+"""The HallPad v1 link: owns one serial port, reads frames, writes replies, survives unplugs.
+
+- Ports open with ``serial.serial_for_url`` (DESIGN.md habit 2): a device path,
+  ``/dev/serial/by-id/…``, a pty, ``loop://``, ``socket://`` or ``spy://`` (hex dump) all work.
+- One thread per port does both directions, so the agent never transmits while a frame is
+  arriving (half-duplex RS-485: a write waits until the parser holds no partial frame and the
+  driver has no unread input). A pad that is waiting for its ack has stopped talking.
+- Unplug (DESIGN.md, "things that burned others"): pyserial raises ``SerialException`` for
+  "device reports readiness to read but returned no data", for EIO on a vanished pty/USB
+  device and for failed writes. The link closes the port, tells the handler (it records
+  ``device.fault``), reopens with exponential backoff and reports the port up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import serial
+
+from drivers.pad.base import PadHandler
+from drivers.pad.codec import (
+    ACK,
+    PAD_TO_AGENT,
+    FrameError,
+    FrameParser,
+    Message,
+    decode,
+    encode,
+)
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # reopen delays; the last one repeats
+
+
+def _char_time(baud: int) -> float:
+    return 10.0 / baud  # 8N1: start + 8 data + stop bits
+
+
+class HallPadLink:
+    """A :class:`drivers.pad.base.PadDriver` for HallPad v1 on one port."""
+
+    def __init__(
+        self,
+        port: str,
+        baud: int = 9600,
+        *,
+        read_timeout_s: float = 0.02,
+        open_port: Callable[..., Any] = serial.serial_for_url,
+        backoff_s: tuple[float, ...] = BACKOFF_S,
+    ):
+        self.port = port
+        self.baud = baud
+        self.read_timeout_s = read_timeout_s
+        # A partial frame older than this will not complete: 20 character times (a 72-byte
+        # frame is sent back to back; Modbus RTU uses 3.5 char times between frames), and at
+        # least 50 ms because a USB serial adapter delivers in 1-16 ms chunks.
+        self.idle_gap_s = max(0.05, 20 * _char_time(baud))
+        self._open_port = open_port
+        self.backoff_s = backoff_s
+        self.parser = FrameParser()
+        self._out: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._seq: dict[int, int] = {}
+        self._seq_lock = threading.Lock()
+        self._ser: Any = None
+        self._thread_id: int | None = None
+        self._last_rx = 0.0
+        self._activity = time.monotonic()
+        self.up = False
+        self.counts: dict[str, int] = {
+            "rx_frames": 0,
+            "tx_frames": 0,
+            "bad_payload": 0,
+            "ignored": 0,
+            "opens": 0,
+            "faults": 0,
+        }
+
+    # --- PadDriver ------------------------------------------------------------------------
+
+    def last_activity(self) -> float:
+        return self._activity
+
+    def stats(self) -> dict[str, Any]:
+        return {"up": self.up, **self.counts, **self.parser.counts.as_dict()}
+
+    def send(self, addr: int, msg: Message, seq: int | None = None) -> None:
+        if seq is None:
+            with self._seq_lock:
+                seq = self._seq.get(addr, -1) + 1 & 0xFF
+                self._seq[addr] = seq
+        data = encode(addr, seq, msg)
+        if threading.get_ident() == self._thread_id and self._bus_idle():
+            # Called by the handler inside the I/O thread (an ACK right after the commit):
+            # write now instead of after the handler returns; it is the latency that counts.
+            self._write(data)
+        else:
+            self._out.put(data)
+
+    def serve(self, handler: PadHandler, stop: threading.Event) -> None:
+        self._thread_id = threading.get_ident()
+        failures = 0
+        state: bool | None = None
+        while not stop.is_set():
+            self._activity = time.monotonic()
+            try:
+                # exclusive (flock): a second agent or a stray terminal on the same port
+                # would steal bytes ("multiple access on port"); refuse it instead.
+                self._ser = self._open_port(
+                    self.port,
+                    baudrate=self.baud,
+                    timeout=self.read_timeout_s,
+                    write_timeout=1.0,
+                    exclusive=True,
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                detail = f"cannot open {self.port}: {exc}"
+                if state is not False:
+                    logger.warning("pad link %s", detail)
+                    self.counts["faults"] += 1
+                    self._notify(handler, False, detail)
+                    state = False
+                delay = self.backoff_s[min(failures, len(self.backoff_s) - 1)]
+                failures += 1
+                self._wait(stop, delay, handler)
+                continue
+            failures = 0
+            self.counts["opens"] += 1
+            self.parser = FrameParser(counts=self.parser.counts)  # fresh buffer, same counts
+            self._drain_out()  # replies meant for the old connection are stale
+            self.up = True
+            logger.info("pad link %s open at %d baud", self.port, self.baud)
+            self._notify(handler, True, f"{self.port} open at {self.baud} baud")
+            state = True
+            try:
+                self._pump(handler, stop)
+            except (serial.SerialException, OSError) as exc:
+                detail = f"{self.port}: {exc}"
+                logger.warning("pad link fault: %s; closing and reopening", detail)
+                self.counts["faults"] += 1
+                self.up = False
+                self._close()
+                self._notify(handler, False, detail)
+                state = False
+                self._wait(stop, self.backoff_s[0], handler)
+                continue
+            finally:
+                self.up = False
+            self._close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _notify(self, handler: PadHandler, up: bool, detail: str) -> None:
+        try:
+            handler.on_link(up, detail)
+        except Exception:  # the handler must not kill the link thread
+            logger.exception("pad handler on_link failed")
+
+    def _wait(self, stop: threading.Event, delay: float, handler: PadHandler) -> None:
+        """Back off without looking stalled: tick the handler (timers) while waiting."""
+        end = time.monotonic() + delay
+        while not stop.is_set():
+            now = time.monotonic()
+            self._activity = now
+            self._tick(handler, now)
+            if now >= end:
+                return
+            stop.wait(min(0.2, end - now))
+
+    def _tick(self, handler: PadHandler, now: float) -> None:
+        try:
+            handler.on_tick(now)
+        except Exception:
+            logger.exception("pad handler on_tick failed")
+
+    def _close(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            try:
+                ser.close()
+            except Exception:  # closing a vanished device can fail; it is gone either way
+                logger.debug("closing %s failed", self.port, exc_info=True)
+
+    def _drain_out(self) -> None:
+        while True:
+            try:
+                self._out.get_nowait()
+            except queue.Empty:
+                return
+
+    def _bus_idle(self) -> bool:
+        ser = self._ser
+        if ser is None or self.parser.pending:
+            return False
+        try:
+            return not ser.in_waiting
+        except (serial.SerialException, OSError):
+            return False
+
+    def _write(self, data: bytes) -> None:
+        ser = self._ser
+        if ser is None:
+            return
+        ser.write(data)
+        self.counts["tx_frames"] += 1
+
+    def _pump(self, handler: PadHandler, stop: threading.Event) -> None:
+        ser = self._ser
+        self._last_rx = time.monotonic()
+        while not stop.is_set():
+            waiting = ser.in_waiting
+            data = ser.read(waiting or 1)  # blocks up to read_timeout_s for the first byte
+            now = time.monotonic()
+            self._activity = now
+            if data:
+                self._last_rx = now
+                frames = self.parser.feed(data)
+            elif self.parser.pending and now - self._last_rx > self.idle_gap_s:
+                frames = self.parser.expire()
+            else:
+                frames = []
+            for frame in frames:
+                self._dispatch(handler, frame)
+            self._tick(handler, now)
+            while not self._out.empty() and self._bus_idle():
+                self._write(self._out.get_nowait())
+
+    def _dispatch(self, handler: PadHandler, frame: Any) -> None:
+        if frame.cmd not in PAD_TO_AGENT:
+            # Our own ACK/INVITE echoed by an RS-485 adapter, or another master on the bus.
+            self.counts["ignored"] += 1
+            if frame.cmd != ACK:
+                logger.debug("ignoring agent-bound cmd 0x%02x from %d", frame.cmd, frame.addr)
+            return
+        try:
+            msg = decode(frame)
+        except FrameError as exc:
+            # CRC was right, so the pad really sent this: a firmware bug. No ack (the pad
+            # resends, then gives up), counted and logged, never fatal (CONTRACT §4).
+            self.counts["bad_payload"] += 1
+            logger.warning("pad %d seq %d on %s: %s", frame.addr, frame.seq, self.port, exc)
+            return
+        self.counts["rx_frames"] += 1
+        try:
+            handler.on_message(frame.addr, frame.seq, msg)
+        except (serial.SerialException, OSError):
+            raise
+        except Exception:
+            logger.exception("pad handler failed on %r from %d", msg, frame.addr)
