@@ -35,13 +35,17 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
-from agent.envelope import ClockState, make_event, system_clock_state
+from agent.envelope import CLOCK_FLOOR_UNIX, ClockState, make_event, system_clock_state
 
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x48414C4C  # "HALL": marks the file as ours (PRAGMA application_id)
 SCHEMA_VERSION = 1
 DEDUPE_TTL_S = 24 * 3600  # dedupe keys older than this cannot be resent any more (pads: 5 s)
+# The size cap counts the bytes of the pending events' JSON plus this much per row for the
+# row header and the index entries (id, type+seq); see docs/outbox.md for the measurement.
+ROW_OVERHEAD = 190
+RECOUNT_EVERY = 1000  # appends between exact recounts of the pending bytes
 
 
 class OutboxError(Exception):
@@ -71,9 +75,10 @@ class OutboxStats:
     pending: int
     dead_letter: int
     oldest_s: float | None
-    bytes: int
+    bytes: int  # pending events, as counted against the cap (sync.max_outbox_mb)
     cap_bytes: int
     last_seq: int
+    file_bytes: int = 0  # the database file's used pages
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,7 @@ class OutboxStats:
             "bytes": self.bytes,
             "cap_bytes": self.cap_bytes,
             "last_seq": self.last_seq,
+            "file_bytes": self.file_bytes,
         }
 
 
@@ -119,7 +125,14 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1]
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        # allow_nan=False: NaN and Infinity are not JSON (RFC 8259) and every store refuses them.
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"event {obj.get('type')!r}: data is not valid JSON ({exc}); "
+            "expected strings, finite numbers, booleans, null, lists and objects"
+        ) from None
 
 
 class Outbox:
@@ -135,6 +148,7 @@ class Outbox:
         max_bytes: int = 256 * 1024 * 1024,
         min_free_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], ClockState] = system_clock_state,
+        busy_timeout_s: float = 30.0,
     ):
         self.path = Path(path)
         self.device = device
@@ -143,6 +157,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
         self.clock = clock
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
         self.moved_aside: Path | None = None
@@ -150,6 +165,8 @@ class Outbox:
         self._dir = str(self.path.parent)
         self._conn = self._open()
         self.db = sqlite_utils.Database(self._conn)
+        self._bytes = self._count_bytes(self._conn)
+        self._since_exact = 0
         # Keys older than a day can no longer be resent by any pad (it gives up after 10 tries
         # at 500 ms, CONTRACT §4); dropping them at start keeps the table small.
         self.prune_dedupe()
@@ -179,9 +196,9 @@ class Outbox:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
         return conn
 
     def _problem(self, conn: sqlite3.Connection) -> str | None:
@@ -194,8 +211,11 @@ class Outbox:
             return f"foreign SQLite database (application_id {app_id:#x}, tables {sorted(tables)})"
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            return (
-                f"written by a newer hall-agent (schema {version}, this one knows {SCHEMA_VERSION})"
+            # A downgrade: the file is fine and its events must not be stranded. Refuse to run.
+            raise OutboxError(
+                f"outbox {self.path} was written by a newer hall-agent (schema {version}, this "
+                f"one knows {SCHEMA_VERSION}); install that version again, or move the file "
+                "away after its events have been delivered"
             )
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
@@ -204,12 +224,24 @@ class Outbox:
 
     def _open(self) -> sqlite3.Connection:
         problem: str | None
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             problem = self._problem(conn)
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
             conn = None
+            code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            if code not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                # Locked, busy, I/O error, no permission: the file may be perfectly good and
+                # hold pending events. Never move it aside for that; fail, and let systemd retry.
+                raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
             problem = f"not a readable SQLite database ({exc})"
+        except OutboxError:
+            if conn is not None:
+                conn.close()
+            raise
         if problem is not None:
             if conn is not None:
                 conn.close()
@@ -222,7 +254,7 @@ class Outbox:
         if self.moved_aside is not None:
             # seq must never repeat (CONTRACT §2) but the old counter is gone with the file:
             # restart it above any value the device can have used (one event per ms since 1970).
-            floor = time.time_ns() // 1_000_000
+            floor = max(time.time_ns() // 1_000_000, CLOCK_FLOOR_UNIX * 1000)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (floor,))
         return conn
 
@@ -262,6 +294,10 @@ class Outbox:
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (no arguments, must not block) after each committed append."""
         self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
 
     def _notify(self) -> None:
         for callback in self._listeners:
@@ -307,6 +343,7 @@ class Outbox:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                added = 0
                 seq = self._last_seq(conn)
                 for event_type, data, at, dedupe_key in items:
                     if dedupe_key is not None:
@@ -333,17 +370,19 @@ class Outbox:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (seq, event["id"], event_type, now, len(body), body),
                     )
+                    added += len(body) + ROW_OVERHEAD
                     if dedupe_key is not None:
                         conn.execute(
                             "INSERT INTO dedupe (key, event_id, created) VALUES (?, ?, ?)",
                             (dedupe_key, event["id"], now),
                         )
                     results.append(Appended(event, False))
-                self._enforce_cap(conn, now, seq)
+                pending_bytes = self._enforce_cap(conn, now, seq, self._bytes + added)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            self._bytes = pending_bytes
         self._notify()
         return results
 
@@ -378,7 +417,8 @@ class Outbox:
         # Already acked by the centre and deleted: the id is all that is left, and enough.
         return {"id": event_id, "dedupe_key": dedupe_key}
 
-    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+    @staticmethod
+    def _file_bytes(conn: sqlite3.Connection) -> int:
         pages, free, size = conn.execute(
             "SELECT (SELECT page_count FROM pragma_page_count()), "
             "(SELECT freelist_count FROM pragma_freelist_count()), "
@@ -386,23 +426,41 @@ class Outbox:
         ).fetchone()
         return (pages - free) * size
 
-    def _enforce_cap(self, conn: sqlite3.Connection, now: float, seq: int) -> int:
-        """Drop the oldest device.* events while over the cap; record the fault once."""
-        used = self._used_bytes(conn)
+    @staticmethod
+    def _count_bytes(conn: sqlite3.Connection, where: str = "", args: Sequence[Any] = ()) -> int:
+        row = conn.execute(
+            f"SELECT coalesce(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM outbox {where}", args
+        ).fetchone()
+        return int(row[0])
+
+    def _enforce_cap(self, conn: sqlite3.Connection, now: float, seq: int, used: int) -> int:
+        """Drop the oldest device.* events while over the cap; record the fault once.
+
+        ``used`` is this process's running count of the pending bytes; it is recounted exactly
+        every RECOUNT_EVERY appends (another process, e.g. ``ping``, may have written too) and
+        soon after the cap is crossed. Counting rows, not pages: deleting scattered rows frees
+        few whole pages, so a page count would barely move after a drop. Returns the new count.
+        """
+        self._since_exact += 1
+        if self._since_exact >= RECOUNT_EVERY or (
+            used > self.max_bytes and self._since_exact >= 100
+        ):
+            used = self._count_bytes(conn)
+            self._since_exact = 0
         faulted = conn.execute("SELECT value FROM meta WHERE key = 'disk_fault'").fetchone()[0]
         if used <= self.max_bytes:
             # Hysteresis: drops bring usage to 80 % of the cap; recovery is declared only once
             # acks have brought it to 70 %, so the fault does not flap while the link is down.
             if faulted and used <= self.max_bytes * 0.7:
                 conn.execute("UPDATE meta SET value = 0 WHERE key = 'disk_fault'")
-                seq = self._insert_internal(
+                used += self._insert_internal(
                     conn,
                     now,
-                    seq,
+                    seq + 1,
                     "device.recovered",
                     {"component": "disk", "detail": "outbox back under its size cap"},
                 )
-            return seq
+            return used
         # Free a fifth of the cap at once so that a full outbox does not drop one row per append.
         excess = used - self.max_bytes * 0.8
         rows = conn.execute(
@@ -413,7 +471,7 @@ class Outbox:
         for row_seq, size in rows:
             if freed >= excess:
                 break
-            freed += size + 40  # row overhead
+            freed += size + ROW_OVERHEAD
             dropped += 1
             last = row_seq
         if last is not None:
@@ -423,6 +481,7 @@ class Outbox:
                 "(type = 'device.fault' AND body LIKE '%\"component\":\"disk\"%')",
                 (last,),
             )
+            used -= freed
         if not faulted:
             conn.execute("UPDATE meta SET value = 1 WHERE key = 'disk_fault'")
             pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
@@ -432,17 +491,17 @@ class Outbox:
                 "and window events are kept"
             )
             logger.error("outbox %s: %s", self.path, detail)
-            seq = self._insert_internal(
-                conn, now, seq, "device.fault", {"component": "disk", "detail": detail}
+            used += self._insert_internal(
+                conn, now, seq + 1, "device.fault", {"component": "disk", "detail": detail}
             )
         elif dropped:
             logger.warning("outbox %s over its cap: dropped %d device.* events", self.path, dropped)
-        return seq
+        return used
 
     def _insert_internal(
         self, conn: sqlite3.Connection, now: float, seq: int, event_type: str, data: dict[str, Any]
     ) -> int:
-        seq += 1
+        """Insert an event the outbox raises itself, as ``seq``; returns its counted size."""
         event = make_event(
             event_type=event_type,
             data=data,
@@ -457,7 +516,7 @@ class Outbox:
             "INSERT INTO outbox (seq, id, type, created, size, body) VALUES (?, ?, ?, ?, ?, ?)",
             (seq, event["id"], event_type, now, len(body), body),
         )
-        return seq
+        return len(body) + ROW_OVERHEAD
 
     # --- reading and settling ---------------------------------------------------------------
 
@@ -478,7 +537,7 @@ class Outbox:
     def ack(self, ids: Iterable[str]) -> int:
         """Delete events the centre has stored; unknown ids are ignored. Returns rows removed."""
         ids = list(ids)
-        removed = 0
+        removed = freed = 0
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -487,12 +546,14 @@ class Outbox:
                 for i in range(0, len(ids), 500):
                     chunk = ids[i : i + 500]
                     marks = ",".join("?" * len(chunk))
+                    freed += self._count_bytes(conn, f"WHERE id IN ({marks})", chunk)
                     cur = conn.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
                     removed += cur.rowcount
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            self._bytes = max(0, self._bytes - freed)
         return removed
 
     def reject(self, event_id: str, reason: str) -> bool:
@@ -517,6 +578,8 @@ class Outbox:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if row is not None:
+                self._bytes = max(0, self._bytes - len(row[3]) - ROW_OVERHEAD)
         if row is None:
             logger.warning("reject for unknown event %s (%s) ignored", event_id, reason)
         return row is not None
@@ -552,7 +615,9 @@ class Outbox:
             conn = self._conn
             pending, oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
             dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
-            used = self._used_bytes(conn)
+            used = self._bytes = self._count_bytes(conn)
+            self._since_exact = 0
+            file_bytes = self._file_bytes(conn)
             last_seq = self._last_seq(conn)
         return OutboxStats(
             pending=pending,
@@ -561,6 +626,7 @@ class Outbox:
             bytes=used,
             cap_bytes=self.max_bytes,
             last_seq=last_seq,
+            file_bytes=file_bytes,
         )
 
     def close(self) -> None:

@@ -50,6 +50,8 @@ class Supervisor:
         max_restarts: int = 5,
         restart_window_s: float = 600.0,
         tick_s: float = 1.0,
+        cooldown_s: float = 300.0,
+        max_cooldown_s: float = 1800.0,
     ):
         self.factories = factories
         self.workers: dict[str, Worker] = {}
@@ -59,7 +61,12 @@ class Supervisor:
         self.tick_s = tick_s
         self.stop_event = threading.Event()
         self._restarts: dict[str, deque[float]] = {}
-        self.gave_up: set[str] = set()
+        # A worker that died too often rests (cooldown, doubling up to max_cooldown_s) and is
+        # then tried again: hardware that comes back hours later must work without a restart.
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self.gave_up: dict[str, float] = {}  # name -> monotonic time of the next try
+        self._cooldowns: dict[str, float] = {}
 
     def start_all(self) -> None:
         for name, factory in self.factories.items():
@@ -77,7 +84,11 @@ class Supervisor:
             except Exception as exc:  # health must never take the supervisor down
                 out[name] = {"state": "fault", "detail": f"health() failed: {exc}"}
             if name in self.gave_up:
-                out[name] = {"state": "fault", "detail": "restarted too often; gave up"}
+                wait = max(0.0, self.gave_up[name] - time.monotonic())
+                out[name] = {
+                    "state": "fault",
+                    "detail": f"restarted too often; next try in {wait:.0f} s",
+                }
         return out
 
     def _restart(self, name: str, why: str) -> None:
@@ -87,14 +98,17 @@ class Supervisor:
             history.popleft()
         if len(history) >= self.max_restarts:
             if name not in self.gave_up:
+                cooldown = self._cooldowns.get(name, self.cooldown_s)
                 logger.error(
-                    "worker %s %s; %d restarts in %.0f s, not restarting again",
+                    "worker %s %s; %d restarts in %.0f s, resting %.0f s before the next try",
                     name,
                     why,
                     len(history),
                     self.restart_window_s,
+                    cooldown,
                 )
-                self.gave_up.add(name)
+                self.gave_up[name] = now + cooldown
+                self._cooldowns[name] = min(cooldown * 2, self.max_cooldown_s)
             return
         history.append(now)
         logger.warning("worker %s %s; restarting (%d in window)", name, why, len(history))
@@ -110,7 +124,10 @@ class Supervisor:
         now = time.monotonic()
         for name, worker in list(self.workers.items()):
             if name in self.gave_up:
-                continue
+                if now < self.gave_up[name]:
+                    continue
+                del self.gave_up[name]
+                self._restarts[name].clear()
             if not worker.alive():
                 self._restart(name, "died")
             elif now - worker.last_activity() > worker.stall_after_s:

@@ -301,3 +301,71 @@ OutboxMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_outbox_state_machine = OutboxMachine.TestCase
+
+
+def test_locked_database_is_an_error_not_corruption(tmp_path):
+    from agent.outbox import OutboxError
+
+    path = tmp_path / "o.db"
+    box = open_box(path)
+    kept = box.append("rating.submitted", {"level": 5}).event["id"]
+    box.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(OutboxError, match="cannot open"):
+            open_box(path, busy_timeout_s=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    box = open_box(path)
+    assert box.moved_aside is None and [p.id for p in box.pending(10)] == [kept]
+    box.close()
+
+
+def test_newer_schema_is_refused_and_left_in_place(tmp_path):
+    from agent.outbox import OutboxError
+
+    path = tmp_path / "o.db"
+    box = open_box(path)
+    box.append("rating.submitted", {"level": 5})
+    box.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(OutboxError, match="newer hall-agent"):
+        open_box(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+    conn.close()
+    assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name] == []
+
+
+def test_cap_drops_only_what_is_needed(tmp_path):
+    """Dropping scattered rows must bring the count down (rows, not pages, are counted)."""
+    cap = 1024 * 1024
+    box = open_box(tmp_path / "o.db", max_bytes=cap)
+    first_fault = None
+    for i in range(20_000):
+        box.append("rating.submitted" if i % 10 == 0 else "device.test", {"note": "y" * 100})
+        faulted = i % 50 == 0 and any(p.type == "device.fault" for p in box.pending(100_000))
+        if first_fault is None and faulted:
+            first_fault = i
+        if first_fault is not None and i > first_fault + 300:
+            break
+    assert first_fault is not None
+    kinds = [p.type for p in box.pending(1_000_000)]
+    stats = box.stats()
+    assert kinds.count("device.test") > 1000  # most device events survive a drop
+    assert stats.bytes <= cap
+    assert kinds.count("device.fault") == 1
+    box.close()
+
+
+def test_nan_is_refused_with_a_clear_error(outbox):
+    with pytest.raises(ValueError, match=r"not valid JSON .*finite numbers"):
+        outbox.append("attendance.punch", {"distance": float("nan")})
+    assert outbox.stats().pending == 0
