@@ -45,7 +45,7 @@ def agent_config(tmp_path: Path, write_config: Callable[..., Path]) -> AgentConf
         [device]
         id = "test-01"
         site = "jiedong"
-        data_dir = "{tmp_path / 'data'}"
+        data_dir = "{tmp_path / "data"}"
 
         [mqtt]
         url = "mqtt://{MQTT_HOST}:{MQTT_PORT}"
@@ -57,7 +57,10 @@ def agent_config(tmp_path: Path, write_config: Callable[..., Path]) -> AgentConf
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[Outbox]:
     box = Outbox(
-        tmp_path / "outbox.db", device="test-01", site="jiedong", clock=lambda: "synced",
+        tmp_path / "outbox.db",
+        device="test-01",
+        site="jiedong",
+        clock=lambda: "synced",
         min_free_bytes=0,
     )
     yield box

@@ -277,3 +277,62 @@ def two_faces_photo(path: Path) -> Path:
     canvas[20 : 20 + b.shape[0], 40 + a.shape[1] : 40 + a.shape[1] + b.shape[1]] = b
     cv2.imwrite(str(path), canvas)
     return path
+
+
+# --- pytest helpers ----------------------------------------------------------------------
+
+
+def require_photos() -> Path:
+    """The photos directory, or skip the test with the reason (registry unreachable)."""
+    import pytest
+
+    try:
+        return photos_dir()
+    except MediaUnavailable as exc:
+        pytest.skip(f"pinned test photos unavailable: {exc}")
+
+
+def cached_video(name: str, actors: Sequence[Actor], duration_s: float, fps: float = 25.0) -> Path:
+    """compose_video into the media cache, reused while the recipe is unchanged."""
+    require_photos()
+    recipe = repr((actors, duration_s, fps, 2)).encode()
+    digest = hashlib.sha256(recipe).hexdigest()[:12]
+    path = cache_dir() / "videos" / f"{name}-{digest}.avi"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.avi")
+        compose_video(tmp, actors, duration_s, fps=fps)
+        tmp.replace(path)
+    return path
+
+
+@lru_cache(maxsize=8)
+def photo_encoding(name: str) -> np.ndarray:
+    """The 128-d encoding of a photo's only face, through the real engine's enrolment path."""
+
+    _, enc, reason = _enrol_engine().encode_photo(load_bgr(name))
+    assert reason is None and enc is not None, f"{name}: {reason}"
+    return enc
+
+
+@lru_cache(maxsize=1)
+def _enrol_engine():
+    from drivers.faces import DlibFaceEngine
+
+    return DlibFaceEngine()
+
+
+# Who is who in the pinned photos (obama2.jpg and 32bit.png are the same picture).
+ENROL = {"obama": ("obama.jpg", "obama3.jpg"), "biden": ("biden.jpg",)}
+
+
+def gallery_of(*staff: str):
+    """A Gallery with the given people enrolled from their ENROL photos (staff id = key)."""
+    from agent.gallery import Gallery
+
+    encs, owners = [], []
+    for sid in staff:
+        for name in ENROL[sid]:
+            encs.append(photo_encoding(name))
+            owners.append(sid)
+    return Gallery.from_arrays(np.vstack(encs), owners, {s: s.title() for s in staff})
