@@ -92,6 +92,8 @@ class _TrackState:
     decided_t: float = 0.0
     punched: bool = False
     low_quality: int = 0
+    settled: bool = False  # a decision stands; the engine only re-checks now and then
+    decision: str | None = None  # the standing decision (None: unknown)
     sent: set[str] = field(default_factory=set)  # rejected reasons already sent
 
 
@@ -143,15 +145,22 @@ class AttendancePipeline:
                 if st.staff_id is None and st.low_quality >= 2 * self.cfg.votes:
                     self._reject(st, "low_quality", None, frame)
             if face.encoding is not None:
-                st.vote.add(self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin))
+                match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
+                st.vote.add(match)
+                if st.settled and match.staff_id != st.decision:
+                    # A re-check disagrees (people swapped places, a better view): look
+                    # closely again instead of trusting the old decision.
+                    st.settled = False
+                    self.engine.settle(face.track_id, False)
                 self._decide(face.track_id, st, frame)
             if st.staff_id is not None and not st.punched:
                 self._maybe_punch(st, frame)
 
     def _decide(self, tid: int, st: _TrackState, frame: Frame) -> None:
         sid, decided = st.vote.decision()
-        if not decided:
-            return
+        if not decided or st.vote.votes[-1][0] != sid:
+            return  # undecided, or the newest look disagrees: keep encoding every frame
+        st.settled, st.decision = True, sid
         self.engine.settle(tid)  # from now on only an occasional re-check
         if sid is None:
             if st.staff_id is None:
@@ -309,6 +318,12 @@ def run_loop(
                 last_seq = frame.seq
                 pipeline.process(frame)
             elif camera.ended.is_set() and not ended_sent:
+                send(
+                    (
+                        "health",
+                        {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)},
+                    )
+                )
                 send(("ended",))
                 ended_sent = True
                 stop.wait(0.5)

@@ -191,6 +191,7 @@ class Actor:
     flip: bool = False
     blinks: Sequence[float] = field(default_factory=tuple)
     blink_s: float = 0.16
+    from_right: bool = False  # walk in from the right edge (and out to the left)
 
 
 def _background(width: int, height: int) -> np.ndarray:
@@ -239,10 +240,11 @@ def compose_video(
             sprite = closed if blinking else open_
             sh, sw = sprite.shape[:2]
             stand_x = a.x * width - sw / 2
+            start, end = (width, -sw) if a.from_right else (-sw, width)
             if t < a.enter_s + a.walk_s:
-                x = -sw + (stand_x + sw) * (t - a.enter_s) / a.walk_s
+                x = start + (stand_x - start) * (t - a.enter_s) / a.walk_s
             elif t > a.leave_s - a.walk_s:
-                x = stand_x + (width - stand_x) * (t - (a.leave_s - a.walk_s)) / a.walk_s
+                x = stand_x + (end - stand_x) * (t - (a.leave_s - a.walk_s)) / a.walk_s
             else:
                 x = stand_x
             y = (height - sh) / 2
