@@ -44,6 +44,12 @@ class EnrollError(Exception):
 
 
 def _cli_error(message: str, code: int = 1) -> Exception:
+    # Under ``python -m agent.cli`` the running CLI is ``__main__``, whose CliError is not
+    # ``agent.cli.CliError``; raise the class the running CLI actually catches.
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "agent.cli" and hasattr(main, "CliError"):
+        return main.CliError(message, code)
     from agent.cli import CliError
 
     return CliError(message, code)
@@ -183,7 +189,7 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     try:
         roster = load_roster(data_dir)
     except EnrollError as exc:
-        raise _cli_error(f"enroll: {exc}") from exc
+        raise _cli_error(str(exc)) from exc
     engine = _engine(cfg)
     total = sum(len(photos) for _, _, photos in jobs)
     done = 0
