@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -122,24 +123,31 @@ class Gallery:
 
     def distances(self, encoding: np.ndarray) -> np.ndarray:
         """Euclidean distances to every row: ‖a‖² - 2a·q + ‖q‖² is one matrix-vector product."""
-        q = np.asarray(encoding, dtype=np.float32).reshape(DIM)
-        d2 = self._sq - 2.0 * (self._enc @ q) + float(q @ q)
+        d2 = self._squared(encoding)
         return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
+
+    def _squared(self, encoding: np.ndarray) -> np.ndarray:
+        q = np.asarray(encoding, dtype=np.float32).reshape(DIM)
+        d2 = self._enc @ q  # one BLAS matrix-vector product; the rest is in place
+        d2 *= -2.0
+        d2 += self._sq
+        d2 += float(q @ q)
+        return d2
 
     def match(self, encoding: np.ndarray, tolerance: float = 0.5, margin: float = 0.06) -> Match:
         if not len(self._enc):
             return Match(None, None, None, None)
-        d = self.distances(encoding)
-        best = int(np.argmin(d))
+        d2 = self._squared(encoding)  # squared distances: the square root only for two values
+        best = int(np.argmin(d2))
         person = int(self._owner[best])
-        nearest = float(d[best])
+        nearest = math.sqrt(max(float(d2[best]), 0.0))
         a, b = self._starts[person], self._starts[person + 1]
         second = None
         if len(self._ids) > 1:
             # The nearest other person: the minimum outside this person's contiguous slice.
-            left = d[:a].min() if a > 0 else np.inf
-            right = d[b:].min() if b < len(d) else np.inf
-            second = float(min(left, right))
+            left = float(d2[:a].min()) if a > 0 else math.inf
+            right = float(d2[b:].min()) if b < len(d2) else math.inf
+            second = math.sqrt(max(min(left, right), 0.0))
         sid = self._ids[person]
         ok = nearest <= tolerance and (second is None or second - nearest >= margin)
         return Match(sid if ok else None, nearest, second, sid)
