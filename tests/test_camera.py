@@ -228,3 +228,33 @@ def test_realtime_file_is_paced_at_its_frame_rate(tmp_path) -> None:
     first = frames[0]
     for f in frames[1:]:
         assert f.captured - first.captured >= (f.t - first.t) - 0.005
+
+
+def test_check_probe_reads_a_frame_and_hides_passwords(tmp_path, write_config) -> None:
+    from agent.checks import probe_camera
+    from agent.config import load_agent_config
+    from tests.conftest import free_port
+
+    video = write_numbered_video(tmp_path / "probe.avi", 5)
+
+    def cfg(camera: str):
+        return load_agent_config(
+            write_config(
+                f"""
+                [device]
+                id = "kiosk-01"
+                site = "jiedong"
+                data_dir = "{tmp_path}"
+
+                [attendance]
+                camera = "{camera}"
+                """
+            )
+        )
+
+    [ok] = probe_camera(cfg(str(video)))
+    assert ok.ok and ok.warn and "frame 160x120 at 25 fps" in ok.detail  # narrower than 320
+    port = free_port()  # nothing listens there: connection refused
+    [bad] = probe_camera(cfg(f"rtsp://admin:s3cret@127.0.0.1:{port}/stream"), timeout=20)
+    assert not bad.ok and "s3cret" not in bad.detail
+    assert f"rtsp://***@127.0.0.1:{port}/stream" in bad.detail
