@@ -348,7 +348,13 @@ def run_loop(
 
 def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
     import logging as _logging
+    import signal
     import sys
+
+    # The parent decides when to stop: Ctrl-C in a terminal reaches the whole process group,
+    # and SIGTERM (systemd stops the cgroup) just ends the loop; no state is lost here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     _logging.basicConfig(
         level=spec.get("log_level", _logging.WARNING),
