@@ -300,7 +300,7 @@ def run_loop(
     pipeline = AttendancePipeline(
         cfg,
         build_engine(cfg),
-        Gallery.load(gfile.path),
+        _load_gallery(gfile.path, Gallery()),
         Schedule(cfg.schedule),
         emit,
         wall_clock_for(tz, epoch),
@@ -332,8 +332,7 @@ def run_loop(
                 if roster.changed() and roster.mtime:
                     prune_to_roster(data_dir)
                 if gfile.changed():
-                    pipeline.gallery = Gallery.load(gfile.path)
-                    logger.info("gallery reloaded: %d people", len(pipeline.gallery))
+                    pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
             if now - last_health >= 1.0 or frame is None:
                 last_health = now
                 send(
@@ -344,6 +343,19 @@ def run_loop(
                 )
     finally:
         camera.stop()
+
+
+def _load_gallery(path: Path, current: Gallery) -> Gallery:
+    """The gallery file's people, or (damaged file) the ones already loaded, with a log line."""
+    from agent.gallery import Gallery, GalleryError
+
+    try:
+        gallery = Gallery.load(path)
+    except GalleryError as exc:
+        logger.error("%s; keeping the %d people loaded before (re-enrol to fix)", exc, len(current))
+        return current
+    logger.info("gallery loaded: %d people, %d encodings", len(gallery), gallery.rows)
+    return gallery
 
 
 def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:

@@ -70,16 +70,19 @@ def load_roster(data_dir: Path) -> dict[str, dict[str, Any]] | None:
             return None
         staff = roster.get("staff", []) if isinstance(roster, dict) else roster
         return {str(s["id"]): dict(s) for s in staff}
+    # Without sync.downlink on this tree: the same contract as its load_roster, i.e. a
+    # damaged file counts as no roster (logged), so it never crashes a kiosk.
     path = Path(data_dir) / "roster.json"
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
+        staff = payload.get("staff") if isinstance(payload, dict) else None
+        if not isinstance(staff, list):
+            raise ValueError("expected {'v':1,'version':N,'staff':[...]} (CONTRACT §3)")
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise EnrollError(f"{path}: unreadable roster ({exc})") from exc
-    staff = payload.get("staff") if isinstance(payload, dict) else None
-    if not isinstance(staff, list):
-        raise EnrollError(f"{path}: expected {{'v':1,'version':N,'staff':[...]}} (CONTRACT §3)")
+        logger.error("roster %s unreadable (%s); ignoring it", path, exc)
+        return None
     return {str(s["id"]): dict(s) for s in staff if isinstance(s, dict) and "id" in s}
 
 

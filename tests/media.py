@@ -192,6 +192,7 @@ class Actor:
     blinks: Sequence[float] = field(default_factory=tuple)
     blink_s: float = 0.16
     from_right: bool = False  # walk in from the right edge (and out to the left)
+    blur: float = 0.0  # Gaussian sigma in pixels (an out-of-focus camera)
 
 
 def _background(width: int, height: int) -> np.ndarray:
@@ -218,13 +219,16 @@ def compose_video(
     bg = _background(width, height)
     sprites = {}
     for a in actors:
-        key = (a.photo, a.face_px, a.flip)
+        key = (a.photo, a.face_px, a.flip, a.blur)
         if key not in sprites:
             box = _face_box(a.photo)
             open_ = _crop_face(load_bgr(a.photo), box, a.face_px)
             closed = _crop_face(_closed_eyes(a.photo), box, a.face_px)
             if a.flip:
                 open_, closed = open_[:, ::-1].copy(), closed[:, ::-1].copy()
+            if a.blur:
+                open_ = cv2.GaussianBlur(open_, (0, 0), a.blur)
+                closed = cv2.GaussianBlur(closed, (0, 0), a.blur)
             sprites[key] = (open_, closed)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     assert writer.isOpened(), f"cannot write {path}"
@@ -235,7 +239,7 @@ def compose_video(
         for a in actors:
             if not a.enter_s <= t < a.leave_s:
                 continue
-            open_, closed = sprites[(a.photo, a.face_px, a.flip)]
+            open_, closed = sprites[(a.photo, a.face_px, a.flip, a.blur)]
             blinking = any(b <= t < b + a.blink_s for b in a.blinks)
             sprite = closed if blinking else open_
             sh, sw = sprite.shape[:2]

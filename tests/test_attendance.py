@@ -149,6 +149,14 @@ def test_unknown_person_is_rejected_not_punched_and_rate_limited() -> None:
     assert [d["reason"] for d in of_type(events, "attendance.rejected")] == ["unknown_face"] * 2
 
 
+def test_blurred_face_is_rejected_as_low_quality() -> None:
+    video = media.cached_video("blurred", [Actor("obama2.jpg", 0.2, 3.6, blur=7)], 4.0)
+    events, pipeline = run_video(video)
+    assert not of_type(events, "attendance.punch")
+    assert of_type(events, "attendance.rejected") == [{"reason": "low_quality", "distance": None}]
+    assert pipeline.engine.stats["encodings"] == 0  # never encoded: refused before encoding
+
+
 def test_printed_photo_does_not_punch_with_blink_liveness() -> None:
     # The photo is carried in, then held perfectly still: no sway, no blink.
     video = media.cached_video("printed", [Actor("obama2.jpg", 0.2, 4.6, still=True)], 5.0)
@@ -324,3 +332,22 @@ def test_pad_only_startup_never_loads_the_vision_stack() -> None:
 @pytest.mark.parametrize("name", ["process", "thread"])
 def test_isolation_modes_are_config_values(name: str) -> None:
     assert AttendanceSection(isolation=name).isolation == name
+
+
+def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog) -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    data = tmp_path / "data"
+    cfg = kiosk_config(write_config, data, video, isolation="thread")
+    gallery_path(data).parent.mkdir(parents=True)
+    gallery_path(data).write_bytes(b"garbage")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, outbox)
+    worker.start()
+    try:
+        assert worker.ended.wait(WAIT)
+        assert worker.alive() and worker.health()["people"] == 0
+    finally:
+        worker.stop()
+    assert "not a readable gallery file" in caplog.text
+    assert [p.type for p in outbox.pending(10)] == ["attendance.rejected"]  # nobody known
+    outbox.close()
