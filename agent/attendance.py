@@ -314,18 +314,17 @@ def run_loop(
         while not stop.is_set():
             frame = camera.read(last_seq, timeout=0.5)
             now = time.monotonic()
+            health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
             if frame is not None:
                 last_seq = frame.seq
                 pipeline.process(frame)
-            elif camera.ended.is_set() and not ended_sent:
-                send(
-                    (
-                        "health",
-                        {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)},
-                    )
-                )
-                send(("ended",))
-                ended_sent = True
+            elif camera.ended.is_set():
+                # A video file played to its end (tests, demos): report once, then idle.
+                # read() returns at once now, so wait here rather than spin.
+                if not ended_sent:
+                    send(("health", health))
+                    send(("ended",))
+                    ended_sent = True
                 stop.wait(0.5)
             if now - last_files >= 2.0:
                 last_files = now
@@ -333,14 +332,9 @@ def run_loop(
                     prune_to_roster(data_dir)
                 if gfile.changed():
                     pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
-            if now - last_health >= 1.0 or frame is None:
+            if now - last_health >= 1.0:  # the heartbeat the supervisor watches
                 last_health = now
-                send(
-                    (
-                        "health",
-                        {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)},
-                    )
-                )
+                send(("health", health))
     finally:
         camera.stop()
 

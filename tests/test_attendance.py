@@ -238,6 +238,7 @@ def test_worker_records_punch_in_outbox_from_a_child_process(write_config, tmp_p
     finally:
         worker.stop()
     assert not worker.alive()
+    assert worker._proc.exitcode == 0  # stopped on request, not terminated
     rows = [json.loads(p.body) for p in outbox.pending(100)]
     punches = [e for e in rows if e["type"] == "attendance.punch"]
     assert len(punches) == 1 and punches[0]["data"]["staff_id"] == "obama"
