@@ -142,6 +142,12 @@ class HoursSection(_Section):
     )
 
 
+class WinterHoursSection(HoursSection):
+    """Winter defaults differ only in the Mon-Thu afternoon (CONTRACT §1 table)."""
+
+    afternoon: str = Field("14:00-17:30", pattern=_HHMM_RANGE, description="Mon-Thu afternoon")
+
+
 class BandsSection(_Section):
     """Explicit punch time bands "HH:MM-HH:MM"; unset bands follow the day's hours."""
 
@@ -158,9 +164,8 @@ class ScheduleSection(_Section):
         [5, 6, 7, 8, 9, 10], description="Months (1-12) on summer hours; the rest is winter"
     )
     summer: HoursSection = Field(default_factory=HoursSection, description="Summer hours")
-    winter: HoursSection = Field(
-        default_factory=lambda: HoursSection(afternoon="14:00-17:30"),
-        description="Winter hours",
+    winter: WinterHoursSection = Field(
+        default_factory=WinterHoursSection, description="Winter hours"
     )
     grace_min: int = Field(0, ge=0, le=120, description="Minutes late/early still on time")
     early_in_min: int = Field(120, ge=0, le=600, description="How early an in-punch may be")

@@ -149,6 +149,29 @@ def test_config_overrides(write_config, tmp_path) -> None:
     assert s.classify(at("2026-05-12", "14:10")).status == "late"
 
 
+def test_overriding_one_winter_key_keeps_the_other_winter_defaults(write_config, tmp_path) -> None:
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+
+        [attendance.schedule.winter]
+        morning = "09:00-12:00"
+        """
+    )
+    cfg = load_agent_config(path)
+    assert cfg.attendance is not None
+    winter = cfg.attendance.schedule.winter
+    assert (winter.morning, winter.afternoon, winter.friday_afternoon) == (
+        "09:00-12:00",
+        "14:00-17:30",
+        "14:30-17:30",
+    )
+    table(Schedule(cfg.attendance.schedule), "2026-11-25", [("14:10", "afternoon_in", "late", 10)])
+
+
 def test_bad_schedule_config_names_the_key(write_config, tmp_path) -> None:
     path = write_config(
         f"""
