@@ -352,3 +352,84 @@ def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplo
     assert "not a readable gallery file" in caplog.text
     assert [p.type for p in outbox.pending(10)] == ["attendance.rejected"]  # nobody known
     outbox.close()
+
+
+# --- pipeline policy against a scripted engine (the neighbour faked, the policy real) ------
+
+
+class ScriptedEngine:
+    """Returns, per frame, the faces a script says: (track id, encoding or None, quality)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.settled: dict[int, bool] = {}
+
+    def process(self, image):
+        from drivers.faces import Face, FrameResult
+
+        faces, ended = self.script.pop(0)
+        return FrameResult(
+            faces=[Face(tid, (0, 100, 100, 0), encoding=enc, quality=q) for tid, enc, q in faces],
+            ended=ended,
+        )
+
+    def settle(self, track_id: int, settled: bool = True) -> None:
+        self.settled[track_id] = settled
+
+
+def scripted(script, **cfg):
+    import numpy as np
+
+    from agent.gallery import Gallery
+    from drivers.camera import Frame
+
+    a = np.zeros(128, np.float32)
+    b = a.copy()
+    b[0] = 1.0
+    gallery = Gallery.from_arrays(np.vstack([a, b]), ["alice", "bob"])
+    events: list = []
+    engine = ScriptedEngine(script)
+    att = AttendanceSection(**cfg)
+    p = AttendancePipeline(
+        att,
+        engine,
+        gallery,
+        Schedule(),
+        lambda t, d, at: events.append((t, d)),
+        wall_clock_for(TZ, datetime(2026, 11, 25, 8, 0, tzinfo=TZ)),
+    )
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(len(engine.script)):
+        p.process(Frame(img, i + 1, i * 0.04, float(i)))
+    return events, engine, (a, b)
+
+
+def test_votes_decide_and_a_disagreeing_recheck_reopens_the_track() -> None:
+    import numpy as np
+
+    a = np.zeros(128, np.float32)
+    b = a.copy()
+    b[0] = 1.0
+    far = a + 5
+    A, B, X = (1, a, None), (1, b, None), (1, far, None)
+    script = [([A], []), ([X], []), ([A], []), ([A], [])]  # 3 of 4 say alice
+    script += [([B], []), ([B], []), ([B], [])]  # then bob stands where alice stood
+    events, engine, _ = scripted(script)
+    assert [d["staff_id"] for t, d in events if t == "attendance.punch"] == ["alice", "bob"]
+    assert engine.settled[1] is True
+
+
+def test_margin_between_two_people_is_unknown() -> None:
+    import numpy as np
+
+    mid = np.zeros(128, np.float32)
+    mid[0] = 0.5  # exactly between alice and bob: 0.5 from each
+    script = [([(1, mid, None)], [])] * 3
+    events, _, _ = scripted(script, tolerance=0.6)
+    assert events == [("attendance.rejected", {"reason": "unknown_face", "distance": 0.5})]
+
+
+def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
+    script = [([(1, None, "turned")], [])] * 5 + [([(1, None, "blurred")], [])] * 10
+    events, _, _ = scripted(script)
+    assert events == [("attendance.rejected", {"reason": "low_quality", "distance": None})]
