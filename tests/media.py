@@ -315,7 +315,6 @@ def cached_video(name: str, actors: Sequence[Actor], duration_s: float, fps: flo
 @lru_cache(maxsize=8)
 def photo_encoding(name: str) -> np.ndarray:
     """The 128-d encoding of a photo's only face, through the real engine's enrolment path."""
-
     _, enc, reason = _enrol_engine().encode_photo(load_bgr(name))
     assert reason is None and enc is not None, f"{name}: {reason}"
     return enc
