@@ -133,17 +133,31 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
     shown = source.split("@")[-1] if "://" in source else source  # no RTSP password in output
     try:
         import cv2
+
+        from drivers.camera import open_capture, redact
     except ImportError:
         return [ProbeResult("camera", False, "OpenCV is not installed (kiosk extra)")]
+    shown = redact(source)
     result: list[ProbeResult] = []
 
     def _grab() -> None:
-        cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        cap = open_capture(source)
         try:
             ok, frame = cap.read() if cap.isOpened() else (False, None)
             if ok and frame is not None:
                 h, w = frame.shape[:2]
-                result.append(ProbeResult("camera", True, f"{shown}: frame {w}x{h}"))
+                fps = cap.get(cv2.CAP_PROP_FPS) or 0
+                detail = f"{shown}: frame {w}x{h}" + (f" at {fps:.0f} fps" if fps else "")
+                # Faces are searched at attendance.detect_width; below it nothing is gained.
+                small = w < (cfg.attendance.detect_width if cfg.attendance else 0)
+                result.append(
+                    ProbeResult(
+                        "camera",
+                        True,
+                        detail + (" (narrower than attendance.detect_width)" if small else ""),
+                        warn=small,
+                    )
+                )
             else:
                 result.append(ProbeResult("camera", False, f"{shown}: cannot open or read"))
         finally:

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-dir", type=Path, help="folder with one sub-folder of photos per staff id"
     )
     p.add_argument("photos", nargs="*", type=Path, help="photos of this person (several angles)")
+    p.add_argument(
+        "--append", action="store_true", help="add to the person's encodings instead of replacing"
+    )
 
     p = sub.add_parser(
         "gallery",
@@ -130,11 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
     gsub.required = True
-    gsub.add_parser(
+    g = gsub.add_parser(
         "list",
         help="list enrolled people and their encoding counts",
         description="List enrolled people.",
     )
+    g.add_argument("--json", action="store_true", help="machine-readable output")
     g = gsub.add_parser(
         "remove",
         help="delete a person's encodings",

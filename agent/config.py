@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -128,11 +129,86 @@ class SyncSection(_Section):
     status_interval_s: float = Field(60, ge=1, le=3600, description="Status republish period")
 
 
+_HHMM_RANGE = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+
+
+class HoursSection(_Section):
+    """Staff duty hours of one season (CONTRACT §1 table); "HH:MM-HH:MM"."""
+
+    morning: str = Field("08:30-11:30", pattern=_HHMM_RANGE, description="Morning duty")
+    afternoon: str = Field("14:30-17:30", pattern=_HHMM_RANGE, description="Mon-Thu afternoon")
+    friday_afternoon: str = Field(
+        "14:30-17:30", pattern=_HHMM_RANGE, description="Friday afternoon duty"
+    )
+
+
+class WinterHoursSection(HoursSection):
+    """Winter defaults differ only in the Mon-Thu afternoon (CONTRACT §1 table)."""
+
+    afternoon: str = Field("14:00-17:30", pattern=_HHMM_RANGE, description="Mon-Thu afternoon")
+
+
+class BandsSection(_Section):
+    """Explicit punch time bands "HH:MM-HH:MM"; unset bands follow the day's hours."""
+
+    morning_in: str | None = Field(None, pattern=_HHMM_RANGE, description="Morning-in band")
+    morning_out: str | None = Field(None, pattern=_HHMM_RANGE, description="Morning-out band")
+    afternoon_in: str | None = Field(None, pattern=_HHMM_RANGE, description="Afternoon-in band")
+    afternoon_out: str | None = Field(None, pattern=_HHMM_RANGE, description="Afternoon-out band")
+
+
+class ScheduleSection(_Section):
+    """Punch rules (CONTRACT §1): seasons, grace, holidays and adjusted working days."""
+
+    summer_months: list[int] = Field(
+        [5, 6, 7, 8, 9, 10], description="Months (1-12) on summer hours; the rest is winter"
+    )
+    summer: HoursSection = Field(default_factory=HoursSection, description="Summer hours")
+    winter: WinterHoursSection = Field(
+        default_factory=WinterHoursSection, description="Winter hours"
+    )
+    grace_min: int = Field(0, ge=0, le=120, description="Minutes late/early still on time")
+    early_in_min: int = Field(120, ge=0, le=600, description="How early an in-punch may be")
+    late_out_min: int = Field(240, ge=0, le=720, description="How late an out-punch may be")
+    bands: BandsSection = Field(default_factory=BandsSection, description="Explicit bands")
+    holidays: list[date] = Field(default_factory=list, description="Extra days off")
+    workdays: list[date] = Field(default_factory=list, description="Extra working days")
+
+    @field_validator("summer_months")
+    @classmethod
+    def _months(cls, value: list[int]) -> list[int]:
+        bad = [m for m in value if not 1 <= m <= 12]
+        if bad:
+            raise ValueError(f"expected months 1-12, got {bad}")
+        return value
+
+
 class AttendanceSection(_Section):
     camera: str = Field("0", description="Device index, /dev/video*, rtsp://, http:// or a file")
     tolerance: float = Field(0.5, gt=0, le=1.0, description="Max face distance for a match")
     debounce_s: int = Field(120, ge=0, le=86400, description="One punch per person per window")
     liveness: Literal["off", "blink"] = Field("off", description="'blink' requires a blink")
+    # Not in CONTRACT §5 (additive, docs/attendance.md):
+    margin: float = Field(
+        0.06, ge=0, le=1.0, description="Nearest other person must be this much further"
+    )
+    votes: int = Field(3, ge=1, le=30, description="Agreeing frames of a track before a punch")
+    blink_timeout_s: float = Field(
+        6.0, gt=0, le=120, description="No blink within this after recognition: rejected"
+    )
+    reject_interval_s: float = Field(
+        30.0, ge=0, le=3600, description="At most one attendance.rejected per reason per this"
+    )
+    detect_width: int = Field(320, ge=160, le=1920, description="Width HOG detection runs at")
+    min_face_px: int = Field(80, ge=20, le=2000, description="Smallest face width to encode")
+    min_sharpness: float = Field(20.0, ge=0, description="Laplacian variance floor (blur)")
+    max_yaw: float = Field(0.35, gt=0, le=2, description="Largest head turn (nose offset)")
+    isolation: Literal["process", "thread"] = Field(
+        "process", description="Run recognition in its own process (dlib holds the GIL)"
+    )
+    realtime: bool = Field(True, description="Play a video file at its frame rate")
+    stale_after_s: float = Field(5.0, gt=0, le=600, description="Camera fault after no frame")
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection, description="Hours")
 
 
 class PadSection(_Section):

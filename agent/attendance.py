@@ -1,0 +1,569 @@
+"""The attendance kiosk: camera → faces → gallery → schedule → outbox (CONTRACT §1, §2).
+
+:class:`AttendancePipeline` turns frames into ``attendance.punch`` / ``attendance.rejected``
+events:
+- a track's encodings vote (``attendance.votes`` agreeing frames, :class:`agent.gallery.Vote`)
+  against the gallery (``tolerance``, ``margin``); one decision per track;
+- ``liveness = "blink"``: the recognised track must also show a blink (eye aspect ratio dip
+  from the 68-point landmarks, :class:`BlinkDetector`) before it punches; without a blink
+  within ``blink_timeout_s`` an ``attendance.rejected`` (``liveness_failed``) is recorded.
+  This stops a printed photo held up to the camera; it does not stop a video replayed on a
+  phone or a screen (docs/attendance.md);
+- debounce: one punch per person per ``debounce_s``; a track punches at most once;
+- ``attendance.rejected`` (``unknown_face`` / ``low_quality`` / ``liveness_failed``) at most once
+  per track and reason, and at most one per reason per ``reject_interval_s``; no image and
+  no embedding ever leave the pipeline (CONTRACT §2, §3; PIPL art. 28-29).
+
+:class:`AttendanceWorker` runs it for ``hall-agent run`` (the supervisor's Worker protocol).
+dlib's encoder holds the GIL for ~80 ms per face (measured in bench/faces.py), which would
+delay the pad and sync threads of the same process; with ``isolation = "process"`` (the
+default) camera and recognition therefore run in a child process (spawned, so no locks are
+inherited from threads) and only small event tuples cross a queue to the parent, which
+records them in the outbox. The parent never imports cv2, dlib or numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from agent.config import AgentConfig, AttendanceSection
+from agent.outbox import Outbox, OutboxError
+
+if TYPE_CHECKING:
+    from agent.gallery import Gallery
+    from agent.schedule import Schedule
+    from drivers.camera import Frame
+    from drivers.faces import FaceEngine
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any], datetime], None]
+
+
+class BlinkDetector:
+    """A blink is the eye aspect ratio dipping below ``closed`` x its open level, then back.
+
+    The open level is the 80th percentile of the track's recent values, so it adapts to the
+    person and the camera angle. A printed photo's ratio stays flat (landmark jitter is a few
+    percent), so it never blinks.
+    """
+
+    def __init__(self, closed: float = 0.75, reopened: float = 0.9, max_closed_s: float = 0.8):
+        self.closed = closed
+        self.reopened = reopened
+        self.max_closed_s = max_closed_s
+        self.history: deque[float] = deque(maxlen=30)
+        self.closed_at: float | None = None
+        self.seen = False
+
+    def update(self, ear: float, t: float) -> bool:
+        if len(self.history) >= 3:
+            ordered = sorted(self.history)
+            level = ordered[int(0.8 * (len(ordered) - 1))]
+            if self.closed_at is None and ear < self.closed * level:
+                self.closed_at = t
+            elif self.closed_at is not None and ear >= self.reopened * level:
+                if t - self.closed_at <= self.max_closed_s:
+                    self.seen = True
+                self.closed_at = None
+        if self.closed_at is None:  # closed-eye values would drag the open level down
+            self.history.append(ear)
+        return self.seen
+
+
+@dataclass
+class _TrackState:
+    first_t: float
+    first_captured: float
+    vote: Any
+    blink: BlinkDetector = field(default_factory=BlinkDetector)
+    staff_id: str | None = None
+    decided_t: float = 0.0
+    punched: bool = False
+    low_quality: int = 0
+    settled: bool = False  # a decision stands; the engine only re-checks now and then
+    decision: str | None = None  # the standing decision (None: unknown)
+    sent: set[str] = field(default_factory=set)  # rejected reasons already sent
+
+
+class AttendancePipeline:
+    """Frames in, events out; pure policy around a face engine, a gallery and a schedule."""
+
+    def __init__(
+        self,
+        cfg: AttendanceSection,
+        engine: FaceEngine,
+        gallery: Gallery,
+        schedule: Schedule,
+        emit: Emit,
+        wall_clock: Callable[[Frame], datetime],
+    ):
+        self.cfg = cfg
+        self.engine = engine
+        self.gallery = gallery
+        self.schedule = schedule
+        self.emit = emit
+        self.wall_clock = wall_clock
+        self.tracks: dict[int, _TrackState] = {}
+        self.last_punch: dict[str, float] = {}  # staff id -> frame time of the last punch
+        self.last_reject: dict[str, float] = {}  # reason -> frame time
+        self.punch_log: list[tuple[str, float, float]] = []  # (staff, first captured, emitted)
+        self.counters = {"frames": 0, "punches": 0, "rejected": 0, "suppressed": 0}
+
+    def seed_debounce(self, seconds_ago: dict[str, float], now_t: float) -> None:
+        """Carry debounce over a restart of the recognition process."""
+        for sid, ago in seconds_ago.items():
+            self.last_punch[sid] = now_t - ago
+
+    def process(self, frame: Frame) -> None:
+        from agent.gallery import Vote
+
+        self.counters["frames"] += 1
+        result = self.engine.process(frame.image)
+        for tid in result.ended:
+            self.tracks.pop(tid, None)
+        for face in result.faces:
+            st = self.tracks.get(face.track_id)
+            if st is None:
+                st = _TrackState(frame.t, frame.captured, Vote(self.cfg.votes))
+                self.tracks[face.track_id] = st
+            if face.ear is not None:
+                st.blink.update(face.ear, frame.t)
+            if face.quality is not None:
+                st.low_quality += 1
+                if st.staff_id is None and st.low_quality >= 2 * self.cfg.votes:
+                    self._reject(st, "low_quality", None, frame)
+            if face.encoding is not None:
+                match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
+                st.vote.add(match)
+                if st.settled and match.staff_id != st.decision:
+                    # A re-check disagrees (people swapped places, a better view): look
+                    # closely again instead of trusting the old decision.
+                    st.settled = False
+                    self.engine.settle(face.track_id, False)
+                self._decide(face.track_id, st, frame)
+            if st.staff_id is not None and not st.punched:
+                self._maybe_punch(st, frame)
+
+    def _decide(self, tid: int, st: _TrackState, frame: Frame) -> None:
+        sid, decided = st.vote.decision()
+        if not decided or st.vote.votes[-1][0] != sid:
+            return  # undecided, or the newest look disagrees: keep encoding every frame
+        st.settled, st.decision = True, sid
+        self.engine.settle(tid)  # from now on only an occasional re-check
+        if sid is None:
+            if st.staff_id is None:
+                nearest = st.vote.distance(None)
+                self._reject(st, "unknown_face", nearest, frame)
+            return
+        if sid != st.staff_id:
+            st.staff_id, st.decided_t, st.punched = sid, frame.t, False
+
+    def _maybe_punch(self, st: _TrackState, frame: Frame) -> None:
+        sid = st.staff_id
+        assert sid is not None
+        liveness = "off"
+        if self.cfg.liveness == "blink":
+            if not st.blink.seen:
+                if frame.t - st.decided_t > self.cfg.blink_timeout_s:
+                    self._reject(st, "liveness_failed", st.vote.distance(sid), frame)
+                return
+            liveness = "passed"
+        last = self.last_punch.get(sid)
+        if last is not None and frame.t - last < self.cfg.debounce_s:
+            st.punched = True  # already punched within the window: this track is done
+            self.counters["suppressed"] += 1
+            return
+        at = self.wall_clock(frame)
+        c = self.schedule.classify(at)
+        distance = st.vote.distance(sid)
+        data = {
+            "staff_id": sid,
+            "slot": c.slot,
+            "status": c.status,
+            "minutes_off": c.minutes_off,
+            "distance": None if distance is None else round(distance, 4),
+            "liveness": liveness,
+        }
+        self.emit("attendance.punch", data, at)
+        st.punched = True
+        self.last_punch[sid] = frame.t
+        self.counters["punches"] += 1
+        self.punch_log.append((sid, st.first_captured, time.monotonic()))
+        logger.info(
+            "punch %s %s %s (track since %.2f s)", sid, c.slot, c.status, frame.t - st.first_t
+        )
+
+    def _reject(self, st: _TrackState, reason: str, distance: float | None, frame: Frame) -> None:
+        if reason in st.sent:
+            return
+        st.sent.add(reason)
+        last = self.last_reject.get(reason)
+        if last is not None and frame.t - last < self.cfg.reject_interval_s:
+            self.counters["suppressed"] += 1
+            return
+        self.last_reject[reason] = frame.t
+        data = {"reason": reason, "distance": None if distance is None else round(distance, 4)}
+        self.emit("attendance.rejected", data, self.wall_clock(frame))
+        self.counters["rejected"] += 1
+
+
+# --- building the pipeline ---------------------------------------------------------------
+
+
+def build_engine(cfg: AttendanceSection) -> FaceEngine:
+    from drivers.faces import DlibFaceEngine, EngineParams
+
+    return DlibFaceEngine(
+        EngineParams(
+            detect_width=cfg.detect_width,
+            min_face_px=cfg.min_face_px,
+            min_sharpness=cfg.min_sharpness,
+            max_yaw=cfg.max_yaw,
+            landmarks68=cfg.liveness == "blink",
+        )
+    )
+
+
+def wall_clock_for(tz: ZoneInfo, media_epoch: datetime | None) -> Callable[[Frame], datetime]:
+    """Live: now. A file with ``media_epoch`` (tests, demos): epoch + media time."""
+    if media_epoch is None:
+        return lambda frame: datetime.now(tz)
+    return lambda frame: media_epoch + timedelta(seconds=frame.t)
+
+
+@dataclass
+class _Watched:
+    path: Path
+    mtime: float = -1.0
+
+    def changed(self) -> bool:
+        try:
+            m = self.path.stat().st_mtime
+        except FileNotFoundError:
+            m = 0.0
+        if m != self.mtime:
+            self.mtime = m
+            return True
+        return False
+
+
+def run_loop(
+    spec: dict[str, Any],
+    send: Callable[[tuple], None],
+    stop: Any,
+) -> None:
+    """Camera + pipeline until ``stop`` is set; everything leaves through ``send``.
+
+    Runs in the recognition child process (or a thread with ``isolation = "thread"``).
+    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",).
+    """
+    from agent.enroll import prune_to_roster
+    from agent.gallery import Gallery, gallery_path
+    from agent.schedule import Schedule
+    from drivers.camera import Camera
+
+    cfg = AttendanceSection.model_validate(spec["attendance"])
+    data_dir = Path(spec["data_dir"])
+    tz = ZoneInfo(spec["timezone"])
+    epoch = datetime.fromisoformat(spec["media_epoch"]) if spec.get("media_epoch") else None
+
+    def emit(event_type: str, data: dict[str, Any], at: datetime) -> None:
+        send(("event", event_type, data, at.isoformat()))
+
+    def fault(kind: str) -> Callable[[str, str], None]:
+        return lambda component, detail: emit(
+            f"device.{kind}", {"component": component, "detail": detail}, datetime.now(tz)
+        )
+
+    camera = Camera(
+        cfg.camera,
+        realtime=cfg.realtime,
+        stale_after_s=cfg.stale_after_s,
+        on_fault=fault("fault"),
+        on_recovered=fault("recovered"),
+    )
+    gfile = _Watched(gallery_path(data_dir))
+    roster = _Watched(data_dir / "roster.json")
+    gfile.changed()
+    pipeline = AttendancePipeline(
+        cfg,
+        build_engine(cfg),
+        _load_gallery(gfile.path, Gallery()),
+        Schedule(cfg.schedule),
+        emit,
+        wall_clock_for(tz, epoch),
+    )
+    pipeline.seed_debounce(spec.get("debounce_seed", {}), time.monotonic())
+    camera.start()
+    last_seq = 0
+    last_health = last_files = 0.0
+    ended_sent = False
+    try:
+        while not stop.is_set():
+            frame = camera.read(last_seq, timeout=0.5)
+            now = time.monotonic()
+            health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
+            if frame is not None:
+                last_seq = frame.seq
+                pipeline.process(frame)
+            elif camera.ended.is_set():
+                # A video file played to its end (tests, demos): report once, then idle.
+                # read() returns at once now, so wait here rather than spin.
+                if not ended_sent:
+                    send(("health", health))
+                    send(("ended",))
+                    ended_sent = True
+                stop.wait(0.5)
+            if now - last_files >= 2.0:
+                last_files = now
+                if roster.changed() and roster.mtime:
+                    prune_to_roster(data_dir)
+                if gfile.changed():
+                    pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
+            if now - last_health >= 1.0:  # the heartbeat the supervisor watches
+                last_health = now
+                send(("health", health))
+    finally:
+        camera.stop()
+
+
+def _load_gallery(path: Path, current: Gallery) -> Gallery:
+    """The gallery file's people, or (damaged file) the ones already loaded, with a log line."""
+    from agent.gallery import Gallery, GalleryError
+
+    try:
+        gallery = Gallery.load(path)
+    except GalleryError as exc:
+        logger.error("%s; keeping the %d people loaded before (re-enrol to fix)", exc, len(current))
+        return current
+    logger.info("gallery loaded: %d people, %d encodings", len(gallery), gallery.rows)
+    return gallery
+
+
+def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
+    import logging as _logging
+    import signal
+    import sys
+
+    # The parent decides when to stop: Ctrl-C in a terminal reaches the whole process group,
+    # and SIGTERM (systemd stops the cgroup) just ends the loop; no state is lost here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    _logging.basicConfig(
+        level=spec.get("log_level", _logging.WARNING),
+        format="%(levelname)s %(name)s[recognition]: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        run_loop(spec, q.put, stop)
+    except Exception as exc:
+        logger.exception("recognition process failed")
+        q.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+# --- the worker ------------------------------------------------------------------------
+
+
+class AttendanceWorker:
+    """Supervisor worker: recognition in a child process, events into the outbox here."""
+
+    stall_after_s = 60.0  # the child loads models for a few seconds, then beats every second
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        outbox: Outbox,
+        *,
+        name: str = "attendance",
+        media_epoch: datetime | None = None,
+        debounce_seed: dict[str, float] | None = None,
+        on_punch: Callable[[str], None] | None = None,
+    ):
+        assert cfg.attendance is not None
+        self.name = name
+        self.cfg = cfg
+        self.outbox = outbox
+        self.media_epoch = media_epoch
+        self.debounce_seed = debounce_seed or {}
+        self.on_punch = on_punch
+        self.isolation = cfg.attendance.isolation
+        self.ended = threading.Event()
+        self.punches: dict[str, float] = {}  # staff id -> time.monotonic() of the punch
+        self._stop = threading.Event()
+        self._activity = time.monotonic()
+        self._health: dict[str, Any] = {"state": "starting"}
+        self._retry: deque[tuple[str, dict[str, Any], datetime]] = deque()
+        self._proc: Any = None
+        self._proc_stop: Any = None
+        self._queue: Any = None
+        self._threads: list[threading.Thread] = []
+
+    def _spec(self) -> dict[str, Any]:
+        assert self.cfg.attendance is not None
+        now = time.monotonic()
+        return {
+            "attendance": self.cfg.attendance.model_dump(mode="json"),
+            "data_dir": str(self.cfg.device.data_dir),
+            "timezone": self.cfg.device.timezone,
+            "media_epoch": self.media_epoch.isoformat() if self.media_epoch else None,
+            "debounce_seed": {
+                **self.debounce_seed,
+                **{sid: now - t for sid, t in self.punches.items()},
+            },
+            "log_level": logging.getLogger().getEffectiveLevel(),
+        }
+
+    def start(self) -> None:
+        self._activity = time.monotonic()
+        if self.isolation == "process":
+            ctx = mp.get_context("spawn")
+            self._queue = ctx.Queue()
+            self._proc_stop = ctx.Event()
+            self._proc = ctx.Process(
+                target=_child_main,
+                args=(self._spec(), self._queue, self._proc_stop),
+                name=f"hall-agent-{self.name}",
+                daemon=True,
+            )
+            self._proc.start()
+            drain = threading.Thread(target=self._drain, name=f"{self.name}-drain", daemon=True)
+            self._threads = [drain]
+        else:
+            self._proc_stop = threading.Event()
+            loop = threading.Thread(
+                target=run_loop,
+                args=(self._spec(), self._handle, self._proc_stop),
+                name=f"{self.name}-loop",
+                daemon=True,
+            )
+            retry = threading.Thread(
+                target=self._retry_loop, name=f"{self.name}-retry", daemon=True
+            )
+            self._threads = [loop, retry]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self._flush_retry()
+                continue
+            except (EOFError, OSError):
+                break
+            self._handle(msg)
+
+    def _retry_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._flush_retry()
+
+    def _handle(self, msg: tuple) -> None:
+        self._activity = time.monotonic()
+        kind = msg[0]
+        if kind == "event":
+            _, event_type, data, at = msg
+            self._record(event_type, data, datetime.fromisoformat(at))
+        elif kind == "health":
+            self._health = {"state": msg[1].get("state", "ok"), **msg[1]}
+        elif kind == "ended":
+            self.ended.set()
+        elif kind == "error":
+            self._health = {"state": "fault", "detail": msg[1]}
+
+    def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
+        self._retry.append((event_type, data, at))
+        self._flush_retry()
+        if event_type == "attendance.punch":
+            self.punches[data["staff_id"]] = time.monotonic()
+            if self.on_punch:
+                self.on_punch(data["staff_id"])
+
+    def _flush_retry(self) -> None:
+        # A full disk must not lose a punch: keep it here and try again (CONTRACT §3 outbox).
+        while self._retry:
+            event_type, data, at = self._retry[0]
+            try:
+                self.outbox.append(event_type, data, at=at)
+            except OutboxError as exc:
+                logger.warning("attendance: %s not recorded yet: %s", event_type, exc)
+                return
+            self._retry.popleft()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc_stop is not None:
+            self._proc_stop.set()
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                logger.warning("attendance: recognition process did not stop; terminating")
+                self._proc.terminate()
+                self._proc.join(2.0)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2.0)
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        if self._queue is not None:
+            # Whatever the child sent before it exited still goes into the outbox.
+            while True:
+                try:
+                    self._handle(self._queue.get(timeout=0.2))
+                except (queue.Empty, EOFError, OSError, ValueError):
+                    break
+        self._flush_retry()
+
+    def alive(self) -> bool:
+        if self._proc is not None and not self._proc.is_alive():
+            return False
+        return all(t.is_alive() for t in self._threads)
+
+    def last_activity(self) -> float:
+        return self._activity
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._health)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+def attendance_worker_factories(
+    cfg: AgentConfig, outbox: Outbox
+) -> dict[str, Callable[[], AttendanceWorker]]:
+    """For agent/runtime.py: one camera pipeline per kiosk.
+
+    Debounce survives a restart of the worker by the supervisor: the new worker starts from
+    the previous one's punch times.
+    """
+    state: dict[str, AttendanceWorker] = {}
+
+    def make() -> AttendanceWorker:
+        prev = state.get("w")
+        seed = {}
+        if prev is not None:
+            now = time.monotonic()
+            seed = {sid: now - t for sid, t in prev.punches.items()}
+        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed)
+        if prev is not None:
+            worker.punches = dict(prev.punches)
+        state["w"] = worker
+        return worker
+
+    return {"attendance": make}

@@ -1,0 +1,305 @@
+"""``hall-agent enroll`` and ``hall-agent gallery``: the kiosk's local face gallery.
+
+Only encodings are stored, never the photo (CONTRACT §3; PIPL art. 28-29): a photo is read,
+encoded in memory and dropped. Enrolment of a person is all-or-nothing: when one of their
+photos is refused (no face, several faces, too small / blurred / turned) nothing is stored for
+them and the reason is printed, so a re-run never leaves half a person behind. Enrolling a
+staff id again replaces their encodings unless ``--append``.
+
+The roster (``<data_dir>/roster.json``, CONTRACT §3 roster payload written by the sync
+downlink) names the staff; when it exists, only staff it lists can be enrolled, and a person
+it no longer lists has their encodings deleted (:func:`prune_to_roster`, also run by the
+attendance worker whenever the roster file changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig
+
+logger = logging.getLogger(__name__)
+
+STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+REASONS = {
+    "no_face": "no face found",
+    "several_faces": "several faces in the photo (expected exactly one)",
+    "too_small": "face too small (move closer or use a larger photo)",
+    "blurred": "face too blurred",
+    "turned": "face turned away (look straight into the camera)",
+    "unreadable": "not a readable image file",
+}
+
+
+class EnrollError(Exception):
+    pass
+
+
+def _cli_error(message: str, code: int = 1) -> Exception:
+    # Under ``python -m agent.cli`` the running CLI is ``__main__``, whose CliError is not
+    # ``agent.cli.CliError``; raise the class the running CLI actually catches.
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "agent.cli" and hasattr(main, "CliError"):
+        return main.CliError(message, code)
+    from agent.cli import CliError
+
+    return CliError(message, code)
+
+
+# --- roster ------------------------------------------------------------------------------
+
+
+def load_roster(data_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """``{staff id: entry}`` from ``<data_dir>/roster.json``; None when there is no roster."""
+    try:
+        from sync.downlink import load_roster as downlink_load  # type: ignore[attr-defined]
+    except ImportError:
+        downlink_load = None
+    if downlink_load is not None:
+        roster = downlink_load(Path(data_dir))
+        if roster is None:
+            return None
+        staff = roster.get("staff", []) if isinstance(roster, dict) else roster
+        return {str(s["id"]): dict(s) for s in staff}
+    # Without sync.downlink on this tree: the same contract as its load_roster, i.e. a
+    # damaged file counts as no roster (logged), so it never crashes a kiosk.
+    path = Path(data_dir) / "roster.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        staff = payload.get("staff") if isinstance(payload, dict) else None
+        if not isinstance(staff, list):
+            raise ValueError("expected {'v':1,'version':N,'staff':[...]} (CONTRACT §3)")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.error("roster %s unreadable (%s); ignoring it", path, exc)
+        return None
+    return {str(s["id"]): dict(s) for s in staff if isinstance(s, dict) and "id" in s}
+
+
+def prune_to_roster(data_dir: Path) -> list[str]:
+    """Delete the encodings of everyone the roster no longer lists; returns their ids."""
+    from agent.gallery import Gallery, locked
+
+    try:
+        roster = load_roster(data_dir)
+    except EnrollError as exc:
+        logger.warning("roster not applied: %s", exc)
+        return []
+    if roster is None:
+        return []
+    if not roster:
+        # An empty roster is more likely a centre-side mistake than a hall without staff.
+        logger.warning("roster lists nobody; keeping the gallery as it is")
+        return []
+    with locked(data_dir) as path:
+        gallery = Gallery.load(path)
+        gone = gallery.remove([p.staff_id for p in gallery.people() if p.staff_id not in roster])
+        if gone:
+            gallery.save(path)
+    for sid in gone:
+        logger.warning("staff %s left the roster: face encodings deleted", sid)
+    return gone
+
+
+# --- enrolment ---------------------------------------------------------------------------
+
+
+def _engine(cfg: AgentConfig):
+    from drivers.faces import DlibFaceEngine, EngineParams
+
+    att = cfg.attendance
+    assert att is not None
+    return DlibFaceEngine(
+        EngineParams(
+            min_face_px=att.min_face_px, min_sharpness=att.min_sharpness, max_yaw=att.max_yaw
+        )
+    )
+
+
+def encode_photos(engine: Any, photos: list[Path]) -> tuple[list[Any], list[tuple[Path, str]]]:
+    """(encodings of accepted photos, [(photo, refusal reason)])."""
+    import cv2
+
+    accepted = []
+    refused: list[tuple[Path, str]] = []
+    for photo in photos:
+        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if image is None:
+            refused.append((photo, "unreadable"))
+            continue
+        _, encoding, reason = engine.encode_photo(image)
+        del image  # the photo itself is never kept
+        if reason is not None:
+            refused.append((photo, reason))
+        else:
+            accepted.append(encoding)
+    return accepted, refused
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "." * (width - filled)
+    end = "\n" if done == total else ""
+    if sys.stderr.isatty():
+        print(f"\r[{bar}] {done}/{total} {label[:30]:<30}", end=end, file=sys.stderr, flush=True)
+    else:
+        print(f"[{bar}] {done}/{total} {label}", file=sys.stderr, flush=True)
+
+
+def _photos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    if cfg.attendance is None:
+        raise _cli_error("enroll: this device has no [attendance] section (not a kiosk)", 2)
+    from agent.gallery import Gallery, locked
+
+    data_dir = cfg.device.data_dir
+    jobs: list[tuple[str, str | None, list[Path]]] = []
+    if args.from_dir is not None:
+        if args.staff_id or args.photos:
+            raise _cli_error("enroll: use either --from-dir DIR or --staff-id ID PHOTO…", 2)
+        if not args.from_dir.is_dir():
+            raise _cli_error(f"enroll --from-dir: {args.from_dir} is not a directory", 2)
+        for sub in sorted(p for p in args.from_dir.iterdir() if p.is_dir()):
+            jobs.append((sub.name, None, _photos_in(sub)))
+        if not jobs:
+            raise _cli_error(
+                f"enroll --from-dir: no sub-folders (one per staff id) in {args.from_dir}", 2
+            )
+    else:
+        if not args.staff_id or not args.photos:
+            raise _cli_error(
+                "enroll: expected --staff-id ID --name NAME PHOTO… or --from-dir DIR", 2
+            )
+        missing = [str(p) for p in args.photos if not p.is_file()]
+        if missing:
+            raise _cli_error(f"enroll: photo not found: {', '.join(missing)}", 2)
+        jobs.append((args.staff_id, args.name, list(args.photos)))
+
+    try:
+        roster = load_roster(data_dir)
+    except EnrollError as exc:
+        raise _cli_error(str(exc)) from exc
+    engine = _engine(cfg)
+    total = sum(len(photos) for _, _, photos in jobs)
+    done = 0
+    failures = 0
+    results: list[tuple[str, str, list[Any]]] = []
+    for staff_id, name, photos in jobs:
+        problem = None
+        if not STAFF_ID.match(staff_id):
+            problem = f"staff id {staff_id!r} is not valid (letters, digits, _ . -; at most 64)"
+        elif roster is not None and staff_id not in roster:
+            problem = (
+                f"staff id {staff_id} is not in the roster from the centre ({data_dir}/roster.json)"
+            )
+        elif not photos:
+            problem = "no photos (.jpg, .jpeg, .png, .bmp, .webp)"
+        if problem:
+            print(f"refused {staff_id}: {problem}", file=sys.stderr)
+            failures += 1
+            done += len(photos)
+            continue
+        display = name or (roster or {}).get(staff_id, {}).get("name") or staff_id
+        accepted, refused = [], []
+        for photo in photos:
+            a, r = encode_photos(engine, [photo])
+            accepted += a
+            refused += r
+            done += 1
+            if args.from_dir is not None:
+                _progress(done, total, staff_id)
+        if refused:
+            failures += 1
+            for photo, reason in refused:
+                print(
+                    f"refused {staff_id}: {photo}: {REASONS.get(reason, reason)}", file=sys.stderr
+                )
+            print(
+                f"{staff_id}: nothing stored; replace or remove the refused photos", file=sys.stderr
+            )
+            continue
+        results.append((staff_id, display, accepted))
+
+    if results:
+        import numpy as np
+
+        with locked(data_dir) as path:
+            gallery = Gallery.load(path)
+            for staff_id, display, encodings in results:
+                if staff_id in gallery and not getattr(args, "append", False):
+                    gallery.remove([staff_id])
+                gallery.add(staff_id, display, np.vstack(encodings))
+            gallery.save(path)
+        for staff_id, display, encodings in results:
+            print(f"enrolled {staff_id} ({display}): {len(encodings)} encodings")
+    if failures:
+        print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from agent.gallery import Gallery, GalleryError, locked
+
+    data_dir = cfg.device.data_dir
+    try:
+        if args.gallery_command == "list":
+            pruned = prune_to_roster(data_dir)
+            gallery = Gallery.load(_gallery_file(data_dir))
+            roster = load_roster(data_dir)
+            people = gallery.people()
+            if getattr(args, "json", False):
+                print(
+                    json.dumps(
+                        [
+                            {
+                                "staff_id": p.staff_id,
+                                "name": p.name,
+                                "encodings": p.encodings,
+                                "role": (roster or {}).get(p.staff_id, {}).get("role"),
+                            }
+                            for p in people
+                        ],
+                        ensure_ascii=False,
+                    )
+                )
+                return 0
+            for sid in pruned:
+                print(f"removed {sid}: no longer in the roster")
+            for p in people:
+                role = (roster or {}).get(p.staff_id, {}).get("role", "-")
+                print(f"{p.staff_id}\t{p.name}\t{p.encodings} encodings\t{role}")
+            print(f"{len(people)} people, {gallery.rows} encodings")
+            return 0
+        if args.gallery_command == "remove":
+            with locked(data_dir) as path:
+                gallery = Gallery.load(path)
+                if args.staff_id not in gallery:
+                    raise _cli_error(f"gallery remove: {args.staff_id} is not enrolled")
+                gallery.remove([args.staff_id])
+                gallery.save(path)
+            print(f"removed {args.staff_id}")
+            return 0
+    except (GalleryError, EnrollError) as exc:
+        raise _cli_error(f"gallery: {exc}") from exc
+    raise _cli_error(f"gallery: unknown action {args.gallery_command}", 2)
+
+
+def _gallery_file(data_dir: Path) -> Path:
+    from agent.gallery import gallery_path
+
+    return gallery_path(data_dir)

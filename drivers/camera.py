@@ -1,0 +1,325 @@
+"""Camera capture with OpenCV: newest frame only, a frame-age watchdog, reopen with backoff.
+
+Sources (CONTRACT §5 ``attendance.camera``): a device index (``"0"``), ``/dev/video*``,
+``rtsp://`` and ``http://`` streams, or a video file. A reader thread calls
+``VideoCapture.read`` in a loop and keeps only the newest frame, so a slow consumer never works
+on stale buffered RTSP frames. ``read`` can block forever on a hung or unplugged camera (see
+opencv/opencv#21143-style reports and Frigate's watchdog): a separate watchdog thread
+therefore watches the age of the newest frame; when it exceeds ``stale_after_s`` the reader is
+abandoned (a blocked native call cannot be interrupted; the daemon thread is left behind and
+counted), ``on_fault("camera", detail)`` is called, and the source is reopened with backoff
+until frames flow again, then ``on_recovered`` is called.
+
+Video files are played at their own frame rate (``realtime=True``, a demo kiosk) or, for tests
+and benchmarks, frame by frame as fast as the consumer takes them (``realtime=False``: no frame
+is dropped, the run is deterministic). A file's frames carry media time (index / fps); live
+frames carry ``time.monotonic()``.
+
+Credentials in stream URLs never reach a log line (DESIGN.md habit 7): use :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FaultCallback = Callable[[str, str], None]  # (component, detail)
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # BGR, as OpenCV delivers it
+    seq: int  # 1, 2, … per Camera, across reopens
+    t: float  # seconds: media time for files, time.monotonic() for live sources
+    captured: float  # time.monotonic() when the reader got it
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture the camera uses (tests substitute a fake neighbour)."""
+
+    def isOpened(self) -> bool: ...
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def set(self, prop: int, value: float) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"(?P<key>(?:password|passwd|pwd|pass|token|auth)=)[^&\s]*", re.I)
+
+
+def redact(source: str) -> str:
+    """``rtsp://admin:secret@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1`` (for logs and events)."""
+    out = _USERINFO.sub(r"\g<scheme>***@", source)
+    return _SECRET_QUERY.sub(r"\g<key>***", out)
+
+
+def parse_source(source: str) -> int | str:
+    source = source.strip()
+    if source.isdigit():
+        return int(source)
+    return source
+
+
+def is_stream(source: str) -> bool:
+    return "://" in source
+
+
+def is_file(source: str) -> bool:
+    return not source.strip().isdigit() and not is_stream(source) and not source.startswith("/dev/")
+
+
+def open_capture(source: str) -> Capture:
+    """cv2.VideoCapture for a config source string (never logs credentials)."""
+    parsed = parse_source(source)
+    if isinstance(parsed, int):
+        cap = cv2.VideoCapture(parsed)
+    elif parsed.startswith("/dev/video"):
+        cap = cv2.VideoCapture(parsed, cv2.CAP_V4L2)
+    else:
+        cap = cv2.VideoCapture(parsed, cv2.CAP_FFMPEG if is_stream(parsed) else cv2.CAP_ANY)
+    if not is_file(source):
+        # Ask the backend for a 1-frame buffer; where ignored, the reader thread drains it.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap
+
+
+class Camera:
+    """Newest-frame camera with a hang watchdog. Thread-safe; ``read`` from one consumer."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        realtime: bool = True,
+        stale_after_s: float = 5.0,
+        open_timeout_s: float = 15.0,
+        backoff_s: Sequence[float] = (0.5, 1, 2, 5, 10, 30),
+        on_fault: FaultCallback | None = None,
+        on_recovered: FaultCallback | None = None,
+        capture_factory: Callable[[str], Capture] = open_capture,
+        tick_s: float = 0.1,
+    ):
+        self.source = source
+        self.shown = redact(source)
+        self.file = is_file(source)
+        self.realtime = realtime
+        self.stale_after_s = stale_after_s
+        self.open_timeout_s = open_timeout_s
+        self.backoff_s = tuple(backoff_s)
+        self.on_fault = on_fault or (lambda c, d: None)
+        self.on_recovered = on_recovered or (lambda c, d: None)
+        self.capture_factory = capture_factory
+        self.tick_s = tick_s
+
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.ended = threading.Event()  # a video file played to its end
+        self._gen = 0  # reader generation; a reader whose gen is stale exits
+        self._frame: Frame | None = None
+        self._seq = 0
+        self._taken = 0
+        self._last_frame_at = 0.0
+        self._opened_at = 0.0
+        self._error: str | None = None
+        self._faulted = False
+        self._fault_detail = ""
+        self._failures = 0
+        self.abandoned = 0  # readers left blocked in a native call
+        self.reopens = 0
+        self._watchdog: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.file and not Path(self.source).is_file():
+            logger.warning("camera %s: file not found (will keep trying)", self.shown)
+        self._watchdog = threading.Thread(target=self._watch, name="camera-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._gen += 1
+            self._cond.notify_all()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout)
+
+    def health(self) -> dict[str, Any]:
+        state = "fault" if self._faulted else "ended" if self.ended.is_set() else "ok"
+        age = time.monotonic() - self._last_frame_at if self._last_frame_at else None
+        out: dict[str, Any] = {"state": state, "source": self.shown, "reopens": self.reopens}
+        if age is not None:
+            out["frame_age_s"] = round(age, 2)
+        if self._faulted:
+            out["detail"] = self._fault_detail
+        if self.abandoned:
+            out["abandoned_readers"] = self.abandoned
+        return out
+
+    # --- consumer ---------------------------------------------------------------------
+
+    def read(self, after_seq: int = 0, timeout: float = 1.0) -> Frame | None:
+        """The newest frame with ``seq > after_seq``; None on timeout, stop or file end."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                frame = self._frame
+                if frame is not None and frame.seq > after_seq:
+                    self._taken = frame.seq
+                    self._cond.notify_all()  # a non-realtime file reader waits for this
+                    return frame
+                if self._stop.is_set() or self.ended.is_set():
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    # --- watchdog ---------------------------------------------------------------------
+
+    def _start_reader(self) -> None:
+        with self._cond:
+            self._gen += 1
+            gen = self._gen
+            self._error = None
+            self._opened_at = time.monotonic()
+        threading.Thread(
+            target=self._read_loop, args=(gen,), name=f"camera-reader-{gen}", daemon=True
+        ).start()
+
+    def _watch(self) -> None:
+        self._start_reader()
+        while not self._stop.wait(self.tick_s):
+            if self.ended.is_set():
+                continue
+            now = time.monotonic()
+            with self._cond:
+                error = self._error
+                got_frame = self._last_frame_at > self._opened_at
+                since = now - (self._last_frame_at if got_frame else self._opened_at)
+                limit = self.stale_after_s if got_frame else self.open_timeout_s
+            if error is None and since <= limit:
+                continue
+            if error is None:
+                error = (
+                    f"no frame for {since:.1f} s (read blocked?)"
+                    if got_frame
+                    else f"no first frame within {limit:.0f} s of opening"
+                )
+                self.abandoned += 1  # the reader is presumably stuck inside OpenCV
+            self._fail(error)
+            delay = self.backoff_s[min(self._failures - 1, len(self.backoff_s) - 1)]
+            logger.info("camera %s: reopening in %.1f s", self.shown, delay)
+            if self._stop.wait(delay):
+                break
+            self.reopens += 1
+            self._start_reader()
+
+    def _fail(self, detail: str) -> None:
+        with self._cond:
+            self._gen += 1  # abandon the current reader
+            self._failures += 1
+            first = not self._faulted
+            self._faulted = True
+            self._fault_detail = detail
+        logger.warning("camera %s: %s", self.shown, detail)
+        if first:
+            self._callback(self.on_fault, f"{self.shown}: {detail}")
+
+    def _callback(self, cb: FaultCallback, detail: str) -> None:
+        try:
+            cb("camera", detail)
+        except Exception:  # a reporting failure must not kill the watchdog
+            logger.exception("camera fault callback failed")
+
+    # --- reader -----------------------------------------------------------------------
+
+    def _read_loop(self, gen: int) -> None:
+        try:
+            cap = self.capture_factory(self.source)
+        except Exception as exc:
+            self._reader_error(gen, f"cannot open: {exc}")
+            return
+        try:
+            if not cap.isOpened():
+                self._reader_error(gen, "cannot open")
+                return
+            fps = cap.get(cv2.CAP_PROP_FPS) if self.file else 0.0
+            fps = fps if fps and 1.0 <= fps <= 240.0 else 25.0
+            index = 0
+            started = time.monotonic()
+            while True:
+                if self.file and not self._wait_turn(gen, started, index, fps):
+                    return
+                ok, image = cap.read()
+                with self._cond:
+                    if gen != self._gen:
+                        return  # abandoned (or stopped) while blocked in read()
+                if not ok or image is None:
+                    if self.file:
+                        logger.info("camera %s: end of file after %d frames", self.shown, index)
+                        self.ended.set()
+                        with self._cond:
+                            self._cond.notify_all()
+                        return
+                    self._reader_error(gen, "read failed (unplugged or stream closed)")
+                    return
+                now = time.monotonic()
+                t = index / fps if self.file else now
+                index += 1
+                self._publish(gen, image, t, now)
+        finally:
+            try:
+                cap.release()
+            except Exception:
+                logger.debug("camera %s: release failed", self.shown, exc_info=True)
+
+    def _wait_turn(self, gen: int, started: float, index: int, fps: float) -> bool:
+        """Pace a file: at its frame rate, or until the consumer took the previous frame."""
+        with self._cond:
+            if self.realtime:
+                due = started + index / fps
+                while gen == self._gen and (left := due - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            else:
+                while gen == self._gen and self._taken < self._seq:
+                    self._cond.wait(0.5)
+            return gen == self._gen
+
+    def _publish(self, gen: int, image: np.ndarray, t: float, now: float) -> None:
+        recovered = False
+        with self._cond:
+            if gen != self._gen:
+                return
+            self._seq += 1
+            self._frame = Frame(image=image, seq=self._seq, t=t, captured=now)
+            self._last_frame_at = now
+            if self._faulted:
+                self._faulted = False
+                self._failures = 0
+                recovered = True
+            self._cond.notify_all()
+        if recovered:
+            logger.warning("camera %s: frames flowing again", self.shown)
+            self._callback(self.on_recovered, f"{self.shown}: frames flowing again")
+
+    def _reader_error(self, gen: int, detail: str) -> None:
+        with self._cond:
+            if gen == self._gen:
+                self._error = detail

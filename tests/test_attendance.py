@@ -1,0 +1,435 @@
+"""agent/attendance.py: real composed videos through OpenCV → punches and rejections.
+
+The videos are built from the pinned face_recognition test photos (tests/media.py). "obama"
+is enrolled from obama.jpg and obama3.jpg and appears on video from obama2.jpg, a different
+photo; "biden" is enrolled from biden.jpg and appears mirrored. A still, sway-free sprite
+stands in for a printed photo held up to the camera.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.attendance import (
+    AttendancePipeline,
+    AttendanceWorker,
+    BlinkDetector,
+    attendance_worker_factories,
+    build_engine,
+    wall_clock_for,
+)
+from agent.config import AttendanceSection, load_agent_config
+from agent.gallery import gallery_path
+from agent.outbox import Outbox
+from agent.schedule import Schedule
+from drivers.camera import Camera
+from tests import media
+from tests.media import Actor
+
+TZ = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parents[1]
+WAIT = 60.0
+
+OBAMA_WALK = [Actor("obama2.jpg", 0.2, 3.6)]
+
+
+def run_video(
+    video: Path,
+    gallery_people: Sequence[str] = ("obama",),
+    epoch: datetime | None = None,
+    **cfg: Any,
+) -> tuple[list[tuple[str, dict[str, Any], datetime]], AttendancePipeline]:
+    """Every frame of the file through the pipeline; returns the events it emitted."""
+    att = AttendanceSection(camera=str(video), realtime=False, **cfg)
+    events: list[tuple[str, dict[str, Any], datetime]] = []
+    pipeline = AttendancePipeline(
+        att,
+        build_engine(att),
+        media.gallery_of(*gallery_people),
+        Schedule(att.schedule),
+        lambda t, d, at: events.append((t, d, at)),
+        wall_clock_for(TZ, epoch or datetime(2026, 11, 25, 8, 20, tzinfo=TZ)),
+    )
+    cam = Camera(str(video), realtime=False)
+    cam.start()
+    seq = 0
+    try:
+        while (frame := cam.read(seq, WAIT)) is not None:
+            seq = frame.seq
+            pipeline.process(frame)
+    finally:
+        cam.stop()
+    assert cam.ended.is_set()
+    return events, pipeline
+
+
+def of_type(events, event_type: str) -> list[dict[str, Any]]:
+    return [d for t, d, _ in events if t == event_type]
+
+
+def test_known_person_punches_once_with_slot_and_status() -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    # Wednesday 2026-11-25 (winter); the video starts at 08:44:00, the face shows at 0.2 s.
+    events, _ = run_video(video, epoch=datetime(2026, 11, 25, 8, 44, tzinfo=TZ))
+    punches = of_type(events, "attendance.punch")
+    assert len(punches) == 1, events
+    p = punches[0]
+    assert p["staff_id"] == "obama" and p["liveness"] == "off"
+    assert (p["slot"], p["status"], p["minutes_off"]) == ("morning_in", "late", 15)
+    assert 0 < p["distance"] <= 0.5
+    assert not of_type(events, "attendance.rejected")
+    # Privacy (CONTRACT §2/§3): punch data is exactly the contract's keys; no image, no
+    # embedding, no name.
+    assert set(p) == {"staff_id", "slot", "status", "minutes_off", "distance", "liveness"}
+    afternoon, _ = run_video(video, epoch=datetime(2026, 11, 25, 17, 10, tzinfo=TZ))
+    p = of_type(afternoon, "attendance.punch")[0]
+    assert (p["slot"], p["status"], p["minutes_off"]) == ("afternoon_out", "early_leave", 20)
+
+
+def test_debounce_one_punch_per_window() -> None:
+    # In, out, back in 1.5 s later; then again after 5 s.
+    video = media.cached_video(
+        "comeback",
+        [
+            Actor("obama2.jpg", 0.2, 2.2),
+            Actor("obama2.jpg", 3.7, 5.7),
+            Actor("obama2.jpg", 9.5, 11.5),
+        ],
+        12.0,
+    )
+    events, pipeline = run_video(video, debounce_s=4)
+    punches = of_type(events, "attendance.punch")
+    assert [p["staff_id"] for p in punches] == ["obama", "obama"], events
+    gap = (events[1][2] - events[0][2]).total_seconds() if len(events) > 1 else 0
+    assert gap >= 4  # the return at 3.7 s was inside the window, the one at 9.5 s was not
+    assert pipeline.counters["suppressed"] >= 1
+    events, _ = run_video(video, debounce_s=120)
+    assert len(of_type(events, "attendance.punch")) == 1
+
+
+def test_two_people_two_punches() -> None:
+    video = media.cached_video(
+        "two",
+        [
+            Actor("obama2.jpg", 0.2, 3.6, x=0.28, face_px=150),
+            Actor("biden.jpg", 0.5, 3.6, x=0.75, face_px=150, flip=True),
+        ],
+        4.0,
+    )
+    events, _ = run_video(video, gallery_people=("obama", "biden"))
+    assert sorted(p["staff_id"] for p in of_type(events, "attendance.punch")) == ["biden", "obama"]
+    assert not of_type(events, "attendance.rejected")
+
+
+def test_unknown_person_is_rejected_not_punched_and_rate_limited() -> None:
+    # Biden is not enrolled; he comes twice, 2.6 s apart.
+    video = media.cached_video(
+        "unknown",
+        [Actor("biden.jpg", 0.2, 2.2, flip=True), Actor("biden.jpg", 3.0, 5.0, flip=True)],
+        5.4,
+    )
+    events, _ = run_video(video, reject_interval_s=30)
+    assert not of_type(events, "attendance.punch")
+    rejected = of_type(events, "attendance.rejected")
+    assert len(rejected) == 1, events
+    assert rejected[0]["reason"] == "unknown_face" and rejected[0]["distance"] > 0.5
+    assert set(rejected[0]) == {"reason", "distance"}  # no image, no embedding
+    events, _ = run_video(video, reject_interval_s=1)
+    assert [d["reason"] for d in of_type(events, "attendance.rejected")] == ["unknown_face"] * 2
+
+
+def test_blurred_face_is_rejected_as_low_quality() -> None:
+    video = media.cached_video("blurred", [Actor("obama2.jpg", 0.2, 3.6, blur=7)], 4.0)
+    events, pipeline = run_video(video)
+    assert not of_type(events, "attendance.punch")
+    assert of_type(events, "attendance.rejected") == [{"reason": "low_quality", "distance": None}]
+    assert pipeline.engine.stats["encodings"] == 0  # never encoded: refused before encoding
+
+
+def test_printed_photo_does_not_punch_with_blink_liveness() -> None:
+    # The photo is carried in, then held perfectly still: no sway, no blink.
+    video = media.cached_video("printed", [Actor("obama2.jpg", 0.2, 4.6, still=True)], 5.0)
+    control, _ = run_video(video, liveness="off")
+    assert [p["staff_id"] for p in of_type(control, "attendance.punch")] == ["obama"]
+    events, _ = run_video(video, liveness="blink", blink_timeout_s=2.0)
+    assert not of_type(events, "attendance.punch")
+    assert [d["reason"] for d in of_type(events, "attendance.rejected")] == ["liveness_failed"]
+
+
+def test_live_person_blinks_and_punches() -> None:
+    video = media.cached_video("blink", [Actor("obama2.jpg", 0.2, 3.6, blinks=(2.0,))], 4.0)
+    events, _ = run_video(video, liveness="blink")
+    punches = of_type(events, "attendance.punch")
+    assert len(punches) == 1 and punches[0]["liveness"] == "passed"
+    assert (punches[0]["slot"], punches[0]["status"]) == ("morning_in", "on_time")
+    # The punch waited for the blink at 2.0 s of video time.
+    assert events[0][2] >= datetime(2026, 11, 25, 8, 20, 2, tzinfo=TZ)
+
+
+def test_blink_detector_on_ear_sequences() -> None:
+    b = BlinkDetector()
+    t = 0.0
+    for ear in [0.31, 0.30, 0.32, 0.31, 0.30, 0.31]:
+        assert not b.update(ear, t)
+        t += 0.04
+    assert not b.update(0.12, t)  # closed
+    assert b.update(0.30, t + 0.12)  # reopened within 0.8 s: a blink
+    flat = BlinkDetector()
+    assert not any(flat.update(0.3 + 0.01 * ((i % 3) - 1), i * 0.04) for i in range(200))
+    slow = BlinkDetector()
+    for i in range(6):
+        slow.update(0.3, i * 0.04)
+    slow.update(0.1, 1.0)
+    assert not slow.update(0.3, 3.0)  # eyes shut for 2 s: not a blink
+
+
+# --- the worker: child process, outbox, roster ------------------------------------------
+
+
+def kiosk_config(write_config, data_dir: Path, video: Path, **extra: Any):
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in extra.items())
+    return load_agent_config(
+        write_config(
+            f"""
+            [device]
+            id = "kiosk-01"
+            site = "jiedong"
+            data_dir = "{data_dir}"
+
+            [attendance]
+            camera = "{video}"
+            realtime = false
+            {lines}
+            """
+        )
+    )
+
+
+def test_worker_records_punch_in_outbox_from_a_child_process(write_config, tmp_path) -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    cfg = kiosk_config(write_config, tmp_path / "data", video)
+    media.gallery_of("obama").save(gallery_path(cfg.data_dir))
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    punched = threading.Event()
+    worker = AttendanceWorker(
+        cfg,
+        outbox,
+        media_epoch=datetime(2026, 11, 25, 8, 20, tzinfo=TZ),
+        on_punch=lambda s: punched.set(),
+    )
+    worker.start()
+    try:
+        assert worker.ended.wait(WAIT), worker.health()
+        assert worker.pid is not None and worker.pid != os.getpid()
+        assert worker.alive()
+        health = worker.health()
+        assert health["state"] == "ended" and health["punches"] == 1 and health["people"] == 1
+    finally:
+        worker.stop()
+    assert not worker.alive()
+    assert worker._proc.exitcode == 0  # stopped on request, not terminated
+    rows = [json.loads(p.body) for p in outbox.pending(100)]
+    punches = [e for e in rows if e["type"] == "attendance.punch"]
+    assert len(punches) == 1 and punches[0]["data"]["staff_id"] == "obama"
+    assert punches[0]["at"].startswith("2026-11-25T08:20:00") and punches[0]["device"] == "kiosk-01"
+    outbox.close()
+
+
+def test_factories_carry_debounce_over_a_restart(write_config, tmp_path) -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    cfg = kiosk_config(write_config, tmp_path / "data", video, isolation="thread", debounce_s=600)
+    media.gallery_of("obama").save(gallery_path(cfg.data_dir))
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    make = attendance_worker_factories(cfg, outbox)["attendance"]
+    for _ in range(2):  # the supervisor restarts the worker: the video plays again
+        worker = make()
+        worker.start()
+        try:
+            assert worker.ended.wait(WAIT)
+        finally:
+            worker.stop()
+    types = [p.type for p in outbox.pending(100)]
+    assert types.count("attendance.punch") == 1  # the second run was inside debounce_s
+    outbox.close()
+
+
+def test_roster_removal_deletes_encodings_in_the_running_worker(write_config, tmp_path) -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    data = tmp_path / "data"
+    cfg = kiosk_config(write_config, data, video, isolation="thread")
+    media.gallery_of("obama", "biden").save(gallery_path(data))
+    roster = {
+        "v": 1,
+        "version": 7,
+        "staff": [{"id": "obama", "name": "O", "role": "staff", "window": "A01"}],
+    }
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, outbox)
+    worker.start()
+    try:
+        assert worker.ended.wait(WAIT)
+    finally:
+        worker.stop()
+    from agent.gallery import Gallery
+
+    assert [p.staff_id for p in Gallery.load(gallery_path(data)).people()] == ["obama"]
+    outbox.close()
+
+
+def test_camera_fault_becomes_a_device_fault_event(write_config, tmp_path) -> None:
+    cfg = kiosk_config(
+        write_config, tmp_path / "data", tmp_path / "missing.avi", isolation="thread"
+    )
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    got = threading.Event()
+    outbox.add_listener(got.set)
+    worker = AttendanceWorker(cfg, outbox)
+    worker.start()
+    try:
+        assert got.wait(WAIT)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    events = [json.loads(p.body) for p in outbox.pending(10)]
+    assert events[0]["type"] == "device.fault" and events[0]["data"]["component"] == "camera"
+    assert "cannot open" in events[0]["data"]["detail"]
+    outbox.close()
+
+
+def test_pad_only_startup_never_loads_the_vision_stack() -> None:
+    # numpy is not checked: sqlite_utils (the outbox) imports it whenever it is installed;
+    # on a window device without the kiosk extra it is not.
+    code = (
+        "import sys, importlib\n"
+        "import agent.runtime, agent.cli, agent.checks, agent.config, agent.supervisor\n"
+        "import agent.attendance, agent.schedule\n"
+        "for m in ('agent.windows', 'sync.uplink'):\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "heavy = [m for m in ('cv2', 'dlib', 'face_recognition', 'face_recognition_models',\n"
+        "         'drivers.camera', 'drivers.faces', 'agent.gallery') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "", f"pad-only startup imported {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("name", ["process", "thread"])
+def test_isolation_modes_are_config_values(name: str) -> None:
+    assert AttendanceSection(isolation=name).isolation == name
+
+
+def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog) -> None:
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    data = tmp_path / "data"
+    cfg = kiosk_config(write_config, data, video, isolation="thread")
+    gallery_path(data).parent.mkdir(parents=True)
+    gallery_path(data).write_bytes(b"garbage")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, outbox)
+    worker.start()
+    try:
+        assert worker.ended.wait(WAIT)
+        assert worker.alive() and worker.health()["people"] == 0
+    finally:
+        worker.stop()
+    assert "not a readable gallery file" in caplog.text
+    assert [p.type for p in outbox.pending(10)] == ["attendance.rejected"]  # nobody known
+    outbox.close()
+
+
+# --- pipeline policy against a scripted engine (the neighbour faked, the policy real) ------
+
+
+class ScriptedEngine:
+    """Returns, per frame, the faces a script says: (track id, encoding or None, quality)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.settled: dict[int, bool] = {}
+
+    def process(self, image):
+        from drivers.faces import Face, FrameResult
+
+        faces, ended = self.script.pop(0)
+        return FrameResult(
+            faces=[Face(tid, (0, 100, 100, 0), encoding=enc, quality=q) for tid, enc, q in faces],
+            ended=ended,
+        )
+
+    def settle(self, track_id: int, settled: bool = True) -> None:
+        self.settled[track_id] = settled
+
+
+def scripted(script, **cfg):
+    import numpy as np
+
+    from agent.gallery import Gallery
+    from drivers.camera import Frame
+
+    a = np.zeros(128, np.float32)
+    b = a.copy()
+    b[0] = 1.0
+    gallery = Gallery.from_arrays(np.vstack([a, b]), ["alice", "bob"])
+    events: list = []
+    engine = ScriptedEngine(script)
+    att = AttendanceSection(**cfg)
+    p = AttendancePipeline(
+        att,
+        engine,
+        gallery,
+        Schedule(),
+        lambda t, d, at: events.append((t, d)),
+        wall_clock_for(TZ, datetime(2026, 11, 25, 8, 0, tzinfo=TZ)),
+    )
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(len(engine.script)):
+        p.process(Frame(img, i + 1, i * 0.04, float(i)))
+    return events, engine, (a, b)
+
+
+def test_votes_decide_and_a_disagreeing_recheck_reopens_the_track() -> None:
+    import numpy as np
+
+    a = np.zeros(128, np.float32)
+    b = a.copy()
+    b[0] = 1.0
+    far = a + 5
+    A, B, X = (1, a, None), (1, b, None), (1, far, None)
+    script = [([A], []), ([X], []), ([A], []), ([A], [])]  # 3 of 4 say alice
+    script += [([B], []), ([B], []), ([B], [])]  # then bob stands where alice stood
+    events, engine, _ = scripted(script)
+    assert [d["staff_id"] for t, d in events if t == "attendance.punch"] == ["alice", "bob"]
+    assert engine.settled[1] is True
+
+
+def test_margin_between_two_people_is_unknown() -> None:
+    import numpy as np
+
+    mid = np.zeros(128, np.float32)
+    mid[0] = 0.5  # exactly between alice and bob: 0.5 from each
+    script = [([(1, mid, None)], [])] * 3
+    events, _, _ = scripted(script, tolerance=0.6)
+    assert events == [("attendance.rejected", {"reason": "unknown_face", "distance": 0.5})]
+
+
+def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
+    script = [([(1, None, "turned")], [])] * 5 + [([(1, None, "blurred")], [])] * 10
+    events, _, _ = scripted(script)
+    assert events == [("attendance.rejected", {"reason": "low_quality", "distance": None})]

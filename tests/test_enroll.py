@@ -1,0 +1,208 @@
+"""``hall-agent enroll`` / ``hall-agent gallery`` end to end, as a technician runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.gallery import Gallery, gallery_path
+from tests import media
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"RIFF")
+
+
+@pytest.fixture
+def kiosk(tmp_path, write_config) -> tuple[Path, Path]:
+    media.require_photos()
+    data = tmp_path / "data"
+    cfg = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{data}"
+
+        [attendance]
+        camera = "0"
+        """
+    )
+    return cfg, data
+
+
+def cli(cfg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(cfg), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def people(data: Path) -> list[tuple[str, str, int]]:
+    return [(p.staff_id, p.name, p.encodings) for p in Gallery.load(gallery_path(data)).people()]
+
+
+def test_enroll_stores_encodings_only(kiosk) -> None:
+    cfg, data = kiosk
+    r = cli(
+        cfg,
+        "enroll",
+        "--staff-id",
+        "s001",
+        "--name",
+        "奥巴马",
+        media.photo("obama.jpg"),
+        media.photo("obama3.jpg"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "enrolled s001 (奥巴马): 2 encodings" in r.stdout
+    assert people(data) == [("s001", "奥巴马", 2)]
+    # Privacy (CONTRACT §3): nothing but the gallery file (and its lock) under data_dir,
+    # and nothing in it that looks like an image.
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
+    assert files == ["gallery/.lock", "gallery/gallery.npz"]
+    blob = (data / "gallery" / "gallery.npz").read_bytes()
+    assert not any(m in blob for m in (b"\xff\xd8\xff", b"\x89PNG"))
+    # Enrolling again replaces, --append adds.
+    assert (
+        cli(
+            cfg, "enroll", "--staff-id", "s001", "--name", "奥巴马", media.photo("obama2.jpg")
+        ).returncode
+        == 0
+    )
+    assert people(data) == [("s001", "奥巴马", 1)]
+    r = cli(
+        cfg,
+        "enroll",
+        "--append",
+        "--staff-id",
+        "s001",
+        "--name",
+        "奥巴马",
+        media.photo("obama.jpg"),
+    )
+    assert r.returncode == 0 and people(data) == [("s001", "奥巴马", 2)]
+    listed = cli(cfg, "gallery", "list", "--json")
+    assert json.loads(listed.stdout) == [
+        {"staff_id": "s001", "name": "奥巴马", "encodings": 2, "role": None}
+    ]
+
+
+def test_enroll_refuses_bad_photos_with_the_reason(kiosk, tmp_path) -> None:
+    cfg, data = kiosk
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((480, 640, 3), 90, np.uint8))
+    group = media.two_faces_photo(tmp_path / "group.jpg")
+    img = media.load_bgr("obama.jpg")
+    blurred = tmp_path / "blurred.jpg"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(img, (0, 0), 6))
+    tiny = tmp_path / "tiny.jpg"
+    cv2.imwrite(str(tiny), cv2.resize(img, None, fx=0.22, fy=0.22, interpolation=cv2.INTER_AREA))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    r = cli(
+        cfg,
+        "enroll",
+        "--staff-id",
+        "s002",
+        "--name",
+        "X",
+        media.photo("obama.jpg"),
+        wall,
+        group,
+        blurred,
+        tiny,
+        broken,
+    )
+    assert r.returncode == 1
+    assert f"{wall}: no face found" in r.stderr
+    assert f"{group}: several faces in the photo (expected exactly one)" in r.stderr
+    assert f"{blurred}: face too blurred" in r.stderr
+    assert f"{tiny}: face too small" in r.stderr
+    assert f"{broken}: not a readable image file" in r.stderr
+    assert "s002: nothing stored" in r.stderr
+    assert people(data) == []  # all or nothing: the one good photo was not stored either
+    r = cli(cfg, "enroll", "--staff-id", "s002", "--name", "X", tmp_path / "missing.jpg")
+    assert r.returncode == 2 and "photo not found" in r.stderr
+
+
+def test_enroll_from_dir_with_progress(kiosk, tmp_path) -> None:
+    cfg, data = kiosk
+    root = tmp_path / "photos"
+    for sid, names in {"s001": ["obama.jpg", "obama3.jpg"], "s002": ["biden.jpg"]}.items():
+        (root / sid).mkdir(parents=True)
+        for n in names:
+            shutil.copy(media.photo(n), root / sid / n)
+    (root / "s003").mkdir()
+    cv2.imwrite(str(root / "s003" / "wall.jpg"), np.full((200, 200, 3), 90, np.uint8))
+    (root / "notes.txt").write_text("ignored: not a folder")
+    r = cli(cfg, "enroll", "--from-dir", root)
+    assert r.returncode == 1, r.stderr
+    assert "[##############################] 4/4" in r.stderr
+    assert "refused s003" in r.stderr and "1 of 3 people refused" in r.stderr
+    assert people(data) == [("s001", "s001", 2), ("s002", "s002", 1)]
+    r = cli(cfg, "gallery", "list")
+    assert (
+        r.returncode == 0
+        and "s001\ts001\t2 encodings" in r.stdout
+        and "2 people, 3 encodings" in r.stdout
+    )
+    r = cli(cfg, "gallery", "remove", "s002")
+    assert r.returncode == 0 and people(data) == [("s001", "s001", 2)]
+    r = cli(cfg, "gallery", "remove", "s002")
+    assert r.returncode == 1 and "s002 is not enrolled" in r.stderr
+
+
+def test_roster_limits_enrolment_and_prunes_leavers(kiosk) -> None:
+    cfg, data = kiosk
+    assert (
+        cli(cfg, "enroll", "--staff-id", "s001", "--name", "A", media.photo("obama.jpg")).returncode
+        == 0
+    )
+    assert (
+        cli(cfg, "enroll", "--staff-id", "s002", "--name", "B", media.photo("biden.jpg")).returncode
+        == 0
+    )
+    roster = {
+        "v": 1,
+        "version": 3,
+        "staff": [{"id": "s001", "name": "A", "role": "chief", "window": "A01"}],
+    }
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
+    r = cli(cfg, "gallery", "list")
+    assert r.returncode == 0
+    assert "removed s002: no longer in the roster" in r.stdout
+    assert "s001\tA\t1 encodings\tchief" in r.stdout
+    assert people(data) == [("s001", "A", 1)]
+    r = cli(cfg, "enroll", "--staff-id", "s002", "--name", "B", media.photo("biden.jpg"))
+    assert r.returncode == 1 and "s002 is not in the roster" in r.stderr
+    (data / "roster.json").write_text("{broken", encoding="utf-8")
+    # A damaged roster counts as none (logged), like sync.downlink.load_roster: nothing is
+    # pruned and the kiosk keeps working.
+    r = cli(cfg, "gallery", "list")
+    assert r.returncode == 0 and "unreadable" in r.stderr and "ignoring it" in r.stderr
+    assert people(data) == [("s001", "A", 1)]
+
+
+def test_enroll_needs_a_kiosk_config(tmp_path, write_config) -> None:
+    cfg = write_config(
+        f"""
+        [device]
+        id = "win-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+        """
+    )
+    r = cli(cfg, "enroll", "--staff-id", "s1", "--name", "A", tmp_path / "x.jpg")
+    assert r.returncode == 2 and "no [attendance] section" in r.stderr
+    r = cli(cfg, "enroll")
+    assert r.returncode == 2

@@ -1,0 +1,156 @@
+"""agent/gallery.py: matrix matching with tolerance and margin, voting, storage."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path
+from tests import media
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, 128)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True) * 0.6
+
+
+def test_distances_equal_the_plain_euclidean_ones() -> None:
+    rng = np.random.default_rng(1)
+    enc = unit(rng, 50)
+    g = Gallery.from_arrays(enc, [f"p{i % 7}" for i in range(50)])
+    q = unit(rng, 1)[0]
+    # The gallery reorders rows by person; compare as multisets per person.
+    want = np.linalg.norm(enc - q, axis=1)
+    got = g.distances(q)
+    assert np.allclose(np.sort(got), np.sort(want), atol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    owners=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=30),
+    seed=st.integers(0, 2**16),
+    tol=st.floats(0.1, 1.2),
+    margin=st.floats(0.0, 0.3),
+)
+def test_match_agrees_with_brute_force(owners, seed, tol, margin) -> None:
+    rng = np.random.default_rng(seed)
+    enc = unit(rng, len(owners))
+    q = enc[0] + rng.normal(scale=0.05, size=128).astype(np.float32)
+    g = Gallery.from_arrays(enc, owners)
+    m = g.match(q, tol, margin)
+    d = np.linalg.norm(enc - q, axis=1)
+    best = int(np.argmin(d))
+    others = [d[i] for i in range(len(owners)) if owners[i] != owners[best]]
+    second = min(others) if others else None
+    assert m.nearest_id == owners[best]
+    assert m.distance == pytest.approx(d[best], abs=1e-4)
+    if second is None:
+        assert m.second is None
+    else:
+        assert m.second == pytest.approx(second, abs=1e-4)
+    ok = d[best] <= tol and (second is None or second - d[best] >= margin)
+    # Rounding at the thresholds aside, acceptance follows the rule exactly.
+    if abs(d[best] - tol) > 1e-4 and (second is None or abs(second - d[best] - margin) > 1e-4):
+        assert (m.staff_id == owners[best]) == ok
+
+
+def test_margin_rejects_a_face_between_two_people() -> None:
+    rng = np.random.default_rng(3)
+    a = unit(rng, 1)[0]
+    b = a.copy()
+    b[:4] += 0.08  # a look-alike, close to a
+    g = Gallery.from_arrays(np.vstack([a, b]), ["alice", "bella"])
+    q = a + (b - a) * 0.4
+    assert g.match(q, 0.5, 0.0).staff_id == "alice"
+    m = g.match(q, 0.5, 0.06)
+    assert m.staff_id is None and m.nearest_id == "alice"
+    assert m.second is not None and m.second - m.distance < 0.06
+
+
+def test_tolerance_rejects_a_far_face() -> None:
+    rng = np.random.default_rng(4)
+    g = Gallery.from_arrays(unit(rng, 3), ["x", "x", "y"])
+    far = unit(rng, 1)[0] * 2
+    m = g.match(far, 0.5, 0.06)
+    assert m.staff_id is None and m.distance is not None and m.distance > 0.5
+    assert Gallery().match(far) == Match(None, None, None, None)
+
+
+def test_real_photos_match_the_right_person() -> None:
+    media.require_photos()
+    g = media.gallery_of("obama")
+    m = g.match(media.photo_encoding("obama2.jpg"))  # a photo not used for enrolment
+    assert m.staff_id == "obama" and m.distance is not None and m.distance < 0.5
+    unknown = g.match(media.photo_encoding("biden.jpg"))
+    assert unknown.staff_id is None and unknown.distance is not None and unknown.distance > 0.6
+    both = media.gallery_of("obama", "biden")
+    m = both.match(media.photo_encoding("obama2.jpg"))
+    assert m.staff_id == "obama" and m.second is not None and m.second - m.distance > 0.06
+
+
+def test_vote_needs_agreeing_frames() -> None:
+    v = Vote(3)
+    alice = Match("alice", 0.3, 0.8, "alice")
+    unknown = Match(None, 0.7, 0.9, "bob")
+    v.add(alice)
+    v.add(unknown)
+    v.add(alice)
+    assert v.decision() == (None, False)
+    v.add(alice)
+    assert v.decision() == ("alice", True)
+    assert v.distance("alice") == pytest.approx(0.3)
+    for _ in range(3):
+        v.add(unknown)
+    assert v.decision() == (None, True)  # the window (5 votes) now holds 3 unknowns
+
+
+def test_add_remove_people() -> None:
+    rng = np.random.default_rng(5)
+    g = Gallery()
+    g.add("s2", "李四", unit(rng, 2))
+    g.add("s1", "张三", unit(rng, 3))
+    g.add("s2", "李四", unit(rng, 1))
+    assert [(p.staff_id, p.name, p.encodings) for p in g.people()] == [
+        ("s1", "张三", 3),
+        ("s2", "李四", 3),
+    ]
+    assert g.remove(["s2", "nobody"]) == ["s2"]
+    assert [p.staff_id for p in g.people()] == ["s1"] and g.rows == 3
+
+
+def test_storage_holds_encodings_only(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    g = Gallery.from_arrays(unit(rng, 4), ["s1", "s1", "s2", "s2"], {"s1": "张三", "s2": "李四"})
+    path = gallery_path(tmp_path)
+    g.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == [
+            "encodings.npy",
+            "ids.npy",
+            "names.npy",
+            "owners.npy",
+            "version.npy",
+        ]
+    back = Gallery.load(path)
+    assert [(p.staff_id, p.name, p.encodings) for p in back.people()] == [
+        ("s1", "张三", 2),
+        ("s2", "李四", 2),
+    ]
+    q = unit(rng, 1)[0]
+    assert np.allclose(np.sort(back.distances(q)), np.sort(g.distances(q)))
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_damaged_file_is_a_clear_error(tmp_path) -> None:
+    path = gallery_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a gallery")
+    with pytest.raises(GalleryError, match="not a readable gallery file"):
+        Gallery.load(path)
+    assert len(Gallery.load(tmp_path / "missing.npz")) == 0
