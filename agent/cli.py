@@ -323,4 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy imported as `agent.cli`, not this `__main__` one: other modules raise
+    # `agent.cli.CliError`, which a handler in `__main__` would not recognise.
+    from agent.cli import main as package_main
+
+    sys.exit(package_main())

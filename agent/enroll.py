@@ -44,12 +44,6 @@ class EnrollError(Exception):
 
 
 def _cli_error(message: str, code: int = 1) -> Exception:
-    # Under ``python -m agent.cli`` the running CLI is ``__main__``, whose CliError is not
-    # ``agent.cli.CliError``; raise the class the running CLI actually catches.
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "agent.cli" and hasattr(main, "CliError"):
-        return main.CliError(message, code)
     from agent.cli import CliError
 
     return CliError(message, code)

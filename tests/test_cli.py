@@ -130,7 +130,11 @@ def test_check_unconfirmed_clock_is_a_warning_not_a_failure(write_config):
     env = {**os.environ, "HALL_AGENT_CLOCK": "unsynced"}
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "-c", str(path), "check", "--only", "clock"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARN] clock: not confirmed" in result.stdout
