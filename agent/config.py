@@ -97,7 +97,9 @@ class MqttSection(_Section):
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         if not re.match(r"^mqtts?://[^/\s:]+(:\d{1,5})?/?$", value):
-            raise ValueError(f"expected mqtt://host[:port] or mqtts://host[:port], got {value!r}")
+            raise ValueError(
+                f"expected mqtt://host[:port] or mqtts://host[:port], got {redact_url(value)!r}"
+            )
         return value
 
     @property
@@ -309,7 +311,9 @@ class StoreSection(_Section):
         if not (
             value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://"))
         ):
-            raise ValueError(f"expected sqlite:///PATH or postgresql://…, got {value!r}")
+            raise ValueError(
+                f"expected sqlite:///PATH or postgresql://…, got {redact_url(value)!r}"
+            )
         return value
 
     # PostgreSQL only: the schema holding the tables (created if missing). Lets several
@@ -377,10 +381,18 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current
 
 
+_URL_USERINFO = re.compile(r"(//[^/@\s]*?):[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` (never echo a secret)."""
+    return _URL_USERINFO.sub(r"\1:***@", text)
+
+
 def _describe(value: Any, secret: bool) -> str:
     if secret:
         return "<hidden>"
-    text = repr(value)
+    text = repr(redact_url(value) if isinstance(value, str) else value)
     return text if len(text) <= 60 else text[:57] + "…"
 
 
