@@ -236,6 +236,8 @@ class PadBus:
     def on_link(self, up: bool, detail: str) -> None:
         self.link_up = up
         now = time.monotonic()
+        if up:
+            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
         for addr, pad in self.pads.items():
             component = f"pad:{addr}"
             if up:
@@ -244,7 +246,6 @@ class PadBus:
                 if pad.fault_reported:
                     pad.fault_reported = False
                     self._record("device.recovered", {"component": component, "detail": detail})
-                self._show(addr)
             elif not pad.fault_reported:
                 pad.fault_reported = True
                 pad.online = False
@@ -253,7 +254,10 @@ class PadBus:
                     {"component": component, "detail": f"window {pad.cfg.window}: {detail}"},
                 )
         if up:
-            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
+            # Displays last: a write that fails raises to the link (a link fault) and must
+            # not leave the pads after it half updated.
+            for addr in self.pads:
+                self._show(addr)
 
     def on_message(self, addr: int, seq: int, msg: Message) -> None:
         pad = self.pads.get(addr)

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import serial
 
 from agent import windows
-from agent.config import ConfigError
+from agent.config import ConfigError, PadSection, WindowsSection
 from agent.outbox import Outbox
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
@@ -391,3 +392,40 @@ def test_workers_run_under_the_supervisor(
     finally:
         for worker in sup.workers.values():
             worker.stop(5.0)
+
+
+class UnwritableDriver:
+    """A driver whose port accepts nothing: every write fails as on a vanished adapter."""
+
+    port = "/dev/ttyUSB7"
+
+    def send(self, addr: int, msg: object, seq: int | None = None) -> None:
+        raise serial.SerialException("write failed: [Errno 5] Input/output error")
+
+    def stats(self) -> dict:
+        return {}
+
+
+def test_a_failed_display_write_on_link_up_leaves_no_pad_half_recovered(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    pads = [PadSection(port=UnwritableDriver.port, address=a, window=f"B0{a}") for a in (1, 2)]
+    bus = windows.PadBus(
+        UnwritableDriver.port,
+        pads,
+        UnwritableDriver(),  # type: ignore[arg-type]
+        outbox,
+        WindowsSection(),
+        windows.StateFile(tmp_path / "windows-state.json"),
+        windows.RosterNames(tmp_path / "roster.json"),
+    )
+    bus.on_link(False, "unplugged")
+    assert len(events(outbox, "device.fault")) == 2
+    # The DISPLAY write fails: the error goes to the link (a link fault, it reopens), but
+    # only after every pad's state was brought up to date.
+    with pytest.raises(serial.SerialException):
+        bus.on_link(True, "open")
+    assert all(p.online and not p.fault_reported for p in bus.pads.values())
+    recovered = [e["data"]["component"] for e in events(outbox, "device.recovered")]
+    assert recovered == ["pad:1", "pad:2"]
+    assert bus._next_time == 0.0  # TIME goes out as soon as the link is back
