@@ -301,3 +301,18 @@ OutboxMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_outbox_state_machine = OutboxMachine.TestCase
+
+
+def test_dedupe_age_is_the_time_since_the_key_was_stored(outbox, monkeypatch):
+    import time
+
+    assert outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000") is None
+    before = time.time()
+    outbox.append("device.test", {}, dedupe_key="pad:/dev/ttyUSB0:001:q0:000")
+    after = time.time()
+    monkeypatch.setattr(time, "time", lambda: after + 100.0)  # 100 s later
+    age = outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000")
+    assert age is not None and 100.0 <= age <= 100.0 + (after - before)
+    monkeypatch.undo()
+    outbox.forget_dedupe("pad:/dev/ttyUSB0:001:")
+    assert outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000") is None
