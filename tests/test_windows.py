@@ -233,7 +233,8 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
     tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The pad rebooted while the agent was down and its HELLO was lost: its seq restarts at
-    # 0 without a HELLO. A key older than any possible resend is stale and must not eat it.
+    # 0 without a HELLO. A key older than any possible resend is stale and must not eat a
+    # new frame, even one with the same content (same level, no reasons) at the same seq.
     monkeypatch.setattr(windows, "DUPLICATE_HORIZON_S", 0.3)
     agent = start(tmp_path, write_config, outbox, pty)
     try:
@@ -244,8 +245,8 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
         pad.close()
         time.sleep(0.4)
         fresh = pty.sim(1, resend_s=0.1)  # a new pad life, seq 0 again
-        assert fresh.rate(2).acked
-        assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 5, 2]
+        assert fresh.rate(5).acked  # byte-identical to the first rating
+        assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 5, 5]
     finally:
         agent.stop()
 
