@@ -24,7 +24,8 @@ Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
   belong to a resend any more, so it is treated as stale and forgotten before the append.
   This covers a pad that rebooted unheard and sends the same content at an old seq.
 - Invitation expiry uses its own key ``inv:<port>:<addr>:<invite_id>`` for both the pad's
-  EXPIRED frame and the agent's own timeout, so one invitation expires at most once.
+  EXPIRED frame and the agent's own timeout, so one invitation expires at most once. The
+  key lives as long as its invitation: issuing an invite id again forgets it first.
 
 Window state (who is logged in, paused, open invitations) lives in
 ``<data_dir>/windows-state.json`` (atomic replace); state changes are idempotent, so they are
@@ -468,6 +469,10 @@ class PadBus:
         with self._lock:
             invite_id = int(st["next_invite"]) or 1
             st["next_invite"] = invite_id % 0xFFFF + 1  # 1..65535, 0 means "none"
+        # The id is in use again (after a lap of 65535, or a lost state file restarting the
+        # counter): the key of its previous use must not swallow this invitation's expiry.
+        self.outbox.forget_dedupe(invite_key(self.port, addr, invite_id))
+        with self._lock:
             st["invites"][str(invite_id)] = {
                 "deadline": time.time() + self.settings.invite_timeout_s,
                 "staff_id": st["staff_id"],

@@ -12,6 +12,7 @@ import serial
 from agent import windows
 from agent.config import ConfigError, PadSection, WindowsSection
 from agent.outbox import Outbox
+from drivers.pad.codec import Ack, Expired
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
 
@@ -430,3 +431,48 @@ def test_a_failed_display_write_on_link_up_leaves_no_pad_half_recovered(
     recovered = [e["data"]["component"] for e in events(outbox, "device.recovered")]
     assert recovered == ["pad:1", "pad:2"]
     assert bus._next_time == 0.0  # TIME goes out as soon as the link is back
+
+
+class ListDriver:
+    port = "/dev/ttyUSB7"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, object, int | None]] = []
+
+    def send(self, addr: int, msg: object, seq: int | None = None) -> None:
+        self.sent.append((addr, msg, seq))
+
+    def stats(self) -> dict:
+        return {}
+
+
+def test_an_invite_id_issued_again_expires_again(tmp_path: Path, outbox: Outbox) -> None:
+    def new_bus(state_file: str) -> windows.PadBus:
+        return windows.PadBus(
+            ListDriver.port,
+            [PadSection(port=ListDriver.port, address=1, window="B01")],
+            ListDriver(),  # type: ignore[arg-type]
+            outbox,
+            WindowsSection(),
+            windows.StateFile(tmp_path / state_file),
+            windows.RosterNames(tmp_path / "roster.json"),
+        )
+
+    def let_it_expire(bus: windows.PadBus, invite_id: int) -> None:
+        bus.pads[1].state["invites"][str(invite_id)]["deadline"] = 0.0  # the timeout passed
+        bus.on_tick(time.monotonic())
+
+    bus = new_bus("windows-state.json")
+    first = bus.invite("B01")
+    let_it_expire(bus, first)
+    # The state file is lost (a restored backup, a wiped data_dir but for the outbox): the
+    # invite counter starts again and hands out the same id within the day.
+    bus = new_bus("windows-state-new.json")
+    bus.pads[1].state["next_invite"] = first
+    assert bus.invite("B01") == first
+    let_it_expire(bus, first)
+    assert [e["data"]["invite_id"] for e in events(outbox, "rating.expired")] == [first, first]
+    # The pad's own EXPIRED for the second invitation is the same expiry, recorded once.
+    bus.on_message(1, 9, Expired(first))
+    assert len(events(outbox, "rating.expired")) == 2
+    assert (1, Ack(), 9) in bus.driver.sent
