@@ -188,11 +188,14 @@ def test_bad_payload_and_foreign_address_are_counted_not_acked(
     pad = pty.sim(1, resend_s=0.1, max_tries=1)
     assert not pad.send(CMD["rating"], b"\x05\x00\x00\x00").acked  # 4 bytes, CRC is right
     assert not pad.send(CMD["rating"], b"\x09\x00\x00\x00\x00").acked  # level 9
+    assert not pad.login("S1\x00").acked  # a C string's NUL: the centre would refuse it
     stranger = pty.sim(9, resend_s=0.1, max_tries=1)
     assert not stranger.rate(5).acked  # address 9 is not configured: not ours to ack
     wait_until(lambda: agent.bus.foreign_frames == 1)
-    assert agent.bus.health()["link"]["bad_payload"] == 2
+    assert agent.bus.health()["link"]["bad_payload"] == 3
     assert events(outbox, "rating.submitted") == []
+    assert events(outbox, "window.login") == []
+    assert agent.bus.pads[1].state["staff_id"] is None
 
 
 def test_several_pads_on_one_bus_and_one_usb_port_per_pad(
