@@ -610,6 +610,12 @@ class Outbox:
             )
         return cur.rowcount
 
+    def dedupe_age(self, key: str) -> float | None:
+        """Seconds since ``key`` was stored (wall clock), None if it is not stored."""
+        with self._lock:
+            row = self._conn.execute("SELECT created FROM dedupe WHERE key = ?", (key,)).fetchone()
+        return None if row is None else time.time() - row[0]
+
     def stats(self) -> OutboxStats:
         with self._lock:
             conn = self._conn

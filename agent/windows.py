@@ -8,11 +8,13 @@ latency does not depend on them (issue 4: p99 < 50 ms with a kiosk pipeline runn
 
 Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
 
-- Every recorded frame carries the outbox dedupe key ``pad:<port>:<addr>:q<seq//64>:<seq>``,
-  stored in the same transaction as the event. A resent copy finds the key, gets
-  ``duplicate=True`` and is acked again; nothing is recorded twice. The ack is written only
-  after ``append`` returned (the commit is fsynced); if ``append`` raises, nothing is acked
-  and the pad resends.
+- Every recorded frame carries the outbox dedupe key
+  ``pad:<port>:<addr>:q<seq//64>:<seq>:<content>`` (content: a hash of cmd and payload),
+  stored in the same transaction as the event. A resent copy is byte-identical, finds the
+  key, gets ``duplicate=True`` and is acked again; nothing is recorded twice. A different
+  frame that reuses the seq (a pad rebooted and its HELLO was lost) is recorded. The ack
+  is written only after ``append`` returned (the commit is fsynced); if ``append`` raises,
+  nothing is acked and the pad resends.
 - seq wraps at 256. Keys are grouped in four quarters of 64 seqs; when a pad's frames enter
   quarter q, the keys of quarters q+1 and q+2 (from the previous lap) are forgotten, so a new
   frame that reuses a seq is never mistaken for an old one, while the last 64+ seqs stay
@@ -20,9 +22,10 @@ Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
 - ``HELLO`` (pad rebooted, its seq restarts) forgets all of the pad's keys.
 - A pad resends for at most 10 x 500 ms; a key older than :data:`DUPLICATE_HORIZON_S` cannot
   belong to a resend any more, so it is treated as stale and forgotten before the append.
-  This covers a pad that rebooted while the agent was down and whose HELLO was lost.
+  This covers a pad that rebooted unheard and sends the same content at an old seq.
 - Invitation expiry uses its own key ``inv:<port>:<addr>:<invite_id>`` for both the pad's
-  EXPIRED frame and the agent's own timeout, so one invitation expires at most once.
+  EXPIRED frame and the agent's own timeout, so one invitation expires at most once. The
+  key lives as long as its invitation: issuing an invite id again forgets it first.
 
 Window state (who is logged in, paused, open invitations) lives in
 ``<data_dir>/windows-state.json`` (atomic replace); state changes are idempotent, so they are
@@ -32,12 +35,11 @@ when the pad resends.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import logging
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -83,9 +85,12 @@ def frame_key_base(port: str, addr: int) -> str:
     return f"pad:{port}:{addr:03d}:"
 
 
-def frame_key(port: str, addr: int, seq: int) -> str:
-    # Fixed width, so a key is never the prefix of another one (forget_dedupe is by prefix).
-    return f"{frame_key_base(port, addr)}q{seq // QUARTER}:{seq:03d}"
+def frame_key(port: str, addr: int, seq: int, msg: Message) -> str:
+    # Fixed width, so a key is never the prefix of another one (forget_dedupe is by prefix:
+    # the pad's base on HELLO, ``<base>q<n>:`` for a quarter). The content hash tells a
+    # resend (byte-identical, CONTRACT §4) from a new frame that reuses the seq.
+    content = hashlib.blake2s(bytes((msg.CMD,)) + msg.payload(), digest_size=8).hexdigest()
+    return f"{frame_key_base(port, addr)}q{seq // QUARTER}:{seq:03d}:{content}"
 
 
 def invite_key(port: str, addr: int, invite_id: int) -> str:
@@ -229,13 +234,14 @@ class PadBus:
         self._next_invite_retry = 0.0
         self.append_failures = 0
         self.foreign_frames = 0
-        self._ro: sqlite3.Connection | None = None
 
     # --- PadHandler ------------------------------------------------------------------------
 
     def on_link(self, up: bool, detail: str) -> None:
         self.link_up = up
         now = time.monotonic()
+        if up:
+            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
         for addr, pad in self.pads.items():
             component = f"pad:{addr}"
             if up:
@@ -244,7 +250,6 @@ class PadBus:
                 if pad.fault_reported:
                     pad.fault_reported = False
                     self._record("device.recovered", {"component": component, "detail": detail})
-                self._show(addr)
             elif not pad.fault_reported:
                 pad.fault_reported = True
                 pad.online = False
@@ -253,7 +258,10 @@ class PadBus:
                     {"component": component, "detail": f"window {pad.cfg.window}: {detail}"},
                 )
         if up:
-            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
+            # Displays last: a write that fails raises to the link (a link fault) and must
+            # not leave the pads after it half updated.
+            for addr in self.pads:
+                self._show(addr)
 
     def on_message(self, addr: int, seq: int, msg: Message) -> None:
         pad = self.pads.get(addr)
@@ -339,7 +347,7 @@ class PadBus:
             data = {**base, "staff_id": staff, "invite_id": msg.invite_id or None}
             # invite_id 0 means "none": such a frame has nothing to share a key with.
             key = invite_key(self.port, addr, msg.invite_id) if msg.invite_id else None
-            ok = self._record_frame(pad, addr, seq, "rating.expired", data, key)
+            ok = self._record_frame(pad, addr, seq, msg, "rating.expired", data, key)
             if ok is None and inv is not None:
                 with self._lock:
                     st["invites"][str(msg.invite_id)] = inv  # not recorded: keep it open
@@ -368,7 +376,9 @@ class PadBus:
                 if closed is not None:
                     self.state_file.save()
 
-            self._record_frame(pad, addr, seq, "rating.submitted", data, on_commit=close_invite)
+            self._record_frame(
+                pad, addr, seq, msg, "rating.submitted", data, on_commit=close_invite
+            )
             return
         if isinstance(msg, Login):
             event, new = "window.login", {"staff_id": msg.staff_id, "paused": False}
@@ -394,7 +404,7 @@ class PadBus:
                 self.state_file.save()
 
         data = {**base, "staff_id": staff}
-        if self._record_frame(pad, addr, seq, event, data, on_commit=apply) is None:
+        if self._record_frame(pad, addr, seq, msg, event, data, on_commit=apply) is None:
             return
         self._show(addr)
 
@@ -403,6 +413,7 @@ class PadBus:
         pad: PadState,
         addr: int,
         seq: int,
+        msg: Message,
         event_type: str,
         data: dict[str, Any],
         key: str | None = None,
@@ -411,10 +422,10 @@ class PadBus:
         """Commit, apply ``on_commit`` (window state), then ack.
 
         Returns the duplicate flag, or None when nothing was recorded (and nothing acked)."""
-        if key is None:
-            key = frame_key(self.port, addr, seq)
-            self._forget_if_stale(key)
         try:
+            if key is None:
+                key = frame_key(self.port, addr, seq, msg)
+                self._forget_if_stale(key)
             appended = self.outbox.append(event_type, data, dedupe_key=key)
         except OutboxError as exc:
             # Not recorded: no ack, so the pad resends; never acked unless stored (CONTRACT §4).
@@ -430,16 +441,9 @@ class PadBus:
         return appended.duplicate
 
     def _forget_if_stale(self, key: str) -> None:
-        try:
-            if self._ro is None:
-                uri = Path(self.outbox.path).resolve().as_uri() + "?mode=ro"
-                self._ro = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            row = self._ro.execute("SELECT created FROM dedupe WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error as exc:
-            logger.debug("dedupe age lookup failed: %s", exc)
-            return
-        if row is not None and time.time() - row[0] > DUPLICATE_HORIZON_S:
-            logger.info("dedupe key %s is %.0f s old: stale, forgotten", key, time.time() - row[0])
+        age = self.outbox.dedupe_age(key)
+        if age is not None and age > DUPLICATE_HORIZON_S:
+            logger.info("dedupe key %s is %.0f s old: stale, forgotten", key, age)
             self.outbox.forget_dedupe(key)
 
     def _record(self, event_type: str, data: dict[str, Any], key: str | None = None) -> bool:
@@ -465,6 +469,10 @@ class PadBus:
         with self._lock:
             invite_id = int(st["next_invite"]) or 1
             st["next_invite"] = invite_id % 0xFFFF + 1  # 1..65535, 0 means "none"
+        # The id is in use again (after a lap of 65535, or a lost state file restarting the
+        # counter): the key of its previous use must not swallow this invitation's expiry.
+        self.outbox.forget_dedupe(invite_key(self.port, addr, invite_id))
+        with self._lock:
             st["invites"][str(invite_id)] = {
                 "deadline": time.time() + self.settings.invite_timeout_s,
                 "staff_id": st["staff_id"],
@@ -538,10 +546,7 @@ class PadBus:
         }
 
     def close(self) -> None:
-        if self._ro is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._ro.close()
-            self._ro = None
+        """Nothing to release: the bus holds no resources of its own (kept for the worker)."""
 
 
 # --- worker ----------------------------------------------------------------------------------

@@ -369,3 +369,18 @@ def test_nan_is_refused_with_a_clear_error(outbox):
     with pytest.raises(ValueError, match=r"not valid JSON .*finite numbers"):
         outbox.append("attendance.punch", {"distance": float("nan")})
     assert outbox.stats().pending == 0
+
+
+def test_dedupe_age_is_the_time_since_the_key_was_stored(outbox, monkeypatch):
+    import time
+
+    assert outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000") is None
+    before = time.time()
+    outbox.append("device.test", {}, dedupe_key="pad:/dev/ttyUSB0:001:q0:000")
+    after = time.time()
+    monkeypatch.setattr(time, "time", lambda: after + 100.0)  # 100 s later
+    age = outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000")
+    assert age is not None and 100.0 <= age <= 100.0 + (after - before)
+    monkeypatch.undo()
+    outbox.forget_dedupe("pad:/dev/ttyUSB0:001:")
+    assert outbox.dedupe_age("pad:/dev/ttyUSB0:001:q0:000") is None

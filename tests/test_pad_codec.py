@@ -33,7 +33,6 @@ from drivers.pad.codec import (
 
 addrs = st.integers(1, 247)
 seqs = st.integers(0, 255)
-ascii_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=64)
 
 
 def _utf8(max_bytes: int) -> st.SearchStrategy[str]:
@@ -44,7 +43,7 @@ messages = st.one_of(
     st.builds(Hello, st.text(st.characters(max_codepoint=0x7F), max_size=64)),
     st.builds(Rating, st.integers(1, 5), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
     st.builds(Expired, st.integers(0, 0xFFFF)),
-    st.builds(Login, ascii_text.filter(lambda t: t.strip() != "")),
+    st.builds(Login, st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)),
     st.just(Logout()),
     st.just(Pause()),
     st.just(Resume()),
@@ -182,7 +181,13 @@ def test_trailing_sync_half_is_kept() -> None:
         (codec.TIME, b"\x00\x00", "expected 4 payload bytes"),
         (codec.LOGOUT, b"\x00", "expected an empty payload"),
         (codec.LOGIN, b"", "empty staff id"),
+        (codec.LOGIN, b"   ", "empty staff id"),
         (codec.LOGIN, "张三".encode(), "not ASCII"),
+        (codec.LOGIN, b"S1\x00", r"staff id 'S1\\x00' is not 1-32 characters"),
+        (codec.LOGIN, b"\x00\x00", "staff id .* is not 1-32 characters"),
+        (codec.LOGIN, b"S1\r\n", "staff id .* is not 1-32 characters"),
+        (codec.LOGIN, b"S 1", "staff id 'S 1' is not"),
+        (codec.LOGIN, b"S" * 33, "staff id .* is not 1-32 characters"),
         (codec.DISPLAY, b"\xff\xfe", "not UTF-8"),
         (0x55, b"", "unknown command 0x55"),
     ],
@@ -190,6 +195,10 @@ def test_trailing_sync_half_is_kept() -> None:
 def test_bad_payloads_are_rejected_with_a_reason(cmd: int, payload: bytes, why: str) -> None:
     with pytest.raises(FrameError, match=why):
         decode(Frame(1, cmd, 0, payload))
+
+
+def test_login_drops_the_spaces_of_a_fixed_width_field() -> None:
+    assert decode(Frame(1, codec.LOGIN, 0, b"  S-01.a_b  ")) == Login("S-01.a_b")
 
 
 def test_encode_refuses_what_the_wire_cannot_carry() -> None:

@@ -1,6 +1,7 @@
 """The exactly-once rule of agent/windows.py as a property: any pad behaviour within the
 protocol (stop-and-wait, resends of the unacked frame, heartbeats, seq wraps, HELLO after a
-reboot) and any number of agent restarts record each rating exactly once.
+reboot, a reboot whose HELLO was lost) and any number of agent restarts record each rating
+exactly once.
 
 The bus handler runs against a real SQLite outbox; its neighbour, the serial driver, is a
 recording fake (the link itself is exercised over ptys in test_pad_link.py)."""
@@ -43,6 +44,7 @@ actions = st.lists(
         st.tuples(st.just("heartbeat"), st.integers(1, 200)),
         st.tuples(st.just("resend"), st.integers(1, 3)),
         st.tuples(st.just("hello"), st.just(1)),
+        st.tuples(st.just("reboot_unheard"), st.just(1)),
         st.tuples(st.just("restart"), st.just(1)),
         st.tuples(st.just("restart_and_resend"), st.just(1)),
     ),
@@ -57,6 +59,7 @@ actions = st.lists(
 @example([("rate", 300), ("resend", 1)])  # the seq wraps
 @example([("rate", 1), ("heartbeat", 255), ("rate", 1)])  # wrap through heartbeats
 @example([("rate", 2), ("restart_and_resend", 1), ("rate", 2)])  # crash after commit
+@example([("rate", 2), ("reboot_unheard", 1), ("rate", 2)])  # HELLO lost: seqs reused at once
 def test_every_rating_recorded_once_whatever_the_pad_and_agent_do(
     plan: list[tuple[str, int]],
 ) -> None:
@@ -98,7 +101,9 @@ def test_every_rating_recorded_once_whatever_the_pad_and_agent_do(
                 if action == "rate":
                     level = 1 + len(levels) % 5
                     levels.append(level)
-                    send(Rating(level, 0, 0), seq)
+                    # Every citizen's rating differs from the others (the reasons carry a
+                    # counter): only a resend is byte-identical, as on a real pad.
+                    send(Rating(level, len(levels), 0), seq)
                     seq = (seq + 1) & 0xFF
                 elif action == "heartbeat":
                     send(Heartbeat(0), seq)
@@ -108,6 +113,9 @@ def test_every_rating_recorded_once_whatever_the_pad_and_agent_do(
                 elif action == "hello":
                     send(Hello("FW"), 0)
                     seq = 1
+                elif action == "reboot_unheard":
+                    seq = 0  # the pad rebooted and its HELLO never arrived
+                    last = None  # a rebooted pad has no unacked frame to resend
                 elif action.startswith("restart"):
                     bus.close()
                     bus, driver = new_bus()  # the agent process died: memory gone
@@ -121,3 +129,34 @@ def test_every_rating_recorded_once_whatever_the_pad_and_agent_do(
         ]
         outbox.close()
         assert recorded == levels
+
+
+def test_a_new_frame_reusing_a_seq_is_recorded_and_a_resend_is_not(tmp_path: Path) -> None:
+    # The pad rebooted and its HELLO copies were lost while the agent reopened the port: its
+    # seq restarts within seconds. Same seq, different content: a new rating, not a resend.
+    outbox = Outbox(tmp_path / "outbox.db", device="p", site="s", min_free_bytes=0)
+    driver = RecordingDriver()
+    bus = PadBus(
+        driver.port,
+        [PadSection(port=driver.port, address=1, window="A01")],
+        driver,  # type: ignore[arg-type]
+        outbox,
+        WindowsSection(),
+        StateFile(tmp_path / "windows-state.json"),
+        RosterNames(tmp_path / "roster.json"),
+    )
+    bus.on_message(1, 0, Hello("FW1"))
+    bus.on_message(1, 1, Rating(5, 0, 0))  # citizen A
+    bus.on_message(1, 1, Rating(5, 0, 0))  # its resend (lost ack): byte-identical
+    bus.on_message(1, 1, Rating(1, 0b1, 0))  # citizen B after the unheard reboot
+    bus.on_message(1, 1, Rating(1, 0b1, 0))  # and its resend
+    recorded = [
+        json.loads(p.body)["data"]["level"]
+        for p in outbox.pending(100)
+        if p.type == "rating.submitted"
+    ]
+    acks = [seq for _, msg, seq in driver.sent if isinstance(msg, Ack)]
+    assert recorded == [5, 1]
+    assert acks == [0, 1, 1, 1, 1]
+    assert bus.pads[1].counts == {"recorded": 2, "duplicates": 2}
+    outbox.close()

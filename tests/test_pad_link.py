@@ -6,16 +6,19 @@ import os
 import random
 import subprocess
 import sys
+import termios
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import serial
 
 from agent.outbox import Outbox
 from agent.simulator import CMD, SimBus, build_frame
-from drivers.pad.codec import Display, FrameParser, encode
+from drivers.pad.codec import Display, FrameParser, Message, Time, encode
 from drivers.pad.link import HallPadLink
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
@@ -185,11 +188,14 @@ def test_bad_payload_and_foreign_address_are_counted_not_acked(
     pad = pty.sim(1, resend_s=0.1, max_tries=1)
     assert not pad.send(CMD["rating"], b"\x05\x00\x00\x00").acked  # 4 bytes, CRC is right
     assert not pad.send(CMD["rating"], b"\x09\x00\x00\x00\x00").acked  # level 9
+    assert not pad.login("S1\x00").acked  # a C string's NUL: the centre would refuse it
     stranger = pty.sim(9, resend_s=0.1, max_tries=1)
     assert not stranger.rate(5).acked  # address 9 is not configured: not ours to ack
     wait_until(lambda: agent.bus.foreign_frames == 1)
-    assert agent.bus.health()["link"]["bad_payload"] == 2
+    assert agent.bus.health()["link"]["bad_payload"] == 3
     assert events(outbox, "rating.submitted") == []
+    assert events(outbox, "window.login") == []
+    assert agent.bus.pads[1].state["staff_id"] is None
 
 
 def test_several_pads_on_one_bus_and_one_usb_port_per_pad(
@@ -386,3 +392,132 @@ def test_seq_wrap_through_heartbeats_does_not_swallow_a_rating(
     assert pad.seq == 0
     assert pad.rate(2).acked  # seq 0 again, a new rating seconds later
     assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 2]
+
+
+# --- link faults the pty cannot produce: a scripted port as the link's neighbour -----------
+
+
+class ScriptedSerial:
+    """A port whose reads or writes fail the way a vanishing USB adapter makes them fail."""
+
+    def __init__(self, read_error: Exception | None = None, write_error: Exception | None = None):
+        self.read_error = read_error
+        self.write_error = write_error
+        self.closed = False
+
+    @property
+    def in_waiting(self) -> int:
+        return 0
+
+    def read(self, size: int = 1) -> bytes:
+        if self.read_error is not None:
+            raise self.read_error
+        threading.Event().wait(0.002)  # the read timeout of a silent line
+        return b""
+
+    def write(self, data: bytes) -> int:
+        if self.write_error is not None:
+            raise self.write_error
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class LinkHandler:
+    """A PadHandler that records link transitions and writes through the link like PadBus
+    does: a DISPLAY when the port opens, a TIME from its timer."""
+
+    def __init__(
+        self, link: HallPadLink, on_up: Message | None = None, on_tick: Message | None = None
+    ):
+        self.link = link
+        self.up_message = on_up
+        self.tick_message = on_tick
+        self.links: list[tuple[bool, str]] = []
+
+    def on_link(self, up: bool, detail: str) -> None:
+        self.links.append((up, detail))
+        if up and self.up_message is not None:
+            self.link.send(1, self.up_message)
+
+    def on_message(self, addr: int, seq: int, msg: Message) -> None:
+        pass
+
+    def on_tick(self, now: float) -> None:
+        if self.tick_message is not None and self.link.up:
+            self.link.send(1, self.tick_message)
+
+
+def serve_in_thread(link: HallPadLink, handler: LinkHandler) -> tuple[threading.Event, Any]:
+    stop = threading.Event()
+    thread = threading.Thread(target=link.serve, args=(handler, stop), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_termios_error_from_open_or_read_is_a_link_fault_not_the_end_of_the_thread() -> None:
+    # Serial.open() lets a raw termios.error (not an OSError) out of tcsetattr/tcflush when a
+    # USB adapter vanishes mid-open; the same can come from a session's termios calls.
+    calls: list[int] = []
+
+    def open_port(port: str, **kwargs: Any) -> ScriptedSerial:
+        calls.append(len(calls))
+        if len(calls) <= 3:
+            raise termios.error(5, "Input/output error")
+        if len(calls) == 4:
+            return ScriptedSerial(read_error=termios.error(5, "Input/output error"))
+        return ScriptedSerial()  # the adapter is back for good
+
+    link = HallPadLink("/dev/ttyUSB9", open_port=open_port, backoff_s=(0.01,))
+    handler = LinkHandler(link)
+    stop, thread = serve_in_thread(link, handler)
+    try:
+        wait_until(lambda: link.counts["opens"] == 2 and handler.links[-1][0], timeout=5)
+        assert thread.is_alive()
+        assert [up for up, _ in handler.links] == [False, True, False, True]
+        assert "cannot open /dev/ttyUSB9" in handler.links[0][1]
+        assert "Input/output error" in handler.links[2][1]
+        assert link.counts["faults"] == 2
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("when", ["display after the open", "time from the timer"])
+def test_a_failed_write_in_a_handler_callback_is_a_link_fault_with_growing_backoff(
+    when: str,
+) -> None:
+    # A write that times out (adapter wedged) used to be swallowed as a handler error: the
+    # timer retried it every tick, with a traceback each time, and the link never reopened.
+    ports: list[ScriptedSerial] = []
+
+    def open_port(port: str, **kwargs: Any) -> ScriptedSerial:
+        ports.append(ScriptedSerial(write_error=serial.SerialTimeoutException("Write timeout")))
+        return ports[-1]
+
+    link = HallPadLink("/dev/ttyUSB9", open_port=open_port, backoff_s=(0.01, 0.02, 0.04))
+    delays: list[float] = []
+    real_wait = link._wait
+
+    def wait(stop: threading.Event, delay: float, handler: Any) -> None:
+        delays.append(delay)
+        real_wait(stop, delay, handler)
+
+    link._wait = wait  # type: ignore[method-assign]
+    if when == "display after the open":
+        handler = LinkHandler(link, on_up=Display("暂停服务"))
+    else:
+        handler = LinkHandler(link, on_tick=Time(1_800_000_000))
+    stop, thread = serve_in_thread(link, handler)
+    try:
+        wait_until(lambda: len(ports) >= 5, timeout=5)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert link.counts["faults"] >= 4
+    assert all(port.closed for port in ports)
+    assert delays[:4] == [0.01, 0.02, 0.04, 0.04]  # sessions that fail at once back off
+    assert [up for up, _ in handler.links[:4]] == [True, False, True, False]
+    assert "Write timeout" in handler.links[1][1]

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+import serial
 
 from agent import windows
-from agent.config import ConfigError
+from agent.config import ConfigError, PadSection, WindowsSection
 from agent.outbox import Outbox
+from drivers.pad.codec import Ack, Expired
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
 
@@ -232,7 +234,8 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
     tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The pad rebooted while the agent was down and its HELLO was lost: its seq restarts at
-    # 0 without a HELLO. A key older than any possible resend is stale and must not eat it.
+    # 0 without a HELLO. A key older than any possible resend is stale and must not eat a
+    # new frame, even one with the same content (same level, no reasons) at the same seq.
     monkeypatch.setattr(windows, "DUPLICATE_HORIZON_S", 0.3)
     agent = start(tmp_path, write_config, outbox, pty)
     try:
@@ -243,8 +246,8 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
         pad.close()
         time.sleep(0.4)
         fresh = pty.sim(1, resend_s=0.1)  # a new pad life, seq 0 again
-        assert fresh.rate(2).acked
-        assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 5, 2]
+        assert fresh.rate(5).acked  # byte-identical to the first rating
+        assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 5, 5]
     finally:
         agent.stop()
 
@@ -391,3 +394,85 @@ def test_workers_run_under_the_supervisor(
     finally:
         for worker in sup.workers.values():
             worker.stop(5.0)
+
+
+class UnwritableDriver:
+    """A driver whose port accepts nothing: every write fails as on a vanished adapter."""
+
+    port = "/dev/ttyUSB7"
+
+    def send(self, addr: int, msg: object, seq: int | None = None) -> None:
+        raise serial.SerialException("write failed: [Errno 5] Input/output error")
+
+    def stats(self) -> dict:
+        return {}
+
+
+def test_a_failed_display_write_on_link_up_leaves_no_pad_half_recovered(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    pads = [PadSection(port=UnwritableDriver.port, address=a, window=f"B0{a}") for a in (1, 2)]
+    bus = windows.PadBus(
+        UnwritableDriver.port,
+        pads,
+        UnwritableDriver(),  # type: ignore[arg-type]
+        outbox,
+        WindowsSection(),
+        windows.StateFile(tmp_path / "windows-state.json"),
+        windows.RosterNames(tmp_path / "roster.json"),
+    )
+    bus.on_link(False, "unplugged")
+    assert len(events(outbox, "device.fault")) == 2
+    # The DISPLAY write fails: the error goes to the link (a link fault, it reopens), but
+    # only after every pad's state was brought up to date.
+    with pytest.raises(serial.SerialException):
+        bus.on_link(True, "open")
+    assert all(p.online and not p.fault_reported for p in bus.pads.values())
+    recovered = [e["data"]["component"] for e in events(outbox, "device.recovered")]
+    assert recovered == ["pad:1", "pad:2"]
+    assert bus._next_time == 0.0  # TIME goes out as soon as the link is back
+
+
+class ListDriver:
+    port = "/dev/ttyUSB7"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, object, int | None]] = []
+
+    def send(self, addr: int, msg: object, seq: int | None = None) -> None:
+        self.sent.append((addr, msg, seq))
+
+    def stats(self) -> dict:
+        return {}
+
+
+def test_an_invite_id_issued_again_expires_again(tmp_path: Path, outbox: Outbox) -> None:
+    def new_bus(state_file: str) -> windows.PadBus:
+        return windows.PadBus(
+            ListDriver.port,
+            [PadSection(port=ListDriver.port, address=1, window="B01")],
+            ListDriver(),  # type: ignore[arg-type]
+            outbox,
+            WindowsSection(),
+            windows.StateFile(tmp_path / state_file),
+            windows.RosterNames(tmp_path / "roster.json"),
+        )
+
+    def let_it_expire(bus: windows.PadBus, invite_id: int) -> None:
+        bus.pads[1].state["invites"][str(invite_id)]["deadline"] = 0.0  # the timeout passed
+        bus.on_tick(time.monotonic())
+
+    bus = new_bus("windows-state.json")
+    first = bus.invite("B01")
+    let_it_expire(bus, first)
+    # The state file is lost (a restored backup, a wiped data_dir but for the outbox): the
+    # invite counter starts again and hands out the same id within the day.
+    bus = new_bus("windows-state-new.json")
+    bus.pads[1].state["next_invite"] = first
+    assert bus.invite("B01") == first
+    let_it_expire(bus, first)
+    assert [e["data"]["invite_id"] for e in events(outbox, "rating.expired")] == [first, first]
+    # The pad's own EXPIRED for the second invitation is the same expiry, recorded once.
+    bus.on_message(1, 9, Expired(first))
+    assert len(events(outbox, "rating.expired")) == 2
+    assert (1, Ack(), 9) in bus.driver.sent

@@ -11,6 +11,7 @@ with bytes, the reader thread lives in :mod:`drivers.pad.link`.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -166,6 +167,13 @@ class Expired(Message):
         return cls(struct.unpack("<H", payload)[0])
 
 
+# A staff id as a pad sends it (card number or keypad entry; CONTRACT §4 says only "ASCII").
+# Control characters (a C string's NUL, a card reader's CR) would be carried into the login
+# and every later rating, and the centre rejects events with them; so would ids it cannot
+# match with the roster. Spaces around the id (a fixed-width field) are dropped.
+STAFF_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
 @dataclass(frozen=True)
 class Login(Message):
     CMD: ClassVar[int] = LOGIN
@@ -177,12 +185,16 @@ class Login(Message):
     @classmethod
     def parse(cls, payload: bytes) -> Login:
         try:
-            staff = payload.decode("ascii")
+            staff = payload.decode("ascii").strip(" ")
         except UnicodeDecodeError:
             raise FrameError("LOGIN: staff id is not ASCII") from None
-        if not staff.strip():
+        if not staff:
             raise FrameError("LOGIN: empty staff id")
-        return cls(staff.strip())
+        if not STAFF_ID.fullmatch(staff):
+            raise FrameError(
+                f"LOGIN: staff id {staff!r} is not 1-32 characters of A-Z a-z 0-9 _ . -"
+            )
+        return cls(staff)
 
 
 @dataclass(frozen=True)

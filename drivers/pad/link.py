@@ -9,6 +9,11 @@
   "device reports readiness to read but returned no data", for EIO on a vanished pty/USB
   device and for failed writes. The link closes the port, tells the handler (it records
   ``device.fault``), reopens with exponential backoff and reports the port up again.
+- Anything else escaping an open or a session is a link fault too, never the end of the
+  thread: ``Serial.open()`` lets a raw ``termios.error`` (not an ``OSError``) out of
+  tcsetattr/tcflush when a USB adapter vanishes mid-open. A write that fails inside a
+  handler callback (ACK, TIME from a timer, DISPLAY after the open) ends the session the
+  same way. Sessions that keep failing soon after the open back off exponentially too.
 """
 
 from __future__ import annotations
@@ -36,6 +41,18 @@ from drivers.pad.codec import (
 logger = logging.getLogger(__name__)
 
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # reopen delays; the last one repeats
+STABLE_S = 30.0  # a session that lasted this long resets the backoff after it failed
+
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # not POSIX: pyserial raises only SerialException/OSError there
+    _TERMIOS_ERRORS = ()
+
+# What I/O on a port that vanished or hung up raises. A handler callback that wrote to the
+# port lets these through (see _dispatch): they end the session, not just the callback.
+IO_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
 
 
 def _char_time(baud: int) -> float:
@@ -104,7 +121,8 @@ class HallPadLink:
 
     def serve(self, handler: PadHandler, stop: threading.Event) -> None:
         self._thread_id = threading.get_ident()
-        failures = 0
+        failures = 0  # consecutive failed opens
+        flaps = 0  # consecutive sessions that failed within STABLE_S of their open
         state: bool | None = None
         while not stop.is_set():
             self._activity = time.monotonic()
@@ -118,10 +136,10 @@ class HallPadLink:
                     write_timeout=1.0,
                     exclusive=True,
                 )
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except Exception as exc:  # whatever the open raised, the port is not usable
                 detail = f"cannot open {self.port}: {exc}"
                 if state is not False:
-                    logger.warning("pad link %s", detail)
+                    self._log_fault(detail, exc)
                     self.counts["faults"] += 1
                     self._notify(handler, False, detail)
                     state = False
@@ -130,24 +148,30 @@ class HallPadLink:
                 self._wait(stop, delay, handler)
                 continue
             failures = 0
+            opened = time.monotonic()
             self.counts["opens"] += 1
             self.parser = FrameParser(counts=self.parser.counts)  # fresh buffer, same counts
             self._drain_out()  # replies meant for the old connection are stale
             self.up = True
             logger.info("pad link %s open at %d baud", self.port, self.baud)
-            self._notify(handler, True, f"{self.port} open at {self.baud} baud")
-            state = True
             try:
+                state = True
+                self._notify(handler, True, f"{self.port} open at {self.baud} baud")
                 self._pump(handler, stop)
-            except (serial.SerialException, OSError) as exc:
+            except Exception as exc:
                 detail = f"{self.port}: {exc}"
-                logger.warning("pad link fault: %s; closing and reopening", detail)
+                self._log_fault(f"fault: {detail}; closing and reopening", exc)
                 self.counts["faults"] += 1
                 self.up = False
                 self._close()
                 self._notify(handler, False, detail)
                 state = False
-                self._wait(stop, self.backoff_s[0], handler)
+                if time.monotonic() - opened >= STABLE_S:
+                    flaps = 0
+                # A port that opens but fails at once (writes time out, the adapter hangs
+                # up) must not cycle five times a second, each cycle a fault and a recovery.
+                self._wait(stop, self.backoff_s[min(flaps, len(self.backoff_s) - 1)], handler)
+                flaps += 1
                 continue
             finally:
                 self.up = False
@@ -155,9 +179,19 @@ class HallPadLink:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _log_fault(self, detail: str, exc: BaseException) -> None:
+        if isinstance(exc, (*IO_ERRORS, ValueError)):  # ValueError: a bad URL or setting
+            logger.warning("pad link %s", detail)
+        else:  # unexpected: keep the traceback, but keep the thread too
+            logger.error("pad link %s", detail, exc_info=exc)
+
     def _notify(self, handler: PadHandler, up: bool, detail: str) -> None:
         try:
             handler.on_link(up, detail)
+        except IO_ERRORS:
+            if up:
+                raise  # the DISPLAY after the open failed to write: the session is broken
+            logger.exception("pad handler on_link failed")
         except Exception:  # the handler must not kill the link thread
             logger.exception("pad handler on_link failed")
 
@@ -167,14 +201,18 @@ class HallPadLink:
         while not stop.is_set():
             now = time.monotonic()
             self._activity = now
-            self._tick(handler, now)
+            self._tick(handler, now, session=False)
             if now >= end:
                 return
             stop.wait(min(0.2, end - now))
 
-    def _tick(self, handler: PadHandler, now: float) -> None:
+    def _tick(self, handler: PadHandler, now: float, *, session: bool = True) -> None:
         try:
             handler.on_tick(now)
+        except IO_ERRORS:
+            if session:
+                raise  # a timer's write (TIME) failed: a link fault, like in _dispatch
+            logger.exception("pad handler on_tick failed")
         except Exception:
             logger.exception("pad handler on_tick failed")
 
@@ -199,7 +237,7 @@ class HallPadLink:
             return False
         try:
             return not ser.in_waiting
-        except (serial.SerialException, OSError):
+        except IO_ERRORS:
             return False
 
     def _write(self, data: bytes) -> None:
@@ -248,7 +286,7 @@ class HallPadLink:
         self.counts["rx_frames"] += 1
         try:
             handler.on_message(frame.addr, frame.seq, msg)
-        except (serial.SerialException, OSError):
-            raise
+        except IO_ERRORS:
+            raise  # the ACK's write failed: a link fault (serve closes and reopens)
         except Exception:
             logger.exception("pad handler failed on %r from %d", msg, frame.addr)
