@@ -263,6 +263,10 @@ class Outbox:
         """Call ``callback`` (no arguments, must not block) after each committed append."""
         self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
     def _notify(self) -> None:
         for callback in self._listeners:
             try:
