@@ -18,7 +18,7 @@ import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -129,6 +129,9 @@ class SyncSection(_Section):
     min_free_mb: int = Field(64, ge=0, le=65536, description="Refuse appends below this free space")
     max_in_flight: int = Field(4, ge=1, le=64, description="Unacked batches in flight at once")
     status_interval_s: float = Field(60, ge=1, le=3600, description="Status republish period")
+    # Not in CONTRACT §5: a batch also stops at this many KiB. The maximum equals the centre's
+    # default central.max_payload_kb, so a default collector never refuses a batch for size.
+    max_batch_kb: int = Field(1024, ge=16, le=4096, description="Byte cap of one MQTT batch")
 
 
 _HHMM_RANGE = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
@@ -314,7 +317,25 @@ class StoreSection(_Section):
             raise ValueError(
                 f"expected sqlite:///PATH or postgresql://…, got {redact_url(value)!r}"
             )
+        # CONTRACT §5: secrets come from *_file keys, never inline. Never echo the URL here.
+        parts = urlsplit(value)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError(
+                "expected no password in the URL (CONTRACT §5: secrets are never inline); "
+                "put it in a file readable only by the collector and set store.password_file"
+            )
         return value
+
+    password_file: Path | None = Field(
+        None, description="PostgreSQL only: file holding the password; not readable by others"
+    )
+
+    _password: str | None = PrivateAttr(None)
+
+    @property
+    def password(self) -> str | None:
+        """The password read from ``password_file`` at load time (never logged)."""
+        return self._password
 
     # PostgreSQL only: the schema holding the tables (created if missing). Lets several
     # collectors or test runs share one database without touching each other's tables.
@@ -510,6 +531,14 @@ def load_central_config(path: str | os.PathLike[str]) -> CentralConfig:
     p = Path(path)
     cfg = _parse(CentralConfig, _read_toml(p), str(p))
     _check_files(cfg.mqtt, str(p))
+    if cfg.store.password_file is not None:
+        if cfg.store.url.startswith("sqlite:"):
+            raise ConfigError(
+                [f"{p}: store.password_file: only for a postgresql:// store; remove it"]
+            )
+        cfg.store._password = read_secret_file(
+            cfg.store.password_file, str(p), "store.password_file"
+        )
     return cfg
 
 

@@ -3,9 +3,12 @@
 - Subscribes with a shared subscription, ``$share/hall-central/{prefix}/+/+/events``, so that
   several collectors can run side by side (the broker gives each batch to one of them), and to
   the retained ``{prefix}/+/+/status`` topics to know each device's state and backlog.
-- Every batch is validated (:func:`check_batch`): JSON, schema, topic device = payload device,
-  sizes. Good events are written in one transaction with ``ON CONFLICT (id) DO NOTHING``;
-  bad ones go to ``rejected`` with their reason in the same transaction; then the ack
+- Every batch is validated (:func:`check_batch`): JSON, schema, topic device = payload device.
+  A batch over ``central.max_batch_events`` / ``max_payload_kb`` is taken in part: the events
+  beyond the limits are left out of the ack (the device resends them), never rejected; only an
+  event too large for any batch is rejected, by id. Good events are written in one
+  transaction with ``ON CONFLICT (id) DO NOTHING``; bad ones go to ``rejected`` with their
+  reason in the same transaction; then the ack
   ``{"v":1,"ids":[…],"rejected":[{"id","reason"}]}`` goes to ``{prefix}/{site}/{device}/ack``.
 - The collector never dies on bad input: anything that cannot be parsed is recorded in
   ``rejected`` (with the topic's device) and the loop goes on.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -42,12 +46,20 @@ MAX_REJECT_PAYLOAD = 64 * 1024  # of a payload kept for a technician to look at
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 _NUMBER = (int, float)
+# CONTRACT §2 shows `at` as 2026-11-26T09:12:03.120+08:00: the ISO 8601 *extended* form with
+# an offset. fromisoformat also takes the basic form (20261126T091203+0800), which the SQLite
+# reports, grouping by substr(at, 1, 7), would never count: only the extended form passes.
+_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+# What the PostgreSQL views cast to ::integer, and what the pads can send (CONTRACT §4).
+_INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 
 
 def _is_num(value: Any, nullable: bool = True) -> bool:
     if value is None:
         return nullable
-    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+    # NaN and Infinity: Python's json reads them, but they are not JSON and both stores
+    # refuse them (SQLite json_valid, PostgreSQL jsonb).
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
@@ -66,10 +78,13 @@ def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
             return f"data.level: expected 1-5, got {level!r}"
         if not isinstance(data.get("window"), str):
             return "data.window: expected a window label"
-        for key in ("pad", "invite_id"):
+    if event_type in ("rating.submitted", "rating.expired"):
+        for key, (low, high) in _INT_RANGES.items():
             value = data.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                return f"data.{key}: expected an integer or null, got {value!r}"
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+            ):
+                return f"data.{key}: expected an integer {low}-{high} or null, got {value!r}"
     return None
 
 
@@ -95,12 +110,13 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return None, f"type: expected one of CONTRACT §2, got {event_type!r}"
     at_text = ev.get("at")
+    expected_at = "an ISO 8601 time with offset such as 2026-11-26T09:12:03.120+08:00"
+    if not isinstance(at_text, str) or not _AT.fullmatch(at_text):
+        return None, f"at: expected {expected_at}, got {at_text!r}"
     try:
-        at = datetime.fromisoformat(at_text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None, f"at: expected an ISO 8601 time with offset, got {at_text!r}"
-    if at.tzinfo is None or len(at_text) < 19:  # type: ignore[arg-type]
-        return None, f"at: expected date, time and UTC offset, got {at_text!r}"
+        at = datetime.fromisoformat(at_text)
+    except ValueError:  # the right shape, but no such date or time (e.g. month 13)
+        return None, f"at: expected {expected_at}, got {at_text!r}"
     clock = ev.get("clock")
     if not isinstance(clock, str) or clock not in ("synced", "unsynced"):
         return None, f"clock: expected 'synced' or 'unsynced', got {clock!r}"
@@ -113,7 +129,16 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     extra = set(ev) - {"id", "seq", "type", "at", "clock", "device", "site", "data"}
     if extra:
         return None, f"unknown envelope key(s) {sorted(extra)}"
-    data_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        data_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return None, "data: contains NaN or Infinity; expected finite numbers (RFC 8259 JSON)"
+    try:
+        data_text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A JSON escape such as "\ud800" decodes to a lone surrogate, which neither store can
+        # encode: without this check the whole batch failed to write, again on every resend.
+        return None, "data: contains a lone UTF-16 surrogate; expected valid Unicode text"
     if "\\u0000" in data_text and _NUL_ESCAPE.search(data_text):
         # PostgreSQL's jsonb cannot hold NUL; refuse it on SQLite too, so both stores agree.
         return None, "data: contains a NUL character (\\u0000)"
@@ -125,7 +150,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             seq=seq,
             type=event_type,
             at=at,
-            at_text=at_text,  # type: ignore[arg-type]
+            at_text=at_text,
             clock=clock,
             data=data_text,
         ),
@@ -139,6 +164,9 @@ class Verdict:
     device: str | None
     good: list[EventRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # Events of an over-limit batch left for later: neither stored nor rejected, so not in
+    # the ack; the device resends them (go-back-N) after its ack timeout.
+    deferred: int = 0
 
     def ack(self) -> dict[str, Any]:
         return {
@@ -188,8 +216,6 @@ def check_batch(
     if not isinstance(batch, dict):
         return reject_all(f"batch: expected a JSON object, got {type(batch).__name__}")
     events = batch.get("events")
-    if len(payload) > max_bytes:
-        return reject_all(f"batch: {len(payload)} bytes; expected at most {max_bytes}", events)
     if batch.get("v") != 1:
         return reject_all(f"batch: v: expected 1, got {batch.get('v')!r}", events)
     if batch.get("device") != device:
@@ -203,8 +229,8 @@ def check_batch(
         )
     if not isinstance(events, list):
         return reject_all("batch: events: expected a list")
-    if len(events) > max_events:
-        return reject_all(f"batch: {len(events)} events; expected at most {max_events}", events)
+    if len(events) > max_events or len(payload) > max_bytes:
+        events = _within_limits(verdict, events, len(payload), max_bytes, max_events)
     for ev in events:
         try:
             row, problem = check_event(ev, site, device)  # type: ignore[arg-type]
@@ -226,13 +252,70 @@ def check_batch(
     return verdict
 
 
+def _within_limits(
+    verdict: Verdict, events: list[Any], payload_bytes: int, max_bytes: int, max_events: int
+) -> list[Any]:
+    """The events of an over-limit batch to judge now; the rest is deferred, never rejected.
+
+    A batch over ``central.max_batch_events`` or ``central.max_payload_kb`` says nothing bad
+    about its events (an agent configured for bigger batches than this collector takes), so
+    none of them is dead-lettered for it: the leading events that fit the limits are taken,
+    the others are left out of the ack and come again with the device's resend. Only an event
+    that could not fit even a batch of its own is rejected, by id (it would never get in).
+    """
+    assert verdict.site is not None and verdict.device is not None
+    envelope = {"v": 1, "device": verdict.device, "site": verdict.site, "events": []}
+    overhead = len(json.dumps(envelope, separators=(",", ":")).encode())
+    taken: list[Any] = []
+    used = overhead
+    judged = 0
+    for ev in events:
+        if judged >= max_events:
+            break
+        text = json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8", errors="replace"))
+        if overhead + size > max_bytes:
+            event_id = ev.get("id") if isinstance(ev, dict) else None
+            verdict.rejects.append(
+                Reject(
+                    event_id if isinstance(event_id, str) else None,
+                    verdict.device,
+                    f"event: {size} bytes; expected at most {max_bytes - overhead} "
+                    f"(central.max_payload_kb)",
+                    text[:MAX_REJECT_PAYLOAD],
+                )
+            )
+            judged += 1
+            continue
+        if used + size + (1 if taken else 0) > max_bytes:
+            break
+        taken.append(ev)
+        used += size + (1 if len(taken) > 1 else 0)
+        judged += 1
+    verdict.deferred = len(events) - judged
+    logger.warning(
+        "batch from %s/%s over the limits (%d events, %d bytes; at most %d events, %d bytes): "
+        "taking %d, leaving %d for the device to resend (align sync.batch_size and "
+        "sync.max_batch_kb with central.max_batch_events and central.max_payload_kb)",
+        verdict.site,
+        verdict.device,
+        len(events),
+        payload_bytes,
+        max_events,
+        max_bytes,
+        judged,
+        verdict.deferred,
+    )
+    return taken
+
+
 class Collector:
     """Runs the MQTT link and the single store-writing thread."""
 
     def __init__(self, cfg: CentralConfig, store: Store | None = None, client_id: str = ""):
         self.cfg = cfg
         self.prefix = cfg.mqtt.prefix
-        self.store = store or open_store(cfg.store.url, cfg.store.pg_schema)
+        self.store = store or open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
         self._own_store = store is None
         self.client_id = client_id or f"{cfg.central.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.events_filter = f"$share/{SHARE_GROUP}/{self.prefix}/+/+/events"
@@ -258,6 +341,7 @@ class Collector:
         self.batches = 0
         self.events_stored = 0
         self.rejected = 0
+        self.deferred = 0
         self.errors = 0
 
     def _on_connect(self, client: Any) -> None:
@@ -325,6 +409,7 @@ class Collector:
         self.batches += 1
         self.events_stored += len(verdict.good)
         self.rejected += len(verdict.rejects)
+        self.deferred += verdict.deferred
         for r in verdict.rejects:
             logger.warning(
                 "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason

@@ -175,7 +175,7 @@ def _fmt(value: Any) -> str:
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from sync.store import open_store
 
-    with open_store(cfg.store.url, cfg.store.pg_schema) as store:
+    with open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password) as store:
         rows = store.devices()
     if args.json:
         print(json.dumps(rows, default=_fmt, ensure_ascii=False))
@@ -221,7 +221,7 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
     if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", args.month):
         raise CliError(f"report --month: expected YYYY-MM, got {args.month!r}", 2)
-    with open_store(cfg.store.url, cfg.store.pg_schema) as store:
+    with open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password) as store:
         if isinstance(store, PostgresStore):
             sql = (
                 'SELECT "window", level, count(*) FROM ratings '

@@ -2,10 +2,11 @@
 
 The roster is retained on the broker, so a device gets the current one on every connect. It is
 validated and written atomically to ``<data_dir>/roster.json`` in exactly the CONTRACT §3
-payload format; a bad roster is logged and ignored, the last good one stays. Face encodings
-never travel (CONTRACT §3; PIPL art. 28-29): a roster entry with any key beyond
-``id/name/role/window`` is refused as a whole, so a centre that starts sending biometric data
-by mistake cannot get it stored on a device.
+payload format; a bad roster, or one that cannot be written (disk full, read-only), is logged
+and kept in ``last_error`` (shown in the uplink's status), and the last good one stays.
+Face encodings never travel (CONTRACT §3; PIPL art. 28-29): a roster entry with any key
+beyond ``id/name/role/window`` is refused as a whole, so a centre that starts sending
+biometric data by mistake cannot get it stored on a device.
 
 :func:`load_roster` is all the kiosk and window code need: it imports neither paho nor MQTT.
 """
@@ -145,10 +146,18 @@ class RosterKeeper:
             )
         if roster["version"] == self.version and load_roster(self.path.parent) == roster:
             return False  # the same retained roster again after a reconnect
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Stored in exactly the CONTRACT §3 payload format (re-serialised from the validated
-        # object so that the file is canonical UTF-8 JSON).
-        _write_atomic(self.path, json.dumps(roster, ensure_ascii=False).encode("utf-8"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Stored in exactly the CONTRACT §3 payload format (re-serialised from the
+            # validated object so that the file is canonical UTF-8 JSON).
+            _write_atomic(self.path, json.dumps(roster, ensure_ascii=False).encode("utf-8"))
+        except OSError as exc:
+            # Disk full, read-only or not ours: the roster is retained, so it comes again on
+            # every reconnect; raising would end the uplink each time. Keep the last good
+            # file, show the fault in status (Uplink.health) and try again next delivery.
+            self.last_error = f"roster version {roster['version']} not stored in {self.path}: {exc}"
+            logger.error("%s; keeping version %s", self.last_error, self.version)
+            return False
         self.version = roster["version"]
         self.last_error = None
         logger.info("roster version %s stored (%d staff)", roster["version"], len(roster["staff"]))

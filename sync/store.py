@@ -50,6 +50,17 @@ class EventRow:
     data: str  # JSON text
 
 
+def storable(text: str | None) -> str | None:
+    """``text`` as both stores can hold it: lone surrogates and NUL escaped.
+
+    For the ``rejected`` table, which keeps whatever a device sent (a garbage id, a payload
+    quoting a bad value): a reject that cannot be written would block its device forever.
+    """
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -320,7 +331,10 @@ class SqliteStore(Store):
                     c.executemany(
                         "INSERT INTO rejected (id, device, reason, payload, received_at) "
                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                        [(r.id, r.device, r.reason, r.payload, now) for r in rejects],
+                        [
+                            (storable(r.id), r.device, storable(r.reason), storable(r.payload), now)
+                            for r in rejects
+                        ],
                     )
                 c.execute("COMMIT")
             except BaseException:
@@ -383,7 +397,7 @@ _PG_LOCK_KEY = 0x48414C4C  # "HALL": advisory lock serialising migrations betwee
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, schema: str | None = None):
+    def __init__(self, url: str, schema: str | None = None, password: str | None = None):
         try:
             import psycopg
         except ImportError:
@@ -395,14 +409,19 @@ class PostgresStore(Store):
         self.schema = schema
         self._lock = threading.Lock()
         self._psycopg = psycopg
-        self.conn = psycopg.connect(url, autocommit=True)
+        # store.password_file (CONTRACT §5: never inline in the URL); None: the URL, the
+        # server's trust/peer rules or libpq's own PGPASSFILE decide.
+        self._connect_kw: dict[str, Any] = {"autocommit": True}
+        if password is not None:
+            self._connect_kw["password"] = password
+        self.conn = psycopg.connect(url, **self._connect_kw)
         self._migrate()
 
     def _conn(self) -> Any:
         """The connection, reopened if PostgreSQL went away (restart, failover)."""
         if self.conn.closed or self.conn.broken:
             logger.warning("store: PostgreSQL connection lost; reconnecting")
-            self.conn = self._psycopg.connect(self.url, autocommit=True)
+            self.conn = self._psycopg.connect(self.url, **self._connect_kw)
             if self.schema:
                 self.conn.execute(f'SET search_path TO "{self.schema}"')
         return self.conn
@@ -455,7 +474,10 @@ class PostgresStore(Store):
                 "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (id) DO NOTHING",
                 # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
-                [(r.id, r.device, r.reason, r.payload.replace("\x00", "\\0")) for r in rejects],
+                [
+                    (storable(r.id), r.device, storable(r.reason), storable(r.payload))
+                    for r in rejects
+                ],
             )
 
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
@@ -481,11 +503,14 @@ class PostgresStore(Store):
             self.conn.close()
 
 
-def open_store(url: str, schema: str | None = None) -> Store:
-    """Open (and create or migrate) the store at ``url`` (``sqlite:///…`` or ``postgresql://…``)."""
+def open_store(url: str, schema: str | None = None, password: str | None = None) -> Store:
+    """Open (and create or migrate) the store at ``url`` (``sqlite:///…`` or ``postgresql://…``).
+
+    ``password`` is ``cfg.store.password`` (read from ``store.password_file``), PostgreSQL only.
+    """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         return SqliteStore(url)
     if scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, schema)
+        return PostgresStore(url, schema, password)
     raise ValueError(f"store url: expected sqlite:///PATH or postgresql://…, got {url!r}")

@@ -1,8 +1,9 @@
 """Uplink: the outbox to the centre over MQTT, end-to-end at-least-once (CONTRACT §3).
 
-- Batches of up to ``sync.batch_size`` events in ``seq`` order are published (QoS 1) to
-  ``{prefix}/{site}/{device}/events`` as ``{"v":1,"device","site","events":[…]}``; the event
-  JSON is spliced in from the outbox text as stored, never re-serialised.
+- Batches of up to ``sync.batch_size`` events and ``sync.max_batch_kb`` KiB, in ``seq``
+  order, are published (QoS 1) to ``{prefix}/{site}/{device}/events`` as
+  ``{"v":1,"device","site","events":[…]}``; the event JSON is spliced in from the outbox
+  text as stored, never re-serialised.
 - At most ``sync.max_in_flight`` batches are unacked at once. An event leaves the outbox only
   when the centre's ack names it (a broker PUBACK is not enough); rejected ids move to the
   dead-letter table. A batch unacked after ``sync.ack_timeout_s``, or any batch in flight when
@@ -45,7 +46,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.outbox import Outbox
+from agent.outbox import Outbox, PendingEvent
 from sync.downlink import RosterKeeper
 from sync.mqtt import MqttLink, describe_rc
 
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_FILE = "uplink.lock"
 POLL_S = 0.2  # how often an idle uplink looks for events appended by another process (ping)
+TICK_RETRY_S = 1.0  # pause after a tick failed (the outbox could not be read)
+BATCH_TAIL = b"]}"
 
 
 def topics(prefix: str, site: str, device: str) -> dict[str, str]:
@@ -185,11 +188,14 @@ class Uplink:
         self.lock_error: str | None = None
         self.refused_error: str | None = None
         self.link: MqttLink | None = None
-        outbox.add_listener(self._on_append)
+        self.handler_errors = 0
 
     # --- Worker protocol ----------------------------------------------------------------
 
     def start(self) -> None:
+        # Removed again in _shutdown: the supervisor builds a new Uplink on every restart,
+        # and each one left behind would be woken on every append for the agent's lifetime.
+        self.outbox.add_listener(self._on_append)
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
@@ -303,14 +309,28 @@ class Uplink:
             except queue.Empty:
                 item = None
             while item is not None:
-                self._handle(item)
+                try:
+                    self._handle(item)
+                except Exception:
+                    # One item must not end the uplink (e.g. outbox.ack failing on a full
+                    # disk): an ack that could not be applied leaves its batch in flight, so
+                    # it is resent after the ack timeout and the centre acks it again.
+                    self.handler_errors += 1
+                    logger.exception("uplink: could not handle %r; carrying on", item[0])
                 try:
                     item = self._q.get_nowait()
                 except queue.Empty:
                     item = None
             if self._stop.is_set():
                 break
-            self._tick()
+            try:
+                self._tick()
+            except Exception:
+                # outbox.pending() failing (disk, lock): retry after a pause, not 5 times a
+                # second, and without ending the thread (the supervisor gives up on restarts).
+                self.handler_errors += 1
+                logger.exception("uplink: tick failed; retrying in %.0f s", TICK_RETRY_S)
+                self._stop.wait(TICK_RETRY_S)
 
     def _wait_s(self) -> float:
         now = time.monotonic()
@@ -380,8 +400,7 @@ class Uplink:
             rows = self.outbox.pending(self.sync.batch_size, after_seq=self._cursor)
             if not rows:
                 return
-            payload = self._prefix + ",".join(r.body for r in rows) + "]}"
-            data = payload.encode("utf-8")
+            rows, data = self._pack(rows)
             info = self.link.publish(self.topics["events"], data, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # Queue full (old messages from before a reconnect) or the link just dropped:
@@ -402,6 +421,26 @@ class Uplink:
             self._cursor = rows[-1].seq
             self.counters.batches_sent += 1
             self.counters.events_sent += len(rows)
+
+    def _pack(self, rows: list[PendingEvent]) -> tuple[list[PendingEvent], bytes]:
+        """The longest prefix of ``rows`` whose batch fits ``sync.max_batch_kb``, and its bytes.
+
+        The centre refuses a batch over its ``central.max_payload_kb`` (default 4096, above
+        this cap's maximum), so the agent never sends one. A single event larger than the
+        cap still goes out, alone: the centre then judges that event by itself.
+        """
+        limit = self.sync.max_batch_kb * 1024
+        prefix = self._prefix.encode("utf-8")
+        parts: list[bytes] = []
+        size = len(prefix) + len(BATCH_TAIL)
+        for row in rows:
+            body = row.body.encode("utf-8")
+            extra = len(body) + (1 if parts else 0)  # the comma
+            if parts and size + extra > limit:
+                break
+            parts.append(body)
+            size += extra
+        return rows[: len(parts)], prefix + b",".join(parts) + BATCH_TAIL
 
     def _on_puback(self, mid: int, reason_code: Any) -> None:
         batch = self._inflight.get(mid)
@@ -490,6 +529,7 @@ class Uplink:
         return info
 
     def _shutdown(self) -> None:
+        self.outbox.remove_listener(self._on_append)
         link = self.link
         if link is not None:
             if link.connected.is_set():

@@ -95,12 +95,48 @@ def test_device_mismatch_rejects_every_event_by_id():
     assert [r["id"] for r in v.ack()["rejected"]] == [e["id"] for e in evs]
 
 
-def test_size_and_count_limits():
-    big = event(1, data={"window": "A03", "level": 5, "label": "x" * 70_000})
-    v = check(batch(big))
-    assert not v.good and "bytes; expected at most" in v.rejects[0].reason
-    v = check(batch(*[event(i) for i in range(101)]))
-    assert not v.good and len(v.rejects) == 101 and "101 events" in v.rejects[0].reason
+def test_an_event_too_large_for_any_batch_is_rejected_alone():
+    big = event(2, data={"window": "A03", "level": 5, "label": "x" * 70_000})
+    v = check(batch(event(1), big, event(3)))
+    assert [r.seq for r in v.good] == [1, 3]
+    assert [r.id for r in v.rejects] == [big["id"]]
+    assert "bytes; expected at most" in v.rejects[0].reason
+    assert v.deferred == 0
+
+
+def test_over_limit_batches_are_taken_in_part_never_rejected():
+    """Review finding 4: a batch over the centre's limits must not dead-letter valid events."""
+    evs = [event(i) for i in range(1, 102)]
+    v = check(batch(*evs))  # max_events = 100
+    assert [r.seq for r in v.good] == list(range(1, 101))
+    assert not v.rejects and v.deferred == 1
+    assert v.ack() == {"v": 1, "ids": [e["id"] for e in evs[:100]], "rejected": []}
+
+    # 60 events of ~1.5 KB: ~90 KB, over max_bytes = 64 KiB.
+    evs = [event(i, data={"window": "A03", "level": 5, "label": "y" * 1500}) for i in range(60)]
+    payload = batch(*evs)
+    assert len(payload) > LIMITS["max_bytes"]
+    v = check(payload)
+    assert not v.rejects and v.good and v.deferred == 60 - len(v.good)
+    assert [r.id for r in v.good] == [e["id"] for e in evs[: len(v.good)]]
+
+    # As many as fit, measured as an agent sends them (compact JSON).
+    def compact(n):
+        body = {"v": 1, "device": "pad-a03", "site": "jiedong", "events": evs[:n]}
+        return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+
+    assert compact(len(v.good)) <= LIMITS["max_bytes"] < compact(len(v.good) + 1)
+
+
+def test_default_limits_take_any_batch_the_agent_may_send():
+    from agent.config import CentralSection, SyncSection
+
+    def bound(model, name, kind):
+        return next(getattr(m, kind) for m in model.model_fields[name].metadata if hasattr(m, kind))
+
+    central = CentralSection()
+    assert central.max_batch_events >= bound(SyncSection, "batch_size", "le")
+    assert central.max_payload_kb >= bound(SyncSection, "max_batch_kb", "le")
 
 
 @pytest.mark.parametrize(
@@ -115,6 +151,34 @@ def test_size_and_count_limits():
         ({"data": [1]}, "data: expected an object"),
         ({"data": {"window": "A03", "level": 9}}, "data.level"),
         ({"name": "张三"}, "unknown envelope key"),
+        # Review 8a: what the PostgreSQL ratings view casts to ::integer (CONTRACT §4 ranges).
+        ({"data": {"window": "A03", "level": 4, "pad": 2**40}}, "data.pad"),
+        ({"data": {"window": "A03", "level": 4, "pad": 0}}, "data.pad"),
+        ({"data": {"window": "A03", "level": 4, "pad": 248}}, "data.pad"),
+        ({"data": {"window": "A03", "level": 4, "invite_id": 2**40}}, "data.invite_id"),
+        ({"data": {"window": "A03", "level": 4, "invite_id": -1}}, "data.invite_id"),
+        ({"data": {"window": "A03", "level": 4, "invite_id": 65536}}, "data.invite_id"),
+        (
+            {"type": "rating.expired", "data": {"window": "A03", "pad": 1, "invite_id": 70000}},
+            "data.invite_id",
+        ),
+        # Review 8b: only the extended form (SQLite reports group by substr(at, 1, 7)).
+        ({"at": "20261126T091203.120+0800"}, "at:"),
+        ({"at": "2026-11-26T09:12:03.120+0800"}, "at:"),
+        ({"at": "2026-11-26 09:12:03.120+08:00"}, "at:"),
+        ({"at": "2026-11-26T09:12:03.120+08:00\n"}, "at:"),
+        ({"at": "２０２６-11-26T09:12:03.120+08:00"}, "at:"),
+        ({"at": "2026-13-26T09:12:03.120+08:00"}, "at:"),
+        # Review 8c: NaN and Infinity are not JSON; both stores refuse them.
+        (
+            {
+                "type": "attendance.punch",
+                "data": {"staff_id": "S1", "slot": "morning_in", "distance": float("nan")},
+            },
+            "data.distance",
+        ),
+        ({"type": "device.test", "data": {"note": "x", "v": float("inf")}}, "NaN or Infinity"),
+        ({"type": "device.test", "data": {"v": [float("-inf")]}}, "NaN or Infinity"),
     ],
 )
 def test_bad_event_is_rejected_alone(over, reason):
@@ -123,6 +187,45 @@ def test_bad_event_is_rejected_alone(over, reason):
     assert [r.id for r in v.good] == [good["id"]]
     assert len(v.rejects) == 1 and reason in v.rejects[0].reason
     assert v.rejects[0].id == bad["id"]
+
+
+def test_lone_surrogate_is_rejected_alone_and_its_reject_is_storable(store_conf):
+    """ "\\ud800" in JSON is a lone surrogate neither store can encode: it used to make the
+    whole batch fail to write on every resend (the device blocked for good)."""
+    store, _ = store_conf
+    bad = event(2, type="device.test", data={"note": "\ud800"})
+    odd_id = dict(event(3), id="x\udfff\u0000")
+    payload = json.dumps(
+        {"v": 1, "device": "pad-a03", "site": "jiedong", "events": [event(1), bad, odd_id]}
+    )
+    v = check(payload.encode())  # ensure_ascii: the surrogates travel as JSON escapes
+    assert [r.seq for r in v.good] == [1]
+    assert [r.id for r in v.rejects] == [bad["id"], "x\udfff\u0000"]
+    assert "surrogate" in v.rejects[0].reason
+    store.write_batch(v.good, v.rejects)
+    assert store.query("SELECT count(*) FROM rejected")[0][0] == 2
+
+
+def test_accepted_times_and_ranges():
+    evs = [
+        event(1, at="2026-11-26T01:12:03Z"),
+        event(2, at="2026-11-26T09:12:03+08:00"),
+        event(3, data={"window": "A03", "level": 1, "pad": 247, "invite_id": 65535}),
+        event(4, data={"window": "A03", "level": 5, "pad": 1, "invite_id": 0}),
+    ]
+    v = check(batch(*evs))
+    assert [r.seq for r in v.good] == [1, 2, 3, 4] and not v.rejects
+
+
+def test_views_and_reports_work_after_out_of_range_input(store_conf):
+    """Review 8a: one invite_id = 2**40 used to break every query on the PostgreSQL view."""
+    store, _ = store_conf
+    good = event(1, data={"window": "A03", "level": 5, "pad": 3, "invite_id": 7})
+    bad = event(2, data={"window": "A03", "level": 4, "pad": 3, "invite_id": 2**40})
+    v = check(batch(good, bad))
+    store.write_batch(v.good, v.rejects)
+    assert store.query("SELECT level, invite_id, pad FROM ratings") == [(5, 7, 3)]
+    assert [r[0] for r in store.query("SELECT id FROM rejected")] == [bad["id"]]
 
 
 def test_bad_topic_cannot_be_acked():
@@ -419,3 +522,62 @@ def test_check_batch_never_raises_on_mangled_batches(mangle):
     body = {"v": 1, "device": "pad-a03", "site": "jiedong", "events": [event(1)], **mangle}
     v = check(json.dumps(body).encode())
     assert v.good or v.rejects or body["events"] == []
+
+
+def test_store_password_comes_from_password_file(tmp_path):
+    """Review 9 / CONTRACT §5: secrets from *_file keys; the collector passes it to libpq."""
+    from agent.config import ConfigError, load_central_config
+
+    if not pg_available():
+        pytest.skip("PostgreSQL not reachable")
+    secret = tmp_path / "store.pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    conf = tmp_path / "central.toml"
+    with pg_schema() as name:
+        conf.write_text(
+            f'[store]\nurl = "{PG_URL}"\npg_schema = "{name}"\npassword_file = "{secret}"\n'
+        )
+        cfg = load_central_config(conf)
+        assert cfg.store.password == "s3cret"
+        collector = Collector(cfg)
+        try:
+            assert collector.store.conn.info.password == "s3cret"
+        finally:
+            collector.store.close()
+        r = subprocess.run(
+            [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, r.stderr
+
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"store\.password_file: .* readable by others"):
+        load_central_config(conf)
+    secret.chmod(0o600)
+    conf.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/h.db"\npassword_file = "{secret}"\n')
+    with pytest.raises(ConfigError, match="only for a postgresql:// store"):
+        load_central_config(conf)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://hall:hunter2@127.0.0.1:5432/test",
+        "postgresql://hall@127.0.0.1:5432/test?password=hunter2",
+    ],
+)
+def test_store_url_with_inline_password_is_refused_without_echoing_it(tmp_path, url):
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'[store]\nurl = "{url}"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 78
+    assert "store.url" in r.stderr and "store.password_file" in r.stderr
+    assert "hunter2" not in r.stderr + r.stdout

@@ -167,7 +167,9 @@ def test_schemas_describe_fields():
 
 
 def test_password_in_a_url_is_never_echoed(write_config, tmp_path):
-    (msg,) = problems(write_config(MINIMAL + '\n[mqtt]\nurl = "mqtts://kiosk-01:S3cretPw@broker/x/y"\n'))
+    (msg,) = problems(
+        write_config(MINIMAL + '\n[mqtt]\nurl = "mqtts://kiosk-01:S3cretPw@broker/x/y"\n')
+    )
     assert "mqtt.url" in msg and "kiosk-01:***@broker" in msg
     assert "S3cretPw" not in msg
     central = write_config('[store]\nurl = "mysql://hall:S3cretPw@db.lan/hall"\n')

@@ -190,3 +190,16 @@ def test_roster_publish_refuses_an_invalid_file(tmp_path):
     )
     assert r.returncode == 2
     assert "staff[1].name" in r.stderr and str(bad) in r.stderr
+
+
+def test_keeper_survives_a_roster_it_cannot_write(tmp_path):
+    """Review 2b: a write error (ENOSPC, EROFS, EACCES) is kept for status, never raised."""
+    (tmp_path / "roster.json").mkdir()  # stands in for a disk that refuses the file
+    keeper = RosterKeeper(tmp_path)
+    assert not keeper.handle(payload(ROSTER))
+    assert "not stored" in keeper.last_error and "roster.json" in keeper.last_error
+    assert keeper.version is None
+    assert not list(tmp_path.glob(".roster-*"))  # no temp file left behind
+    (tmp_path / "roster.json").rmdir()  # the disk is fine again: the next delivery is stored
+    assert keeper.handle(payload(ROSTER))
+    assert load_roster(tmp_path) == ROSTER and keeper.last_error is None

@@ -220,20 +220,42 @@ def test_rejected_event_lands_in_rejected_and_dead_letter(collectors, agent):
     assert wait_for(lambda: (c.store.devices() or [{}])[0].get("dead_letter") == 1, 10)
 
 
-def test_event_the_store_refuses_is_isolated_not_retried_forever(collectors, agent):
-    """A poisoned event that passes validation but not the store (a non-finite number: not
-    JSON for jsonb nor for SQLite's json_valid) must not block its device."""
+def test_events_no_store_can_hold_are_rejected_alone_not_retried_forever(
+    collectors, broker, store_kw, tmp_path
+):
+    """Poisoned events (a non-finite number, a lone surrogate: neither is storable JSON) in an
+    outbox written before the agent refused them must not block their device: each is
+    rejected by id with its reason, and everything around it is stored."""
     c = collectors()
-    _up, box = agent(batch_size=10)
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"batch_size": 10})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
     box.append("device.test", {"note": "before"})
-    poison = box.append("device.test", {"note": "nan", "value": float("inf")}).event
+    inf = box.append("device.test", {"note": "inf", "v": 1}).event
+    sur = box.append("device.test", {"note": "SURROGATE"}).event
     box.append("device.test", {"note": "after"})
-    assert wait_for(lambda: box.stats().pending == 0, 20)
-    assert rows(c) == [1, 3]
-    [dead] = box.dead_letters()
-    assert dead["id"] == poison["id"] and dead["reason"].startswith("store refused the event")
-    [(rid,)] = c.store.query("SELECT id FROM rejected")
-    assert rid == poison["id"]
+    # What an older agent (json.dumps allows NaN) or a damaged file left in the outbox.
+    with box._lock:
+        box._conn.execute(
+            "UPDATE outbox SET body = replace(body, '\"v\":1', '\"v\":Infinity') WHERE id = ?",
+            (inf["id"],),
+        )
+        box._conn.execute(
+            "UPDATE outbox SET body = replace(body, 'SURROGATE', '\\ud800') WHERE id = ?",
+            (sur["id"],),
+        )
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        assert wait_for(lambda: box.stats().pending == 0, 20)
+        assert rows(c) == [1, 4]
+        dead = {d["id"]: d["reason"] for d in box.dead_letters()}
+        assert set(dead) == {inf["id"], sur["id"]}
+        assert "NaN or Infinity" in dead[inf["id"]] and "surrogate" in dead[sur["id"]]
+        stored = {r[0] for r in c.store.query("SELECT id FROM rejected")}
+        assert stored == {inf["id"], sur["id"]}
+    finally:
+        up.stop()
+        box.close()
 
 
 @pytest.mark.slow

@@ -357,3 +357,101 @@ def test_status_is_republished_every_interval_and_on_reconnect(tmp_path):
             box.close()
     finally:
         broker.stop()
+
+
+def test_uplink_survives_an_unwritable_roster_and_a_failing_ack(tmp_path, broker):
+    """Review 2b: a roster it cannot write and an outbox.ack that raises used to end the
+    uplink thread, and the retained roster ended every restart again."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "roster.json").mkdir()  # the roster write fails (stands in for ENOSPC / EROFS)
+    roster = {"v": 1, "version": 3, "staff": [{"id": "S1", "name": "张三", "role": "staff"}]}
+    pub_retained = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-r"]
+    subprocess.run(
+        [*pub_retained, "-t", "hall/jiedong/roster", "-m", json.dumps(roster, ensure_ascii=False)],
+        check=True,
+        timeout=10,
+    )
+    cfg = agent_config(data, broker.url, sync={"ack_timeout_s": 1})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    real_ack, failures = box.ack, []
+
+    def flaky_ack(ids):  # the neighbour fails once, as SQLite does on a full disk
+        if not failures:
+            failures.append(ids)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_ack(ids)
+
+    box.ack = flaky_ack
+    collector = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    collector.start()
+    assert collector.wait_connected(10)
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        assert wait_for(lambda: "roster" in up.health(), 10)
+        assert "not stored" in up.health()["roster"]
+        box.append_many([("rating.submitted", rating(), None, None) for _ in range(5)])
+        assert wait_for(lambda: box.stats().pending == 0, 20)
+        assert failures and up.alive() and up.handler_errors >= 1
+        assert collector.store.query("SELECT count(*) FROM events")[0][0] == 5
+    finally:
+        up.stop()
+        collector.stop()
+        box.close()
+        subprocess.run([*pub_retained, "-t", "hall/jiedong/roster", "-n"], timeout=10)
+
+
+def test_restarted_uplinks_leave_no_outbox_listener_behind(tmp_path, broker):
+    """Review 2b: every restart by the supervisor added a listener that was never removed."""
+    cfg = agent_config(tmp_path / "data", broker.url)
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    before = len(box._listeners)
+    try:
+        for _ in range(3):
+            up = uplink_worker_factories(cfg, box, lambda: {})["uplink"]()
+            up.start()
+            assert wait_for(lambda: up.health()["connected"], 10)  # noqa: B023
+            assert len(box._listeners) == before + 1
+            up.stop()
+            assert not up.alive()
+        assert len(box._listeners) == before
+    finally:
+        box.close()
+
+
+def test_batches_stay_under_max_batch_kb(tmp_path, broker):
+    """Review 4: the agent caps a batch by bytes, so a collector at its smallest payload
+    limit (16 KiB) takes every batch whole and dead-letters nothing."""
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"batch_size": 5000, "max_batch_kb": 16})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    ccfg = central_config(f"sqlite:///{tmp_path}/hall.db", broker.url)
+    ccfg.central.max_payload_kb = 16
+    collector = Collector(ccfg)
+    sizes: list[int] = []
+    handle = collector.handle
+
+    def measuring(topic, payload):
+        if topic.endswith("/events"):
+            sizes.append(len(payload))
+        handle(topic, payload)
+
+    collector.handle = measuring
+    collector.start()
+    assert collector.wait_connected(10)
+    note = "评价" * 400  # ~2.4 KB of UTF-8 per event: 60 events are ~150 KB
+    box.append_many([("device.test", {"note": note}, None, None) for _ in range(60)])
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        assert wait_for(lambda: box.stats().pending == 0, 20)
+        assert box.stats().dead_letter == 0 and collector.rejected == 0
+        assert collector.deferred == 0 and len(sizes) >= 60 * 2400 // (16 * 1024)
+        assert max(sizes) <= 16 * 1024
+        assert collector.store.query("SELECT count(*) FROM events")[0][0] == 60
+    finally:
+        up.stop()
+        collector.stop()
+        box.close()
