@@ -6,7 +6,7 @@ figure is one full round trip: outbox → broker → collector commit → ack �
 
 Who delivers the events: the uplink holds an exclusive lock on ``<data_dir>/uplink.lock``
 while it runs (sync/uplink.py). If the lock is held, a running agent shares this outbox file
-and its uplink delivers ping's events (it polls the outbox every 0.2 s for rows appended by
+and its uplink delivers ping's events (it polls the outbox every 20 ms for rows appended by
 other processes); otherwise ping starts an uplink in this process for the duration.
 """
 

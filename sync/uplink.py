@@ -53,7 +53,10 @@ from sync.mqtt import MqttLink, describe_rc
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "uplink.lock"
-POLL_S = 0.2  # how often an idle uplink looks for events appended by another process (ping)
+# How often an idle uplink looks for events appended by another process (`hall-agent ping`
+# beside a running agent). Measured on an idle window agent: 0.65 % of a core at 20 ms against
+# 0.4 % at 200 ms, for ping round trips on a running box in tens of ms instead of ~240 ms.
+POLL_S = 0.02
 TICK_RETRY_S = 1.0  # pause after a tick failed (the outbox could not be read)
 BATCH_TAIL = b"]}"
 
