@@ -1,9 +1,12 @@
 """The central store (CONTRACT §6): SQLite (embedded default) or PostgreSQL (psycopg 3).
 
-Tables ``events`` and ``rejected`` as CONTRACT §6, plus ``devices`` (the collector's view of
-each device's retained status, for ``hall-central devices``); typed views ``punches`` and
-``ratings``. The schema is created and migrated on open, inside a lock (SQLite: ``BEGIN
-IMMEDIATE``; PostgreSQL: an advisory lock), so several collectors can start at once.
+Tables ``events`` and ``rejected`` as CONTRACT §6, plus two additions: ``devices`` (the
+collector's view of each device's retained status, for ``hall-central devices``) and
+``rosters`` (the last roster published per site, schema version 2: ``hall-central roster``
+publishes from it and the collector republishes it on every connect); typed views
+``punches`` and ``ratings``. The schema is created and migrated on open, inside a lock
+(SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so several collectors can start
+at once.
 
 A batch is written in ONE transaction with ``INSERT … ON CONFLICT (id) DO NOTHING``: a resent
 event is ignored and acked again, which turns at-least-once delivery into exactly-once rows
@@ -184,9 +187,29 @@ _PG_V1 = [
       FROM events WHERE type = 'rating.submitted'""",
 ]
 
-# Index i brings the schema from version i to i + 1. Append only.
-SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1]
+# v2: the roster per site (not in CONTRACT §6, an addition like `devices`). `payload` is exactly
+# the CONTRACT §3 roster as published; `version` repeats its version for the ordering check.
+_SQLITE_V2 = [
+    """CREATE TABLE rosters (
+        site TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        payload TEXT NOT NULL CHECK (json_valid(payload)),
+        published_at TEXT NOT NULL
+    )""",
+]
+
+_PG_V2 = [
+    """CREATE TABLE rosters (
+        site text PRIMARY KEY,
+        version bigint NOT NULL,
+        payload jsonb NOT NULL,
+        published_at timestamptz NOT NULL DEFAULT now()
+    )""",
+]
+
+# Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
+SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -220,6 +243,53 @@ def _status_fields(status: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+ROSTER_KEYS = ("v", "version", "staff")
+STAFF_ORDER = ("id", "name", "role", "window")
+
+
+def roster_json(roster: dict[str, Any]) -> str:
+    """The roster as published and stored: CONTRACT §3 key order, compact UTF-8 JSON.
+
+    One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
+    reorders keys), so a republish from either store is byte-identical to the first publish.
+    ``roster`` must be validated (sync.downlink.validate_roster): only the contract's keys.
+    """
+    canonical = {
+        "v": roster["v"],
+        "version": roster["version"],
+        "staff": [{k: e[k] for k in STAFF_ORDER if k in e} for e in roster["staff"]],
+    }
+    return json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StoredRoster:
+    site: str
+    version: int
+    roster: dict[str, Any]  # the payload, parsed
+    published_at: Any  # ISO text (SQLite) or datetime (PostgreSQL)
+
+    @property
+    def payload(self) -> str:
+        return roster_json(self.roster)
+
+
+class RosterVersionError(ValueError):
+    """A roster older than the one stored for its site, without ``force``."""
+
+    def __init__(self, site: str, version: int, stored: StoredRoster):
+        self.site, self.version, self.stored = site, version, stored
+        super().__init__(
+            f"site {site} has roster version {stored.version} stored (published "
+            f"{_text(stored.published_at)}); refusing the older version {version} "
+            "(use --force to publish it anyway)"
+        )
+
+
+def _text(moment: Any) -> str:
+    return moment.isoformat(timespec="seconds") if hasattr(moment, "isoformat") else str(moment)
+
+
 class Store:
     """Common interface of the two stores."""
 
@@ -243,6 +313,35 @@ class Store:
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
+        """Store a validated roster as ``site``'s current one, in one transaction.
+
+        Raises :class:`RosterVersionError` when the stored version is higher and not
+        ``force``; the same version again is accepted (a re-run of the same publish).
+        """
+        raise NotImplementedError
+
+    def rosters(self, site: str | None = None) -> list[StoredRoster]:
+        """The stored rosters (of one ``site``, or all), ordered by site."""
+        where, params = ("WHERE site = %s", (site,)) if site is not None else ("", ())
+        rows = self.query(
+            f"SELECT site, version, payload, published_at FROM rosters {where} ORDER BY site",
+            params,
+        )
+        return [
+            StoredRoster(
+                site=r[0],
+                version=r[1],
+                roster=json.loads(r[2]) if isinstance(r[2], str | bytes) else r[2],
+                published_at=r[3],
+            )
+            for r in rows
+        ]
+
+    def roster(self, site: str) -> StoredRoster | None:
+        found = self.rosters(site)
+        return found[0] if found else None
 
     def close(self) -> None:
         raise NotImplementedError
@@ -364,6 +463,31 @@ class SqliteStore(Store):
             "last_event_at, last_received_at FROM devices ORDER BY site, device"
         )
         return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
+
+    def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
+        payload, now = roster_json(roster), _iso(utcnow())
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")  # the check and the write see the same row
+            try:
+                row = c.execute(
+                    "SELECT version, published_at FROM rosters WHERE site = ?", (site,)
+                ).fetchone()
+                if row is not None and row[0] > roster["version"] and not force:
+                    stored = StoredRoster(site, row[0], {}, row[1])
+                    raise RosterVersionError(site, roster["version"], stored)
+                c.execute(
+                    "INSERT INTO rosters (site, version, payload, published_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (site) DO UPDATE SET "
+                    "version = excluded.version, payload = excluded.payload, "
+                    "published_at = excluded.published_at",
+                    (site, roster["version"], payload, now),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return StoredRoster(site, roster["version"], json.loads(payload), now)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -493,6 +617,29 @@ class PostgresStore(Store):
             "last_event_at, last_received_at FROM devices ORDER BY site, device"
         )
         return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
+
+    def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
+        payload = roster_json(roster)
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction():
+                # Serialises publishers of one site, even before its first row exists
+                # (a FOR UPDATE row lock would not).
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_KEY, site))
+                row = conn.execute(
+                    "SELECT version, published_at FROM rosters WHERE site = %s", (site,)
+                ).fetchone()
+                if row is not None and row[0] > roster["version"] and not force:
+                    stored = StoredRoster(site, row[0], {}, row[1])
+                    raise RosterVersionError(site, roster["version"], stored)
+                published_at = conn.execute(
+                    "INSERT INTO rosters (site, version, payload) VALUES (%s, %s, %s::jsonb) "
+                    "ON CONFLICT (site) DO UPDATE SET version = excluded.version, "
+                    "payload = excluded.payload, published_at = excluded.published_at "
+                    "RETURNING published_at",
+                    (site, roster["version"], payload),
+                ).fetchone()[0]
+        return StoredRoster(site, roster["version"], json.loads(payload), published_at)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -17,7 +17,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sync import testing
-from sync.store import EventRow, PostgresStore, Reject, SqliteStore, open_store
+from sync.store import (
+    PG_MIGRATIONS,
+    SCHEMA_VERSION,
+    SQLITE_MIGRATIONS,
+    EventRow,
+    PostgresStore,
+    Reject,
+    RosterVersionError,
+    SqliteStore,
+    open_store,
+    roster_json,
+)
 from sync.testing import PG_URL, pg_available
 
 TZ = timezone(timedelta(hours=8))
@@ -166,7 +177,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == 1
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
 
 
 def test_concurrent_first_open_postgres(pg_schema):
@@ -308,3 +319,140 @@ def test_postgres_password_is_passed_and_kept_across_reconnects(pg_schema):
         s.write_batch([row(1)], [])  # reconnected, with the same password
         assert s.conn.info.password == "s3cret pass"
         assert "s3cret" not in s.url
+
+
+# --- rosters (schema v2; not in CONTRACT §6, an addition like `devices`) ------------------------
+
+ROSTER = {
+    "v": 1,
+    "version": 3,
+    "staff": [
+        {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03"},
+        {"id": "S0001", "name": "李强", "role": "chief", "window": None},
+    ],
+}
+
+
+def test_roster_is_stored_exactly_and_older_versions_are_refused(store):
+    assert store.roster("jiedong") is None and store.rosters() == []
+    stored = store.put_roster("jiedong", ROSTER)
+    assert (stored.site, stored.version, stored.roster) == ("jiedong", 3, ROSTER)
+    got = store.roster("jiedong")
+    assert got.roster == ROSTER and got.version == 3 and got.published_at is not None
+    # Byte-identical to what was published, whichever store (jsonb reorders keys).
+    assert got.payload == roster_json(ROSTER)
+    assert json.loads(got.payload) == ROSTER
+
+    older = dict(ROSTER, version=2, staff=ROSTER["staff"][:1])
+    with pytest.raises(RosterVersionError) as info:
+        store.put_roster("jiedong", older)
+    message = str(info.value)
+    assert "jiedong has roster version 3 stored" in message
+    assert "refusing the older version 2" in message and "--force" in message
+    assert store.roster("jiedong").roster == ROSTER  # unchanged
+
+    store.put_roster("jiedong", ROSTER)  # the same version again: a re-run, accepted
+    store.put_roster("jiedong", older, force=True)
+    assert store.roster("jiedong").roster == older
+    newer = dict(ROSTER, version=4)
+    store.put_roster("jiedong", newer)
+    store.put_roster("chengxi", ROSTER)  # another site has its own version line
+    assert [(r.site, r.version) for r in store.rosters()] == [("chengxi", 3), ("jiedong", 4)]
+    assert store.roster("jiedong").roster == newer
+
+
+def test_sqlite_v1_store_is_migrated_to_v2_keeping_its_data(tmp_path):
+    """A store created by the previous release (schema v1) gains `rosters` on open."""
+    import sqlite3
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for sql in SQLITE_MIGRATIONS[0]:
+        conn.execute(sql)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO events VALUES ('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', "
+        "'jiedong', 1, 'device.test', '2026-11-26T09:12:03.120+08:00', 'synced', "
+        "'2026-11-26T01:12:03.200+00:00', '{}')"
+    )
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.query("PRAGMA user_version")[0][0] == 2
+        assert count(s) == 1
+        s.put_roster("jiedong", ROSTER)
+    out = subprocess.run(
+        ["sqlite3", str(path), "SELECT site, version, json_extract(payload, '$.v') FROM rosters"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "jiedong|3|1"
+
+
+def test_postgres_v1_store_is_migrated_to_v2_keeping_its_data(pg_schema):
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(f'SET search_path TO "{pg_schema}"')
+        for sql in PG_MIGRATIONS[0]:
+            conn.execute(sql)
+        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO hall_schema (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO events (id, device, site, seq, type, at, clock, data) VALUES "
+            "('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', 'jiedong', 1, 'device.test', "
+            "'2026-11-26T09:12:03.120+08:00', 'synced', '{}')"
+        )
+    with PostgresStore(PG_URL, pg_schema) as s:
+        assert s.query("SELECT version FROM hall_schema") == [(2,)]
+        assert count(s) == 1
+        s.put_roster("jiedong", ROSTER)
+    # Read back by a peer (psql): jsonb holding exactly the roster.
+    env = {**os.environ, "PGOPTIONS": f"-c search_path={pg_schema}"}
+    out = subprocess.run(
+        [
+            "psql",
+            PG_URL,
+            "-At",
+            "-c",
+            "SELECT site, version, pg_typeof(payload), payload->'staff'->0->>'name' FROM rosters",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    assert out == "jiedong|3|jsonb|张敏"
+
+
+def test_concurrent_roster_publishers_postgres(pg_schema):
+    """Two publishers of one site at once: the advisory lock makes the check and the write
+    one step, so the newer version always ends up stored."""
+    stores = [PostgresStore(PG_URL, pg_schema) for _ in range(2)]
+    refused: list[RosterVersionError] = []
+
+    def put(s, r):
+        try:
+            s.put_roster("jiedong", r)
+        except RosterVersionError as exc:
+            refused.append(exc)
+
+    try:
+        for version in range(1, 30):
+            newer, older = dict(ROSTER, version=version + 1), dict(ROSTER, version=version)
+
+            threads = [
+                threading.Thread(target=put, args=(stores[0], newer)),
+                threading.Thread(target=put, args=(stores[1], older)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert stores[0].roster("jiedong").version == version + 1
+        assert all("refusing the older version" in str(e) for e in refused)
+    finally:
+        for s in stores:
+            s.close()
