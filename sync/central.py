@@ -15,6 +15,10 @@
 - paho acks the broker's delivery (PUBACK) only after the store has committed (``manual_ack``):
   the broker then never has more than its in-flight limit outstanding with us, which is the
   flow control when the store is slower than the hall.
+- On every connect (the first one included) it republishes every roster of the store's
+  ``rosters`` table retained (CONTRACT §3 ``{prefix}/{site}/roster``): a broker that lost its
+  retained messages (restarted without persistence, replaced) gets them back without anyone
+  running ``hall-central roster publish`` again.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 from agent.config import CentralConfig
 from agent.envelope import EVENT_TYPES
 from sync.mqtt import MqttLink
-from sync.store import EventRow, Reject, Store, open_store
+from sync.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ _NUMBER = (int, float)
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 # What the PostgreSQL views cast to ::integer, and what the pads can send (CONTRACT §4).
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
+_REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
+ROSTER_PUBACK_TIMEOUT_S = 5.0
 
 
 def _is_num(value: Any, nullable: bool = True) -> bool:
@@ -343,11 +349,16 @@ class Collector:
         self.rejected = 0
         self.deferred = 0
         self.errors = 0
+        self.rosters_republished = 0  # rosters the broker acknowledged (PUBACK)
+        self.roster_rounds = 0  # connects whose roster republish has finished
 
     def _on_connect(self, client: Any) -> None:
         self.ready.clear()
         _rc, self._events_mid = client.subscribe(self.events_filter, qos=1)
         client.subscribe(self.status_filter, qos=1)
+        # The store read and the PUBACK waits happen on the collector thread, never here
+        # (paho's thread: DESIGN.md habit 4).
+        self._q.put(_REPUBLISH)
 
     def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
         if mid == self._events_mid and not any(
@@ -381,6 +392,9 @@ class Collector:
             msg = self._q.get()
             if msg is None:
                 break
+            if msg is _REPUBLISH:
+                self.republish_rosters()
+                continue
             try:
                 self.handle(msg.topic, msg.payload)
             except Exception:
@@ -453,6 +467,61 @@ class Collector:
                 rejects.append(Reject(ev.id, ev.device, reason, ev.data))
         verdict.good, verdict.rejects = good, rejects
         self.store.write_batch([], rejects)
+
+    def republish_rosters(self) -> None:
+        """Publish every stored roster retained again; never raises.
+
+        Each roster's PUBACK is awaited and the store read again afterwards: if
+        ``hall-central roster publish`` stored a newer one meanwhile, its own publish may
+        have reached the broker before ours, so the newer one is published again and the
+        broker keeps the newest.
+        """
+        try:
+            rosters = self.store.rosters()
+        except Exception as exc:
+            self.errors += 1
+            logger.error(
+                "collector: cannot read the stored rosters (%s); the next connect retries", exc
+            )
+            return
+        for stored in rosters:
+            for _attempt in range(3):
+                if not self._republish(stored):
+                    break
+                try:
+                    again = self.store.roster(stored.site)
+                except Exception:
+                    break
+                if again is None or again.payload == stored.payload:
+                    break
+                stored = again
+        self.roster_rounds += 1
+
+    def _republish(self, stored: StoredRoster) -> bool:
+        from sync.downlink import RosterError, validate_roster
+
+        topic = f"{self.prefix}/{stored.site}/roster"
+        try:
+            if not _ID.match(stored.site):
+                raise RosterError(f"site {stored.site!r} is not a valid site id")
+            payload = roster_json(validate_roster(stored.roster)).encode("utf-8")
+        except (RosterError, KeyError, TypeError) as exc:
+            logger.error("collector: stored roster of %s not republished: %s", stored.site, exc)
+            return False
+        try:
+            info = self.link.publish(topic, payload, qos=1, retain=True)
+            info.wait_for_publish(ROSTER_PUBACK_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:  # paho: queue full, not connected
+            logger.warning("collector: roster of %s not republished: %s", stored.site, exc)
+            return False
+        if not info.is_published():
+            logger.warning(
+                "collector: no PUBACK for the roster on %s; the next connect retries", topic
+            )
+            return False
+        self.rosters_republished += 1
+        logger.info("collector: roster version %s republished on %s", stored.version, topic)
+        return True
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
         where = parse_topic(topic, self.prefix, "status")

@@ -1,8 +1,12 @@
 """``hall-central``: the central collector's command line (CONTRACT §7).
 
 - ``hall-central -c FILE run``: run the collector until SIGTERM.
-- ``hall-central -c FILE roster publish FILE --site SITE``: validate a roster (CONTRACT §3) and
-  publish it retained to ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
+- ``hall-central -c FILE roster publish FILE --site SITE [--force]``: validate a roster
+  (CONTRACT §3), store it as the site's current roster (table ``rosters``; an older version
+  than the stored one is refused unless ``--force``) and publish it retained to
+  ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
+- ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
+- ``hall-central -c FILE roster show --site SITE [--json]``: the stored roster.
 - ``hall-central -c FILE devices``: devices with last status, backlog and last event time.
 - ``hall-central -c FILE report ratings --month YYYY-MM``: counts per window and level.
 
@@ -67,13 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.required = True
     r = rsub.add_parser(
         "publish",
-        help="validate a roster file and publish it retained to a site",
-        description='Publish {"v":1,"version":N,"staff":[{"id","name","role","window"}]} '
-        "retained to PREFIX/SITE/roster (CONTRACT §3).",
+        help="store a roster file for a site and publish it retained (or republish the stored one)",
+        description='Validate {"v":1,"version":N,"staff":[{"id","name","role","window"}]}, '
+        "store it as the site's roster and publish it retained to PREFIX/SITE/roster "
+        "(CONTRACT §3). Without FILE, publish the roster stored for the site again.",
     )
-    r.add_argument("file", type=Path, help="roster JSON file")
+    r.add_argument(
+        "file", type=Path, nargs="?", help="roster JSON file (omit: republish the stored one)"
+    )
     r.add_argument("--site", required=True, help="site id, e.g. jiedong")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="store and publish even if the stored roster has a higher version",
+    )
     r.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    r = rsub.add_parser(
+        "show",
+        help="print the roster stored for a site",
+        description="Print the roster stored for a site (what the collector republishes).",
+    )
+    r.add_argument("--site", required=True, help="site id, e.g. jiedong")
+    r.add_argument(
+        "--json", action="store_true", help="print the roster payload exactly as published"
+    )
     p = sub.add_parser(
         "devices",
         help="list devices: last status, backlog, last event time",
@@ -111,6 +132,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
     import os
 
     from sync.mqtt import MqttLink
+    from sync.store import roster_json
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
     link = MqttLink(cfg.mqtt, f"{cfg.central.id}-roster-{os.getpid()}", name="roster")
@@ -129,7 +151,8 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
             done.set()
 
         link.client.on_publish = on_publish
-        payload = json.dumps(roster, ensure_ascii=False).encode("utf-8")
+        # The canonical text the store keeps and the collector republishes (sync.store).
+        payload = roster_json(roster).encode("utf-8")
         info = link.publish(topic, payload, qos=1, retain=True)
         if not done.wait(timeout):
             raise CliError(f"roster publish: no PUBACK for {topic} within {timeout:.0f} s")
@@ -142,13 +165,51 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
         link.stop()
 
 
-def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
+def _site(args: argparse.Namespace) -> str:
     import re
 
-    from sync.downlink import RosterError, parse_roster
-
     if not re.match(ID_PATTERN, args.site):
-        raise CliError(f"roster publish --site: expected {ID_PATTERN}, got {args.site!r}", 2)
+        action = f"roster {args.roster_command}"
+        raise CliError(f"{action} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
+    return args.site
+
+
+def _open(cfg: CentralConfig) -> Any:
+    from sync.store import open_store
+
+    return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
+
+
+def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    if args.roster_command == "show":
+        return cmd_roster_show(cfg, args)
+    from sync.downlink import RosterError, parse_roster, validate_roster
+    from sync.store import RosterVersionError
+
+    site = _site(args)
+    if args.file is None:
+        # Republish what the store holds, e.g. after a broker lost its retained messages.
+        if args.force:
+            raise CliError("roster publish --force: only with a FILE (nothing new to store)", 2)
+        with _open(cfg) as store:
+            stored = store.roster(site)
+        if stored is None:
+            raise CliError(
+                f"roster publish: no roster stored for site {site}; "
+                f"publish one from a file first (roster publish FILE --site {site})"
+            )
+        try:
+            roster = validate_roster(stored.roster)
+        except RosterError as exc:  # edited in the database by hand
+            raise CliError(
+                f"roster publish: the stored roster of {site} is invalid: {exc}"
+            ) from None
+        topic = publish_roster(cfg, site, roster, args.timeout)
+        print(
+            f"roster version {roster['version']} ({len(roster['staff'])} staff) from the store "
+            f"retained on {topic}"
+        )
+        return 0
     try:
         raw = args.file.read_bytes()
     except OSError as exc:
@@ -157,8 +218,45 @@ def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
         roster = parse_roster(raw)
     except RosterError as exc:
         raise CliError(f"{args.file}: {exc}", 2) from None
-    topic = publish_roster(cfg, args.site, roster, args.timeout)
-    print(f"roster version {roster['version']} ({len(roster['staff'])} staff) retained on {topic}")
+    # Stored first: the store is the centre's record and what the collector republishes on
+    # every connect, so a publish that fails below is still delivered later.
+    with _open(cfg) as store:
+        try:
+            store.put_roster(site, roster, force=args.force)
+        except RosterVersionError as exc:
+            raise CliError(f"roster publish {args.file}: {exc}") from None
+    try:
+        topic = publish_roster(cfg, site, roster, args.timeout)
+    except CliError as exc:
+        raise CliError(
+            f"{exc}; version {roster['version']} is stored: run 'roster publish --site {site}' "
+            "again, or let the collector republish it when it (re)connects"
+        ) from None
+    print(
+        f"roster version {roster['version']} ({len(roster['staff'])} staff) stored and "
+        f"retained on {topic}"
+    )
+    return 0
+
+
+def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    site = _site(args)
+    with _open(cfg) as store:
+        stored = store.roster(site)
+    if stored is None:
+        raise CliError(f"roster show: no roster stored for site {site}")
+    if args.json:
+        print(stored.payload)
+        return 0
+    print(
+        f"site {site}: roster version {stored.version}, {len(stored.roster['staff'])} staff, "
+        f"published {_fmt(stored.published_at)}"
+    )
+    headers = ("id", "name", "role", "window")
+    table = [tuple(_fmt(e.get(k)) for k in headers) for e in stored.roster["staff"]]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in (headers, *table):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
     return 0
 
 

@@ -581,3 +581,216 @@ def test_store_url_with_inline_password_is_refused_without_echoing_it(tmp_path, 
     assert r.returncode == 78
     assert "store.url" in r.stderr and "store.password_file" in r.stderr
     assert "hunter2" not in r.stderr + r.stdout
+
+
+# --- rosters: stored, shown, republished from the store (issue 3) ----------------------------
+
+ROSTER = {
+    "v": 1,
+    "version": 3,
+    "staff": [
+        {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03"},
+        {"id": "S0001", "name": "李强", "role": "chief", "window": None},
+    ],
+}
+
+
+def central(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def retained_rosters(broker, count: int, timeout: float = 10) -> dict[str, dict]:
+    """The retained rosters a fresh peer (mosquitto_sub) gets on subscribing: {topic: roster}.
+
+    ``--retained-only`` makes a live (non-retained) message end it as a failure, so what comes
+    back was retained on the broker.
+    """
+    out = subprocess.run(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            "hall/+/roster",
+            "--retained-only",
+            "-C",
+            str(count),
+            "-W",
+            str(int(timeout)),
+            "-F",
+            "%r\t%t\t%p",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+    ).stdout
+    got = {}
+    for line in out.splitlines():
+        flag, topic, body = line.split("\t", 2)
+        assert flag == "1", line  # the retain flag
+        got[topic] = json.loads(body)
+    return got
+
+
+def write_conf(tmp_path: Path, broker, store_text: str) -> Path:
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'[mqtt]\nurl = "{broker.url}"\n{store_text}')
+    return conf
+
+
+@needs_clients
+def test_roster_publish_stores_shows_and_refuses_an_older_version(tmp_path, broker, store_conf):
+    store, store_text = store_conf
+    conf = write_conf(tmp_path, broker, store_text)
+    roster_file = tmp_path / "roster.json"
+    roster_file.write_text(json.dumps(ROSTER, ensure_ascii=False), encoding="utf-8")
+
+    r = central(conf, "roster", "publish", str(roster_file), "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    assert "stored and retained on hall/jiedong/roster" in r.stdout
+    stored = store.roster("jiedong")
+    assert stored.version == 3 and stored.roster == ROSTER
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": ROSTER}
+
+    r = central(conf, "roster", "show", "--site", "jiedong", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ROSTER
+    r = central(conf, "roster", "show", "--site", "jiedong")
+    assert r.stdout.startswith("site jiedong: roster version 3, 2 staff, published 20")
+    assert "S0012  张敏" in r.stdout and "chief" in r.stdout
+
+    older = dict(ROSTER, version=2, staff=ROSTER["staff"][:1])
+    older_file = tmp_path / "older.json"
+    older_file.write_text(json.dumps(older, ensure_ascii=False), encoding="utf-8")
+    r = central(conf, "roster", "publish", str(older_file), "--site", "jiedong")
+    assert r.returncode == 1
+    assert "jiedong has roster version 3 stored" in r.stderr
+    assert "refusing the older version 2" in r.stderr and "--force" in r.stderr
+    assert store.roster("jiedong").roster == ROSTER
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": ROSTER}  # not published
+
+    r = central(conf, "roster", "publish", str(older_file), "--site", "jiedong", "--force")
+    assert r.returncode == 0, r.stderr
+    assert store.roster("jiedong").roster == older
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": older}
+
+
+@needs_clients
+def test_roster_republished_from_the_store_reaches_a_peer_retained(tmp_path, broker, store_conf):
+    store, store_text = store_conf
+    conf = write_conf(tmp_path, broker, store_text)
+    r = central(conf, "roster", "publish", "--site", "jiedong")
+    assert r.returncode == 1
+    assert "no roster stored for site jiedong" in r.stderr and "roster publish FILE" in r.stderr
+    r = central(conf, "roster", "show", "--site", "jiedong")
+    assert r.returncode == 1 and "no roster stored for site jiedong" in r.stderr
+
+    # In the store only (as a broker that lost its retained messages would leave it).
+    store.put_roster("jiedong", ROSTER)
+    r = central(conf, "roster", "publish", "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    assert "from the store retained on hall/jiedong/roster" in r.stdout
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": ROSTER}
+
+    r = central(conf, "roster", "publish", "--site", "jiedong", "--force")
+    assert r.returncode == 2 and "only with a FILE" in r.stderr
+    r = central(conf, "roster", "show", "--site", "Bad Site")
+    assert r.returncode == 2 and "--site: expected" in r.stderr
+
+
+def wait_rosters(broker, expected: dict[str, dict], timeout: float = 20) -> bool:
+    """Poll with fresh peers until the broker retains exactly ``expected``."""
+    return wait_for(
+        lambda: retained_rosters(broker, len(expected), timeout=1) == expected, timeout, 0
+    )
+
+
+@needs_clients
+def test_collector_republishes_stored_rosters_after_the_broker_lost_them(tmp_path, store_conf):
+    """A broker restarted without persistence has no retained roster: the collector puts
+    every stored roster back on its reconnect, and on its own (re)start (`hall-central run`)."""
+    store, store_text = store_conf
+    other = dict(ROSTER, version=8, staff=[{"id": "S7", "name": "王芳", "role": "staff"}])
+    store.put_roster("jiedong", ROSTER)
+    store.put_roster("chengxi", other)
+    expected = {"hall/jiedong/roster": ROSTER, "hall/chengxi/roster": other}
+    with Mosquitto(tmp_path / "broker", persistence=False) as broker:
+        cfg = central_config(store.url, broker.url, **_pg_schema_kw(store_text))
+        c = Collector(cfg, store=store)
+        c.start()
+        try:
+            assert wait_for(lambda: c.roster_rounds >= 1, 10)  # once at start
+            assert c.rosters_republished == 2
+            assert retained_rosters(broker, 2) == expected
+
+            broker.restart()  # persistence off: retained messages gone
+            assert wait_for(lambda: c.roster_rounds >= 2, 20)  # on the reconnect
+            assert c.link.connects == 2 and c.rosters_republished == 4
+            assert retained_rosters(broker, 2) == expected
+        finally:
+            c.stop()
+
+        broker.restart()
+        assert retained_rosters(broker, 1, timeout=1) == {}  # lost, and no collector running
+        conf = write_conf(tmp_path, broker, store_text)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_rosters(broker, expected)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "roster version 3 republished on hall/jiedong/roster" in err
+
+
+@needs_clients
+def test_collector_republish_never_leaves_an_older_roster_retained(tmp_path, broker, store_conf):
+    """`roster publish` storing version 4 while the collector republishes version 3: the
+    collector reads the store again after its PUBACK and publishes version 4 once more, so
+    its stale publish cannot be the one the broker keeps."""
+    store, store_text = store_conf
+    store.put_roster("jiedong", ROSTER)
+    newer = dict(ROSTER, version=4)
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert wait_for(lambda: c.roster_rounds >= 1, 10)
+        plain = c.link.publish
+        sent: list[int] = []
+
+        def publish_racing(topic, payload, qos=1, retain=False):
+            info = plain(topic, payload, qos=qos, retain=retain)
+            sent.append(json.loads(payload)["version"])
+            if len(sent) == 1:
+                store.put_roster("jiedong", newer)  # the concurrent `roster publish`
+            return info
+
+        c.link.publish = publish_racing
+        c.republish_rosters()
+        assert sent == [3, 4]
+        assert retained_rosters(broker, 1) == {"hall/jiedong/roster": newer}
+    finally:
+        c.stop()
+
+
+def _pg_schema_kw(store_text: str) -> dict[str, str]:
+    for line in store_text.splitlines():
+        if line.startswith("pg_schema"):
+            return {"pg_schema": line.split("=", 1)[1].strip().strip('"')}
+    return {}
