@@ -329,7 +329,7 @@ def run_loop(
             if now - last_files >= 2.0:
                 last_files = now
                 if roster.changed() and roster.mtime:
-                    prune_to_roster(data_dir)
+                    _prune(prune_to_roster, data_dir)
                 if gfile.changed():
                     pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
             if now - last_health >= 1.0:  # the heartbeat the supervisor watches
@@ -337,6 +337,14 @@ def run_loop(
                 send(("health", health))
     finally:
         camera.stop()
+
+
+def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
+    """Apply the roster; a damaged or unreadable gallery is logged, never fatal here."""
+    try:
+        prune(data_dir)
+    except Exception as exc:  # GalleryError, OSError (permissions), …: keep recognising
+        logger.error("roster not applied to the gallery in %s: %s", data_dir, exc)
 
 
 def _load_gallery(path: Path, current: Gallery) -> Gallery:

@@ -19,6 +19,7 @@ import fcntl
 import logging
 import math
 import os
+import zipfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ class Gallery:
                 enc = z["encodings"]
                 owners = [str(x) for x in z["owners"]]
                 names = {str(k): str(v) for k, v in zip(z["ids"], z["names"], strict=True)}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # An empty file is EOFError, a truncated one BadZipFile (review 2, finding 1):
+            # every damaged file is one GalleryError, which the callers handle.
             raise GalleryError(f"{path}: not a readable gallery file ({exc})") from exc
         if enc.ndim != 2 or enc.shape[1] != DIM:
             raise GalleryError(f"{path}: encodings have shape {enc.shape}, expected (N, {DIM})")

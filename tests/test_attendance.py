@@ -335,12 +335,16 @@ def test_isolation_modes_are_config_values(name: str) -> None:
     assert AttendanceSection(isolation=name).isolation == name
 
 
-def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog) -> None:
+@pytest.mark.parametrize("blob", [b"garbage", b"", b"PK\x03\x04 junk"])
+def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog, blob) -> None:
     video = media.cached_video("walk", OBAMA_WALK, 4.0)
     data = tmp_path / "data"
     cfg = kiosk_config(write_config, data, video, isolation="thread")
     gallery_path(data).parent.mkdir(parents=True)
-    gallery_path(data).write_bytes(b"garbage")
+    gallery_path(data).write_bytes(blob)
+    # With a roster the loop also prunes the (damaged) gallery: that must not kill it either.
+    roster = {"v": 1, "version": 3, "staff": [{"id": "obama", "name": "O", "role": "staff"}]}
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
     outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
     worker = AttendanceWorker(cfg, outbox)
     worker.start()
@@ -350,6 +354,7 @@ def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplo
     finally:
         worker.stop()
     assert "not a readable gallery file" in caplog.text
+    assert "roster not applied" in caplog.text
     assert [p.type for p in outbox.pending(10)] == ["attendance.rejected"]  # nobody known
     outbox.close()
 

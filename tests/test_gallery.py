@@ -154,3 +154,22 @@ def test_damaged_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(GalleryError, match="not a readable gallery file"):
         Gallery.load(path)
     assert len(Gallery.load(tmp_path / "missing.npz")) == 0
+
+
+@pytest.mark.parametrize("damage", ["empty", "pk-junk", "half", "tail-cut", "zeros"])
+def test_every_kind_of_damage_is_a_gallery_error(tmp_path, damage) -> None:
+    # Review 2, finding 1: an empty file raised EOFError, a truncated one BadZipFile, which
+    # no caller expected, so the recognition process died and was respawned in a loop.
+    path = gallery_path(tmp_path)
+    Gallery.from_arrays(unit(np.random.default_rng(1), 3), ["a", "a", "b"]).save(path)
+    blob = path.read_bytes()
+    damaged = {
+        "empty": b"",
+        "pk-junk": b"PK\x03\x04 junk",
+        "half": blob[: len(blob) // 2],
+        "tail-cut": blob[:-10],
+        "zeros": b"\x00" * 100,
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(GalleryError, match="not a readable gallery file"):
+        Gallery.load(path)
