@@ -94,6 +94,7 @@ class _TrackState:
     low_quality: int = 0
     settled: bool = False  # a decision stands; the engine only re-checks now and then
     decision: str | None = None  # the standing decision (None: unknown)
+    decisions: int = 0  # how many decisions this track has had
     sent: set[str] = field(default_factory=set)  # rejected reasons already sent
 
 
@@ -161,6 +162,7 @@ class AttendancePipeline:
         if not decided or st.vote.votes[-1][0] != sid:
             return  # undecided, or the newest look disagrees: keep encoding every frame
         st.settled, st.decision = True, sid
+        st.decisions += 1
         self.engine.settle(tid)  # from now on only an occasional re-check
         if sid is None:
             if st.staff_id is None:
@@ -168,6 +170,11 @@ class AttendancePipeline:
                 self._reject(st, "unknown_face", nearest, frame)
             return
         if sid != st.staff_id:
+            if st.decisions > 1:
+                # The track now shows someone else (a photo held over a live face): the blink
+                # seen so far belongs to the earlier face, so this one must blink itself
+                # (review 2, finding 2).
+                st.blink = BlinkDetector()
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False
 
     def _maybe_punch(self, st: _TrackState, frame: Frame) -> None:

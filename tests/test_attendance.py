@@ -438,3 +438,80 @@ def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
     script = [([(1, None, "turned")], [])] * 5 + [([(1, None, "blurred")], [])] * 10
     events, _, _ = scripted(script)
     assert events == [("attendance.rejected", {"reason": "low_quality", "distance": None})]
+
+
+class EarScript:
+    """One track: ``faces(i)`` -> (encoding, eye aspect ratio) of frame i."""
+
+    def __init__(self, faces):
+        self.faces = faces
+        self.i = 0
+
+    def process(self, image):
+        from drivers.faces import Face, FrameResult
+
+        enc, ear = self.faces(self.i)
+        self.i += 1
+        return FrameResult(faces=[Face(1, (0, 200, 200, 0), encoding=enc, ear=ear)])
+
+    def settle(self, track_id: int, settled: bool = True) -> None:
+        pass
+
+
+def run_ear_script(faces, frames: int, start: datetime, dt: float = 0.1, **cfg):
+    import numpy as np
+
+    from agent.gallery import Gallery
+    from drivers.camera import Frame
+
+    att = AttendanceSection(**cfg)
+    events: list = []
+    p = AttendancePipeline(
+        att,
+        EarScript(faces),
+        Gallery.from_arrays(np.vstack([ALICE, BOB]), ["alice", "bob"]),
+        Schedule(att.schedule),
+        lambda t, d, at: events.append((t, d, at)),
+        wall_clock_for(TZ, start),
+    )
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(frames):
+        p.process(Frame(img, i + 1, i * dt, float(i)))
+    return events, p
+
+
+def _unit(seed: int):
+    import numpy as np
+
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+ALICE, BOB = _unit(1), _unit(2)
+
+
+def test_a_photo_over_a_blinking_face_must_blink_itself() -> None:
+    # Review 2, finding 2: Alice blinks and punches; then a printed photo of Bob covers her
+    # face in the same track. Bob's photo never blinks, so Bob must not punch.
+    def faces(i):
+        if i < 40:
+            return ALICE, (0.12 if i in (10, 11) else 0.30)
+        return BOB, 0.30
+
+    events, _ = run_ear_script(
+        faces, 70, datetime(2026, 11, 25, 8, 20, tzinfo=TZ), liveness="blink", blink_timeout_s=1.0
+    )
+    assert [(d["staff_id"], d["liveness"]) for t, d, _ in events if t == "attendance.punch"] == [
+        ("alice", "passed")
+    ]
+    assert [d["reason"] for t, d, _ in events if t == "attendance.rejected"] == ["liveness_failed"]
+
+    def live_bob(i):  # control: a live Bob who blinks after taking over does punch
+        if i < 40:
+            return ALICE, (0.12 if i in (10, 11) else 0.30)
+        return BOB, (0.12 if i in (50, 51) else 0.31)
+
+    events, _ = run_ear_script(
+        live_bob, 70, datetime(2026, 11, 25, 8, 20, tzinfo=TZ), liveness="blink", blink_timeout_s=3
+    )
+    assert [d["staff_id"] for t, d, _ in events if t == "attendance.punch"] == ["alice", "bob"]
