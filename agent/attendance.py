@@ -27,8 +27,10 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -393,6 +395,29 @@ def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
 # --- the worker ------------------------------------------------------------------------
 
 
+@dataclass
+class PendingEvents:
+    """Events not yet in the outbox (disk full, database locked), one buffer per kiosk.
+
+    The factory hands the same buffer to every worker it builds, so a restart by the
+    supervisor while the outbox refuses loses nothing (review 2, finding 3). Each item
+    carries its dedupe key, made once, so a retry after a partial failure (committed, then an
+    error) finds the first row instead of adding a second one (finding 4). The lock keeps
+    two threads (the loop and the retry thread, or an old and a new worker) from sending the
+    same head item twice.
+    """
+
+    items: deque[tuple[str, dict[str, Any], datetime, str]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def dedupe_key_for(event_type: str, data: dict[str, Any], at: datetime) -> str:
+    """A punch is one person at one first-seen time; any other event gets a fresh key."""
+    if event_type == "attendance.punch":
+        return f"punch:{data['staff_id']}:{at.isoformat()}"
+    return f"{event_type}:{uuid.uuid4().hex}"
+
+
 class AttendanceWorker:
     """Supervisor worker: recognition in a child process, events into the outbox here."""
 
@@ -407,6 +432,7 @@ class AttendanceWorker:
         media_epoch: datetime | None = None,
         debounce_seed: dict[str, float] | None = None,
         on_punch: Callable[[str], None] | None = None,
+        pending: PendingEvents | None = None,
     ):
         assert cfg.attendance is not None
         self.name = name
@@ -421,7 +447,7 @@ class AttendanceWorker:
         self._stop = threading.Event()
         self._activity = time.monotonic()
         self._health: dict[str, Any] = {"state": "starting"}
-        self._retry: deque[tuple[str, dict[str, Any], datetime]] = deque()
+        self.pending = pending if pending is not None else PendingEvents()
         self._proc: Any = None
         self._proc_stop: Any = None
         self._queue: Any = None
@@ -481,7 +507,10 @@ class AttendanceWorker:
                 continue
             except (EOFError, OSError):
                 break
-            self._handle(msg)
+            try:
+                self._handle(msg)
+            except Exception:  # one bad message must not end the drain (and lose the rest)
+                logger.exception("attendance: message %r not handled", msg[:2])
 
     def _retry_loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -501,7 +530,7 @@ class AttendanceWorker:
             self._health = {"state": "fault", "detail": msg[1]}
 
     def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
-        self._retry.append((event_type, data, at))
+        self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
         self._flush_retry()
         if event_type == "attendance.punch":
             self.punches[data["staff_id"]] = time.monotonic()
@@ -509,15 +538,24 @@ class AttendanceWorker:
                 self.on_punch(data["staff_id"])
 
     def _flush_retry(self) -> None:
-        # A full disk must not lose a punch: keep it here and try again (CONTRACT §3 outbox).
-        while self._retry:
-            event_type, data, at = self._retry[0]
-            try:
-                self.outbox.append(event_type, data, at=at)
-            except OutboxError as exc:
-                logger.warning("attendance: %s not recorded yet: %s", event_type, exc)
-                return
-            self._retry.popleft()
+        # A full disk or a locked database must not lose a punch: keep it and try again
+        # (CONTRACT §3 outbox). sqlite3.Error is what a locked or damaged database raises
+        # below the outbox's own errors (review 2, finding 3).
+        with self.pending.lock:
+            items = self.pending.items
+            while items:
+                event_type, data, at, key = items[0]
+                try:
+                    self.outbox.append(event_type, data, at=at, dedupe_key=key)
+                except (OutboxError, sqlite3.Error) as exc:
+                    logger.warning(
+                        "attendance: %s not recorded yet (%d waiting): %s",
+                        event_type,
+                        len(items),
+                        exc,
+                    )
+                    return
+                items.popleft()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
@@ -538,9 +576,13 @@ class AttendanceWorker:
             # Whatever the child sent before it exited still goes into the outbox.
             while True:
                 try:
-                    self._handle(self._queue.get(timeout=0.2))
+                    msg = self._queue.get(timeout=0.2)
                 except (queue.Empty, EOFError, OSError, ValueError):
                     break
+                try:
+                    self._handle(msg)
+                except Exception:  # keep draining: every later message still counts
+                    logger.exception("attendance: message %r not handled", msg[:2])
         self._flush_retry()
 
     def alive(self) -> bool:
@@ -568,6 +610,7 @@ def attendance_worker_factories(
     the previous one's punch times.
     """
     state: dict[str, AttendanceWorker] = {}
+    pending = PendingEvents()  # outlives every worker of this kiosk (review 2, finding 3)
 
     def make() -> AttendanceWorker:
         prev = state.get("w")
@@ -575,7 +618,7 @@ def attendance_worker_factories(
         if prev is not None:
             now = time.monotonic()
             seed = {sid: now - t for sid, t in prev.punches.items()}
-        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed)
+        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed, pending=pending)
         if prev is not None:
             worker.punches = dict(prev.punches)
         state["w"] = worker

@@ -515,3 +515,121 @@ def test_a_photo_over_a_blinking_face_must_blink_itself() -> None:
         live_bob, 70, datetime(2026, 11, 25, 8, 20, tzinfo=TZ), liveness="blink", blink_timeout_s=3
     )
     assert [d["staff_id"] for t, d, _ in events if t == "attendance.punch"] == ["alice", "bob"]
+
+
+# --- the worker's way into the outbox: full disk, locked database, restarts, two threads ---
+
+
+def _punch_msg(sid: str, minute: int = 29) -> tuple:
+    at = datetime(2026, 11, 25, 8, minute, tzinfo=TZ).isoformat()
+    data = {
+        "staff_id": sid,
+        "slot": "morning_in",
+        "status": "on_time",
+        "minutes_off": 0,
+        "distance": 0.3,
+        "liveness": "off",
+    }
+    return ("event", "attendance.punch", data, at)
+
+
+def _stored(outbox: Outbox) -> list[tuple[str, str]]:
+    rows = [json.loads(p.body) for p in outbox.pending(1000)]
+    return [(e["type"], e["data"].get("staff_id", "")) for e in rows]
+
+
+def test_punches_wait_for_a_full_disk_across_a_worker_restart(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62  # "the disk is full": every append is refused
+    make = attendance_worker_factories(cfg, outbox)["attendance"]
+    first = make()
+    first._handle(_punch_msg("s001"))
+    first.stop(timeout=0.1)  # the supervisor restarts the worker (old.stop(); factory())
+    second = make()
+    outbox.min_free_bytes = 0  # space comes back
+    second._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s001")]
+    outbox.close()
+
+
+class LockedOnce:
+    """A real outbox whose next ``fail`` appends raise what a locked SQLite file raises;
+    with ``after_commit`` the row is written first (the error comes after the commit)."""
+
+    def __init__(self, outbox: Outbox, fail: int, after_commit: bool = False, delay: float = 0):
+        self.outbox, self.fail, self.after_commit, self.delay = outbox, fail, after_commit, delay
+
+    def append(self, *args: Any, **kwargs: Any):
+        import sqlite3
+        import time
+
+        time.sleep(self.delay)
+        if self.fail > 0:
+            self.fail -= 1
+            if self.after_commit:
+                self.outbox.append(*args, **kwargs)
+            raise sqlite3.OperationalError("database is locked")
+        return self.outbox.append(*args, **kwargs)
+
+
+def test_a_locked_database_keeps_the_punch_and_stop_still_drains(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, LockedOnce(outbox, fail=2))  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s002"))  # raised sqlite3.OperationalError before the fix
+    assert len(worker.pending.items) == 1
+    worker._handle(_punch_msg("s003", 31))
+    worker.stop(timeout=0.1)  # the final flush gets through
+    assert _stored(outbox) == [("attendance.punch", "s002"), ("attendance.punch", "s003")]
+    outbox.close()
+
+
+def test_a_retry_after_a_partial_failure_never_adds_a_second_row(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, LockedOnce(outbox, fail=1, after_commit=True))  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s004"))
+    worker._handle(
+        (
+            "event",
+            "attendance.rejected",
+            {"reason": "unknown_face", "distance": 0.7},
+            datetime(2026, 11, 25, 8, 40, tzinfo=TZ).isoformat(),
+        )
+    )
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s004"), ("attendance.rejected", "")]
+    outbox.close()
+
+
+def test_two_threads_flushing_store_each_event_exactly_once(write_config, tmp_path) -> None:
+    # isolation = "thread": the loop thread and the retry thread both flush (review 2, 4).
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    slow = LockedOnce(outbox, fail=1, delay=0.002)
+    worker = AttendanceWorker(cfg, slow)  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s000", 0))  # refused once: now everything queues behind it
+    at = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
+    for n in range(1, 60):
+        data = {"reason": "unknown_face", "distance": n / 100}
+        worker.pending.items.append(("attendance.rejected", data, at, f"test:{n}"))
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            worker._flush_retry()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flush) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert not errors
+    rows = [json.loads(p.body) for p in outbox.pending(1000)]
+    distances = sorted(e["data"]["distance"] for e in rows if e["type"] == "attendance.rejected")
+    assert distances == [n / 100 for n in range(1, 60)]
+    assert [e["data"]["staff_id"] for e in rows if e["type"] == "attendance.punch"] == ["s000"]
+    outbox.close()
