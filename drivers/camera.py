@@ -59,14 +59,37 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
-_SECRET_QUERY = re.compile(r"(?P<key>(?:password|passwd|pwd|pass|token|auth)=)[^&\s]*", re.I)
+_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+_HOSTPORT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+_PATH = re.compile(r"^[^?#\s]*")
 
 
 def redact(source: str) -> str:
-    """``rtsp://admin:secret@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1`` (for logs and events)."""
-    out = _USERINFO.sub(r"\g<scheme>***@", source)
-    return _SECRET_QUERY.sub(r"\g<key>***", out)
+    """A stream URL as it may be logged or published: ``scheme://***@host[:port]/path``.
+
+    ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
+    contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
+    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped;
+    when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
+    indexes, ``/dev/video*`` and file paths are returned unchanged.
+    """
+    m = _SCHEME.match(source.strip())
+    if m is None:
+        return source
+    scheme, rest = m["scheme"].lower(), m["rest"]
+    at = rest.rfind("@")
+    userinfo = at >= 0
+    after = rest[at + 1 :] if userinfo else rest
+    slash = min(
+        (i for i in (after.find("/"), after.find("?"), after.find("#")) if i >= 0),
+        default=len(after),
+    )
+    host, tail = after[:slash], after[slash:]
+    if not _HOSTPORT.match(host):
+        return f"{scheme}://***"
+    path_match = _PATH.match(tail)
+    path = path_match.group(0) if path_match else ""
+    return f"{scheme}://{'***@' if userinfo else ''}{host}{path}"
 
 
 def parse_source(source: str) -> int | str:
@@ -320,6 +343,8 @@ class Camera:
             self._callback(self.on_recovered, f"{self.shown}: frames flowing again")
 
     def _reader_error(self, gen: int, detail: str) -> None:
+        if self.source != self.shown:  # an OpenCV/FFmpeg message may echo the full URL
+            detail = detail.replace(self.source, self.shown)
         with self._cond:
             if gen == self._gen:
                 self._error = detail
