@@ -252,6 +252,12 @@ def wall_clock_for(tz: ZoneInfo, media_epoch: datetime | None) -> Callable[[Fram
     return lambda frame: media_epoch + timedelta(seconds=frame.t)
 
 
+_OWNER_HINT = (
+    " (files written by root? give the data directory back to the agent's user, e.g. "
+    "`sudo chown -R hall-agent: <data_dir>`)"
+)
+
+
 @dataclass
 class _Watched:
     path: Path
@@ -262,6 +268,11 @@ class _Watched:
             m = self.path.stat().st_mtime
         except FileNotFoundError:
             m = 0.0
+        except OSError as exc:  # e.g. a 0700 directory root made with `sudo hall-agent enroll`
+            if self.mtime != -2.0:
+                logger.error("cannot watch %s: %s%s", self.path, exc, _OWNER_HINT)
+                self.mtime = -2.0  # log once per problem; retried every few seconds
+            return False
         if m != self.mtime:
             self.mtime = m
             return True
@@ -352,7 +363,9 @@ def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
     """Apply the roster; a damaged or unreadable gallery is logged, never fatal here."""
     try:
         prune(data_dir)
-    except Exception as exc:  # GalleryError, OSError (permissions), …: keep recognising
+    except OSError as exc:  # the lock or the gallery not ours (sudo enroll): keep recognising
+        logger.error("roster not applied to the gallery in %s: %s%s", data_dir, exc, _OWNER_HINT)
+    except Exception as exc:  # GalleryError (damaged file): keep recognising
         logger.error("roster not applied to the gallery in %s: %s", data_dir, exc)
 
 

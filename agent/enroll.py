@@ -298,7 +298,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 gallery.save(path)
             print(f"removed {args.staff_id}")
             return 0
-    except (GalleryError, EnrollError) as exc:
+    except (GalleryError, EnrollError, OSError) as exc:
         raise _cli_error(f"gallery: {exc}") from exc
     raise _cli_error(f"gallery: unknown action {args.gallery_command}", 2)
 

@@ -633,3 +633,27 @@ def test_two_threads_flushing_store_each_event_exactly_once(write_config, tmp_pa
     assert distances == [n / 100 for n in range(1, 60)]
     assert [e["data"]["staff_id"] for e in rows if e["type"] == "attendance.punch"] == ["s000"]
     outbox.close()
+
+
+def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
+    # Review 2, finding 6: stat/open errors other than "missing" (PermissionError on a
+    # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
+    # the watcher and the roster prune.
+    from agent.attendance import _load_gallery, _prune, _Watched
+    from agent.enroll import prune_to_roster
+    from agent.gallery import Gallery
+
+    data = tmp_path / "data"
+    gallery_path(data).parent.mkdir(parents=True)
+    gallery_path(data).symlink_to(gallery_path(data))
+    (data / "gallery" / ".lock").symlink_to(data / "gallery" / ".lock")
+    roster = {"v": 1, "version": 3, "staff": [{"id": "obama", "name": "O", "role": "staff"}]}
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
+    watched = _Watched(gallery_path(data))
+    assert watched.changed() is False and watched.changed() is False
+    kept = media.gallery_of("obama")
+    assert _load_gallery(gallery_path(data), kept) is kept
+    _prune(prune_to_roster, data)
+    assert caplog.text.count("cannot watch") == 1  # once, not every two seconds
+    assert "roster not applied" in caplog.text and "chown" in caplog.text
+    assert isinstance(kept, Gallery)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path
+from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path, locked
 from tests import media
 
 
@@ -173,3 +174,18 @@ def test_every_kind_of_damage_is_a_gallery_error(tmp_path, damage) -> None:
     path.write_bytes(damaged)
     with pytest.raises(GalleryError, match="not a readable gallery file"):
         Gallery.load(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
+    # Review 2, finding 6: `sudo hall-agent enroll` left root-owned 0700/0600 files that the
+    # agent (user hall-agent, owner of data_dir) could not read.
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 12345, 12346)
+    with locked(data) as path:
+        Gallery.from_arrays(unit(np.random.default_rng(2), 2), ["a", "b"]).save(path)
+    for p in (path.parent, path, path.parent / ".lock"):
+        st_ = p.stat()
+        assert (st_.st_uid, st_.st_gid) == (12345, 12346), p
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # still private to that owner
