@@ -89,6 +89,7 @@ class _TrackState:
     first_t: float
     first_captured: float
     vote: Any
+    arrived: datetime  # wall clock of the track's first frame: the punch's time (finding 7)
     blink: BlinkDetector = field(default_factory=BlinkDetector)
     staff_id: str | None = None
     decided_t: float = 0.0
@@ -139,7 +140,9 @@ class AttendancePipeline:
         for face in result.faces:
             st = self.tracks.get(face.track_id)
             if st is None:
-                st = _TrackState(frame.t, frame.captured, Vote(self.cfg.votes))
+                st = _TrackState(
+                    frame.t, frame.captured, Vote(self.cfg.votes), self.wall_clock(frame)
+                )
                 self.tracks[face.track_id] = st
             if face.ear is not None:
                 st.blink.update(face.ear, frame.t)
@@ -177,6 +180,7 @@ class AttendancePipeline:
                 # seen so far belongs to the earlier face, so this one must blink itself
                 # (review 2, finding 2).
                 st.blink = BlinkDetector()
+                st.arrived = self.wall_clock(frame)  # this person arrives now
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False
 
     def _maybe_punch(self, st: _TrackState, frame: Frame) -> None:
@@ -194,7 +198,10 @@ class AttendancePipeline:
             st.punched = True  # already punched within the window: this track is done
             self.counters["suppressed"] += 1
             return
-        at = self.wall_clock(frame)
+        # The punch is when the person stepped in front of the camera, not when recognition
+        # and the blink finished: arriving at 08:29:57 and blinking at 08:30:02 is on time
+        # (review 2, finding 7; docs/attendance.md "Punch time").
+        at = st.arrived
         c = self.schedule.classify(at)
         distance = st.vote.distance(sid)
         data = {

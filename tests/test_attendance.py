@@ -173,8 +173,9 @@ def test_live_person_blinks_and_punches() -> None:
     punches = of_type(events, "attendance.punch")
     assert len(punches) == 1 and punches[0]["liveness"] == "passed"
     assert (punches[0]["slot"], punches[0]["status"]) == ("morning_in", "on_time")
-    # The punch waited for the blink at 2.0 s of video time.
-    assert events[0][2] >= datetime(2026, 11, 25, 8, 20, 2, tzinfo=TZ)
+    # The punch waited for the blink at 2.0 s of video time, but carries the time the face
+    # first showed (0.2 s, found within a few frames): the arrival, not the blink.
+    assert events[0][2] < datetime(2026, 11, 25, 8, 20, 1, tzinfo=TZ)
 
 
 def test_blink_detector_on_ear_sequences() -> None:
@@ -657,3 +658,18 @@ def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
     assert caplog.text.count("cannot watch") == 1  # once, not every two seconds
     assert "roster not applied" in caplog.text and "chown" in caplog.text
     assert isinstance(kept, Gallery)
+
+
+def test_the_punch_is_stamped_when_the_person_arrived() -> None:
+    # Review 2, finding 7: Alice steps in at 08:29:57 and blinks five seconds later: on time.
+    start = datetime(2026, 11, 25, 8, 29, 57, tzinfo=TZ)
+
+    def faces(i):
+        return ALICE, (0.12 if i in (50, 51) else 0.30)
+
+    events, _ = run_ear_script(faces, 60, start, liveness="blink", blink_timeout_s=10)
+    punches = [(d, at) for t, d, at in events if t == "attendance.punch"]
+    assert len(punches) == 1
+    data, at = punches[0]
+    assert at == start  # the first frame of the track
+    assert (data["slot"], data["status"], data["minutes_off"]) == ("morning_in", "on_time", 0)
