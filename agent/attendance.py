@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import sqlite3
 import threading
@@ -290,11 +291,13 @@ def run_loop(
     spec: dict[str, Any],
     send: Callable[[tuple], None],
     stop: Any,
-) -> None:
+) -> str | None:
     """Camera + pipeline until ``stop`` is set; everything leaves through ``send``.
 
     Runs in the recognition child process (or a thread with ``isolation = "thread"``).
-    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",).
+    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",), ("error", text).
+    Returns ``"camera_stuck"`` when the camera gave up on readers stuck in the driver: only
+    a new process frees them, so the caller ends and the supervisor starts a fresh one.
     """
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
@@ -345,6 +348,11 @@ def run_loop(
             if frame is not None:
                 last_seq = frame.seq
                 pipeline.process(frame)
+            elif camera.stuck.is_set():
+                detail = camera.health().get("detail", "camera readers stuck")
+                logger.error("camera stuck (%s): ending recognition for a restart", detail)
+                send(("error", f"camera: {detail}; recognition restarts"))
+                return "camera_stuck"
             elif camera.ended.is_set():
                 # A video file played to its end (tests, demos): report once, then idle.
                 # read() returns at once now, so wait here rather than spin.
@@ -364,6 +372,7 @@ def run_loop(
                 send(("health", health))
     finally:
         camera.stop()
+    return None
 
 
 def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
@@ -405,11 +414,17 @@ def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
         stream=sys.stderr,
     )
     try:
-        run_loop(spec, q.put, stop)
+        outcome = run_loop(spec, q.put, stop)
     except Exception as exc:
         logger.exception("recognition process failed")
         q.put(("error", f"{type(exc).__name__}: {exc}"))
         raise
+    if outcome == "camera_stuck":
+        # Threads blocked in a native read would keep a normal exit waiting forever: hand
+        # the queued messages over, then leave at once; the supervisor respawns us.
+        q.close()
+        q.join_thread()
+        os._exit(75)
 
 
 # --- the worker ------------------------------------------------------------------------

@@ -673,3 +673,44 @@ def test_the_punch_is_stamped_when_the_person_arrived() -> None:
     data, at = punches[0]
     assert at == start  # the first frame of the track
     assert (data["slot"], data["status"], data["minutes_off"]) == ("morning_in", "on_time", 0)
+
+
+def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatch) -> None:
+    # Review 2, finding 8: stuck native reads are freed only by a new process.
+    import functools
+
+    import drivers.camera
+    from agent.attendance import run_loop
+    from tests.test_camera import FakeCapture
+
+    captures: list[FakeCapture] = []
+
+    def factory(source: str) -> FakeCapture:
+        captures.append(FakeCapture(hang_after=1))
+        return captures[-1]
+
+    monkeypatch.setattr(
+        drivers.camera,
+        "Camera",
+        functools.partial(Camera, capture_factory=factory, backoff_s=(0.01,), tick_s=0.02),
+    )
+    spec = {
+        "attendance": AttendanceSection(camera="/dev/video9", stale_after_s=0.1).model_dump(
+            mode="json"
+        ),
+        "data_dir": "/nonexistent/hall-agent-test",
+        "timezone": "Asia/Shanghai",
+    }
+    msgs: list[tuple] = []
+    stop = threading.Event()
+    timer = threading.Timer(WAIT, stop.set)  # a safety net only; the loop returns by itself
+    timer.start()
+    try:
+        outcome = run_loop(spec, msgs.append, stop)
+    finally:
+        timer.cancel()
+        for c in captures:
+            c.unblock.set()
+    assert outcome == "camera_stuck" and not stop.is_set()
+    assert [m for m in msgs if m[0] == "error"] and "stuck" in msgs[-1][1]
+    assert [m[1] for m in msgs if m[0] == "event"] == ["device.fault"]

@@ -180,6 +180,7 @@ def test_hung_camera_is_reported_reopened_and_recovered(caplog) -> None:
         on_fault=rec.cb("fault"),
         on_recovered=rec.cb("recovered"),
         tick_s=0.02,
+        stable_s=0.1,
     )
     with caplog.at_level(logging.DEBUG):
         cam.start()
@@ -221,6 +222,7 @@ def test_unplugged_camera_backs_off_until_it_returns() -> None:
         on_fault=rec.cb("fault"),
         on_recovered=rec.cb("recovered"),
         tick_s=0.02,
+        stable_s=0.1,
     )
     cam.start()
     try:
@@ -230,6 +232,44 @@ def test_unplugged_camera_backs_off_until_it_returns() -> None:
     assert [c[0] for c in calls] == ["fault", "recovered"]  # one fault, not one per attempt
     assert "read failed" in calls[0][2]
     assert len(attempts) == 4 and gone.released
+
+
+def test_a_camera_that_hangs_after_every_frame_is_one_fault_then_gives_up() -> None:
+    # Review 2, finding 8: each cycle gave one frame, reported "recovered", reset the backoff
+    # and left one more reader thread stuck in the driver, forever.
+    captures: list[FakeCapture] = []
+
+    def factory(source: str) -> FakeCapture:
+        captures.append(FakeCapture(hang_after=1))
+        return captures[-1]
+
+    rec = Recorder()
+    cam = Camera(
+        "/dev/video3",
+        capture_factory=factory,
+        stale_after_s=0.1,
+        backoff_s=(0.01, 0.02, 0.04),
+        on_fault=rec.cb("fault"),
+        on_recovered=rec.cb("recovered"),
+        tick_s=0.02,
+        stable_s=WAIT,
+        max_abandoned=3,
+    )
+    cam.start()
+    try:
+        assert cam.stuck.wait(WAIT)
+        assert cam.read(3, WAIT) is None  # at once: nothing more will come
+        assert cam._watchdog is not None
+        cam._watchdog.join(WAIT)
+        assert not cam._watchdog.is_alive()  # no further reopen, no further stuck thread
+    finally:
+        cam.stop()
+        for c in captures:
+            c.unblock.set()
+    assert [c[0] for c in rec.calls] == ["fault"]  # one fault, no recovered flapping
+    assert cam.abandoned == 3 and len(captures) == 3 and cam.reopens == 2
+    assert cam._failures == 3  # the backoff kept growing
+    assert cam.health()["state"] == "fault" and "stuck" in cam.health()["detail"]
 
 
 def test_missing_file_is_a_fault_not_a_crash(tmp_path) -> None:
