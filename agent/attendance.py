@@ -24,6 +24,7 @@ records them in the outbox. The parent never imports cv2, dlib or numpy.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -474,7 +475,12 @@ class AttendanceWorker:
         self.cfg = cfg
         self.outbox = outbox
         self.media_epoch = media_epoch
-        self.debounce_seed = debounce_seed or {}
+        self.debounce_file = debounce_path(cfg.device.data_dir)
+        horizon = float(cfg.attendance.debounce_s)
+        stored = load_debounce(self.debounce_file, horizon)
+        # staff id -> time.time() of the last punch, as stored (only those still in window)
+        self._punch_walls = {sid: time.time() - ago for sid, ago in stored.items()}
+        self.debounce_seed = {**stored, **(debounce_seed or {})}
         self.on_punch = on_punch
         self.isolation = cfg.attendance.isolation
         self.ended = threading.Event()
@@ -569,6 +575,14 @@ class AttendanceWorker:
         self._flush_retry()
         if event_type == "attendance.punch":
             self.punches[data["staff_id"]] = time.monotonic()
+            assert self.cfg.attendance is not None
+            now = time.time()
+            horizon = self.cfg.attendance.debounce_s
+            self._punch_walls = {
+                sid: t for sid, t in self._punch_walls.items() if now - t < horizon
+            }
+            self._punch_walls[data["staff_id"]] = now
+            save_debounce(self.debounce_file, self._punch_walls)
             if self.on_punch:
                 self.on_punch(data["staff_id"])
 
@@ -634,6 +648,45 @@ class AttendanceWorker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+
+def debounce_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "attendance-debounce.json"
+
+
+def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
+    """``{staff id: seconds since their last punch}`` from the file, within ``horizon_s``.
+
+    Debounce must survive a restart of the whole agent (review 2, finding 9): someone still
+    standing in front of the camera during a restart must not be punched twice. Wall-clock
+    times are stored; a damaged file only costs that protection, never the start.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("expected an object {staff id: unix time}")
+        now = time.time()
+        ago = {str(k): max(0.0, now - float(v)) for k, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("debounce state %s unreadable (%s); starting without it", path, exc)
+        return {}
+    return {sid: a for sid, a in ago.items() if a < horizon_s}
+
+
+def save_debounce(path: Path, walls: dict[str, float]) -> None:
+    """Atomically (temporary file + rename), so a power cut leaves the old or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(walls, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as exc:  # losing this only weakens debounce across a restart
+        logger.warning("debounce state %s not saved: %s", path, exc)
 
 
 def attendance_worker_factories(

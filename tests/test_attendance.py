@@ -714,3 +714,25 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
     assert outcome == "camera_stuck" and not stop.is_set()
     assert [m for m in msgs if m[0] == "error"] and "stuck" in msgs[-1][1]
     assert [m[1] for m in msgs if m[0] == "event"] == ["device.fault"]
+
+
+def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, caplog) -> None:
+    # Review 2, finding 9: a new agent process (new factories, new workers) still knows who
+    # punched a moment ago, from a small file in data_dir.
+    from agent.attendance import debounce_path
+
+    data = tmp_path / "data"
+    cfg = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=600)
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    before = attendance_worker_factories(cfg, outbox)["attendance"]()
+    before._handle(_punch_msg("s001"))
+    before.stop(timeout=0.1)
+    after = attendance_worker_factories(cfg, outbox)["attendance"]()  # "after the restart"
+    seed = after._spec()["debounce_seed"]
+    assert set(seed) == {"s001"} and 0 <= seed["s001"] < 600
+    short = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=0)
+    assert AttendanceWorker(short, outbox)._spec()["debounce_seed"] == {}  # outside the window
+    debounce_path(data).write_text("{broken", encoding="utf-8")
+    assert AttendanceWorker(cfg, outbox)._spec()["debounce_seed"] == {}
+    assert "debounce state" in caplog.text and "unreadable" in caplog.text
+    outbox.close()
