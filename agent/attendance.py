@@ -511,6 +511,13 @@ class AttendanceWorker:
 
     def start(self) -> None:
         self._activity = time.monotonic()
+        assert self.cfg.attendance is not None
+        from agent.schedule import warn_calendar_gaps
+
+        # In the parent's log too, not only the recognition child's (review 2, finding 10).
+        warn_calendar_gaps(
+            self.cfg.attendance.schedule, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
+        )
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
