@@ -138,7 +138,15 @@ class AttendancePipeline:
         self.counters["frames"] += 1
         result = self.engine.process(frame.image)
         for tid in result.ended:
-            self.tracks.pop(tid, None)
+            ended = self.tracks.pop(tid, None)
+            if (
+                ended is not None
+                and ended.decisions == 0
+                and ended.low_quality >= 2 * self.cfg.votes
+            ):
+                # Only a track that never got a decision was "low quality": the first blurred
+                # frames of someone recognised a moment later are not (review 2, finding 11).
+                self._reject(ended, "low_quality", None, frame)
         for face in result.faces:
             st = self.tracks.get(face.track_id)
             if st is None:
@@ -150,8 +158,6 @@ class AttendancePipeline:
                 st.blink.update(face.ear, frame.t)
             if face.quality is not None:
                 st.low_quality += 1
-                if st.staff_id is None and st.low_quality >= 2 * self.cfg.votes:
-                    self._reject(st, "low_quality", None, frame)
             if face.encoding is not None:
                 match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
                 st.vote.add(match)

@@ -438,7 +438,22 @@ def test_margin_between_two_people_is_unknown() -> None:
 def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
     script = [([(1, None, "turned")], [])] * 5 + [([(1, None, "blurred")], [])] * 10
     events, _, _ = scripted(script)
+    assert events == []  # still there: it may yet turn to the camera
+    events, _, _ = scripted([*script, ([], [1])])  # the track ends without a decision
     assert events == [("attendance.rejected", {"reason": "low_quality", "distance": None})]
+    short = [([(1, None, "blurred")], [])] * 5 + [([], [1])]
+    assert scripted(short)[0] == []  # fewer than 2·votes refusals: not worth a record
+
+
+def test_blurred_first_frames_of_someone_recognised_are_not_rejected() -> None:
+    # Review 2, finding 11: someone walking in (motion blur), then recognised and punched,
+    # also got an attendance.rejected low_quality for the first frames.
+    import numpy as np
+
+    a = np.zeros(128, np.float32)
+    script = [([(1, None, "blurred")], [])] * 8 + [([(1, a, None)], [])] * 3 + [([], [1])]
+    events, _, _ = scripted(script)
+    assert [t for t, _ in events] == ["attendance.punch"]
 
 
 class EarScript:

@@ -263,3 +263,30 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
         write_config(f'[device]\nid = "win-01"\nsite = "jiedong"\ndata_dir = "{tmp_path}"\n')
     )
     assert probe_calendar(window) == []  # not a kiosk: no attendance, no calendar
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ('[attendance.schedule.summer]\nmorning = "11:30-08:30"', "summer.morning"),
+        ('[attendance.schedule.winter]\nfriday_afternoon = "17:30-17:30"', "friday_afternoon"),
+        ('[attendance.schedule.bands]\nmorning_in = "10:00-06:30"', "bands.morning_in"),
+    ],
+)
+def test_a_range_must_start_before_it_ends(write_config, tmp_path, section, key) -> None:
+    # Review 2, finding 11: a swapped range was accepted and made every punch "extra".
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+
+        [attendance]
+        camera = "0"
+
+        {section}
+        """
+    )
+    with pytest.raises(ConfigError, match=rf"{key}.*expected the start before the end"):
+        load_agent_config(path)
