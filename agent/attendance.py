@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -217,7 +218,7 @@ class AttendancePipeline:
             "slot": c.slot,
             "status": c.status,
             "minutes_off": c.minutes_off,
-            "distance": None if distance is None else round(distance, 4),
+            "distance": _rounded(distance),
             "liveness": liveness,
         }
         self.emit("attendance.punch", data, at)
@@ -238,9 +239,14 @@ class AttendancePipeline:
             self.counters["suppressed"] += 1
             return
         self.last_reject[reason] = frame.t
-        data = {"reason": reason, "distance": None if distance is None else round(distance, 4)}
+        data = {"reason": reason, "distance": _rounded(distance)}
         self.emit("attendance.rejected", data, self.wall_clock(frame))
         self.counters["rejected"] += 1
+
+
+def _rounded(distance: float | None) -> float | None:
+    """NaN/inf (a degenerate encoding) is not JSON; the outbox would refuse the event."""
+    return None if distance is None or not math.isfinite(distance) else round(distance, 4)
 
 
 # --- building the pipeline ---------------------------------------------------------------
@@ -617,6 +623,10 @@ class AttendanceWorker:
                         exc,
                     )
                     return
+                except (ValueError, TypeError) as exc:
+                    # The outbox refuses this event's data for good (not JSON): retrying can
+                    # never succeed, and keeping it would block every event behind it.
+                    logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
                 items.popleft()
 
     def stop(self, timeout: float = 5.0) -> None:

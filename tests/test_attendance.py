@@ -751,3 +751,17 @@ def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, 
     assert AttendanceWorker(cfg, outbox)._spec()["debounce_seed"] == {}
     assert "debounce state" in caplog.text and "unreadable" in caplog.text
     outbox.close()
+
+
+def test_an_event_the_outbox_can_never_store_does_not_block_the_rest(
+    write_config, tmp_path, caplog
+) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, outbox)
+    at = datetime(2026, 11, 25, 8, 40, tzinfo=TZ).isoformat()
+    worker._handle(("event", "attendance.rejected", {"reason": "x", "distance": float("nan")}, at))
+    worker._handle(_punch_msg("s005"))
+    assert _stored(outbox) == [("attendance.punch", "s005")] and not worker.pending.items
+    assert "dropped, not storable" in caplog.text
+    outbox.close()
