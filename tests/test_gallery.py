@@ -189,3 +189,20 @@ def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
         st_ = p.stat()
         assert (st_.st_uid, st_.st_gid) == (12345, 12346), p
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # still private to that owner
+
+
+def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> None:
+    # Review 2, finding 11: without it a power cut right after enrolment can bring the old
+    # gallery back (the rename lives in the directory).
+    import agent.gallery
+
+    synced: list[bool] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(agent.gallery.os, "fsync", spy)
+    Gallery.from_arrays(unit(np.random.default_rng(3), 2), ["a", "b"]).save(gallery_path(tmp_path))
+    assert synced == [False, True]  # the file's data, then the directory entry
