@@ -24,11 +24,16 @@ records them in the outbox. The parent never imports cv2, dlib or numpy.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import multiprocessing as mp
+import os
 import queue
+import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +92,7 @@ class _TrackState:
     first_t: float
     first_captured: float
     vote: Any
+    arrived: datetime  # wall clock of the track's first frame: the punch's time (finding 7)
     blink: BlinkDetector = field(default_factory=BlinkDetector)
     staff_id: str | None = None
     decided_t: float = 0.0
@@ -94,6 +100,7 @@ class _TrackState:
     low_quality: int = 0
     settled: bool = False  # a decision stands; the engine only re-checks now and then
     decision: str | None = None  # the standing decision (None: unknown)
+    decisions: int = 0  # how many decisions this track has had
     sent: set[str] = field(default_factory=set)  # rejected reasons already sent
 
 
@@ -132,18 +139,26 @@ class AttendancePipeline:
         self.counters["frames"] += 1
         result = self.engine.process(frame.image)
         for tid in result.ended:
-            self.tracks.pop(tid, None)
+            ended = self.tracks.pop(tid, None)
+            if (
+                ended is not None
+                and ended.decisions == 0
+                and ended.low_quality >= 2 * self.cfg.votes
+            ):
+                # Only a track that never got a decision was "low quality": the first blurred
+                # frames of someone recognised a moment later are not (review 2, finding 11).
+                self._reject(ended, "low_quality", None, frame)
         for face in result.faces:
             st = self.tracks.get(face.track_id)
             if st is None:
-                st = _TrackState(frame.t, frame.captured, Vote(self.cfg.votes))
+                st = _TrackState(
+                    frame.t, frame.captured, Vote(self.cfg.votes), self.wall_clock(frame)
+                )
                 self.tracks[face.track_id] = st
             if face.ear is not None:
                 st.blink.update(face.ear, frame.t)
             if face.quality is not None:
                 st.low_quality += 1
-                if st.staff_id is None and st.low_quality >= 2 * self.cfg.votes:
-                    self._reject(st, "low_quality", None, frame)
             if face.encoding is not None:
                 match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
                 st.vote.add(match)
@@ -161,6 +176,7 @@ class AttendancePipeline:
         if not decided or st.vote.votes[-1][0] != sid:
             return  # undecided, or the newest look disagrees: keep encoding every frame
         st.settled, st.decision = True, sid
+        st.decisions += 1
         self.engine.settle(tid)  # from now on only an occasional re-check
         if sid is None:
             if st.staff_id is None:
@@ -168,6 +184,12 @@ class AttendancePipeline:
                 self._reject(st, "unknown_face", nearest, frame)
             return
         if sid != st.staff_id:
+            if st.decisions > 1:
+                # The track now shows someone else (a photo held over a live face): the blink
+                # seen so far belongs to the earlier face, so this one must blink itself
+                # (review 2, finding 2).
+                st.blink = BlinkDetector()
+                st.arrived = self.wall_clock(frame)  # this person arrives now
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False
 
     def _maybe_punch(self, st: _TrackState, frame: Frame) -> None:
@@ -185,7 +207,10 @@ class AttendancePipeline:
             st.punched = True  # already punched within the window: this track is done
             self.counters["suppressed"] += 1
             return
-        at = self.wall_clock(frame)
+        # The punch is when the person stepped in front of the camera, not when recognition
+        # and the blink finished: arriving at 08:29:57 and blinking at 08:30:02 is on time
+        # (review 2, finding 7; docs/attendance.md "Punch time").
+        at = st.arrived
         c = self.schedule.classify(at)
         distance = st.vote.distance(sid)
         data = {
@@ -193,7 +218,7 @@ class AttendancePipeline:
             "slot": c.slot,
             "status": c.status,
             "minutes_off": c.minutes_off,
-            "distance": None if distance is None else round(distance, 4),
+            "distance": _rounded(distance),
             "liveness": liveness,
         }
         self.emit("attendance.punch", data, at)
@@ -214,9 +239,14 @@ class AttendancePipeline:
             self.counters["suppressed"] += 1
             return
         self.last_reject[reason] = frame.t
-        data = {"reason": reason, "distance": None if distance is None else round(distance, 4)}
+        data = {"reason": reason, "distance": _rounded(distance)}
         self.emit("attendance.rejected", data, self.wall_clock(frame))
         self.counters["rejected"] += 1
+
+
+def _rounded(distance: float | None) -> float | None:
+    """NaN/inf (a degenerate encoding) is not JSON; the outbox would refuse the event."""
+    return None if distance is None or not math.isfinite(distance) else round(distance, 4)
 
 
 # --- building the pipeline ---------------------------------------------------------------
@@ -243,6 +273,12 @@ def wall_clock_for(tz: ZoneInfo, media_epoch: datetime | None) -> Callable[[Fram
     return lambda frame: media_epoch + timedelta(seconds=frame.t)
 
 
+_OWNER_HINT = (
+    " (files written by root? give the data directory back to the agent's user, e.g. "
+    "`sudo chown -R hall-agent: <data_dir>`)"
+)
+
+
 @dataclass
 class _Watched:
     path: Path
@@ -253,6 +289,11 @@ class _Watched:
             m = self.path.stat().st_mtime
         except FileNotFoundError:
             m = 0.0
+        except OSError as exc:  # e.g. a 0700 directory root made with `sudo hall-agent enroll`
+            if self.mtime != -2.0:
+                logger.error("cannot watch %s: %s%s", self.path, exc, _OWNER_HINT)
+                self.mtime = -2.0  # log once per problem; retried every few seconds
+            return False
         if m != self.mtime:
             self.mtime = m
             return True
@@ -263,11 +304,13 @@ def run_loop(
     spec: dict[str, Any],
     send: Callable[[tuple], None],
     stop: Any,
-) -> None:
+) -> str | None:
     """Camera + pipeline until ``stop`` is set; everything leaves through ``send``.
 
     Runs in the recognition child process (or a thread with ``isolation = "thread"``).
-    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",).
+    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",), ("error", text).
+    Returns ``"camera_stuck"`` when the camera gave up on readers stuck in the driver: only
+    a new process frees them, so the caller ends and the supervisor starts a fresh one.
     """
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
@@ -318,6 +361,11 @@ def run_loop(
             if frame is not None:
                 last_seq = frame.seq
                 pipeline.process(frame)
+            elif camera.stuck.is_set():
+                detail = camera.health().get("detail", "camera readers stuck")
+                logger.error("camera stuck (%s): ending recognition for a restart", detail)
+                send(("error", f"camera: {detail}; recognition restarts"))
+                return "camera_stuck"
             elif camera.ended.is_set():
                 # A video file played to its end (tests, demos): report once, then idle.
                 # read() returns at once now, so wait here rather than spin.
@@ -329,7 +377,7 @@ def run_loop(
             if now - last_files >= 2.0:
                 last_files = now
                 if roster.changed() and roster.mtime:
-                    prune_to_roster(data_dir)
+                    _prune(prune_to_roster, data_dir)
                 if gfile.changed():
                     pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
             if now - last_health >= 1.0:  # the heartbeat the supervisor watches
@@ -337,6 +385,17 @@ def run_loop(
                 send(("health", health))
     finally:
         camera.stop()
+    return None
+
+
+def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
+    """Apply the roster; a damaged or unreadable gallery is logged, never fatal here."""
+    try:
+        prune(data_dir)
+    except OSError as exc:  # the lock or the gallery not ours (sudo enroll): keep recognising
+        logger.error("roster not applied to the gallery in %s: %s%s", data_dir, exc, _OWNER_HINT)
+    except Exception as exc:  # GalleryError (damaged file): keep recognising
+        logger.error("roster not applied to the gallery in %s: %s", data_dir, exc)
 
 
 def _load_gallery(path: Path, current: Gallery) -> Gallery:
@@ -368,14 +427,43 @@ def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
         stream=sys.stderr,
     )
     try:
-        run_loop(spec, q.put, stop)
+        outcome = run_loop(spec, q.put, stop)
     except Exception as exc:
         logger.exception("recognition process failed")
         q.put(("error", f"{type(exc).__name__}: {exc}"))
         raise
+    if outcome == "camera_stuck":
+        # Threads blocked in a native read would keep a normal exit waiting forever: hand
+        # the queued messages over, then leave at once; the supervisor respawns us.
+        q.close()
+        q.join_thread()
+        os._exit(75)
 
 
 # --- the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class PendingEvents:
+    """Events not yet in the outbox (disk full, database locked), one buffer per kiosk.
+
+    The factory hands the same buffer to every worker it builds, so a restart by the
+    supervisor while the outbox refuses loses nothing (review 2, finding 3). Each item
+    carries its dedupe key, made once, so a retry after a partial failure (committed, then an
+    error) finds the first row instead of adding a second one (finding 4). The lock keeps
+    two threads (the loop and the retry thread, or an old and a new worker) from sending the
+    same head item twice.
+    """
+
+    items: deque[tuple[str, dict[str, Any], datetime, str]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def dedupe_key_for(event_type: str, data: dict[str, Any], at: datetime) -> str:
+    """A punch is one person at one first-seen time; any other event gets a fresh key."""
+    if event_type == "attendance.punch":
+        return f"punch:{data['staff_id']}:{at.isoformat()}"
+    return f"{event_type}:{uuid.uuid4().hex}"
 
 
 class AttendanceWorker:
@@ -392,13 +480,19 @@ class AttendanceWorker:
         media_epoch: datetime | None = None,
         debounce_seed: dict[str, float] | None = None,
         on_punch: Callable[[str], None] | None = None,
+        pending: PendingEvents | None = None,
     ):
         assert cfg.attendance is not None
         self.name = name
         self.cfg = cfg
         self.outbox = outbox
         self.media_epoch = media_epoch
-        self.debounce_seed = debounce_seed or {}
+        self.debounce_file = debounce_path(cfg.device.data_dir)
+        horizon = float(cfg.attendance.debounce_s)
+        stored = load_debounce(self.debounce_file, horizon)
+        # staff id -> time.time() of the last punch, as stored (only those still in window)
+        self._punch_walls = {sid: time.time() - ago for sid, ago in stored.items()}
+        self.debounce_seed = {**stored, **(debounce_seed or {})}
         self.on_punch = on_punch
         self.isolation = cfg.attendance.isolation
         self.ended = threading.Event()
@@ -406,7 +500,7 @@ class AttendanceWorker:
         self._stop = threading.Event()
         self._activity = time.monotonic()
         self._health: dict[str, Any] = {"state": "starting"}
-        self._retry: deque[tuple[str, dict[str, Any], datetime]] = deque()
+        self.pending = pending if pending is not None else PendingEvents()
         self._proc: Any = None
         self._proc_stop: Any = None
         self._queue: Any = None
@@ -429,6 +523,13 @@ class AttendanceWorker:
 
     def start(self) -> None:
         self._activity = time.monotonic()
+        assert self.cfg.attendance is not None
+        from agent.schedule import warn_calendar_gaps
+
+        # In the parent's log too, not only the recognition child's (review 2, finding 10).
+        warn_calendar_gaps(
+            self.cfg.attendance.schedule, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
+        )
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
@@ -466,7 +567,10 @@ class AttendanceWorker:
                 continue
             except (EOFError, OSError):
                 break
-            self._handle(msg)
+            try:
+                self._handle(msg)
+            except Exception:  # one bad message must not end the drain (and lose the rest)
+                logger.exception("attendance: message %r not handled", msg[:2])
 
     def _retry_loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -486,23 +590,44 @@ class AttendanceWorker:
             self._health = {"state": "fault", "detail": msg[1]}
 
     def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
-        self._retry.append((event_type, data, at))
+        self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
         self._flush_retry()
         if event_type == "attendance.punch":
             self.punches[data["staff_id"]] = time.monotonic()
+            assert self.cfg.attendance is not None
+            now = time.time()
+            horizon = self.cfg.attendance.debounce_s
+            self._punch_walls = {
+                sid: t for sid, t in self._punch_walls.items() if now - t < horizon
+            }
+            self._punch_walls[data["staff_id"]] = now
+            save_debounce(self.debounce_file, self._punch_walls)
             if self.on_punch:
                 self.on_punch(data["staff_id"])
 
     def _flush_retry(self) -> None:
-        # A full disk must not lose a punch: keep it here and try again (CONTRACT §3 outbox).
-        while self._retry:
-            event_type, data, at = self._retry[0]
-            try:
-                self.outbox.append(event_type, data, at=at)
-            except OutboxError as exc:
-                logger.warning("attendance: %s not recorded yet: %s", event_type, exc)
-                return
-            self._retry.popleft()
+        # A full disk or a locked database must not lose a punch: keep it and try again
+        # (CONTRACT §3 outbox). sqlite3.Error is what a locked or damaged database raises
+        # below the outbox's own errors (review 2, finding 3).
+        with self.pending.lock:
+            items = self.pending.items
+            while items:
+                event_type, data, at, key = items[0]
+                try:
+                    self.outbox.append(event_type, data, at=at, dedupe_key=key)
+                except (OutboxError, sqlite3.Error) as exc:
+                    logger.warning(
+                        "attendance: %s not recorded yet (%d waiting): %s",
+                        event_type,
+                        len(items),
+                        exc,
+                    )
+                    return
+                except (ValueError, TypeError) as exc:
+                    # The outbox refuses this event's data for good (not JSON): retrying can
+                    # never succeed, and keeping it would block every event behind it.
+                    logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
+                items.popleft()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
@@ -523,9 +648,13 @@ class AttendanceWorker:
             # Whatever the child sent before it exited still goes into the outbox.
             while True:
                 try:
-                    self._handle(self._queue.get(timeout=0.2))
+                    msg = self._queue.get(timeout=0.2)
                 except (queue.Empty, EOFError, OSError, ValueError):
                     break
+                try:
+                    self._handle(msg)
+                except Exception:  # keep draining: every later message still counts
+                    logger.exception("attendance: message %r not handled", msg[:2])
         self._flush_retry()
 
     def alive(self) -> bool:
@@ -544,6 +673,45 @@ class AttendanceWorker:
         return self._proc.pid if self._proc is not None else None
 
 
+def debounce_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "attendance-debounce.json"
+
+
+def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
+    """``{staff id: seconds since their last punch}`` from the file, within ``horizon_s``.
+
+    Debounce must survive a restart of the whole agent (review 2, finding 9): someone still
+    standing in front of the camera during a restart must not be punched twice. Wall-clock
+    times are stored; a damaged file only costs that protection, never the start.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("expected an object {staff id: unix time}")
+        now = time.time()
+        ago = {str(k): max(0.0, now - float(v)) for k, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("debounce state %s unreadable (%s); starting without it", path, exc)
+        return {}
+    return {sid: a for sid, a in ago.items() if a < horizon_s}
+
+
+def save_debounce(path: Path, walls: dict[str, float]) -> None:
+    """Atomically (temporary file + rename), so a power cut leaves the old or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(walls, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as exc:  # losing this only weakens debounce across a restart
+        logger.warning("debounce state %s not saved: %s", path, exc)
+
+
 def attendance_worker_factories(
     cfg: AgentConfig, outbox: Outbox
 ) -> dict[str, Callable[[], AttendanceWorker]]:
@@ -553,6 +721,7 @@ def attendance_worker_factories(
     the previous one's punch times.
     """
     state: dict[str, AttendanceWorker] = {}
+    pending = PendingEvents()  # outlives every worker of this kiosk (review 2, finding 3)
 
     def make() -> AttendanceWorker:
         prev = state.get("w")
@@ -560,7 +729,7 @@ def attendance_worker_factories(
         if prev is not None:
             now = time.monotonic()
             seed = {sid: now - t for sid, t in prev.punches.items()}
-        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed)
+        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed, pending=pending)
         if prev is not None:
             worker.punches = dict(prev.punches)
         state["w"] = worker

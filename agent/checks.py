@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from agent.config import AgentConfig
 from agent.envelope import CLOCK_FLOOR_UNIX, system_clock_state
@@ -171,12 +173,28 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
     return result
 
 
+def probe_calendar(cfg: AgentConfig, today: date | None = None) -> list[ProbeResult]:
+    """Kiosks: does chinesecalendar (or the config) know this year's holidays (and next)?"""
+    if cfg.attendance is None:
+        return []
+    from agent.schedule import calendar_advice, calendar_gaps
+
+    if today is None:
+        today = datetime.now(ZoneInfo(cfg.device.timezone)).date()
+    gaps = calendar_gaps(today, cfg.attendance.schedule)
+    if gaps:
+        return [ProbeResult("calendar", True, calendar_advice(gaps), warn=True)]
+    years = f"{today.year}" + (f" and {today.year + 1}" if today.month == 12 else "")
+    return [ProbeResult("calendar", True, f"holiday data covers {years}")]
+
+
 PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "disk": probe_disk,
     "clock": probe_clock,
     "broker": probe_broker,
     "pads": probe_pads,
     "camera": probe_camera,
+    "calendar": probe_calendar,
 }
 
 

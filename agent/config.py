@@ -137,6 +137,14 @@ class SyncSection(_Section):
 _HHMM_RANGE = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
 
 
+def _ordered_range(value: str) -> str:
+    """A "HH:MM-HH:MM" range must start before it ends (swapped, every punch was "extra")."""
+    start, end = value.split("-")
+    if start >= end:
+        raise ValueError(f"expected the start before the end (e.g. '08:30-11:30'), got {value!r}")
+    return value
+
+
 class HoursSection(_Section):
     """Staff duty hours of one season (CONTRACT §1 table); "HH:MM-HH:MM"."""
 
@@ -145,6 +153,11 @@ class HoursSection(_Section):
     friday_afternoon: str = Field(
         "14:30-17:30", pattern=_HHMM_RANGE, description="Friday afternoon duty"
     )
+
+    @field_validator("morning", "afternoon", "friday_afternoon")
+    @classmethod
+    def _start_before_end(cls, value: str) -> str:
+        return _ordered_range(value)
 
 
 class WinterHoursSection(HoursSection):
@@ -160,6 +173,11 @@ class BandsSection(_Section):
     morning_out: str | None = Field(None, pattern=_HHMM_RANGE, description="Morning-out band")
     afternoon_in: str | None = Field(None, pattern=_HHMM_RANGE, description="Afternoon-in band")
     afternoon_out: str | None = Field(None, pattern=_HHMM_RANGE, description="Afternoon-out band")
+
+    @field_validator("morning_in", "morning_out", "afternoon_in", "afternoon_out")
+    @classmethod
+    def _start_before_end(cls, value: str | None) -> str | None:
+        return None if value is None else _ordered_range(value)
 
 
 class ScheduleSection(_Section):

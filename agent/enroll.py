@@ -231,13 +231,23 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if results:
         import numpy as np
 
-        with locked(data_dir) as path:
-            gallery = Gallery.load(path)
-            for staff_id, display, encodings in results:
-                if staff_id in gallery and not getattr(args, "append", False):
-                    gallery.remove([staff_id])
-                gallery.add(staff_id, display, np.vstack(encodings))
-            gallery.save(path)
+        from agent.gallery import GalleryError
+
+        try:
+            with locked(data_dir) as path:
+                gallery = Gallery.load(path)
+                for staff_id, display, encodings in results:
+                    if staff_id in gallery and not getattr(args, "append", False):
+                        gallery.remove([staff_id])
+                    gallery.add(staff_id, display, np.vstack(encodings))
+                gallery.save(path)
+        except GalleryError as exc:
+            raise _cli_error(
+                f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
+                "everyone again (the agent keeps the people it loaded before)"
+            ) from exc
+        except OSError as exc:
+            raise _cli_error(f"enroll: cannot write the gallery in {data_dir}: {exc}") from exc
         for staff_id, display, encodings in results:
             print(f"enrolled {staff_id} ({display}): {len(encodings)} encodings")
     if failures:
@@ -288,7 +298,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 gallery.save(path)
             print(f"removed {args.staff_id}")
             return 0
-    except (GalleryError, EnrollError) as exc:
+    except (GalleryError, EnrollError, OSError) as exc:
         raise _cli_error(f"gallery: {exc}") from exc
     raise _cli_error(f"gallery: unknown action {args.gallery_command}", 2)
 

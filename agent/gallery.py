@@ -19,6 +19,7 @@ import fcntl
 import logging
 import math
 import os
+import zipfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -167,18 +168,26 @@ class Gallery:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)  # biometric data: owner only
+        _give_to_data_dir_owner(tmp, path.parent.parent)
         tmp.replace(path)
+        _fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> Gallery:
-        if not path.is_file():
-            return cls()
+        try:
+            path.stat()
+        except FileNotFoundError:
+            return cls()  # nobody enrolled yet
+        except OSError as exc:  # not ours (sudo enroll), a symlink loop, …: not "empty"
+            raise GalleryError(f"{path}: not a readable gallery file ({exc})") from exc
         try:
             with np.load(path, allow_pickle=False) as z:
                 enc = z["encodings"]
                 owners = [str(x) for x in z["owners"]]
                 names = {str(k): str(v) for k, v in zip(z["ids"], z["names"], strict=True)}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # An empty file is EOFError, a truncated one BadZipFile (review 2, finding 1):
+            # every damaged file is one GalleryError, which the callers handle.
             raise GalleryError(f"{path}: not a readable gallery file ({exc})") from exc
         if enc.ndim != 2 or enc.shape[1] != DIM:
             raise GalleryError(f"{path}: encodings have shape {enc.shape}, expected (N, {DIM})")
@@ -187,6 +196,40 @@ class Gallery:
 
 class GalleryError(Exception):
     """The gallery file is damaged or foreign."""
+
+
+def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:
+    """``sudo hall-agent enroll`` must not leave root-owned files the agent cannot read.
+
+    The agent runs as the owner of ``data_dir`` (user hall-agent, docs/attendance.md); when
+    root writes a gallery file, the lock or the gallery directory, it hands them to that
+    owner (review 2, finding 6). A no-op for anyone but root.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(data_dir)
+    except OSError:
+        return
+    if owner.st_uid == 0:
+        return
+    st = os.stat(path)
+    if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable: a power cut must not bring the old file back."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        logger.debug("fsync of %s failed", directory, exc_info=True)
+    finally:
+        os.close(fd)
 
 
 def gallery_path(data_dir: Path) -> Path:
@@ -199,7 +242,9 @@ def locked(data_dir: Path) -> Iterator[Path]:
     path = gallery_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
+    _give_to_data_dir_owner(path.parent, Path(data_dir))
     with open(path.parent / ".lock", "a") as lock:
+        _give_to_data_dir_owner(path.parent / ".lock", Path(data_dir))
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield path

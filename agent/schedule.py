@@ -93,6 +93,49 @@ def _at(minutes: int) -> time:
     return time(minutes // 60, minutes % 60)
 
 
+def calendar_knows(year: int) -> bool:
+    """Whether the installed chinesecalendar has the State Council's notice for ``year``."""
+    try:
+        import chinese_calendar
+    except ImportError:
+        return False
+    try:
+        chinese_calendar.get_holiday_detail(date(year, 6, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
+def calendar_gaps(today: date, cfg: ScheduleSection | None = None) -> list[int]:
+    """Years needed now (this one; from December also the next) that nobody covers.
+
+    A year is covered by chinesecalendar's data or by the site's own ``holidays`` list for it
+    (when the package lags behind the State Council's notice, usually published in
+    November-December). An uncovered year silently becomes plain Monday-Friday, so
+    ``hall-agent check`` and the agent warn (review 2, finding 10).
+    """
+    years = [today.year] + ([today.year + 1] if today.month == 12 else [])
+    listed = {d.year for d in cfg.holidays} if cfg is not None else set()
+    return [y for y in years if y not in listed and not calendar_knows(y)]
+
+
+def calendar_advice(gaps: list[int]) -> str:
+    years = ", ".join(map(str, gaps))
+    return (
+        f"chinesecalendar has no holiday data for {years}: statutory holidays and adjusted "
+        "working days (调休) would be treated as plain Mon-Fri. Upgrade it "
+        "(pip install -U chinesecalendar) or list the year's days off and adjusted working "
+        "days in [attendance.schedule] holidays / workdays"
+    )
+
+
+def warn_calendar_gaps(cfg: ScheduleSection, today: date) -> list[int]:
+    gaps = calendar_gaps(today, cfg)
+    if gaps:
+        logger.warning("%s", calendar_advice(gaps))
+    return gaps
+
+
 class Schedule:
     def __init__(self, cfg: ScheduleSection | None = None):
         self.cfg = cfg or ScheduleSection()

@@ -8,7 +8,11 @@ opencv/opencv#21143-style reports and Frigate's watchdog): a separate watchdog t
 therefore watches the age of the newest frame; when it exceeds ``stale_after_s`` the reader is
 abandoned (a blocked native call cannot be interrupted; the daemon thread is left behind and
 counted), ``on_fault("camera", detail)`` is called, and the source is reopened with backoff
-until frames flow again, then ``on_recovered`` is called.
+until frames flow again; ``on_recovered`` is called, and the backoff starts over, only after
+frames have flowed for ``stable_s`` (a camera that gives one frame and hangs again is one
+fault, not a fault/recovered pair per cycle). After ``max_abandoned`` stuck readers the camera
+gives up (``stuck``): only the end of the process frees them, so the recognition process
+exits and the supervisor starts a new one.
 
 Video files are played at their own frame rate (``realtime=True``, a demo kiosk) or, for tests
 and benchmarks, frame by frame as fast as the consumer takes them (``realtime=False``: no frame
@@ -59,14 +63,37 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
-_SECRET_QUERY = re.compile(r"(?P<key>(?:password|passwd|pwd|pass|token|auth)=)[^&\s]*", re.I)
+_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+_HOSTPORT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+_PATH = re.compile(r"^[^?#\s]*")
 
 
 def redact(source: str) -> str:
-    """``rtsp://admin:secret@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1`` (for logs and events)."""
-    out = _USERINFO.sub(r"\g<scheme>***@", source)
-    return _SECRET_QUERY.sub(r"\g<key>***", out)
+    """A stream URL as it may be logged or published: ``scheme://***@host[:port]/path``.
+
+    ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
+    contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
+    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped;
+    when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
+    indexes, ``/dev/video*`` and file paths are returned unchanged.
+    """
+    m = _SCHEME.match(source.strip())
+    if m is None:
+        return source
+    scheme, rest = m["scheme"].lower(), m["rest"]
+    at = rest.rfind("@")
+    userinfo = at >= 0
+    after = rest[at + 1 :] if userinfo else rest
+    slash = min(
+        (i for i in (after.find("/"), after.find("?"), after.find("#")) if i >= 0),
+        default=len(after),
+    )
+    host, tail = after[:slash], after[slash:]
+    if not _HOSTPORT.match(host):
+        return f"{scheme}://***"
+    path_match = _PATH.match(tail)
+    path = path_match.group(0) if path_match else ""
+    return f"{scheme}://{'***@' if userinfo else ''}{host}{path}"
 
 
 def parse_source(source: str) -> int | str:
@@ -114,6 +141,8 @@ class Camera:
         on_recovered: FaultCallback | None = None,
         capture_factory: Callable[[str], Capture] = open_capture,
         tick_s: float = 0.1,
+        stable_s: float = 10.0,
+        max_abandoned: int = 3,
     ):
         self.source = source
         self.shown = redact(source)
@@ -126,6 +155,15 @@ class Camera:
         self.on_recovered = on_recovered or (lambda c, d: None)
         self.capture_factory = capture_factory
         self.tick_s = tick_s
+        # Recovery counts only after frames flowed this long: a camera that gives one frame
+        # and hangs again must not flap fault/recovered nor reset the backoff (review 2, 8).
+        self.stable_s = stable_s
+        # Each abandoned reader is a thread stuck in a native read (V4L2) that only the end
+        # of the process frees: after this many the camera gives up (``stuck``) and the
+        # recognition process exits, so the supervisor starts a fresh one.
+        self.max_abandoned = max_abandoned
+        self.stuck = threading.Event()
+        self._flowing_since = 0.0  # first frame after the latest (re)open
 
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -162,6 +200,8 @@ class Camera:
 
     def health(self) -> dict[str, Any]:
         state = "fault" if self._faulted else "ended" if self.ended.is_set() else "ok"
+        if self._faulted and self._flowing_since:
+            state = "recovering"  # frames again, not yet for stable_s
         age = time.monotonic() - self._last_frame_at if self._last_frame_at else None
         out: dict[str, Any] = {"state": state, "source": self.shown, "reopens": self.reopens}
         if age is not None:
@@ -184,7 +224,7 @@ class Camera:
                     self._taken = frame.seq
                     self._cond.notify_all()  # a non-realtime file reader waits for this
                     return frame
-                if self._stop.is_set() or self.ended.is_set():
+                if self._stop.is_set() or self.ended.is_set() or self.stuck.is_set():
                     return None
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -199,6 +239,7 @@ class Camera:
             gen = self._gen
             self._error = None
             self._opened_at = time.monotonic()
+            self._flowing_since = 0.0
         threading.Thread(
             target=self._read_loop, args=(gen,), name=f"camera-reader-{gen}", daemon=True
         ).start()
@@ -214,6 +255,20 @@ class Camera:
                 got_frame = self._last_frame_at > self._opened_at
                 since = now - (self._last_frame_at if got_frame else self._opened_at)
                 limit = self.stale_after_s if got_frame else self.open_timeout_s
+                recovered = (
+                    self._faulted
+                    and error is None
+                    and since <= limit
+                    and self._flowing_since > 0
+                    and now - self._flowing_since >= self.stable_s
+                )
+                if recovered:
+                    self._faulted = False
+                    self._failures = 0  # the backoff starts over only now
+            if recovered:
+                logger.warning("camera %s: frames flowing again", self.shown)
+                self._callback(self.on_recovered, f"{self.shown}: frames flowing again")
+                continue
             if error is None and since <= limit:
                 continue
             if error is None:
@@ -224,6 +279,18 @@ class Camera:
                 )
                 self.abandoned += 1  # the reader is presumably stuck inside OpenCV
             self._fail(error)
+            if self.abandoned >= self.max_abandoned:
+                logger.error(
+                    "camera %s: %d readers stuck in the driver; giving up so that the "
+                    "recognition process is restarted",
+                    self.shown,
+                    self.abandoned,
+                )
+                with self._cond:
+                    self._fault_detail = f"{self.abandoned} readers stuck in the driver"
+                    self.stuck.set()
+                    self._cond.notify_all()
+                break
             delay = self.backoff_s[min(self._failures - 1, len(self.backoff_s) - 1)]
             logger.info("camera %s: reopening in %.1f s", self.shown, delay)
             if self._stop.wait(delay):
@@ -234,6 +301,7 @@ class Camera:
     def _fail(self, detail: str) -> None:
         with self._cond:
             self._gen += 1  # abandon the current reader
+            self._flowing_since = 0.0
             self._failures += 1
             first = not self._faulted
             self._faulted = True
@@ -303,23 +371,19 @@ class Camera:
             return gen == self._gen
 
     def _publish(self, gen: int, image: np.ndarray, t: float, now: float) -> None:
-        recovered = False
         with self._cond:
             if gen != self._gen:
                 return
             self._seq += 1
             self._frame = Frame(image=image, seq=self._seq, t=t, captured=now)
             self._last_frame_at = now
-            if self._faulted:
-                self._faulted = False
-                self._failures = 0
-                recovered = True
+            if not self._flowing_since:
+                self._flowing_since = now  # the watchdog reports recovery after stable_s
             self._cond.notify_all()
-        if recovered:
-            logger.warning("camera %s: frames flowing again", self.shown)
-            self._callback(self.on_recovered, f"{self.shown}: frames flowing again")
 
     def _reader_error(self, gen: int, detail: str) -> None:
+        if self.source != self.shown:  # an OpenCV/FFmpeg message may echo the full URL
+            detail = detail.replace(self.source, self.shown)
         with self._cond:
             if gen == self._gen:
                 self._error = detail

@@ -173,8 +173,9 @@ def test_live_person_blinks_and_punches() -> None:
     punches = of_type(events, "attendance.punch")
     assert len(punches) == 1 and punches[0]["liveness"] == "passed"
     assert (punches[0]["slot"], punches[0]["status"]) == ("morning_in", "on_time")
-    # The punch waited for the blink at 2.0 s of video time.
-    assert events[0][2] >= datetime(2026, 11, 25, 8, 20, 2, tzinfo=TZ)
+    # The punch waited for the blink at 2.0 s of video time, but carries the time the face
+    # first showed (0.2 s, found within a few frames): the arrival, not the blink.
+    assert events[0][2] < datetime(2026, 11, 25, 8, 20, 1, tzinfo=TZ)
 
 
 def test_blink_detector_on_ear_sequences() -> None:
@@ -335,12 +336,16 @@ def test_isolation_modes_are_config_values(name: str) -> None:
     assert AttendanceSection(isolation=name).isolation == name
 
 
-def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog) -> None:
+@pytest.mark.parametrize("blob", [b"garbage", b"", b"PK\x03\x04 junk"])
+def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplog, blob) -> None:
     video = media.cached_video("walk", OBAMA_WALK, 4.0)
     data = tmp_path / "data"
     cfg = kiosk_config(write_config, data, video, isolation="thread")
     gallery_path(data).parent.mkdir(parents=True)
-    gallery_path(data).write_bytes(b"garbage")
+    gallery_path(data).write_bytes(blob)
+    # With a roster the loop also prunes the (damaged) gallery: that must not kill it either.
+    roster = {"v": 1, "version": 3, "staff": [{"id": "obama", "name": "O", "role": "staff"}]}
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
     outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
     worker = AttendanceWorker(cfg, outbox)
     worker.start()
@@ -350,6 +355,7 @@ def test_damaged_gallery_does_not_crash_the_worker(write_config, tmp_path, caplo
     finally:
         worker.stop()
     assert "not a readable gallery file" in caplog.text
+    assert "roster not applied" in caplog.text
     assert [p.type for p in outbox.pending(10)] == ["attendance.rejected"]  # nobody known
     outbox.close()
 
@@ -432,4 +438,330 @@ def test_margin_between_two_people_is_unknown() -> None:
 def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
     script = [([(1, None, "turned")], [])] * 5 + [([(1, None, "blurred")], [])] * 10
     events, _, _ = scripted(script)
+    assert events == []  # still there: it may yet turn to the camera
+    events, _, _ = scripted([*script, ([], [1])])  # the track ends without a decision
     assert events == [("attendance.rejected", {"reason": "low_quality", "distance": None})]
+    short = [([(1, None, "blurred")], [])] * 5 + [([], [1])]
+    assert scripted(short)[0] == []  # fewer than 2·votes refusals: not worth a record
+
+
+def test_blurred_first_frames_of_someone_recognised_are_not_rejected() -> None:
+    # Review 2, finding 11: someone walking in (motion blur), then recognised and punched,
+    # also got an attendance.rejected low_quality for the first frames.
+    import numpy as np
+
+    a = np.zeros(128, np.float32)
+    script = [([(1, None, "blurred")], [])] * 8 + [([(1, a, None)], [])] * 3 + [([], [1])]
+    events, _, _ = scripted(script)
+    assert [t for t, _ in events] == ["attendance.punch"]
+
+
+class EarScript:
+    """One track: ``faces(i)`` -> (encoding, eye aspect ratio) of frame i."""
+
+    def __init__(self, faces):
+        self.faces = faces
+        self.i = 0
+
+    def process(self, image):
+        from drivers.faces import Face, FrameResult
+
+        enc, ear = self.faces(self.i)
+        self.i += 1
+        return FrameResult(faces=[Face(1, (0, 200, 200, 0), encoding=enc, ear=ear)])
+
+    def settle(self, track_id: int, settled: bool = True) -> None:
+        pass
+
+
+def run_ear_script(faces, frames: int, start: datetime, dt: float = 0.1, **cfg):
+    import numpy as np
+
+    from agent.gallery import Gallery
+    from drivers.camera import Frame
+
+    att = AttendanceSection(**cfg)
+    events: list = []
+    p = AttendancePipeline(
+        att,
+        EarScript(faces),
+        Gallery.from_arrays(np.vstack([ALICE, BOB]), ["alice", "bob"]),
+        Schedule(att.schedule),
+        lambda t, d, at: events.append((t, d, at)),
+        wall_clock_for(TZ, start),
+    )
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(frames):
+        p.process(Frame(img, i + 1, i * dt, float(i)))
+    return events, p
+
+
+def _unit(seed: int):
+    import numpy as np
+
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+ALICE, BOB = _unit(1), _unit(2)
+
+
+def test_a_photo_over_a_blinking_face_must_blink_itself() -> None:
+    # Review 2, finding 2: Alice blinks and punches; then a printed photo of Bob covers her
+    # face in the same track. Bob's photo never blinks, so Bob must not punch.
+    def faces(i):
+        if i < 40:
+            return ALICE, (0.12 if i in (10, 11) else 0.30)
+        return BOB, 0.30
+
+    events, _ = run_ear_script(
+        faces, 70, datetime(2026, 11, 25, 8, 20, tzinfo=TZ), liveness="blink", blink_timeout_s=1.0
+    )
+    assert [(d["staff_id"], d["liveness"]) for t, d, _ in events if t == "attendance.punch"] == [
+        ("alice", "passed")
+    ]
+    assert [d["reason"] for t, d, _ in events if t == "attendance.rejected"] == ["liveness_failed"]
+
+    def live_bob(i):  # control: a live Bob who blinks after taking over does punch
+        if i < 40:
+            return ALICE, (0.12 if i in (10, 11) else 0.30)
+        return BOB, (0.12 if i in (50, 51) else 0.31)
+
+    events, _ = run_ear_script(
+        live_bob, 70, datetime(2026, 11, 25, 8, 20, tzinfo=TZ), liveness="blink", blink_timeout_s=3
+    )
+    assert [d["staff_id"] for t, d, _ in events if t == "attendance.punch"] == ["alice", "bob"]
+
+
+# --- the worker's way into the outbox: full disk, locked database, restarts, two threads ---
+
+
+def _punch_msg(sid: str, minute: int = 29) -> tuple:
+    at = datetime(2026, 11, 25, 8, minute, tzinfo=TZ).isoformat()
+    data = {
+        "staff_id": sid,
+        "slot": "morning_in",
+        "status": "on_time",
+        "minutes_off": 0,
+        "distance": 0.3,
+        "liveness": "off",
+    }
+    return ("event", "attendance.punch", data, at)
+
+
+def _stored(outbox: Outbox) -> list[tuple[str, str]]:
+    rows = [json.loads(p.body) for p in outbox.pending(1000)]
+    return [(e["type"], e["data"].get("staff_id", "")) for e in rows]
+
+
+def test_punches_wait_for_a_full_disk_across_a_worker_restart(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62  # "the disk is full": every append is refused
+    make = attendance_worker_factories(cfg, outbox)["attendance"]
+    first = make()
+    first._handle(_punch_msg("s001"))
+    first.stop(timeout=0.1)  # the supervisor restarts the worker (old.stop(); factory())
+    second = make()
+    outbox.min_free_bytes = 0  # space comes back
+    second._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s001")]
+    outbox.close()
+
+
+class LockedOnce:
+    """A real outbox whose next ``fail`` appends raise what a locked SQLite file raises;
+    with ``after_commit`` the row is written first (the error comes after the commit)."""
+
+    def __init__(self, outbox: Outbox, fail: int, after_commit: bool = False, delay: float = 0):
+        self.outbox, self.fail, self.after_commit, self.delay = outbox, fail, after_commit, delay
+
+    def append(self, *args: Any, **kwargs: Any):
+        import sqlite3
+        import time
+
+        time.sleep(self.delay)
+        if self.fail > 0:
+            self.fail -= 1
+            if self.after_commit:
+                self.outbox.append(*args, **kwargs)
+            raise sqlite3.OperationalError("database is locked")
+        return self.outbox.append(*args, **kwargs)
+
+
+def test_a_locked_database_keeps_the_punch_and_stop_still_drains(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, LockedOnce(outbox, fail=2))  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s002"))  # raised sqlite3.OperationalError before the fix
+    assert len(worker.pending.items) == 1
+    worker._handle(_punch_msg("s003", 31))
+    worker.stop(timeout=0.1)  # the final flush gets through
+    assert _stored(outbox) == [("attendance.punch", "s002"), ("attendance.punch", "s003")]
+    outbox.close()
+
+
+def test_a_retry_after_a_partial_failure_never_adds_a_second_row(write_config, tmp_path) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, LockedOnce(outbox, fail=1, after_commit=True))  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s004"))
+    worker._handle(
+        (
+            "event",
+            "attendance.rejected",
+            {"reason": "unknown_face", "distance": 0.7},
+            datetime(2026, 11, 25, 8, 40, tzinfo=TZ).isoformat(),
+        )
+    )
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s004"), ("attendance.rejected", "")]
+    outbox.close()
+
+
+def test_two_threads_flushing_store_each_event_exactly_once(write_config, tmp_path) -> None:
+    # isolation = "thread": the loop thread and the retry thread both flush (review 2, 4).
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    slow = LockedOnce(outbox, fail=1, delay=0.002)
+    worker = AttendanceWorker(cfg, slow)  # type: ignore[arg-type]
+    worker._handle(_punch_msg("s000", 0))  # refused once: now everything queues behind it
+    at = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
+    for n in range(1, 60):
+        data = {"reason": "unknown_face", "distance": n / 100}
+        worker.pending.items.append(("attendance.rejected", data, at, f"test:{n}"))
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            worker._flush_retry()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flush) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert not errors
+    rows = [json.loads(p.body) for p in outbox.pending(1000)]
+    distances = sorted(e["data"]["distance"] for e in rows if e["type"] == "attendance.rejected")
+    assert distances == [n / 100 for n in range(1, 60)]
+    assert [e["data"]["staff_id"] for e in rows if e["type"] == "attendance.punch"] == ["s000"]
+    outbox.close()
+
+
+def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
+    # Review 2, finding 6: stat/open errors other than "missing" (PermissionError on a
+    # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
+    # the watcher and the roster prune.
+    from agent.attendance import _load_gallery, _prune, _Watched
+    from agent.enroll import prune_to_roster
+    from agent.gallery import Gallery
+
+    data = tmp_path / "data"
+    gallery_path(data).parent.mkdir(parents=True)
+    gallery_path(data).symlink_to(gallery_path(data))
+    (data / "gallery" / ".lock").symlink_to(data / "gallery" / ".lock")
+    roster = {"v": 1, "version": 3, "staff": [{"id": "obama", "name": "O", "role": "staff"}]}
+    (data / "roster.json").write_text(json.dumps(roster), encoding="utf-8")
+    watched = _Watched(gallery_path(data))
+    assert watched.changed() is False and watched.changed() is False
+    kept = media.gallery_of("obama")
+    assert _load_gallery(gallery_path(data), kept) is kept
+    _prune(prune_to_roster, data)
+    assert caplog.text.count("cannot watch") == 1  # once, not every two seconds
+    assert "roster not applied" in caplog.text and "chown" in caplog.text
+    assert isinstance(kept, Gallery)
+
+
+def test_the_punch_is_stamped_when_the_person_arrived() -> None:
+    # Review 2, finding 7: Alice steps in at 08:29:57 and blinks five seconds later: on time.
+    start = datetime(2026, 11, 25, 8, 29, 57, tzinfo=TZ)
+
+    def faces(i):
+        return ALICE, (0.12 if i in (50, 51) else 0.30)
+
+    events, _ = run_ear_script(faces, 60, start, liveness="blink", blink_timeout_s=10)
+    punches = [(d, at) for t, d, at in events if t == "attendance.punch"]
+    assert len(punches) == 1
+    data, at = punches[0]
+    assert at == start  # the first frame of the track
+    assert (data["slot"], data["status"], data["minutes_off"]) == ("morning_in", "on_time", 0)
+
+
+def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatch) -> None:
+    # Review 2, finding 8: stuck native reads are freed only by a new process.
+    import functools
+
+    import drivers.camera
+    from agent.attendance import run_loop
+    from tests.test_camera import FakeCapture
+
+    captures: list[FakeCapture] = []
+
+    def factory(source: str) -> FakeCapture:
+        captures.append(FakeCapture(hang_after=1))
+        return captures[-1]
+
+    monkeypatch.setattr(
+        drivers.camera,
+        "Camera",
+        functools.partial(Camera, capture_factory=factory, backoff_s=(0.01,), tick_s=0.02),
+    )
+    spec = {
+        "attendance": AttendanceSection(camera="/dev/video9", stale_after_s=0.1).model_dump(
+            mode="json"
+        ),
+        "data_dir": "/nonexistent/hall-agent-test",
+        "timezone": "Asia/Shanghai",
+    }
+    msgs: list[tuple] = []
+    stop = threading.Event()
+    timer = threading.Timer(WAIT, stop.set)  # a safety net only; the loop returns by itself
+    timer.start()
+    try:
+        outcome = run_loop(spec, msgs.append, stop)
+    finally:
+        timer.cancel()
+        for c in captures:
+            c.unblock.set()
+    assert outcome == "camera_stuck" and not stop.is_set()
+    assert [m for m in msgs if m[0] == "error"] and "stuck" in msgs[-1][1]
+    assert [m[1] for m in msgs if m[0] == "event"] == ["device.fault"]
+
+
+def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, caplog) -> None:
+    # Review 2, finding 9: a new agent process (new factories, new workers) still knows who
+    # punched a moment ago, from a small file in data_dir.
+    from agent.attendance import debounce_path
+
+    data = tmp_path / "data"
+    cfg = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=600)
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    before = attendance_worker_factories(cfg, outbox)["attendance"]()
+    before._handle(_punch_msg("s001"))
+    before.stop(timeout=0.1)
+    after = attendance_worker_factories(cfg, outbox)["attendance"]()  # "after the restart"
+    seed = after._spec()["debounce_seed"]
+    assert set(seed) == {"s001"} and 0 <= seed["s001"] < 600
+    short = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=0)
+    assert AttendanceWorker(short, outbox)._spec()["debounce_seed"] == {}  # outside the window
+    debounce_path(data).write_text("{broken", encoding="utf-8")
+    assert AttendanceWorker(cfg, outbox)._spec()["debounce_seed"] == {}
+    assert "debounce state" in caplog.text and "unreadable" in caplog.text
+    outbox.close()
+
+
+def test_an_event_the_outbox_can_never_store_does_not_block_the_rest(
+    write_config, tmp_path, caplog
+) -> None:
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    worker = AttendanceWorker(cfg, outbox)
+    at = datetime(2026, 11, 25, 8, 40, tzinfo=TZ).isoformat()
+    worker._handle(("event", "attendance.rejected", {"reason": "x", "distance": float("nan")}, at))
+    worker._handle(_punch_msg("s005"))
+    assert _stored(outbox) == [("attendance.punch", "s005")] and not worker.pending.items
+    assert "dropped, not storable" in caplog.text
+    outbox.close()

@@ -28,12 +28,51 @@ def write_numbered_video(path: Path, n: int, fps: float = 25.0) -> Path:
 
 def test_redact_hides_credentials() -> None:
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/stream1") == "rtsp://***@10.0.0.5:554/stream1"
-    assert redact("http://cam.lan/video?user=a&password=s3cret") == (
-        "http://cam.lan/video?user=a&password=***"
-    )
+    # The query is dropped whole: it is where tokens and ?password= live.
+    assert redact("http://cam.lan/video?user=a&password=s3cret") == "http://cam.lan/video"
     assert redact("/dev/video0") == "/dev/video0"
     assert parse_source("0") == 0 and parse_source("/dev/video2") == "/dev/video2"
     assert is_file("/tmp/x.avi") and not is_file("rtsp://h/x") and not is_file("1")
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("rtsp://admin:p@ss@10.0.0.5/s1", "rtsp://***@10.0.0.5/s1"),
+        ("rtsp://admin:ab/cd@10.0.0.5/s1", "rtsp://***@10.0.0.5/s1"),
+        ("rtsp://admin:a b@10.0.0.5:554/s1", "rtsp://***@10.0.0.5:554/s1"),
+        ("http://admin:x#y@10.0.0.5/mjpg", "http://***@10.0.0.5/mjpg"),
+        ("rtsp://10.0.0.5/s1?user=admin&password=x1", "rtsp://10.0.0.5/s1"),
+        ("rtsp://admin:x@[fe80::1]:554/s", "rtsp://***@[fe80::1]:554/s"),
+        ("rtsp://admin:sec ret", "rtsp://***"),  # no host after the secret: hide it all
+        ("rtsp://u:pw@@", "rtsp://***"),
+    ],
+)
+def test_redact_passwords_with_slashes_spaces_and_at_signs(source: str, shown: str) -> None:
+    # Review 2, finding 5: these used to leak the password's tail into health()["source"]
+    # (a retained status topic) and device.fault details.
+    assert redact(source) == shown
+    for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw"):
+        if secret in source:
+            assert secret not in redact(source)
+
+
+def test_health_and_faults_publish_only_the_redacted_source() -> None:
+    rec = Recorder()
+    source = "rtsp://admin:ab/cd@ef@127.0.0.1:9/s1"
+
+    def refuse(s: str):
+        raise OSError(f"cannot connect to {s}")  # a library message may echo the URL
+
+    cam = Camera(source, capture_factory=refuse, backoff_s=(5,), on_fault=rec.cb("fault"))
+    cam.start()
+    try:
+        calls = rec.wait_for(1)
+        published = str(cam.health()) + calls[0][2]
+    finally:
+        cam.stop()
+    assert "rtsp://***@127.0.0.1:9/s1" in published
+    assert "ab/cd" not in published and "cd@ef" not in published and "admin" not in published
 
 
 def test_file_fast_mode_delivers_every_frame_with_media_time(tmp_path) -> None:
@@ -141,6 +180,7 @@ def test_hung_camera_is_reported_reopened_and_recovered(caplog) -> None:
         on_fault=rec.cb("fault"),
         on_recovered=rec.cb("recovered"),
         tick_s=0.02,
+        stable_s=0.1,
     )
     with caplog.at_level(logging.DEBUG):
         cam.start()
@@ -182,6 +222,7 @@ def test_unplugged_camera_backs_off_until_it_returns() -> None:
         on_fault=rec.cb("fault"),
         on_recovered=rec.cb("recovered"),
         tick_s=0.02,
+        stable_s=0.1,
     )
     cam.start()
     try:
@@ -191,6 +232,44 @@ def test_unplugged_camera_backs_off_until_it_returns() -> None:
     assert [c[0] for c in calls] == ["fault", "recovered"]  # one fault, not one per attempt
     assert "read failed" in calls[0][2]
     assert len(attempts) == 4 and gone.released
+
+
+def test_a_camera_that_hangs_after_every_frame_is_one_fault_then_gives_up() -> None:
+    # Review 2, finding 8: each cycle gave one frame, reported "recovered", reset the backoff
+    # and left one more reader thread stuck in the driver, forever.
+    captures: list[FakeCapture] = []
+
+    def factory(source: str) -> FakeCapture:
+        captures.append(FakeCapture(hang_after=1))
+        return captures[-1]
+
+    rec = Recorder()
+    cam = Camera(
+        "/dev/video3",
+        capture_factory=factory,
+        stale_after_s=0.1,
+        backoff_s=(0.01, 0.02, 0.04),
+        on_fault=rec.cb("fault"),
+        on_recovered=rec.cb("recovered"),
+        tick_s=0.02,
+        stable_s=WAIT,
+        max_abandoned=3,
+    )
+    cam.start()
+    try:
+        assert cam.stuck.wait(WAIT)
+        assert cam.read(3, WAIT) is None  # at once: nothing more will come
+        assert cam._watchdog is not None
+        cam._watchdog.join(WAIT)
+        assert not cam._watchdog.is_alive()  # no further reopen, no further stuck thread
+    finally:
+        cam.stop()
+        for c in captures:
+            c.unblock.set()
+    assert [c[0] for c in rec.calls] == ["fault"]  # one fault, no recovered flapping
+    assert cam.abandoned == 3 and len(captures) == 3 and cam.reopens == 2
+    assert cam._failures == 3  # the backoff kept growing
+    assert cam.health()["state"] == "fault" and "stuck" in cam.health()["detail"]
 
 
 def test_missing_file_is_a_fault_not_a_crash(tmp_path) -> None:

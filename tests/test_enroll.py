@@ -193,6 +193,18 @@ def test_roster_limits_enrolment_and_prunes_leavers(kiosk) -> None:
     assert people(data) == [("s001", "A", 1)]
 
 
+def test_enroll_into_a_damaged_gallery_is_a_clear_one_line_error(kiosk) -> None:
+    cfg, data = kiosk
+    gallery_path(data).parent.mkdir(parents=True)
+    gallery_path(data).write_bytes(b"")  # e.g. the disk filled up during a save
+    r = cli(cfg, "enroll", "--staff-id", "s001", "--name", "A", media.photo("obama.jpg"))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "not a readable gallery file" in ln]
+    assert len(lines) == 1 and "nothing stored" in lines[0]
+    assert gallery_path(data).read_bytes() == b""  # left for the technician to look at
+
+
 def test_enroll_needs_a_kiosk_config(tmp_path, write_config) -> None:
     cfg = write_config(
         f"""

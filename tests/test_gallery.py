@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path
+from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path, locked
 from tests import media
 
 
@@ -154,3 +155,54 @@ def test_damaged_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(GalleryError, match="not a readable gallery file"):
         Gallery.load(path)
     assert len(Gallery.load(tmp_path / "missing.npz")) == 0
+
+
+@pytest.mark.parametrize("damage", ["empty", "pk-junk", "half", "tail-cut", "zeros"])
+def test_every_kind_of_damage_is_a_gallery_error(tmp_path, damage) -> None:
+    # Review 2, finding 1: an empty file raised EOFError, a truncated one BadZipFile, which
+    # no caller expected, so the recognition process died and was respawned in a loop.
+    path = gallery_path(tmp_path)
+    Gallery.from_arrays(unit(np.random.default_rng(1), 3), ["a", "a", "b"]).save(path)
+    blob = path.read_bytes()
+    damaged = {
+        "empty": b"",
+        "pk-junk": b"PK\x03\x04 junk",
+        "half": blob[: len(blob) // 2],
+        "tail-cut": blob[:-10],
+        "zeros": b"\x00" * 100,
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(GalleryError, match="not a readable gallery file"):
+        Gallery.load(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
+    # Review 2, finding 6: `sudo hall-agent enroll` left root-owned 0700/0600 files that the
+    # agent (user hall-agent, owner of data_dir) could not read.
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 12345, 12346)
+    with locked(data) as path:
+        Gallery.from_arrays(unit(np.random.default_rng(2), 2), ["a", "b"]).save(path)
+    for p in (path.parent, path, path.parent / ".lock"):
+        st_ = p.stat()
+        assert (st_.st_uid, st_.st_gid) == (12345, 12346), p
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # still private to that owner
+
+
+def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> None:
+    # Review 2, finding 11: without it a power cut right after enrolment can bring the old
+    # gallery back (the rename lives in the directory).
+    import agent.gallery
+
+    synced: list[bool] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(agent.gallery.os, "fsync", spy)
+    Gallery.from_arrays(unit(np.random.default_rng(3), 2), ["a", "b"]).save(gallery_path(tmp_path))
+    assert synced == [False, True]  # the file's data, then the directory entry

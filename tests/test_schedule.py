@@ -223,3 +223,70 @@ def test_chief_follows_the_monthly_rule() -> None:
     assert staff.working_days == 21  # November 2026: no holidays, 21 weekdays
     assert staff.missing[date(2026, 11, 2)] == ("morning_out", "afternoon_in", "afternoon_out")
     assert date(2026, 11, 3) in staff.missing and staff.late == 4
+
+
+def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tmp_path, caplog):
+    # Review 2, finding 10: a year chinesecalendar does not know silently became plain
+    # Mon-Fri. The installed package knows 2026 (and years before), not 2031.
+    from agent.checks import probe_calendar
+    from agent.schedule import calendar_gaps, calendar_knows, warn_calendar_gaps
+
+    assert calendar_knows(2026) and not calendar_knows(2031)
+    known = max(y for y in range(2026, 2040) if calendar_knows(y))
+    assert calendar_gaps(date(known, 11, 26)) == []
+    assert calendar_gaps(date(known, 12, 1)) == [known + 1]  # December looks ahead
+    assert calendar_gaps(date(2031, 3, 1)) == [2031]
+    listed = ScheduleSection(holidays=[date(known + 1, 1, 1)])
+    assert calendar_gaps(date(known, 12, 1), listed) == []  # the site listed that year
+    with caplog.at_level(logging.WARNING):
+        assert warn_calendar_gaps(ScheduleSection(), date(known, 12, 1)) == [known + 1]
+    assert f"no holiday data for {known + 1}" in caplog.text and "upgrade" in caplog.text.lower()
+
+    cfg = load_agent_config(
+        write_config(
+            f"""
+            [device]
+            id = "kiosk-01"
+            site = "jiedong"
+            data_dir = "{tmp_path}"
+
+            [attendance]
+            camera = "0"
+            """
+        )
+    )
+    [warn] = probe_calendar(cfg, today=date(known, 12, 1))
+    assert warn.label == "WARN" and f"{known + 1}" in warn.detail and "workdays" in warn.detail
+    [ok] = probe_calendar(cfg, today=date(known, 11, 26))
+    assert ok.label.strip() == "ok" and str(known) in ok.detail
+    window = load_agent_config(
+        write_config(f'[device]\nid = "win-01"\nsite = "jiedong"\ndata_dir = "{tmp_path}"\n')
+    )
+    assert probe_calendar(window) == []  # not a kiosk: no attendance, no calendar
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ('[attendance.schedule.summer]\nmorning = "11:30-08:30"', "summer.morning"),
+        ('[attendance.schedule.winter]\nfriday_afternoon = "17:30-17:30"', "friday_afternoon"),
+        ('[attendance.schedule.bands]\nmorning_in = "10:00-06:30"', "bands.morning_in"),
+    ],
+)
+def test_a_range_must_start_before_it_ends(write_config, tmp_path, section, key) -> None:
+    # Review 2, finding 11: a swapped range was accepted and made every punch "extra".
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+
+        [attendance]
+        camera = "0"
+
+        {section}
+        """
+    )
+    with pytest.raises(ConfigError, match=rf"{key}.*expected the start before the end"):
+        load_agent_config(path)
