@@ -420,12 +420,13 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current
 
 
-_URL_USERINFO = re.compile(r"(//[^/@\s]*?):[^/@\s]*@")
+# Everything between "//" and the last "@": a password may itself hold "/", "@" or spaces.
+_URL_USERINFO = re.compile(r"//[^\n]*@")
 
 
 def redact_url(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host`` (never echo a secret)."""
-    return _URL_USERINFO.sub(r"\1:***@", text)
+    """``scheme://user:password@host`` -> ``scheme://***@host`` (never echo a secret)."""
+    return _URL_USERINFO.sub("//***@", text)
 
 
 def _describe(value: Any, secret: bool) -> str:

@@ -170,9 +170,17 @@ def test_password_in_a_url_is_never_echoed(write_config, tmp_path):
     (msg,) = problems(
         write_config(MINIMAL + '\n[mqtt]\nurl = "mqtts://kiosk-01:S3cretPw@broker/x/y"\n')
     )
-    assert "mqtt.url" in msg and "kiosk-01:***@broker" in msg
+    assert "mqtt.url" in msg and "//***@broker" in msg
     assert "S3cretPw" not in msg
     central = write_config('[store]\nurl = "mysql://hall:S3cretPw@db.lan/hall"\n')
     with pytest.raises(ConfigError) as info:
         load_central_config(central)
     assert "store.url" in info.value.problems[0] and "S3cretPw" not in info.value.problems[0]
+
+
+@pytest.mark.parametrize("password", ["ab/cd", "a b", "p@ss", "x:y"])
+def test_redact_url_hides_awkward_passwords(password):
+    from agent.config import redact_url
+
+    shown = redact_url(f"mqtts://kiosk-01:{password}@broker.hall.lan:8883/x")
+    assert shown == "mqtts://***@broker.hall.lan:8883/x"
