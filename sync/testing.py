@@ -203,6 +203,22 @@ class Mosquitto:
         self.stop()
 
 
+def mosquitto_pub(
+    port: int, topic: str, payload: bytes | str, *, retain: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Publish one message (QoS 1) with the ``mosquitto_pub`` client: a peer that shares none
+    of the project's code, for contract tests."""
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic, "-s"]
+    return subprocess.run(
+        [*cmd, *(["-r"] if retain else [])],
+        input=data,
+        check=True,
+        timeout=10,
+        capture_output=True,
+    )
+
+
 def make_password_file(path: str | os.PathLike[str], users: dict[str, str]) -> Path:
     """A mosquitto password file (hashed with mosquitto_passwd)."""
     p = Path(path)

@@ -18,7 +18,15 @@ import pytest
 from agent.envelope import uuid7
 from sync.central import Collector, check_batch
 from sync.store import open_store
-from sync.testing import PG_URL, Mosquitto, central_config, pg_available, pg_schema, wait_for
+from sync.testing import (
+    PG_URL,
+    Mosquitto,
+    central_config,
+    pg_available,
+    pg_schema,
+    wait_for,
+)
+from sync.testing import mosquitto_pub as peer_pub
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hall/jiedong/pad-a03/events"
@@ -254,19 +262,7 @@ def collector(tmp_path, broker):
 
 
 def mosquitto_pub(broker, topic, payload: bytes, retain=False):
-    cmd = [
-        "mosquitto_pub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(broker.port),
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-s",
-    ] + (["-r"] if retain else [])
-    subprocess.run(cmd, input=payload, check=True, timeout=10)
+    peer_pub(broker.port, topic, payload, retain=retain)
 
 
 def mosquitto_sub(broker, topic, count, timeout=10):

@@ -13,7 +13,7 @@ import pytest
 
 from agent.outbox import Outbox
 from sync.downlink import RosterError, RosterKeeper, load_roster, parse_roster, validate_roster
-from sync.testing import Mosquitto, agent_config, wait_for
+from sync.testing import Mosquitto, agent_config, mosquitto_pub, wait_for
 from sync.uplink import Uplink
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,24 +139,7 @@ def test_roster_publish_reaches_the_device_and_bad_one_is_ignored(tmp_path):
         try:
             assert wait_for(lambda: load_roster(tmp_path / "data") == ROSTER, 10)
             bad = dict(ROSTER, version=5, staff=[{"id": "S9", "name": "x", "role": "intern"}])
-            subprocess.run(
-                [
-                    "mosquitto_pub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(broker.port),
-                    "-q",
-                    "1",
-                    "-r",
-                    "-t",
-                    "hall/jiedong/roster",
-                    "-m",
-                    json.dumps(bad),
-                ],
-                check=True,
-                timeout=10,
-            )
+            mosquitto_pub(broker.port, "hall/jiedong/roster", json.dumps(bad), retain=True)
             assert wait_for(lambda: "roster" in up.health(), 10)
             assert "staff[1].role" in up.health()["roster"]
             assert load_roster(tmp_path / "data") == ROSTER

@@ -26,6 +26,7 @@ from sync.testing import (
     Mosquitto,
     agent_config,
     central_config,
+    mosquitto_pub,
     pg_available,
     pg_schema,
     wait_for,
@@ -180,23 +181,7 @@ def test_duplicates_delivered_on_purpose_are_stored_once_and_acked_again(collect
     )
     wait_for(lambda: False, 0.3)
     for _ in range(2):  # the same batch twice more, from a peer
-        subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-q",
-                "1",
-                "-t",
-                "hall/jiedong/pad-a03/events",
-                "-s",
-            ],
-            input=first_batch,
-            check=True,
-            timeout=10,
-        )
+        mosquitto_pub(broker.port, "hall/jiedong/pad-a03/events", first_batch)
     out = acks.communicate(timeout=20)[0]
     ids = [e["id"] for e in json.loads(first_batch)["events"]]
     got = [json.loads(line) for line in out.splitlines()]

@@ -13,7 +13,14 @@ import pytest
 
 from agent.outbox import Outbox
 from sync.central import Collector
-from sync.testing import Mosquitto, agent_config, central_config, make_password_file, wait_for
+from sync.testing import (
+    Mosquitto,
+    agent_config,
+    central_config,
+    make_password_file,
+    mosquitto_pub,
+    wait_for,
+)
 from sync.uplink import Uplink, uplink_worker_factories
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,23 +81,7 @@ def sub(broker, topic, count, timeout=10):
 
 
 def pub(broker, topic, payload: str):
-    subprocess.run(
-        [
-            "mosquitto_pub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-m",
-            payload,
-        ],
-        check=True,
-        timeout=10,
-    )
+    mosquitto_pub(broker.port, topic, payload)
 
 
 def rating(level=4):
@@ -368,11 +359,8 @@ def test_uplink_survives_an_unwritable_roster_and_a_failing_ack(tmp_path, broker
     data.mkdir()
     (data / "roster.json").mkdir()  # the roster write fails (stands in for ENOSPC / EROFS)
     roster = {"v": 1, "version": 3, "staff": [{"id": "S1", "name": "张三", "role": "staff"}]}
-    pub_retained = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-r"]
-    subprocess.run(
-        [*pub_retained, "-t", "hall/jiedong/roster", "-m", json.dumps(roster, ensure_ascii=False)],
-        check=True,
-        timeout=10,
+    mosquitto_pub(
+        broker.port, "hall/jiedong/roster", json.dumps(roster, ensure_ascii=False), retain=True
     )
     cfg = agent_config(data, broker.url, sync={"ack_timeout_s": 1})
     box = Outbox.for_config(cfg, clock=lambda: "synced")
@@ -401,7 +389,8 @@ def test_uplink_survives_an_unwritable_roster_and_a_failing_ack(tmp_path, broker
         up.stop()
         collector.stop()
         box.close()
-        subprocess.run([*pub_retained, "-t", "hall/jiedong/roster", "-n"], timeout=10)
+        clear = ["mosquitto_pub", "-p", str(broker.port), "-r", "-n", "-t", "hall/jiedong/roster"]
+        subprocess.run([*clear, "-h", "127.0.0.1"], timeout=10)
 
 
 def test_restarted_uplinks_leave_no_outbox_listener_behind(tmp_path, broker):
