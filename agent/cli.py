@@ -9,42 +9,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__
+from agent.cli_common import (
+    EX_TEMPFAIL,
+    CliError,
+    add_common_options,
+    run_command,
+    setup_logging,
+)
 from agent.config import (
     DEFAULT_AGENT_CONFIG,
-    EX_CONFIG,
     AgentConfig,
-    ConfigError,
     agent_schema,
     central_schema,
     load_agent_config,
 )
 
+__all__ = ["CliError", "build_parser", "main"]
+
 logger = logging.getLogger("hall-agent")
-
-EX_TEMPFAIL = 75  # sysexits.h: try again later (e.g. disk below the free-space floor)
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code attached."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    # Under systemd, journald adds its own timestamps (JOURNAL_STREAM is set by systemd).
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,18 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hall-agent",
         description="Service-hall device agent: attendance kiosk and window rating pads.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_AGENT_CONFIG,
-        help=f"device config file (default {DEFAULT_AGENT_CONFIG})",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"hall-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = add_common_options(parser, DEFAULT_AGENT_CONFIG, "device")
 
     sub.add_parser(
         "run",
@@ -297,34 +272,18 @@ COMMANDS = {
 }
 
 
+def _exit_code(exc: Exception) -> int:
+    from agent.outbox import OutboxError
+
+    return EX_TEMPFAIL if isinstance(exc, OutboxError) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EX_CONFIG
-    except CliError as exc:
-        print(f"hall-agent: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        from agent.outbox import OutboxError
-
-        code = EX_TEMPFAIL if isinstance(exc, OutboxError) else 1
-        print(f"hall-agent: {args.command}: {exc}", file=sys.stderr)
-        return code
+    return run_command("hall-agent", args, lambda: COMMANDS[args.command](args), _exit_code)
 
 
 if __name__ == "__main__":
-    # Run the copy imported as `agent.cli`, not this `__main__` one: other modules raise
-    # `agent.cli.CliError`, which a handler in `__main__` would not recognise.
-    from agent.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

@@ -25,41 +25,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
-from agent.config import (
-    DEFAULT_CENTRAL_CONFIG,
-    EX_CONFIG,
-    ID_PATTERN,
-    CentralConfig,
-    ConfigError,
-    load_central_config,
-)
+from agent.cli_common import CliError, add_common_options, run_command, setup_logging
+from agent.config import DEFAULT_CENTRAL_CONFIG, ID_PATTERN, CentralConfig, load_central_config
 
 logger = logging.getLogger("hall-central")
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hall-central", description="Service-hall central collector and tools."
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_CENTRAL_CONFIG,
-        help=f"collector config file (default {DEFAULT_CENTRAL_CONFIG})",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"hall-central {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = add_common_options(parser, DEFAULT_CENTRAL_CONFIG, "collector")
     sub.add_parser(
         "run",
         help="run the collector until SIGTERM",
@@ -363,28 +339,14 @@ COMMANDS = {"run": cmd_run, "roster": cmd_roster, "devices": cmd_devices, "repor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from agent.cli import setup_logging
-
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose if args.command != "run" else max(1, args.verbose))
-    try:
-        cfg = load_central_config(args.config)
-        return COMMANDS[args.command](cfg, args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EX_CONFIG
-    except CliError as exc:
-        print(f"hall-central: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"hall-central: {args.command}: {exc}", file=sys.stderr)
-        return 1
+    return run_command(
+        "hall-central",
+        args,
+        lambda: COMMANDS[args.command](load_central_config(args.config), args),
+    )
 
 
 if __name__ == "__main__":
