@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         metavar="LIST",
-        help="comma-separated probes: config,disk,clock,broker,pads,camera",
+        help="comma-separated probes: config,disk,clock,broker,pads,camera,calendar",
     )
 
     p = sub.add_parser(
