@@ -393,7 +393,10 @@ class Collector:
             if msg is None:
                 break
             if msg is _REPUBLISH:
-                self.republish_rosters()
+                try:
+                    self.republish_rosters()
+                except Exception:  # never let a roster problem end the collector thread
+                    logger.exception("collector: roster republish failed")
                 continue
             try:
                 self.handle(msg.topic, msg.payload)

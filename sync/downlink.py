@@ -45,8 +45,9 @@ def validate_roster(obj: Any) -> dict[str, Any]:
     if obj.get("v") != 1:
         raise RosterError(f"v: expected 1, got {obj.get('v')!r}")
     version = obj.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise RosterError(f"version: expected a non-negative integer, got {version!r}")
+    # Bounded by what both stores hold (SQLite INTEGER and PostgreSQL bigint are 64-bit).
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**63:
+        raise RosterError(f"version: expected an integer from 0 to 2^63-1, got {version!r}")
     staff = obj.get("staff")
     if not isinstance(staff, list):
         raise RosterError(f"staff: expected a list, got {type(staff).__name__}")
@@ -70,6 +71,10 @@ def validate_roster(obj: Any) -> dict[str, Any]:
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise RosterError(f"{where}.name: expected a name of 1-64 characters, got {name!r}")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+            # Control characters cannot show on a pad, and NUL or a lone surrogate cannot be
+            # stored in PostgreSQL's jsonb: refuse on both stores alike.
+            raise RosterError(f"{where}.name: expected printable text, got {name!r}")
         if entry.get("role") not in ROLES:
             raise RosterError(f"{where}.role: expected one of {ROLES}, got {entry.get('role')!r}")
         window = entry.get("window")

@@ -4,6 +4,7 @@ publish`` through a real broker to ``<data_dir>/roster.json``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -186,3 +187,24 @@ def test_keeper_survives_a_roster_it_cannot_write(tmp_path):
     (tmp_path / "roster.json").rmdir()  # the disk is fine again: the next delivery is stored
     assert keeper.handle(payload(ROSTER))
     assert load_roster(tmp_path) == ROSTER and keeper.last_error is None
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"version": 2**63}, "version: expected an integer from 0 to 2^63-1"),
+        (
+            {"staff": [{"id": "S1", "name": "张\x00三", "role": "staff"}]},
+            "staff[1].name: expected printable text",
+        ),
+        (
+            {"staff": [{"id": "S1", "name": "\ud800", "role": "staff"}]},
+            "staff[1].name: expected printable text",
+        ),
+    ],
+)
+def test_roster_values_no_store_can_hold_are_refused(change, where):
+    from sync.downlink import RosterError, validate_roster
+
+    with pytest.raises(RosterError, match=re.escape(where)):
+        validate_roster({"v": 1, "version": 1, "staff": [], **change})
