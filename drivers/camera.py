@@ -73,7 +73,8 @@ def redact(source: str) -> str:
 
     ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
     contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
-    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped;
+    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped,
+    and so is the path from its first segment holding a ``=`` (``/user=admin_password=…``);
     when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
     indexes, ``/dev/video*`` and file paths are returned unchanged.
     """
@@ -93,6 +94,13 @@ def redact(source: str) -> str:
         return f"{scheme}://***"
     path_match = _PATH.match(tail)
     path = path_match.group(0) if path_match else ""
+    # XMEye/Dahua cameras put credentials in the path itself
+    # (``/user=admin_password=…_channel=1``, ``/user=admin&password=…``), with ``_``, ``&``,
+    # ``;`` or ``/`` as separators and passwords that may contain any of them: from the first
+    # segment with a ``key=value`` on, the path is hidden whole (final review, item 1).
+    eq = path.find("=")
+    if eq >= 0:
+        path = path[: path.rfind("/", 0, eq) + 1] + "***"
     return f"{scheme}://{'***@' if userinfo else ''}{host}{path}"
 
 

@@ -46,15 +46,24 @@ def test_redact_hides_credentials() -> None:
         ("rtsp://admin:x@[fe80::1]:554/s", "rtsp://***@[fe80::1]:554/s"),
         ("rtsp://admin:sec ret", "rtsp://***"),  # no host after the secret: hide it all
         ("rtsp://u:pw@@", "rtsp://***"),
+        # XMEye/Dahua: credentials in the path (final review, item 1)
+        (
+            "rtsp://10.0.0.5:554/user=admin_password=tlJwpbo6_channel=1_stream=0.sdp",
+            "rtsp://10.0.0.5:554/***",
+        ),
+        ("rtsp://10.0.0.5/user=admin&password=secret&channel=1", "rtsp://10.0.0.5/***"),
+        ("rtsp://10.0.0.5/live/user=admin;pwd=ab/cd;ch=1", "rtsp://10.0.0.5/live/***"),
+        ("rtsp://10.0.0.5/cam/token=abc/x?y=1", "rtsp://10.0.0.5/cam/***"),
     ],
 )
 def test_redact_passwords_with_slashes_spaces_and_at_signs(source: str, shown: str) -> None:
     # Review 2, finding 5: these used to leak the password's tail into health()["source"]
     # (a retained status topic) and device.fault details.
     assert redact(source) == shown
-    for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw"):
+    for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw", "tlJwpbo6", "secret"):
         if secret in source:
             assert secret not in redact(source)
+    assert "admin" not in redact(source) and "cd" not in redact(source).split("/")[-1]
 
 
 def test_health_and_faults_publish_only_the_redacted_source() -> None:
