@@ -184,10 +184,12 @@ class AttendancePipeline:
                 self._reject(st, "unknown_face", nearest, frame)
             return
         if sid != st.staff_id:
-            if st.decisions > 1:
+            if st.staff_id is not None:
                 # The track now shows someone else (a photo held over a live face): the blink
                 # seen so far belongs to the earlier face, so this one must blink itself
-                # (review 2, finding 2).
+                # (review 2, finding 2). An earlier *unknown* decision is not someone else:
+                # "unknown, then Alice" is Alice turning towards the camera, and she arrived
+                # with the track's first frame (final review, item 2).
                 st.blink = BlinkDetector()
                 st.arrived = self.wall_clock(frame)  # this person arrives now
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False

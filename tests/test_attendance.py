@@ -690,6 +690,26 @@ def test_the_punch_is_stamped_when_the_person_arrived() -> None:
     assert (data["slot"], data["status"], data["minutes_off"]) == ("morning_in", "on_time", 0)
 
 
+def test_an_unknown_look_before_recognition_keeps_the_arrival_time() -> None:
+    # Final review, item 2: the first frames do not match anyone (turned away, bad light),
+    # then the track is recognised as Alice, who blinks. Only a change from one *known*
+    # person to another restarts the arrival; "unknown, then Alice" arrived at the start.
+    start = datetime(2026, 11, 25, 8, 29, 59, tzinfo=TZ)
+    stranger = _unit(3)
+
+    def faces(i):
+        if i < 10:
+            return stranger, 0.30
+        return ALICE, (0.12 if i in (25, 26) else 0.30)
+
+    events, _ = run_ear_script(faces, 40, start, liveness="blink", blink_timeout_s=10)
+    punches = [(d, at) for t, d, at in events if t == "attendance.punch"]
+    assert len(punches) == 1
+    data, at = punches[0]
+    assert at == start
+    assert (data["staff_id"], data["slot"], data["status"]) == ("alice", "morning_in", "on_time")
+
+
 def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatch) -> None:
     # Review 2, finding 8: stuck native reads are freed only by a new process.
     import functools
