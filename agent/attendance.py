@@ -592,8 +592,10 @@ class AttendanceWorker:
             self._health = {"state": "fault", "detail": msg[1]}
 
     def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
-        self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
-        self._flush_retry()
+        with self.pending.lock:
+            self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
+        if not self._stop.is_set():  # stop() flushes once, with a bound, at its end
+            self._flush_retry()
         if event_type == "attendance.punch":
             self.punches[data["staff_id"]] = time.monotonic()
             assert self.cfg.attendance is not None
@@ -611,25 +613,49 @@ class AttendanceWorker:
         # A full disk or a locked database must not lose a punch: keep it and try again
         # (CONTRACT §3 outbox). sqlite3.Error is what a locked or damaged database raises
         # below the outbox's own errors (review 2, finding 3).
-        with self.pending.lock:
-            items = self.pending.items
-            while items:
-                event_type, data, at, key = items[0]
-                try:
-                    self.outbox.append(event_type, data, at=at, dedupe_key=key)
-                except (OutboxError, sqlite3.Error) as exc:
-                    logger.warning(
-                        "attendance: %s not recorded yet (%d waiting): %s",
-                        event_type,
-                        len(items),
-                        exc,
-                    )
+        # The lock guards the buffer only, never an append: an append may wait out SQLite's
+        # 30 s busy timeout, and a stop() (the supervisor's thread) waiting for the lock that
+        # long starved the systemd watchdog (final review, item 3). Two flushers may send the
+        # same head item; its stable dedupe key makes the second append find the first row.
+        pending = self.pending
+        while True:
+            with pending.lock:
+                if not pending.items:
                     return
-                except (ValueError, TypeError) as exc:
-                    # The outbox refuses this event's data for good (not JSON): retrying can
-                    # never succeed, and keeping it would block every event behind it.
-                    logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
-                items.popleft()
+                head = pending.items[0]
+                waiting = len(pending.items)
+            event_type, data, at, key = head
+            try:
+                self.outbox.append(event_type, data, at=at, dedupe_key=key)
+            except (OutboxError, sqlite3.Error) as exc:
+                logger.warning(
+                    "attendance: %s not recorded yet (%d waiting): %s", event_type, waiting, exc
+                )
+                return
+            except (ValueError, TypeError) as exc:
+                # The outbox refuses this event's data for good (not JSON): retrying can
+                # never succeed, and keeping it would block every event behind it.
+                logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
+            with pending.lock:
+                if pending.items and pending.items[0] is head:
+                    pending.items.popleft()
+
+    def _final_flush(self, timeout: float) -> None:
+        """One last flush that gives up after ``timeout``: stop() must return in bounded time
+        (the supervisor calls it from the thread that feeds the watchdog). A flush still
+        waiting for the database finishes on its own; what it has not stored stays in the
+        buffer."""
+        flusher = threading.Thread(
+            target=self._flush_retry, name=f"{self.name}-final-flush", daemon=True
+        )
+        flusher.start()
+        flusher.join(timeout)
+        if flusher.is_alive():
+            logger.warning(
+                "attendance: the outbox did not answer within %.1f s at stop; %d events wait",
+                timeout,
+                len(self.pending.items),
+            )
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
@@ -647,7 +673,8 @@ class AttendanceWorker:
         for t in self._threads:
             t.join(timeout)
         if self._queue is not None:
-            # Whatever the child sent before it exited still goes into the outbox.
+            # Whatever the child sent before it exited still goes into the outbox (or the
+            # buffer: _handle's own flush may fail, the message is kept either way).
             while True:
                 try:
                     msg = self._queue.get(timeout=0.2)
@@ -657,7 +684,7 @@ class AttendanceWorker:
                     self._handle(msg)
                 except Exception:  # keep draining: every later message still counts
                     logger.exception("attendance: message %r not handled", msg[:2])
-        self._flush_retry()
+        self._final_flush(timeout)
 
     def alive(self) -> bool:
         if self._proc is not None and not self._proc.is_alive():

@@ -785,3 +785,43 @@ def test_an_event_the_outbox_can_never_store_does_not_block_the_rest(
     assert _stored(outbox) == [("attendance.punch", "s005")] and not worker.pending.items
     assert "dropped, not storable" in caplog.text
     outbox.close()
+
+
+class GatedOutbox:
+    """A real outbox whose appends wait until ``gate`` opens, as they wait out SQLite's busy
+    timeout while another process holds the write lock."""
+
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def append(self, *args: Any, **kwargs: Any):
+        self.waiting.release()
+        assert self.gate.wait(WAIT)
+        return self.outbox.append(*args, **kwargs)
+
+
+def test_stop_returns_while_a_flush_waits_for_a_locked_database(write_config, tmp_path) -> None:
+    # Final review, item 3: the retry thread waits in an append for a locked database; the
+    # supervisor's restart calls stop(), which used to wait for the buffer's lock as long as
+    # the append did (and then wait itself), past the systemd watchdog.
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    gated = GatedOutbox(outbox)
+    worker = AttendanceWorker(cfg, gated)  # type: ignore[arg-type]
+    stuck = threading.Thread(target=worker._handle, args=(_punch_msg("s005"),), daemon=True)
+    stuck.start()
+    assert gated.waiting.acquire(timeout=WAIT)  # the append is waiting for the database
+    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 0.2}, daemon=True)
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and not gated.gate.is_set()
+    gated.gate.set()  # the other process lets go: both waiting appends store one row
+    stuck.join(WAIT)
+    for t in threading.enumerate():  # stop()'s own flush, left waiting, finishes too
+        if t.name == f"{worker.name}-final-flush":
+            t.join(WAIT)
+    assert _stored(outbox) == [("attendance.punch", "s005")]
+    assert not worker.pending.items
+    outbox.close()
