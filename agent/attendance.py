@@ -24,6 +24,7 @@ records them in the outbox. The parent never imports cv2, dlib or numpy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import multiprocessing as mp
 import os
 import queue
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -452,13 +454,111 @@ class PendingEvents:
     The factory hands the same buffer to every worker it builds, so a restart by the
     supervisor while the outbox refuses loses nothing (review 2, finding 3). Each item
     carries its dedupe key, made once, so a retry after a partial failure (committed, then an
-    error) finds the first row instead of adding a second one (finding 4). The lock keeps
-    two threads (the loop and the retry thread, or an old and a new worker) from sending the
-    same head item twice.
+    error) finds the first row instead of adding a second one (finding 4). The lock guards
+    the deque only; two threads may send the same head item, and the dedupe key makes that
+    harmless. What is still here when a worker stops is saved to ``saved_to``
+    (``<data_dir>/attendance-pending.json``) and read back by the next agent start
+    (final review, item 4).
     """
 
     items: deque[tuple[str, dict[str, Any], datetime, str]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    saved_to: Path | None = None  # the file holding a copy of the items, if any
+
+    def save(self) -> None:
+        """Write the buffer to ``saved_to`` (or remove the file once the buffer is empty).
+
+        If the file cannot be written, each punch that would be lost is logged at ERROR
+        with its staff id and time, so it can be entered by hand.
+        """
+        if self.saved_to is None:
+            return
+        with self.lock:
+            items = list(self.items)
+        if not items:
+            try:
+                self.saved_to.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("attendance: %s not removed: %s", self.saved_to, exc)
+            return
+        rows = [
+            {"type": t, "data": data, "at": at.isoformat(), "dedupe_key": key}
+            for t, data, at, key in items
+        ]
+        try:
+            write_json_atomic(self.saved_to, rows)
+        except (OSError, ValueError, TypeError) as exc:
+            logger.error("attendance: %d events not saved to %s: %s", len(rows), self.saved_to, exc)
+            for t, data, at, _ in items:
+                logger.error(
+                    "attendance: LOST %s staff_id=%s at=%s", t, data.get("staff_id"), at.isoformat()
+                )
+            return
+        logger.warning(
+            "attendance: %d events the outbox did not take saved to %s for the next start",
+            len(rows),
+            self.saved_to,
+        )
+
+    def load(self) -> None:
+        """Put the events a previous run saved back in front of the buffer.
+
+        The file stays until they are stored (the next save() after the buffer empties
+        removes it): deleting it now would lose them if the agent died before storing them;
+        reading them twice only finds their dedupe keys already stored.
+        """
+        path = self.saved_to
+        if path is None:
+            return
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rows, list):
+                raise ValueError("expected a list of events")
+            loaded = [
+                (
+                    str(r["type"]),
+                    dict(r["data"]),
+                    datetime.fromisoformat(r["at"]),
+                    str(r["dedupe_key"]),
+                )
+                for r in rows
+            ]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            logger.error("attendance: saved events in %s unreadable (%s); left there", path, exc)
+            return
+        with self.lock:
+            self.items.extendleft(reversed(loaded))
+        logger.warning("attendance: %d events saved at the last stop will be recorded", len(loaded))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as JSON at ``path`` so that a power cut leaves the old or the new file:
+    a unique temporary file in the same directory (mkstemp), fsync, rename, fsync the
+    directory (the rename itself is only durable then)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def pending_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "attendance-pending.json"
 
 
 def dedupe_key_for(event_type: str, data: dict[str, Any], at: datetime) -> str:
@@ -685,6 +785,7 @@ class AttendanceWorker:
                 except Exception:  # keep draining: every later message still counts
                     logger.exception("attendance: message %r not handled", msg[:2])
         self._final_flush(timeout)
+        self.pending.save()  # what the outbox did not take survives the agent's exit
 
     def alive(self) -> bool:
         if self._proc is not None and not self._proc.is_alive():
@@ -750,7 +851,10 @@ def attendance_worker_factories(
     the previous one's punch times.
     """
     state: dict[str, AttendanceWorker] = {}
-    pending = PendingEvents()  # outlives every worker of this kiosk (review 2, finding 3)
+    # Outlives every worker of this kiosk (review 2, finding 3) and, through its file, the
+    # agent (final review, item 4).
+    pending = PendingEvents(saved_to=pending_path(cfg.device.data_dir))
+    pending.load()
 
     def make() -> AttendanceWorker:
         prev = state.get("w")

@@ -9,6 +9,7 @@ stands in for a printed photo held up to the camera.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from agent.attendance import (
     BlinkDetector,
     attendance_worker_factories,
     build_engine,
+    dedupe_key_for,
     wall_clock_for,
 )
 from agent.config import AttendanceSection, load_agent_config
@@ -824,4 +826,53 @@ def test_stop_returns_while_a_flush_waits_for_a_locked_database(write_config, tm
             t.join(WAIT)
     assert _stored(outbox) == [("attendance.punch", "s005")]
     assert not worker.pending.items
+    outbox.close()
+
+
+def test_punches_the_outbox_refused_survive_an_agent_restart(write_config, tmp_path) -> None:
+    # Final review, item 4: punches still in the buffer when the agent stops used to be lost.
+    data_dir = tmp_path / "data"
+    cfg = kiosk_config(write_config, data_dir, tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62  # "the disk is full": every append is refused
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._handle(_punch_msg("s006"))
+    worker._handle(_punch_msg("s007", 31))
+    worker.stop(timeout=0.5)  # the agent exits
+    saved = data_dir / "attendance-pending.json"
+    assert [r["data"]["staff_id"] for r in json.loads(saved.read_text())] == ["s006", "s007"]
+    assert [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+    outbox.min_free_bytes = 0  # space again; a new agent builds its factories
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s006"), ("attendance.punch", "s007")]
+    worker.stop(timeout=0.5)
+    assert not saved.exists()  # stored: the file is gone
+    # A third start after a crash with a stale copy adds no second row (dedupe keys).
+    saved.write_text(json.dumps([_saved_row("s006")]), encoding="utf-8")
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s006"), ("attendance.punch", "s007")]
+    outbox.close()
+
+
+def _saved_row(sid: str) -> dict[str, Any]:
+    _, event_type, data, at = _punch_msg(sid)
+    key = dedupe_key_for(event_type, data, datetime.fromisoformat(at))
+    return {"type": event_type, "data": data, "at": at, "dedupe_key": key}
+
+
+def test_punches_that_cannot_be_saved_are_logged_by_name(write_config, tmp_path, caplog) -> None:
+    data_dir = tmp_path / "data"
+    cfg = kiosk_config(write_config, data_dir, tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    (data_dir / "attendance-pending.json").mkdir(parents=True)  # cannot be replaced by a file
+    worker._handle(_punch_msg("s008"))
+    with caplog.at_level(logging.ERROR, logger="agent.attendance"):
+        worker.stop(timeout=0.5)
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("s008" in m and "08:29:00" in m for m in lost), lost
     outbox.close()
