@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any], datetime], None]
 
+# The recognition process's exit status when it leaves to be started afresh (EX_TEMPFAIL).
+EXIT_RESPAWN = 75
+
 
 class BlinkDetector:
     """A blink is the eye aspect ratio dipping below ``closed`` x its open level, then back.
@@ -441,7 +444,7 @@ def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
         # the queued messages over, then leave at once; the supervisor respawns us.
         q.close()
         q.join_thread()
-        os._exit(75)
+        os._exit(EXIT_RESPAWN)
 
 
 # --- the worker ------------------------------------------------------------------------
@@ -786,6 +789,14 @@ class AttendanceWorker:
                     logger.exception("attendance: message %r not handled", msg[:2])
         self._final_flush(timeout)
         self.pending.save()  # what the outbox did not take survives the agent's exit
+
+    @property
+    def planned_exit(self) -> bool:
+        """The recognition process left on purpose (exit 75: camera readers stuck in the
+        driver, freed only by a new process), so the supervisor restarts it without counting
+        it against ``max_restarts`` (agent/supervisor.py; final review, item 5)."""
+        proc = self._proc
+        return proc is not None and not proc.is_alive() and proc.exitcode == EXIT_RESPAWN
 
     def alive(self) -> bool:
         if self._proc is not None and not self._proc.is_alive():

@@ -876,3 +876,23 @@ def test_punches_that_cannot_be_saved_are_logged_by_name(write_config, tmp_path,
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("s008" in m and "08:29:00" in m for m in lost), lost
     outbox.close()
+
+
+def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_path) -> None:
+    # Final review, item 5: exit 75 is planned (stuck camera readers); the supervisor must
+    # not count it against max_restarts. Any other exit is an ordinary death.
+    import multiprocessing as mp
+
+    from agent.attendance import EXIT_RESPAWN
+
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi")
+    ctx = mp.get_context("spawn")
+    outcomes = {}
+    for code in (EXIT_RESPAWN, 1):
+        worker = AttendanceWorker(cfg, Outbox(tmp_path / f"o{code}.db", device="k", site="s"))
+        worker._proc = ctx.Process(target=os._exit, args=(code,))
+        worker._proc.start()
+        worker._proc.join(WAIT)
+        outcomes[code] = (worker.alive(), worker.planned_exit)
+        worker.outbox.close()
+    assert outcomes == {EXIT_RESPAWN: (False, True), 1: (False, False)}
