@@ -705,7 +705,9 @@ class AttendanceWorker:
             now = time.time()
             horizon = self.cfg.attendance.debounce_s
             self._punch_walls = {
-                sid: t for sid, t in self._punch_walls.items() if now - t < horizon
+                sid: t
+                for sid, t in self._punch_walls.items()
+                if now - t < horizon and t <= now + FUTURE_SLACK_S  # clock stepped back
             }
             self._punch_walls[data["staff_id"]] = now
             save_debounce(self.debounce_file, self._punch_walls)
@@ -814,6 +816,9 @@ class AttendanceWorker:
         return self._proc.pid if self._proc is not None else None
 
 
+FUTURE_SLACK_S = 60.0  # debounce times further ahead than this predate a clock step back
+
+
 def debounce_path(data_dir: Path) -> Path:
     return Path(data_dir) / "attendance-debounce.json"
 
@@ -830,7 +835,14 @@ def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
         if not isinstance(raw, dict):
             raise ValueError("expected an object {staff id: unix time}")
         now = time.time()
-        ago = {str(k): max(0.0, now - float(v)) for k, v in raw.items()}
+        # A time more than a minute in the future was written before the clock was stepped
+        # back (NTP after a dead RTC): it would never expire, so it is dropped (final review,
+        # item 7). A little ahead is clock jitter and counts as "just now".
+        ago = {
+            str(k): max(0.0, now - float(v))
+            for k, v in raw.items()
+            if float(v) <= now + FUTURE_SLACK_S
+        }
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError) as exc:
@@ -840,15 +852,10 @@ def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
 
 
 def save_debounce(path: Path, walls: dict[str, float]) -> None:
-    """Atomically (temporary file + rename), so a power cut leaves the old or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Atomically (a unique temporary file, fsync, rename, fsync of the directory), so a
+    power cut leaves the old or the new one and two writers never share a temporary file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(walls, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_json_atomic(path, walls)
     except OSError as exc:  # losing this only weakens debounce across a restart
         logger.warning("debounce state %s not saved: %s", path, exc)
 

@@ -896,3 +896,29 @@ def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_p
         outcomes[code] = (worker.alive(), worker.planned_exit)
         worker.outbox.close()
     assert outcomes == {EXIT_RESPAWN: (False, True), 1: (False, False)}
+
+
+def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monkeypatch) -> None:
+    # Final review, item 7: a fixed ".tmp" name (left behind, or shared by two writers), no
+    # fsync of the directory, and times from before a clock step back that never expired.
+    import stat
+    import time
+
+    from agent.attendance import debounce_path, load_debounce, save_debounce
+
+    path = debounce_path(tmp_path)
+    (tmp_path / (path.name + ".tmp")).mkdir()  # what a fixed temporary name trips over
+    synced_dirs: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_dirs.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    now = time.time()
+    save_debounce(path, {"future": now + 3600, "jitter": now + 10, "recent": now - 5})
+    assert synced_dirs == [False, True]  # the file, then the directory (the rename)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".tmp"]
+    ago = load_debounce(path, 600)
+    assert set(ago) == {"jitter", "recent"} and ago["jitter"] == 0.0 and 5 <= ago["recent"] < 600
