@@ -24,6 +24,7 @@ records them in the outbox. The parent never imports cv2, dlib or numpy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import multiprocessing as mp
 import os
 import queue
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any], datetime], None]
+
+# The recognition process's exit status when it leaves to be started afresh (EX_TEMPFAIL).
+EXIT_RESPAWN = 75
 
 
 class BlinkDetector:
@@ -184,10 +189,12 @@ class AttendancePipeline:
                 self._reject(st, "unknown_face", nearest, frame)
             return
         if sid != st.staff_id:
-            if st.decisions > 1:
+            if st.staff_id is not None:
                 # The track now shows someone else (a photo held over a live face): the blink
                 # seen so far belongs to the earlier face, so this one must blink itself
-                # (review 2, finding 2).
+                # (review 2, finding 2). An earlier *unknown* decision is not someone else:
+                # "unknown, then Alice" is Alice turning towards the camera, and she arrived
+                # with the track's first frame (final review, item 2).
                 st.blink = BlinkDetector()
                 st.arrived = self.wall_clock(frame)  # this person arrives now
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False
@@ -437,7 +444,7 @@ def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
         # the queued messages over, then leave at once; the supervisor respawns us.
         q.close()
         q.join_thread()
-        os._exit(75)
+        os._exit(EXIT_RESPAWN)
 
 
 # --- the worker ------------------------------------------------------------------------
@@ -450,13 +457,111 @@ class PendingEvents:
     The factory hands the same buffer to every worker it builds, so a restart by the
     supervisor while the outbox refuses loses nothing (review 2, finding 3). Each item
     carries its dedupe key, made once, so a retry after a partial failure (committed, then an
-    error) finds the first row instead of adding a second one (finding 4). The lock keeps
-    two threads (the loop and the retry thread, or an old and a new worker) from sending the
-    same head item twice.
+    error) finds the first row instead of adding a second one (finding 4). The lock guards
+    the deque only; two threads may send the same head item, and the dedupe key makes that
+    harmless. What is still here when a worker stops is saved to ``saved_to``
+    (``<data_dir>/attendance-pending.json``) and read back by the next agent start
+    (final review, item 4).
     """
 
     items: deque[tuple[str, dict[str, Any], datetime, str]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    saved_to: Path | None = None  # the file holding a copy of the items, if any
+
+    def save(self) -> None:
+        """Write the buffer to ``saved_to`` (or remove the file once the buffer is empty).
+
+        If the file cannot be written, each punch that would be lost is logged at ERROR
+        with its staff id and time, so it can be entered by hand.
+        """
+        if self.saved_to is None:
+            return
+        with self.lock:
+            items = list(self.items)
+        if not items:
+            try:
+                self.saved_to.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("attendance: %s not removed: %s", self.saved_to, exc)
+            return
+        rows = [
+            {"type": t, "data": data, "at": at.isoformat(), "dedupe_key": key}
+            for t, data, at, key in items
+        ]
+        try:
+            write_json_atomic(self.saved_to, rows)
+        except (OSError, ValueError, TypeError) as exc:
+            logger.error("attendance: %d events not saved to %s: %s", len(rows), self.saved_to, exc)
+            for t, data, at, _ in items:
+                logger.error(
+                    "attendance: LOST %s staff_id=%s at=%s", t, data.get("staff_id"), at.isoformat()
+                )
+            return
+        logger.warning(
+            "attendance: %d events the outbox did not take saved to %s for the next start",
+            len(rows),
+            self.saved_to,
+        )
+
+    def load(self) -> None:
+        """Put the events a previous run saved back in front of the buffer.
+
+        The file stays until they are stored (the next save() after the buffer empties
+        removes it): deleting it now would lose them if the agent died before storing them;
+        reading them twice only finds their dedupe keys already stored.
+        """
+        path = self.saved_to
+        if path is None:
+            return
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rows, list):
+                raise ValueError("expected a list of events")
+            loaded = [
+                (
+                    str(r["type"]),
+                    dict(r["data"]),
+                    datetime.fromisoformat(r["at"]),
+                    str(r["dedupe_key"]),
+                )
+                for r in rows
+            ]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            logger.error("attendance: saved events in %s unreadable (%s); left there", path, exc)
+            return
+        with self.lock:
+            self.items.extendleft(reversed(loaded))
+        logger.warning("attendance: %d events saved at the last stop will be recorded", len(loaded))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as JSON at ``path`` so that a power cut leaves the old or the new file:
+    a unique temporary file in the same directory (mkstemp), fsync, rename, fsync the
+    directory (the rename itself is only durable then)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def pending_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "attendance-pending.json"
 
 
 def dedupe_key_for(event_type: str, data: dict[str, Any], at: datetime) -> str:
@@ -590,15 +695,19 @@ class AttendanceWorker:
             self._health = {"state": "fault", "detail": msg[1]}
 
     def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
-        self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
-        self._flush_retry()
+        with self.pending.lock:
+            self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
+        if not self._stop.is_set():  # stop() flushes once, with a bound, at its end
+            self._flush_retry()
         if event_type == "attendance.punch":
             self.punches[data["staff_id"]] = time.monotonic()
             assert self.cfg.attendance is not None
             now = time.time()
             horizon = self.cfg.attendance.debounce_s
             self._punch_walls = {
-                sid: t for sid, t in self._punch_walls.items() if now - t < horizon
+                sid: t
+                for sid, t in self._punch_walls.items()
+                if now - t < horizon and t <= now + FUTURE_SLACK_S  # clock stepped back
             }
             self._punch_walls[data["staff_id"]] = now
             save_debounce(self.debounce_file, self._punch_walls)
@@ -609,25 +718,49 @@ class AttendanceWorker:
         # A full disk or a locked database must not lose a punch: keep it and try again
         # (CONTRACT §3 outbox). sqlite3.Error is what a locked or damaged database raises
         # below the outbox's own errors (review 2, finding 3).
-        with self.pending.lock:
-            items = self.pending.items
-            while items:
-                event_type, data, at, key = items[0]
-                try:
-                    self.outbox.append(event_type, data, at=at, dedupe_key=key)
-                except (OutboxError, sqlite3.Error) as exc:
-                    logger.warning(
-                        "attendance: %s not recorded yet (%d waiting): %s",
-                        event_type,
-                        len(items),
-                        exc,
-                    )
+        # The lock guards the buffer only, never an append: an append may wait out SQLite's
+        # 30 s busy timeout, and a stop() (the supervisor's thread) waiting for the lock that
+        # long starved the systemd watchdog (final review, item 3). Two flushers may send the
+        # same head item; its stable dedupe key makes the second append find the first row.
+        pending = self.pending
+        while True:
+            with pending.lock:
+                if not pending.items:
                     return
-                except (ValueError, TypeError) as exc:
-                    # The outbox refuses this event's data for good (not JSON): retrying can
-                    # never succeed, and keeping it would block every event behind it.
-                    logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
-                items.popleft()
+                head = pending.items[0]
+                waiting = len(pending.items)
+            event_type, data, at, key = head
+            try:
+                self.outbox.append(event_type, data, at=at, dedupe_key=key)
+            except (OutboxError, sqlite3.Error) as exc:
+                logger.warning(
+                    "attendance: %s not recorded yet (%d waiting): %s", event_type, waiting, exc
+                )
+                return
+            except (ValueError, TypeError) as exc:
+                # The outbox refuses this event's data for good (not JSON): retrying can
+                # never succeed, and keeping it would block every event behind it.
+                logger.error("attendance: %s dropped, not storable: %s", event_type, exc)
+            with pending.lock:
+                if pending.items and pending.items[0] is head:
+                    pending.items.popleft()
+
+    def _final_flush(self, timeout: float) -> None:
+        """One last flush that gives up after ``timeout``: stop() must return in bounded time
+        (the supervisor calls it from the thread that feeds the watchdog). A flush still
+        waiting for the database finishes on its own; what it has not stored stays in the
+        buffer."""
+        flusher = threading.Thread(
+            target=self._flush_retry, name=f"{self.name}-final-flush", daemon=True
+        )
+        flusher.start()
+        flusher.join(timeout)
+        if flusher.is_alive():
+            logger.warning(
+                "attendance: the outbox did not answer within %.1f s at stop; %d events wait",
+                timeout,
+                len(self.pending.items),
+            )
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
@@ -645,7 +778,8 @@ class AttendanceWorker:
         for t in self._threads:
             t.join(timeout)
         if self._queue is not None:
-            # Whatever the child sent before it exited still goes into the outbox.
+            # Whatever the child sent before it exited still goes into the outbox (or the
+            # buffer: _handle's own flush may fail, the message is kept either way).
             while True:
                 try:
                     msg = self._queue.get(timeout=0.2)
@@ -655,7 +789,16 @@ class AttendanceWorker:
                     self._handle(msg)
                 except Exception:  # keep draining: every later message still counts
                     logger.exception("attendance: message %r not handled", msg[:2])
-        self._flush_retry()
+        self._final_flush(timeout)
+        self.pending.save()  # what the outbox did not take survives the agent's exit
+
+    @property
+    def planned_exit(self) -> bool:
+        """The recognition process left on purpose (exit 75: camera readers stuck in the
+        driver, freed only by a new process), so the supervisor restarts it without counting
+        it against ``max_restarts`` (agent/supervisor.py; final review, item 5)."""
+        proc = self._proc
+        return proc is not None and not proc.is_alive() and proc.exitcode == EXIT_RESPAWN
 
     def alive(self) -> bool:
         if self._proc is not None and not self._proc.is_alive():
@@ -671,6 +814,9 @@ class AttendanceWorker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+
+FUTURE_SLACK_S = 60.0  # debounce times further ahead than this predate a clock step back
 
 
 def debounce_path(data_dir: Path) -> Path:
@@ -689,7 +835,14 @@ def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
         if not isinstance(raw, dict):
             raise ValueError("expected an object {staff id: unix time}")
         now = time.time()
-        ago = {str(k): max(0.0, now - float(v)) for k, v in raw.items()}
+        # A time more than a minute in the future was written before the clock was stepped
+        # back (NTP after a dead RTC): it would never expire, so it is dropped (final review,
+        # item 7). A little ahead is clock jitter and counts as "just now".
+        ago = {
+            str(k): max(0.0, now - float(v))
+            for k, v in raw.items()
+            if float(v) <= now + FUTURE_SLACK_S
+        }
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError) as exc:
@@ -699,15 +852,10 @@ def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
 
 
 def save_debounce(path: Path, walls: dict[str, float]) -> None:
-    """Atomically (temporary file + rename), so a power cut leaves the old or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Atomically (a unique temporary file, fsync, rename, fsync of the directory), so a
+    power cut leaves the old or the new one and two writers never share a temporary file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(walls, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_json_atomic(path, walls)
     except OSError as exc:  # losing this only weakens debounce across a restart
         logger.warning("debounce state %s not saved: %s", path, exc)
 
@@ -721,7 +869,10 @@ def attendance_worker_factories(
     the previous one's punch times.
     """
     state: dict[str, AttendanceWorker] = {}
-    pending = PendingEvents()  # outlives every worker of this kiosk (review 2, finding 3)
+    # Outlives every worker of this kiosk (review 2, finding 3) and, through its file, the
+    # agent (final review, item 4).
+    pending = PendingEvents(saved_to=pending_path(cfg.device.data_dir))
+    pending.load()
 
     def make() -> AttendanceWorker:
         prev = state.get("w")

@@ -196,6 +196,20 @@ class ScheduleSection(_Section):
     bands: BandsSection = Field(default_factory=BandsSection, description="Explicit bands")
     holidays: list[date] = Field(default_factory=list, description="Extra days off")
     workdays: list[date] = Field(default_factory=list, description="Extra working days")
+    # Not in CONTRACT §5 (additive, docs/attendance.md): years whose statutory holidays and
+    # 调休 days the site has listed in holidays/workdays itself; silences the calendar warning.
+    covered_years: list[int] = Field(
+        default_factory=list,
+        description="Years whose holidays and 调休 days are all listed in holidays/workdays",
+    )
+
+    @field_validator("covered_years")
+    @classmethod
+    def _years(cls, value: list[int]) -> list[int]:
+        bad = [y for y in value if not 2000 <= y <= 2100]
+        if bad:
+            raise ValueError(f"expected years 2000-2100, got {bad}")
+        return value
 
     @field_validator("summer_months")
     @classmethod

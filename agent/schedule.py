@@ -109,14 +109,16 @@ def calendar_knows(year: int) -> bool:
 def calendar_gaps(today: date, cfg: ScheduleSection | None = None) -> list[int]:
     """Years needed now (this one; from December also the next) that nobody covers.
 
-    A year is covered by chinesecalendar's data or by the site's own ``holidays`` list for it
-    (when the package lags behind the State Council's notice, usually published in
-    November-December). An uncovered year silently becomes plain Monday-Friday, so
+    A year is covered by chinesecalendar's data or by ``covered_years``: the site declares
+    that it listed the year's statutory holidays and 调休 days in ``holidays`` / ``workdays``
+    itself (when the package lags behind the State Council's notice, usually published in
+    November-December). One entry in ``holidays`` (a local day off) does not cover a year
+    (final review, item 6). An uncovered year silently becomes plain Monday-Friday, so
     ``hall-agent check`` and the agent warn (review 2, finding 10).
     """
     years = [today.year] + ([today.year + 1] if today.month == 12 else [])
-    listed = {d.year for d in cfg.holidays} if cfg is not None else set()
-    return [y for y in years if y not in listed and not calendar_knows(y)]
+    covered = set(cfg.covered_years) if cfg is not None else set()
+    return [y for y in years if y not in covered and not calendar_knows(y)]
 
 
 def calendar_advice(gaps: list[int]) -> str:
@@ -125,7 +127,8 @@ def calendar_advice(gaps: list[int]) -> str:
         f"chinesecalendar has no holiday data for {years}: statutory holidays and adjusted "
         "working days (调休) would be treated as plain Mon-Fri. Upgrade it "
         "(pip install -U chinesecalendar) or list the year's days off and adjusted working "
-        "days in [attendance.schedule] holidays / workdays"
+        f"days in [attendance.schedule] holidays / workdays and add the year to covered_years "
+        f"(covered_years = [{gaps[0]}])"
     )
 
 

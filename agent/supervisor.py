@@ -40,6 +40,19 @@ class Worker(Protocol):
         """Component health for the status message, e.g. {"state": "ok"}."""
         ...
 
+    # Optional (read with getattr, default False): True when the worker ended on purpose to
+    # be started afresh (the recognition process exits 75 to shed camera reader threads stuck
+    # in the driver). Such a respawn is restarted at once and does not count against
+    # max_restarts: it is the worker's own remedy, not a crash (final review, item 5).
+    # planned_exit: bool
+
+
+def _planned_exit(worker: Worker) -> bool:
+    try:
+        return bool(getattr(worker, "planned_exit", False))
+    except Exception:  # a broken property counts as an ordinary exit
+        return False
+
 
 class Supervisor:
     def __init__(
@@ -94,6 +107,10 @@ class Supervisor:
     def _restart(self, name: str, why: str) -> None:
         history = self._restarts[name]
         now = time.monotonic()
+        if _planned_exit(self.workers[name]):
+            logger.warning("worker %s asked to be started afresh; restarting", name)
+            self._replace(name)
+            return
         while history and now - history[0] > self.restart_window_s:
             history.popleft()
         if len(history) >= self.max_restarts:
@@ -112,6 +129,9 @@ class Supervisor:
             return
         history.append(now)
         logger.warning("worker %s %s; restarting (%d in window)", name, why, len(history))
+        self._replace(name)
+
+    def _replace(self, name: str) -> None:
         try:
             self.workers[name].stop(timeout=2.0)
         except Exception:

@@ -7,12 +7,13 @@ on stale buffered RTSP frames. ``read`` can block forever on a hung or unplugged
 opencv/opencv#21143-style reports and Frigate's watchdog): a separate watchdog thread
 therefore watches the age of the newest frame; when it exceeds ``stale_after_s`` the reader is
 abandoned (a blocked native call cannot be interrupted; the daemon thread is left behind and
-counted), ``on_fault("camera", detail)`` is called, and the source is reopened with backoff
-until frames flow again; ``on_recovered`` is called, and the backoff starts over, only after
-frames have flowed for ``stable_s`` (a camera that gives one frame and hangs again is one
-fault, not a fault/recovered pair per cycle). After ``max_abandoned`` stuck readers the camera
-gives up (``stuck``): only the end of the process frees them, so the recognition process
-exits and the supervisor starts a new one.
+counted while it stays blocked), ``on_fault("camera", detail)`` is called, and the source is
+reopened with backoff until frames flow again; ``on_recovered`` is called, and the backoff
+starts over, only after frames have flowed for ``stable_s`` (a camera that gives one frame and
+hangs again is one fault, not a fault/recovered pair per cycle). After ``max_abandoned``
+readers still stuck the camera gives up (``stuck``): only the end of the process frees them, so
+the recognition process exits and the supervisor starts a new one (a planned exit, which does
+not count against the supervisor's restart limit).
 
 Video files are played at their own frame rate (``realtime=True``, a demo kiosk) or, for tests
 and benchmarks, frame by frame as fast as the consumer takes them (``realtime=False``: no frame
@@ -73,7 +74,8 @@ def redact(source: str) -> str:
 
     ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
     contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
-    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped;
+    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped,
+    and so is the path from its first segment holding a ``=`` (``/user=admin_password=…``);
     when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
     indexes, ``/dev/video*`` and file paths are returned unchanged.
     """
@@ -93,6 +95,13 @@ def redact(source: str) -> str:
         return f"{scheme}://***"
     path_match = _PATH.match(tail)
     path = path_match.group(0) if path_match else ""
+    # XMEye/Dahua cameras put credentials in the path itself
+    # (``/user=admin_password=…_channel=1``, ``/user=admin&password=…``), with ``_``, ``&``,
+    # ``;`` or ``/`` as separators and passwords that may contain any of them: from the first
+    # segment with a ``key=value`` on, the path is hidden whole (final review, item 1).
+    eq = path.find("=")
+    if eq >= 0:
+        path = path[: path.rfind("/", 0, eq) + 1] + "***"
     return f"{scheme}://{'***@' if userinfo else ''}{host}{path}"
 
 
@@ -178,9 +187,19 @@ class Camera:
         self._faulted = False
         self._fault_detail = ""
         self._failures = 0
-        self.abandoned = 0  # readers left blocked in a native call
+        # Readers left blocked in a native call; one that returns later ends and no longer
+        # counts (final review, item 5: an RTSP read that times out after 30 s is not stuck).
+        self._abandoned: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None
+        self.abandoned_total = 0
         self.reopens = 0
         self._watchdog: threading.Thread | None = None
+
+    @property
+    def abandoned(self) -> int:
+        """Abandoned readers still stuck (alive)."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return len(self._abandoned)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -208,8 +227,9 @@ class Camera:
             out["frame_age_s"] = round(age, 2)
         if self._faulted:
             out["detail"] = self._fault_detail
-        if self.abandoned:
-            out["abandoned_readers"] = self.abandoned
+        stuck = self.abandoned
+        if stuck:
+            out["abandoned_readers"] = stuck
         return out
 
     # --- consumer ---------------------------------------------------------------------
@@ -240,9 +260,11 @@ class Camera:
             self._error = None
             self._opened_at = time.monotonic()
             self._flowing_since = 0.0
-        threading.Thread(
+        reader = threading.Thread(
             target=self._read_loop, args=(gen,), name=f"camera-reader-{gen}", daemon=True
-        ).start()
+        )
+        self._reader = reader
+        reader.start()
 
     def _watch(self) -> None:
         self._start_reader()
@@ -277,17 +299,21 @@ class Camera:
                     if got_frame
                     else f"no first frame within {limit:.0f} s of opening"
                 )
-                self.abandoned += 1  # the reader is presumably stuck inside OpenCV
+                # The reader is presumably stuck inside OpenCV.
+                if self._reader is not None:
+                    self._abandoned.append(self._reader)
+                self.abandoned_total += 1
             self._fail(error)
-            if self.abandoned >= self.max_abandoned:
+            stuck = self.abandoned
+            if stuck >= self.max_abandoned:
                 logger.error(
                     "camera %s: %d readers stuck in the driver; giving up so that the "
                     "recognition process is restarted",
                     self.shown,
-                    self.abandoned,
+                    stuck,
                 )
                 with self._cond:
-                    self._fault_detail = f"{self.abandoned} readers stuck in the driver"
+                    self._fault_detail = f"{stuck} readers stuck in the driver"
                     self.stuck.set()
                     self._cond.notify_all()
                 break

@@ -9,6 +9,7 @@ stands in for a printed photo held up to the camera.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from agent.attendance import (
     BlinkDetector,
     attendance_worker_factories,
     build_engine,
+    dedupe_key_for,
     wall_clock_for,
 )
 from agent.config import AttendanceSection, load_agent_config
@@ -690,6 +692,26 @@ def test_the_punch_is_stamped_when_the_person_arrived() -> None:
     assert (data["slot"], data["status"], data["minutes_off"]) == ("morning_in", "on_time", 0)
 
 
+def test_an_unknown_look_before_recognition_keeps_the_arrival_time() -> None:
+    # Final review, item 2: the first frames do not match anyone (turned away, bad light),
+    # then the track is recognised as Alice, who blinks. Only a change from one *known*
+    # person to another restarts the arrival; "unknown, then Alice" arrived at the start.
+    start = datetime(2026, 11, 25, 8, 29, 59, tzinfo=TZ)
+    stranger = _unit(3)
+
+    def faces(i):
+        if i < 10:
+            return stranger, 0.30
+        return ALICE, (0.12 if i in (25, 26) else 0.30)
+
+    events, _ = run_ear_script(faces, 40, start, liveness="blink", blink_timeout_s=10)
+    punches = [(d, at) for t, d, at in events if t == "attendance.punch"]
+    assert len(punches) == 1
+    data, at = punches[0]
+    assert at == start
+    assert (data["staff_id"], data["slot"], data["status"]) == ("alice", "morning_in", "on_time")
+
+
 def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatch) -> None:
     # Review 2, finding 8: stuck native reads are freed only by a new process.
     import functools
@@ -765,3 +787,138 @@ def test_an_event_the_outbox_can_never_store_does_not_block_the_rest(
     assert _stored(outbox) == [("attendance.punch", "s005")] and not worker.pending.items
     assert "dropped, not storable" in caplog.text
     outbox.close()
+
+
+class GatedOutbox:
+    """A real outbox whose appends wait until ``gate`` opens, as they wait out SQLite's busy
+    timeout while another process holds the write lock."""
+
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def append(self, *args: Any, **kwargs: Any):
+        self.waiting.release()
+        assert self.gate.wait(WAIT)
+        return self.outbox.append(*args, **kwargs)
+
+
+def test_stop_returns_while_a_flush_waits_for_a_locked_database(write_config, tmp_path) -> None:
+    # Final review, item 3: the retry thread waits in an append for a locked database; the
+    # supervisor's restart calls stop(), which used to wait for the buffer's lock as long as
+    # the append did (and then wait itself), past the systemd watchdog.
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    gated = GatedOutbox(outbox)
+    worker = AttendanceWorker(cfg, gated)  # type: ignore[arg-type]
+    stuck = threading.Thread(target=worker._handle, args=(_punch_msg("s005"),), daemon=True)
+    stuck.start()
+    assert gated.waiting.acquire(timeout=WAIT)  # the append is waiting for the database
+    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": 0.2}, daemon=True)
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and not gated.gate.is_set()
+    gated.gate.set()  # the other process lets go: both waiting appends store one row
+    stuck.join(WAIT)
+    for t in threading.enumerate():  # stop()'s own flush, left waiting, finishes too
+        if t.name == f"{worker.name}-final-flush":
+            t.join(WAIT)
+    assert _stored(outbox) == [("attendance.punch", "s005")]
+    assert not worker.pending.items
+    outbox.close()
+
+
+def test_punches_the_outbox_refused_survive_an_agent_restart(write_config, tmp_path) -> None:
+    # Final review, item 4: punches still in the buffer when the agent stops used to be lost.
+    data_dir = tmp_path / "data"
+    cfg = kiosk_config(write_config, data_dir, tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62  # "the disk is full": every append is refused
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._handle(_punch_msg("s006"))
+    worker._handle(_punch_msg("s007", 31))
+    worker.stop(timeout=0.5)  # the agent exits
+    saved = data_dir / "attendance-pending.json"
+    assert [r["data"]["staff_id"] for r in json.loads(saved.read_text())] == ["s006", "s007"]
+    assert [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+    outbox.min_free_bytes = 0  # space again; a new agent builds its factories
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s006"), ("attendance.punch", "s007")]
+    worker.stop(timeout=0.5)
+    assert not saved.exists()  # stored: the file is gone
+    # A third start after a crash with a stale copy adds no second row (dedupe keys).
+    saved.write_text(json.dumps([_saved_row("s006")]), encoding="utf-8")
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    worker._flush_retry()
+    assert _stored(outbox) == [("attendance.punch", "s006"), ("attendance.punch", "s007")]
+    outbox.close()
+
+
+def _saved_row(sid: str) -> dict[str, Any]:
+    _, event_type, data, at = _punch_msg(sid)
+    key = dedupe_key_for(event_type, data, datetime.fromisoformat(at))
+    return {"type": event_type, "data": data, "at": at, "dedupe_key": key}
+
+
+def test_punches_that_cannot_be_saved_are_logged_by_name(write_config, tmp_path, caplog) -> None:
+    data_dir = tmp_path / "data"
+    cfg = kiosk_config(write_config, data_dir, tmp_path / "x.avi", isolation="thread")
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
+    outbox.min_free_bytes = 1 << 62
+    worker = attendance_worker_factories(cfg, outbox)["attendance"]()
+    (data_dir / "attendance-pending.json").mkdir(parents=True)  # cannot be replaced by a file
+    worker._handle(_punch_msg("s008"))
+    with caplog.at_level(logging.ERROR, logger="agent.attendance"):
+        worker.stop(timeout=0.5)
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("s008" in m and "08:29:00" in m for m in lost), lost
+    outbox.close()
+
+
+def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_path) -> None:
+    # Final review, item 5: exit 75 is planned (stuck camera readers); the supervisor must
+    # not count it against max_restarts. Any other exit is an ordinary death.
+    import multiprocessing as mp
+
+    from agent.attendance import EXIT_RESPAWN
+
+    cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi")
+    ctx = mp.get_context("spawn")
+    outcomes = {}
+    for code in (EXIT_RESPAWN, 1):
+        worker = AttendanceWorker(cfg, Outbox(tmp_path / f"o{code}.db", device="k", site="s"))
+        worker._proc = ctx.Process(target=os._exit, args=(code,))
+        worker._proc.start()
+        worker._proc.join(WAIT)
+        outcomes[code] = (worker.alive(), worker.planned_exit)
+        worker.outbox.close()
+    assert outcomes == {EXIT_RESPAWN: (False, True), 1: (False, False)}
+
+
+def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monkeypatch) -> None:
+    # Final review, item 7: a fixed ".tmp" name (left behind, or shared by two writers), no
+    # fsync of the directory, and times from before a clock step back that never expired.
+    import stat
+    import time
+
+    from agent.attendance import debounce_path, load_debounce, save_debounce
+
+    path = debounce_path(tmp_path)
+    (tmp_path / (path.name + ".tmp")).mkdir()  # what a fixed temporary name trips over
+    synced_dirs: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_dirs.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    now = time.time()
+    save_debounce(path, {"future": now + 3600, "jitter": now + 10, "recent": now - 5})
+    assert synced_dirs == [False, True]  # the file, then the directory (the rename)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".tmp"]
+    ago = load_debounce(path, 600)
+    assert set(ago) == {"jitter", "recent"} and ago["jitter"] == 0.0 and 5 <= ago["recent"] < 600

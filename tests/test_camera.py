@@ -46,15 +46,24 @@ def test_redact_hides_credentials() -> None:
         ("rtsp://admin:x@[fe80::1]:554/s", "rtsp://***@[fe80::1]:554/s"),
         ("rtsp://admin:sec ret", "rtsp://***"),  # no host after the secret: hide it all
         ("rtsp://u:pw@@", "rtsp://***"),
+        # XMEye/Dahua: credentials in the path (final review, item 1)
+        (
+            "rtsp://10.0.0.5:554/user=admin_password=tlJwpbo6_channel=1_stream=0.sdp",
+            "rtsp://10.0.0.5:554/***",
+        ),
+        ("rtsp://10.0.0.5/user=admin&password=secret&channel=1", "rtsp://10.0.0.5/***"),
+        ("rtsp://10.0.0.5/live/user=admin;pwd=ab/cd;ch=1", "rtsp://10.0.0.5/live/***"),
+        ("rtsp://10.0.0.5/cam/token=abc/x?y=1", "rtsp://10.0.0.5/cam/***"),
     ],
 )
 def test_redact_passwords_with_slashes_spaces_and_at_signs(source: str, shown: str) -> None:
     # Review 2, finding 5: these used to leak the password's tail into health()["source"]
     # (a retained status topic) and device.fault details.
     assert redact(source) == shown
-    for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw"):
+    for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw", "tlJwpbo6", "secret"):
         if secret in source:
             assert secret not in redact(source)
+    assert "admin" not in redact(source) and "cd" not in redact(source).split("/")[-1]
 
 
 def test_health_and_faults_publish_only_the_redacted_source() -> None:
@@ -262,14 +271,53 @@ def test_a_camera_that_hangs_after_every_frame_is_one_fault_then_gives_up() -> N
         assert cam._watchdog is not None
         cam._watchdog.join(WAIT)
         assert not cam._watchdog.is_alive()  # no further reopen, no further stuck thread
+        assert cam.abandoned == 3 and cam.health()["abandoned_readers"] == 3
     finally:
         cam.stop()
         for c in captures:
             c.unblock.set()
     assert [c[0] for c in rec.calls] == ["fault"]  # one fault, no recovered flapping
-    assert cam.abandoned == 3 and len(captures) == 3 and cam.reopens == 2
+    assert cam.abandoned_total == 3 and len(captures) == 3 and cam.reopens == 2
     assert cam._failures == 3  # the backoff kept growing
     assert cam.health()["state"] == "fault" and "stuck" in cam.health()["detail"]
+
+
+def test_readers_that_return_later_do_not_count_as_stuck() -> None:
+    # Final review, item 5: a camera that accepts the connection but never streams makes
+    # each read wait (FFmpeg's RTSP timeout) and then fail. Those readers end; counting them
+    # made the recognition process give up (and exit 75) every few cycles.
+    captures: list[FakeCapture] = []
+    readers: list[threading.Thread] = []
+    made = threading.Condition()
+
+    def factory(source: str) -> FakeCapture:
+        if captures:  # the previous read returns (late) and its reader ends
+            captures[-1].unblock.set()
+            readers[-1].join(WAIT)
+        with made:
+            captures.append(FakeCapture(hang_after=0))
+            readers.append(threading.current_thread())
+            made.notify_all()
+        return captures[-1]
+
+    cam = Camera(
+        "rtsp://127.0.0.1:9/silent",
+        capture_factory=factory,
+        open_timeout_s=0.05,
+        backoff_s=(0.01,),
+        tick_s=0.01,
+        max_abandoned=2,
+    )
+    cam.start()
+    try:
+        with made:
+            assert made.wait_for(lambda: len(captures) >= 5 or cam.stuck.is_set(), WAIT)
+        assert not cam.stuck.is_set()
+        assert cam.abandoned <= 1 and cam.abandoned_total >= 4
+    finally:
+        cam.stop()
+        for c in captures:
+            c.unblock.set()
 
 
 def test_missing_file_is_a_fault_not_a_crash(tmp_path) -> None:

@@ -236,8 +236,14 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
     assert calendar_gaps(date(known, 11, 26)) == []
     assert calendar_gaps(date(known, 12, 1)) == [known + 1]  # December looks ahead
     assert calendar_gaps(date(2031, 3, 1)) == [2031]
-    listed = ScheduleSection(holidays=[date(known + 1, 1, 1)])
-    assert calendar_gaps(date(known, 12, 1), listed) == []  # the site listed that year
+    # Final review, item 6: one local day off listed for a year does not cover it ...
+    one_day = ScheduleSection(holidays=[date(known + 1, 1, 1)])
+    assert calendar_gaps(date(known, 12, 1), one_day) == [known + 1]
+    # ... the site's explicit statement that it listed the whole year does.
+    listed = ScheduleSection(holidays=[date(known + 1, 1, 1)], covered_years=[known + 1])
+    assert calendar_gaps(date(known, 12, 1), listed) == []
+    with pytest.raises(ValueError, match="2000-2100"):
+        ScheduleSection(covered_years=[27])
     with caplog.at_level(logging.WARNING):
         assert warn_calendar_gaps(ScheduleSection(), date(known, 12, 1)) == [known + 1]
     assert f"no holiday data for {known + 1}" in caplog.text and "upgrade" in caplog.text.lower()
@@ -259,6 +265,25 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
     assert warn.label == "WARN" and f"{known + 1}" in warn.detail and "workdays" in warn.detail
     [ok] = probe_calendar(cfg, today=date(known, 11, 26))
     assert ok.label.strip() == "ok" and str(known) in ok.detail
+    covered = load_agent_config(
+        write_config(
+            f"""
+            [device]
+            id = "kiosk-01"
+            site = "jiedong"
+            data_dir = "{tmp_path}"
+
+            [attendance]
+            camera = "0"
+
+            [attendance.schedule]
+            holidays = [{known + 1}-01-01]
+            covered_years = [{known + 1}]
+            """
+        )
+    )
+    [ok] = probe_calendar(covered, today=date(known, 12, 1))
+    assert ok.label.strip() == "ok"
     window = load_agent_config(
         write_config(f'[device]\nid = "win-01"\nsite = "jiedong"\ndata_dir = "{tmp_path}"\n')
     )

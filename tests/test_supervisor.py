@@ -95,3 +95,34 @@ def test_stalled_worker_is_restarted():
     finally:
         sup.stop_event.set()
         runner.join(5)
+
+
+def test_a_planned_respawn_does_not_count_against_max_restarts():
+    # Final review, item 5: the recognition process exits 75 on purpose (camera readers stuck
+    # in the driver); counting those exits made the supervisor rest up to 30 minutes.
+    plan = {"starts": 0, "failures": 6}
+
+    class Respawning(FlakyWorker):
+        planned_exit = False
+
+        def start(self) -> None:
+            super().start()
+            # The instances that end at once say they ended on purpose.
+            self.planned_exit = self.plan["starts"] <= self.plan["failures"]
+
+    sup = Supervisor(
+        {"attendance": lambda: Respawning("attendance", plan)},
+        max_restarts=2,
+        restart_window_s=60,
+        tick_s=0.02,
+        cooldown_s=60,
+    )
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    try:
+        assert wait_for(lambda: plan["starts"] >= 7 and sup.workers["attendance"].alive())
+        assert "attendance" not in sup.gave_up
+        assert not sup._restarts["attendance"]  # none of the six counted
+    finally:
+        sup.stop_event.set()
+        runner.join(5)
