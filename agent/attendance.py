@@ -586,8 +586,13 @@ class AttendanceWorker:
         debounce_seed: dict[str, float] | None = None,
         on_punch: Callable[[str], None] | None = None,
         pending: PendingEvents | None = None,
+        open_faults: set[str] | None = None,
     ):
         assert cfg.attendance is not None
+        # Components with a device.fault not yet followed by device.recovered. Shared by the
+        # workers of one kiosk: a recognition process respawned for a camera that stays stuck
+        # would otherwise record a new fault every time (about one a minute).
+        self.open_faults = open_faults if open_faults is not None else set()
         self.name = name
         self.cfg = cfg
         self.outbox = outbox
@@ -686,6 +691,8 @@ class AttendanceWorker:
         kind = msg[0]
         if kind == "event":
             _, event_type, data, at = msg
+            if not self._fault_is_news(event_type, data):
+                return
             self._record(event_type, data, datetime.fromisoformat(at))
         elif kind == "health":
             self._health = {"state": msg[1].get("state", "ok"), **msg[1]}
@@ -693,6 +700,22 @@ class AttendanceWorker:
             self.ended.set()
         elif kind == "error":
             self._health = {"state": "fault", "detail": msg[1]}
+
+    def _fault_is_news(self, event_type: str, data: dict[str, Any]) -> bool:
+        """False for a repeated fault (or a recovery without a fault) of the same component."""
+        component = str(data.get("component"))
+        if event_type == "device.fault":
+            if component in self.open_faults:
+                logger.info(
+                    "%s still faulty (%s); not recorded again", component, data.get("detail")
+                )
+                return False
+            self.open_faults.add(component)
+        elif event_type == "device.recovered":
+            if component not in self.open_faults:
+                return False
+            self.open_faults.discard(component)
+        return True
 
     def _record(self, event_type: str, data: dict[str, Any], at: datetime) -> None:
         with self.pending.lock:
@@ -869,6 +892,7 @@ def attendance_worker_factories(
     the previous one's punch times.
     """
     state: dict[str, AttendanceWorker] = {}
+    open_faults: set[str] = set()
     # Outlives every worker of this kiosk (review 2, finding 3) and, through its file, the
     # agent (final review, item 4).
     pending = PendingEvents(saved_to=pending_path(cfg.device.data_dir))
@@ -880,7 +904,9 @@ def attendance_worker_factories(
         if prev is not None:
             now = time.monotonic()
             seed = {sid: now - t for sid, t in prev.punches.items()}
-        worker = AttendanceWorker(cfg, outbox, debounce_seed=seed, pending=pending)
+        worker = AttendanceWorker(
+            cfg, outbox, debounce_seed=seed, pending=pending, open_faults=open_faults
+        )
         if prev is not None:
             worker.punches = dict(prev.punches)
         state["w"] = worker

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -308,6 +309,31 @@ def test_camera_fault_becomes_a_device_fault_event(write_config, tmp_path) -> No
     events = [json.loads(p.body) for p in outbox.pending(10)]
     assert events[0]["type"] == "device.fault" and events[0]["data"]["component"] == "camera"
     assert "cannot open" in events[0]["data"]["detail"]
+    outbox.close()
+
+
+def test_restarted_worker_does_not_record_the_same_camera_fault_again(
+    write_config, tmp_path
+) -> None:
+    cfg = kiosk_config(
+        write_config, tmp_path / "data", tmp_path / "missing.avi", isolation="thread"
+    )
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    make = attendance_worker_factories(cfg, outbox)["attendance"]
+    for _ in range(2):  # the supervisor respawning it for a camera that stays broken
+        worker = make()
+        worker.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline and not any(
+                p.type == "device.fault" for p in outbox.pending(100)
+            ):
+                time.sleep(0.02)
+            time.sleep(0.5)  # the second worker's camera reports its own fault by now
+        finally:
+            worker.stop()
+    faults = [p for p in outbox.pending(100) if p.type == "device.fault"]
+    assert len(faults) == 1
     outbox.close()
 
 
