@@ -219,6 +219,29 @@ def mosquitto_pub(
     )
 
 
+def mosquitto_sub_args(
+    port: int, topic: str, *, count: int, timeout: float, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """Arguments for a ``mosquitto_sub`` peer (QoS 1) that exits after ``count`` messages or
+    ``timeout`` seconds; run it with subprocess as the test needs."""
+    return [
+        "mosquitto_sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-C",
+        str(count),
+        "-W",
+        str(int(timeout)),
+        *extra,
+    ]
+
+
 def make_password_file(path: str | os.PathLike[str], users: dict[str, str]) -> Path:
     """A mosquitto password file (hashed with mosquitto_passwd)."""
     p = Path(path)

@@ -22,6 +22,7 @@ from sync.testing import (
     PG_URL,
     Mosquitto,
     central_config,
+    mosquitto_sub_args,
     pg_available,
     pg_schema,
     wait_for,
@@ -267,21 +268,7 @@ def mosquitto_pub(broker, topic, payload: bytes, retain=False):
 
 def mosquitto_sub(broker, topic, count, timeout=10):
     return subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-C",
-            str(count),
-            "-W",
-            str(timeout),
-        ],
+        mosquitto_sub_args(broker.port, topic, count=count, timeout=timeout),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -608,24 +595,13 @@ def retained_rosters(broker, count: int, timeout: float = 10) -> dict[str, dict]
     back was retained on the broker.
     """
     out = subprocess.run(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-t",
+        mosquitto_sub_args(
+            broker.port,
             "hall/+/roster",
-            "--retained-only",
-            "-C",
-            str(count),
-            "-W",
-            str(int(timeout)),
-            "-F",
-            "%r\t%t\t%p",
-        ],
+            count=count,
+            timeout=timeout,
+            extra=("--retained-only", "-F", "%r\t%t\t%p"),
+        ),
         capture_output=True,
         text=True,
         timeout=timeout + 10,

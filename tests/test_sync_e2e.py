@@ -27,6 +27,7 @@ from sync.testing import (
     agent_config,
     central_config,
     mosquitto_pub,
+    mosquitto_sub_args,
     pg_available,
     pg_schema,
     wait_for,
@@ -136,21 +137,7 @@ def test_n_events_in_exactly_n_rows_while_still_recording(collectors, agent):
 def test_duplicates_delivered_on_purpose_are_stored_once_and_acked_again(collectors, agent, broker):
     c = collectors()
     spy = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-t",
-            "hall/jiedong/pad-a03/events",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ],
+        mosquitto_sub_args(broker.port, "hall/jiedong/pad-a03/events", count=1, timeout=10),
         stdout=subprocess.PIPE,
     )
     wait_for(lambda: False, 0.3)  # nothing to observe: let mosquitto_sub subscribe
@@ -161,21 +148,7 @@ def test_duplicates_delivered_on_purpose_are_stored_once_and_acked_again(collect
     assert len(rows(c)) == 20
 
     acks = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-t",
-            "hall/jiedong/pad-a03/ack",
-            "-C",
-            "2",
-            "-W",
-            "10",
-        ],
+        mosquitto_sub_args(broker.port, "hall/jiedong/pad-a03/ack", count=2, timeout=10),
         stdout=subprocess.PIPE,
         text=True,
     )

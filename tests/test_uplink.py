@@ -19,6 +19,7 @@ from sync.testing import (
     central_config,
     make_password_file,
     mosquitto_pub,
+    mosquitto_sub_args,
     wait_for,
 )
 from sync.uplink import Uplink, uplink_worker_factories
@@ -56,23 +57,7 @@ def agent(tmp_path, broker):
 
 def sub(broker, topic, count, timeout=10):
     proc = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(broker.port),
-            "-q",
-            "1",
-            "-V",
-            "5",
-            "-t",
-            topic,
-            "-C",
-            str(count),
-            "-W",
-            str(timeout),
-        ],
+        mosquitto_sub_args(broker.port, topic, count=count, timeout=timeout, extra=("-V", "5")),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -168,20 +153,9 @@ def test_status_is_retained_with_outbox_and_components(agent, broker):
 
     def latest():
         r = subprocess.run(
-            [
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-t",
-                status_topic,
-                "-C",
-                "1",
-                "-W",
-                "3",
-                "--retained-only",
-            ],
+            mosquitto_sub_args(
+                broker.port, status_topic, count=1, timeout=3, extra=("--retained-only",)
+            ),
             capture_output=True,
             text=True,
         )
@@ -325,20 +299,13 @@ def test_status_is_republished_every_interval_and_on_reconnect(tmp_path):
             broker.start()
             assert wait_for(lambda: up.health()["connected"], 15)
             r = subprocess.run(
-                [
-                    "mosquitto_sub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(broker.port),
-                    "-t",
+                mosquitto_sub_args(
+                    broker.port,
                     "hall/jiedong/pad-a03/status",
-                    "-C",
-                    "1",
-                    "-W",
-                    "5",
-                    "--retained-only",
-                ],
+                    count=1,
+                    timeout=5,
+                    extra=("--retained-only",),
+                ),
                 capture_output=True,
                 text=True,
             )
