@@ -1,0 +1,301 @@
+"""The hall's contract in code: event types and their data, ids, topics (docs/topics.md).
+
+This is a leaf module: it imports nothing of the project, so the device agent, the drivers,
+the uplink, the central collector, the store's views and the reports can all depend on it and
+on nothing else for the shared vocabulary. A change here is a change of the wire format:
+bump ``PAYLOAD_VERSION`` and say so in docs/topics.md.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+PAYLOAD_VERSION = 1  # the "v" of every MQTT payload (docs/topics.md)
+
+# --- identifiers -------------------------------------------------------------------------------
+
+# Site, device and topic-prefix ids: safe in an MQTT topic, a file name and a client id
+# (docs/topics.md "Identifiers"). Topics are built only from ids that match this.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Staff ids: one rule for the pad's LOGIN payload (ASCII, at most 64 bytes, HallPad v1 0x20),
+# the roster, the kiosk gallery and the reports.
+STAFF_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Window labels as printed above the counter, e.g. "A03".
+WINDOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
+
+ID_RE = re.compile(ID_PATTERN)
+STAFF_ID_RE = re.compile(STAFF_ID_PATTERN)
+WINDOW_RE = re.compile(WINDOW_PATTERN)
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+StaffId = Annotated[str, StringConstraints(pattern=STAFF_ID_PATTERN)]
+Window = Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)]
+PadAddress = Annotated[int, Field(ge=1, le=247, strict=True)]  # RS-485 bus addresses
+InviteId = Annotated[int, Field(ge=1, le=65535, strict=True)]  # 0 on the wire means "none"
+
+
+def is_id(text: object) -> bool:
+    return isinstance(text, str) and ID_RE.match(text) is not None
+
+
+def is_staff_id(text: object) -> bool:
+    return isinstance(text, str) and STAFF_ID_RE.match(text) is not None
+
+
+# --- vocabulary --------------------------------------------------------------------------------
+
+
+class EventType(StrEnum):
+    PUNCH = "attendance.punch"
+    FACE_REJECTED = "attendance.rejected"
+    RATING = "rating.submitted"
+    RATING_EXPIRED = "rating.expired"
+    LOGIN = "window.login"
+    LOGOUT = "window.logout"
+    PAUSED = "window.paused"
+    RESUMED = "window.resumed"
+    FAULT = "device.fault"
+    RECOVERED = "device.recovered"
+    TEST = "device.test"
+
+
+EVENT_TYPES = frozenset(t.value for t in EventType)
+
+Slot = Literal["morning_in", "morning_out", "afternoon_in", "afternoon_out", "extra"]
+PunchStatus = Literal["on_time", "late", "early_leave", "outside_hours", "holiday"]
+Liveness = Literal["passed", "failed", "off"]
+RejectReason = Literal["unknown_face", "liveness_failed", "low_quality"]
+Clock = Literal["synced", "unsynced"]
+Role = Literal["staff", "chief"]
+
+# The four daily punches of the regulation, in order, with the report's headings.
+SLOTS: tuple[Slot, ...] = ("morning_in", "morning_out", "afternoon_in", "afternoon_out")
+SLOT_LABELS: dict[str, str] = {
+    "morning_in": "上午上班",
+    "morning_out": "上午下班",
+    "afternoon_in": "下午上班",
+    "afternoon_out": "下午下班",
+    "extra": "其他",
+}
+
+# National 好差评 scheme: five levels, 5 best.
+LEVEL_LABELS: dict[int, str] = {
+    5: "非常满意",
+    4: "满意",
+    3: "基本满意",
+    2: "不满意",
+    1: "非常不满意",
+}
+POOR_LEVELS = frozenset({1, 2})  # 差评: reasons are asked for and followed up
+# HallPad v1 reason bits 0-5, default labels (a site may override them in config).
+DEFAULT_REASON_LABELS: tuple[str, ...] = (
+    "态度不好",
+    "办事效率低",
+    "未一次性告知",
+    "多次跑动",
+    "流程繁琐",
+    "其他",
+)
+PAUSED_TEXT = "暂停服务"
+
+# --- event data --------------------------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+Number = Annotated[float, Field(allow_inf_nan=False, strict=False)]
+
+
+class PunchData(BaseModel):
+    model_config = _STRICT
+    staff_id: StaffId
+    slot: Slot
+    status: PunchStatus
+    minutes_off: Annotated[int, Field(ge=0)] | None = None
+    distance: Number | None = None
+    liveness: Liveness = "off"
+
+
+class FaceRejectedData(BaseModel):
+    model_config = _STRICT
+    reason: RejectReason
+    distance: Number | None = None
+
+
+class RatingData(BaseModel):
+    model_config = _STRICT
+    window: Window
+    pad: PadAddress
+    staff_id: StaffId | None = None
+    level: Annotated[int, Field(ge=1, le=5)]
+    label: str
+    reasons: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list)
+    invite_id: InviteId | None = None
+
+
+class RatingExpiredData(BaseModel):
+    model_config = _STRICT
+    window: Window
+    pad: PadAddress
+    staff_id: StaffId | None = None
+    invite_id: InviteId | None = None
+
+
+class WindowData(BaseModel):
+    """window.login / logout / paused / resumed."""
+
+    model_config = _STRICT
+    window: Window
+    pad: PadAddress
+    staff_id: StaffId | None = None
+
+
+class FaultData(BaseModel):
+    """device.fault / device.recovered; component is camera, pad:<addr>, disk, clock, ..."""
+
+    model_config = _STRICT
+    component: Annotated[str, Field(min_length=1, max_length=64)]
+    detail: Annotated[str, Field(max_length=1024)] = ""
+
+
+class TestData(BaseModel):
+    model_config = _STRICT
+    note: Annotated[str, Field(max_length=1024)] = ""
+
+
+DATA_MODELS: dict[str, type[BaseModel]] = {
+    EventType.PUNCH: PunchData,
+    EventType.FACE_REJECTED: FaceRejectedData,
+    EventType.RATING: RatingData,
+    EventType.RATING_EXPIRED: RatingExpiredData,
+    EventType.LOGIN: WindowData,
+    EventType.LOGOUT: WindowData,
+    EventType.PAUSED: WindowData,
+    EventType.RESUMED: WindowData,
+    EventType.FAULT: FaultData,
+    EventType.RECOVERED: FaultData,
+    EventType.TEST: TestData,
+}
+
+
+def event_data(event_type: str, model: BaseModel) -> dict[str, Any]:
+    """The ``data`` object of an event, checked against its type's model.
+
+    Producers call this so that a body that does not fit its type fails where it is made, not
+    at the centre after a round trip.
+    """
+    expected = DATA_MODELS.get(event_type)
+    if expected is None:
+        raise ValueError(
+            f"unknown event type {event_type!r}; expected one of {sorted(DATA_MODELS)}"
+        )
+    if not isinstance(model, expected):
+        raise TypeError(f"{event_type}: expected {expected.__name__}, got {type(model).__name__}")
+    return model.model_dump(mode="json")
+
+
+def check_data(event_type: str, data: object) -> str | None:
+    """None when ``data`` fits its type, else one line naming the field and what was expected."""
+    model = DATA_MODELS.get(event_type)
+    if model is None:
+        return f"type: expected one of {sorted(EVENT_TYPES)}, got {event_type!r}"
+    try:
+        model.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        return _first_error(exc)
+    return None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    first = errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "data"
+    got = first.get("input")
+    return f"data.{where}: {first.get('msg', 'invalid')}, got {got!r:.80}"
+
+
+# --- MQTT topics and payloads ------------------------------------------------------------------
+
+TopicKind = Literal["events", "ack", "status"]
+
+
+def device_topic(prefix: str, site: str, device: str, kind: TopicKind) -> str:
+    """``{prefix}/{site}/{device}/{kind}``; every part must be an id (never a display name)."""
+    for name, value in (("prefix", prefix), ("site", site), ("device", device)):
+        if not is_id(value):
+            raise ValueError(f"{name}: expected an id matching {ID_PATTERN}, got {value!r}")
+    return f"{prefix}/{site}/{device}/{kind}"
+
+
+def roster_topic(prefix: str, site: str) -> str:
+    for name, value in (("prefix", prefix), ("site", site)):
+        if not is_id(value):
+            raise ValueError(f"{name}: expected an id matching {ID_PATTERN}, got {value!r}")
+    return f"{prefix}/{site}/roster"
+
+
+def parse_device_topic(topic: str, prefix: str, kind: TopicKind) -> tuple[str, str] | None:
+    """(site, device) of ``{prefix}/{site}/{device}/{kind}``, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != prefix or parts[3] != kind:
+        return None
+    site, device = parts[1], parts[2]
+    if not is_id(site) or not is_id(device):
+        return None
+    return site, device
+
+
+def parse_roster_topic(topic: str, prefix: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != prefix or parts[2] != "roster" or not is_id(parts[1]):
+        return None
+    return parts[1]
+
+
+def events_filter(prefix: str) -> str:
+    return f"{prefix}/+/+/events"
+
+
+def _printable(text: str) -> str:
+    # Control characters cannot show on a pad or the hall board, and NUL or a lone surrogate
+    # cannot be stored in PostgreSQL's jsonb: refuse them on every side alike.
+    if not text.strip() or any(
+        ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text
+    ):
+        raise ValueError("expected printable text")
+    return text
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+
+
+class RosterEntry(BaseModel):
+    """One person of a site's roster: no biometric data, ever (PIPL art. 28-29)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: StaffId
+    name: DisplayName
+    role: Role
+    window: Window | None = None
+
+
+class Roster(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    # Bounded by what both stores hold (SQLite INTEGER and PostgreSQL bigint are 64-bit).
+    version: Annotated[int, Field(ge=0, lt=2**63, strict=True)]
+    staff: list[RosterEntry]
+
+
+class Ack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = 1
+    ids: list[str]
+    rejected: list[dict[str, str]] = Field(default_factory=list)
+
+
+roster_adapter: TypeAdapter[Roster] = TypeAdapter(Roster)

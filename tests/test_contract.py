@@ -1,0 +1,135 @@
+"""contract.py: the event data models, ids and topics every side shares (docs/topics.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import contract as c
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = {"agent", "drivers", "sync", "central", "tests"}
+
+
+def test_contract_is_a_leaf_module():
+    tree = ast.parse((ROOT / "contract.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & PROJECT_PACKAGES, imported
+
+
+def test_every_event_type_has_a_data_model():
+    assert set(c.DATA_MODELS) == c.EVENT_TYPES
+    assert len(c.EVENT_TYPES) == 11
+
+
+def test_rating_body_round_trips():
+    body = c.event_data(
+        "rating.submitted",
+        c.RatingData(
+            window="A03",
+            pad=1,
+            staff_id="S0012",
+            level=2,
+            label="不满意",
+            reasons=["态度不好"],
+            invite_id=17,
+        ),
+    )
+    assert body == {
+        "window": "A03",
+        "pad": 1,
+        "staff_id": "S0012",
+        "level": 2,
+        "label": "不满意",
+        "reasons": ["态度不好"],
+        "invite_id": 17,
+    }
+    assert c.check_data("rating.submitted", body) is None
+
+
+def test_event_data_refuses_the_wrong_model():
+    with pytest.raises(TypeError, match="expected RatingData"):
+        c.event_data("rating.submitted", c.TestData(note="x"))
+    with pytest.raises(ValueError, match="unknown event type"):
+        c.event_data("rating.deleted", c.TestData(note="x"))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "field"),
+    [
+        ("rating.submitted", {"window": "A03", "pad": 0, "level": 3, "label": "基本满意"}, "pad"),
+        ("rating.submitted", {"window": "A03", "pad": 1, "level": 6, "label": "x"}, "level"),
+        ("rating.submitted", {"window": "A03", "pad": 1, "level": True, "label": "x"}, "level"),
+        ("rating.submitted", {"window": "A 03", "pad": 1, "level": 3, "label": "x"}, "window"),
+        ("attendance.punch", {"staff_id": "S1", "slot": "noon", "status": "late"}, "slot"),
+        (
+            "attendance.punch",
+            {"staff_id": "S1", "slot": "morning_in", "status": "late", "distance": float("inf")},
+            "distance",
+        ),
+        (
+            "attendance.punch",
+            {"staff_id": "-S1", "slot": "morning_in", "status": "late"},
+            "staff_id",
+        ),
+        ("window.login", {"window": "A03", "pad": 1, "staff_id": "S1", "face": [0.1]}, "face"),
+        ("device.test", {"note": "x" * 2000}, "note"),
+    ],
+)
+def test_bad_data_names_the_field(event_type, data, field):
+    problem = c.check_data(event_type, data)
+    assert problem is not None and problem.startswith(f"data.{field}"), problem
+
+
+def test_unknown_type_is_refused():
+    assert "expected one of" in (c.check_data("rating.deleted", {}) or "")
+
+
+@given(
+    prefix=st.from_regex(c.ID_PATTERN, fullmatch=True),
+    site=st.from_regex(c.ID_PATTERN, fullmatch=True),
+    device=st.from_regex(c.ID_PATTERN, fullmatch=True),
+    kind=st.sampled_from(["events", "ack", "status"]),
+)
+def test_topics_round_trip(prefix, site, device, kind):
+    topic = c.device_topic(prefix, site, device, kind)
+    assert c.parse_device_topic(topic, prefix, kind) == (site, device)
+    assert c.parse_roster_topic(c.roster_topic(prefix, site), prefix) == site
+
+
+@pytest.mark.parametrize("device", ["Pad-A03", "pad/a03", "+", "#", "", "a" * 65, "窗口"])
+def test_topics_are_built_only_from_ids(device):
+    with pytest.raises(ValueError, match="device"):
+        c.device_topic("hall", "jiedong", device, "events")
+    assert c.parse_device_topic(f"hall/jiedong/{device}/events", "hall", "events") is None
+
+
+@given(st.text(max_size=80))
+def test_one_staff_id_rule(text):
+    # The pad's LOGIN payload is at most 64 ASCII bytes (HallPad v1 0x20): every id the rule
+    # admits fits in one frame.
+    if c.is_staff_id(text):
+        assert len(text.encode("ascii")) <= 64
+        assert c.check_data("window.login", {"window": "A1", "pad": 1, "staff_id": text}) is None
+
+
+def test_roster_refuses_biometric_keys_and_control_text():
+    good = {"v": 1, "version": 3, "staff": [{"id": "S1", "name": "张三", "role": "chief"}]}
+    assert c.Roster.model_validate(good).staff[0].role == "chief"
+    for entry in (
+        {"id": "S1", "name": "张三", "role": "staff", "encoding": [0.1] * 128},
+        {"id": "S1", "name": "a\x00", "role": "staff"},
+        {"id": "S1", "name": " ", "role": "staff"},
+        {"id": "S1", "name": "张三", "role": "boss"},
+    ):
+        with pytest.raises(ValueError):
+            c.Roster.model_validate({"v": 1, "version": 3, "staff": [entry]})
