@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import simulator
+from contract import STAFF_ID_PATTERN
 from drivers.pad import codec
 from drivers.pad.codec import (
     Ack,
@@ -43,7 +44,7 @@ messages = st.one_of(
     st.builds(Hello, st.text(st.characters(max_codepoint=0x7F), max_size=64)),
     st.builds(Rating, st.integers(1, 5), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
     st.builds(Expired, st.integers(0, 0xFFFF)),
-    st.builds(Login, st.from_regex(r"[A-Za-z0-9_.-]{1,32}", fullmatch=True)),
+    st.builds(Login, st.from_regex(STAFF_ID_PATTERN, fullmatch=True)),
     st.just(Logout()),
     st.just(Pause()),
     st.just(Resume()),
@@ -183,11 +184,12 @@ def test_trailing_sync_half_is_kept() -> None:
         (codec.LOGIN, b"", "empty staff id"),
         (codec.LOGIN, b"   ", "empty staff id"),
         (codec.LOGIN, "张三".encode(), "not ASCII"),
-        (codec.LOGIN, b"S1\x00", r"staff id 'S1\\x00' is not 1-32 characters"),
-        (codec.LOGIN, b"\x00\x00", "staff id .* is not 1-32 characters"),
-        (codec.LOGIN, b"S1\r\n", "staff id .* is not 1-32 characters"),
+        (codec.LOGIN, b"S1\x00", r"staff id 'S1\\x00' is not 1-64 characters"),
+        (codec.LOGIN, b"\x00\x00", "staff id .* is not 1-64 characters"),
+        (codec.LOGIN, b"S1\r\n", "staff id .* is not 1-64 characters"),
         (codec.LOGIN, b"S 1", "staff id 'S 1' is not"),
-        (codec.LOGIN, b"S" * 33, "staff id .* is not 1-32 characters"),
+        (codec.LOGIN, b"S" * 65, "staff id .* is not 1-64 characters"),
+        (codec.LOGIN, b"-S1", "staff id '-S1' is not .* starting with a letter or digit"),
         (codec.DISPLAY, b"\xff\xfe", "not UTF-8"),
         (0x55, b"", "unknown command 0x55"),
     ],

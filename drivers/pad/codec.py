@@ -11,10 +11,11 @@ with bytes, the reader thread lives in :mod:`drivers.pad.link`.
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+from contract import is_staff_id
 
 SYNC = b"\xaa\x55"
 HEADER_LEN = 6  # AA 55 addr cmd seq len
@@ -167,11 +168,11 @@ class Expired(Message):
         return cls(struct.unpack("<H", payload)[0])
 
 
-# A staff id as a pad sends it (card number or keypad entry; CONTRACT §4 says only "ASCII").
-# Control characters (a C string's NUL, a card reader's CR) would be carried into the login
-# and every later rating, and the centre rejects events with them; so would ids it cannot
-# match with the roster. Spaces around the id (a fixed-width field) are dropped.
-STAFF_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# A staff id as a pad sends it (card number or keypad entry; HallPad v1 says only "ASCII").
+# The one staff-id rule of the roster and the gallery applies (contract.STAFF_ID_PATTERN):
+# control characters (a C string's NUL, a card reader's CR) would be carried into the login
+# and every later rating, and an id no roster can hold would never show a name. Spaces around
+# the id (a fixed-width field) are dropped.
 
 
 @dataclass(frozen=True)
@@ -190,9 +191,10 @@ class Login(Message):
             raise FrameError("LOGIN: staff id is not ASCII") from None
         if not staff:
             raise FrameError("LOGIN: empty staff id")
-        if not STAFF_ID.fullmatch(staff):
+        if not is_staff_id(staff):
             raise FrameError(
-                f"LOGIN: staff id {staff!r} is not 1-32 characters of A-Z a-z 0-9 _ . -"
+                f"LOGIN: staff id {staff!r} is not 1-64 characters of A-Z a-z 0-9 _ . - "
+                "starting with a letter or digit"
             )
         return cls(staff)
 
