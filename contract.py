@@ -8,11 +8,12 @@ bump ``PAYLOAD_VERSION`` and say so in docs/topics.md.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 PAYLOAD_VERSION = 1  # the "v" of every MQTT payload (docs/topics.md)
 
@@ -260,37 +261,6 @@ def events_filter(prefix: str) -> str:
     return f"{prefix}/+/+/events"
 
 
-def _printable(text: str) -> str:
-    # Control characters cannot show on a pad or the hall board, and NUL or a lone surrogate
-    # cannot be stored in PostgreSQL's jsonb: refuse them on every side alike.
-    if not text.strip() or any(
-        ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text
-    ):
-        raise ValueError("expected printable text")
-    return text
-
-
-DisplayName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
-
-
-class RosterEntry(BaseModel):
-    """One person of a site's roster: no biometric data, ever (PIPL art. 28-29)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: StaffId
-    name: DisplayName
-    role: Role
-    window: Window | None = None
-
-
-class Roster(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    v: Literal[1] = 1
-    # Bounded by what both stores hold (SQLite INTEGER and PostgreSQL bigint are 64-bit).
-    version: Annotated[int, Field(ge=0, lt=2**63, strict=True)]
-    staff: list[RosterEntry]
-
-
 class Ack(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = 1
@@ -298,4 +268,78 @@ class Ack(BaseModel):
     rejected: list[dict[str, str]] = Field(default_factory=list)
 
 
-roster_adapter: TypeAdapter[Roster] = TypeAdapter(Roster)
+# --- the staff roster (topic {prefix}/{site}/roster, retained) ---------------------------------
+
+MAX_ROSTER_BYTES = 4 * 1024 * 1024
+ROSTER_STAFF_KEYS = frozenset({"id", "name", "role", "window"})
+ROLES: tuple[Role, ...] = ("staff", "chief")
+
+
+class RosterError(ValueError):
+    """The roster payload does not follow docs/topics.md; the message says where and why."""
+
+
+def _printable(text: str) -> bool:
+    # Control characters cannot show on a pad or the hall board, and NUL or a lone surrogate
+    # cannot be stored in PostgreSQL's jsonb: refused on every side alike.
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def validate_roster(obj: Any) -> dict[str, Any]:
+    """Return the roster when it is a valid roster payload, else raise :class:`RosterError`.
+
+    ``{"v":1,"version":N,"staff":[{"id","name","role","window"}]}``; no other key is allowed,
+    so biometric data can never travel in it by mistake (PIPL art. 28-29).
+    """
+    if not isinstance(obj, dict):
+        raise RosterError(f"expected a JSON object, got {type(obj).__name__}")
+    extra = set(obj) - {"v", "version", "staff"}
+    if extra:
+        raise RosterError(f"unknown key(s) {sorted(extra)}; expected v, version, staff")
+    if obj.get("v") != PAYLOAD_VERSION:
+        raise RosterError(f"v: expected {PAYLOAD_VERSION}, got {obj.get('v')!r}")
+    version = obj.get("version")
+    # Bounded by what both stores hold (SQLite INTEGER and PostgreSQL bigint are 64-bit).
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**63:
+        raise RosterError(f"version: expected an integer from 0 to 2^63-1, got {version!r}")
+    staff = obj.get("staff")
+    if not isinstance(staff, list):
+        raise RosterError(f"staff: expected a list, got {type(staff).__name__}")
+    seen: set[str] = set()
+    for i, entry in enumerate(staff, start=1):
+        where = f"staff[{i}]"
+        if not isinstance(entry, dict):
+            raise RosterError(f"{where}: expected an object, got {type(entry).__name__}")
+        extra = set(entry) - ROSTER_STAFF_KEYS
+        if extra:
+            raise RosterError(
+                f"{where}: unknown key(s) {sorted(extra)}; expected only id, name, role, "
+                "window (no biometric data travels)"
+            )
+        sid = entry.get("id")
+        if not is_staff_id(sid):
+            raise RosterError(f"{where}.id: expected a staff id such as 'S0012', got {sid!r}")
+        if sid in seen:
+            raise RosterError(f"{where}.id: {sid!r} appears twice")
+        seen.add(sid)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise RosterError(f"{where}.name: expected a name of 1-64 characters, got {name!r}")
+        if not _printable(name):
+            raise RosterError(f"{where}.name: expected printable text, got {name!r}")
+        if entry.get("role") not in ROLES:
+            raise RosterError(f"{where}.role: expected one of {ROLES}, got {entry.get('role')!r}")
+        window = entry.get("window")
+        if window is not None and (not isinstance(window, str) or not WINDOW_RE.match(window)):
+            raise RosterError(f"{where}.window: expected a window label or null, got {window!r}")
+    return obj
+
+
+def parse_roster(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_ROSTER_BYTES:
+        raise RosterError(f"{len(payload)} bytes; expected at most {MAX_ROSTER_BYTES}")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RosterError(f"not JSON: {exc}") from None
+    return validate_roster(obj)

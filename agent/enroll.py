@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.roster import staff_by_id
+from contract import is_staff_id
 
 logger = logging.getLogger(__name__)
 
-STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 REASONS = {
@@ -54,30 +54,7 @@ def _cli_error(message: str, code: int = 1) -> Exception:
 
 def load_roster(data_dir: Path) -> dict[str, dict[str, Any]] | None:
     """``{staff id: entry}`` from ``<data_dir>/roster.json``; None when there is no roster."""
-    try:
-        from sync.downlink import load_roster as downlink_load  # type: ignore[attr-defined]
-    except ImportError:
-        downlink_load = None
-    if downlink_load is not None:
-        roster = downlink_load(Path(data_dir))
-        if roster is None:
-            return None
-        staff = roster.get("staff", []) if isinstance(roster, dict) else roster
-        return {str(s["id"]): dict(s) for s in staff}
-    # Without sync.downlink on this tree: the same contract as its load_roster, i.e. a
-    # damaged file counts as no roster (logged), so it never crashes a kiosk.
-    path = Path(data_dir) / "roster.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        staff = payload.get("staff") if isinstance(payload, dict) else None
-        if not isinstance(staff, list):
-            raise ValueError("expected {'v':1,'version':N,'staff':[...]} (CONTRACT §3)")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logger.error("roster %s unreadable (%s); ignoring it", path, exc)
-        return None
-    return {str(s["id"]): dict(s) for s in staff if isinstance(s, dict) and "id" in s}
+    return staff_by_id(data_dir)
 
 
 def prune_to_roster(data_dir: Path) -> list[str]:
@@ -194,7 +171,7 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     results: list[tuple[str, str, list[Any]]] = []
     for staff_id, name, photos in jobs:
         problem = None
-        if not STAFF_ID.match(staff_id):
+        if not is_staff_id(staff_id):
             problem = f"staff id {staff_id!r} is not valid (letters, digits, _ . -; at most 64)"
         elif roster is not None and staff_id not in roster:
             problem = (

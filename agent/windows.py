@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -48,9 +47,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, PadSection, WindowsSection
+from agent.durable import write_durably
 from agent.envelope import CLOCK_FLOOR_UNIX
 from agent.outbox import Outbox, OutboxError
+from agent.roster import RosterWatch
 from agent.supervisor import Worker
+from contract import (
+    LEVEL_LABELS,
+    PAUSED_TEXT,
+    EventType,
+    FaultData,
+    RatingData,
+    RatingExpiredData,
+    WindowData,
+    event_data,
+)
 from drivers.pad.base import PadDriver
 from drivers.pad.codec import (
     Ack,
@@ -71,9 +82,6 @@ from drivers.pad.codec import (
 
 logger = logging.getLogger(__name__)
 
-# CONTRACT §1: national 好差评 levels.
-LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
-PAUSED_TEXT = "暂停服务"  # CONTRACT §1: an unattended window shows 暂停服务
 # CONTRACT §4: resend every 500 ms, up to 10 times -> a copy arrives within ~5 s of the
 # original. Six times that covers slow USB adapters and an agent restart in between.
 DUPLICATE_HORIZON_S = 30.0
@@ -97,95 +105,109 @@ def invite_key(port: str, addr: int, invite_id: int) -> str:
     return f"inv:{port}:{addr:03d}:{invite_id:05d}"
 
 
-# --- roster (names for the pad display) ----------------------------------------------------
-
-
-def _load_roster_file(path: Path) -> dict[str, str]:
-    """staff id -> name from a CONTRACT §3 roster payload (``{"v":1,"staff":[…]}``)."""
-    try:
-        from sync.downlink import load_roster  # the downlink's reader, once it exists
-    except ImportError:
-        load_roster = None
-    if load_roster is not None:
-        # sync/downlink validates the CONTRACT §3 payload and returns None for a bad file.
-        roster = load_roster(path.parent) or {}
-        staff = roster.get("staff", [])
-    else:
-        with path.open(encoding="utf-8") as f:
-            staff = json.load(f).get("staff", [])
-    names = {}
-    for person in staff:
-        if isinstance(person, dict) and person.get("id") and person.get("name"):
-            names[str(person["id"])] = str(person["name"])
-    return names
-
-
-class RosterNames:
-    """Staff names from ``<data_dir>/roster.json``, reloaded when the file changes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._mtime: float | None = None
-        self._names: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def name(self, staff_id: str | None) -> str:
-        if not staff_id:
-            return ""
-        with self._lock:
-            try:
-                mtime = self.path.stat().st_mtime_ns
-            except OSError:
-                mtime = None
-            if mtime != self._mtime:
-                self._mtime = mtime
-                try:
-                    self._names = _load_roster_file(self.path) if mtime else {}
-                except Exception as exc:  # a bad roster must not stop ratings
-                    logger.warning("roster %s unreadable (%s); showing staff ids", self.path, exc)
-                    self._names = {}
-            return self._names.get(staff_id, staff_id)
-
-
 # --- persisted window state ----------------------------------------------------------------
 
 
+@dataclass
+class Invitation:
+    """An INVITE sent to a pad and not answered yet (docs/pads.md, "Invitations")."""
+
+    deadline: float  # wall clock (unix seconds): it must survive an agent restart
+    staff_id: str | None  # logged in when the citizen was invited
+
+
+@dataclass
+class WindowState:
+    """The persisted part of one window: who is logged in, paused, open invitations."""
+
+    staff_id: str | None = None
+    paused: bool = False
+    invites: dict[int, Invitation] = field(default_factory=dict)
+    # Invite ids run 1..65535 (0 means "none" on the wire); a random start keeps two agents
+    # that lost their state from handing out the same ids in step.
+    next_invite: int = field(default_factory=lambda: random.randint(1, 0xFFFF))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "staff_id": self.staff_id,
+            "paused": self.paused,
+            "invites": {
+                str(k): {"deadline": v.deadline, "staff_id": v.staff_id}
+                for k, v in self.invites.items()
+            },
+            "next_invite": self.next_invite,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> WindowState:
+        """Tolerant of a file from an older version: what is missing takes its default."""
+        st = cls()
+        if not isinstance(raw, dict):
+            return st
+        staff = raw.get("staff_id")
+        st.staff_id = staff if isinstance(staff, str) and staff else None
+        st.paused = bool(raw.get("paused", False))
+        invites = raw.get("invites") or {}
+        for key, inv in invites.items() if isinstance(invites, dict) else ():
+            try:
+                st.invites[int(key)] = Invitation(float(inv["deadline"]), inv.get("staff_id"))
+            except (KeyError, TypeError, ValueError):
+                logger.warning("window state: invitation %r unreadable, dropped", key)
+        nxt = raw.get("next_invite")
+        if isinstance(nxt, int) and 1 <= nxt <= 0xFFFF:
+            st.next_invite = nxt
+        return st
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a pad command does to its window: the event it records and the state after."""
+
+    event: EventType
+    staff_after: Callable[[WindowState, Message], str | None]
+    paused_after: Callable[[WindowState, Message], bool]
+
+
+# The window state machine (docs/pads.md, "Window states"). A log-in clears a pause (staff
+# are back at the counter); a log-out leaves the pause as it was, and with nobody logged in
+# the pad shows 暂停服务 anyway (regulation art. 19: an unattended window shows it).
+TRANSITIONS: dict[type[Message], Transition] = {
+    Login: Transition(EventType.LOGIN, lambda st, m: m.staff_id, lambda st, m: False),
+    Logout: Transition(EventType.LOGOUT, lambda st, m: None, lambda st, m: st.paused),
+    Pause: Transition(EventType.PAUSED, lambda st, m: st.staff_id, lambda st, m: True),
+    Resume: Transition(EventType.RESUMED, lambda st, m: st.staff_id, lambda st, m: False),
+}
+
+
 class StateFile:
-    """``windows-state.json``: per window staff, paused, open invitations. Thread-safe."""
+    """``windows-state.json``: one :class:`WindowState` per window. Thread-safe."""
 
     def __init__(self, path: Path):
         self.path = path
-        # One lock for the file and every window dict in it: buses on different ports
-        # mutate their windows while another bus serialises the whole file.
+        # One lock for the file and every window in it: buses on different ports mutate
+        # their windows while another bus serialises the whole file.
         self.lock = threading.RLock()
-        self.data: dict[str, dict[str, Any]] = {}
+        self.windows: dict[str, WindowState] = {}
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            self.data = dict(raw.get("windows", {}))
+            for name, window in dict(raw.get("windows", {})).items():
+                self.windows[name] = WindowState.from_json(window)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             logger.error("window state %s unreadable (%s); starting empty", path, exc)
 
-    def window(self, name: str) -> dict[str, Any]:
+    def window(self, name: str) -> WindowState:
         with self.lock:
-            w = self.data.setdefault(name, {})
-            w.setdefault("staff_id", None)
-            w.setdefault("paused", False)
-            w.setdefault("invites", {})
-            w.setdefault("next_invite", random.randint(1, 0xFFFF))
-            return w
+            return self.windows.setdefault(name, WindowState())
 
     def save(self) -> None:
+        """Durably (agent/durable.py): the ack to a pad's LOGIN relies on this save."""
         with self.lock:
-            text = json.dumps({"v": 1, "windows": self.data}, ensure_ascii=False, indent=1)
-            tmp = self.path.with_suffix(".tmp")
+            doc = {"v": 1, "windows": {k: w.to_json() for k, w in self.windows.items()}}
+            text = json.dumps(doc, ensure_ascii=False, indent=1)
             try:
-                with tmp.open("w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                write_durably(self.path, text.encode("utf-8"))
             except OSError as exc:
                 # The events are in the outbox already; only the restart state is behind.
                 # The next state change writes it again.
@@ -198,7 +220,7 @@ class StateFile:
 @dataclass
 class PadState:
     cfg: PadSection
-    state: dict[str, Any]  # the persisted part (StateFile.window)
+    state: WindowState  # the persisted part (StateFile.window)
     last_seen: float = 0.0  # monotonic
     online: bool = True
     fault_reported: bool = False  # a device.fault is open for this pad
@@ -218,7 +240,7 @@ class PadBus:
         outbox: Outbox,
         settings: WindowsSection,
         state_file: StateFile,
-        roster: RosterNames,
+        roster: RosterWatch,
     ):
         self.port = port
         self.driver = driver
@@ -243,20 +265,11 @@ class PadBus:
         if up:
             self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
         for addr, pad in self.pads.items():
-            component = f"pad:{addr}"
             if up:
                 pad.last_seen = now  # give the pad 3 heartbeats to speak up
-                pad.online = True
-                if pad.fault_reported:
-                    pad.fault_reported = False
-                    self._record("device.recovered", {"component": component, "detail": detail})
-            elif not pad.fault_reported:
-                pad.fault_reported = True
-                pad.online = False
-                self._record(
-                    "device.fault",
-                    {"component": component, "detail": f"window {pad.cfg.window}: {detail}"},
-                )
+                self._set_online(addr, pad, True, detail)
+            else:
+                self._set_online(addr, pad, False, f"window {pad.cfg.window}: {detail}")
         if up:
             # Displays last: a write that fails raises to the link (a link fault) and must
             # not leave the pads after it half updated.
@@ -271,13 +284,7 @@ class PadBus:
             return
         pad.last_seen = time.monotonic()
         if not pad.online:
-            pad.online = True
-            if pad.fault_reported:
-                pad.fault_reported = False
-                self._record(
-                    "device.recovered",
-                    {"component": f"pad:{addr}", "detail": f"window {pad.cfg.window}: talking"},
-                )
+            self._set_online(addr, pad, True, f"window {pad.cfg.window}: talking")
         if isinstance(msg, Hello):
             # CONTRACT §4: HELLO resets the pad's seq window; the pad rebooted and lost its
             # clock and its display, so both are sent again.
@@ -318,95 +325,106 @@ class PadBus:
             limit = OFFLINE_AFTER_HEARTBEATS * self.settings.heartbeat_s
             for addr, pad in self.pads.items():
                 if pad.online and now - pad.last_seen > limit:
-                    pad.online = False
                     silent = now - pad.last_seen
                     logger.warning("pad %d (%s) silent for %.0f s", addr, pad.cfg.window, silent)
-                    if not pad.fault_reported:
-                        pad.fault_reported = True
-                        self._record(
-                            "device.fault",
-                            {
-                                "component": f"pad:{addr}",
-                                "detail": f"window {pad.cfg.window}: offline, no frame for "
-                                f"{silent:.0f} s (heartbeat {self.settings.heartbeat_s:g} s)",
-                            },
-                        )
+                    self._set_online(
+                        addr,
+                        pad,
+                        False,
+                        f"window {pad.cfg.window}: offline, no frame for "
+                        f"{silent:.0f} s (heartbeat {self.settings.heartbeat_s:g} s)",
+                    )
         if now >= self._next_invite_retry:
             self._expire_invites(now)
+
+    def _set_online(self, addr: int, pad: PadState, online: bool, detail: str) -> None:
+        """The one place a pad goes on- or offline: a change opens or closes its fault, once
+        (device.fault / device.recovered, component ``pad:<addr>``)."""
+        pad.online = online
+        if online == (not pad.fault_reported):
+            return  # no open fault to close, or one is open already
+        pad.fault_reported = not online
+        event = EventType.RECOVERED if online else EventType.FAULT
+        self._record(event, event_data(event, FaultData(component=f"pad:{addr}", detail=detail)))
 
     # --- frames that become events ---------------------------------------------------------
 
     def _handle_record(self, pad: PadState, addr: int, seq: int, msg: Message) -> None:
         window = pad.cfg.window
         st = pad.state
-        base = {"window": window, "pad": addr}
         if isinstance(msg, Expired):
             with self._lock:
-                inv = st["invites"].pop(str(msg.invite_id), None)
-            staff = inv["staff_id"] if inv else st["staff_id"]
-            data = {**base, "staff_id": staff, "invite_id": msg.invite_id or None}
+                inv = st.invites.pop(msg.invite_id, None)
+            staff = inv.staff_id if inv else st.staff_id
+            body = RatingExpiredData(
+                window=window, pad=addr, staff_id=staff, invite_id=msg.invite_id or None
+            )
             # invite_id 0 means "none": such a frame has nothing to share a key with.
             key = invite_key(self.port, addr, msg.invite_id) if msg.invite_id else None
-            ok = self._record_frame(pad, addr, seq, msg, "rating.expired", data, key)
+            event = EventType.RATING_EXPIRED
+            ok = self._record_frame(pad, addr, seq, msg, event, event_data(event, body), key)
             if ok is None and inv is not None:
                 with self._lock:
-                    st["invites"][str(msg.invite_id)] = inv  # not recorded: keep it open
+                    st.invites[msg.invite_id] = inv  # not recorded: keep it open
             elif inv is not None:
                 self.state_file.save()
             return
         if isinstance(msg, Rating):
-            labels = self.settings.reason_labels
-            reasons = []
-            if msg.level <= 2:  # CONTRACT §2: reasons for levels 1-2
-                for bit in range(16):
-                    if msg.reasons >> bit & 1:
-                        reasons.append(labels[bit] if bit < len(labels) else f"原因{bit}")
-            data = {
-                **base,
-                "staff_id": st["staff_id"],
-                "level": msg.level,
-                "label": LEVEL_LABELS[msg.level],
-                "reasons": reasons,
-                "invite_id": msg.invite_id or None,
-            }
-
-            def close_invite() -> None:
-                with self._lock:
-                    closed = st["invites"].pop(str(msg.invite_id), None)
-                if closed is not None:
-                    self.state_file.save()
-
-            self._record_frame(
-                pad, addr, seq, msg, "rating.submitted", data, on_commit=close_invite
-            )
+            self._handle_rating(pad, addr, seq, msg)
             return
-        if isinstance(msg, Login):
-            event, new = "window.login", {"staff_id": msg.staff_id, "paused": False}
-            staff = msg.staff_id
-        elif isinstance(msg, Logout):
-            event, new, staff = "window.logout", {"staff_id": None}, st["staff_id"]
-        elif isinstance(msg, Pause):
-            event, new, staff = "window.paused", {"paused": True}, st["staff_id"]
-        elif isinstance(msg, Resume):
-            event, new, staff = "window.resumed", {"paused": False}, st["staff_id"]
-        else:
+        transition = TRANSITIONS.get(type(msg))
+        if transition is None:
             logger.debug("pad %d: %r not handled", addr, msg)
             return
+        with self._lock:
+            staff_after = transition.staff_after(st, msg)
+            paused_after = transition.paused_after(st, msg)
+            # The event names who logged in, or who was at the window when it happened.
+            staff = staff_after or st.staff_id
 
         def apply() -> None:
             # Saved before the ack (a crash after the ack would otherwise lose a login the
             # pad will not resend). Applied for duplicates too: idempotent, and it heals a
             # crash between the outbox commit and the state save (the pad resends).
             with self._lock:
-                changed = any(st.get(k) != v for k, v in new.items())
-                st.update(new)
+                changed = (st.staff_id, st.paused) != (staff_after, paused_after)
+                st.staff_id, st.paused = staff_after, paused_after
             if changed:
                 self.state_file.save()
 
-        data = {**base, "staff_id": staff}
+        event = transition.event
+        data = event_data(event, WindowData(window=window, pad=addr, staff_id=staff))
         if self._record_frame(pad, addr, seq, msg, event, data, on_commit=apply) is None:
             return
         self._show(addr)
+
+    def _handle_rating(self, pad: PadState, addr: int, seq: int, msg: Rating) -> None:
+        st = pad.state
+        labels = self.settings.reason_labels
+        reasons = []
+        if msg.level <= 2:  # reasons are asked for 差评 only (levels 1-2)
+            for bit in range(16):
+                if msg.reasons >> bit & 1:
+                    reasons.append(labels[bit] if bit < len(labels) else f"原因{bit}")
+        body = RatingData(
+            window=pad.cfg.window,
+            pad=addr,
+            staff_id=st.staff_id,
+            level=msg.level,
+            label=LEVEL_LABELS[msg.level],
+            reasons=reasons,
+            invite_id=msg.invite_id or None,
+        )
+
+        def close_invite() -> None:
+            with self._lock:
+                closed = st.invites.pop(msg.invite_id, None)
+            if closed is not None:
+                self.state_file.save()
+
+        event = EventType.RATING
+        data = event_data(event, body)
+        self._record_frame(pad, addr, seq, msg, event, data, on_commit=close_invite)
 
     def _record_frame(
         self,
@@ -467,18 +485,17 @@ class PadBus:
             raise KeyError(f"window {window!r} has no pad on {self.port}")
         st = self.pads[addr].state
         with self._lock:
-            invite_id = int(st["next_invite"]) or 1
-            st["next_invite"] = invite_id % 0xFFFF + 1  # 1..65535, 0 means "none"
+            invite_id = st.next_invite or 1
+            st.next_invite = invite_id % 0xFFFF + 1  # 1..65535, 0 means "none"
         # The id is in use again (after a lap of 65535, or a lost state file restarting the
         # counter): the key of its previous use must not swallow this invitation's expiry.
         self.outbox.forget_dedupe(invite_key(self.port, addr, invite_id))
         with self._lock:
-            st["invites"][str(invite_id)] = {
-                "deadline": time.time() + self.settings.invite_timeout_s,
-                "staff_id": st["staff_id"],
-            }
+            st.invites[invite_id] = Invitation(
+                deadline=time.time() + self.settings.invite_timeout_s, staff_id=st.staff_id
+            )
         self.state_file.save()
-        name = fit_text(self.roster.name(st["staff_id"]), 62)
+        name = fit_text(self.roster.name(st.staff_id), 62)
         self.driver.send(addr, Invite(invite_id, name))
         return invite_id
 
@@ -487,20 +504,18 @@ class PadBus:
         for addr, pad in self.pads.items():
             st = pad.state
             with self._lock:
-                due = [(k, v) for k, v in st["invites"].items() if v["deadline"] <= wall]
+                due = [(k, v) for k, v in st.invites.items() if v.deadline <= wall]
             for invite_id, inv in due:
-                data = {
-                    "window": pad.cfg.window,
-                    "pad": addr,
-                    "staff_id": inv.get("staff_id"),
-                    "invite_id": int(invite_id),
-                }
-                key = invite_key(self.port, addr, int(invite_id))
-                if not self._record("rating.expired", data, key):
+                body = RatingExpiredData(
+                    window=pad.cfg.window, pad=addr, staff_id=inv.staff_id, invite_id=invite_id
+                )
+                key = invite_key(self.port, addr, invite_id)
+                event = EventType.RATING_EXPIRED
+                if not self._record(event, event_data(event, body), key):
                     self._next_invite_retry = now + 1.0
                     return
                 with self._lock:
-                    st["invites"].pop(invite_id, None)
+                    st.invites.pop(invite_id, None)
                 self.state_file.save()
                 logger.info("invite %s at %s expired", invite_id, pad.cfg.window)
 
@@ -518,9 +533,9 @@ class PadBus:
 
     def display_text(self, addr: int) -> str:
         st = self.pads[addr].state
-        if st["paused"] or not st["staff_id"]:
+        if st.paused or not st.staff_id:
             return PAUSED_TEXT
-        return fit_text(self.roster.name(st["staff_id"]))
+        return fit_text(self.roster.name(st.staff_id))
 
     def _show(self, addr: int) -> None:
         self.driver.send(addr, Display(self.display_text(addr)))
@@ -530,8 +545,8 @@ class PadBus:
             str(addr): {
                 "window": p.cfg.window,
                 "online": p.online,
-                "staff_id": p.state["staff_id"],
-                "paused": p.state["paused"],
+                "staff_id": p.state.staff_id,
+                "paused": p.state.paused,
                 **p.counts,
             }
             for addr, p in self.pads.items()
@@ -612,7 +627,7 @@ def window_worker_factories(
     data_dir = Path(cfg.device.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     state_file = StateFile(data_dir / "windows-state.json")
-    roster = RosterNames(data_dir / "roster.json")
+    roster = RosterWatch(data_dir)
     factories: dict[str, Callable[[], Worker]] = {}
     for port, pads in group_by_port(cfg.pad).items():
 

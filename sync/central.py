@@ -501,7 +501,7 @@ class Collector:
         self.roster_rounds += 1
 
     def _republish(self, stored: StoredRoster) -> bool:
-        from sync.downlink import RosterError, validate_roster
+        from contract import RosterError, validate_roster
 
         topic = f"{self.prefix}/{stored.site}/roster"
         try:

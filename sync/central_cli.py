@@ -159,7 +159,7 @@ def _open(cfg: CentralConfig) -> Any:
 def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
     if args.roster_command == "show":
         return cmd_roster_show(cfg, args)
-    from sync.downlink import RosterError, parse_roster, validate_roster
+    from contract import RosterError, parse_roster, validate_roster
     from sync.store import RosterVersionError
 
     site = _site(args)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import Outbox
-from sync.downlink import RosterError, RosterKeeper, load_roster, parse_roster, validate_roster
+from agent.roster import load_roster
+from contract import RosterError, parse_roster, validate_roster
+from sync.downlink import RosterKeeper
 from sync.testing import Mosquitto, agent_config, mosquitto_pub, wait_for
 from sync.uplink import Uplink
 
@@ -204,7 +206,5 @@ def test_keeper_survives_a_roster_it_cannot_write(tmp_path):
     ],
 )
 def test_roster_values_no_store_can_hold_are_refused(change, where):
-    from sync.downlink import RosterError, validate_roster
-
     with pytest.raises(RosterError, match=re.escape(where)):
         validate_roster({"v": 1, "version": 1, "staff": [], **change})

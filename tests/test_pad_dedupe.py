@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from agent.config import PadSection, WindowsSection
 from agent.outbox import Outbox
-from agent.windows import PadBus, RosterNames, StateFile
+from agent.roster import RosterWatch
+from agent.windows import PadBus, StateFile
 from drivers.pad.codec import Ack, Heartbeat, Hello, Message, Rating
 
 
@@ -79,7 +80,7 @@ def test_every_rating_recorded_once_whatever_the_pad_and_agent_do(
                 outbox,
                 WindowsSection(),
                 StateFile(data / "windows-state.json"),
-                RosterNames(data / "roster.json"),
+                RosterWatch(data),
             )
             return bus, driver
 
@@ -143,7 +144,7 @@ def test_a_new_frame_reusing_a_seq_is_recorded_and_a_resend_is_not(tmp_path: Pat
         outbox,
         WindowsSection(),
         StateFile(tmp_path / "windows-state.json"),
-        RosterNames(tmp_path / "roster.json"),
+        RosterWatch(tmp_path),
     )
     bus.on_message(1, 0, Hello("FW1"))
     bus.on_message(1, 1, Rating(5, 0, 0))  # citizen A

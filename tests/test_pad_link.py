@@ -195,7 +195,7 @@ def test_bad_payload_and_foreign_address_are_counted_not_acked(
     assert agent.bus.health()["link"]["bad_payload"] == 3
     assert events(outbox, "rating.submitted") == []
     assert events(outbox, "window.login") == []
-    assert agent.bus.pads[1].state["staff_id"] is None
+    assert agent.bus.pads[1].state.staff_id is None
 
 
 def test_several_pads_on_one_bus_and_one_usb_port_per_pad(

@@ -12,6 +12,7 @@ import serial
 from agent import windows
 from agent.config import ConfigError, PadSection, WindowsSection
 from agent.outbox import Outbox
+from agent.roster import RosterWatch
 from drivers.pad.codec import Ack, Expired
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
@@ -139,7 +140,7 @@ def test_invite_unanswered_expires_and_answered_invite_does_not(
         answered = agent.bus.invite("A03")
         assert pad.wait_for(lambda g: g.invites and g.invites[-1] == (answered, "张三"))
         assert pad.rate(2, [5], invite=answered).acked
-        assert agent.bus.pads[1].state["invites"] == {}  # closed: it cannot expire any more
+        assert agent.bus.pads[1].state.invites == {}  # closed: it cannot expire any more
         ignored = agent.bus.invite("A03")
         assert ignored != answered and ignored != 0
         wait_until(lambda: events(outbox, "rating.expired"), timeout=10)
@@ -172,8 +173,8 @@ def test_pad_expired_and_agent_timeout_record_one_expiry(
         # Crash between the commit and the state save: the invitation is still open on disk
         # and the agent's timer fires for it later. The shared invite key keeps it single.
         state = agent.bus.pads[1].state
-        state["invites"][str(invite_id)] = {"deadline": time.time() - 1, "staff_id": None}
-        wait_until(lambda: state["invites"] == {})
+        state.invites[invite_id] = windows.Invitation(deadline=time.time() - 1, staff_id=None)
+        wait_until(lambda: state.invites == {})
         assert len(events(outbox, "rating.expired")) == 1
     finally:
         agent.stop()
@@ -419,7 +420,7 @@ def test_a_failed_display_write_on_link_up_leaves_no_pad_half_recovered(
         outbox,
         WindowsSection(),
         windows.StateFile(tmp_path / "windows-state.json"),
-        windows.RosterNames(tmp_path / "roster.json"),
+        RosterWatch(tmp_path),
     )
     bus.on_link(False, "unplugged")
     assert len(events(outbox, "device.fault")) == 2
@@ -455,11 +456,11 @@ def test_an_invite_id_issued_again_expires_again(tmp_path: Path, outbox: Outbox)
             outbox,
             WindowsSection(),
             windows.StateFile(tmp_path / state_file),
-            windows.RosterNames(tmp_path / "roster.json"),
+            RosterWatch(tmp_path),
         )
 
     def let_it_expire(bus: windows.PadBus, invite_id: int) -> None:
-        bus.pads[1].state["invites"][str(invite_id)]["deadline"] = 0.0  # the timeout passed
+        bus.pads[1].state.invites[invite_id].deadline = 0.0  # the timeout passed
         bus.on_tick(time.monotonic())
 
     bus = new_bus("windows-state.json")
@@ -468,7 +469,7 @@ def test_an_invite_id_issued_again_expires_again(tmp_path: Path, outbox: Outbox)
     # The state file is lost (a restored backup, a wiped data_dir but for the outbox): the
     # invite counter starts again and hands out the same id within the day.
     bus = new_bus("windows-state-new.json")
-    bus.pads[1].state["next_invite"] = first
+    bus.pads[1].state.next_invite = first
     assert bus.invite("B01") == first
     let_it_expire(bus, first)
     assert [e["data"]["invite_id"] for e in events(outbox, "rating.expired")] == [first, first]
