@@ -49,7 +49,7 @@ from agent.outbox import Outbox, OutboxError
 
 if TYPE_CHECKING:
     from agent.gallery import Gallery
-    from agent.schedule import Schedule
+    from contract.schedule import Schedule
     from drivers.camera import Frame
     from drivers.faces import FaceEngine
 
@@ -321,7 +321,7 @@ def run_loop(
     """
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
-    from agent.schedule import Schedule
+    from contract.schedule import Schedule
     from drivers.camera import Camera
 
     cfg = AttendanceSection.model_validate(spec["attendance"])
@@ -634,7 +634,7 @@ class AttendanceWorker:
     def start(self) -> None:
         self._activity = time.monotonic()
         assert self.cfg.attendance is not None
-        from agent.schedule import warn_calendar_gaps
+        from contract.schedule import warn_calendar_gaps
 
         # In the parent's log too, not only the recognition child's (review 2, finding 10).
         warn_calendar_gaps(

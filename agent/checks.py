@@ -177,7 +177,7 @@ def probe_calendar(cfg: AgentConfig, today: date | None = None) -> list[ProbeRes
     """Kiosks: does chinesecalendar (or the config) know this year's holidays (and next)?"""
     if cfg.attendance is None:
         return []
-    from agent.schedule import calendar_advice, calendar_gaps
+    from contract.schedule import calendar_advice, calendar_gaps
 
     if today is None:
         today = datetime.now(ZoneInfo(cfg.device.timezone)).date()

@@ -13,19 +13,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.cli_common import (
+from agent.config import (
+    DEFAULT_AGENT_CONFIG,
+    AgentConfig,
+    agent_schema,
+    load_agent_config,
+)
+from sync.cli_common import (
     EX_TEMPFAIL,
     CliError,
     add_common_options,
     run_command,
     setup_logging,
-)
-from agent.config import (
-    DEFAULT_AGENT_CONFIG,
-    AgentConfig,
-    agent_schema,
-    central_schema,
-    load_agent_config,
 )
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -228,7 +227,12 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    schema = central_schema() if args.central else agent_schema()
+    if args.central:
+        from central.config import central_schema  # pydantic only: no collector code
+
+        schema = central_schema()
+    else:
+        schema = agent_schema()
     print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0
 

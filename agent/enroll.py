@@ -44,7 +44,7 @@ class EnrollError(Exception):
 
 
 def _cli_error(message: str, code: int = 1) -> Exception:
-    from agent.cli_common import CliError
+    from sync.cli_common import CliError
 
     return CliError(message, code)
 

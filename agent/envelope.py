@@ -18,23 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-ClockState = Literal["synced", "unsynced"]
+from contract import EVENT_TYPES
 
-EVENT_TYPES = frozenset(
-    {
-        "attendance.punch",
-        "attendance.rejected",
-        "rating.submitted",
-        "rating.expired",
-        "window.login",
-        "window.logout",
-        "window.paused",
-        "window.resumed",
-        "device.fault",
-        "device.recovered",
-        "device.test",
-    }
-)
+ClockState = Literal["synced", "unsynced"]
 
 # A device clock earlier than this cannot be right (the software did not exist yet): the RTC
 # was lost, e.g. after a power cut, and the kiosk would stamp 1970 (DESIGN.md, "Clocks").
@@ -159,7 +145,9 @@ def make_event(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type!r}; expected one of CONTRACT §2")
+        raise ValueError(
+            f"unknown event type {event_type!r}; expected one of {sorted(EVENT_TYPES)}"
+        )
     moment = (at or datetime.now(tz)).astimezone(tz)
     return {
         "id": event_id or str(uuid7()),

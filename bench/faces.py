@@ -102,7 +102,7 @@ def score(punches: list[tuple[str, float]]) -> tuple[float, int]:
 def make_pipeline(emit, liveness: str = "off"):
     from agent.attendance import AttendancePipeline, build_engine, wall_clock_for
     from agent.config import AttendanceSection
-    from agent.schedule import Schedule
+    from contract.schedule import Schedule
 
     att = AttendanceSection(
         camera="bench", realtime=False, debounce_s=DEBOUNCE_S, liveness=liveness

@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.outbox import Outbox  # noqa: E402
+from central.store import open_store  # noqa: E402
 from sync.ping import measure  # noqa: E402
-from sync.store import open_store  # noqa: E402
-from sync.testing import (  # noqa: E402
+from sync.uplink import Uplink  # noqa: E402
+from tests.support import (  # noqa: E402
     PG_URL,
     Mosquitto,
     agent_config,
@@ -46,7 +47,6 @@ from sync.testing import (  # noqa: E402
     pg_schema,
     wait_for,
 )
-from sync.uplink import Uplink  # noqa: E402
 
 RATING = {
     "window": "A03",
@@ -75,7 +75,7 @@ def start_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: st
     # Create the schema before the collector subscribes, so its start-up is not timed.
     open_store(store_url, schema).close()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "run"],
         cwd=ROOT,
         stderr=open(workdir / "central.log", "wb"),  # noqa: SIM115
     )

@@ -12,6 +12,7 @@ import pytest
 
 from agent.config import AgentConfig, load_agent_config
 from agent.outbox import Outbox
+from tests.support import Mosquitto, central_config
 
 MQTT_HOST = os.environ.get("HALL_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("HALL_TEST_MQTT_PORT", "1883"))
@@ -65,3 +66,23 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
     )
     yield box
     box.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of the test's own on a free port (tests/support.py), stopped afterwards."""
+    with Mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def collector(tmp_path: Path, broker: Mosquitto):
+    """A running central collector on an SQLite store in tmp_path, subscribed to ``broker``."""
+    from central.collector import Collector
+
+    c = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    c.start()
+    # The subscription is made in on_connect; connected means subscribed.
+    assert c.wait_connected(10)
+    yield c
+    c.stop()

@@ -35,7 +35,7 @@ from agent.attendance import (
 from agent.config import AttendanceSection, load_agent_config
 from agent.gallery import gallery_path
 from agent.outbox import Outbox
-from agent.schedule import Schedule
+from contract.schedule import Schedule
 from drivers.camera import Camera
 from tests import media
 from tests.media import Actor
@@ -343,7 +343,7 @@ def test_pad_only_startup_never_loads_the_vision_stack() -> None:
     code = (
         "import sys, importlib\n"
         "import agent.runtime, agent.cli, agent.checks, agent.config, agent.supervisor\n"
-        "import agent.attendance, agent.schedule\n"
+        "import agent.attendance, contract.schedule\n"
         "for m in ('agent.windows', 'sync.uplink'):\n"
         "    try:\n"
         "        importlib.import_module(m)\n"

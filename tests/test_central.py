@@ -1,4 +1,4 @@
-"""sync/central.py: batch validation, and a real collector fed by mosquitto_pub (a peer).
+"""central/collector.py: batch validation, and a real collector fed by mosquitto_pub (a peer).
 
 The peer tests build batches and read acks with the Mosquitto command-line clients, so the
 topics and payloads of CONTRACT §3 are checked against code that is not ours.
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from agent.envelope import uuid7
-from sync.central import Collector, check_batch
-from sync.store import open_store
-from sync.testing import (
+from central.collector import Collector, check_batch
+from central.store import open_store
+from tests.support import (
     PG_URL,
     Mosquitto,
     central_config,
@@ -27,7 +27,7 @@ from sync.testing import (
     pg_schema,
     wait_for,
 )
-from sync.testing import mosquitto_pub as peer_pub
+from tests.support import mosquitto_pub as peer_pub
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hall/jiedong/pad-a03/events"
@@ -138,7 +138,8 @@ def test_over_limit_batches_are_taken_in_part_never_rejected():
 
 
 def test_default_limits_take_any_batch_the_agent_may_send():
-    from agent.config import CentralSection, SyncSection
+    from agent.config import SyncSection
+    from central.config import CentralSection
 
     def bound(model, name, kind):
         return next(getattr(m, kind) for m in model.model_fields[name].metadata if hasattr(m, kind))
@@ -245,23 +246,6 @@ def test_bad_topic_cannot_be_acked():
 # --- a real collector on a real broker, fed by the Mosquitto clients ------------------------
 
 
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
-
-
-@pytest.fixture
-def collector(tmp_path, broker):
-    cfg = central_config(f"sqlite:///{tmp_path}/hall.db", broker.url)
-    c = Collector(cfg)
-    c.start()
-    assert c.wait_connected(5)
-    # The subscription is made in on_connect; one round trip through the broker proves it.
-    yield c
-    c.stop()
-
-
 def mosquitto_pub(broker, topic, payload: bytes, retain=False):
     peer_pub(broker.port, topic, payload, retain=retain)
 
@@ -347,7 +331,7 @@ def test_devices_command_shows_retained_status(collector, broker, tmp_path):
         f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n'
     )
     out = subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices", "--json"],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -358,7 +342,7 @@ def test_devices_command_shows_retained_status(collector, broker, tmp_path):
     assert rows["kiosk-01"]["dead_letter"] == 2
     assert rows["probe-00"]["last_event_at"].startswith("2026-11-26T09:12:03")
     text = subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -371,7 +355,7 @@ def test_central_cli_config_error_exits_78(tmp_path):
     conf = tmp_path / "central.toml"
     conf.write_text('[store]\nurl = "mysql://x"\n')
     r = subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -411,7 +395,7 @@ def test_report_ratings(tmp_path, store_conf):
         [
             sys.executable,
             "-m",
-            "sync.central_cli",
+            "central.cli",
             "-c",
             str(conf),
             "report",
@@ -445,7 +429,7 @@ def test_nul_in_data_is_rejected_on_every_store():
 def test_every_hall_central_command_has_help():
     import argparse
 
-    from sync.central_cli import build_parser
+    from central.cli import build_parser
 
     def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
         missing = []
@@ -509,7 +493,7 @@ def test_check_batch_never_raises_on_mangled_batches(mangle):
 
 def test_store_password_comes_from_password_file(tmp_path):
     """Review 9 / CONTRACT §5: secrets from *_file keys; the collector passes it to libpq."""
-    from agent.config import ConfigError, load_central_config
+    from central.config import ConfigError, load_central_config
 
     if not pg_available():
         pytest.skip("PostgreSQL not reachable")
@@ -529,7 +513,7 @@ def test_store_password_comes_from_password_file(tmp_path):
         finally:
             collector.store.close()
         r = subprocess.run(
-            [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+            [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -556,7 +540,7 @@ def test_store_url_with_inline_password_is_refused_without_echoing_it(tmp_path, 
     conf = tmp_path / "central.toml"
     conf.write_text(f'[store]\nurl = "{url}"\n')
     r = subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "devices"],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -580,7 +564,7 @@ ROSTER = {
 
 def central(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), *args],
+        [sys.executable, "-m", "central.cli", "-c", str(conf), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -716,7 +700,7 @@ def test_collector_republishes_stored_rosters_after_the_broker_lost_them(tmp_pat
         assert retained_rosters(broker, 1, timeout=1) == {}  # lost, and no collector running
         conf = write_conf(tmp_path, broker, store_text)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+            [sys.executable, "-m", "central.cli", "-c", str(conf), "run"],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

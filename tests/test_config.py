@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
-    ConfigError,
-    agent_schema,
-    central_schema,
-    load_agent_config,
-    load_central_config,
-)
+from agent.config import ConfigError, agent_schema, load_agent_config
+from central.config import central_schema, load_central_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import contract as c
-
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = {"agent", "drivers", "sync", "central", "tests"}
-
-
-def test_contract_is_a_leaf_module():
-    tree = ast.parse((ROOT / "contract.py").read_text(encoding="utf-8"))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & PROJECT_PACKAGES, imported
 
 
 def test_every_event_type_has_a_data_model():

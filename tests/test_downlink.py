@@ -16,8 +16,8 @@ from agent.outbox import Outbox
 from agent.roster import load_roster
 from contract import RosterError, parse_roster, validate_roster
 from sync.downlink import RosterKeeper
-from sync.testing import Mosquitto, agent_config, mosquitto_pub, wait_for
 from sync.uplink import Uplink
+from tests.support import Mosquitto, agent_config, mosquitto_pub, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_roster_publish_reaches_the_device_and_bad_one_is_ignored(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "sync.central_cli",
+                "central.cli",
                 "-c",
                 str(conf),
                 "roster",
@@ -160,7 +160,7 @@ def test_roster_publish_refuses_an_invalid_file(tmp_path):
         [
             sys.executable,
             "-m",
-            "sync.central_cli",
+            "central.cli",
             "-c",
             str(conf),
             "roster",

@@ -1,6 +1,6 @@
 """sync/mqtt.py: client construction, backoff, probe, and the shipped broker ACL.
 
-Real Mosquitto processes on free ports (sync.testing.Mosquitto); no mocked broker.
+Real Mosquitto processes on free ports (tests.support.Mosquitto); no mocked broker.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client, probe_connect
-from sync.testing import (
+from tests.support import (
     Mosquitto,
     agent_config,
     free_port,
@@ -24,12 +24,6 @@ from sync.testing import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture

@@ -12,30 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from sync.central import Collector
-from sync.testing import Mosquitto, central_config, free_port, wait_for
 from sync.uplink import uplink_running
+from tests.support import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = re.compile(
     r"(\d+) acked by the centre: p50 ([\d.]+) ms, p95 ([\d.]+) ms, max ([\d.]+) ms, rate (\d+)/s"
 )
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
-
-
-@pytest.fixture
-def collector(tmp_path, broker):
-    c = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
-    c.start()
-    assert c.wait_connected(10)
-    yield c
-    c.stop()
 
 
 def write_conf(tmp_path: Path, url: str) -> Path:

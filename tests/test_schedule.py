@@ -1,4 +1,4 @@
-"""agent/schedule.py: CONTRACT §1 hours, holidays and 调休 from chinesecalendar, overrides."""
+"""contract/schedule.py: CONTRACT §1 hours, holidays and 调休 from chinesecalendar, overrides."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import ConfigError, ScheduleSection, load_agent_config
-from agent.schedule import Schedule, month_summary, rule_for_role
+from contract.schedule import Schedule, month_summary, rule_for_role
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -229,7 +229,7 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
     # Review 2, finding 10: a year chinesecalendar does not know silently became plain
     # Mon-Fri. The installed package knows 2026 (and years before), not 2031.
     from agent.checks import probe_calendar
-    from agent.schedule import calendar_gaps, calendar_knows, warn_calendar_gaps
+    from contract.schedule import calendar_gaps, calendar_knows, warn_calendar_gaps
 
     assert calendar_knows(2026) and not calendar_knows(2031)
     known = max(y for y in range(2026, 2040) if calendar_knows(y))

@@ -1,4 +1,4 @@
-"""sync/store.py against real SQLite files and the real PostgreSQL (own schema per run).
+"""central/store.py against real SQLite files and the real PostgreSQL (own schema per run).
 
 The tables and views are also read back with the ``sqlite3`` and ``psql`` command-line tools:
 a peer that does not share this project's code (CONTRACT §6).
@@ -16,8 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sync import testing
-from sync.store import (
+from central.store import (
     PG_MIGRATIONS,
     SCHEMA_VERSION,
     SQLITE_MIGRATIONS,
@@ -29,7 +28,8 @@ from sync.store import (
     open_store,
     roster_json,
 )
-from sync.testing import PG_URL, pg_available
+from sync import testing
+from tests.support import PG_URL, pg_available
 
 TZ = timezone(timedelta(hours=8))
 

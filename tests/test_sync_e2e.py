@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import Outbox
-from sync.central import Collector
-from sync.testing import (
+from central.collector import Collector
+from sync.uplink import Uplink
+from tests.support import (
     PG_URL,
     Mosquitto,
     agent_config,
@@ -32,7 +33,6 @@ from sync.testing import (
     pg_schema,
     wait_for,
 )
-from sync.uplink import Uplink
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -249,7 +249,7 @@ BURST = textwrap.dedent(
     """
     import sys, threading
     from agent.outbox import Outbox
-    from sync.testing import agent_config
+    from tests.support import agent_config
     from sync.uplink import Uplink
 
     data_dir, url = sys.argv[1], sys.argv[2]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import Outbox
-from sync.central import Collector
-from sync.testing import (
+from central.collector import Collector
+from sync.uplink import Uplink, uplink_worker_factories
+from tests.support import (
     Mosquitto,
     agent_config,
     central_config,
@@ -22,18 +23,11 @@ from sync.testing import (
     mosquitto_sub_args,
     wait_for,
 )
-from sync.uplink import Uplink, uplink_worker_factories
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_sub") is None, reason="needs mosquitto_pub/mosquitto_sub"
 )
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture
@@ -235,7 +229,7 @@ def test_end_to_end_with_collector_and_factory(tmp_path, broker):
 
 def test_offline_backlog_stays_in_the_outbox_not_in_paho(tmp_path):
     """Days offline: nothing is handed to paho while disconnected; its queue is bounded."""
-    from sync.testing import free_port
+    from tests.support import free_port
 
     cfg = agent_config(
         tmp_path / "data", f"mqtt://127.0.0.1:{free_port()}", sync={"max_in_flight": 3}

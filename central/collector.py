@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent.config import CentralConfig
-from agent.envelope import EVENT_TYPES
+from central.config import CentralConfig
+from central.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
+from contract import EVENT_TYPES
 from sync.mqtt import MqttLink
-from sync.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
 
 logger = logging.getLogger(__name__)
 

@@ -286,7 +286,7 @@ def central_config(
     password: str | None = None,
     **store: str,
 ):
-    from agent.config import CentralConfig
+    from central.config import CentralConfig
 
     cfg = CentralConfig.model_validate(
         {

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.cli_common import CliError, add_common_options, run_command, setup_logging
-from agent.config import DEFAULT_CENTRAL_CONFIG, ID_PATTERN, CentralConfig, load_central_config
+from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
+from contract import ID_PATTERN
+from sync.cli_common import CliError, add_common_options, run_command, setup_logging
 
 logger = logging.getLogger("hall-central")
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
-    from sync.central import run_collector
+    from central.collector import run_collector
 
     stop = threading.Event()
 
@@ -107,8 +108,8 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
     """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
     import os
 
+    from central.store import roster_json
     from sync.mqtt import MqttLink
-    from sync.store import roster_json
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
     link = MqttLink(cfg.mqtt, f"{cfg.central.id}-roster-{os.getpid()}", name="roster")
@@ -127,7 +128,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
             done.set()
 
         link.client.on_publish = on_publish
-        # The canonical text the store keeps and the collector republishes (sync.store).
+        # The canonical text the store keeps and the collector republishes (central.store).
         payload = roster_json(roster).encode("utf-8")
         info = link.publish(topic, payload, qos=1, retain=True)
         if not done.wait(timeout):
@@ -151,7 +152,7 @@ def _site(args: argparse.Namespace) -> str:
 
 
 def _open(cfg: CentralConfig) -> Any:
-    from sync.store import open_store
+    from central.store import open_store
 
     return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
 
@@ -159,8 +160,8 @@ def _open(cfg: CentralConfig) -> Any:
 def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
     if args.roster_command == "show":
         return cmd_roster_show(cfg, args)
+    from central.store import RosterVersionError
     from contract import RosterError, parse_roster, validate_roster
-    from sync.store import RosterVersionError
 
     site = _site(args)
     if args.file is None:
@@ -247,7 +248,7 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
-    from sync.store import open_store
+    from central.store import open_store
 
     with open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password) as store:
         rows = store.devices()
@@ -291,7 +292,7 @@ LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意
 def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     import re
 
-    from sync.store import PostgresStore, open_store
+    from central.store import PostgresStore, open_store
 
     if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", args.month):
         raise CliError(f"report --month: expected YYYY-MM, got {args.month!r}", 2)

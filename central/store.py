@@ -165,7 +165,7 @@ _PG_V1 = [
         last_received_at timestamptz,
         PRIMARY KEY (site, device)
     )""",
-    # Casts through numeric: the collector checks these are JSON numbers (sync/central.py).
+    # Casts through numeric: the collector checks these are JSON numbers (central/collector.py).
     """CREATE VIEW punches AS SELECT
         id, site, device, seq, at, clock, received_at,
         data->>'staff_id' AS staff_id,
@@ -559,7 +559,7 @@ class PostgresStore(Store):
             # Under the lock: CREATE SCHEMA IF NOT EXISTS itself races between collectors.
             c.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
             if self.schema:
-                # The schema name is validated by agent.config.StoreSection (pattern).
+                # The schema name is validated by central.config.StoreSection (pattern).
                 c.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 c.execute(f'SET search_path TO "{self.schema}"')
             c.execute("CREATE TABLE IF NOT EXISTS hall_schema (version integer NOT NULL)")

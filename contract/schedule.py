@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from agent.config import HoursSection, ScheduleSection
+from contract.config import HoursSection, ScheduleSection
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from agent import __version__
-from agent.config import EX_CONFIG, ConfigError
+from contract import __version__
+from contract.config import EX_CONFIG, ConfigError
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later (e.g. disk below the free-space floor)
 

@@ -1,9 +1,12 @@
 """The hall's contract in code: event types and their data, ids, topics (docs/topics.md).
 
-This is a leaf module: it imports nothing of the project, so the device agent, the drivers,
-the uplink, the central collector, the store's views and the reports can all depend on it and
-on nothing else for the shared vocabulary. A change here is a change of the wire format:
-bump ``PAYLOAD_VERSION`` and say so in docs/topics.md.
+``contract`` is the leaf of the project: it imports nothing of it, so the device agent, the
+drivers, the uplink, the central collector, the store's views and the reports all take the
+shared vocabulary from here. This module holds the events, ids, topics and the roster
+payload; :mod:`contract.config` the rules every config file follows (docs/config.md), and
+:mod:`contract.schedule` the hall's hours and working days (regulation, docs/attendance.md).
+A change here is a change of the wire format: bump ``PAYLOAD_VERSION`` and say so in
+docs/topics.md.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+__version__ = "0.1.0"  # of the software; the status payload carries it
 PAYLOAD_VERSION = 1  # the "v" of every MQTT payload (docs/topics.md)
 
 # --- identifiers -------------------------------------------------------------------------------

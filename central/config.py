@@ -1,0 +1,108 @@
+"""The central collector's config (``/etc/hall-agent/central.toml``, docs/config.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import Field, PrivateAttr, field_validator
+
+from contract import ID_PATTERN
+from contract.config import (
+    ConfigError,
+    MqttSection,
+    Section,
+    check_mqtt_files,
+    parse_model,
+    read_secret_file,
+    read_toml,
+    redact_url,
+)
+
+DEFAULT_CENTRAL_CONFIG = Path("/etc/hall-agent/central.toml")
+
+
+class StoreSection(Section):
+    url: str = Field(
+        "sqlite:////var/lib/hall-central/hall.db",
+        description="sqlite:////abs/path.db or postgresql://user@host/db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not (
+            value.startswith("sqlite:///") or value.startswith(("postgresql://", "postgres://"))
+        ):
+            raise ValueError(
+                f"expected sqlite:///PATH or postgresql://…, got {redact_url(value)!r}"
+            )
+        # CONTRACT §5: secrets come from *_file keys, never inline. Never echo the URL here.
+        parts = urlsplit(value)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError(
+                "expected no password in the URL (CONTRACT §5: secrets are never inline); "
+                "put it in a file readable only by the collector and set store.password_file"
+            )
+        return value
+
+    password_file: Path | None = Field(
+        None, description="PostgreSQL only: file holding the password; not readable by others"
+    )
+
+    _password: str | None = PrivateAttr(None)
+
+    @property
+    def password(self) -> str | None:
+        """The password read from ``password_file`` at load time (never logged)."""
+        return self._password
+
+    # PostgreSQL only: the schema holding the tables (created if missing). Lets several
+    # collectors or test runs share one database without touching each other's tables.
+    pg_schema: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema for the tables (default: the search_path's first)",
+    )
+
+
+class CentralSection(Section):
+    id: str = Field("central", pattern=ID_PATTERN, description="Collector id (client id prefix)")
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone for reports")
+    # CONTRACT §3 leaves the limits open; a batch holds at most sync.batch_size (≤ 5000)
+    # events, a few hundred bytes each, so 4 MiB leaves room without inviting abuse.
+    max_payload_kb: int = Field(
+        4096, ge=16, le=262144, description="Larger event batches are rejected"
+    )
+    max_batch_events: int = Field(
+        5000, ge=1, le=100000, description="Batches with more events are rejected"
+    )
+
+
+class CentralConfig(Section):
+    central: CentralSection = Field(default_factory=CentralSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+
+
+def load_central_config(path: str | os.PathLike[str]) -> CentralConfig:
+    p = Path(path)
+    cfg = parse_model(CentralConfig, read_toml(p), str(p))
+    check_mqtt_files(cfg.mqtt, str(p))
+    if cfg.store.password_file is not None:
+        if cfg.store.url.startswith("sqlite:"):
+            raise ConfigError(
+                [f"{p}: store.password_file: only for a postgresql:// store; remove it"]
+            )
+        cfg.store._password = read_secret_file(
+            cfg.store.password_file, str(p), "store.password_file"
+        )
+    return cfg
+
+
+def central_schema() -> dict[str, Any]:
+    schema = CentralConfig.model_json_schema()
+    schema["title"] = "hall-central collector config (central.toml)"
+    return schema

@@ -1,0 +1,68 @@
+"""The package boundaries of README.md "Layout": who may import whom.
+
+- ``contract`` is the leaf: it imports nothing of the project.
+- ``drivers`` talk to hardware only: they import ``contract`` at most.
+- ``central`` runs on a server without the device's code: never ``agent`` (not even through
+  ``sync``), and no device-only library (pyserial, sqlite-utils, cv2, dlib).
+- A window (pad-only) device never loads the vision stack.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"agent", "central", "contract", "drivers", "sync"}
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """{module file: project packages it imports}, statically, lazy imports included."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names & PROJECT - {package}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [("contract", set()), ("drivers", {"contract"}), ("central", {"contract", "sync"})],
+)
+def test_static_imports_stay_inside_the_boundaries(package: str, allowed: set[str]) -> None:
+    bad = {f: sorted(names - allowed) for f, names in _imports(package).items() if names - allowed}
+    assert not bad, f"{package} may import only {sorted(allowed)}: {bad}"
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
+
+
+def test_the_central_program_loads_no_device_code() -> None:
+    loaded = _loaded_after(
+        "import central.cli, central.collector, central.store, central.config\n"
+        "central.cli.build_parser()"
+    )
+    assert not loaded & {"agent", "drivers", "serial", "sqlite_utils", "cv2", "dlib"}, loaded
+
+
+def test_a_pad_only_agent_loads_no_vision_stack() -> None:
+    loaded = _loaded_after(
+        "import agent.cli, agent.runtime, agent.windows, drivers.pad.link, sync.uplink\n"
+        "agent.cli.build_parser()"
+    )
+    assert not loaded & {"cv2", "dlib", "face_recognition", "central"}, loaded
