@@ -4,7 +4,8 @@ One :class:`PadBus` per serial port (an RS-485 bus with several addresses or one
 run by a :class:`PadBusWorker` under the supervisor. The bus handler runs inside the driver's
 I/O thread and does only light work there: an outbox commit, a small JSON state file, a dict
 lookup for the staff name. Recognition and network I/O live in other workers, so the ack
-latency does not depend on them (issue 4: p99 < 50 ms with a kiosk pipeline running).
+latency does not depend on them (docs/pads.md "Threads and latency": p99 < 50 ms with a
+kiosk pipeline running).
 
 Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
 
@@ -85,7 +86,7 @@ logger = logging.getLogger(__name__)
 # CONTRACT §4: resend every 500 ms, up to 10 times -> a copy arrives within ~5 s of the
 # original. Six times that covers slow USB adapters and an agent restart in between.
 DUPLICATE_HORIZON_S = 30.0
-OFFLINE_AFTER_HEARTBEATS = 3  # issue 4: silent for longer than 3 heartbeats = offline
+OFFLINE_AFTER_HEARTBEATS = 3  # docs/pads.md "Faults": silent > 3 heartbeats = offline
 QUARTER = 64
 
 

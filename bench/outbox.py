@@ -4,7 +4,7 @@ Both sides write to a file in the same directory, in WAL mode with synchronous=F
 commit fsyncs), rows of the same size. "single": one event per transaction, as a pad rating
 arrives; "batch": 100 events per transaction (``append_many``). The outbox does more per event
 (UUIDv7, seq counter row, JSON envelope, size-cap and free-space checks): the ratio shows what
-that costs. Targets (issue 2): single >= 0.7, batch >= 0.5.
+that costs. Targets: single >= 0.7, batch >= 0.5.
 
     python bench/outbox.py [--n 2000] [--dir /var/lib/hall-agent]
 """

@@ -18,7 +18,7 @@ process's GIL. Scenarios, all in one run:
 Each agent scenario has two phases: back to back (throughput) and paced (ratings at random
 moments, ~100/s; free of coordinated omission, so its percentiles are what a citizen sees).
 
-Target (issue 4): ack p99 < 50 ms alone and with the face pipeline running the way the
+Target: ack p99 < 50 ms alone and with the face pipeline running the way the
 agent runs it (its own process). The in-process thread variant is measured to show why that
 isolation is needed; it is reported, not held to the target.
 

@@ -17,7 +17,7 @@ the agent's alone. For SQLite and for PostgreSQL (a throw-away schema):
   every 0.2 s while draining.
 - ``ping`` round trips (``--pings``, one at a time, as ``hall-agent ping`` does).
 
-Targets (issue 3): ≥ 5,000 committed events/s on SQLite and ≥ 10× the naive path; flat agent
+Targets: ≥ 5,000 committed events/s on SQLite and ≥ 10× the naive path; flat agent
 memory; ping p95 < 10 ms on loopback. The last line holds the figures as key=value.
 """
 

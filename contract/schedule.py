@@ -114,7 +114,7 @@ def calendar_gaps(today: date, cfg: ScheduleSection | None = None) -> list[int]:
     itself (when the package lags behind the State Council's notice, usually published in
     November-December). One entry in ``holidays`` (a local day off) does not cover a year
     (final review, item 6). An uncovered year silently becomes plain Monday-Friday, so
-    ``hall-agent check`` and the agent warn (review 2, finding 10).
+    ``hall-agent check`` and the agent warn (docs/attendance.md).
     """
     years = [today.year] + ([today.year + 1] if today.month == 12 else [])
     covered = set(cfg.covered_years) if cfg is not None else set()

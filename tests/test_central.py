@@ -114,7 +114,7 @@ def test_an_event_too_large_for_any_batch_is_rejected_alone():
 
 
 def test_over_limit_batches_are_taken_in_part_never_rejected():
-    """Review finding 4: a batch over the centre's limits must not dead-letter valid events."""
+    """A batch over the centre's limits must not dead-letter valid events (docs/sync.md)."""
     evs = [event(i) for i in range(1, 102)]
     v = check(batch(*evs))  # max_events = 100
     assert [r.seq for r in v.good] == list(range(1, 101))
@@ -550,7 +550,7 @@ def test_store_url_with_inline_password_is_refused_without_echoing_it(tmp_path, 
     assert "hunter2" not in r.stderr + r.stdout
 
 
-# --- rosters: stored, shown, republished from the store (issue 3) ----------------------------
+# --- rosters: stored, shown, republished from the store ----------------------------------
 
 ROSTER = {
     "v": 1,

@@ -226,7 +226,7 @@ def test_chief_follows_the_monthly_rule() -> None:
 
 
 def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tmp_path, caplog):
-    # Review 2, finding 10: a year chinesecalendar does not know silently became plain
+    # A year chinesecalendar does not know must not silently become plain
     # Mon-Fri. The installed package knows 2026 (and years before), not 2031.
     from agent.checks import probe_calendar
     from contract.schedule import calendar_gaps, calendar_knows, warn_calendar_gaps
@@ -299,7 +299,7 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
     ],
 )
 def test_a_range_must_start_before_it_ends(write_config, tmp_path, section, key) -> None:
-    # Review 2, finding 11: a swapped range was accepted and made every punch "extra".
+    # A swapped range must be refused: it would make every punch "extra".
     path = write_config(
         f"""
         [device]
