@@ -2,6 +2,7 @@
 
 - ``contract`` is the leaf: it imports nothing of the project.
 - ``drivers`` talk to hardware only: they import ``contract`` at most.
+- ``agent`` reaches ``sync`` only from its entry points (they wire the uplink's workers).
 - ``central`` runs on a server without the device's code: never ``agent`` (not even through
   ``sync``), and no device-only library (pyserial, sqlite-utils, cv2, dlib).
 - A window (pad-only) device never loads the vision stack.
@@ -42,6 +43,22 @@ def _imports(package: str) -> dict[str, set[str]]:
 def test_static_imports_stay_inside_the_boundaries(package: str, allowed: set[str]) -> None:
     bad = {f: sorted(names - allowed) for f, names in _imports(package).items() if names - allowed}
     assert not bad, f"{package} may import only {sorted(allowed)}: {bad}"
+
+
+# The entry points of the device: they wire workers or run a command (README.md "Layout").
+AGENT_ENTRY_POINTS = {"agent/cli.py", "agent/runtime.py", "agent/checks.py", "agent/enroll.py"}
+
+
+def test_agent_reaches_sync_only_from_its_entry_points() -> None:
+    bad = sorted(
+        f
+        for f, names in _imports("agent").items()
+        if "sync" in names and f not in AGENT_ENTRY_POINTS
+    )
+    assert not bad, f"agent modules importing sync outside the entry points: {bad}"
+    assert not any(
+        "central" in names for f, names in _imports("agent").items() if f != "agent/cli.py"
+    )
 
 
 def _loaded_after(code: str) -> set[str]:
