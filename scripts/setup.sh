@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Set up (or refresh) the project's virtual environment in .venv. Idempotent: an existing venv
 # is reused and pip runs only when pyproject.toml or this script changed since the last run.
-#   scripts/setup.sh            runtime only (window device, collector)
+#   scripts/setup.sh            a window device and the collector (no vision stack)
+#   scripts/setup.sh --central  the collector only: no pyserial, no sqlite-utils, no OpenCV
 #   scripts/setup.sh --kiosk    + the vision stack (OpenCV, dlib, face_recognition)
 #   scripts/setup.sh --dev      + test and lint tools (implies --kiosk: the tests use it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kiosk=0; dev=0
+kiosk=0; dev=0; central_only=0
 for arg in "$@"; do
   case "$arg" in
     --kiosk) kiosk=1 ;;
     --dev) dev=1; kiosk=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --kiosk or --dev)" >&2; exit 2 ;;
+    --central) central_only=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --central, --kiosk or --dev)" >&2; exit 2 ;;
   esac
 done
 
@@ -29,7 +31,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup.sh: venv creation failed; on Debian 12: apt-get install python3-venv" >&2; exit 1; }
 fi
 
-extras="postgres"
+extras="central postgres"
+[ "$central_only" = 1 ] || extras="$extras device"
 [ "$kiosk" = 1 ] && extras="$extras kiosk"
 [ "$dev" = 1 ] && extras="$extras dev"
 # The stamp names what was installed for this pyproject.toml and this script; a later call

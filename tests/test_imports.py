@@ -83,3 +83,14 @@ def test_a_pad_only_agent_loads_no_vision_stack() -> None:
         "agent.cli.build_parser()"
     )
     assert not loaded & {"cv2", "dlib", "face_recognition", "central"}, loaded
+
+
+def test_the_central_install_pulls_no_device_library() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    central = " ".join(project["dependencies"] + extras["central"] + extras["postgres"]).lower()
+    for device_only in ("pyserial", "sqlite-utils", "opencv", "dlib", "face_recognition"):
+        assert device_only not in central, device_only
+    assert any(d.startswith("pyserial") for d in extras["device"])
