@@ -60,8 +60,7 @@ def test_missing_adapter_is_one_line_with_the_adapters_present(tmp_path):
     port = "/dev/serial/by-id/usb-HallPad_Missing_0000-if00-port0"
     cfg = write(
         tmp_path / "agent.toml",
-        device_toml(tmp_path / "data")
-        + f'[[pad]]\nport = "{port}"\naddress = 1\nwindow = "A01"\n',
+        device_toml(tmp_path / "data") + f'[[pad]]\nport = "{port}"\naddress = 1\nwindow = "A01"\n',
     )
     result = check(cfg, "--only", "pads")
     assert result.returncode == 1
@@ -197,7 +196,11 @@ def test_unknown_host_is_dns(tmp_path):
 def test_tls_failures_are_named(tmp_path):
     ca = make_test_ca(tmp_path / "ca")
     other = make_test_ca(tmp_path / "other-ca")  # a CA that did not sign the broker's cert
-    tls = {"cafile": str(ca["ca"]), "certfile": str(ca["server_cert"]), "keyfile": str(ca["server_key"])}
+    tls = {
+        "cafile": str(ca["ca"]),
+        "certfile": str(ca["server_cert"]),
+        "keyfile": str(ca["server_key"]),
+    }
     with Mosquitto(tmp_path / "tls-broker", tls=tls) as broker:
         wrong_ca = write(
             tmp_path / "wrong-ca.toml",
