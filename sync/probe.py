@@ -170,12 +170,18 @@ def probe_acl(
     subscribe: list[str],
     publish: list[str],
     timeout: float = 5.0,
-) -> list[tuple[str, bool, str]]:
-    """Subscribe to each filter and publish (QoS 1, not retained) to each topic once.
+    retained_wait: float = 1.0,
+) -> list[tuple[str, bool, bool, str]]:
+    """Subscribe to each filter and publish (QoS 1, empty, not retained) to each topic once.
 
-    Returns ``(what, ok, detail)`` per filter and topic. A refused subscription shows in the
-    SUBACK. A refused publish shows only in an MQTT 5 PUBACK (Mosquitto answers 0x87 not
-    authorised); MQTT 3.1.1 has no way to say it, so such a probe is reported as unknown.
+    Returns ``(what, ok, warn, detail)`` per filter and topic.
+
+    - A refused publish shows in the MQTT 5 PUBACK (Mosquitto answers 0x87 not authorised);
+      MQTT 3.1.1 cannot say it, so such a probe is only a warning.
+    - Mosquitto grants every SUBSCRIBE and applies the read ACL to each message it would
+      deliver (docs/check.md): a granted subscription proves nothing. Read access is proven
+      only by a message arriving, e.g. a device's retained status; a filter that receives
+      nothing within ``retained_wait`` is a warning, not a pass.
     """
     from sync.mqtt import connect_kwargs, describe_rc, make_client
 
@@ -184,7 +190,9 @@ def probe_acl(
     connected = threading.Event()
     subacks: dict[int, list[Any]] = {}
     pubacks: dict[int, Any] = {}
+    received: dict[str, int] = {}
     changed = threading.Condition()
+    who = section.username or "this user"
 
     def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not getattr(rc, "is_failure", False):
@@ -200,61 +208,68 @@ def probe_acl(
             pubacks[mid] = rc
             changed.notify_all()
 
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        import paho.mqtt.client as paho
+
+        for topic in subscribe:
+            plain = topic.split("/", 2)[2] if topic.startswith("$share/") else topic
+            if paho.topic_matches_sub(plain, msg.topic):
+                with changed:
+                    received[topic] = received.get(topic, 0) + 1
+
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_publish = on_publish
-    out: list[tuple[str, bool, str]] = []
+    client.on_message = on_message
+    out: list[tuple[str, bool, bool, str]] = []
     try:
         client.connect(**connect_kwargs(section))
     except (OSError, ssl.SSLError) as exc:
-        return [("acl", False, f"cannot connect: {exc}")]
+        return [("acl", False, False, f"cannot connect: {exc}")]
     client.loop_start()
     try:
         if not connected.wait(timeout):
-            return [("acl", False, "not connected (see the broker probe)")]
-        sub_mids = {}
-        for topic in subscribe:
-            _rc, mid = client.subscribe(topic, qos=1)
-            sub_mids[topic] = mid
-        pub_mids = {}
-        for topic in publish:
-            info = client.publish(topic, b"", qos=1, retain=False)
-            pub_mids[topic] = info.mid
+            return [("acl", False, False, "not connected (see the broker probe)")]
+        sub_mids = {topic: client.subscribe(topic, qos=1)[1] for topic in subscribe}
+        pub_mids = {topic: client.publish(topic, b"", qos=1, retain=False).mid for topic in publish}
         wanted = set(sub_mids.values()) | set(pub_mids.values())
         with changed:
             changed.wait_for(lambda: wanted <= set(subacks) | set(pubacks), timeout)
+        # Retained messages follow the SUBACK: give them a moment.
+        threading.Event().wait(retained_wait)
         for topic, mid in sub_mids.items():
+            what = f"subscribe {topic}"
             rcs = subacks.get(mid)
             if rcs is None:
-                out.append((f"subscribe {topic}", False, f"no SUBACK within {timeout:.0f} s"))
+                out.append((what, False, False, f"no SUBACK within {timeout:.0f} s"))
             elif any(getattr(rc, "is_failure", False) for rc in rcs):
+                detail = f"refused ({describe_rc(rcs[0])}); the ACL must let {who} read it"
+                out.append((what, False, False, detail))
+            elif received.get(topic):
+                out.append((what, True, False, f"read: {received[topic]} messages arrived"))
+            else:
                 out.append(
                     (
-                        f"subscribe {topic}",
-                        False,
-                        f"refused ({describe_rc(rcs[0])}); the broker's ACL must let "
-                        f"{section.username or 'this user'} read it",
+                        what,
+                        True,
+                        True,
+                        "granted, but Mosquitto checks read access per message and none "
+                        f"arrived; make sure the ACL lets {who} read it (`hall-agent ping` "
+                        "from a device proves the whole path)",
                     )
                 )
-            else:
-                out.append((f"subscribe {topic}", True, "granted"))
         for topic, mid in pub_mids.items():
+            what = f"publish {topic}"
             rc = pubacks.get(mid)
             if rc is None:
-                out.append((f"publish {topic}", False, f"no PUBACK within {timeout:.0f} s"))
+                out.append((what, False, False, f"no PUBACK within {timeout:.0f} s"))
             elif getattr(rc, "is_failure", False):
-                out.append(
-                    (
-                        f"publish {topic}",
-                        False,
-                        f"refused ({describe_rc(rc)}); the broker's ACL must let "
-                        f"{section.username or 'this user'} write it",
-                    )
-                )
+                detail = f"refused ({describe_rc(rc)}); the ACL must let {who} write it"
+                out.append((what, False, False, detail))
             elif not v5:
-                out.append((f"publish {topic}", True, "unknown: MQTT 3.1.1 cannot report it"))
+                out.append((what, True, True, "unknown: MQTT 3.1.1 cannot report a refusal"))
             else:
-                out.append((f"publish {topic}", True, "allowed"))
+                out.append((what, True, False, "allowed"))
         return out
     finally:
         client.disconnect()
