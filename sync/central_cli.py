@@ -109,7 +109,17 @@ def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    return run_collector(cfg, stop)
+    board = None
+    if cfg.board.listen:  # the hall board page (docs/board.md); '' turns it off
+        from central.board.server import BoardServer
+
+        board = BoardServer(cfg)
+        board.start()  # a board that cannot listen is logged; the collector still runs
+    try:
+        return run_collector(cfg, stop)
+    finally:
+        if board is not None:
+            board.stop()
 
 
 def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
