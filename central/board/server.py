@@ -53,6 +53,8 @@ class Board:
     def _read(self) -> str:
         board = state.load(self.store, self.tz, self.cfg.board.site)
         board["title"] = self.cfg.board.title
+        # The screen's own clock may be UTC (a kiosk PC): the page shows the hall's time.
+        board["timezone"] = self.cfg.central.timezone
         return json.dumps(board, ensure_ascii=False, separators=(",", ":"))
 
     async def refresh(self) -> None:
@@ -82,6 +84,9 @@ class Board:
         self._db.shutdown(wait=True)
 
 
+BOARD = web.AppKey("board", Board)
+
+
 async def _index(_request: web.Request) -> web.Response:
     return web.Response(
         body=_page(),
@@ -92,14 +97,14 @@ async def _index(_request: web.Request) -> web.Response:
 
 
 async def _json(request: web.Request) -> web.Response:
-    board: Board = request.app["board"]
+    board: Board = request.app[BOARD]
     if not board.current:
         await board.refresh()
     return web.Response(text=board.current or "{}", content_type="application/json")
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    board: Board = request.app["board"]
+    board: Board = request.app[BOARD]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -133,7 +138,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 def make_app(board: Board) -> web.Application:
     app = web.Application()
-    app["board"] = board
+    app[BOARD] = board
     app.router.add_get("/", _index)
     app.router.add_get("/board.json", _json)
     app.router.add_get("/events", _events)
@@ -187,11 +192,13 @@ class BoardServer:
             self.cfg.store.password,
         )
         board = Board(self.cfg, store)
-        runner = web.AppRunner(make_app(board), handle_signals=False, access_log=None)
+        runner = web.AppRunner(
+            make_app(board), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await runner.setup()
         try:
             host, port = split_listen(self.cfg.board.listen)
-            site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, host, port)
             await site.start()
             self.port = runner.addresses[0][1]
             logger.info("board: http://%s:%d/", host, self.port)
