@@ -46,3 +46,13 @@ def test_topic_examples_are_valid_json_and_name_every_event_type():
         json.loads(block)
     for event_type in EVENT_TYPES:
         assert f"`{event_type}`" in text, event_type
+
+
+def test_docs_do_not_send_readers_outside_the_repository():
+    """A clone has no ../shared: the README and docs must carry what users need."""
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        assert "../shared" not in text, path.name
+        # Relative links inside the repository resolve.
+        for target in re.findall(r"\]\(((?!https?:)[^)#]+)", text):
+            assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
