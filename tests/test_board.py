@@ -115,9 +115,26 @@ def test_state_follows_login_pause_resume_logout_and_counts_todays_ratings():
     assert (a01["state"], a01["staff"], a01["since"]) == ("closed", None, "10:30")
 
 
-def test_board_json_from_a_real_store(tmp_path):
-    cfg = board_config(tmp_path, free_port())
-    store = open_store(cfg.store.url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_cfg(request, tmp_path) -> Iterator[CentralConfig]:
+    if request.param == "sqlite":
+        yield board_config(tmp_path, free_port())
+        return
+    from sync.testing import PG_URL, pg_available, pg_schema
+
+    if not pg_available():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    with pg_schema() as schema:
+        cfg = board_config(tmp_path, free_port())
+        cfg.store.url, cfg.store.pg_schema = PG_URL, schema
+        yield cfg
+
+
+def test_board_json_from_a_real_store(store_cfg):
+    cfg = store_cfg
+    store = open_store(cfg.store.url, cfg.store.pg_schema)
     store.put_roster("jiedong", ROSTER)
     pad = Pad()
     store.write_batch(

@@ -269,3 +269,16 @@ def test_window_device_has_no_gallery_or_roster_probe(tmp_path):
     result = check(cfg, "--only", "gallery,roster")
     assert result.returncode == 0
     assert "gallery:" not in result.stdout and "roster:" not in result.stdout
+
+
+def test_a_silent_listener_is_a_timeout(tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts TCP (the kernel does) but never answers MQTT
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
+        cfg = write(tmp_path / "agent.toml", device_toml(tmp_path / "d", url))
+        line = line_of(check(cfg, "--only", "broker").stdout, "broker")
+    assert line.startswith("[FAIL] broker: timeout:"), line
+    assert "sent no CONNACK" in line

@@ -173,8 +173,13 @@ class BoardServer:
         try:
             asyncio.run(self._serve())
         except Exception as exc:
+            # The collector's job goes on without the board; a warning, not an error.
             self.error = str(exc)
-            logger.error("board: not serving on %s: %s", self.cfg.board.listen, exc)
+            logger.warning(
+                "board: not serving on %s: %s (set [board] listen, or '' for no board)",
+                self.cfg.board.listen,
+                exc,
+            )
         finally:
             self._started.set()
 
