@@ -134,16 +134,18 @@ def probe_user(cfg: AgentConfig) -> list[ProbeResult]:
     user, groups = user_groups()
     needed = needed_groups(cfg)
     if os.geteuid() == 0:
-        return [
-            ProbeResult(
-                "user",
-                True,
-                "running as root, which opens every port and file the service user may not: "
-                f"run `check --as-user {SERVICE_USER}` (the unit's User=) to see what the "
-                "agent will see",
-                warn=True,
-            )
-        ]
+        detail = (
+            "running as root, which opens every port and file the service user may not: "
+            f"run `check --as-user {SERVICE_USER}` (the unit's User=) to see what the "
+            "agent will see"
+        )
+        try:
+            service = user_groups(SERVICE_USER)
+        except KeyError:
+            service = None
+        if service is not None and needed:
+            detail += "; " + "; ".join(_group_hint(*service, g) for g in needed)
+        return [ProbeResult("user", True, detail, warn=True)]
     missing = [g for g in needed if g not in groups]
     if missing:
         hints = "; ".join(_group_hint(user, groups, g) for g in missing)
