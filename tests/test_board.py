@@ -341,3 +341,50 @@ def test_board_shows_a_login_a_pause_and_a_logout_as_they_happen(tmp_path, chrom
     if keep:
         Path(keep).parent.mkdir(parents=True, exist_ok=True)
         Path(keep).write_bytes(png)
+
+
+def test_hall_central_run_serves_the_board(tmp_path):
+    """`hall-central run` starts the board at [board] listen beside the collector."""
+    import signal
+    import sys
+
+    from sync.testing import Mosquitto, wait_for
+
+    port = free_port()
+    with Mosquitto(tmp_path / "broker") as broker:
+        conf = tmp_path / "central.toml"
+        conf.write_text(
+            f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n'
+            f'[board]\nlisten = "127.0.0.1:{port}"\ntitle = "测试大厅"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+            cwd=Path(__file__).resolve().parents[1],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            async def fetch(path: str) -> tuple[int, str]:
+                url = f"http://127.0.0.1:{port}{path}"
+                async with aiohttp.ClientSession() as http, http.get(url) as r:
+                    return r.status, await r.text()
+
+            def up() -> bool:
+                try:
+                    return asyncio.run(fetch("/board.json"))[0] == 200
+                except aiohttp.ClientError:
+                    return False
+
+            assert wait_for(up, 30, interval=0.2), "the board never listened"
+            status, page = asyncio.run(fetch("/"))
+            assert status == 200 and "EventSource" in page
+            assert "http://" not in page and "https://" not in page  # nothing from a CDN
+            board = json.loads(asyncio.run(fetch("/board.json"))[1])
+            assert board["title"] == "测试大厅" and board["windows"] == []
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
