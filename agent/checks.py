@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import AgentConfig
 from agent.envelope import CLOCK_FLOOR_UNIX, system_clock_state
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    name: str
-    ok: bool
-    detail: str
-    warn: bool = False  # passed, but worth a technician's attention
-
-    @property
-    def label(self) -> str:
-        return "FAIL" if not self.ok else "WARN" if self.warn else " ok "
+from sync.cli_common import ProbeResult
 
 
 def probe_disk(cfg: AgentConfig) -> list[ProbeResult]:
@@ -75,18 +62,133 @@ def probe_clock(cfg: AgentConfig) -> list[ProbeResult]:
 
 
 def probe_broker(cfg: AgentConfig, timeout: float = 5.0) -> list[ProbeResult]:
-    host, port = cfg.mqtt.host, cfg.mqtt.port
+    """Connect once with the device's credentials; a failure says which kind (sync.probe)."""
+    from sync.probe import probe_broker as connect_once
+
+    result = connect_once(cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout)
+    return [ProbeResult("broker", result.ok, result.line())]
+
+
+SERVICE_USER = "hall-agent"  # systemd/hall-agent.service User=
+
+
+# --- the user the probes run as --------------------------------------------------------
+
+
+def user_groups(user: str | None = None) -> tuple[str, set[str]]:
+    """(user name, group names) of ``user`` per /etc/group, or of this process.
+
+    A named user's groups are what a new login (or ``check --as-user``) gets; this process's
+    own groups are what it can open right now.
+    """
+    import grp
+    import pwd
+
+    if user is None:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+        gids = {os.getegid(), *os.getgroups()}
+    else:
+        entry = pwd.getpwnam(user)
+        name = entry.pw_name
+        gids = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    names = set()
+    for gid in gids:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return name, names
+
+
+def needed_groups(cfg: AgentConfig) -> list[str]:
+    """Groups the service user needs: dialout for serial pads, video for a local camera."""
+    needed = []
+    if any(pad.port.startswith("/dev/") for pad in cfg.pad):
+        needed.append("dialout")
+    camera = cfg.attendance.camera if cfg.attendance else None
+    if camera is not None and (camera.isdigit() or camera.startswith("/dev/")):
+        needed.append("video")
+    return needed
+
+
+def _group_hint(user: str, groups: set[str], group: str) -> str:
+    if group in groups:
+        return f"user {user} is in group {group}"
+    return f"user {user} is NOT in group {group} (usermod -aG {group} {user})"
+
+
+def probe_user(cfg: AgentConfig) -> list[ProbeResult]:
+    """Who the probes run as and whether that user has the device groups."""
+    user, groups = user_groups()
+    needed = needed_groups(cfg)
+    if os.geteuid() == 0:
+        detail = (
+            "running as root, which opens every port and file the service user may not: "
+            f"run `check --as-user {SERVICE_USER}` (the unit's User=) to see what the "
+            "agent will see"
+        )
+        try:
+            service = user_groups(SERVICE_USER)
+        except KeyError:
+            service = None
+        if service is not None and needed:
+            detail += "; " + "; ".join(_group_hint(*service, g) for g in needed)
+        return [ProbeResult("user", True, detail, warn=True)]
+    missing = [g for g in needed if g not in groups]
+    if missing:
+        hints = "; ".join(_group_hint(user, groups, g) for g in missing)
+        return [
+            ProbeResult(
+                "user",
+                True,
+                f"{hints}; systemd/hall-agent.service adds it (SupplementaryGroups=), a "
+                "shell or another unit does not",
+                warn=True,
+            )
+        ]
+    have = ", ".join(f"{g}" for g in needed) or "no device groups needed"
+    return [ProbeResult("user", True, f"probes run as {user} ({have})")]
+
+
+# --- pads ------------------------------------------------------------------------------
+
+
+def serial_adapters() -> list[str]:
+    """The serial adapters the kernel names stably (udev's /dev/serial/by-id links)."""
+    by_id = Path("/dev/serial/by-id")
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return [ProbeResult("broker", False, f"{host}:{port}: {exc.strerror or exc}")]
-    try:
-        from sync.mqtt import probe_connect
-    except ImportError:
-        return [ProbeResult("broker", True, f"{host}:{port}: TCP reachable")]
-    ok, detail = probe_connect(cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout)
-    return [ProbeResult("broker", ok, f"{host}:{port}: {detail}")]
+        return sorted(str(p) for p in by_id.iterdir())
+    except OSError:
+        return []
+
+
+def _port_failure(port: str, exc: Exception, cfg: AgentConfig) -> str:
+    """One line: what failed for this port, the adapters present, the user's dialout."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT:
+        what = "no such device (unplugged, or a different adapter)"
+    elif code in (errno.EACCES, errno.EPERM):
+        what = "permission denied"
+    elif isinstance(code, int) and code > 0:
+        what = os.strerror(code)
+    else:
+        # pyserial repeats the port in its messages; keep only the last clause.
+        what = str(exc).replace(port, "").split(": ")[-1].strip() or type(exc).__name__
+    parts = [f"{port}: {what}"]
+    if port.startswith("/dev/"):
+        adapters = serial_adapters()
+        parts.append("serial adapters present: " + (", ".join(adapters) or "none found"))
+        if os.geteuid() != 0:
+            parts.append(_group_hint(*user_groups(), "dialout"))
+        else:
+            # Root opens anything: say what the unit's user (User=hall-agent) would get.
+            try:
+                parts.append(_group_hint(*user_groups(SERVICE_USER), "dialout"))
+            except KeyError:
+                parts.append(f"no user {SERVICE_USER} yet (README, Installing a device)")
+    return "; ".join(parts)
 
 
 def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
@@ -123,10 +225,64 @@ def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
                         f"{pad.port} is in use by another process (a running hall-agent?)",
                     )
                 else:
-                    opened[pad.port] = (False, False, f"{pad.port}: {exc}")
+                    opened[pad.port] = (False, False, _port_failure(pad.port, exc, cfg))
         ok, warn, detail = opened[pad.port]
         results.append(ProbeResult(name, ok, detail, warn))
     return results
+
+
+# --- what a kiosk needs besides its camera ---------------------------------------------
+
+
+def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
+    """A kiosk with nobody enrolled records nothing but attendance.rejected."""
+    if cfg.attendance is None:
+        return []
+    try:
+        from agent.gallery import Gallery, GalleryError, gallery_path
+    except ImportError:
+        return [ProbeResult("gallery", False, "numpy is not installed (kiosk extra)")]
+    path = gallery_path(cfg.device.data_dir)
+    try:
+        gallery = Gallery.load(path)
+    except GalleryError as exc:
+        return [ProbeResult("gallery", False, str(exc))]
+    if len(gallery) == 0:
+        return [
+            ProbeResult(
+                "gallery",
+                False,
+                f"{path}: nobody enrolled; every face will be rejected as unknown: run "
+                "`hall-agent enroll --staff-id ID --name NAME PHOTO…` (docs/attendance.md)",
+            )
+        ]
+    return [ProbeResult("gallery", True, f"{len(gallery)} people, {gallery.rows} encodings")]
+
+
+def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
+    """The roster names the staff; it arrives retained from the centre (docs/topics.md)."""
+    if cfg.attendance is None:
+        return []
+    path = Path(cfg.device.data_dir) / "roster.json"
+    try:
+        from sync.downlink import load_roster
+    except ImportError:
+        return []
+    if not path.exists():
+        return [
+            ProbeResult(
+                "roster",
+                False,
+                f"{path}: no roster yet; it arrives from the centre once the agent has run "
+                f"connected (hall-central roster publish FILE --site {cfg.device.site})",
+            )
+        ]
+    roster = load_roster(cfg.device.data_dir)
+    if roster is None:
+        return [ProbeResult("roster", False, f"{path}: unreadable or invalid (see the log)")]
+    return [
+        ProbeResult("roster", True, f"version {roster['version']}, {len(roster['staff'])} staff")
+    ]
 
 
 def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
@@ -189,11 +345,14 @@ def probe_calendar(cfg: AgentConfig, today: date | None = None) -> list[ProbeRes
 
 
 PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
+    "user": probe_user,
     "disk": probe_disk,
     "clock": probe_clock,
     "broker": probe_broker,
     "pads": probe_pads,
     "camera": probe_camera,
+    "gallery": probe_gallery,
+    "roster": probe_roster,
     "calendar": probe_calendar,
 }
 
@@ -212,3 +371,78 @@ def run_probes(cfg: AgentConfig, only: set[str] | None = None) -> list[ProbeResu
         except Exception as exc:  # a probe bug must not hide the other results
             results.append(ProbeResult(name, False, f"probe failed: {exc!r}"))
     return results
+
+
+def _preload() -> None:
+    """Import what the probes import lazily, while still root.
+
+    The dropped child may not be able to read the Python installation (a pyenv under /root)
+    or the source tree; a probe's lazy import would then fail as a confusing "probe failed".
+    """
+    import contextlib
+    import importlib
+
+    for module in (
+        "grp",
+        "json",
+        "ssl",
+        "termios",
+        "serial",
+        "sync.probe",
+        "sync.mqtt",
+        "sync.downlink",
+        "contract.schedule",
+        "agent.gallery",
+        "agent.config",
+    ):
+        # e.g. numpy on a window device: the gallery probe says so itself.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
+def run_as_user(user: str, probes: Callable[[], list[ProbeResult]]) -> list[ProbeResult]:
+    """Run ``probes`` in a child process that has dropped to ``user`` and its groups.
+
+    The child gets exactly what a login of that user gets (initgroups from /etc/group), so a
+    missing ``dialout`` shows as the permission error the agent would meet. Only root can do
+    this. Results come back over a pipe as JSON.
+    """
+    import json
+    import pwd
+    import sys
+
+    if os.geteuid() != 0:
+        raise PermissionError("check --as-user needs root (it switches to that user)")
+    entry = pwd.getpwnam(user)  # KeyError: no such user
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    _preload()
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's code
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setgroups(groups)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+            try:
+                results = probes()
+            except Exception as exc:  # the config, unreadable to this user, for one
+                results = [ProbeResult("config", False, f"as {user}: {exc}")]
+            data = json.dumps([r.__dict__ for r in results]).encode()
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        return [ProbeResult("user", False, f"the probes could not run as {user}")]
+    return [ProbeResult(**r) for r in json.loads(data)]

@@ -54,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         metavar="LIST",
-        help="comma-separated probes: config,disk,clock,broker,pads,camera,calendar",
+        help="comma-separated probes: "
+        "config,user,disk,clock,broker,pads,camera,gallery,roster,calendar",
+    )
+    p.add_argument(
+        "--as-user",
+        metavar="USER",
+        help="run the probes as USER with USER's groups (root only), e.g. the service user "
+        "hall-agent: shows the permission errors the agent will meet",
     )
 
     p = sub.add_parser(
@@ -169,7 +176,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     if only == {"config"}:
         return 0
-    results = run_probes(cfg, only)
+    if args.as_user:
+        from agent.checks import run_as_user
+
+        try:
+            # The child reads the config again: a file the service user cannot read shows.
+            results = run_as_user(
+                args.as_user, lambda: run_probes(load_agent_config(args.config), only)
+            )
+        except KeyError:
+            raise CliError(f"check --as-user: no such user {args.as_user!r}", 2) from None
+        except PermissionError as exc:
+            raise CliError(str(exc), 2) from None
+    else:
+        results = run_probes(cfg, only)
     for r in results:
         print(f"[{r.label}] {r.name}: {r.detail}")
     failed = [r for r in results if not r.ok]

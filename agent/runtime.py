@@ -42,7 +42,9 @@ def build_workers(
 def run_agent(cfg: AgentConfig) -> int:
     cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox.for_config(cfg)
-    supervisor = Supervisor({})
+    from sync.systemd import Notifier
+
+    supervisor = Supervisor({}, notifier=Notifier())
     supervisor.factories = build_workers(cfg, outbox, supervisor.health)
 
     def _stop(signum: int, _frame: object) -> None:

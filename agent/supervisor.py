@@ -14,9 +14,34 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from agent.systemd import Notifier
-
 logger = logging.getLogger(__name__)
+
+
+class ServiceManager(Protocol):
+    """What the supervisor tells systemd (sync/systemd.py ``Notifier``, sd_notify(3))."""
+
+    watchdog_s: float | None
+
+    def ready(self, status: str = "") -> None: ...
+
+    def watchdog(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+
+class _NoServiceManager:
+    """Outside systemd (tests, a terminal): nobody to notify."""
+
+    watchdog_s: float | None = None
+
+    def ready(self, status: str = "") -> None:
+        pass
+
+    def watchdog(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass
 
 
 class Worker(Protocol):
@@ -59,7 +84,7 @@ class Supervisor:
         self,
         factories: dict[str, Callable[[], Worker]],
         *,
-        notifier: Notifier | None = None,
+        notifier: ServiceManager | None = None,
         max_restarts: int = 5,
         restart_window_s: float = 600.0,
         tick_s: float = 1.0,
@@ -68,7 +93,7 @@ class Supervisor:
     ):
         self.factories = factories
         self.workers: dict[str, Worker] = {}
-        self.notifier = notifier or Notifier()
+        self.notifier: ServiceManager = notifier or _NoServiceManager()
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self.tick_s = tick_s

@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Subscribe to every device's event batches (shared subscription), store "
         "them, ack after commit; track device status.",
     )
+    p = sub.add_parser(
+        "check",
+        help="validate the config and probe the store, the broker and its ACL",
+        description="Validate the config, then probe the store (open, schema current, "
+        "writable), the broker (the collector's credentials) and the ACL (subscribe to the "
+        "events and status, publish ack and roster). Exit 0 when all pass, 1 when a probe "
+        "fails, 78 on a config error.",
+    )
+    p.add_argument("--only", metavar="LIST", help="comma-separated probes: config,store,broker,acl")
     p = sub.add_parser("roster", help="staff roster tools", description="Staff roster tools.")
     rsub = p.add_subparsers(dest="roster_command", metavar="ACTION")
     rsub.required = True
@@ -101,7 +110,44 @@ def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    return run_collector(cfg, stop)
+    board = None
+    if cfg.board.listen:  # the hall board page (docs/board.md); '' turns it off
+        from central.board.server import BoardServer
+
+        board = BoardServer(cfg)
+        board.start()  # a board that cannot listen is logged; the collector still runs
+    try:
+        return run_collector(cfg, stop)
+    finally:
+        if board is not None:
+            board.stop()
+
+
+def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.checks import PROBES, run_probes
+
+    only = None
+    if args.only:
+        only = {x.strip() for x in args.only.split(",") if x.strip()}
+        unknown = only - set(PROBES) - {"config"}
+        if unknown:
+            raise CliError(
+                f"check --only: unknown probe(s) {', '.join(sorted(unknown))}; "
+                f"expected some of config,{','.join(PROBES)}",
+                2,
+            )
+    scheme = cfg.store.url.split(":")[0]
+    print(f"[ ok ] config: {args.config} (collector {cfg.central.id}, store {scheme})")
+    if only == {"config"}:
+        return 0
+    results = run_probes(cfg, only)
+    for r in results:
+        print(f"[{r.label}] {r.name}: {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results) + 1} checks failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeout: float) -> str:
@@ -336,7 +382,13 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "roster": cmd_roster, "devices": cmd_devices, "report": cmd_report}
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "roster": cmd_roster,
+    "devices": cmd_devices,
+    "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

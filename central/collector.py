@@ -383,6 +383,10 @@ class Collector:
         if self._own_store:
             self.store.close()
 
+    def alive(self) -> bool:
+        """The store-writing thread and the link's keeper both run (the watchdog's question)."""
+        return self._thread is not None and self._thread.is_alive() and self.link.alive()
+
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed to the event batches."""
         return self.ready.wait(timeout)
@@ -550,9 +554,22 @@ def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
         collector.status_filter,
         cfg.store.url.split("@")[-1],
     )
+    # systemd Type=notify (systemd/hall-central.service): READY once the store is open and the
+    # link started (not on the broker: a broker down at boot must not fail the unit),
+    # WATCHDOG at half WatchdogSec while the collector thread and the link are alive.
+    from sync.systemd import Notifier
+
+    notifier = Notifier()
+    notifier.ready(f"storing into {cfg.store.url.split('@')[-1]}")
+    watchdog_every = (notifier.watchdog_s or 0) / 2
+    last_ping = 0.0
     last = time.monotonic()
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(min(1.0, watchdog_every or 1.0)):
+            now = time.monotonic()
+            if watchdog_every and now - last_ping >= watchdog_every and collector.alive():
+                notifier.watchdog()
+                last_ping = now
             if time.monotonic() - last >= 300:
                 last = time.monotonic()
                 logger.info(
@@ -563,5 +580,6 @@ def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
                     collector.errors,
                 )
     finally:
+        notifier.stopping()
         collector.stop()
     return 0

@@ -81,10 +81,26 @@ class CentralSection(Section):
     )
 
 
+class BoardSection(Section):
+    """The hall board page at the entrance (docs/board.md; regulation art. 32 and 19)."""
+
+    # Loopback by default: a screen on the collector's host; a hall LAN address is a choice.
+    listen: str = Field(
+        "127.0.0.1:8090",
+        pattern=r"^$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+        description="host:port the board page listens on ('' turns the board off)",
+    )
+    site: str | None = Field(
+        None, pattern=ID_PATTERN, description="Site whose windows are shown (default: every site)"
+    )
+    title: str = Field("窗口服务公示", max_length=40, description="Heading shown on the board")
+
+
 class CentralConfig(Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    board: BoardSection = Field(default_factory=BoardSection)
 
 
 def load_central_config(path: str | os.PathLike[str]) -> CentralConfig:

@@ -9,6 +9,9 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
 command -v psql >/dev/null || need_apt+=(postgresql)
 command -v socat >/dev/null || need_apt+=(socat)
+# Headless browser tests of the hall board (tests/test_board.py) and CJK glyphs for its text.
+command -v chromium >/dev/null || need_apt+=(chromium)
+fc-list :lang=zh 2>/dev/null | grep -q . || need_apt+=(fonts-noto-cjk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

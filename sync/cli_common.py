@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from contract import __version__
@@ -27,13 +28,68 @@ class CliError(Exception):
         self.code = code
 
 
+# sd-daemon(3) priority prefixes: journald reads a leading "<N>" as the line's syslog priority,
+# so `journalctl -p warning` finds warnings (SD_ERR 3, SD_WARNING 4, SD_INFO 6, SD_DEBUG 7).
+_SD_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def sd_priority(levelno: int) -> int:
+    """The sd-daemon priority of a logging level (custom levels round down to the next one)."""
+    for level in sorted(_SD_PRIORITY, reverse=True):
+        if levelno >= level:
+            return _SD_PRIORITY[level]
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefix every line of a record with ``<N>``: a traceback keeps its record's priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{sd_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def stderr_is_journal(env: dict[str, str] | None = None, stream: object = None) -> bool:
+    """True when stderr is connected to journald (systemd.exec(5), ``$JOURNAL_STREAM``).
+
+    systemd sets ``JOURNAL_STREAM=DEV:INODE`` for a service whose stdout/stderr go to the
+    journal; a child that inherits the variable but writes elsewhere (a redirect) must not
+    print prefixes, so the device and inode of stderr are compared when they can be read.
+    """
+    env = os.environ if env is None else env
+    value = env.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return True  # cannot tell: trust systemd's variable
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def print_error(line: str) -> None:
+    """One error line on stderr; ``<3>`` (SD_ERR) in front when stderr is the journal."""
+    print(("<3>" if stderr_is_journal() else "") + line, file=sys.stderr)
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    # Under systemd, journald adds its own timestamps (JOURNAL_STREAM is set by systemd).
     fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        # journald adds its own timestamps and reads the priority from the prefix.
+        handler.setFormatter(JournalFormatter(fmt))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s " + fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def add_common_options(
@@ -66,15 +122,27 @@ def run_command(
         return command()
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print_error(problem)
         return EX_CONFIG
     except CliError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print_error(f"{prog}: {exc}")
         return exc.code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if args.debug:
             raise
-        print(f"{prog}: {args.command}: {exc}", file=sys.stderr)
+        print_error(f"{prog}: {args.command}: {exc}")
         return exit_code_for(exc)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    name: str
+    ok: bool
+    detail: str
+    warn: bool = False  # passed, but worth a technician's attention
+
+    @property
+    def label(self) -> str:
+        return "FAIL" if not self.ok else "WARN" if self.warn else " ok "

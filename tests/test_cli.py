@@ -86,7 +86,7 @@ def test_check_reports_an_unreachable_broker_and_a_missing_pad(tmp_path, write_c
     result = hall_agent("-c", str(path), "check", "--only", "disk,broker,pads")
     assert result.returncode == 1
     assert "[ ok ] disk:" in result.stdout
-    assert "[FAIL] broker: 127.0.0.1:" in result.stdout
+    assert "[FAIL] broker: refused: nothing listens on 127.0.0.1:" in result.stdout
     assert f"[FAIL] pad[1] A01@1: {tmp_path}/ttyNOPE" in result.stdout
 
 

@@ -1,0 +1,226 @@
+"""Serves the hall board: the page, its data as JSON, and changes pushed as Server-Sent Events.
+
+aiohttp (docs/board.md, "Why aiohttp"): one maintained asyncio package that is both the
+server and, for the tests, the HTTP and WebSocket client; no ASGI server to pair with it, no
+C build. SSE rather than WebSocket: the board only listens, and the browser's EventSource
+reconnects by itself after a collector restart.
+
+The server reads the store on its own connection (in one worker thread: the stores are
+synchronous) once a second and pushes the board to every open page only when it changed;
+the browser never polls. It runs on its own thread and event loop beside the collector, and
+a board that cannot start (port taken) is logged and leaves the collector running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import threading
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from central.board import state
+from central.config import CentralConfig
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 1.0  # the store is read this often; pages get a push only on a change
+KEEPALIVE_S = 15.0  # an SSE comment so proxies and the browser keep the stream open
+
+
+def _page() -> bytes:
+    return resources.files("central.board").joinpath("page.html").read_bytes()
+
+
+class Board:
+    """The board's state and its subscribers; lives on the server's event loop."""
+
+    def __init__(self, cfg: CentralConfig, store: Any):
+        self.cfg = cfg
+        self.store = store
+        self.tz = ZoneInfo(cfg.central.timezone)
+        self.current: str = ""
+        self.subscribers: set[asyncio.Queue[str]] = set()
+        self.errors = 0
+        self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="board-store")
+
+    def _read(self) -> str:
+        board = state.load(self.store, self.tz, self.cfg.board.site)
+        board["title"] = self.cfg.board.title
+        # The screen's own clock may be UTC (a kiosk PC): the page shows the hall's time.
+        board["timezone"] = self.cfg.central.timezone
+        return json.dumps(board, ensure_ascii=False, separators=(",", ":"))
+
+    async def refresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            text = await loop.run_in_executor(self._db, self._read)
+        except Exception as exc:  # a store restarting: keep the last board, try again
+            self.errors += 1
+            if self.errors == 1 or self.errors % 60 == 0:
+                logger.warning("board: cannot read the store: %s", exc)
+            return
+        if self.errors:
+            logger.info("board: store readable again")
+            self.errors = 0
+        if text != self.current:
+            self.current = text
+            for queue in list(self.subscribers):
+                queue.put_nowait(text)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REFRESH_S)
+
+    def close(self) -> None:
+        self._db.shutdown(wait=True)
+
+
+BOARD = web.AppKey("board", Board)
+
+
+async def _index(_request: web.Request) -> web.Response:
+    return web.Response(
+        body=_page(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _json(request: web.Request) -> web.Response:
+    board: Board = request.app[BOARD]
+    if not board.current:
+        await board.refresh()
+    return web.Response(text=board.current or "{}", content_type="application/json")
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    board: Board = request.app[BOARD]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    board.subscribers.add(queue)
+    try:
+        if not board.current:
+            await board.refresh()
+        if board.current:
+            await response.write(f"data: {board.current}\n\n".encode())
+        while True:
+            try:
+                text = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if not text:  # the server is stopping
+                break
+            await response.write(f"data: {text}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        board.subscribers.discard(queue)
+    return response
+
+
+def make_app(board: Board) -> web.Application:
+    app = web.Application()
+    app[BOARD] = board
+    app.router.add_get("/", _index)
+    app.router.add_get("/board.json", _json)
+    app.router.add_get("/events", _events)
+    return app
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class BoardServer:
+    """The board on its own thread and event loop; ``start`` returns once it listens."""
+
+    def __init__(self, cfg: CentralConfig, store: Any = None):
+        self.cfg = cfg
+        self._store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.error: str | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 10.0) -> bool:
+        self._thread = threading.Thread(target=self._main, name="board", daemon=True)
+        self._thread.start()
+        self._started.wait(timeout)
+        return self.port is not None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:
+            # The collector's job goes on without the board; a warning, not an error.
+            self.error = str(exc)
+            logger.warning(
+                "board: not serving on %s: %s (set [board] listen, or '' for no board)",
+                self.cfg.board.listen,
+                exc,
+            )
+        finally:
+            self._started.set()
+
+    async def _serve(self) -> None:
+        from central.store import open_store
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        own = self._store is None
+        store = self._store or await self._loop.run_in_executor(
+            None,
+            open_store,
+            self.cfg.store.url,
+            self.cfg.store.pg_schema,
+            self.cfg.store.password,
+        )
+        board = Board(self.cfg, store)
+        runner = web.AppRunner(
+            make_app(board), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            host, port = split_listen(self.cfg.board.listen)
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            logger.info("board: http://%s:%d/", host, self.port)
+            self._started.set()
+            await board.run(self._stop)
+        finally:
+            # Open event streams never end by themselves: end them before the runner waits.
+            for queue in list(board.subscribers):
+                queue.put_nowait("")
+            await runner.cleanup()
+            board.close()
+            if own:
+                store.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)

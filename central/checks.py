@@ -1,0 +1,156 @@
+"""``hall-central check``: the store, the broker and the broker's ACL, as the collector sees them.
+
+Each probe returns :class:`agent.checks.ProbeResult` lines and never raises (docs/check.md).
+
+- ``store``: opens the store (creating or migrating it, as the collector would), says its
+  schema version, and proves it writable with a write that is rolled back. A SQLite file that
+  does not exist yet is *not* created by a check run as root (it would then belong to root and
+  the collector's user could not write it): the directory is checked instead.
+- ``broker``: connects with the collector's own ``[mqtt]`` credentials (sync.probe names the
+  kind of failure: refused, auth failed, TLS failed, no route / DNS, timeout).
+- ``acl``: subscribes to what the collector reads (the shared event subscription and the
+  status topics; Mosquitto grants any subscription and filters each message by the read ACL,
+  so read access counts as proven only when a retained status arrives) and publishes,
+  non-retained and empty, to an ``ack`` and a ``roster`` topic of a site no device uses
+  (``hall-central-check``), so no device ever sees the probe. While it is subscribed the
+  broker may hand this probe one event batch meant for a running collector; that batch is
+  never acked, and its device resends it after ``sync.ack_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from central.config import CentralConfig
+from sync.cli_common import ProbeResult
+
+PROBE_SITE = "hall-central-check"  # a site id no device has: the ACL probe's topics
+
+
+def _shown(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url  # no credentials in output
+
+
+def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
+    from central.store import PG_MIGRATIONS, SQLITE_MIGRATIONS, SqliteStore, open_store
+
+    url = cfg.store.url
+    shown = _shown(url)
+    if urlsplit(url).scheme == "sqlite":
+        path = Path(unquote(url[len("sqlite:///") :]))
+        if not path.exists():
+            parent = path.parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not os.access(parent, os.W_OK):
+                return [ProbeResult("store", False, f"{path}: {parent} is not writable")]
+            if os.geteuid() == 0:
+                return [
+                    ProbeResult(
+                        "store",
+                        True,
+                        f"{path} does not exist yet; the collector creates it on its first "
+                        "start (not created here as root: it would belong to root)",
+                        warn=True,
+                    )
+                ]
+    try:
+        store = open_store(url, cfg.store.pg_schema, cfg.store.password)
+    except Exception as exc:
+        return [ProbeResult("store", False, f"{shown}: cannot open: {exc}")]
+    try:
+        if isinstance(store, SqliteStore):
+            version = store.query("PRAGMA user_version")[0][0]
+            current = len(SQLITE_MIGRATIONS)
+            c = store.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "INSERT INTO rejected (id, device, reason, payload, received_at) "
+                    "VALUES ('hall-central-check', NULL, 'check', NULL, '')"
+                )
+            finally:
+                c.execute("ROLLBACK")
+        else:
+            version = store.query("SELECT version FROM hall_schema")[0][0]
+            current = len(PG_MIGRATIONS)
+            conn = store._conn()  # type: ignore[attr-defined]
+            with conn.transaction(force_rollback=True):
+                conn.execute(
+                    "INSERT INTO rejected (id, device, reason, payload) "
+                    "VALUES ('hall-central-check', NULL, 'check', NULL)"
+                )
+        events = store.query("SELECT count(*) FROM events")[0][0]
+    except Exception as exc:
+        return [ProbeResult("store", False, f"{shown}: not writable: {exc}")]
+    finally:
+        store.close()
+    if version != current:
+        return [
+            ProbeResult("store", False, f"{shown}: schema version {version}, expected {current}")
+        ]
+    return [
+        ProbeResult(
+            "store", True, f"{shown}: schema version {version} (current), writable, {events} events"
+        )
+    ]
+
+
+def probe_broker(cfg: CentralConfig) -> list[ProbeResult]:
+    from sync.probe import probe_broker as connect_once
+
+    result = connect_once(cfg.mqtt, client_id=f"{cfg.central.id}-check-{os.getpid()}")
+    return [ProbeResult("broker", result.ok, result.line())]
+
+
+def probe_acl(cfg: CentralConfig) -> list[ProbeResult]:
+    from central.collector import SHARE_GROUP
+    from sync.probe import probe_acl as try_topics
+
+    prefix = cfg.mqtt.prefix
+    out = try_topics(
+        cfg.mqtt,
+        client_id=f"{cfg.central.id}-acl-{os.getpid()}",
+        subscribe=[f"$share/{SHARE_GROUP}/{prefix}/+/+/events", f"{prefix}/+/+/status"],
+        publish=[f"{prefix}/{PROBE_SITE}/check/ack", f"{prefix}/{PROBE_SITE}/roster"],
+    )
+    return [ProbeResult(f"acl {what}", ok, detail, warn) for what, ok, warn, detail in out]
+
+
+PROBES: dict[str, Callable[[CentralConfig], list[ProbeResult]]] = {
+    "store": probe_store,
+    "broker": probe_broker,
+    "acl": probe_acl,
+}
+
+
+def run_probes(cfg: CentralConfig, only: set[str] | None = None) -> list[ProbeResult]:
+    results: list[ProbeResult] = []
+    if os.geteuid() == 0 and (only is None or "store" in only):
+        results.append(
+            ProbeResult(
+                "user",
+                True,
+                "running as root: run it as the collector's user (sudo -u hall-central "
+                "hall-central check) to see its permissions",
+                warn=True,
+            )
+        )
+    broker_ok = True
+    for name, probe in PROBES.items():
+        if only is not None and name not in only:
+            continue
+        if name == "acl" and not broker_ok:
+            results.append(ProbeResult("acl", False, "skipped: the broker probe failed"))
+            continue
+        try:
+            got = probe(cfg)
+        except Exception as exc:  # a probe bug must not hide the other results
+            got = [ProbeResult(name, False, f"probe failed: {exc!r}")]
+        if name == "broker":
+            broker_ok = all(r.ok for r in got)
+        results.extend(got)
+    return results
