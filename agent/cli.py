@@ -189,6 +189,14 @@ def _open_outbox(cfg: AgentConfig):
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    # Read-only: never create an outbox (or its data_dir) where the config may point wrongly.
+    path = cfg.device.data_dir / "outbox.db"
+    if not path.is_file() or path.stat().st_size == 0:
+        what = "no such file" if not path.exists() else "empty file, not an outbox"
+        raise CliError(
+            f"outbox {path}: {what}; check device.data_dir in {args.config} (the agent "
+            "creates the outbox when it first runs)"
+        )
     outbox = _open_outbox(cfg)
     try:
         stats = outbox.stats()

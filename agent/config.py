@@ -395,6 +395,12 @@ class CentralConfig(_Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    # Not in CONTRACT §5 (additive, docs/reports.md): the hours, holidays and 调休 days the
+    # attendance report judges punches by; the same section as the kiosks' attendance.schedule
+    # and meant to hold the same values.
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection, description="Working hours for the attendance report"
+    )
 
 
 # --- loading and error formatting ---------------------------------------------------------

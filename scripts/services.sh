@@ -9,6 +9,8 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
 command -v psql >/dev/null || need_apt+=(postgresql)
 command -v socat >/dev/null || need_apt+=(socat)
+# Headless Chromium renders the HTML report in tests (tests/test_report_formats.py).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

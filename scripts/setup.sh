@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or refresh) the project's virtual environment in .venv. Idempotent: an existing venv
 # is reused and pip runs only when pyproject.toml or this script changed since the last run.
-#   scripts/setup.sh            runtime only (window device, collector)
+#   scripts/setup.sh            runtime only (window device, collector and its reports)
 #   scripts/setup.sh --kiosk    + the vision stack (OpenCV, dlib, face_recognition)
 #   scripts/setup.sh --dev      + test and lint tools (implies --kiosk: the tests use it)
 set -euo pipefail
@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup.sh: venv creation failed; on Debian 12: apt-get install python3-venv" >&2; exit 1; }
 fi
 
-extras="postgres"
+extras="postgres central"
 [ "$kiosk" = 1 ] && extras="$extras kiosk"
 [ "$dev" = 1 ] && extras="$extras dev"
 # The stamp names what was installed for this pyproject.toml and this script; a later call
