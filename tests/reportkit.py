@@ -10,7 +10,6 @@ from typing import Any
 from sync.store import EventRow, Store
 
 CST = timezone(timedelta(hours=8))
-UTC = timezone.utc
 
 # A perfect working day: 5 min early in, 5 min late out (summer hours 08:30-11:30,
 # 14:30-17:30; docs/reports.md).

@@ -21,14 +21,14 @@ from central.reports.month import Month
 from sync import testing
 from sync.store import open_store
 from sync.testing import PG_URL, pg_available
-from tests.reportkit import CST, UTC
+from tests.reportkit import CST, UTC, leave, roster
 from tests.reportkit import Month as Events
-from tests.reportkit import leave, roster
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 12, 15, 12, 0, tzinfo=TZ)  # both months are over
 OCTOBER_WORKDAYS = [
-    date(2026, 10, d) for d in (8, 9, 10, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 26, 27, 28, 29, 30)
+    date(2026, 10, d)
+    for d in (8, 9, 10, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 26, 27, 28, 29, 30)
 ]
 
 
@@ -293,7 +293,15 @@ def test_ratings_by_hand(store):
     bad = next(s for s in report.sheets if s.name == "差评明细")
     assert bad.rows == [
         ["2026-10-08 09:14", "jiedong", "A03", "S001", "王芳", "不满意", "态度不好"],
-        ["2026-10-08 09:15", "jiedong", "A03", "S001", "王芳", "非常不满意", "办事效率低、多次跑动"],
+        [
+            "2026-10-08 09:15",
+            "jiedong",
+            "A03",
+            "S001",
+            "王芳",
+            "非常不满意",
+            "办事效率低、多次跑动",
+        ],
     ]
     win = next(s for s in report.sheets if s.name == "窗口评价")
     assert win.rows[0] == ["jiedong", "A03", 6, 2, 1, 1, 1, 1, "66.7%", 2, 6, 4, 2, 20]
