@@ -89,6 +89,9 @@ def _write_out(path: Path, data: bytes) -> None:
     # Whole file or nothing: a report opened while being written must not look complete.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent or Path("."))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

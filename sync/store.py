@@ -744,11 +744,12 @@ class PostgresStore(Store):
         table = f'"{self.schema}".hall_schema' if self.schema else "hall_schema"
         row = self.conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
         if row[0] is None:
-            self.conn.close()
-            where = f"schema {self.schema} of " if self.schema else ""
             info = self.conn.info
+            where = f"schema {self.schema} of " if self.schema else ""
+            where += f"postgresql://{info.host}:{info.port}/{info.dbname}"
+            self.conn.close()
             raise StoreMissingError(
-                f"store {where}postgresql://{info.host}:{info.port}/{info.dbname}: no "
+                f"store {where}: no "
                 "hall-central tables; check [store] url and pg_schema in the config"
             )
 

@@ -6,6 +6,8 @@ topics and payloads of CONTRACT §3 are checked against code that is not ours.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -418,14 +420,19 @@ def test_report_ratings(tmp_path, store_conf):
             "ratings",
             "--month",
             "2026-11",
+            "--format",
+            "csv",
         ],
         cwd=REPO,
         capture_output=True,
-        text=True,
         check=True,
-    ).stdout.splitlines()
-    assert out[0] == "2026-11 评价统计"
-    assert out[2].split("\t") == ["A03", "2", "1", "0", "0", "1", "4", "75.0%"]
+    ).stdout.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(out, newline="")))
+    assert rows[0] == ["2026-11 好差评月报"]
+    at = rows.index(["# 窗口评价"])
+    # site, window, total, levels 5..1, satisfaction (levels 3-5), 差评, invitations...
+    assert rows[at + 2][:10] == ["jiedong", "A03", "4", "2", "1", "0", "0", "1", "75.0%", "1"]
+    assert rows[at + 3] == []  # the October rating is not November's
 
 
 def test_uuid_helper_matches_contract_form():
@@ -655,6 +662,50 @@ def test_roster_publish_stores_shows_and_refuses_an_older_version(tmp_path, brok
     assert r.returncode == 0, r.stderr
     assert store.roster("jiedong").roster == older
     assert retained_rosters(broker, 1) == {"hall/jiedong/roster": older}
+
+
+@needs_clients
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_roster_publish_from_a_spreadsheet(tmp_path, broker, store_conf, fmt):
+    store, store_text = store_conf
+    conf = write_conf(tmp_path, broker, store_text)
+    rows = [
+        ["工号", "姓名", "角色", "窗口"],
+        ["S0012", "张敏", "窗口人员", "A03"],
+        ["S0001", "李强", "首席代表", ""],
+    ]
+    path = tmp_path / f"roster.{fmt}"
+    if fmt == "csv":
+        path.write_bytes("\r\n".join(",".join(r) for r in rows).encode("utf-8-sig"))
+    else:
+        from openpyxl import Workbook
+
+        book = Workbook()
+        for r in rows:
+            book.active.append(r)
+        book.save(path)
+    r = central(conf, "roster", "publish", str(path), "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    expected = {
+        "v": 1,
+        "version": 1,  # none stored: version 1
+        "staff": [
+            {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03"},
+            {"id": "S0001", "name": "李强", "role": "chief"},
+        ],
+    }
+    assert store.roster("jiedong").roster == expected
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": expected}
+    r = central(conf, "roster", "publish", str(path), "--site", "jiedong")
+    assert r.returncode == 0 and store.roster("jiedong").version == 2  # one above the stored
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("工号,姓名,角色\nS0012,张敏,staff\nS 13,王五,staff\nS0014,赵六,boss\n")
+    r = central(conf, "roster", "publish", str(bad), "--site", "jiedong")
+    assert r.returncode == 2
+    assert "line 3, column 工号 (A): expected a staff id" in r.stderr
+    assert "line 4, column 角色 (C): expected one of" in r.stderr
+    assert store.roster("jiedong").version == 2  # nothing stored
 
 
 @needs_clients

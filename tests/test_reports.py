@@ -10,7 +10,7 @@ October 2026 (chinesecalendar): 1-7 National Day off, Saturday 10 an adjusted wo
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,7 +21,7 @@ from central.reports.month import Month
 from sync import testing
 from sync.store import open_store
 from sync.testing import PG_URL, pg_available
-from tests.reportkit import CST, UTC, leave, roster
+from tests.reportkit import CST, leave, roster
 from tests.reportkit import Month as Events
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -232,7 +232,8 @@ def test_current_month_judges_only_past_days(store):
 
 
 def write_ratings(store) -> None:
-    roster(store, "jiedong", [("S001", "王芳", "staff", "A03")])
+    if store.roster("jiedong") is None:
+        roster(store, "jiedong", [("S001", "王芳", "staff", "A03")])
     roster(store, "puning", [("S009", "吴磊", "staff", "A03")])
     ev = Events(store)
     day = datetime(2026, 10, 8, 9, 0, tzinfo=CST)

@@ -408,10 +408,23 @@ def _span(span: Any) -> str:
     return f"{span.start.strftime('%H:%M')}-{span.end.strftime('%H:%M')}"
 
 
+# chinesecalendar's holiday names (its Holiday enum) as the staff read them.
+HOLIDAY_NAMES = {
+    "New Year's Day": "元旦",
+    "Spring Festival": "春节",
+    "Tomb-sweeping Day": "清明节",
+    "Labour Day": "劳动节",
+    "Dragon Boat Festival": "端午节",
+    "National Day": "国庆节",
+    "Mid-autumn Festival": "中秋节",
+}
+
+
 def _plan_reason(plan: DayPlan) -> str:
     reason = plan.reason
     if reason.startswith("holiday: "):
-        return f"法定节假日 ({reason.split(': ', 1)[1]})"
+        name = reason.split(": ", 1)[1]
+        return f"法定节假日 ({HOLIDAY_NAMES.get(name, name)})"
     if reason.startswith("adjusted working day"):
         return "调休上班"
     return {
