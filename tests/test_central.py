@@ -407,6 +407,9 @@ def test_report_ratings(tmp_path, store_conf):
     evs.append(event(9, at="2026-10-31T17:00:00.000+08:00"))
     v = check_batch(TOPIC, batch(*evs), **LIMITS)
     store.write_batch(v.good, v.rejects)
+    # As if each arrived when made: received_at is the real clock, and an event more than a
+    # day from it is filed by received_at (CONTRACT §6).
+    store.query("UPDATE events SET received_at = at RETURNING id")
     conf = tmp_path / "central.toml"
     conf.write_text(conf_text)
     out = subprocess.run(

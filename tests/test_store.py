@@ -177,7 +177,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
 
 
 def test_concurrent_first_open_postgres(pg_schema):
@@ -361,8 +361,8 @@ def test_roster_is_stored_exactly_and_older_versions_are_refused(store):
     assert store.roster("jiedong").roster == newer
 
 
-def test_sqlite_v1_store_is_migrated_to_v2_keeping_its_data(tmp_path):
-    """A store created by the previous release (schema v1) gains `rosters` on open."""
+def test_sqlite_v1_store_is_migrated_keeping_its_data(tmp_path):
+    """A store created by an earlier release (schema v1) gains `rosters` and `leave` on open."""
     import sqlite3
 
     path = tmp_path / "hall.db"
@@ -378,8 +378,8 @@ def test_sqlite_v1_store_is_migrated_to_v2_keeping_its_data(tmp_path):
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as s:
-        assert s.query("PRAGMA user_version")[0][0] == 2
-        assert count(s) == 1
+        assert s.query("PRAGMA user_version")[0][0] == 3
+        assert count(s) == 1 and s.leaves() == []
         s.put_roster("jiedong", ROSTER)
     out = subprocess.run(
         ["sqlite3", str(path), "SELECT site, version, json_extract(payload, '$.v') FROM rosters"],
@@ -390,7 +390,7 @@ def test_sqlite_v1_store_is_migrated_to_v2_keeping_its_data(tmp_path):
     assert out == "jiedong|3|1"
 
 
-def test_postgres_v1_store_is_migrated_to_v2_keeping_its_data(pg_schema):
+def test_postgres_v1_store_is_migrated_keeping_its_data(pg_schema):
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -406,8 +406,8 @@ def test_postgres_v1_store_is_migrated_to_v2_keeping_its_data(pg_schema):
             "'2026-11-26T09:12:03.120+08:00', 'synced', '{}')"
         )
     with PostgresStore(PG_URL, pg_schema) as s:
-        assert s.query("SELECT version FROM hall_schema") == [(2,)]
-        assert count(s) == 1
+        assert s.query("SELECT version FROM hall_schema") == [(3,)]
+        assert count(s) == 1 and s.leaves() == []
         s.put_roster("jiedong", ROSTER)
     # Read back by a peer (psql): jsonb holding exactly the roster.
     env = {**os.environ, "PGOPTIONS": f"-c search_path={pg_schema}"}
