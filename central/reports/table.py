@@ -13,6 +13,8 @@ from central.reports.model import Report, Sheet
 
 
 def display_width(text: str) -> int:
+    if text.isascii():  # most cells (times, counts, ids): one cell per character
+        return len(text)
     width = 0
     for ch in text:
         if unicodedata.combining(ch):
