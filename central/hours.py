@@ -1,8 +1,8 @@
 """The working-time rules the centre judges punches by: the kiosks' own schedule code.
 
 One import point, so the attendance report and the kiosks can never disagree about hours,
-seasons, statutory holidays or adjusted working days (调休) (CONTRACT §1; the regulation's
-第二十四条 on working hours). When the schedule moves to a module both sides share, only this
+seasons, statutory holidays or adjusted working days (调休) (CONTRACT §1, from the
+regulation's attendance articles, 第二十四、二十六条). When the schedule moves to a module both sides share, only this
 file changes.
 """
 

@@ -1,5 +1,5 @@
-"""The monthly attendance report (the regulation's 第二十四条 working hours and 第二十六条
-attendance by face, four records a working day; CONTRACT §1).
+"""The monthly attendance report, for the assessment the regulation's attendance articles
+(第二十四、二十六条) ask of the centre: four records a working day, by face (CONTRACT §1).
 
 Per person and working day, the four slots with the punch that counts (the earliest in a
 "上班" band, the latest in a "下班" band, so a second punch never makes anyone later), late and

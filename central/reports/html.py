@@ -60,7 +60,7 @@ def _height(option: dict[str, Any]) -> int:
     series = option.get("series") or [{}]
     if series[0].get("type") == "heatmap":
         return 140 + 20 * len(option["yAxis"]["data"])
-    return 320
+    return 260
 
 
 def write(report: Report, out: TextIO) -> None:
