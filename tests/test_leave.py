@@ -231,3 +231,43 @@ def test_hall_agent_outbox_never_creates_one(tmp_path):
     assert r.returncode == 1
     assert f"outbox {data / 'outbox.db'}: no such file" in r.stderr
     assert not data.exists()
+
+
+def test_every_central_command_has_help_text():
+    from sync.central_cli import build_parser
+    from tests.test_cli import _subcommands
+
+    commands = {path: (text, sub) for path, text, sub in _subcommands(build_parser())}
+    for path in [("report", "attendance"), ("report", "ratings"), ("leave", "import")]:
+        assert path in commands
+    for path, (text, sub) in commands.items():
+        assert text, f"`{' '.join(path)}` has no help in the command list"
+        assert sub.description, f"`{' '.join(path)}` has no description"
+
+
+def test_leave_in_sqlite_read_by_a_peer(tmp_path):
+    """The leave table as the sqlite3 command-line tool sees it (CONTRACT §6)."""
+    import shutil
+
+    if shutil.which("sqlite3") is None:
+        pytest.skip("sqlite3 command-line tool not installed")
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD, encoding="utf-8")
+    with open_store(f"sqlite:///{tmp_path}/hall.db") as store:
+        store.add_leaves(parse_leave_file(path), "王科员")
+    out = subprocess.run(
+        [
+            "sqlite3",
+            str(tmp_path / "hall.db"),
+            "SELECT staff_id, kind, starts, starts_half, ends, ends_half, approver, imported_by "
+            "FROM leave ORDER BY id",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [
+        "S001|请假|2026-10-13|pm|2026-10-13|pm|张主任|王科员",
+        "S002|公出|2026-10-19|am|2026-10-20|pm|张主任|王科员",
+        "S002|补卡|2026-10-21|am|2026-10-21|am|李科长|王科员",
+    ]
