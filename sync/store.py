@@ -70,9 +70,7 @@ def utcnow() -> datetime:
 
 def plausible(event: EventRow, received_at: datetime) -> bool:
     """CONTRACT §6: a synced clock and within a day of when the centre received it."""
-    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(
-        seconds=PLAUSIBLE_S
-    )
+    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
 
 
 def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
@@ -239,8 +237,7 @@ _SQLITE_OFFSET_MIN = (
     f"CAST(substr({_SQLITE_OFFSET}, 5, 2) AS INTEGER)))"
 )
 SQLITE_PLAUSIBLE = (
-    "(clock = 'synced' AND "
-    f"abs(julianday(at) - julianday(received_at)) <= {PLAUSIBLE_S / 86400:g})"
+    f"(clock = 'synced' AND abs(julianday(at) - julianday(received_at)) <= {PLAUSIBLE_S / 86400:g})"
 )
 _SQLITE_FILED_AT = (
     f"CASE WHEN {SQLITE_PLAUSIBLE} THEN at ELSE "
@@ -252,7 +249,6 @@ PG_PLAUSIBLE = (
     "AND received_at + interval '1 day')"
 )
 _PG_FILED_AT = f"CASE WHEN {PG_PLAUSIBLE} THEN at ELSE received_at END AS filed_at"
-
 
 
 def _with_filed_at(steps: list[str], view: str, filed_at: str, replace: bool = False) -> str:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -173,7 +173,7 @@ def test_devices_track_status_and_last_event(store):
         str(d["last_event_at"])[:19].replace(" ", "T")
         in (
             last.isoformat()[:19],  # SQLite keeps the device's text and offset
-            last.astimezone(timezone.utc).isoformat()[:19],  # PostgreSQL: the session zone (UTC)
+            last.astimezone(UTC).isoformat()[:19],  # PostgreSQL: the session zone (UTC)
         )
     )
 
@@ -534,7 +534,7 @@ def test_sqlite_v2_store_with_a_pinned_last_event_is_repaired_on_open(tmp_path):
             conn.execute(sql)
     conn.execute("PRAGMA user_version = 2")
     recent = (datetime.now(TZ) - timedelta(hours=2)).isoformat(timespec="milliseconds")
-    received = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    received = datetime.now(UTC).isoformat(timespec="milliseconds")
     conn.execute(
         "INSERT INTO events VALUES ('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', "
         "'jiedong', 1, 'device.test', ?, 'synced', ?, '{}')",
