@@ -2,8 +2,8 @@
 
 One import point, so the attendance report and the kiosks can never disagree about hours,
 seasons, statutory holidays or adjusted working days (调休) (CONTRACT §1, from the
-regulation's attendance articles, 第二十四、二十六条). When the schedule moves to a module both sides share, only this
-file changes.
+regulation's attendance articles, 第二十四、二十六条). When the schedule moves to a module
+both sides share, only this file changes.
 """
 
 from agent.config import ScheduleSection

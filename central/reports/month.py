@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sync.store import PLAUSIBLE_S
+
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 # CONTRACT §6: an event whose `at` is implausible (clock `unsynced`, or more than a day from
-# `received_at`) is kept as sent and filed by `received_at` in reports.
-PLAUSIBLE = timedelta(days=1)
+# `received_at`) is kept as sent and filed by `received_at` in reports. The threshold is the
+# store's, whose views carry the same rule as `filed_at` (docs/sync.md).
+PLAUSIBLE = timedelta(seconds=PLAUSIBLE_S)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ def filed_at(at: datetime, clock: str, received_at: datetime) -> tuple[datetime,
 
     The one place the plausible-time rule (CONTRACT §6) is applied in the reports.
     """
+    # The same comparison as sync.store.plausible (which takes a whole EventRow).
     if clock != "synced" or abs(at - received_at) > PLAUSIBLE:
         return received_at, True
     return at, False
