@@ -142,10 +142,18 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
         by = args.by or getpass.getuser()
         with open_existing(cfg) as store:
             added = store.add_leaves(rows, by)
+            known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
         print(
             f"leave import {args.file}: {added} row(s) added, "
             f"{len(rows) - added} already stored, imported by {by}"
         )
+        unknown = sorted({r["staff_id"] for r in rows} - known)
+        if unknown:
+            # Stored anyway: the roster may be published after the leave (a new colleague).
+            print(
+                f"leave import: note: staff id(s) in no stored roster: {', '.join(unknown)}",
+                file=sys.stderr,
+            )
         return 0
     if args.leave_command == "remove":
         with open_existing(cfg) as store:

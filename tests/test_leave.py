@@ -158,6 +158,7 @@ def test_import_list_remove_on_both_stores(tmp_path, store_conf):
     r = central(conf, "leave", "import", str(path), "--by", "王科员")
     assert r.returncode == 0, r.stderr
     assert "3 row(s) added, 0 already stored, imported by 王科员" in r.stdout
+    assert "staff id(s) in no stored roster: S001, S002" in r.stderr  # stored all the same
     r = central(conf, "leave", "import", str(path), "--by", "王科员")
     assert "0 row(s) added, 3 already stored" in r.stdout  # the same file again adds nothing
     rows = store.leaves()
