@@ -280,8 +280,9 @@ CALENDAR_HEADERS = ["日期", "星期", "工作日", "说明", "上午", "下午
 HALF_NAMES = {"am": "上午", "pm": "下午"}
 
 
-def _days(value: float) -> str:
-    return f"{value:g}"
+def _days(value: float) -> int | float:
+    # Half days: 1.5 stays a number (xlsx sums it), 2.0 shows as 2.
+    return int(value) if value == int(value) else value
 
 
 def _rule_text(pm: PersonMonth) -> str:
