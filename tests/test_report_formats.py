@@ -177,3 +177,21 @@ def test_html_is_self_contained_and_draws_its_charts(conf, tmp_path, kind):
         assert "王芳 S001" in dom  # a heat map row label
     else:
         assert "jiedong/A03" in dom and "puning/A03" in dom  # two windows, not one
+
+
+def test_bad_month_and_site_are_usage_errors(conf):
+    r = central(conf, "report", "ratings", "--month", "2026-13")
+    assert r.returncode == 2 and "report ratings --month: expected YYYY-MM" in r.stderr.decode()
+    r = central(conf, "report", "attendance", "--site", "Bad Site")
+    assert r.returncode == 2 and "report attendance --site: expected" in r.stderr.decode()
+
+
+def test_one_site_only(conf):
+    r = central(
+        conf, "report", "ratings", "--month", "2026-10", "--site", "puning", "--format", "csv"
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    rows = list(csv.reader(io.StringIO(r.stdout.decode("utf-8-sig"), newline="")))
+    at = rows.index(["# 窗口评价"])
+    assert rows[0] == ["2026-10 puning 好差评月报"]
+    assert [row[:3] for row in rows[at + 2 : rows.index([], at)]] == [["puning", "A03", "2"]]

@@ -333,3 +333,14 @@ def test_both_stores_give_identical_reports(tmp_path):
     # Leave ids and import times are store-made; everything else must match byte for byte.
     assert outputs[0] == outputs[1]
     assert "王芳".encode() in outputs[0]
+
+
+def test_default_month_is_the_halls():
+    # 22:30 UTC on 30 November is 06:30 on 1 December in the hall.
+    late_utc = datetime(2026, 11, 30, 22, 30, tzinfo=UTC)
+    assert Month.parse(None, TZ, late_utc).label == "2026-12"
+    assert Month.parse(None, ZoneInfo("UTC"), late_utc).label == "2026-11"
+    with pytest.raises(
+        ValueError, match=r"--month: expected YYYY-MM \(e.g. 2026-11\), got '2026-13'"
+    ):
+        Month.parse("2026-13", TZ)
