@@ -15,10 +15,10 @@ import pytest
 from agent.outbox import Outbox
 from sync.central import Collector
 from sync.testing import (
+    HallBroker,
     Mosquitto,
     agent_config,
     central_config,
-    make_password_file,
     mosquitto_pub,
     mosquitto_sub_args,
     wait_for,
@@ -174,11 +174,10 @@ def test_status_is_retained_with_outbox_and_components(agent, broker):
 
 
 def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
-    """pad-a03's credentials, kiosk-01's topics: the shipped ACL refuses; nothing is lost."""
-    pw = make_password_file(tmp_path / "passwd", {"pad-a03": "pw"})
-    with Mosquitto(
-        tmp_path / "b", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
-    ) as broker:
+    """pad-a03's credentials, kiosk-01's topics: the shipped broker setup refuses (PUBACK
+    0x87); nothing is lost."""
+    with HallBroker(tmp_path / "b") as broker:
+        broker.add_device("jiedong", "pad-a03", "pw")
         cfg = agent_config(
             tmp_path / "data",
             broker.url,
