@@ -39,7 +39,16 @@ from typing import Any
 from agent.config import CentralConfig
 from agent.envelope import EVENT_TYPES
 from sync.mqtt import MqttLink
-from sync.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
+from sync.store import (
+    CONFLICT,
+    EventRow,
+    Reject,
+    Store,
+    StoredRoster,
+    as_received,
+    open_store,
+    roster_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +201,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             at_text=at_text,
             clock=clock,
             data=data_text,
+            raw=ev,
         ),
         None,
     )
@@ -565,7 +575,21 @@ class Collector:
         the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
         move good events to the devices' dead letters for good.
         """
-        self.store.write_batch(verdict.good, verdict.rejects)
+        conflicts = self.store.write_batch(verdict.good, verdict.rejects)
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            verdict.good = [e for e in verdict.good if e.id not in taken]
+            for e in conflicts:
+                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
+                logger.error(
+                    "event %s from %s/%s (seq %d) reuses an id stored with different content: "
+                    "rejected as %s",
+                    e.id,
+                    e.site,
+                    e.device,
+                    e.seq,
+                    CONFLICT,
+                )
 
     def _announce(self) -> None:
         """Tell connected devices that a collector is (again) taking batches.
