@@ -39,7 +39,16 @@ from typing import Any
 from agent.config import CentralConfig
 from agent.envelope import EVENT_TYPES
 from sync.mqtt import MqttLink
-from sync.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
+from sync.store import (
+    CONFLICT,
+    EventRow,
+    Reject,
+    Store,
+    StoredRoster,
+    as_received,
+    open_store,
+    roster_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 # What the PostgreSQL views cast to ::integer, and what the pads can send (CONTRACT §4).
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
+_ANNOUNCE = object()  # queued by the events SUBACK: the collector thread says it is online
 ROSTER_PUBACK_TIMEOUT_S = 5.0
 # Event data is flat (CONTRACT §2: a list of reason labels at most). Deeper data is refused by
 # validation: SQLite's json_valid() stops at 1000 levels and a store refusal is never a reject.
@@ -191,6 +201,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             at_text=at_text,
             clock=clock,
             data=data_text,
+            raw=ev,
         ),
         None,
     )
@@ -220,6 +231,12 @@ def _as_received(ev: Any) -> str:
         return json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD]
     except (ValueError, RecursionError) as exc:  # NaN is fine here; a cycle cannot come from JSON
         return f"(not serialisable: {type(exc).__name__})"
+
+
+def central_status_topic(prefix: str) -> str:
+    """Where collectors announce themselves: ``_central`` can never be a site id (CONTRACT §3
+    ids start with a letter or digit), so it collides with no device or roster topic."""
+    return f"{prefix}/_central/status"
 
 
 def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
@@ -415,6 +432,7 @@ class Collector:
             getattr(rc, "is_failure", False) for rc in reason_codes
         ):
             self.ready.set()
+            self._q.put(_ANNOUNCE)
 
     def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
         # paho's thread: never block. Admit the message within the queue's budget or drop it.
@@ -476,6 +494,9 @@ class Collector:
             msg = self._q.get()
             if msg is None:
                 break
+            if msg is _ANNOUNCE:
+                self._announce()
+                continue
             if msg is _REPUBLISH:
                 try:
                     self.republish_rosters()
@@ -554,7 +575,38 @@ class Collector:
         the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
         move good events to the devices' dead letters for good.
         """
-        self.store.write_batch(verdict.good, verdict.rejects)
+        conflicts = self.store.write_batch(verdict.good, verdict.rejects)
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            verdict.good = [e for e in verdict.good if e.id not in taken]
+            for e in conflicts:
+                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
+                logger.error(
+                    "event %s from %s/%s (seq %d) reuses an id stored with different content: "
+                    "rejected as %s",
+                    e.id,
+                    e.site,
+                    e.device,
+                    e.seq,
+                    CONFLICT,
+                )
+
+    def _announce(self) -> None:
+        """Tell connected devices that a collector is (again) taking batches.
+
+        Not retained: devices that connect later resend what is in flight on their own
+        connect anyway. A device that came back before us (after a broker restart) published
+        into a shared group with no member, and would otherwise wait a whole ack timeout
+        (docs/sync.md, "Window, resend and backoff").
+        """
+        payload = json.dumps(
+            {"v": 1, "state": "online", "collector": self.client_id},
+            separators=(",", ":"),
+        ).encode()
+        try:
+            self.link.publish(central_status_topic(self.prefix), payload, qos=1)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+            logger.warning("collector: online announcement not sent: %s", exc)
 
     def republish_rosters(self) -> None:
         """Publish every stored roster retained again; never raises.

@@ -943,3 +943,45 @@ def test_qos0_flood_of_large_messages_does_not_grow_the_collector(tmp_path, brok
         flooder.loop_stop()
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+@needs_clients
+def test_a_reused_id_with_different_content_is_rejected_as_conflict(
+    tmp_path, broker, store_conf, caplog
+):
+    """CONTRACT §3: an id already stored with different content is rejected with reason
+    `conflict`, logged; it used to be acked as a duplicate and silently dropped. The same
+    content again is still a resend: acked, stored once."""
+    store, store_text = store_conf
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert c.wait_connected(10)
+        wait_subscribed(c, broker)
+        acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=3, timeout=20)
+        wait_for(lambda: False, 0.3)  # no condition to wait on: let mosquitto_sub subscribe
+        first = event(5, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        mosquitto_pub(broker, TOPIC, batch(first))
+        mosquitto_pub(broker, TOPIC, batch(first))  # an honest resend
+        forged = dict(first, data={**first["data"], "level": 1})
+        fresh = event(6)
+        mosquitto_pub(broker, TOPIC, batch(forged, fresh))
+        got = [json.loads(line) for line in acks.communicate(timeout=30)[0].splitlines()]
+        assert got[0] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[1] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[2] == {
+            "v": 1,
+            "ids": [fresh["id"]],
+            "rejected": [{"id": first["id"], "reason": "conflict"}],
+        }
+        levels = store.query("SELECT level FROM ratings WHERE seq = 5")
+        assert levels == [(4,)]  # the stored event is untouched
+        [(reason, payload)] = store.query(
+            "SELECT reason, payload FROM rejected WHERE id = %s", (first["id"],)
+        )
+        assert reason == "conflict" and json.loads(payload) == forged
+        assert any(
+            "reuses an id stored with different content" in r.message for r in caplog.records
+        )
+    finally:
+        c.stop()
