@@ -139,7 +139,7 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
             raise CliError(
                 f"leave import: {len(exc.problems)} problem(s) in {args.file}; nothing imported"
             ) from None
-        by = args.by or getpass.getuser()
+        by = args.by or _login_name()
         with open_existing(cfg) as store:
             added = store.add_leaves(rows, by)
             known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
@@ -196,6 +196,13 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     )
     write_sheet(sheet, sys.stdout)
     return 0
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER and no passwd entry (a container): say so
+        return f"uid {os.getuid()}"
 
 
 def _when(value: Any, tz: str) -> str:
