@@ -17,6 +17,8 @@ WEEKDAYS = "一二三四五六日"
 # Heat map categories: what a person's working day looked like.
 DAY_STATES = ["正常", "迟到/早退", "缺卡", "请假/公出/补卡", "休息日打卡"]
 DAY_COLOURS = ["#91cc75", "#fac858", "#ee6666", "#73c0de", "#9a60b4"]
+# Ratings: greens for 满意, amber for 基本满意, reds for the 差评 levels.
+LEVEL_COLOURS = {5: "#3ba272", 4: "#91cc75", 3: "#fac858", 2: "#fc8452", 1: "#ee6666"}
 
 
 def _day_state(day: Any) -> int:
@@ -93,6 +95,7 @@ def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
                 "name": LEVEL_NAMES[lv],
                 "type": "bar",
                 "stack": "level",
+                "itemStyle": {"color": LEVEL_COLOURS[lv]},
                 "data": [r.windows[k].levels[lv] for k in keys],
                 "animation": False,
             }
