@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "prints round-trip times. Exits 1 on timeout.",
     )
     p.add_argument("--count", type=int, default=1, help="how many events (default 1)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for acks")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for each ack (default 2 x sync.ack_timeout_s + 10: one resend fits)",
+    )
     p.add_argument("--note", default="ping", help="text carried in the events")
 
     p = sub.add_parser("config", help="config tools", description="Config tools.")
