@@ -199,3 +199,34 @@ def test_outbox_command_on_a_full_disk_says_disk_full_or_shows_the_counts(tmp_pa
         assert "rc 0" in out and "pending: 50" in out, out
     else:  # cannot even create the WAL index: a clear "disk full"
         assert "rc 75" in out and "disk full" in out and "events in the file are kept" in out, out
+
+
+def test_data_dir_and_files_are_not_world_readable_outside_systemd(tmp_path):
+    """Started by hand with a umask of 022, the agent used to leave the data dir 0755 and the
+    outbox 0644. New ones are 0750/0640; an existing loose one is tightened."""
+    data = tmp_path / "data"
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'[device]\nid = "pad-a03"\nsite = "jiedong"\ndata_dir = "{data}"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[sync]\nmin_free_mb = 0\n'
+    )
+
+    def outbox_command() -> None:
+        r = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "-c", str(conf), "outbox"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert r.returncode == 0, r.stderr
+
+    outbox_command()
+    assert data.stat().st_mode & 0o777 == 0o750
+    assert (data / "outbox.db").stat().st_mode & 0o777 == 0o640
+    data.chmod(0o755)
+    (data / "outbox.db").chmod(0o666)
+    outbox_command()
+    assert data.stat().st_mode & 0o777 == 0o750
+    assert (data / "outbox.db").stat().st_mode & 0o777 == 0o640
