@@ -20,6 +20,7 @@ soon as the ack arrives, so a commit that a power cut could undo would lose the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -83,6 +84,18 @@ def as_received(event: EventRow) -> str:
 
 def _conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
     return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, never raising over the error being handled.
+
+    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
+    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
+    not "database or disk is full", is what the user got to see.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def utcnow() -> datetime:
@@ -645,7 +658,7 @@ class SqliteStore(Store):
                 logger.info("store %s: schema migrated to version %d", self.path, step + 1)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
     def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
@@ -691,7 +704,7 @@ class SqliteStore(Store):
                     )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return conflicts
 
@@ -760,7 +773,7 @@ class SqliteStore(Store):
                 )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return StoredRoster(site, roster["version"], json.loads(payload), now)
 
