@@ -211,18 +211,23 @@ def test_data_dir_and_files_are_not_world_readable_outside_systemd(tmp_path):
         '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[sync]\nmin_free_mb = 0\n'
     )
 
-    def outbox_command() -> None:
-        r = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "-c", str(conf), "outbox"],
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", "-c", str(conf), *args],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=60,
             preexec_fn=lambda: os.umask(0o022),
         )
+
+    def outbox_command() -> None:
+        r = command("outbox")
         assert r.returncode == 0, r.stderr
 
-    outbox_command()
+    # `outbox` is read-only and never creates one: `ping` does (and fails: no broker).
+    r = command("ping", "--count", "1", "--timeout", "1")
+    assert r.returncode != 0 and (data / "outbox.db").is_file(), r.stderr
     assert data.stat().st_mode & 0o777 == 0o750
     assert (data / "outbox.db").stat().st_mode & 0o777 == 0o640
     data.chmod(0o755)
