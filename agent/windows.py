@@ -63,7 +63,7 @@ from contract import (
     WindowData,
     event_data,
 )
-from drivers.pad.base import PadDriver
+from drivers.pad.base import LogLimiter, PadDriver
 from drivers.pad.codec import (
     Ack,
     Display,
@@ -257,6 +257,7 @@ class PadBus:
         self._next_invite_retry = 0.0
         self.append_failures = 0
         self.foreign_frames = 0
+        self._status_log = LogLimiter()  # a pad repeating a bad status must not flood the log
 
     # --- PadHandler ------------------------------------------------------------------------
 
@@ -299,8 +300,15 @@ class PadBus:
             return
         self._advance_window(pad, addr, seq)
         if isinstance(msg, Heartbeat):
-            if msg.status:
-                logger.warning("pad %d (%s) reports status %d", addr, pad.cfg.window, msg.status)
+            log, left_out = self._status_log.allow(addr) if msg.status else (False, 0)
+            if log:
+                logger.warning(
+                    "pad %d (%s) reports status %d%s",
+                    addr,
+                    pad.cfg.window,
+                    msg.status,
+                    f" ({left_out} more such heartbeats not logged)" if left_out else "",
+                )
             self.driver.send(addr, Ack(), seq)
             return
         self._handle_record(pad, addr, seq, msg)

@@ -8,7 +8,12 @@
 - ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
 - ``hall-central -c FILE roster show --site SITE [--json]``: the stored roster.
 - ``hall-central -c FILE devices``: devices with last status, backlog and last event time.
-- ``hall-central -c FILE report ratings --month YYYY-MM``: counts per window and level.
+- ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
+  [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
+- ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
+
+Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
+store: a missing or empty one is an error naming it.
 
 Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 """
@@ -63,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(CONTRACT §3). Without FILE, publish the roster stored for the site again.",
     )
     r.add_argument(
-        "file", type=Path, nargs="?", help="roster JSON file (omit: republish the stored one)"
+        "file",
+        type=Path,
+        nargs="?",
+        help="roster JSON, CSV or xlsx file (omit: republish the stored one)",
+    )
+    r.add_argument(
+        "--version",
+        dest="roster_version",
+        type=int,
+        help="CSV/xlsx only: the roster version (default: one above the stored one)",
     )
     r.add_argument("--site", required=True, help="site id, e.g. jiedong")
     r.add_argument(
@@ -87,15 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="List devices known to the store with their last status.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("report", help="monthly reports", description="Monthly reports.")
-    psub = p.add_subparsers(dest="report_command", metavar="REPORT")
-    psub.required = True
-    r = psub.add_parser(
-        "ratings",
-        help="ratings per window and level for a month",
-        description="Count rating.submitted events per window and level for a month.",
-    )
-    r.add_argument("--month", required=True, help="YYYY-MM")
+    from central.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -197,9 +205,12 @@ def _site(args: argparse.Namespace) -> str:
     return args.site
 
 
-def _open(cfg: CentralConfig) -> Any:
+def _open(cfg: CentralConfig, create: bool = True) -> Any:
+    from central.commands import open_existing
     from central.store import open_store
 
+    if not create:
+        return open_existing(cfg)
     return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
 
 
@@ -233,14 +244,30 @@ def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
             f"retained on {topic}"
         )
         return 0
-    try:
-        raw = args.file.read_bytes()
-    except OSError as exc:
-        raise CliError(f"roster publish: cannot read {args.file}: {exc.strerror}", 2) from None
-    try:
-        roster = parse_roster(raw)
-    except RosterError as exc:
-        raise CliError(f"{args.file}: {exc}", 2) from None
+    from central.roster_files import is_table, parse_roster_table
+
+    if is_table(args.file):
+        # A spreadsheet has no version: the given one, or one above the stored roster's.
+        version = args.roster_version
+        if version is None:
+            with _open(cfg) as store:
+                stored = store.roster(site)
+            version = 1 if stored is None else stored.version + 1
+        try:
+            roster = parse_roster_table(args.file, version)
+        except RosterError as exc:
+            raise CliError(str(exc), 2) from None
+    else:
+        if args.roster_version is not None:
+            raise CliError("roster publish --version: only for CSV/xlsx files", 2)
+        try:
+            raw = args.file.read_bytes()
+        except OSError as exc:
+            raise CliError(f"roster publish: cannot read {args.file}: {exc.strerror}", 2) from None
+        try:
+            roster = parse_roster(raw)
+        except RosterError as exc:
+            raise CliError(f"{args.file}: {exc}", 2) from None
     # Stored first: the store is the centre's record and what the collector republishes on
     # every connect, so a publish that fails below is still delivered later.
     with _open(cfg) as store:
@@ -264,7 +291,7 @@ def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
 def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
     site = _site(args)
-    with _open(cfg) as store:
+    with _open(cfg, create=False) as store:
         stored = store.roster(site)
     if stored is None:
         raise CliError(f"roster show: no roster stored for site {site}")
@@ -294,9 +321,7 @@ def _fmt(value: Any) -> str:
 
 
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
-    from central.store import open_store
-
-    with open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password) as store:
+    with _open(cfg, create=False) as store:
         rows = store.devices()
     if args.json:
         print(json.dumps(rows, default=_fmt, ensure_ascii=False))
@@ -332,54 +357,16 @@ def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
-
-
 def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
-    import re
+    from central.commands import cmd_report as report
 
-    from central.store import PostgresStore, open_store
+    return report(cfg, args)
 
-    if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", args.month):
-        raise CliError(f"report --month: expected YYYY-MM, got {args.month!r}", 2)
-    with open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password) as store:
-        if isinstance(store, PostgresStore):
-            sql = (
-                'SELECT "window", level, count(*) FROM ratings '
-                "WHERE to_char(at AT TIME ZONE %s, 'YYYY-MM') = %s "
-                "GROUP BY 1, 2 ORDER BY 1, 2"
-            )
-            rows = store.query(sql, (cfg.central.timezone, args.month))
-        else:
-            # SQLite keeps `at` as the device wrote it, with its local offset (CONTRACT §2).
-            sql = (
-                "SELECT window, level, count(*) FROM ratings WHERE substr(at, 1, 7) = %s "
-                "GROUP BY 1, 2 ORDER BY 1, 2"
-            )
-            rows = store.query(sql, (args.month,))
-    per_window: dict[str, dict[int, int]] = {}
-    for window, level, n in rows:
-        per_window.setdefault(window, {})[int(level)] = n
-    levels = [5, 4, 3, 2, 1]
-    print(f"{args.month} 评价统计")
-    print("\t".join(["窗口", *(LEVEL_LABELS[lv] for lv in levels), "合计", "满意率"]))
-    for window in sorted(per_window):
-        counts = per_window[window]
-        total = sum(counts.values())
-        good = counts.get(5, 0) + counts.get(4, 0) + counts.get(3, 0)
-        print(
-            "\t".join(
-                [
-                    window,
-                    *(str(counts.get(lv, 0)) for lv in levels),
-                    str(total),
-                    f"{100 * good / total:.1f}%",
-                ]
-            )
-        )
-    if not per_window:
-        print("(无评价)")
-    return 0
+
+def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.commands import cmd_leave as leave
+
+    return leave(cfg, args)
 
 
 COMMANDS = {
@@ -388,6 +375,7 @@ COMMANDS = {
     "roster": cmd_roster,
     "devices": cmd_devices,
     "report": cmd_report,
+    "leave": cmd_leave,
 }
 
 

@@ -37,7 +37,16 @@ from datetime import datetime
 from typing import Any
 
 from central.config import CentralConfig
-from central.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
+from central.store import (
+    CONFLICT,
+    EventRow,
+    Reject,
+    Store,
+    StoredRoster,
+    as_received,
+    open_store,
+    roster_json,
+)
 from contract import EVENT_TYPES
 from sync.mqtt import MqttLink
 
@@ -57,7 +66,25 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 # What the PostgreSQL views cast to ::integer, and what the pads can send (CONTRACT §4).
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
+_ANNOUNCE = object()  # queued by the events SUBACK: the collector thread says it is online
 ROSTER_PUBACK_TIMEOUT_S = 5.0
+# Event data is flat (CONTRACT §2: a list of reason labels at most). Deeper data is refused by
+# validation: SQLite's json_valid() stops at 1000 levels and a store refusal is never a reject.
+MAX_DATA_DEPTH = 32
+# The collector's own queue (paho's thread → the store thread). QoS 1 is bounded by the broker:
+# at most RECEIVE_MAXIMUM unacknowledged with us (MQTT 5 Receive Maximum; 3.1.1: the broker's
+# max_inflight_messages, 20 in config/mosquitto.conf), and we PUBACK only after handling. QoS 0
+# has no flow control at all (a flood of 4 MB messages grew the collector without bound), so it
+# gets only what is left of a small budget and is dropped, counted, beyond it. Agents never
+# publish QoS 0 (CONTRACT §3).
+RECEIVE_MAXIMUM = 50
+QOS0_MAX_MESSAGES = 100
+QOS0_MAX_BYTES = 16 * 1024 * 1024
+# Whatever the broker does, the queue never holds more than this; a QoS 1 batch beyond it is
+# PUBACKed and dropped, and its device resends it after its ack timeout.
+QUEUE_MAX_BYTES = 256 * 1024 * 1024
+DROP_LOG_EVERY_S = 60.0
+STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database is not hammered
 
 
 def _is_num(value: Any, nullable: bool = True) -> bool:
@@ -92,6 +119,19 @@ def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
             ):
                 return f"data.{key}: expected an integer {low}-{high} or null, got {value!r}"
     return None
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str | None]:
@@ -129,6 +169,8 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     data = ev.get("data")
     if not isinstance(data, dict):
         return None, f"data: expected an object, got {type(data).__name__}"
+    if _depth_over(data, MAX_DATA_DEPTH):
+        return None, f"data: nested deeper than {MAX_DATA_DEPTH} levels"
     problem = _check_data(event_type, data)
     if problem:
         return None, problem
@@ -159,6 +201,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             at_text=at_text,
             clock=clock,
             data=data_text,
+            raw=ev,
         ),
         None,
     )
@@ -180,6 +223,20 @@ class Verdict:
             "ids": [e.id for e in self.good],
             "rejected": [{"id": r.id, "reason": r.reason} for r in self.rejects if r.id],
         }
+
+
+def _as_received(ev: Any) -> str:
+    """The whole event (envelope and data) as JSON text for ``rejected.payload``."""
+    try:
+        return json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD]
+    except (ValueError, RecursionError) as exc:  # NaN is fine here; a cycle cannot come from JSON
+        return f"(not serialisable: {type(exc).__name__})"
+
+
+def central_status_topic(prefix: str) -> str:
+    """Where collectors announce themselves: ``_central`` can never be a site id (CONTRACT §3
+    ids start with a letter or digit), so it collides with no device or roster topic."""
+    return f"{prefix}/_central/status"
 
 
 def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
@@ -207,17 +264,19 @@ def check_batch(
         named = []
         if isinstance(events, list):
             named = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)]
-        verdict.rejects = [
-            Reject(e["id"], device, reason, json.dumps(e, ensure_ascii=False)[:MAX_REJECT_PAYLOAD])
-            for e in named
-        ] or [Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])]
+        verdict.rejects = [Reject(e["id"], device, reason, _as_received(e)) for e in named] or [
+            Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])
+        ]
         return verdict
 
     if where is None:
         return reject_all(f"topic {topic!r}: expected {prefix}/SITE/DEVICE/events")
     try:
         batch = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        # The C decoder gives up at the interpreter's recursion limit (~1000 levels).
+        return reject_all("batch: JSON nested too deeply to read")
+    except (UnicodeDecodeError, ValueError) as exc:
         return reject_all(f"batch: not JSON ({exc})")
     if not isinstance(batch, dict):
         return reject_all(f"batch: expected a JSON object, got {type(batch).__name__}")
@@ -252,7 +311,7 @@ def check_batch(
                     event_id if isinstance(event_id, str) else None,
                     device,
                     problem or "invalid",
-                    json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD],
+                    _as_received(ev),
                 )
             )
     return verdict
@@ -342,13 +401,21 @@ class Collector:
             manual_ack=True,
             max_inflight=100,
             max_queued=10000,
+            receive_maximum=RECEIVE_MAXIMUM,
             name="collector",
         )
+        self._q_lock = threading.Lock()
+        self._q_messages = 0  # messages in self._q, and their payload bytes
+        self._q_bytes = 0
+        self.dropped = 0  # messages not taken: the queue's budget was spent (QoS 0 floods)
+        self._dropped_logged = 0
+        self._drop_log_at = 0.0
         self.batches = 0
         self.events_stored = 0
         self.rejected = 0
         self.deferred = 0
         self.errors = 0
+        self.store_errors = 0  # batches the store failed or refused (not acked, resent later)
         self.rosters_republished = 0  # rosters the broker acknowledged (PUBACK)
         self.roster_rounds = 0  # connects whose roster republish has finished
 
@@ -365,9 +432,44 @@ class Collector:
             getattr(rc, "is_failure", False) for rc in reason_codes
         ):
             self.ready.set()
+            self._q.put(_ANNOUNCE)
 
-    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._q.put(msg)  # never block on paho's thread
+    def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
+        # paho's thread: never block. Admit the message within the queue's budget or drop it.
+        size = len(msg.payload)
+        with self._q_lock:
+            if msg.qos == 0:
+                admit = (
+                    self._q_messages < QOS0_MAX_MESSAGES and self._q_bytes + size <= QOS0_MAX_BYTES
+                )
+            else:
+                admit = self._q_bytes + size <= QUEUE_MAX_BYTES
+            if admit:
+                self._q_messages += 1
+                self._q_bytes += size
+            else:
+                self.dropped += 1
+        if admit:
+            self._q.put(msg)
+            return
+        if msg.qos > 0:
+            # PUBACK it anyway, or the broker's window to us shrinks for good; its device
+            # resends the batch after its ack timeout (no end-to-end ack was sent).
+            client.ack(msg.mid, msg.qos)
+        now = time.monotonic()
+        if now - self._drop_log_at >= DROP_LOG_EVERY_S:
+            logger.warning(
+                "collector: queue full (%d messages, %d bytes queued); dropped %d messages "
+                "since the last report (%d in all), latest on %s (QoS %d, %d bytes)",
+                self._q_messages,
+                self._q_bytes,
+                self.dropped - self._dropped_logged,
+                self.dropped,
+                msg.topic,
+                msg.qos,
+                size,
+            )
+            self._drop_log_at, self._dropped_logged = now, self.dropped
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -396,20 +498,34 @@ class Collector:
             msg = self._q.get()
             if msg is None:
                 break
+            if msg is _ANNOUNCE:
+                self._announce()
+                continue
             if msg is _REPUBLISH:
                 try:
                     self.republish_rosters()
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
                 continue
+            with self._q_lock:
+                self._q_messages -= 1
+                self._q_bytes -= len(msg.payload)
             try:
                 self.handle(msg.topic, msg.payload)
-            except Exception:
-                # The store failed (e.g. PostgreSQL restarting): no ack to the agent, which
-                # resends after its ack timeout. Back off so a dead database is not hammered.
+            except Exception as exc:
+                # The store failed or refused the write (PostgreSQL restarting, a constraint,
+                # disk full): no ack to the agent, which resends after its ack timeout. Back
+                # off so a dead database is not hammered. Bad input never gets here:
+                # check_batch turns every parse or validation failure into a verdict.
                 self.errors += 1
-                logger.exception("collector: could not process a message on %s", msg.topic)
-                self._stop.wait(1.0)
+                self.store_errors += 1
+                logger.error(
+                    "collector: store did not take a batch on %s (%s); not acked, the device "
+                    "resends it",
+                    msg.topic,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+                self._stop.wait(STORE_RETRY_S)
             # The broker's PUBACK goes out either way: the end-to-end ack above is what
             # settles an event; holding PUBACKs would only shrink the broker's window to us.
             with self.link.publish_lock:
@@ -419,13 +535,26 @@ class Collector:
         if topic.endswith("/status"):
             self._handle_status(topic, payload)
             return
-        verdict = check_batch(
-            topic,
-            payload,
-            prefix=self.prefix,
-            max_bytes=self.cfg.central.max_payload_kb * 1024,
-            max_events=self.cfg.central.max_batch_events,
-        )
+        try:
+            verdict = check_batch(
+                topic,
+                payload,
+                prefix=self.prefix,
+                max_bytes=self.cfg.central.max_payload_kb * 1024,
+                max_events=self.cfg.central.max_batch_events,
+            )
+        except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
+            logger.exception("check_batch failed on %s", topic)
+            where = parse_topic(topic, self.prefix, "events")
+            verdict = Verdict(*(where or (None, None)))
+            verdict.rejects = [
+                Reject(
+                    None,
+                    verdict.device,
+                    f"invalid batch ({type(exc).__name__})",
+                    payload[:MAX_REJECT_PAYLOAD].decode("utf-8", errors="replace"),
+                )
+            ]
         self._write(verdict)  # returns after the commit
         self.batches += 1
         self.events_stored += len(verdict.good)
@@ -442,38 +571,46 @@ class Collector:
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
 
     def _write(self, verdict: Verdict) -> None:
-        """Write a batch in one transaction; isolate an event the store itself refuses.
+        """Write a batch in one transaction; returns after the commit, raises on any failure.
 
-        Validation should leave nothing for the store to refuse, but if it does (a check we
-        did not think of), one poisoned event must not block its device forever: the batch
-        is retried event by event and the refused ones are rejected with the store's reason.
-        A store that is *unavailable* raises: no ack, the device resends later.
+        Only validation rejects (CONTRACT §3). A store that fails or refuses the write (a
+        constraint or trigger, disk full, read-only file, PostgreSQL down) has said nothing
+        about the events: the exception propagates, nothing is acked, and the device resends
+        the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
+        move good events to the devices' dead letters for good.
         """
+        conflicts = self.store.write_batch(verdict.good, verdict.rejects)
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            verdict.good = [e for e in verdict.good if e.id not in taken]
+            for e in conflicts:
+                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
+                logger.error(
+                    "event %s from %s/%s (seq %d) reuses an id stored with different content: "
+                    "rejected as %s",
+                    e.id,
+                    e.site,
+                    e.device,
+                    e.seq,
+                    CONFLICT,
+                )
+
+    def _announce(self) -> None:
+        """Tell connected devices that a collector is (again) taking batches.
+
+        Not retained: devices that connect later resend what is in flight on their own
+        connect anyway. A device that came back before us (after a broker restart) published
+        into a shared group with no member, and would otherwise wait a whole ack timeout
+        (docs/sync.md, "Window, resend and backoff").
+        """
+        payload = json.dumps(
+            {"v": 1, "state": "online", "collector": self.client_id},
+            separators=(",", ":"),
+        ).encode()
         try:
-            self.store.write_batch(verdict.good, verdict.rejects)
-            return
-        except Exception as exc:
-            if self.store.is_transient(exc):
-                raise
-            logger.error(
-                "store refused a batch from %s/%s (%s); writing its events one by one",
-                verdict.site,
-                verdict.device,
-                exc,
-            )
-        good: list[EventRow] = []
-        rejects = list(verdict.rejects)
-        for ev in verdict.good:
-            try:
-                self.store.write_batch([ev], [])
-                good.append(ev)
-            except Exception as exc:
-                if self.store.is_transient(exc):
-                    raise
-                reason = f"store refused the event: {str(exc).splitlines()[0]}"[:500]
-                rejects.append(Reject(ev.id, ev.device, reason, ev.data))
-        verdict.good, verdict.rejects = good, rejects
-        self.store.write_batch([], rejects)
+            self.link.publish(central_status_topic(self.prefix), payload, qos=1)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+            logger.warning("collector: online announcement not sent: %s", exc)
 
     def republish_rosters(self) -> None:
         """Publish every stored roster retained again; never raises.
@@ -531,6 +668,8 @@ class Collector:
         return True
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
+        """A device's retained status → ``devices``. Never raises: a status is not acked and
+        the next one replaces it, so a bad one (or a store hiccup) is logged and dropped."""
         where = parse_topic(topic, self.prefix, "status")
         if where is None or not payload:
             return
@@ -538,10 +677,18 @@ class Collector:
             status = json.loads(payload)
             if not isinstance(status, dict):
                 raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
+            if _depth_over(status, MAX_DATA_DEPTH):
+                raise ValueError(f"nested deeper than {MAX_DATA_DEPTH} levels")
+            # NaN/Infinity: Python reads them, no store can hold them (RFC 8259).
+            json.dumps(status, allow_nan=False)
+        except (ValueError, RecursionError) as exc:
             logger.warning("ignoring bad status on %s: %s", topic, exc)
             return
-        self.store.upsert_status(where[0], where[1], status)
+        try:
+            self.store.upsert_status(where[0], where[1], status)
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("status on %s not stored: %s", topic, exc)
 
 
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:

@@ -13,6 +13,7 @@ from contract import ID_PATTERN
 from contract.config import (
     ConfigError,
     MqttSection,
+    ScheduleSection,
     Section,
     check_mqtt_files,
     parse_model,
@@ -101,6 +102,12 @@ class CentralConfig(Section):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     store: StoreSection = Field(default_factory=StoreSection)
     board: BoardSection = Field(default_factory=BoardSection)
+    # Not in the shipped central.toml before 0.2 (additive, docs/reports.md): the hours,
+    # holidays and 调休 days the attendance report judges punches by; the same section as the
+    # kiosks' attendance.schedule and meant to hold the same values.
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection, description="Working hours for the attendance report"
+    )
 
 
 def load_central_config(path: str | os.PathLike[str]) -> CentralConfig:

@@ -4,9 +4,10 @@ Tables ``events`` and ``rejected`` as CONTRACT §6, plus two additions: ``device
 collector's view of each device's retained status, for ``hall-central devices``) and
 ``rosters`` (the last roster published per site, schema version 2: ``hall-central roster``
 publishes from it and the collector republishes it on every connect); typed views
-``punches`` and ``ratings``. The schema is created and migrated on open, inside a lock
-(SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock), so several collectors can start
-at once.
+``punches`` and ``ratings``; and CONTRACT §6's ``leave`` (schema version 4, filled by
+``hall-central leave import``; columns in docs/reports.md). The schema is created and
+migrated on open, inside a lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory
+lock), so several collectors can start at once.
 
 A batch is written in ONE transaction with ``INSERT … ON CONFLICT (id) DO NOTHING``: a resent
 event is ignored and acked again, which turns at-least-once delivery into exactly-once rows
@@ -19,12 +20,13 @@ soon as the ack arrives, so a commit that a power cut could undo would lose the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,6 +53,12 @@ class EventRow:
     at_text: str
     clock: str
     data: str  # JSON text
+    # The whole event as received (the parsed object), for `rejected.payload` should it be
+    # rejected as a conflict; serialised only then.
+    raw: Any = field(default=None, compare=False, repr=False)
+
+
+CONFLICT = "conflict"  # CONTRACT §3: an id already stored with different content
 
 
 def storable(text: str | None) -> str | None:
@@ -64,8 +72,45 @@ def storable(text: str | None) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
 
 
+def as_received(event: EventRow) -> str:
+    """The event as received, JSON text (its envelope and data)."""
+    if event.raw is None:
+        return event.data
+    try:
+        return json.dumps(event.raw, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return event.data
+
+
+def _conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+    return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, never raising over the error being handled.
+
+    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
+    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
+    not "database or disk is full", is what the user got to see.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def plausible(event: EventRow, received_at: datetime) -> bool:
+    """CONTRACT §6: a synced clock and within a day of when the centre received it."""
+    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
+
+
+def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
+    """The event that may move ``devices.last_event_at``: an implausible one never does."""
+    good = [e for e in events if plausible(e, received_at)]
+    return max(good, key=lambda e: e.at) if good else None
 
 
 def _iso(moment: datetime) -> str:
@@ -207,9 +252,114 @@ _PG_V2 = [
     )""",
 ]
 
+# v3: `filed_at` in the typed views, the time reports file an event under (CONTRACT §6): `at`
+# when it is plausible, else the centre's `received_at`. Implausible = clock `unsynced`, or more
+# than PLAUSIBLE_S from `received_at` (a kiosk that lost its RTC stamps 1970; a bad clock or a
+# hostile device can send year 9999). `at` itself stays as sent. Also repairs
+# `devices.last_event_at`, which an implausible `at` used to pin for good (PostgreSQL
+# `greatest()` kept a year-10000 value that no client can read back).
+PLAUSIBLE_S = 24 * 3600
+
+# SQLite keeps `at` as text with the device's offset and `received_at` as UTC text; julianday()
+# reads both (and is NULL for a time outside 0000-9999, which counts as implausible). An
+# implausible event is filed at `received_at` shown in the device's own offset, so that
+# substr(filed_at, 1, 7) is the hall's month like substr(at, 1, 7) is for a plausible one.
+_SQLITE_OFFSET = "(CASE WHEN at LIKE '%Z' THEN '+00:00' ELSE substr(at, -6) END)"
+_SQLITE_OFFSET_MIN = (
+    f"((CASE substr({_SQLITE_OFFSET}, 1, 1) WHEN '-' THEN -1 ELSE 1 END) * "
+    f"(CAST(substr({_SQLITE_OFFSET}, 2, 2) AS INTEGER) * 60 + "
+    f"CAST(substr({_SQLITE_OFFSET}, 5, 2) AS INTEGER)))"
+)
+SQLITE_PLAUSIBLE = (
+    f"(clock = 'synced' AND abs(julianday(at) - julianday(received_at)) <= {PLAUSIBLE_S / 86400:g})"
+)
+_SQLITE_FILED_AT = (
+    f"CASE WHEN {SQLITE_PLAUSIBLE} THEN at ELSE "
+    f"strftime('%Y-%m-%dT%H:%M:%f', received_at, {_SQLITE_OFFSET_MIN} || ' minutes') "
+    f"|| {_SQLITE_OFFSET} END AS filed_at"
+)
+PG_PLAUSIBLE = (
+    "(clock = 'synced' AND at BETWEEN received_at - interval '1 day' "
+    "AND received_at + interval '1 day')"
+)
+_PG_FILED_AT = f"CASE WHEN {PG_PLAUSIBLE} THEN at ELSE received_at END AS filed_at"
+
+
+def _with_filed_at(steps: list[str], view: str, filed_at: str, replace: bool = False) -> str:
+    """The CREATE VIEW of ``view`` in ``steps``, with ``filed_at`` as its last column."""
+    [sql] = [q for q in steps if q.startswith(f"CREATE VIEW {view} ")]
+    sql = sql.replace("\n      FROM events", f",\n        {filed_at}\n      FROM events")
+    return sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW") if replace else sql
+
+
+_SQLITE_V3 = [
+    "DROP VIEW punches",
+    "DROP VIEW ratings",
+    _with_filed_at(_SQLITE_V1, "punches", _SQLITE_FILED_AT),
+    _with_filed_at(_SQLITE_V1, "ratings", _SQLITE_FILED_AT),
+    """UPDATE devices SET last_event_at = (
+        SELECT e.at FROM events e WHERE e.site = devices.site AND e.device = devices.device
+        AND e.clock = 'synced' AND abs(julianday(e.at) - julianday(e.received_at)) <= 1
+        ORDER BY julianday(e.at) DESC LIMIT 1)""",
+]
+
+_PG_V3 = [
+    # CREATE OR REPLACE VIEW may add columns at the end, which is where filed_at goes.
+    _with_filed_at(_PG_V1, "punches", _PG_FILED_AT, replace=True),
+    _with_filed_at(_PG_V1, "ratings", _PG_FILED_AT, replace=True),
+    """UPDATE devices SET last_event_at = (
+        SELECT max(e.at) FROM events e WHERE e.site = devices.site AND e.device = devices.device
+        AND e.clock = 'synced' AND e.at BETWEEN e.received_at - interval '1 day'
+        AND e.received_at + interval '1 day')""",
+]
+
+# v4: leave and corrections (CONTRACT §6 table `leave`), imported from the office's files by
+# `hall-central leave import` (central/leave.py). Additions to the contract's columns:
+# `starts_half`/`ends_half` ('am' or 'pm': half days, so 2026-11-03 pm .. 2026-11-03 pm is one
+# afternoon) and `approver` (who signed the paper). `starts`/`ends` are local dates in the
+# hall's timezone. The unique key makes importing the same file twice a no-op.
+_LEAVE_KINDS = "('请假', '公出', '补卡')"
+_SQLITE_V4 = [
+    f"""CREATE TABLE leave (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        staff_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN {_LEAVE_KINDS}),
+        starts TEXT NOT NULL CHECK (date(starts) = starts),
+        starts_half TEXT NOT NULL CHECK (starts_half IN ('am', 'pm')),
+        ends TEXT NOT NULL CHECK (date(ends) = ends),
+        ends_half TEXT NOT NULL CHECK (ends_half IN ('am', 'pm')),
+        approver TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        imported_by TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        UNIQUE (staff_id, kind, starts, starts_half, ends, ends_half)
+    )""",
+    "CREATE INDEX leave_dates ON leave (starts, ends)",
+]
+
+_PG_V4 = [
+    f"""CREATE TABLE leave (
+        id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        staff_id text NOT NULL,
+        kind text NOT NULL CHECK (kind IN {_LEAVE_KINDS}),
+        starts date NOT NULL,
+        starts_half text NOT NULL CHECK (starts_half IN ('am', 'pm')),
+        ends date NOT NULL,
+        ends_half text NOT NULL CHECK (ends_half IN ('am', 'pm')),
+        approver text NOT NULL,
+        note text NOT NULL DEFAULT '',
+        imported_by text NOT NULL,
+        imported_at timestamptz NOT NULL DEFAULT now(),
+        source text NOT NULL,
+        UNIQUE (staff_id, kind, starts, starts_half, ends, ends_half)
+    )""",
+    "CREATE INDEX leave_dates ON leave (starts, ends)",
+]
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
-SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2]
+SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2, _SQLITE_V3, _SQLITE_V4]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -286,6 +436,43 @@ class RosterVersionError(ValueError):
         )
 
 
+class StoreMissingError(RuntimeError):
+    """A read-only command found no store (or an empty one) where the config points.
+
+    Read-only commands (``devices``, ``report``, ``leave list``) never create a store: a typo
+    in ``[store] url`` must be an error naming the path, not an empty report that exits 0.
+    """
+
+
+LEAVE_KEYS = (
+    "id",
+    "staff_id",
+    "kind",
+    "starts",
+    "starts_half",
+    "ends",
+    "ends_half",
+    "approver",
+    "note",
+    "imported_by",
+    "imported_at",
+    "source",
+)
+_LEAVE_INSERT = (
+    "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
+    "imported_by, imported_at, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half) DO NOTHING"
+)
+
+
+def _leave_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(LEAVE_KEYS, row, strict=True))
+    for key in ("starts", "ends"):  # SQLite keeps ISO text, PostgreSQL a date
+        if isinstance(out[key], str):
+            out[key] = date.fromisoformat(out[key])
+    return out
+
+
 def _text(moment: Any) -> str:
     return moment.isoformat(timespec="seconds") if hasattr(moment, "isoformat") else str(moment)
 
@@ -295,7 +482,14 @@ class Store:
 
     url: str
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        """Store ``events`` and ``rejects`` in one transaction; returns after the commit.
+
+        An event whose id is stored already with the same content is a resend: ignored (the
+        caller acks it again). One whose id is stored with *different* content is not stored
+        and is returned: it is recorded in ``rejected`` with reason ``conflict`` in the same
+        transaction (CONTRACT §3), and the caller rejects it in the ack.
+        """
         raise NotImplementedError
 
     def record_rejects(self, rejects: list[Reject]) -> None:
@@ -343,6 +537,34 @@ class Store:
         found = self.rosters(site)
         return found[0] if found else None
 
+    def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
+        """Insert validated leave rows (central/leave.py) in ONE transaction: all or none.
+
+        A row equal to a stored one (same person, kind and half days) is skipped, so a file
+        imported twice adds nothing. Returns the number of rows added.
+        """
+        raise NotImplementedError
+
+    def leaves(self, first: date | None = None, last: date | None = None) -> list[dict[str, Any]]:
+        """Leave rows overlapping the dates ``first``..``last`` (inclusive), oldest first."""
+        clauses, params = [], []
+        if first is not None:
+            clauses.append("ends >= %s")
+            params.append(first.isoformat())
+        if last is not None:
+            clauses.append("starts <= %s")
+            params.append(last.isoformat())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.query(
+            f"SELECT {', '.join(LEAVE_KEYS)} FROM leave {where} ORDER BY starts, staff_id, id",
+            tuple(params),
+        )
+        return [_leave_row(r) for r in rows]
+
+    def remove_leave(self, leave_id: int) -> dict[str, Any] | None:
+        """Delete one leave row; returns it, or None when there is no such id."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -358,7 +580,8 @@ class Store:
 _DEVICE_SQL_SQLITE = """
 INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (site, device) DO UPDATE SET
-  last_event_at = max(coalesce(devices.last_event_at, ''), excluded.last_event_at),
+  last_event_at = nullif(max(coalesce(devices.last_event_at, ''),
+                             coalesce(excluded.last_event_at, '')), ''),
   last_received_at = excluded.last_received_at
 """
 
@@ -374,19 +597,49 @@ ON CONFLICT (site, device) DO UPDATE SET
 
 
 class SqliteStore(Store):
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
         self.url = url
         path = url[len("sqlite:///") :]
         self.path = Path(unquote(path))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        else:
+            self.conn = self._open_existing()
         self.conn.execute("PRAGMA busy_timeout = 30000")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")
         self._migrate()
+
+    def _open_existing(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreMissingError(
+                f"store {self.path}: no such file; check [store] url in the config "
+                "(the collector creates the store when it first runs)"
+            )
+        # mode=rw: never create the file (sqlite3.connect would, silently).
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=rw",
+            uri=True,
+            timeout=30.0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreMissingError(f"store {self.path}: not an SQLite database ({exc})") from None
+        if version == 0:
+            conn.close()
+            raise StoreMissingError(
+                f"store {self.path}: empty database, not initialised by hall-central; "
+                "check [store] url in the config"
+            )
+        return conn
 
     def _migrate(self) -> None:
         c = self.conn
@@ -405,15 +658,21 @@ class SqliteStore(Store):
                 logger.info("store %s: schema migrated to version %d", self.path, step + 1)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
-        now = _iso(utcnow())
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        received = utcnow()
+        now = _iso(received)
         with self._lock:
             c = self.conn
             c.execute("BEGIN IMMEDIATE")
             try:
+                conflicts = self._conflicts(c, events)
+                if conflicts:
+                    taken = {e.id for e in conflicts}
+                    events = [e for e in events if e.id not in taken]
+                    rejects = [*rejects, *_conflict_rejects(conflicts)]
                 if events:
                     c.executemany(
                         "INSERT INTO events (id, device, site, seq, type, at, clock, "
@@ -424,8 +683,16 @@ class SqliteStore(Store):
                             for e in events
                         ],
                     )
-                    last = max(events, key=lambda e: e.at)
-                    c.execute(_DEVICE_SQL_SQLITE, (last.site, last.device, last.at_text, now))
+                    last = latest_plausible(events, received)
+                    c.execute(
+                        _DEVICE_SQL_SQLITE,
+                        (
+                            events[0].site,
+                            events[0].device,
+                            last.at_text if last else None,
+                            now,
+                        ),
+                    )
                 if rejects:
                     c.executemany(
                         "INSERT INTO rejected (id, device, reason, payload, received_at) "
@@ -437,8 +704,29 @@ class SqliteStore(Store):
                     )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
+        return conflicts
+
+    @staticmethod
+    def _conflicts(c: sqlite3.Connection, events: list[EventRow]) -> list[EventRow]:
+        """Events whose id is stored with other content (one indexed lookup per 500 ids)."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(events), 500):
+            chunk = [e.id for e in events[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row in c.execute(
+                "SELECT id, device, site, seq, type, at, clock, data FROM events "
+                f"WHERE id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = row[1:]
+        return [
+            e
+            for e in events
+            if e.id in found
+            and found[e.id] != (e.device, e.site, e.seq, e.type, e.at_text, e.clock, e.data)
+        ]
 
     def is_transient(self, exc: BaseException) -> bool:
         # "database is locked", "disk I/O error", "unable to open": the file, not the data.
@@ -485,13 +773,53 @@ class SqliteStore(Store):
                 )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return StoredRoster(site, roster["version"], json.loads(payload), now)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self.conn.execute(sql.replace("%s", "?"), params).fetchall()
+
+    def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
+        now = _iso(utcnow())
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                before = c.total_changes
+                c.executemany(
+                    _LEAVE_INSERT.replace("%s", "?"),
+                    [
+                        (
+                            r["staff_id"],
+                            r["kind"],
+                            r["starts"].isoformat(),
+                            r["starts_half"],
+                            r["ends"].isoformat(),
+                            r["ends_half"],
+                            r["approver"],
+                            r["note"],
+                            imported_by,
+                            now,
+                            r["source"],
+                        )
+                        for r in rows
+                    ],
+                )
+                added = c.total_changes - before
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return added
+
+    def remove_leave(self, leave_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.conn.execute(
+                f"DELETE FROM leave WHERE id = ? RETURNING {', '.join(LEAVE_KEYS)}", (leave_id,)
+            ).fetchone()
+        return None if row is None else _leave_row(row)
 
     def close(self) -> None:
         with self._lock:
@@ -521,7 +849,13 @@ _PG_LOCK_KEY = 0x48414C4C  # "HALL": advisory lock serialising migrations betwee
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, schema: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        schema: str | None = None,
+        password: str | None = None,
+        create: bool = True,
+    ):
         try:
             import psycopg
         except ImportError:
@@ -539,6 +873,8 @@ class PostgresStore(Store):
         if password is not None:
             self._connect_kw["password"] = password
         self.conn = psycopg.connect(url, **self._connect_kw)
+        if not create:
+            self._check_exists()
         self._migrate()
 
     def _conn(self) -> Any:
@@ -552,6 +888,19 @@ class PostgresStore(Store):
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, self._psycopg.OperationalError)
+
+    def _check_exists(self) -> None:
+        table = f'"{self.schema}".hall_schema' if self.schema else "hall_schema"
+        row = self.conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if row[0] is None:
+            info = self.conn.info
+            where = f"schema {self.schema} of " if self.schema else ""
+            where += f"postgresql://{info.host}:{info.port}/{info.dbname}"
+            self.conn.close()
+            raise StoreMissingError(
+                f"store {where}: no "
+                "hall-central tables; check [store] url and pg_schema in the config"
+            )
 
     def _migrate(self) -> None:
         with self._lock, self.conn.transaction():
@@ -578,21 +927,30 @@ class PostgresStore(Store):
                 c.execute("UPDATE hall_schema SET version = %s", (step + 1,))
                 logger.info("store: PostgreSQL schema migrated to version %d", step + 1)
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
         with self._lock:
             conn = self._conn()
             with conn.transaction():
-                self._write(conn.cursor(), events, rejects)
+                return self._write(conn.cursor(), events, rejects)
 
-    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> None:
+    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        conflicts = self._conflicts(cur, events) if events else []
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            events = [e for e in events if e.id not in taken]
+            rejects = [*rejects, *_conflict_rejects(conflicts)]
         if events:
             cur.executemany(
                 "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
                 [(e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) for e in events],
             )
-            last = max(events, key=lambda e: e.at)
-            cur.execute(_DEVICE_SQL_PG, (last.site, last.device, last.at))
+            # now() of this transaction is received_at; the client's clock is close enough
+            # for a one-day window.
+            last = latest_plausible(events, utcnow())
+            cur.execute(
+                _DEVICE_SQL_PG, (events[0].site, events[0].device, last.at if last else None)
+            )
         if rejects:
             cur.executemany(
                 "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
@@ -603,6 +961,39 @@ class PostgresStore(Store):
                     for r in rejects
                 ],
             )
+        return conflicts
+
+    @staticmethod
+    def _conflicts(cur: Any, events: list[EventRow]) -> list[EventRow]:
+        """Events whose id is stored with other content. Compared in SQL (jsonb equality,
+        timestamptz as an instant): reading back a stored year-10000 `at` would fail."""
+        ids = [e.id for e in events]
+        existing = {
+            str(r[0])
+            for r in cur.execute("SELECT id FROM events WHERE id = ANY(%s::uuid[])", (ids,))
+        }
+        if not existing:
+            return []
+        mine = [e for e in events if e.id in existing]
+        rows = cur.execute(
+            "SELECT e.id::text FROM events e JOIN unnest(%s::uuid[], %s::text[], %s::text[], "
+            "%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::jsonb[]) "
+            "AS v(id, device, site, seq, type, at, clock, data) ON e.id = v.id "
+            "WHERE (e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) "
+            "IS DISTINCT FROM (v.device, v.site, v.seq, v.type, v.at, v.clock, v.data)",
+            (
+                [e.id for e in mine],
+                [e.device for e in mine],
+                [e.site for e in mine],
+                [e.seq for e in mine],
+                [e.type for e in mine],
+                [e.at for e in mine],
+                [e.clock for e in mine],
+                [e.data for e in mine],
+            ),
+        ).fetchall()
+        differ = {r[0] for r in rows}
+        return [e for e in mine if e.id in differ]
 
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         with self._lock:
@@ -645,19 +1036,62 @@ class PostgresStore(Store):
         with self._lock:
             return self._conn().execute(sql, params).fetchall()
 
+    def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction():
+                cur = conn.cursor()
+                added = 0
+                for r in rows:
+                    cur.execute(
+                        _LEAVE_INSERT,
+                        (
+                            r["staff_id"],
+                            r["kind"],
+                            r["starts"],
+                            r["starts_half"],
+                            r["ends"],
+                            r["ends_half"],
+                            r["approver"],
+                            r["note"],
+                            imported_by,
+                            utcnow(),
+                            r["source"],
+                        ),
+                    )
+                    added += cur.rowcount
+        return added
+
+    def remove_leave(self, leave_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = (
+                self._conn()
+                .execute(
+                    f"DELETE FROM leave WHERE id = %s RETURNING {', '.join(LEAVE_KEYS)}",
+                    (leave_id,),
+                )
+                .fetchone()
+            )
+        return None if row is None else _leave_row(row)
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()
 
 
-def open_store(url: str, schema: str | None = None, password: str | None = None) -> Store:
+def open_store(
+    url: str, schema: str | None = None, password: str | None = None, create: bool = True
+) -> Store:
     """Open (and create or migrate) the store at ``url`` (``sqlite:///…`` or ``postgresql://…``).
 
     ``password`` is ``cfg.store.password`` (read from ``store.password_file``), PostgreSQL only.
+    ``create=False`` (read-only commands): a missing or empty store raises
+    :class:`StoreMissingError` naming it; an existing store of an older schema is migrated,
+    as the collector would on its next start.
     """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        return SqliteStore(url)
+        return SqliteStore(url, create)
     if scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, schema, password)
+        return PostgresStore(url, schema, password, create)
     raise ValueError(f"store url: expected sqlite:///PATH or postgresql://…, got {url!r}")

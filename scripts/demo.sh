@@ -84,4 +84,6 @@ PY
 echo "== devices"
 "$bin/hall-central" -c "$work/central.toml" devices
 echo "== ratings report"
-"$bin/hall-central" -c "$work/central.toml" report ratings --month "$(date +%Y-%m)"
+# No --month: the current month in the hall's timezone (central.timezone), whatever the
+# host's own timezone is.
+"$bin/hall-central" -c "$work/central.toml" report ratings

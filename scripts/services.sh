@@ -9,7 +9,8 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
 command -v psql >/dev/null || need_apt+=(postgresql)
 command -v socat >/dev/null || need_apt+=(socat)
-# Headless browser tests of the hall board (tests/test_board.py) and CJK glyphs for its text.
+# Headless browser tests of the hall board and the HTML report (tests/test_board.py,
+# tests/test_report_formats.py) and CJK glyphs for their text.
 command -v chromium >/dev/null || need_apt+=(chromium)
 fc-list :lang=zh 2>/dev/null | grep -q . || need_apt+=(fonts-noto-cjk)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -57,6 +57,13 @@ LOCK_FILE = "uplink.lock"
 # beside a running agent). Measured on an idle window agent: 0.65 % of a core at 20 ms against
 # 0.4 % at 200 ms, for ping round trips on a running box in tens of ms instead of ~240 ms.
 POLL_S = 0.02
+# While disconnected nothing can be sent: the loop only waits for the "connected" item, which
+# wakes it at once. A wait computed from deadlines (status due, a batch overdue) is 0 then, and
+# a zero wait spins a core for as long as the broker is away (DESIGN.md, "Busy loops").
+IDLE_WAIT_S = 1.0
+# Even connected, never wait less than this: a deadline that _tick could not move (a publish
+# deferred by a full paho queue) must not turn the loop into a spin either.
+MIN_WAIT_S = 0.005
 TICK_RETRY_S = 1.0  # pause after a tick failed (the outbox could not be read)
 BATCH_TAIL = b"]}"
 
@@ -68,6 +75,8 @@ def topics(prefix: str, site: str, device: str) -> dict[str, str]:
         "ack": f"{base}/ack",
         "status": f"{base}/status",
         "roster": f"{prefix}/{site}/roster",
+        # A collector's "online" (central.collector.central_status_topic): resend in-flight now.
+        "central": f"{prefix}/_central/status",
     }
 
 
@@ -86,7 +95,7 @@ class UplinkLock:
         if self._fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -249,7 +258,7 @@ class Uplink:
 
     def _on_connect(self, client: Any) -> None:
         # paho's thread: subscribing does not block; everything else goes to the queue.
-        for topic in (self.topics["ack"], self.topics["roster"]):
+        for topic in (self.topics["ack"], self.topics["roster"], self.topics["central"]):
             client.subscribe(topic, qos=1)
         self._q.put(("connected",))
 
@@ -257,7 +266,7 @@ class Uplink:
         self._q.put(("disconnected", why))
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._q.put(("message", msg.topic, msg.payload))
+        self._q.put(("message", msg.topic, msg.payload, bool(msg.retain)))
 
     def _on_publish(
         self, _client: Any, _userdata: Any, mid: int, reason_code: Any, _props: Any
@@ -336,11 +345,13 @@ class Uplink:
                 self._stop.wait(TICK_RETRY_S)
 
     def _wait_s(self) -> float:
+        if not self._connected():
+            return IDLE_WAIT_S
         now = time.monotonic()
-        wait = min(POLL_S, max(0.0, self._next_status - now))
+        wait = min(POLL_S, self._next_status - now)
         for batch in self._inflight.values():
-            wait = min(wait, max(0.0, batch.sent_at + self.sync.ack_timeout_s - now))
-        return wait
+            wait = min(wait, batch.sent_at + self.sync.ack_timeout_s - now)
+        return max(MIN_WAIT_S, wait)
 
     def _connected(self) -> bool:
         # Our own flag, set when the "connected" item is handled (after the go-back), not
@@ -370,6 +381,21 @@ class Uplink:
                 self._on_ack(payload)
             elif topic == self.topics["roster"]:
                 self.roster.handle(payload)
+            elif topic == self.topics["central"] and not item[3]:
+                self._on_central_online(payload)
+
+    def _on_central_online(self, payload: bytes) -> None:
+        """A collector (re)subscribed: batches sent while none was listening are lost, so
+        send what is in flight again now instead of after the whole ack timeout."""
+        try:
+            state = json.loads(payload).get("state")
+        except (ValueError, AttributeError, RecursionError):
+            return
+        if state != "online" or not self._inflight:
+            return
+        logger.info("a collector came online: resending %d unacked batches", len(self._inflight))
+        self.counters.resends += len(self._inflight)
+        self._go_back()
 
     def _go_back(self) -> None:
         self._inflight.clear()

@@ -6,11 +6,14 @@ topics and payloads of CONTRACT §3 are checked against code that is not ours.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -260,7 +263,7 @@ def mosquitto_sub(broker, topic, count, timeout=10):
 
 def wait_subscribed(collector, broker):
     """Publish probe batches until the collector has stored one (its subscription is live)."""
-    probe = event(1)
+    probe = event(1, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
 
     def stored():
         mosquitto_pub(
@@ -340,7 +343,7 @@ def test_devices_command_shows_retained_status(collector, broker, tmp_path):
     rows = {r["device"]: r for r in json.loads(out)}
     assert rows["kiosk-01"]["state"] == "online" and rows["kiosk-01"]["pending"] == 1234
     assert rows["kiosk-01"]["dead_letter"] == 2
-    assert rows["probe-00"]["last_event_at"].startswith("2026-11-26T09:12:03")
+    assert rows["probe-00"]["last_event_at"]  # a plausible `at` (now) moves it
     text = subprocess.run(
         [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
         cwd=REPO,
@@ -389,6 +392,8 @@ def test_report_ratings(tmp_path, store_conf):
     evs.append(event(9, at="2026-10-31T17:00:00.000+08:00"))
     v = check_batch(TOPIC, batch(*evs), **LIMITS)
     store.write_batch(v.good, v.rejects)
+    # As if each arrived when it was recorded: a plausible `at` is what the report files by.
+    store.query("UPDATE events SET received_at = at RETURNING 1")
     conf = tmp_path / "central.toml"
     conf.write_text(conf_text)
     out = subprocess.run(
@@ -402,14 +407,19 @@ def test_report_ratings(tmp_path, store_conf):
             "ratings",
             "--month",
             "2026-11",
+            "--format",
+            "csv",
         ],
         cwd=REPO,
         capture_output=True,
-        text=True,
         check=True,
-    ).stdout.splitlines()
-    assert out[0] == "2026-11 评价统计"
-    assert out[2].split("\t") == ["A03", "2", "1", "0", "0", "1", "4", "75.0%"]
+    ).stdout.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(out, newline="")))
+    assert rows[0] == ["2026-11 好差评月报"]
+    at = rows.index(["# 窗口评价"])
+    # site, window, total, levels 5..1, satisfaction (levels 3-5), 差评, invitations...
+    assert rows[at + 2][:10] == ["jiedong", "A03", "4", "2", "1", "0", "0", "1", "75.0%", "1"]
+    assert rows[at + 3] == []  # the October rating is not November's
 
 
 def test_uuid_helper_matches_contract_form():
@@ -642,6 +652,50 @@ def test_roster_publish_stores_shows_and_refuses_an_older_version(tmp_path, brok
 
 
 @needs_clients
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_roster_publish_from_a_spreadsheet(tmp_path, broker, store_conf, fmt):
+    store, store_text = store_conf
+    conf = write_conf(tmp_path, broker, store_text)
+    rows = [
+        ["工号", "姓名", "角色", "窗口"],
+        ["S0012", "张敏", "窗口人员", "A03"],
+        ["S0001", "李强", "首席代表", ""],
+    ]
+    path = tmp_path / f"roster.{fmt}"
+    if fmt == "csv":
+        path.write_bytes("\r\n".join(",".join(r) for r in rows).encode("utf-8-sig"))
+    else:
+        from openpyxl import Workbook
+
+        book = Workbook()
+        for r in rows:
+            book.active.append(r)
+        book.save(path)
+    r = central(conf, "roster", "publish", str(path), "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    expected = {
+        "v": 1,
+        "version": 1,  # none stored: version 1
+        "staff": [
+            {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03"},
+            {"id": "S0001", "name": "李强", "role": "chief"},
+        ],
+    }
+    assert store.roster("jiedong").roster == expected
+    assert retained_rosters(broker, 1) == {"hall/jiedong/roster": expected}
+    r = central(conf, "roster", "publish", str(path), "--site", "jiedong")
+    assert r.returncode == 0 and store.roster("jiedong").version == 2  # one above the stored
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("工号,姓名,角色\nS0012,张敏,staff\nS 13,王五,staff\nS0014,赵六,boss\n")
+    r = central(conf, "roster", "publish", str(bad), "--site", "jiedong")
+    assert r.returncode == 2
+    assert "line 3, column 工号 (A): expected a staff id" in r.stderr
+    assert "line 4, column 角色 (C): expected one of" in r.stderr
+    assert store.roster("jiedong").version == 2  # nothing stored
+
+
+@needs_clients
 def test_roster_republished_from_the_store_reaches_a_peer_retained(tmp_path, broker, store_conf):
     store, store_text = store_conf
     conf = write_conf(tmp_path, broker, store_text)
@@ -750,3 +804,168 @@ def _pg_schema_kw(store_text: str) -> dict[str, str]:
         if line.startswith("pg_schema"):
             return {"pg_schema": line.split("=", 1)[1].strip().strip('"')}
     return {}
+
+
+# --- hostile input: a verdict, never a store back-off; bounded memory ------------------------
+
+
+def _nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@needs_clients
+def test_hostile_json_through_handle_and_store_is_rejected_without_back_off(
+    tmp_path, broker, store_conf
+):
+    """json.loads raised RecursionError on deep nesting, which check_batch did not catch: no
+    ack, no reject, and a 1 s store back-off per message that delayed every other device."""
+    store, store_text = store_conf
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert c.wait_connected(10)
+        wait_subscribed(c, broker)
+        other_acks = mosquitto_sub(broker, "hall/jiedong/kiosk-01/ack", count=1, timeout=20)
+        pad_acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=1, timeout=20)
+        wait_for(lambda: False, 0.3)  # no condition to wait on: let mosquitto_sub subscribe
+        deep = b"[" * 100_000 + b"]" * 100_000
+        deep_batch = b'{"v":1,"device":"pad-a03","site":"jiedong","events":' + deep + b"}"
+        for _ in range(10):
+            mosquitto_pub(broker, TOPIC, deep_batch)
+        deep_event = event(2, type="device.test", data={"note": _nested(200)})
+        mosquitto_pub(broker, TOPIC, batch(deep_event))
+        mosquitto_pub(broker, "hall/jiedong/pad-a03/status", b'{"x":' + deep + b"}")
+        good = event(1, device="kiosk-01")
+        mosquitto_pub(broker, "hall/jiedong/kiosk-01/events", batch(good, device="kiosk-01"))
+        # One thread handles the queue in order: this ack comes after all of the above.
+        assert json.loads(other_acks.communicate(timeout=30)[0])["ids"] == [good["id"]]
+        assert json.loads(pad_acks.communicate(timeout=30)[0]) == {
+            "v": 1,
+            "ids": [],
+            "rejected": [{"id": deep_event["id"], "reason": "data: nested deeper than 32 levels"}],
+        }
+        assert c.errors == 0 and c.store_errors == 0  # no back-off was taken
+        reasons = [r[0] for r in store.query("SELECT reason FROM rejected")]
+        assert reasons.count("batch: JSON nested too deeply to read") == 10
+        [(payload,)] = store.query(
+            "SELECT payload FROM rejected WHERE id = %s", (deep_event["id"],)
+        )
+        assert json.loads(payload) == deep_event  # the whole event as received
+    finally:
+        c.stop()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_qos0_flood_of_large_messages_does_not_grow_the_collector(tmp_path, broker):
+    """A QoS 0 flood has no flow control: 150 messages of 4 MB grew the collector's RSS by
+    ~600 MB and it kept it. The queue now admits QoS 0 only within a small budget and counts
+    what it drops. Bound: growth well under what the flood would take (a behaviour bound)."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    conf = tmp_path / "central.toml"
+    conf.write_text(
+        f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "run"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    flooder = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="flood")
+    try:
+        probe = event(1, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        store = open_store(f"sqlite:///{tmp_path}/hall.db")
+
+        def stored() -> bool:
+            mosquitto_pub(broker, TOPIC, batch(probe))
+            return wait_for(lambda: store.query("SELECT count(*) FROM events")[0][0] > 0, 1.0)
+
+        assert wait_for(stored, 20, interval=0)  # the collector is up and subscribed
+        baseline = _rss_mb(proc.pid)
+        peak = [baseline]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.05):
+                peak[0] = max(peak[0], _rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        flooder.connect("127.0.0.1", broker.port)
+        flooder.loop_start()
+        junk = b"\x00" + b"j" * (4 * 1024 * 1024 - 1)
+        for _ in range(150):
+            flooder.publish("hall/jiedong/pad-x/events", junk, qos=0).wait_for_publish(30)
+        # Then a real batch: once it is stored, the flood ahead of it has been handled.
+        late = event(2, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        mosquitto_pub(broker, TOPIC, batch(late))
+        assert wait_for(
+            lambda: store.query("SELECT count(*) FROM events WHERE id = %s", (late["id"],))[0][0],
+            60,
+        )
+        sampling.set()
+        sampler.join()
+        grown = peak[0] - baseline
+        print(f"collector RSS {baseline:.0f} MB → peak {peak[0]:.0f} MB")
+        assert grown < 150, f"collector RSS grew {grown:.0f} MB ({baseline:.0f} → {peak[0]:.0f})"
+        store.close()
+    finally:
+        flooder.loop_stop()
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+@needs_clients
+def test_a_reused_id_with_different_content_is_rejected_as_conflict(
+    tmp_path, broker, store_conf, caplog
+):
+    """CONTRACT §3: an id already stored with different content is rejected with reason
+    `conflict`, logged; it used to be acked as a duplicate and silently dropped. The same
+    content again is still a resend: acked, stored once."""
+    store, store_text = store_conf
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert c.wait_connected(10)
+        wait_subscribed(c, broker)
+        acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=3, timeout=20)
+        wait_for(lambda: False, 0.3)  # no condition to wait on: let mosquitto_sub subscribe
+        first = event(5, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        mosquitto_pub(broker, TOPIC, batch(first))
+        mosquitto_pub(broker, TOPIC, batch(first))  # an honest resend
+        forged = dict(first, data={**first["data"], "level": 1})
+        fresh = event(6)
+        mosquitto_pub(broker, TOPIC, batch(forged, fresh))
+        got = [json.loads(line) for line in acks.communicate(timeout=30)[0].splitlines()]
+        assert got[0] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[1] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[2] == {
+            "v": 1,
+            "ids": [fresh["id"]],
+            "rejected": [{"id": first["id"], "reason": "conflict"}],
+        }
+        levels = store.query("SELECT level FROM ratings WHERE seq = 5")
+        assert levels == [(4,)]  # the stored event is untouched
+        [(reason, payload)] = store.query(
+            "SELECT reason, payload FROM rejected WHERE id = %s", (first["id"],)
+        )
+        assert reason == "conflict" and json.loads(payload) == forged
+        assert any(
+            "reuses an id stored with different content" in r.message for r in caplog.records
+        )
+    finally:
+        c.stop()

@@ -4,6 +4,7 @@ of mosquitto_sub/mosquitto_pub (CONTRACT §3 checked against code that is not ou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -15,10 +16,10 @@ from agent.outbox import Outbox
 from central.collector import Collector
 from sync.uplink import Uplink, uplink_worker_factories
 from tests.support import (
+    HallBroker,
     Mosquitto,
     agent_config,
     central_config,
-    make_password_file,
     mosquitto_pub,
     mosquitto_sub_args,
     wait_for,
@@ -167,11 +168,10 @@ def test_status_is_retained_with_outbox_and_components(agent, broker):
 
 
 def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
-    """pad-a03's credentials, kiosk-01's topics: the shipped ACL refuses; nothing is lost."""
-    pw = make_password_file(tmp_path / "passwd", {"pad-a03": "pw"})
-    with Mosquitto(
-        tmp_path / "b", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
-    ) as broker:
+    """pad-a03's credentials, kiosk-01's topics: the shipped broker setup refuses (PUBACK
+    0x87); nothing is lost."""
+    with HallBroker(tmp_path / "b") as broker:
+        broker.add_device("jiedong", "pad-a03", "pw")
         cfg = agent_config(
             tmp_path / "data",
             broker.url,
@@ -401,6 +401,73 @@ def test_batches_stay_under_max_batch_kb(tmp_path, broker):
         assert collector.deferred == 0 and len(sizes) >= 60 * 2400 // (16 * 1024)
         assert max(sizes) <= 16 * 1024
         assert collector.store.query("SELECT count(*) FROM events")[0][0] == 60
+    finally:
+        up.stop()
+        collector.stop()
+        box.close()
+
+
+def _thread_cpu_s(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process (/proc, Linux)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+def test_uplink_does_not_spin_while_the_broker_is_unreachable(tmp_path, in_flight):
+    """A refused connection used to make the loop wait 0 s (status due before the first
+    connect, a batch overdue after a drop) and burn a whole core for the length of the outage.
+    Bound: a small share of the wall time."""
+    from tests.support import free_port
+
+    broker = Mosquitto(tmp_path / "b", port=free_port())
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"ack_timeout_s": 1})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    try:
+        if in_flight:  # connected once, a batch sent and never acked, then the broker goes
+            broker.start()
+            up.start()
+            assert wait_for(lambda: up.health()["connected"], 10)
+            box.append("device.test", {"note": "unacked"})
+            assert wait_for(lambda: up.counters.batches_sent >= 1, 10)
+            broker.stop()
+            assert wait_for(lambda: not up.health()["connected"], 10)
+        else:  # started while the broker is down: never connected at all
+            up.start()
+            assert wait_for(lambda: up.link is not None and up.link.last_error is not None, 10)
+        box.append("device.test", {"note": "queued while away"})
+        tid = up._thread.native_id
+        cpu0, wall0 = _thread_cpu_s(tid), time.monotonic()
+        time.sleep(3.0)  # the outage under measurement, not a wait for a condition
+        cpu, wall = _thread_cpu_s(tid) - cpu0, time.monotonic() - wall0
+        assert cpu < 0.1 * wall, f"uplink thread used {cpu:.2f} s CPU in {wall:.1f} s"
+        assert up.alive() and box.stats().pending == (2 if in_flight else 1)
+    finally:
+        up.stop()
+        box.close()
+        broker.stop()
+
+
+def test_in_flight_is_resent_at_once_when_a_collector_comes_online(tmp_path, broker):
+    """After a broker restart a device may reconnect before the collector: its resend goes to
+    a shared group with no member and is lost, and it used to wait a whole ack timeout. The
+    collector's online announcement makes it resend at once."""
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"ack_timeout_s": 600})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    up.start()
+    collector = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    try:
+        assert wait_for(lambda: up.health()["connected"], 10)
+        box.append_many([("rating.submitted", rating(), None, None) for _ in range(30)])
+        assert wait_for(lambda: up.counters.batches_sent >= 1, 10)  # into a group with no member
+        collector.start()
+        assert collector.wait_connected(10)
+        # Far less than the 600 s ack timeout: only the announcement can have done it.
+        assert wait_for(lambda: box.stats().pending == 0, 30)
+        assert collector.store.query("SELECT count(*) FROM events")[0][0] == 30
+        assert up.counters.resends >= 1
     finally:
         up.stop()
         collector.stop()

@@ -1,0 +1,230 @@
+"""Benchmark: the monthly reports of a busy hall, on SQLite and on PostgreSQL.
+
+    .venv/bin/python bench/reports.py [--windows 60] [--staff 100] [--ratings 300] [--rounds 3]
+
+Generates November 2026 (21 working days, winter hours) for a hall of ``--windows`` windows
+and ``--staff`` people (every 25th a chief representative): four punches per person per working
+day with some late, early and missing ones, ``--ratings`` ratings a working day spread over
+the windows (one in ten a 差评, invitations answered and expired), two pauses per window a
+day, logins, and a few dozen leave rows. The same events go into a fresh SQLite file and a
+throw-away PostgreSQL schema.
+
+Timed (best of ``--rounds``), per store: ``report attendance`` and ``report ratings`` from the
+store to the rendered terminal table, and the attendance report as xlsx and HTML. Baseline
+in the same run: the plain SELECT of the month's rows that the reports start from, so the
+ratio says what the report adds to reading the data. Target (the issue): under 2 s a report.
+The last line holds the figures as key=value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from central.reports import build, render  # noqa: E402
+from central.reports.month import Month  # noqa: E402
+from central.reports.source import month_events  # noqa: E402
+from central.store import EventRow, Store, open_store  # noqa: E402
+from contract.schedule import Schedule  # noqa: E402
+from tests.support import PG_URL, pg_available, pg_schema  # noqa: E402
+
+TZ = ZoneInfo("Asia/Shanghai")
+MONTH = Month(2026, 11, TZ)
+NOW = datetime(2026, 12, 10, 12, 0, tzinfo=TZ)
+TARGET_S = 2.0
+
+
+def generate(windows: int, staff: int, ratings: int, seed: int = 7) -> tuple[list, dict, list]:
+    rnd = random.Random(seed)
+    schedule = Schedule()
+    people = [
+        {
+            "id": f"S{i:04d}",
+            "name": f"员工{i:03d}",
+            "role": "chief" if i % 25 == 0 else "staff",
+            "window": f"W{i % windows:02d}",
+        }
+        for i in range(staff)
+    ]
+    rows: list[tuple[str, datetime, dict, str]] = []  # (type, at, data, device)
+    workdays = [d for d in MONTH.days() if schedule.working_day(d)[0]]
+
+    def at(day: date, hh: int, mm: int, jitter: int = 0) -> datetime:
+        return datetime(day.year, day.month, day.day, hh, tzinfo=TZ) + timedelta(
+            minutes=mm + rnd.randint(-jitter, jitter)
+        )
+
+    for d in workdays:
+        friday = d.weekday() == 4
+        for p in people:
+            if p["role"] == "chief" and rnd.random() < 0.8:
+                continue
+            # Winter hours: afternoons start 14:00, on Fridays 14:30 (CONTRACT §1).
+            for hh, mm in ((8, 22), (11, 36), (14, 25) if friday else (13, 55)):
+                if rnd.random() < 0.02:
+                    continue  # a missing punch
+                late = 15 if rnd.random() < 0.05 else 0
+                rows.append(("attendance.punch", at(d, hh, mm + late, 6), _punch(p), "kiosk-01"))
+            rows.append(("attendance.punch", at(d, 17, 36, 5), _punch(p), "kiosk-01"))
+        for w in range(windows):
+            device, window = f"pad-{w // 8:02d}", f"W{w:02d}"
+            base = {"window": window, "pad": w % 8 + 1, "staff_id": people[w % staff]["id"]}
+            rows.append(("window.login", at(d, 8, 30, 5), base, device))
+            for hh in (10, 15):
+                start = at(d, hh, 0, 30)
+                rows.append(("window.paused", start, base, device))
+                rows.append(("window.resumed", start + timedelta(minutes=8), base, device))
+            rows.append(("window.logout", at(d, 17, 30, 5), base, device))
+        for i in range(ratings):
+            w = rnd.randrange(windows)
+            level = rnd.choices((5, 4, 3, 2, 1), (60, 25, 5, 6, 4))[0]
+            data = {
+                "window": f"W{w:02d}",
+                "pad": w % 8 + 1,
+                "staff_id": people[w % staff]["id"],
+                "level": level,
+                "label": "x",
+                "reasons": ["态度不好"] if level <= 2 else [],
+                "invite_id": i % 65535 + 1 if rnd.random() < 0.7 else None,
+            }
+            moment = at(d, 9 + i % 8, 0, 25)
+            rows.append(("rating.submitted", moment, data, f"pad-{w // 8:02d}"))
+            if rnd.random() < 0.1:
+                expired = {k: data[k] for k in ("window", "pad", "staff_id", "invite_id")}
+                rows.append(("rating.expired", moment, expired, f"pad-{w // 8:02d}"))
+    leave = []
+    for i in range(40):
+        d = rnd.choice(workdays)
+        leave.append(
+            {
+                "staff_id": people[rnd.randrange(staff)]["id"],
+                "kind": rnd.choice(("请假", "公出", "补卡")),
+                "starts": d,
+                "starts_half": "am",
+                "ends": d,
+                "ends_half": rnd.choice(("am", "pm")),
+                "approver": "主任",
+                "note": "",
+                "source": f"bench.csv:{i + 2}",
+            }
+        )
+    return rows, {"v": 1, "version": 1, "staff": people}, leave
+
+
+def _punch(p: dict) -> dict:
+    return {
+        "staff_id": p["id"],
+        "slot": "extra",
+        "status": "on_time",
+        "minutes_off": 0,
+        "distance": 0.3,
+        "liveness": "off",
+    }
+
+
+def load(store: Store, rows: list, roster: dict, leave: list) -> None:
+    seqs: dict[str, int] = {}
+    events = []
+    for etype, at, data, device in rows:
+        seqs[device] = seqs.get(device, 0) + 1
+        events.append(
+            EventRow(
+                str(uuid.uuid4()),
+                device,
+                "jiedong",
+                seqs[device],
+                etype,
+                at,
+                at.isoformat(timespec="milliseconds"),
+                "synced",
+                json.dumps(data, ensure_ascii=False),
+            )
+        )
+    for i in range(0, len(events), 5000):
+        store.write_batch(events[i : i + 5000], [])
+    # As if every event arrived on time (the store stamps the real clock).
+    store.query("UPDATE events SET received_at = at RETURNING 1")
+    store.put_roster("jiedong", roster)
+    store.add_leaves(leave, "bench")
+
+
+def best(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(store: Store, rounds: int) -> dict[str, float]:
+    def report(kind: str, fmt: str) -> None:
+        out = io.BytesIO()
+        render(build(kind, store, MONTH, None, now=NOW), fmt, out)
+
+    types = ("attendance.punch", "rating.submitted", "rating.expired", "window.paused")
+    return {
+        "baseline": best(lambda: month_events(store, MONTH, types), rounds),
+        "attendance": best(lambda: report("attendance", "table"), rounds),
+        "ratings": best(lambda: report("ratings", "table"), rounds),
+        "xlsx": best(lambda: report("attendance", "xlsx"), rounds),
+        "html": best(lambda: report("attendance", "html"), rounds),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=60)
+    ap.add_argument("--staff", type=int, default=100)
+    ap.add_argument("--ratings", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    rows, roster, leave = generate(args.windows, args.staff, args.ratings)
+    print(f"generated {len(rows)} events, {len(leave)} leave rows for {MONTH.label}", flush=True)
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = [("sqlite", lambda: open_store(f"sqlite:///{tmp}/hall.db"))]
+        if pg_available():
+            stores.append(("pg", None))
+        else:
+            print(f"PostgreSQL not reachable at {PG_URL}: SQLite only", flush=True)
+        for name, opener in stores:
+            if opener is None:
+                with pg_schema() as schema, open_store(PG_URL, schema) as store:
+                    load(store, rows, roster, leave)
+                    result = measure(store, args.rounds)
+            else:
+                with opener() as store:
+                    load(store, rows, roster, leave)
+                    result = measure(store, args.rounds)
+            for key, value in result.items():
+                figures[f"{name}_{key}_s"] = value
+            print(
+                f"{name}: read {result['baseline']:.3f} s, attendance {result['attendance']:.3f} s"
+                f", ratings {result['ratings']:.3f} s, xlsx {result['xlsx']:.3f} s, "
+                f"html {result['html']:.3f} s",
+                flush=True,
+            )
+    slowest = max(v for k, v in figures.items() if not k.endswith("baseline_s"))
+    ratio = figures["sqlite_attendance_s"] / figures["sqlite_baseline_s"]
+    print(
+        " ".join(f"{k}={v:.3f}" for k, v in figures.items())
+        + f" events={len(rows)} attendance_vs_read_ratio={ratio:.1f}"
+        + f" slowest_s={slowest:.3f} target_s={TARGET_S:.0f} ok={int(slowest < TARGET_S)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""``hall-central report …`` and ``hall-central leave …`` (CONTRACT §7), wired into the
+central command line (central/cli.py) by :func:`add_parsers`.
+
+Both are read-only except ``leave import``/``leave remove``, and none creates a store: a
+wrong ``[store] url`` is an error naming it (central.store.StoreMissingError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from central.config import CentralConfig
+from contract import ID_PATTERN
+from sync.cli_common import CliError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from central.reports import FORMATS
+
+    p = sub.add_parser(
+        "report",
+        help="monthly attendance and ratings reports",
+        description="Monthly reports, grouped by the hall's timezone (central.timezone). "
+        "Columns: docs/reports.md.",
+    )
+    psub = p.add_subparsers(dest="report_command", metavar="REPORT")
+    psub.required = True
+    for name, text in (
+        ("attendance", "per person and working day: the four slots, late, early, missing, leave"),
+        ("ratings", "per window and staff: levels, satisfaction, 差评, invitations, pauses"),
+    ):
+        r = psub.add_parser(name, help=text, description=text.capitalize() + ".")
+        r.add_argument(
+            "--month", help="YYYY-MM (default: the current month in the hall's timezone)"
+        )
+        r.add_argument("--site", help="one site (default: all sites)")
+        r.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+        r.add_argument("--out", type=Path, help="write to this file (default: stdout)")
+    p = sub.add_parser(
+        "leave",
+        help="leave and corrections (请假, 公出, 补卡) from the office",
+        description="Leave and corrections approved on paper; they excuse the matching "
+        "half days in the attendance report.",
+    )
+    lsub = p.add_subparsers(dest="leave_command", metavar="ACTION")
+    lsub.required = True
+    r = lsub.add_parser(
+        "import",
+        help="import a CSV or xlsx file (all rows or none)",
+        description="Import leave rows (工号, 类型, 开始, 结束, 审批人, 备注). Any bad cell "
+        "rejects the whole file, listed by line and column; rows already stored are skipped.",
+    )
+    r.add_argument("file", type=Path, help="CSV or xlsx file")
+    r.add_argument("--by", help="who imports it (default: the login name)")
+    r = lsub.add_parser("list", help="list stored leave", description="List stored leave.")
+    r.add_argument("--month", help="only leave overlapping YYYY-MM")
+    r = lsub.add_parser("remove", help="remove one leave row", description="Remove by id.")
+    r.add_argument("id", type=int, help="the id shown by leave list")
+
+
+def open_existing(cfg: CentralConfig) -> Any:
+    """The configured store for a read-only command: never created if missing."""
+    from central.store import StoreMissingError, open_store
+
+    try:
+        return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password, create=False)
+    except StoreMissingError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _month(cfg: CentralConfig, text: str | None, what: str) -> Any:
+    from central.reports.month import Month
+
+    try:
+        return Month.parse(text, ZoneInfo(cfg.central.timezone))
+    except ValueError as exc:
+        raise CliError(f"{what} {exc}", 2) from None
+
+
+def _write_out(path: Path, data: bytes) -> None:
+    # Whole file or nothing: a report opened while being written must not look complete.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent or Path("."))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    import io
+
+    from central.reports import build, render
+
+    what = f"report {args.report_command}"
+    month = _month(cfg, args.month, what)
+    if args.site is not None and not re.match(ID_PATTERN, args.site):
+        raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
+    if args.format in ("xlsx",) and args.out is None and sys.stdout.isatty():
+        raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)
+    if args.out is not None and not args.out.parent.is_dir():
+        raise CliError(f"{what} --out: no such directory {args.out.parent}", 2)
+    with open_existing(cfg) as store:
+        report = build(args.report_command, store, month, cfg.schedule, args.site)
+    buffer = io.BytesIO()
+    render(report, args.format, buffer)
+    if args.out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+    else:
+        _write_out(args.out, buffer.getvalue())
+        print(f"{report.title}: {args.format} written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.leave import LeaveError, parse_leave_file
+
+    if args.leave_command == "import":
+        try:
+            rows = parse_leave_file(args.file)
+        except LeaveError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            raise CliError(
+                f"leave import: {len(exc.problems)} problem(s) in {args.file}; nothing imported"
+            ) from None
+        by = args.by or _login_name()
+        with open_existing(cfg) as store:
+            added = store.add_leaves(rows, by)
+            known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
+        print(
+            f"leave import {args.file}: {added} row(s) added, "
+            f"{len(rows) - added} already stored, imported by {by}"
+        )
+        unknown = sorted({r["staff_id"] for r in rows} - known)
+        if unknown:
+            # Stored anyway: the roster may be published after the leave (a new colleague).
+            print(
+                f"leave import: note: staff id(s) in no stored roster: {', '.join(unknown)}",
+                file=sys.stderr,
+            )
+        return 0
+    if args.leave_command == "remove":
+        with open_existing(cfg) as store:
+            removed = store.remove_leave(args.id)
+        if removed is None:
+            raise CliError(f"leave remove: no leave with id {args.id} (see leave list)")
+        print(
+            f"removed leave {removed['id']}: {removed['staff_id']} {removed['kind']} "
+            f"{removed['starts']}..{removed['ends']}"
+        )
+        return 0
+    first = last = None
+    if args.month:
+        month = _month(cfg, args.month, "leave list")
+        first, last = month.first, month.last
+    with open_existing(cfg) as store:
+        rows = store.leaves(first, last)
+    from central.reports.attendance import HALF_NAMES, LEAVE_HEADERS
+    from central.reports.model import Sheet
+    from central.reports.table import write_sheet
+
+    sheet = Sheet(
+        "请假与更正",
+        [*LEAVE_HEADERS, "导入时间"],
+        [
+            [
+                r["id"],
+                r["staff_id"],
+                r["kind"],
+                f"{r['starts']} {HALF_NAMES[r['starts_half']]}",
+                f"{r['ends']} {HALF_NAMES[r['ends_half']]}",
+                r["approver"],
+                r["note"],
+                r["imported_by"],
+                r["source"],
+                _when(r["imported_at"], cfg.central.timezone),
+            ]
+            for r in rows
+        ],
+    )
+    write_sheet(sheet, sys.stdout)
+    return 0
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER and no passwd entry (a container): say so
+        return f"uid {os.getuid()}"
+
+
+def _when(value: Any, tz: str) -> str:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,436 @@
+"""The monthly attendance report, for the assessment the regulation's attendance articles
+(第二十四、二十六条) ask of the centre: four records a working day, by face (CONTRACT §1).
+
+Per person and working day, the four slots with the punch that counts (the earliest in a
+"上班" band, the latest in a "下班" band, so a second punch never makes anyone later), late and
+early minutes and missing punches; leave (请假, 公出) and approved corrections (补卡) excuse the
+half days they cover. Per person and month: days present, late and early counts and minutes,
+missing punches, days on leave, punches on days off. Chief representatives (首席代表, roster
+role ``chief``) are held only to at least four records a month.
+
+Slots, lateness, working days and holidays are recomputed from the filed time with the
+kiosks' own schedule code (:mod:`contract.schedule`), so a punch filed by ``received_at``
+(implausible device clock, CONTRACT §6) is judged like any other and flagged "†".
+Definitions of every column: docs/reports.md.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from central.reports.model import BAD, LATE, LEAVE, MISSING, Report, Sheet
+from central.reports.month import Month
+from central.reports.source import Event, Person, month_events, roster_people
+from central.store import Store
+from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
+
+SLOT_NAMES = {
+    "morning_in": "上午上班",
+    "morning_out": "上午下班",
+    "afternoon_in": "下午上班",
+    "afternoon_out": "下午下班",
+}
+HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
+WEEKDAYS = "一二三四五六日"
+ROLE_NAMES = {"staff": "窗口人员", "chief": "首席代表", None: "不在名册"}
+
+
+@dataclass
+class Cell:
+    slot: str
+    punch: datetime | None = None
+    status: str = "missing"  # on_time / late / early_leave / missing / pending / none
+    minutes: int = 0
+    excuse: str | None = None  # 请假 / 公出 / 补卡 covering this half day
+    suspect: bool = False
+
+    def text(self) -> str:
+        if self.punch is None:
+            if self.excuse:
+                return self.excuse
+            return {"missing": "缺卡", "pending": "—"}.get(self.status, "")
+        out = self.punch.strftime("%H:%M") + ("†" if self.suspect else "")
+        if self.excuse:
+            return f"{out} ({self.excuse})"
+        if self.status == "late":
+            return f"{out} 迟到{self.minutes}分"
+        if self.status == "early_leave":
+            return f"{out} 早退{self.minutes}分"
+        return out
+
+
+@dataclass
+class Day:
+    person: Person
+    plan: DayPlan
+    cells: list[Cell]
+    extra: int = 0  # punches outside every band (or on a day off)
+
+
+@dataclass
+class PersonMonth:
+    person: Person
+    working_days: int = 0
+    days_present: int = 0
+    late: int = 0
+    late_min: int = 0
+    early: int = 0
+    early_min: int = 0
+    missing: int = 0
+    leave_days: float = 0.0
+    business_days: float = 0.0
+    corrections: int = 0
+    off_day_punches: int = 0
+    records: int = 0
+    suspect: int = 0
+    chief_ok: bool | None = None  # None: the daily rule applies
+    days: list[Day] = field(default_factory=list)
+
+
+@dataclass
+class Attendance:
+    month: Month
+    site: str | None
+    plans: dict[date, DayPlan]
+    people: list[PersonMonth]
+    leave: list[dict[str, Any]]
+    assessed_before: date  # days before this are judged; today's open slots are "—"
+
+
+def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, date, str], str]:
+    """(staff id, day, half) → kind, for every half day a leave row covers in the month."""
+    index: dict[tuple[str, date, str], str] = {}
+    for r in rows:
+        day = max(r["starts"], month.first)
+        while day <= min(r["ends"], month.last):
+            for half in ("am", "pm"):
+                if (day, half) < (r["starts"], r["starts_half"]):
+                    continue
+                if (day, half) > (r["ends"], r["ends_half"]):
+                    continue
+                index.setdefault((r["staff_id"], day, half), r["kind"])
+            day += timedelta(days=1)
+    return index
+
+
+def compute(
+    store: Store,
+    month: Month,
+    schedule: Schedule,
+    site: str | None = None,
+    now: datetime | None = None,
+) -> Attendance:
+    today = (now or datetime.now(month.tz)).astimezone(month.tz).date()
+    plans = {d: schedule.plan(d) for d in month.days()}
+    people = roster_people(store, site)
+    punches: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    for e in month_events(store, month, ("attendance.punch",), site):
+        sid = e.data.get("staff_id")
+        if not isinstance(sid, str):
+            continue
+        punches[(e.site, sid)].append(e)
+        if (e.site, sid) not in people:
+            people[(e.site, sid)] = Person(e.site, sid, sid, None, None)
+    leave = store.leaves(month.first, month.last)
+    staff_ids = {sid for _, sid in people}
+    leave = [r for r in leave if r["staff_id"] in staff_ids]
+    excused = _leave_index(leave, month)
+    out = [
+        _person_month(p, punches.get(key, []), plans, schedule, excused, today)
+        for key, p in sorted(people.items())
+    ]
+    return Attendance(month, site, plans, out, leave, today)
+
+
+def _person_month(
+    person: Person,
+    events: list[Event],
+    plans: dict[date, DayPlan],
+    schedule: Schedule,
+    excused: dict[tuple[str, date, str], str],
+    today: date,
+) -> PersonMonth:
+    pm = PersonMonth(person, records=len(events))
+    rule = rule_for_role(person.role)
+    daily = person.role is not None and rule.kind == "daily"
+    by_day: dict[date, list[Event]] = defaultdict(list)
+    for e in events:
+        by_day[e.at.date()].append(e)
+    pm.suspect = sum(e.suspect for e in events)
+    for day, plan in plans.items():
+        todays = by_day.get(day, [])
+        if not plan.working:
+            pm.off_day_punches += len(todays)
+            if todays:
+                pm.days.append(
+                    Day(
+                        person,
+                        plan,
+                        [Cell(s, status="none") for s in DAILY_SLOTS],
+                        extra=len(todays),
+                    )
+                )
+            continue
+        for half in ("am", "pm"):
+            kind = excused.get((person.staff_id, day, half))
+            if kind == "请假":
+                pm.leave_days += 0.5
+            elif kind == "公出":
+                pm.business_days += 0.5
+        if day > today:
+            continue
+        pm.working_days += 1
+        if not daily and not todays:
+            continue
+        cells, extra = _cells(person, todays, day, schedule, excused, today, daily)
+        if any(c.punch is not None for c in cells):
+            pm.days_present += 1
+        for c in cells:
+            if c.excuse:
+                pm.corrections += c.excuse == "补卡" and c.punch is None
+                continue
+            if c.status == "late":
+                pm.late += 1
+                pm.late_min += c.minutes
+            elif c.status == "early_leave":
+                pm.early += 1
+                pm.early_min += c.minutes
+            elif c.status == "missing":
+                pm.missing += 1
+        pm.days.append(Day(person, plan, cells, extra))
+    if person.role is not None and rule.kind == "monthly":
+        pm.chief_ok = pm.records >= rule.min_records
+    return pm
+
+
+def _cells(
+    person: Person,
+    events: list[Event],
+    day: date,
+    schedule: Schedule,
+    excused: dict[tuple[str, date, str], str],
+    today: date,
+    daily: bool,
+) -> tuple[list[Cell], int]:
+    cells = {s: Cell(s) for s in DAILY_SLOTS}
+    extra = 0
+    for e in events:
+        c = schedule.classify(e.at)
+        if c.slot not in cells:
+            extra += 1
+            continue
+        cell = cells[c.slot]
+        later = cell.punch is not None and e.at > cell.punch
+        # The punch that counts: the first "in", the last "out".
+        if cell.punch is None or (later == c.slot.endswith("_out")):
+            cell.punch, cell.status, cell.minutes, cell.suspect = (
+                e.at,
+                c.status,
+                c.minutes_off,
+                e.suspect,
+            )
+    for slot, cell in cells.items():
+        cell.excuse = excused.get((person.staff_id, day, HALF_OF[slot]))
+        if not daily and cell.punch is not None:
+            # Chiefs (and ids in no roster) are held to a monthly count, not to the hours.
+            cell.status, cell.minutes = "on_time", 0
+        if cell.punch is None and not cell.excuse:
+            cell.status = "missing" if daily and day < today else ("pending" if daily else "none")
+    return list(cells.values()), extra
+
+
+SUMMARY_HEADERS = [
+    "站点",
+    "工号",
+    "姓名",
+    "角色",
+    "窗口",
+    "应出勤(天)",
+    "出勤(天)",
+    "迟到(次)",
+    "迟到(分钟)",
+    "早退(次)",
+    "早退(分钟)",
+    "缺卡(次)",
+    "请假(天)",
+    "公出(天)",
+    "补卡(次)",
+    "休息日打卡(次)",
+    "记录数",
+    "考勤规则",
+    "时间存疑(条)",
+]
+DAY_HEADERS = [
+    "日期",
+    "星期",
+    "站点",
+    "工号",
+    "姓名",
+    *SLOT_NAMES.values(),
+    "迟到(分钟)",
+    "早退(分钟)",
+    "缺卡",
+    "说明",
+]
+LEAVE_HEADERS = ["编号", "工号", "类型", "开始", "结束", "审批人", "备注", "导入人", "来源"]
+CALENDAR_HEADERS = ["日期", "星期", "工作日", "说明", "上午", "下午"]
+HALF_NAMES = {"am": "上午", "pm": "下午"}
+
+
+def _days(value: float) -> int | float:
+    # Half days: 1.5 stays a number (xlsx sums it), 2.0 shows as 2.
+    return int(value) if value == int(value) else value
+
+
+def _rule_text(pm: PersonMonth) -> str:
+    if pm.person.role is None:
+        return "不在名册(未考核)"
+    if pm.chief_ok is None:
+        return "每日四次"
+    verdict = "达标" if pm.chief_ok else "未达标"
+    return f"每月≥{rule_for_role(pm.person.role).min_records}条: {verdict}"
+
+
+def to_report(att: Attendance) -> Report:
+    from central.reports import charts
+
+    summary = Sheet("月度汇总", SUMMARY_HEADERS, [])
+    for i, pm in enumerate(att.people):
+        p = pm.person
+        summary.rows.append(
+            [
+                p.site,
+                p.staff_id,
+                p.name,
+                ROLE_NAMES.get(p.role, p.role),
+                p.window or "",
+                pm.working_days,
+                pm.days_present,
+                pm.late,
+                pm.late_min,
+                pm.early,
+                pm.early_min,
+                pm.missing if pm.chief_ok is None and p.role is not None else "",
+                _days(pm.leave_days),
+                _days(pm.business_days),
+                pm.corrections,
+                pm.off_day_punches,
+                pm.records,
+                _rule_text(pm),
+                pm.suspect,
+            ]
+        )
+        for column, value in (("迟到(次)", pm.late), ("早退(次)", pm.early)):
+            if value:
+                summary.mark(i, column, LATE)
+        if pm.missing and pm.chief_ok is None and p.role is not None:
+            summary.mark(i, "缺卡(次)", MISSING)
+        if pm.chief_ok is False:
+            summary.mark(i, "考勤规则", BAD)
+    daily = Sheet("每日明细", DAY_HEADERS, [])
+    days = sorted(
+        (d for pm in att.people for d in pm.days),
+        key=lambda d: (d.plan.day, d.person.site, d.person.staff_id),
+    )
+    for d in days:
+        row = len(daily.rows)
+        late = sum(c.minutes for c in d.cells if c.status == "late" and not c.excuse)
+        early = sum(c.minutes for c in d.cells if c.status == "early_leave" and not c.excuse)
+        missing = sum(c.status == "missing" and not c.excuse for c in d.cells)
+        note = [] if d.plan.working else [_plan_reason(d.plan)]
+        if d.extra:
+            note.append(f"其他打卡{d.extra}次")
+        daily.rows.append(
+            [
+                d.plan.day.isoformat(),
+                WEEKDAYS[d.plan.day.weekday()],
+                d.person.site,
+                d.person.staff_id,
+                d.person.name,
+                *(c.text() for c in d.cells),
+                late or "",
+                early or "",
+                missing or "",
+                "; ".join(note),
+            ]
+        )
+        for c in d.cells:
+            column = SLOT_NAMES[c.slot]
+            if c.excuse:
+                daily.mark(row, column, LEAVE)
+            elif c.status in ("late", "early_leave"):
+                daily.mark(row, column, LATE)
+            elif c.status == "missing":
+                daily.mark(row, column, MISSING)
+    leave = Sheet("请假与更正", LEAVE_HEADERS, [])
+    for r in att.leave:
+        leave.rows.append(
+            [
+                r["id"],
+                r["staff_id"],
+                r["kind"],
+                f"{r['starts'].isoformat()} {HALF_NAMES[r['starts_half']]}",
+                f"{r['ends'].isoformat()} {HALF_NAMES[r['ends_half']]}",
+                r["approver"],
+                r["note"],
+                r["imported_by"],
+                r["source"],
+            ]
+        )
+    calendar = Sheet("工作日历", CALENDAR_HEADERS, [])
+    for day, plan in att.plans.items():
+        calendar.rows.append(
+            [
+                day.isoformat(),
+                WEEKDAYS[day.weekday()],
+                "是" if plan.working else "否",
+                _plan_reason(plan),
+                _span(plan.morning) if plan.working else "",
+                _span(plan.afternoon) if plan.working else "",
+            ]
+        )
+    where = f" {att.site}" if att.site else ""
+    report = Report(
+        f"{att.month.label}{where} 考勤月报",
+        [summary, daily, leave, calendar],
+        notes=[
+            "† 设备时钟不可信, 按中心收到时间记入 (CONTRACT §6)",
+            "首席代表按每月不少于四条记录考核; 其他人员每个工作日四次",
+        ],
+    )
+    report.charts = charts.attendance_charts(att)
+    return report
+
+
+def _span(span: Any) -> str:
+    return f"{span.start.strftime('%H:%M')}-{span.end.strftime('%H:%M')}"
+
+
+# chinesecalendar's holiday names (its Holiday enum) as the staff read them.
+HOLIDAY_NAMES = {
+    "New Year's Day": "元旦",
+    "Spring Festival": "春节",
+    "Tomb-sweeping Day": "清明节",
+    "Labour Day": "劳动节",
+    "Dragon Boat Festival": "端午节",
+    "National Day": "国庆节",
+    "Mid-autumn Festival": "中秋节",
+}
+
+
+def _plan_reason(plan: DayPlan) -> str:
+    reason = plan.reason
+    if reason.startswith("holiday: "):
+        name = reason.split(": ", 1)[1]
+        return f"法定节假日 ({HOLIDAY_NAMES.get(name, name)})"
+    if reason.startswith("adjusted working day"):
+        return "调休上班"
+    return {
+        "weekday": "工作日",
+        "weekend": "休息日",
+        "holiday (config)": "休息日 (本地配置)",
+        "working day (config)": "工作日 (本地配置)",
+    }.get(reason, reason)

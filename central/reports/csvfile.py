@@ -1,0 +1,27 @@
+"""CSV: UTF-8 with a byte-order mark, so Excel (which reads BOM-less CSV as the ANSI code
+page, GBK on a Chinese Windows) shows the Chinese headings.
+
+One file holds every table of the report: a title row, the header row, the rows, then an
+empty row before the next table.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import BinaryIO
+
+from central.reports.model import Report
+
+
+def write(report: Report, out: BinaryIO) -> None:
+    import io
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow([report.title])
+    for sheet in report.sheets:
+        writer.writerow([])
+        writer.writerow([f"# {sheet.name}"])
+        writer.writerow(sheet.headers)
+        writer.writerows([["" if v is None else v for v in row] for row in sheet.rows])
+    out.write(text.getvalue().encode("utf-8-sig"))

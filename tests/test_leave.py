@@ -1,0 +1,274 @@
+"""central/leave.py and ``hall-central leave``: import (all rows or none), list, remove, on
+both stores; and read-only commands that must never create a store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from central.leave import LeaveError, parse_leave_file
+from central.store import StoreMissingError, open_store
+from tests import support as testing
+from tests.support import PG_URL, pg_available
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """工号,类型,开始,结束,审批人,备注
+S001,请假,2026-10-13 下午,2026-10-13 下午,张主任,家中有事
+S002,公出,2026/10/19,2026/10/20,张主任,
+S002,补卡,2026-10-21 上午,2026-10-21 上午,李科长,忘记打卡
+"""
+
+
+def central(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "central.cli", "-c", str(conf), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_conf(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/hall.db"
+        store = open_store(url)
+        conf = tmp_path / "central.toml"
+        conf.write_text(f'[store]\nurl = "{url}"\n')
+        yield store, conf
+        store.close()
+        return
+    if not pg_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    with testing.pg_schema() as name:
+        store = open_store(PG_URL, name)
+        conf = tmp_path / "central.toml"
+        conf.write_text(f'[store]\nurl = "{PG_URL}"\npg_schema = "{name}"\n')
+        yield store, conf
+        store.close()
+
+
+def test_parse_half_days_and_whole_days(tmp_path):
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD, encoding="utf-8")
+    rows = parse_leave_file(path)
+    assert [(r["staff_id"], r["kind"]) for r in rows] == [
+        ("S001", "请假"),
+        ("S002", "公出"),
+        ("S002", "补卡"),
+    ]
+    assert (rows[0]["starts"], rows[0]["starts_half"], rows[0]["ends_half"]) == (
+        date(2026, 10, 13),
+        "pm",
+        "pm",
+    )
+    assert (rows[1]["starts_half"], rows[1]["ends"], rows[1]["ends_half"]) == (
+        "am",
+        date(2026, 10, 20),
+        "pm",
+    )
+    assert rows[2]["source"] == "leave.csv:4" and rows[2]["approver"] == "李科长"
+
+
+def test_every_bad_cell_is_named_by_line_and_column(tmp_path):
+    path = tmp_path / "leave.csv"
+    path.write_text(
+        "工号,类型,开始,结束,审批人\n"
+        "S001,病假,2026-10-13,2026-10-13,张主任\n"
+        "S002,请假,2026-10-32,2026-10-13,张主任\n"
+        "S003,请假,2026-10-14,2026-10-13,\n"
+        "S004,请假,2026-10-14 下午,2026-10-14 上午,张主任\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(LeaveError) as info:
+        parse_leave_file(path)
+    problems = info.value.problems
+    assert (
+        f"{path}: line 2, column 类型 (B): expected one of 请假, 公出, 补卡, got '病假'" in problems
+    )
+    assert any(
+        p.startswith(f"{path}: line 3, column 开始 (C): expected a real date") for p in problems
+    )
+    assert any(
+        p.startswith(f"{path}: line 4, column 结束 (D): ends before it starts") for p in problems
+    )
+    assert (
+        f"{path}: line 4, column 审批人 (E): expected the approver's name, got an empty cell"
+        in problems
+    )
+    assert any(
+        p.startswith(f"{path}: line 5, column 结束 (D): ends before it starts") for p in problems
+    )
+    assert len(problems) == 5
+
+
+def test_headings_are_checked(tmp_path):
+    path = tmp_path / "leave.csv"
+    path.write_text("工号,类型,开始,审批人,部门\nS001,请假,2026-10-13,张主任,x\n", encoding="utf-8")
+    with pytest.raises(LeaveError, match=r"line 1, column E: unknown heading '部门'"):
+        parse_leave_file(path)
+    path.write_text("工号,类型,开始,审批人\nS001,请假,2026-10-13,张主任\n", encoding="utf-8")
+    with pytest.raises(LeaveError, match=r"line 1: missing column\(s\) 结束"):
+        parse_leave_file(path)
+
+
+def test_gbk_csv_as_excel_saves_it(tmp_path):
+    path = tmp_path / "leave.csv"
+    path.write_bytes(GOOD.encode("gb18030"))
+    assert len(parse_leave_file(path)) == 3
+
+
+def test_xlsx_with_date_cells(tmp_path):
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    ws = book.active
+    ws.append(["工号", "类型", "开始", "结束", "审批人", "备注"])
+    ws.append(["S001", "请假", datetime(2026, 10, 13), "2026-10-14 上午", "张主任", None])
+    ws.append([None, None, None, None, None, None])  # blank rows are skipped
+    ws.append(
+        ["S002", "公出", datetime(2026, 10, 15), datetime(2026, 10, 15), "张主任", "市里开会"]
+    )
+    path = tmp_path / "leave.xlsx"
+    book.save(path)
+    rows = parse_leave_file(path)
+    assert [(r["starts"], r["starts_half"], r["ends"], r["ends_half"]) for r in rows] == [
+        (date(2026, 10, 13), "am", date(2026, 10, 14), "am"),
+        (date(2026, 10, 15), "am", date(2026, 10, 15), "pm"),
+    ]
+    assert rows[1]["source"] == "leave.xlsx:4" and rows[1]["note"] == "市里开会"
+
+
+def test_import_list_remove_on_both_stores(tmp_path, store_conf):
+    store, conf = store_conf
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD, encoding="utf-8")
+    r = central(conf, "leave", "import", str(path), "--by", "王科员")
+    assert r.returncode == 0, r.stderr
+    assert "3 row(s) added, 0 already stored, imported by 王科员" in r.stdout
+    assert "staff id(s) in no stored roster: S001, S002" in r.stderr  # stored all the same
+    r = central(conf, "leave", "import", str(path), "--by", "王科员")
+    assert "0 row(s) added, 3 already stored" in r.stdout  # the same file again adds nothing
+    rows = store.leaves()
+    assert [r["kind"] for r in rows] == ["请假", "公出", "补卡"]
+    assert rows[0]["imported_by"] == "王科员" and rows[0]["source"] == "leave.csv:2"
+    r = central(conf, "leave", "list", "--month", "2026-10")
+    assert r.returncode == 0, r.stderr
+    assert "2026-10-13 下午" in r.stdout and "家中有事" in r.stdout
+    assert central(conf, "leave", "list", "--month", "2026-09").stdout.count("S00") == 0
+    r = central(conf, "leave", "remove", str(rows[1]["id"]))
+    assert r.returncode == 0 and "公出" in r.stdout
+    assert [r["kind"] for r in store.leaves()] == ["请假", "补卡"]
+    r = central(conf, "leave", "remove", str(rows[1]["id"]))
+    assert r.returncode == 1 and f"no leave with id {rows[1]['id']}" in r.stderr
+
+
+def test_a_bad_file_imports_nothing(tmp_path, store_conf):
+    store, conf = store_conf
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD + "S009,年假,2026-10-01,2026-10-02,张主任,\n", encoding="utf-8")
+    r = central(conf, "leave", "import", str(path))
+    assert r.returncode == 1
+    assert "line 5, column 类型 (B)" in r.stderr and "nothing imported" in r.stderr
+    assert store.leaves() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("devices",), ("report", "ratings"), ("report", "attendance"), ("leave", "list")],
+)
+def test_read_only_commands_never_create_a_store(tmp_path, args):
+    conf = tmp_path / "central.toml"
+    missing = tmp_path / "typo" / "hall.db"
+    conf.write_text(f'[store]\nurl = "sqlite:///{missing}"\n')
+    r = central(conf, *args)
+    assert r.returncode == 1
+    assert f"store {missing}: no such file" in r.stderr
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a 0-byte file: what sqlite3 leaves behind
+    conf.write_text(f'[store]\nurl = "sqlite:///{empty}"\n')
+    r = central(conf, *args)
+    assert r.returncode == 1 and f"store {empty}: empty database" in r.stderr
+    assert empty.stat().st_size == 0
+
+
+def test_read_only_on_postgresql_without_tables(tmp_path):
+    if not pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    with pytest.raises(StoreMissingError, match="schema hall_nope_x of postgresql://"):
+        open_store(PG_URL, "hall_nope_x", create=False)
+    import psycopg
+
+    with psycopg.connect(PG_URL) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'hall_nope_x'"
+        ).fetchone() == (0,)
+
+
+def test_hall_agent_outbox_never_creates_one(tmp_path):
+    conf = tmp_path / "agent.toml"
+    data = tmp_path / "nowhere"
+    conf.write_text(f'[device]\nid = "k1"\nsite = "jiedong"\ndata_dir = "{data}"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(conf), "outbox"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert f"outbox {data / 'outbox.db'}: no such file" in r.stderr
+    assert not data.exists()
+
+
+def test_every_central_command_has_help_text():
+    from central.cli import build_parser
+    from tests.test_cli import _subcommands
+
+    commands = {path: (text, sub) for path, text, sub in _subcommands(build_parser())}
+    for path in [("report", "attendance"), ("report", "ratings"), ("leave", "import")]:
+        assert path in commands
+    for path, (text, sub) in commands.items():
+        assert text, f"`{' '.join(path)}` has no help in the command list"
+        assert sub.description, f"`{' '.join(path)}` has no description"
+
+
+def test_leave_in_sqlite_read_by_a_peer(tmp_path):
+    """The leave table as the sqlite3 command-line tool sees it (CONTRACT §6)."""
+    import shutil
+
+    if shutil.which("sqlite3") is None:
+        pytest.skip("sqlite3 command-line tool not installed")
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD, encoding="utf-8")
+    with open_store(f"sqlite:///{tmp_path}/hall.db") as store:
+        store.add_leaves(parse_leave_file(path), "王科员")
+    out = subprocess.run(
+        [
+            "sqlite3",
+            str(tmp_path / "hall.db"),
+            "SELECT staff_id, kind, starts, starts_half, ends, ends_half, approver, imported_by "
+            "FROM leave ORDER BY id",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [
+        "S001|请假|2026-10-13|pm|2026-10-13|pm|张主任|王科员",
+        "S002|公出|2026-10-19|am|2026-10-20|pm|张主任|王科员",
+        "S002|补卡|2026-10-21|am|2026-10-21|am|李科长|王科员",
+    ]
