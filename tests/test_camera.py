@@ -12,6 +12,8 @@ import pytest
 
 from drivers.camera import Camera, is_file, parse_source, redact
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 WAIT = 10.0  # generous upper bound for conditions; never a sleep
 
 

@@ -10,6 +10,8 @@ from drivers.camera import Camera
 from drivers.faces import DlibFaceEngine, EngineParams, eye_aspect_ratio, iou, yaw_ratio
 from tests import media
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 WAIT = 10.0
 
 
