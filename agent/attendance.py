@@ -59,6 +59,10 @@ Emit = Callable[[str, dict[str, Any], datetime], None]
 
 # The recognition process's exit status when it leaves to be started afresh (EX_TEMPFAIL).
 EXIT_RESPAWN = 75
+# With nobody in view and nothing moving, the motion gate looks at 8 frames a second, not
+# every frame of the camera: idle CPU drops by half (bench/faces.py) and someone stepping in
+# waits at most 1/8 s longer for the first search.
+IDLE_INTERVAL_S = 0.125
 
 
 class BlinkDetector:
@@ -132,6 +136,7 @@ class AttendancePipeline:
         self.last_reject: dict[str, float] = {}  # reason -> frame time
         self.punch_log: list[tuple[str, float, float]] = []  # (staff, first captured, emitted)
         self.counters = {"frames": 0, "punches": 0, "rejected": 0, "suppressed": 0}
+        self.idle = False  # the last frame showed nobody and nothing moving
 
     def seed_debounce(self, seconds_ago: dict[str, float], now_t: float) -> None:
         """Carry debounce over a restart of the recognition process."""
@@ -143,6 +148,7 @@ class AttendancePipeline:
 
         self.counters["frames"] += 1
         result = self.engine.process(frame.image)
+        self.idle = result.gated
         for tid in result.ended:
             ended = self.tracks.pop(tid, None)
             if (
@@ -264,7 +270,6 @@ def build_engine(cfg: AttendanceSection) -> FaceEngine:
 
     return DlibFaceEngine(
         EngineParams(
-            detect_width=cfg.detect_width,
             min_face_px=cfg.min_face_px,
             min_sharpness=cfg.min_sharpness,
             max_yaw=cfg.max_yaw,
@@ -322,7 +327,7 @@ def run_loop(
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
     from contract.schedule import Schedule
-    from drivers.camera import Camera
+    from drivers.camera import Camera, describe_range
 
     cfg = AttendanceSection.model_validate(spec["attendance"])
     data_dir = Path(spec["data_dir"])
@@ -358,6 +363,7 @@ def run_loop(
     pipeline.seed_debounce(spec.get("debounce_seed", {}), time.monotonic())
     camera.start()
     last_seq = 0
+    first_shape: tuple[int, ...] = ()
     last_health = last_files = 0.0
     ended_sent = False
     try:
@@ -366,8 +372,16 @@ def run_loop(
             now = time.monotonic()
             health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
             if frame is not None:
+                if last_seq == 0 or frame.image.shape != first_shape:
+                    first_shape = frame.image.shape
+                    h, w = first_shape[:2]
+                    span = describe_range(cfg.min_face_px, w, h, cfg.camera_hfov_deg)
+                    logger.info("camera %s: %s", camera.shown, span)
                 last_seq = frame.seq
                 pipeline.process(frame)
+                if pipeline.idle and cfg.realtime:
+                    # Nobody in view: look at the newest frame a few times a second only.
+                    stop.wait(max(0.0, IDLE_INTERVAL_S - (time.monotonic() - now)))
             elif camera.stuck.is_set():
                 detail = camera.health().get("detail", "camera readers stuck")
                 logger.error("camera stuck (%s): ending recognition for a restart", detail)
@@ -418,15 +432,23 @@ def _load_gallery(path: Path, current: Gallery) -> Gallery:
     return gallery
 
 
-def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
+def _child_main(spec: dict[str, Any], q: Any, parent_end: Any) -> None:
     import logging as _logging
     import signal
     import sys
 
-    # The parent decides when to stop: Ctrl-C in a terminal reaches the whole process group,
-    # and SIGTERM (systemd stops the cgroup) just ends the loop; no state is lost here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from agent.stopflag import ParentStop, die_with_parent
+
+    # Only plain flags in signal handlers (agent/stopflag.py): a SIGTERM to the whole process
+    # group (systemd, Ctrl-C, `timeout`) once deadlocked a multiprocessing.Event here. The
+    # parent asks for a stop by closing its end of the pipe; its death closes it too, and
+    # PR_SET_PDEATHSIG sends a SIGTERM in case the loop is busy elsewhere.
+    stop = ParentStop(parent_end.fileno())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != spec.get("parent_pid", os.getppid()):
+        stop.set()  # the parent died before prctl took effect
 
     _logging.basicConfig(
         level=spec.get("log_level", _logging.WARNING),
@@ -629,6 +651,7 @@ class AttendanceWorker:
                 **{sid: now - t for sid, t in self.punches.items()},
             },
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "parent_pid": os.getpid(),
         }
 
     def start(self) -> None:
@@ -643,18 +666,23 @@ class AttendanceWorker:
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
-            self._proc_stop = ctx.Event()
+            # Stopping never touches a lock the child may hold: the child watches the read
+            # end of this pipe, and the parent closes the write end (agent/stopflag.py).
+            child_end, self._proc_stop = ctx.Pipe(duplex=False)
             self._proc = ctx.Process(
                 target=_child_main,
-                args=(self._spec(), self._queue, self._proc_stop),
+                args=(self._spec(), self._queue, child_end),
                 name=f"hall-agent-{self.name}",
                 daemon=True,
             )
             self._proc.start()
+            child_end.close()  # only the child's copy may remain, or EOF never comes
             drain = threading.Thread(target=self._drain, name=f"{self.name}-drain", daemon=True)
             self._threads = [drain]
         else:
-            self._proc_stop = threading.Event()
+            from agent.stopflag import StopFlag
+
+            self._proc_stop = StopFlag()
             loop = threading.Thread(
                 target=run_loop,
                 args=(self._spec(), self._handle, self._proc_stop),
@@ -787,7 +815,11 @@ class AttendanceWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
-            self._proc_stop.set()
+            # A pipe's close (process) or a plain flag (thread): neither waits for anything.
+            if self._proc is not None:
+                self._proc_stop.close()
+            else:
+                self._proc_stop.set()
         if self._proc is not None:
             self._proc.join(timeout)
             if self._proc.is_alive():
@@ -800,6 +832,12 @@ class AttendanceWorker:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+        if (
+            self._proc is None
+            and self._proc_stop is not None
+            and not any(t.is_alive() for t in self._threads)
+        ):
+            self._proc_stop.close()  # the thread-mode flag's pipe, once nobody waits on it
         if self._queue is not None:
             # Whatever the child sent before it exited still goes into the outbox (or the
             # buffer: _handle's own flush may fail, the message is kept either way).

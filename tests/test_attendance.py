@@ -40,6 +40,8 @@ from drivers.camera import Camera
 from tests import media
 from tests.media import Actor
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 60.0
@@ -196,6 +198,63 @@ def test_blink_detector_on_ear_sequences() -> None:
         slow.update(0.3, i * 0.04)
     slow.update(0.1, 1.0)
     assert not slow.update(0.3, 3.0)  # eyes shut for 2 s: not a blink
+
+
+# --- working distance: several people at 0.3-2 m and beyond, two camera resolutions -------
+
+EPOCH = datetime(2026, 11, 25, 8, 20, tzinfo=TZ)
+PARTIAL = ("obama", "t1a", "t1d", "t1f")  # the others are on video but not enrolled
+
+
+def distance_visits(size: tuple[int, int], staff: Sequence[str]):
+    """(punched, expected): sets of (scene index, staff id) over the distance set."""
+    events, _ = run_video(media.distance_video(size), staff, EPOCH, debounce_s=1)
+    scenes = media.distance_scenes(size)
+    punched = {
+        (media.scene_at(scenes, (at - EPOCH).total_seconds()), d["staff_id"])
+        for t, d, at in events
+        if t == "attendance.punch"
+    }
+    expected = {(i, sid) for i, sc in enumerate(scenes) for sid, _ in sc.people if sid in staff}
+    return punched, expected, events
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)], ids=["640x480", "1280x720"])
+def test_everyone_punches_at_every_distance(size) -> None:
+    # Faces 160, 100, 70, 55 and 50 px wide, one to six people per frame, a shaking camera:
+    # every enrolled person punches in every scene they stand in (a visit), nobody else.
+    punched, expected, events = distance_visits(size, tuple(media.ENROL))
+    assert punched == expected
+    # t1b (never enrolled) is seen and refused, without a punch.
+    assert any(d["reason"] == "unknown_face" for d in of_type(events, "attendance.rejected"))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)], ids=["640x480", "1280x720"])
+def test_a_partial_gallery_never_punches_the_others(size) -> None:
+    punched, expected, _ = distance_visits(size, PARTIAL)
+    assert {sid for _, sid in punched} <= set(PARTIAL)  # no false accept at any distance
+    assert punched == expected
+
+
+def test_detect_width_is_refused_with_a_migration_message(write_config, tmp_path) -> None:
+    from agent.config import ConfigError
+
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+
+        [attendance]
+        detect_width = 320
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(path)
+    [problem] = err.value.problems
+    assert problem.startswith(f"{path}: attendance.detect_width: no longer used")
+    assert "min_face_px" in problem
 
 
 # --- the worker: child process, outbox, roster ------------------------------------------
@@ -948,3 +1007,107 @@ def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".tmp"]
     ago = load_debounce(path, 600)
     assert set(ago) == {"jitter", "recent"} and ago["jitter"] == 0.0 and 5 <= ago["recent"] < 600
+
+
+# --- the recognition process's lifecycle under signals ------------------------------------
+
+
+def _recognition_children(pid: int) -> list[int]:
+    """Spawned multiprocessing children of ``pid`` (not its resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmd:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def _start_kiosk_agent(write_config, tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """`hall-agent run` of a kiosk in its own process group, once its recognition child has
+    played the file to its end and idles in its loop; returns (agent, child pid, log)."""
+    from tests.support import free_port, wait_for
+
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    data = tmp_path / "data"
+    cfg = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{data}"
+
+        [mqtt]
+        url = "mqtt://127.0.0.1:{free_port()}"
+
+        [attendance]
+        camera = "{video}"
+        realtime = false
+        """
+    )
+    media.gallery_of("obama").save(gallery_path(data))
+    log = tmp_path / "agent.log"
+    with log.open("wb") as err:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "-v", "-c", str(cfg), "run"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, like a systemd unit's cgroup
+        )
+    try:
+        assert wait_for(lambda: b"end of file" in log.read_bytes(), WAIT), log.read_text()
+        children = _recognition_children(agent.pid)
+        assert len(children) == 1, children
+    except BaseException:
+        os.killpg(agent.pid, 9)
+        agent.wait()
+        raise
+    return agent, children[0], log
+
+
+def test_sigterm_to_the_kiosk_process_group_stops_agent_and_child(write_config, tmp_path) -> None:
+    # systemd (KillMode=control-group), Ctrl-C and `timeout` signal the whole group: the child
+    # gets SIGTERM while its loop waits; a lock taken in its handler hung both processes.
+    import signal
+
+    from tests.support import wait_for
+
+    agent, child, log = _start_kiosk_agent(write_config, tmp_path)
+    os.killpg(agent.pid, signal.SIGTERM)
+    try:
+        code = agent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        pytest.fail(f"agent still running 30 s after SIGTERM to its group:\n{log.read_text()}")
+    assert code == 0, log.read_text()
+    assert wait_for(lambda: _gone(child), 5.0)
+    text = log.read_text()
+    assert "stopped on signal 15" in text and "did not stop; terminating" not in text
+
+
+def test_recognition_child_ends_when_its_parent_is_killed(write_config, tmp_path) -> None:
+    import signal
+
+    from tests.support import wait_for
+
+    agent, child, _ = _start_kiosk_agent(write_config, tmp_path)
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait()
+    try:
+        assert wait_for(lambda: _gone(child), 2.0, interval=0.05), "orphaned child still runs"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
