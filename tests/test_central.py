@@ -29,13 +29,14 @@ from sync.testing import (
     wait_for,
 )
 from sync.testing import mosquitto_pub as peer_pub
+from tests.conftest import require_or_skip, skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hall/jiedong/pad-a03/events"
 LIMITS = {"prefix": "hall", "max_bytes": 64 * 1024, "max_events": 100}
 
-needs_clients = pytest.mark.skipif(
-    shutil.which("mosquitto_pub") is None, reason="needs mosquitto_pub/mosquitto_sub"
+needs_clients = skip_unless(
+    shutil.which("mosquitto_pub") is not None, "needs mosquitto_pub/mosquitto_sub"
 )
 
 
@@ -389,7 +390,7 @@ def store_conf(request, tmp_path):
         yield open_store(url), f'[store]\nurl = "{url}"\n'
         return
     if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+        require_or_skip("PostgreSQL not reachable")
     with pg_schema() as name:
         store = open_store(PG_URL, name)
         yield store, f'[store]\nurl = "{PG_URL}"\npg_schema = "{name}"\n'
@@ -515,7 +516,7 @@ def test_store_password_comes_from_password_file(tmp_path):
     from agent.config import ConfigError, load_central_config
 
     if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+        require_or_skip("PostgreSQL not reachable")
     secret = tmp_path / "store.pass"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
