@@ -996,3 +996,17 @@ def test_handle_stores_or_rejects_every_mangled_event_exactly_once(offline_colle
         except ValueError:
             return  # not a UUID: rejected by id text, which the events table cannot hold
         assert _settled(c, mangled["id"])
+
+
+def test_garbage_that_names_no_event_is_stored_every_time_but_logged_once_a_minute(
+    offline_collector, caplog
+):
+    """A hostile flood of non-JSON on one device's topic: every input is kept in `rejected`,
+    the log gets one line (and later one with the count), not one per message."""
+    c = offline_collector
+    caplog.set_level("WARNING", logger="sync.central")
+    for i in range(50):
+        c.handle(TOPIC, b"garbage %d" % i)
+    assert c.store.query("SELECT count(*) FROM rejected WHERE id IS NULL")[0][0] == 50
+    lines = [r for r in caplog.records if "names no event" in r.message]
+    assert len(lines) == 1 and "pad-a03" in lines[0].message
