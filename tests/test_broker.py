@@ -197,3 +197,12 @@ def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):
                 assert not refused(thief.connect())
                 assert not refused(victim.publish("hall/jiedong/pad-a03/status", b"{}"))
                 assert victim.disconnects == []
+
+
+def test_a_removed_device_is_disconnected_and_refused(hall):
+    with peer(hall, "pad-b01") as device:
+        assert not refused(device.connect())
+        hall.script("remove-device", "jiedong", "pad-b01")
+        assert wait_for(lambda: device.disconnects, 10)  # the plugin kicks its connection
+    with peer(hall, "pad-b01") as again:
+        assert refused(again.connect())  # the account is gone: CONNACK refuses it
