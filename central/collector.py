@@ -122,15 +122,17 @@ def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
-    stack = [(value, 1)]
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion).
+
+    Only containers are pushed: the usual flat event data costs one pass over its values."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return False
 
 
@@ -410,6 +412,8 @@ class Collector:
         self.dropped = 0  # messages not taken: the queue's budget was spent (QoS 0 floods)
         self._dropped_logged = 0
         self._drop_log_at = 0.0
+        # device -> (last logged at, inputs left out since)
+        self._garbage_log: dict[str | None, tuple[float, int]] = {}
         self.batches = 0
         self.events_stored = 0
         self.rejected = 0
@@ -561,14 +565,34 @@ class Collector:
         self.rejected += len(verdict.rejects)
         self.deferred += verdict.deferred
         for r in verdict.rejects:
-            logger.warning(
-                "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
-            )
+            self._log_reject(r, verdict)
         body = verdict.ack()
         if verdict.site is None or verdict.device is None or not (body["ids"] or body["rejected"]):
             return  # no device to answer to, or nothing it could match
         ack = json.dumps(body, separators=(",", ":")).encode()
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+
+    def _log_reject(self, r: Reject, verdict: Verdict) -> None:
+        """One line per named reject; garbage that names no event (a hostile flood) at most once
+        a minute per topic device, with how many were left out. Every one is in ``rejected``."""
+        if r.id is not None:
+            logger.warning(
+                "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
+            )
+            return
+        now = time.monotonic()
+        last, left_out = self._garbage_log.get(verdict.device, (-DROP_LOG_EVERY_S, 0))
+        if now - last < DROP_LOG_EVERY_S:
+            self._garbage_log[verdict.device] = (last, left_out + 1)
+            return
+        self._garbage_log[verdict.device] = (now, 0)
+        logger.warning(
+            "rejected input on %s/%s that names no event: %s%s",
+            verdict.site,
+            verdict.device,
+            r.reason[:200],
+            f" ({left_out} more such inputs not logged)" if left_out else "",
+        )
 
     def _write(self, verdict: Verdict) -> None:
         """Write a batch in one transaction; returns after the commit, raises on any failure.

@@ -32,6 +32,12 @@ def require_or_skip(reason: str) -> None:
     pytest.skip(reason)
 
 
+def skip_unless(available: bool, reason: str) -> pytest.MarkDecorator:
+    """A ``skipif`` mark for a missing tool or service that skips only off CI: in CI the test
+    runs and fails on what is missing (a skip there would be a green run that tested less)."""
+    return pytest.mark.skipif(not available and not in_ci(), reason=reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -324,15 +324,15 @@ def two_faces_photo(path: Path) -> Path:
 
 
 def require_photos() -> Path:
-    """The photos directory, or skip the test with the reason (registry unreachable)."""
-    import pytest
+    """The photos directory, or skip the test with the reason (registry unreachable); in CI
+    the test fails instead (tests.conftest.require_or_skip)."""
+    from tests.conftest import require_or_skip
 
     try:
         return photos_dir()
     except MediaUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"pinned test photos unavailable in CI: {exc}")
-        pytest.skip(f"pinned test photos unavailable: {exc}")
+        require_or_skip(f"pinned test photos unavailable: {exc}")
+        raise  # not reached: require_or_skip skips or fails
 
 
 def cached_video(name: str, actors: Sequence[Actor], duration_s: float, fps: float = 25.0) -> Path:

@@ -1,4 +1,4 @@
-"""``hall-central check``: store, broker and ACL, against a real Mosquitto with the shipped ACL."""
+"""``hall-central check``: store, broker and ACL, against a real Mosquitto set up as shipped (docs/broker.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PG_URL, Mosquitto, make_password_file, pg_available, pg_schema
+from tests.support import PG_URL, HallBroker, Mosquitto, pg_available, pg_schema
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
@@ -28,12 +28,11 @@ def hall_central(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def acl_broker(tmp_path):
-    pw = make_password_file(
-        tmp_path / "passwd", {"pad-a03": "pw-a03", "hall-central": "pw-central"}
-    )
-    with Mosquitto(
-        tmp_path / "acl-broker", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
-    ) as broker:
+    """The shipped broker setup (config/mosquitto.conf, scripts/hall-broker.sh, docs/broker.md)
+    with one device and the collector's account."""
+    with HallBroker(tmp_path / "acl-broker") as broker:
+        broker.add_device("jiedong", "pad-a03", "pw-a03")
+        broker.add_collector("hall-central", "pw-central")
         yield broker
 
 
@@ -93,9 +92,12 @@ def test_a_device_account_fails_the_acl_probe(tmp_path, acl_broker):
     result = hall_central(cfg, "--only", "broker,acl")
     assert result.returncode == 1
     acl = {line.split("]")[1].split(":")[0].strip(): line for line in lines(result.stdout, "acl")}
-    # The retained status is there, but the device's account may not read it.
+    # The broker's dynamic-security roles refuse the subscriptions outright (docs/broker.md):
+    # a device may neither read other devices' status nor join the collector's group.
     status = acl["acl subscribe hall/+/+/status"]
-    assert status.startswith("[WARN]") and "lets pad-a03 read it" in status
+    assert status.startswith("[FAIL]") and "refused" in status and "pad-a03" in status
+    shared = acl["acl subscribe $share/hall-central/hall/+/+/events"]
+    assert shared.startswith("[FAIL]") and "refused" in shared
     assert acl["acl publish hall/hall-central-check/check/ack"].startswith("[FAIL]")
     assert "Not authorized" in acl["acl publish hall/hall-central-check/roster"]
 

@@ -15,13 +15,14 @@ import pytest
 
 from central.collector import Collector
 from sync.uplink import uplink_running
+from tests.conftest import skip_unless
 from tests.support import central_config, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = re.compile(
     r"(\d+) acked by the centre: p50 ([\d.]+) ms, p95 ([\d.]+) ms, max ([\d.]+) ms, rate (\d+)/s"
 )
-pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
+pytestmark = skip_unless(shutil.which("mosquitto") is not None, "needs mosquitto")
 
 
 def write_conf(tmp_path: Path, url: str) -> Path:
