@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from agent.envelope import CLOCK_FLOOR_UNIX, ClockState, make_event, system_clock_state
+from contract import EventType, FaultData, event_data
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def free_bytes(directory: str | os.PathLike[str]) -> int:
 # "database or disk is full" on a write, but "disk I/O error" when it cannot even create the
 # WAL index (-shm) on open.
 DISK_FULL_BYTES = 1024 * 1024
+
+
+def _disk(event: EventType, detail: str) -> dict[str, Any]:
+    """A device.fault / device.recovered body about the outbox's own disk."""
+    return event_data(event, FaultData(component="disk", detail=detail))
 
 
 class OutboxError(Exception):
@@ -197,13 +203,8 @@ class Outbox:
         except sqlite3.Error as exc:  # housekeeping: a full disk must not keep the outbox shut
             logger.warning("outbox %s: old dedupe keys not pruned: %s", self.path, exc)
         if self.moved_aside is not None:
-            self.append(
-                "device.fault",
-                {
-                    "component": "disk",
-                    "detail": f"outbox {self.path} was unreadable; moved to {self.moved_aside}",
-                },
-            )
+            detail = f"outbox {self.path} was unreadable; moved to {self.moved_aside}"
+            self.append(EventType.FAULT, _disk(EventType.FAULT, detail))
 
     @classmethod
     def for_config(cls, cfg: Any, **kwargs: Any) -> Outbox:
@@ -496,8 +497,8 @@ class Outbox:
                     conn,
                     now,
                     seq + 1,
-                    "device.recovered",
-                    {"component": "disk", "detail": "outbox back under its size cap"},
+                    EventType.RECOVERED,
+                    _disk(EventType.RECOVERED, "outbox back under its size cap"),
                 )
             return used
         # Free a fifth of the cap at once so that a full outbox does not drop one row per append.
@@ -531,7 +532,7 @@ class Outbox:
             )
             logger.error("outbox %s: %s", self.path, detail)
             used += self._insert_internal(
-                conn, now, seq + 1, "device.fault", {"component": "disk", "detail": detail}
+                conn, now, seq + 1, EventType.FAULT, _disk(EventType.FAULT, detail)
             )
         elif dropped:
             logger.warning("outbox %s over its cap: dropped %d device.* events", self.path, dropped)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
+from contract import EventType, TestData, event_data
 from sync.uplink import Uplink, uplink_running
 
 PING_MARGIN_S = 10.0
@@ -135,7 +136,8 @@ def measure(
     started = time.monotonic()
     for i in range(count):
         acked.clear()
-        appended = outbox.append("device.test", {"note": f"{note} {i + 1}/{count}"})
+        body = event_data(EventType.TEST, TestData(note=f"{note} {i + 1}/{count}"))
+        appended = outbox.append(EventType.TEST, body)
         event_id = appended.event["id"]
         t0 = time.monotonic()
         deadline = t0 + timeout

@@ -44,9 +44,9 @@ from zoneinfo import ZoneInfo
 
 from paho.mqtt.enums import MQTTErrorCode
 
-from agent import __version__
 from agent.config import AgentConfig
 from agent.outbox import Outbox, PendingEvent
+from contract import __version__, central_status_topic
 from sync.downlink import RosterKeeper
 from sync.mqtt import MqttLink, describe_rc
 
@@ -75,8 +75,8 @@ def topics(prefix: str, site: str, device: str) -> dict[str, str]:
         "ack": f"{base}/ack",
         "status": f"{base}/status",
         "roster": f"{prefix}/{site}/roster",
-        # A collector's "online" (central.collector.central_status_topic): resend in-flight now.
-        "central": f"{prefix}/_central/status",
+        # A collector's "online" announcement: resend in-flight now.
+        "central": central_status_topic(prefix),
     }
 
 

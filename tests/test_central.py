@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from agent.envelope import uuid7
-from central.collector import Collector, check_batch
+from central.collector import Collector
 from central.store import open_store
+from central.validation import check_batch
 from tests.conftest import require_or_skip, skip_unless
 from tests.support import (
     PG_URL,
@@ -42,6 +43,25 @@ needs_clients = skip_unless(
 )
 
 
+RATING = {
+    "window": "A03",
+    "pad": 1,
+    "staff_id": None,
+    "level": 4,
+    "label": "满意",
+    "reasons": [],
+    "invite_id": None,
+}
+PUNCH = {
+    "staff_id": "S1",
+    "slot": "morning_in",
+    "status": "on_time",
+    "minutes_off": 0,
+    "distance": 0.31,
+    "liveness": "off",
+}
+
+
 def event(seq: int = 1, **over) -> dict:
     ev = {
         "id": str(uuid7()),
@@ -51,15 +71,7 @@ def event(seq: int = 1, **over) -> dict:
         "clock": "synced",
         "device": "pad-a03",
         "site": "jiedong",
-        "data": {
-            "window": "A03",
-            "pad": 1,
-            "staff_id": None,
-            "level": 4,
-            "label": "满意",
-            "reasons": [],
-            "invite_id": None,
-        },
+        "data": dict(RATING),
     }
     ev.update(over)
     return ev
@@ -126,7 +138,7 @@ def test_over_limit_batches_are_taken_in_part_never_rejected():
     assert v.ack() == {"v": 1, "ids": [e["id"] for e in evs[:100]], "rejected": []}
 
     # 60 events of ~1.5 KB: ~90 KB, over max_bytes = 64 KiB.
-    evs = [event(i, data={"window": "A03", "level": 5, "label": "y" * 1500}) for i in range(60)]
+    evs = [event(i, data={**RATING, "level": 5, "label": "y" * 1500}) for i in range(60)]
     payload = batch(*evs)
     assert len(payload) > LIMITS["max_bytes"]
     v = check(payload)
@@ -163,36 +175,45 @@ def test_default_limits_take_any_batch_the_agent_may_send():
         ({"seq": -1}, "seq:"),
         ({"device": "kiosk-01"}, "device:"),
         ({"data": [1]}, "data: expected an object"),
-        ({"data": {"window": "A03", "level": 9}}, "data.level"),
+        ({"data": {**RATING, "level": 9}}, "data.level"),
         ({"name": "张三"}, "unknown envelope key"),
-        # Review 8a: what the PostgreSQL ratings view casts to ::integer (CONTRACT §4 ranges).
-        ({"data": {"window": "A03", "level": 4, "pad": 2**40}}, "data.pad"),
-        ({"data": {"window": "A03", "level": 4, "pad": 0}}, "data.pad"),
-        ({"data": {"window": "A03", "level": 4, "pad": 248}}, "data.pad"),
-        ({"data": {"window": "A03", "level": 4, "invite_id": 2**40}}, "data.invite_id"),
-        ({"data": {"window": "A03", "level": 4, "invite_id": -1}}, "data.invite_id"),
-        ({"data": {"window": "A03", "level": 4, "invite_id": 65536}}, "data.invite_id"),
+        # What the PostgreSQL ratings view casts to ::integer (HallPad v1 ranges).
+        ({"data": {**RATING, "pad": 2**40}}, "data.pad"),
+        ({"data": {**RATING, "pad": 0}}, "data.pad"),
+        ({"data": {**RATING, "pad": 248}}, "data.pad"),
+        ({"data": {**RATING, "invite_id": 2**40}}, "data.invite_id"),
+        ({"data": {**RATING, "invite_id": -1}}, "data.invite_id"),
+        ({"data": {**RATING, "invite_id": 65536}}, "data.invite_id"),
         (
-            {"type": "rating.expired", "data": {"window": "A03", "pad": 1, "invite_id": 70000}},
+            {
+                "type": "rating.expired",
+                "data": {"window": "A03", "pad": 1, "staff_id": None, "invite_id": 70000},
+            },
             "data.invite_id",
         ),
-        # Review 8b: only the extended form (SQLite reports group by substr(at, 1, 7)).
+        # Only the extended form (the reports file events by it).
         ({"at": "20261126T091203.120+0800"}, "at:"),
         ({"at": "2026-11-26T09:12:03.120+0800"}, "at:"),
         ({"at": "2026-11-26 09:12:03.120+08:00"}, "at:"),
         ({"at": "2026-11-26T09:12:03.120+08:00\n"}, "at:"),
         ({"at": "２０２６-11-26T09:12:03.120+08:00"}, "at:"),
         ({"at": "2026-13-26T09:12:03.120+08:00"}, "at:"),
-        # Review 8c: NaN and Infinity are not JSON; both stores refuse them.
+        # NaN and Infinity are not JSON; both stores refuse them.
         (
             {
                 "type": "attendance.punch",
-                "data": {"staff_id": "S1", "slot": "morning_in", "distance": float("nan")},
+                "data": {**PUNCH, "distance": float("nan")},
             },
-            "data.distance",
+            "NaN or Infinity",
         ),
         ({"type": "device.test", "data": {"note": "x", "v": float("inf")}}, "NaN or Infinity"),
         ({"type": "device.test", "data": {"v": [float("-inf")]}}, "NaN or Infinity"),
+        # The event type's model (contract.DATA_MODELS): fields, values, no extra keys.
+        ({"data": {**RATING, "label": None}}, "data.label"),
+        ({"data": {**RATING, "face": [0.1] * 128}}, "data.face"),
+        ({"type": "attendance.punch", "data": {**PUNCH, "slot": "noon"}}, "data.slot"),
+        ({"type": "attendance.punch", "data": {**PUNCH, "staff_id": "-S1"}}, "data.staff_id"),
+        ({"type": "window.login", "data": {"window": "A03", "pad": 1}}, "data.staff_id"),
     ],
 )
 def test_bad_event_is_rejected_alone(over, reason):
@@ -224,18 +245,18 @@ def test_accepted_times_and_ranges():
     evs = [
         event(1, at="2026-11-26T01:12:03Z"),
         event(2, at="2026-11-26T09:12:03+08:00"),
-        event(3, data={"window": "A03", "level": 1, "pad": 247, "invite_id": 65535}),
-        event(4, data={"window": "A03", "level": 5, "pad": 1, "invite_id": 0}),
+        event(3, data={**RATING, "level": 1, "pad": 247, "invite_id": 65535}),
+        event(4, data={**RATING, "level": 5, "pad": 1, "invite_id": 0}),
     ]
     v = check(batch(*evs))
     assert [r.seq for r in v.good] == [1, 2, 3, 4] and not v.rejects
 
 
 def test_views_and_reports_work_after_out_of_range_input(store_conf):
-    """Review 8a: one invite_id = 2**40 used to break every query on the PostgreSQL view."""
+    """One invite_id = 2**40 must not break every query on the PostgreSQL view."""
     store, _ = store_conf
-    good = event(1, data={"window": "A03", "level": 5, "pad": 3, "invite_id": 7})
-    bad = event(2, data={"window": "A03", "level": 4, "pad": 3, "invite_id": 2**40})
+    good = event(1, data={**RATING, "level": 5, "pad": 3, "invite_id": 7})
+    bad = event(2, data={**RATING, "level": 4, "pad": 3, "invite_id": 2**40})
     v = check(batch(good, bad))
     store.write_batch(v.good, v.rejects)
     assert store.query("SELECT level, invite_id, pad FROM ratings") == [(5, 7, 3)]
@@ -293,7 +314,7 @@ def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, t
         mosquitto_pub(broker, TOPIC, g)
     mosquitto_pub(broker, "hall/jiedong/kiosk-01/events", batch(event(1)))  # forged device
     good = [event(i) for i in range(1, 4)]
-    bad = event(4, data={"window": "A03", "level": 0})
+    bad = event(4, data={**RATING, "level": 0})
     mosquitto_pub(broker, TOPIC, batch(*good, bad))
     mosquitto_pub(broker, TOPIC, batch(*good))  # the same batch again: stored once, acked again
     out, _ = acks.communicate(timeout=20)
@@ -302,7 +323,9 @@ def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, t
     assert got[0] == {
         "v": 1,
         "ids": [e["id"] for e in good],
-        "rejected": [{"id": bad["id"], "reason": "data.level: expected 1-5, got 0"}],
+        "rejected": [
+            {"id": bad["id"], "reason": "data.level: expected greater than or equal to 1, got 0"}
+        ],
     }
     assert got[1]["ids"] == [e["id"] for e in good] and got[1]["rejected"] == []
     assert collector._thread.is_alive()
@@ -313,7 +336,7 @@ def test_collector_survives_bad_input_and_acks_good_batches(collector, broker, t
     assert any("bytes; expected at most" in r or "not JSON" in r for r in reasons)
     assert any("v: expected 1" in r for r in reasons)
     assert any(r.startswith("device:") or "does not match" in r for r in reasons)
-    assert "data.level: expected 1-5, got 0" in reasons
+    assert "data.level: expected greater than or equal to 1, got 0" in reasons
 
 
 @needs_clients
@@ -386,7 +409,7 @@ def store_conf(request, tmp_path):
 def test_report_ratings(tmp_path, store_conf):
     store, conf_text = store_conf
     evs = [
-        event(i, data={"window": "A03", "level": lv, "label": "x"})
+        event(i, data={**RATING, "level": lv, "label": "x"})
         for i, lv in enumerate([5, 5, 4, 1], start=1)
     ]
     # 2026-10-31 17:00 +08:00 is October in the report's zone (Asia/Shanghai).

@@ -46,25 +46,25 @@ def test_event_data_refuses_the_wrong_model():
         c.event_data("rating.deleted", c.TestData(note="x"))
 
 
+RATING = {"window": "A03", "pad": 1, "staff_id": None, "level": 3, "label": "基本满意",
+          "reasons": [], "invite_id": None}  # fmt: skip
+PUNCH = {"staff_id": "S1", "slot": "morning_in", "status": "late", "minutes_off": 3,
+         "distance": 0.4, "liveness": "off"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("event_type", "data", "field"),
     [
-        ("rating.submitted", {"window": "A03", "pad": 0, "level": 3, "label": "基本满意"}, "pad"),
-        ("rating.submitted", {"window": "A03", "pad": 1, "level": 6, "label": "x"}, "level"),
-        ("rating.submitted", {"window": "A03", "pad": 1, "level": True, "label": "x"}, "level"),
-        ("rating.submitted", {"window": "A 03", "pad": 1, "level": 3, "label": "x"}, "window"),
-        ("attendance.punch", {"staff_id": "S1", "slot": "noon", "status": "late"}, "slot"),
-        (
-            "attendance.punch",
-            {"staff_id": "S1", "slot": "morning_in", "status": "late", "distance": float("inf")},
-            "distance",
-        ),
-        (
-            "attendance.punch",
-            {"staff_id": "-S1", "slot": "morning_in", "status": "late"},
-            "staff_id",
-        ),
+        ("rating.submitted", {**RATING, "pad": 0}, "pad"),
+        ("rating.submitted", {**RATING, "level": 6}, "level"),
+        ("rating.submitted", {**RATING, "level": True}, "level"),
+        ("rating.submitted", {**RATING, "window": "A 03"}, "window"),
+        ("rating.submitted", {k: v for k, v in RATING.items() if k != "label"}, "label"),
+        ("attendance.punch", {**PUNCH, "slot": "noon"}, "slot"),
+        ("attendance.punch", {**PUNCH, "distance": float("inf")}, "distance"),
+        ("attendance.punch", {**PUNCH, "staff_id": "-S1"}, "staff_id"),
         ("window.login", {"window": "A03", "pad": 1, "staff_id": "S1", "face": [0.1]}, "face"),
+        ("window.login", {"window": "A03", "pad": 1}, "staff_id"),
         ("device.test", {"note": "x" * 2000}, "note"),
     ],
 )
