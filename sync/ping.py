@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from agent.config import AgentConfig
 from agent.outbox import Outbox
 from contract import EventType, TestData, event_data
-from sync.uplink import Uplink, uplink_running
+from sync.lock import uplink_running
+from sync.uplink import Uplink
 
 PING_MARGIN_S = 10.0
 

@@ -27,18 +27,14 @@ on a queue (DESIGN.md habit 4).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,13 +42,13 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox, PendingEvent
-from contract import __version__, central_status_topic
+from contract import __version__, central_status_topic, device_topic, roster_topic
 from sync.downlink import RosterKeeper
+from sync.lock import UplinkLock
 from sync.mqtt import MqttLink, describe_rc
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = "uplink.lock"
 # How often an idle uplink looks for events appended by another process (`hall-agent ping`
 # beside a running agent). Measured on an idle window agent: 0.65 % of a core at 20 ms against
 # 0.4 % at 200 ms, for ping round trips on a running box in tens of ms instead of ~240 ms.
@@ -69,64 +65,54 @@ BATCH_TAIL = b"]}"
 
 
 def topics(prefix: str, site: str, device: str) -> dict[str, str]:
-    base = f"{prefix}/{site}/{device}"
+    """The device's topics (docs/topics.md), built only from validated ids."""
     return {
-        "events": f"{base}/events",
-        "ack": f"{base}/ack",
-        "status": f"{base}/status",
-        "roster": f"{prefix}/{site}/roster",
+        "events": device_topic(prefix, site, device, "events"),
+        "ack": device_topic(prefix, site, device, "ack"),
+        "status": device_topic(prefix, site, device, "status"),
+        "roster": roster_topic(prefix, site),
         # A collector's "online" announcement: resend in-flight now.
         "central": central_status_topic(prefix),
     }
 
 
-class UplinkLock:
-    """Exclusive lock on ``<data_dir>/uplink.lock``: at most one uplink drains an outbox.
-
-    ``flock`` locks die with the process (even on SIGKILL), so a crashed agent never leaves a
-    stale lock behind.
-    """
-
-    def __init__(self, data_dir: str | os.PathLike[str]):
-        self.path = Path(data_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
+# --- what other threads hand the uplink thread (never block in a callback: DESIGN habit 4) ---
 
 
-def uplink_running(data_dir: str | os.PathLike[str]) -> bool:
-    """True when another uplink (a running ``hall-agent run``) holds this outbox's lock."""
-    lock = UplinkLock(data_dir)
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
+@dataclass(frozen=True)
+class Wake:
+    """The outbox has new events."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The worker is being stopped."""
+
+
+@dataclass(frozen=True)
+class Connected:
+    """paho connected (and subscribed): resend what was in flight, then send."""
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    why: str
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+@dataclass(frozen=True)
+class PubAck:
+    mid: int
+    reason_code: Any
+
+
+QueueItem = Wake | Stop | Connected | Disconnected | Received | PubAck
 
 
 @dataclass
@@ -185,7 +171,7 @@ class Uplink:
         )
         self.lock = UplinkLock(cfg.device.data_dir)
         self.roster = RosterKeeper(cfg.device.data_dir)
-        self._q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
         self._wake_pending = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,7 +200,7 @@ class Uplink:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._q.put(("stop",))
+        self._q.put(Stop())
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -255,7 +241,7 @@ class Uplink:
     def _on_append(self) -> None:
         if not self._wake_pending.is_set():
             self._wake_pending.set()
-            self._q.put(("wake",))
+            self._q.put(Wake())
 
     def _on_connect(self, client: Any) -> None:
         # paho's thread: subscribing does not block; everything else goes to the queue.
@@ -263,7 +249,7 @@ class Uplink:
         _rc, self._sub_mid = client.subscribe(
             [(self.topics[t], 1) for t in ("ack", "roster", "central")]
         )
-        self._q.put(("connected",))
+        self._q.put(Connected())
 
     def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
         """paho's thread. Without acks (or the roster) the uplink is deaf: a fault, as the link
@@ -283,15 +269,15 @@ class Uplink:
             self.link.subscribe_error = None
 
     def _on_disconnect(self, why: str) -> None:
-        self._q.put(("disconnected", why))
+        self._q.put(Disconnected(why))
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._q.put(("message", msg.topic, msg.payload, bool(msg.retain)))
+        self._q.put(Received(msg.topic, msg.payload, bool(msg.retain)))
 
     def _on_publish(
         self, _client: Any, _userdata: Any, mid: int, reason_code: Any, _props: Any
     ) -> None:
-        self._q.put(("puback", mid, reason_code))
+        self._q.put(PubAck(mid, reason_code))
 
     # --- the worker thread ---------------------------------------------------------------
 
@@ -349,7 +335,9 @@ class Uplink:
                     # disk): an ack that could not be applied leaves its batch in flight, so
                     # it is resent after the ack timeout and the centre acks it again.
                     self.handler_errors += 1
-                    logger.exception("uplink: could not handle %r; carrying on", item[0])
+                    logger.exception(
+                        "uplink: could not handle %s; carrying on", type(item).__name__
+                    )
                 try:
                     item = self._q.get_nowait()
                 except queue.Empty:
@@ -379,31 +367,32 @@ class Uplink:
         # paho's: sending before that would send the first batches twice.
         return self._online and self.link is not None and self.link.connected.is_set()
 
-    def _handle(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind == "wake":
-            self._wake_pending.clear()
-        elif kind == "connected":
-            # Whatever was in flight may have been lost with the old connection (clean
-            # session): send it again from the oldest pending event.
-            if self._inflight:
-                logger.info("reconnected: resending %d unacked batches", len(self._inflight))
-                self.counters.resends += len(self._inflight)
-            self._go_back()
-            self._online = True
-            self._next_status = 0.0
-        elif kind == "disconnected":
-            self._online = False
-        elif kind == "puback":
-            self._on_puback(item[1], item[2])
-        elif kind == "message":
-            topic, payload = item[1], item[2]
-            if topic == self.topics["ack"]:
-                self._on_ack(payload)
-            elif topic == self.topics["roster"]:
-                self.roster.handle(payload)
-            elif topic == self.topics["central"] and not item[3]:
-                self._on_central_online(payload)
+    def _handle(self, item: QueueItem) -> None:
+        match item:
+            case Wake():
+                self._wake_pending.clear()
+            case Connected():
+                # Whatever was in flight may have been lost with the old connection (clean
+                # session): send it again from the oldest pending event.
+                if self._inflight:
+                    logger.info("reconnected: resending %d unacked batches", len(self._inflight))
+                    self.counters.resends += len(self._inflight)
+                self._go_back()
+                self._online = True
+                self._next_status = 0.0
+            case Disconnected():
+                self._online = False
+            case PubAck(mid, reason_code):
+                self._on_puback(mid, reason_code)
+            case Received(topic, payload, retained):
+                if topic == self.topics["ack"]:
+                    self._on_ack(payload)
+                elif topic == self.topics["roster"]:
+                    self.roster.handle(payload)
+                elif topic == self.topics["central"] and not retained:
+                    self._on_central_online(payload)
+            case Stop():
+                pass  # the loop checks the stop flag
 
     def _on_central_online(self, payload: bytes) -> None:
         """A collector (re)subscribed: batches sent while none was listening are lost, so

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from central.collector import Collector
-from sync.uplink import uplink_running
+from sync.lock import uplink_running
 from tests.conftest import skip_unless
 from tests.support import central_config, free_port, wait_for
 
