@@ -68,7 +68,7 @@ class Worker(Protocol):
     # Optional (read with getattr, default False): True when the worker ended on purpose to
     # be started afresh (the recognition process exits 75 to shed camera reader threads stuck
     # in the driver). Such a respawn is restarted at once and does not count against
-    # max_restarts: it is the worker's own remedy, not a crash (final review, item 5).
+    # max_restarts: it is the worker's own remedy, not a crash.
     # planned_exit: bool
 
 

@@ -112,8 +112,8 @@ def calendar_gaps(today: date, cfg: ScheduleSection | None = None) -> list[int]:
     A year is covered by chinesecalendar's data or by ``covered_years``: the site declares
     that it listed the year's statutory holidays and 调休 days in ``holidays`` / ``workdays``
     itself (when the package lags behind the State Council's notice, usually published in
-    November-December). One entry in ``holidays`` (a local day off) does not cover a year
-    (final review, item 6). An uncovered year silently becomes plain Monday-Friday, so
+    November-December). One entry in ``holidays`` (a local day off) does not cover a year.
+    An uncovered year would silently become plain Monday-Friday, so
     ``hall-agent check`` and the agent warn (docs/attendance.md).
     """
     years = [today.year] + ([today.year + 1] if today.month == 12 else [])

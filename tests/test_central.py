@@ -526,7 +526,7 @@ def test_check_batch_never_raises_on_mangled_batches(mangle):
 
 
 def test_store_password_comes_from_password_file(tmp_path):
-    """Review 9 / CONTRACT §5: secrets from *_file keys; the collector passes it to libpq."""
+    """Secrets (docs/config.md) from *_file keys; the collector passes it to libpq."""
     from central.config import ConfigError, load_central_config
 
     if not pg_available():

@@ -180,7 +180,7 @@ def test_roster_publish_refuses_an_invalid_file(tmp_path):
 
 
 def test_keeper_survives_a_roster_it_cannot_write(tmp_path):
-    """Review 2b: a write error (ENOSPC, EROFS, EACCES) is kept for status, never raised."""
+    """A write error (ENOSPC, EROFS, EACCES) is kept for status, never raised."""
     (tmp_path / "roster.json").mkdir()  # stands in for a disk that refuses the file
     keeper = RosterKeeper(tmp_path)
     assert not keeper.handle(payload(ROSTER))

@@ -236,7 +236,7 @@ def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tm
     assert calendar_gaps(date(known, 11, 26)) == []
     assert calendar_gaps(date(known, 12, 1)) == [known + 1]  # December looks ahead
     assert calendar_gaps(date(2031, 3, 1)) == [2031]
-    # Final review, item 6: one local day off listed for a year does not cover it ...
+    # One local day off listed for a year does not cover it ...
     one_day = ScheduleSection(holidays=[date(known + 1, 1, 1)])
     assert calendar_gaps(date(known, 12, 1), one_day) == [known + 1]
     # ... the site's explicit statement that it listed the whole year does.

@@ -314,7 +314,7 @@ def test_postgres_connection_loss_is_transient_and_reconnects(pg_schema):
 
 
 def test_postgres_password_is_passed_and_kept_across_reconnects(pg_schema):
-    """Review 9: store.password_file's password goes to libpq as a keyword, never in the URL
+    """store.password_file's password goes to libpq as a keyword, never in the URL
     (the test server trusts local connections, so libpq's record of it is what we check)."""
     import psycopg
 

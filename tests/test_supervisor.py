@@ -98,7 +98,7 @@ def test_stalled_worker_is_restarted():
 
 
 def test_a_planned_respawn_does_not_count_against_max_restarts():
-    # Final review, item 5: the recognition process exits 75 on purpose (camera readers stuck
+    # The recognition process exits 75 on purpose (camera readers stuck
     # in the driver); counting those exits made the supervisor rest up to 30 minutes.
     plan = {"starts": 0, "failures": 6}
 

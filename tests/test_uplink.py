@@ -316,8 +316,8 @@ def test_status_is_republished_every_interval_and_on_reconnect(tmp_path):
 
 
 def test_uplink_survives_an_unwritable_roster_and_a_failing_ack(tmp_path, broker):
-    """Review 2b: a roster it cannot write and an outbox.ack that raises used to end the
-    uplink thread, and the retained roster ended every restart again."""
+    """A roster it cannot write and an outbox.ack that raises must not end the
+    uplink thread, nor may the retained roster end every restart again."""
     import sqlite3
 
     data = tmp_path / "data"
@@ -359,7 +359,7 @@ def test_uplink_survives_an_unwritable_roster_and_a_failing_ack(tmp_path, broker
 
 
 def test_restarted_uplinks_leave_no_outbox_listener_behind(tmp_path, broker):
-    """Review 2b: every restart by the supervisor added a listener that was never removed."""
+    """Every restart by the supervisor must not add a listener that is never removed."""
     cfg = agent_config(tmp_path / "data", broker.url)
     box = Outbox.for_config(cfg, clock=lambda: "synced")
     before = len(box._listeners)
@@ -377,7 +377,7 @@ def test_restarted_uplinks_leave_no_outbox_listener_behind(tmp_path, broker):
 
 
 def test_batches_stay_under_max_batch_kb(tmp_path, broker):
-    """Review 4: the agent caps a batch by bytes, so a collector at its smallest payload
+    """The agent caps a batch by bytes, so a collector at its smallest payload
     limit (16 KiB) takes every batch whole and dead-letters nothing."""
     cfg = agent_config(tmp_path / "data", broker.url, sync={"batch_size": 5000, "max_batch_kb": 16})
     box = Outbox.for_config(cfg, clock=lambda: "synced")
