@@ -220,3 +220,52 @@ def test_enroll_needs_a_kiosk_config(tmp_path, write_config) -> None:
     assert r.returncode == 2 and "no [attendance] section" in r.stderr
     r = cli(cfg, "enroll")
     assert r.returncode == 2
+
+
+# --- enrolment from the kiosk's own camera (a video file stands in for it) ---------------
+
+
+def camera_kiosk(tmp_path: Path, write_config, video: Path, listen: str = "") -> tuple[Path, Path]:
+    data = tmp_path / "cam-data"
+    cfg = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{data}"
+
+        [attendance]
+        camera = "{video}"
+        [screen]
+        listen = "{listen}"
+        """
+    )
+    return cfg, data
+
+
+def test_enroll_from_the_camera_keeps_encodings_only(tmp_path, write_config) -> None:
+    from tests.media import Actor
+
+    # Someone in front of the camera, swaying a little, for long enough for the three poses.
+    video = media.cached_video("enrol-camera", [Actor("obama2.jpg", 0.0, 20.0)], 20.0)
+    cfg, data = camera_kiosk(tmp_path, write_config, video)
+    r = cli(cfg, "enroll", "--staff-id", "s001", "--name", "奥巴马", "--camera")
+    assert r.returncode == 0, r.stderr
+    assert "look straight into the camera" in r.stderr
+    assert "turn the head a little to the left" in r.stderr
+    assert "enrolled s001 (奥巴马): 6 encodings" in r.stdout
+    assert people(data) == [("s001", "奥巴马", 6)]
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
+    assert files == ["gallery/.lock", "gallery/gallery.npz"]  # no frame was written
+    # The encodings recognise the person in another photo of him.
+    gallery = Gallery.load(gallery_path(data))
+    assert gallery.match(media.photo_encoding("obama.jpg"), 0.5, 0.06).staff_id == "s001"
+
+
+def test_enroll_from_a_camera_without_a_face_stores_nothing(tmp_path, write_config) -> None:
+    video = media.empty_video((640, 480), 3.0)
+    cfg, data = camera_kiosk(tmp_path, write_config, video)
+    r = cli(cfg, "enroll", "--staff-id", "s001", "--camera")
+    assert r.returncode == 1
+    assert "refused s001" in r.stderr and "nothing stored" in r.stderr
+    assert not gallery_path(data).exists()
