@@ -8,17 +8,21 @@ demo started may be left.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +55,7 @@ def test_the_demo_hall_runs_a_minute_and_stops_clean_on_ctrl_c(tmp_path):
 
     media.require_photos()
     work = tmp_path / "demo"
+    kiosk_port, board_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
             "bash",
@@ -58,9 +63,9 @@ def test_the_demo_hall_runs_a_minute_and_stops_clean_on_ctrl_c(tmp_path):
             "--workdir",
             str(work),
             "--kiosk-port",
-            "0",
+            str(kiosk_port),
             "--board-port",
-            "0",
+            str(board_port),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -68,8 +73,20 @@ def test_the_demo_hall_runs_a_minute_and_stops_clean_on_ctrl_c(tmp_path):
         text=True,
         start_new_session=True,  # like a shell's job: its own process group
     )
+    pages: dict[str, str] = {}
     try:
-        time.sleep(60)
+        started = time.monotonic()
+        # Both pages answer while the hall runs: the kiosk's technician view (served by the
+        # kiosk agent, `hall-agent run`) and the board (served by the collector).
+        while time.monotonic() - started < 60:
+            for name, url in (
+                ("tech", f"http://127.0.0.1:{kiosk_port}/tech.json"),
+                ("board", f"http://127.0.0.1:{board_port}/board.json"),
+            ):
+                if name not in pages:
+                    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                        pages[name] = r.read().decode()
+            time.sleep(1)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         output, _ = proc.communicate(timeout=120)
@@ -86,6 +103,9 @@ def test_the_demo_hall_runs_a_minute_and_stops_clean_on_ctrl_c(tmp_path):
     # The live view showed them as they landed, and the reports came at the end.
     assert "attendance.punch" in output and "rating.submitted" in output
     assert "好差评月报" in output
+    tech = json.loads(pages["tech"])
+    assert tech["camera"]["people_enrolled"] == 2 and tech["camera"]["source"]
+    assert "windows" in json.loads(pages["board"])
     # Nothing it started is left: no process in its session, nothing holding the workdir.
     deadline = time.monotonic() + 10
     while session_members(proc.pid) and time.monotonic() < deadline:
