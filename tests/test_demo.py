@@ -83,10 +83,9 @@ def test_the_demo_hall_runs_a_minute_and_stops_clean_on_ctrl_c(tmp_path):
                 ("tech", f"http://127.0.0.1:{kiosk_port}/tech.json"),
                 ("board", f"http://127.0.0.1:{board_port}/board.json"),
             ):
-                if name not in pages:
-                    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-                        pages[name] = r.read().decode()
-            time.sleep(1)
+                with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                    pages[name] = r.read().decode()  # the latest answer counts
+            time.sleep(2)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         output, _ = proc.communicate(timeout=120)
