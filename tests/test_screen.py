@@ -257,7 +257,7 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
     cfg.attendance.realtime = True  # type: ignore[union-attr]
     media.gallery_of("obama").save(gallery_path(data))
     outbox = Outbox(data / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
-    hub = ScreenHub(cfg)
+    hub = ScreenHub(cfg, status=lambda: {"pending": 0, "connected": True})
     server = ScreenServer(hub, cfg.screen.listen)
     assert server.start(), server.error
     punched_at: dict[str, float] = {}
@@ -288,6 +288,7 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
                 returnByValue=True,
             )
             assert width["result"]["value"] == cfg.screen.preview_width
+            await asyncio.sleep(0.6)  # a few more preview frames: the box turns green
             shot = await cdp.call("Page.captureScreenshot", format="png")
             return shown, base64.b64decode(shot["data"])
 
