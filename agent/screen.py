@@ -107,7 +107,7 @@ class ScreenHub:
     def guide(self, title: str, detail: str = "", tone: str = "info") -> None:
         """A prompt on the screen (enrolment from the camera)."""
         msg = {"kind": "guide", "title": title, "detail": detail, "tone": tone}
-        self._push("main", "look", msg)
+        self._push("main", "guide", msg)  # the latest prompt is replayed to a page opening
 
     def frame(self, jpeg: bytes) -> None:
         """A preview frame (JPEG bytes, in memory only)."""
@@ -290,9 +290,10 @@ async def _sse(request: web.Request, channel: str) -> web.StreamResponse:
     queue: asyncio.Queue[str] = asyncio.Queue()
     hub._subs[channel].add(queue)
     try:
-        status = hub.last.get(f"{channel}:status")
-        if status:
-            await response.write(f"data: {status}\n\n".encode())
+        for kind in ("status", "guide"):
+            last = hub.last.get(f"{channel}:{kind}")
+            if last:
+                await response.write(f"data: {last}\n\n".encode())
         while True:
             try:
                 text = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
