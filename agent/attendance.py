@@ -111,6 +111,8 @@ class _TrackState:
     decision: str | None = None  # the standing decision (None: unknown)
     decisions: int = 0  # how many decisions this track has had
     sent: set[str] = field(default_factory=set)  # rejected reasons already sent
+    box: Any = None  # the face's latest box (top, right, bottom, left), for the kiosk screen
+    asked_blink: bool = False  # the screen was told to ask for a blink
 
 
 class AttendancePipeline:
@@ -137,6 +139,9 @@ class AttendancePipeline:
         self.punch_log: list[tuple[str, float, float]] = []  # (staff, first captured, emitted)
         self.counters = {"frames": 0, "punches": 0, "rejected": 0, "suppressed": 0}
         self.idle = False  # the last frame showed nobody and nothing moving
+        # The kiosk screen (agent/screen.py): each look's outcome, and this frame's boxes.
+        self.on_look: Callable[[dict[str, Any]], None] | None = None
+        self.frame_boxes: list[tuple[Any, int]] = []  # (box, track id)
 
     def seed_debounce(self, seconds_ago: dict[str, float], now_t: float) -> None:
         """Carry debounce over a restart of the recognition process."""
@@ -149,6 +154,7 @@ class AttendancePipeline:
         self.counters["frames"] += 1
         result = self.engine.process(frame.image)
         self.idle = result.gated
+        self.frame_boxes = [(face.box, face.track_id) for face in result.faces]
         for tid in result.ended:
             ended = self.tracks.pop(tid, None)
             if (
@@ -166,6 +172,7 @@ class AttendancePipeline:
                     frame.t, frame.captured, Vote(self.cfg.votes), self.wall_clock(frame)
                 )
                 self.tracks[face.track_id] = st
+            st.box = face.box
             if face.ear is not None:
                 st.blink.update(face.ear, frame.t)
             if face.quality is not None:
@@ -213,12 +220,16 @@ class AttendancePipeline:
             if not st.blink.seen:
                 if frame.t - st.decided_t > self.cfg.blink_timeout_s:
                     self._reject(st, "liveness_failed", st.vote.distance(sid), frame)
+                elif not st.asked_blink:
+                    st.asked_blink = True
+                    self._look(st, "blink", staff_id=sid)
                 return
             liveness = "passed"
         last = self.last_punch.get(sid)
         if last is not None and frame.t - last < self.cfg.debounce_s:
             st.punched = True  # already punched within the window: this track is done
             self.counters["suppressed"] += 1
+            self._look(st, "repeat", staff_id=sid)
             return
         # The punch is when the person stepped in front of the camera, not when recognition
         # and the blink finished: arriving at 08:29:57 and blinking at 08:30:02 is on time
@@ -235,6 +246,7 @@ class AttendancePipeline:
             "liveness": liveness,
         }
         self.emit("attendance.punch", data, at)
+        self._look(st, "punch", **data, at=at.isoformat())
         st.punched = True
         self.last_punch[sid] = frame.t
         self.counters["punches"] += 1
@@ -247,6 +259,8 @@ class AttendancePipeline:
         if reason in st.sent:
             return
         st.sent.add(reason)
+        if reason != "low_quality":  # shown even when the event itself is rate-limited
+            self._look(st, reason, staff_id=st.staff_id)
         last = self.last_reject.get(reason)
         if last is not None and frame.t - last < self.cfg.reject_interval_s:
             self.counters["suppressed"] += 1
@@ -255,6 +269,17 @@ class AttendancePipeline:
         data = {"reason": reason, "distance": _rounded(distance)}
         self.emit("attendance.rejected", data, self.wall_clock(frame))
         self.counters["rejected"] += 1
+
+    def _look(self, st: _TrackState, kind: str, **data: Any) -> None:
+        """Tell the kiosk screen about a look: "punch", "repeat" (debounced), "unknown_face",
+        "blink" (liveness waits), "liveness_failed". Never images, never encodings."""
+        if self.on_look is None:
+            return
+        box = [int(v) for v in st.box] if st.box is not None else None
+        try:
+            self.on_look({"kind": kind, "box": box, **data})
+        except Exception:  # the screen must never cost a punch
+            logger.exception("screen: look not shown")
 
 
 def _rounded(distance: float | None) -> float | None:
@@ -316,11 +341,14 @@ def run_loop(
     spec: dict[str, Any],
     send: Callable[[tuple], None],
     stop: Any,
+    preview: Callable[[bytes], None] | None = None,
 ) -> str | None:
     """Camera + pipeline until ``stop`` is set; everything leaves through ``send``.
 
     Runs in the recognition child process (or a thread with ``isolation = "thread"``).
-    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",), ("error", text).
+    Messages: ("event", type, data, at_iso), ("health", dict), ("ended",), ("error", text),
+    ("look", dict) for the kiosk screen. ``preview`` takes small JPEG frames (in memory, for
+    the kiosk screen only; it must drop rather than block).
     Returns ``"camera_stuck"`` when the camera gave up on readers stuck in the driver: only
     a new process frees them, so the caller ends and the supervisor starts a fresh one.
     """
@@ -361,6 +389,9 @@ def run_loop(
         wall_clock_for(tz, epoch),
     )
     pipeline.seed_debounce(spec.get("debounce_seed", {}), time.monotonic())
+    pipeline.on_look = lambda look: send(("look", look))
+    preview_every = 1.0 / spec["preview_fps"] if preview and spec.get("preview_fps") else None
+    last_preview = 0.0
     camera.start()
     last_seq = 0
     first_shape: tuple[int, ...] = ()
@@ -379,6 +410,12 @@ def run_loop(
                     logger.info("camera %s: %s", camera.shown, span)
                 last_seq = frame.seq
                 pipeline.process(frame)
+                if preview_every is not None and now - last_preview >= preview_every:
+                    last_preview = now
+                    assert preview is not None
+                    jpeg = preview_jpeg(frame.image, pipeline, spec.get("preview_width", 480))
+                    if jpeg is not None:
+                        preview(jpeg)
                 if pipeline.idle and cfg.realtime:
                     # Nobody in view: look at the newest frame a few times a second only.
                     stop.wait(max(0.0, IDLE_INTERVAL_S - (time.monotonic() - now)))
@@ -409,6 +446,31 @@ def run_loop(
     return None
 
 
+def preview_jpeg(image: Any, pipeline: AttendancePipeline, width: int) -> bytes | None:
+    """The frame downscaled to ``width`` with the face boxes drawn, as JPEG bytes in memory.
+
+    Never written to a file and never sent off the device (docs/attendance.md, PIPL art.
+    28-29): the bytes go to the local kiosk page only. Green: punched; amber: looking;
+    red: not recognised.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    k = min(1.0, width / w)
+    small = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    for box, tid in pipeline.frame_boxes:
+        st = pipeline.tracks.get(tid)
+        colour = (0, 190, 255)  # BGR amber: still looking
+        if st is not None and st.punched:
+            colour = (80, 200, 60)
+        elif st is not None and st.settled and st.decision is None and st.staff_id is None:
+            colour = (60, 60, 230)
+        top, right, bottom, left = (round(v * k) for v in box)
+        cv2.rectangle(small, (left, top), (right, bottom), colour, max(2, round(3 * k)))
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    return buf.tobytes() if ok else None
+
+
 def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
     """Apply the roster; a damaged or unreadable gallery is logged, never fatal here."""
     try:
@@ -432,7 +494,7 @@ def _load_gallery(path: Path, current: Gallery) -> Gallery:
     return gallery
 
 
-def _child_main(spec: dict[str, Any], q: Any, parent_end: Any) -> None:
+def _child_main(spec: dict[str, Any], q: Any, parent_end: Any, preview_q: Any = None) -> None:
     import logging as _logging
     import signal
     import sys
@@ -455,8 +517,13 @@ def _child_main(spec: dict[str, Any], q: Any, parent_end: Any) -> None:
         format="%(levelname)s %(name)s[recognition]: %(message)s",
         stream=sys.stderr,
     )
+
+    def preview(jpeg: bytes) -> None:
+        with contextlib.suppress(queue.Full):  # a busy screen drops frames, never blocks
+            preview_q.put_nowait(jpeg)
+
     try:
-        outcome = run_loop(spec, q.put, stop)
+        outcome = run_loop(spec, q.put, stop, preview if preview_q is not None else None)
     except Exception as exc:
         logger.exception("recognition process failed")
         q.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -612,8 +679,11 @@ class AttendanceWorker:
         on_punch: Callable[[str], None] | None = None,
         pending: PendingEvents | None = None,
         open_faults: set[str] | None = None,
+        screen: Any = None,
     ):
         assert cfg.attendance is not None
+        # The kiosk screen (agent/screen.py ScreenHub): look(dict) and frame(jpeg bytes).
+        self.screen = screen
         # Components with a device.fault not yet followed by device.recovered. Shared by the
         # workers of one kiosk: a recognition process respawned for a camera that stays stuck
         # would otherwise record a new fault every time (about one a minute).
@@ -655,6 +725,8 @@ class AttendanceWorker:
             },
             "log_level": logging.getLogger().getEffectiveLevel(),
             "parent_pid": os.getpid(),
+            "preview_fps": self.cfg.screen.preview_fps if self.screen is not None else 0,
+            "preview_width": self.cfg.screen.preview_width,
         }
 
     def start(self) -> None:
@@ -672,9 +744,12 @@ class AttendanceWorker:
             # Stopping never touches a lock the child may hold: the child watches the read
             # end of this pipe, and the parent closes the write end (agent/stopflag.py).
             child_end, self._proc_stop = ctx.Pipe(duplex=False)
+            # Preview frames for the kiosk screen: a second queue holding two at most, so
+            # the child drops frames rather than waits and events never queue behind images.
+            preview_q = ctx.Queue(maxsize=2) if self.screen is not None else None
             self._proc = ctx.Process(
                 target=_child_main,
-                args=(self._spec(), self._queue, child_end),
+                args=(self._spec(), self._queue, child_end, preview_q),
                 name=f"hall-agent-{self.name}",
                 daemon=True,
             )
@@ -682,13 +757,27 @@ class AttendanceWorker:
             child_end.close()  # only the child's copy may remain, or EOF never comes
             drain = threading.Thread(target=self._drain, name=f"{self.name}-drain", daemon=True)
             self._threads = [drain]
+            if preview_q is not None:
+                self._threads.append(
+                    threading.Thread(
+                        target=self._drain_preview,
+                        args=(preview_q,),
+                        name=f"{self.name}-preview",
+                        daemon=True,
+                    )
+                )
         else:
             from agent.stopflag import StopFlag
 
             self._proc_stop = StopFlag()
             loop = threading.Thread(
                 target=run_loop,
-                args=(self._spec(), self._handle, self._proc_stop),
+                args=(
+                    self._spec(),
+                    self._handle,
+                    self._proc_stop,
+                    self.screen.frame if self.screen is not None else None,
+                ),
                 name=f"{self.name}-loop",
                 daemon=True,
             )
@@ -713,6 +802,16 @@ class AttendanceWorker:
             except Exception:  # one bad message must not end the drain (and lose the rest)
                 logger.exception("attendance: message %r not handled", msg[:2])
 
+    def _drain_preview(self, preview_q: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                jpeg = preview_q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError, ValueError):
+                break
+            self.screen.frame(jpeg)
+
     def _retry_loop(self) -> None:
         while not self._stop.wait(0.5):
             self._flush_retry()
@@ -727,6 +826,9 @@ class AttendanceWorker:
             self._record(event_type, data, datetime.fromisoformat(at))
         elif kind == "health":
             self._health = {"state": msg[1].get("state", "ok"), **msg[1]}
+        elif kind == "look":
+            if self.screen is not None:
+                self.screen.look(msg[1])
         elif kind == "ended":
             self.ended.set()
         elif kind == "error":
@@ -925,7 +1027,7 @@ def save_debounce(path: Path, walls: dict[str, float]) -> None:
 
 
 def attendance_worker_factories(
-    cfg: AgentConfig, outbox: Outbox
+    cfg: AgentConfig, outbox: Outbox, screen: Any = None
 ) -> dict[str, Callable[[], AttendanceWorker]]:
     """For agent/runtime.py: one camera pipeline per kiosk.
 
@@ -946,7 +1048,12 @@ def attendance_worker_factories(
             now = time.monotonic()
             seed = {sid: now - t for sid, t in prev.punches.items()}
         worker = AttendanceWorker(
-            cfg, outbox, debounce_seed=seed, pending=pending, open_faults=open_faults
+            cfg,
+            outbox,
+            debounce_seed=seed,
+            pending=pending,
+            open_faults=open_faults,
+            screen=screen,
         )
         if prev is not None:
             worker.punches = dict(prev.punches)

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--append", action="store_true", help="add to the person's encodings instead of replacing"
     )
+    p.add_argument(
+        "--camera",
+        action="store_true",
+        help="take the person's pictures from the kiosk's own camera ([attendance] camera), "
+        "guided on the kiosk page; stop the agent first (it holds the camera)",
+    )
 
     p = sub.add_parser(
         "gallery",

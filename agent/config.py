@@ -38,6 +38,7 @@ __all__ = [
     "MqttSection",
     "PadSection",
     "ScheduleSection",
+    "ScreenSection",
     "SyncSection",
     "WindowsSection",
     "agent_schema",
@@ -136,6 +137,34 @@ class AttendanceSection(Section):
         return None
 
 
+class ScreenSection(Section):
+    """The kiosk's own screen (agent/screen.py, docs/attendance.md "Kiosk screen").
+
+    Only used on a kiosk (an ``[attendance]`` section). Preview frames stay in memory: they
+    are never written to disk and never leave the device (PIPL art. 28-29).
+    """
+
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="host:port of the kiosk page; loopback unless a screen elsewhere needs it; "
+        "'' = no page",
+    )
+    sound: bool = Field(False, description="A short beep in the page on each result (WebAudio)")
+    preview_fps: float = Field(8.0, ge=0, le=30, description="Preview frames a second; 0 = none")
+    preview_width: int = Field(480, ge=160, le=1920, description="Preview width in pixels")
+    result_s: float = Field(5.0, gt=0, le=60, description="How long a result stays on screen")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as '127.0.0.1:8080' or '', got {value!r}")
+        return value
+
+
 class PadSection(Section):
     port: str = Field(description="Serial port or pyserial URL (loop://, socket://, spy://)")
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
@@ -180,6 +209,7 @@ class AgentConfig(Section):
     attendance: AttendanceSection | None = None
     pad: list[PadSection] = Field(default_factory=list)
     windows: WindowsSection = Field(default_factory=WindowsSection)
+    screen: ScreenSection = Field(default_factory=ScreenSection)
 
     @model_validator(mode="after")
     def _unique_pads(self) -> AgentConfig:

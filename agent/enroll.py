@@ -135,9 +135,9 @@ def _photos_in(folder: Path) -> list[Path]:
 def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if cfg.attendance is None:
         raise _cli_error("enroll: this device has no [attendance] section (not a kiosk)", 2)
-    from agent.gallery import Gallery, locked
-
     data_dir = cfg.device.data_dir
+    if getattr(args, "camera", False):
+        return enroll_from_camera(cfg, args)
     jobs: list[tuple[str, str | None, list[Path]]] = []
     if args.from_dir is not None:
         if args.staff_id or args.photos:
@@ -206,30 +206,70 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         results.append((staff_id, display, accepted))
 
     if results:
-        import numpy as np
-
-        from agent.gallery import GalleryError
-
-        try:
-            with locked(data_dir) as path:
-                gallery = Gallery.load(path)
-                for staff_id, display, encodings in results:
-                    if staff_id in gallery and not getattr(args, "append", False):
-                        gallery.remove([staff_id])
-                    gallery.add(staff_id, display, np.vstack(encodings))
-                gallery.save(path)
-        except GalleryError as exc:
-            raise _cli_error(
-                f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
-                "everyone again (the agent keeps the people it loaded before)"
-            ) from exc
-        except OSError as exc:
-            raise _cli_error(f"enroll: cannot write the gallery in {data_dir}: {exc}") from exc
-        for staff_id, display, encodings in results:
-            print(f"enrolled {staff_id} ({display}): {len(encodings)} encodings")
+        store_encodings(data_dir, results, getattr(args, "append", False))
     if failures:
         print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
         return 1
+    return 0
+
+
+def store_encodings(
+    data_dir: Path, results: list[tuple[str, str, list[Any]]], append: bool
+) -> None:
+    """Add (or replace) people's encodings in the gallery, under its lock."""
+    import numpy as np
+
+    from agent.gallery import Gallery, GalleryError, locked
+
+    try:
+        with locked(data_dir) as path:
+            gallery = Gallery.load(path)
+            for staff_id, display, encodings in results:
+                if staff_id in gallery and not append:
+                    gallery.remove([staff_id])
+                gallery.add(staff_id, display, np.vstack(encodings))
+            gallery.save(path)
+    except GalleryError as exc:
+        raise _cli_error(
+            f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
+            "everyone again (the agent keeps the people it loaded before)"
+        ) from exc
+    except OSError as exc:
+        raise _cli_error(f"enroll: cannot write the gallery in {data_dir}: {exc}") from exc
+    for staff_id, display, encodings in results:
+        print(f"enrolled {staff_id} ({display}): {len(encodings)} encodings")
+
+
+def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    """``enroll --staff-id ID --camera``: a few good frames from the kiosk's own camera,
+    encodings only (agent/screen_enroll.py)."""
+    from agent.screen_enroll import capture_encodings, start_page
+
+    if not args.staff_id or args.photos or args.from_dir is not None:
+        raise _cli_error(
+            "enroll --camera: expected --staff-id ID (and no photos, no --from-dir)", 2
+        )
+    staff_id = args.staff_id
+    if not is_staff_id(staff_id):
+        raise _cli_error(f"enroll: staff id {staff_id!r} is not valid", 2)
+    data_dir = cfg.device.data_dir
+    roster = load_roster(data_dir)
+    if roster is not None and staff_id not in roster:
+        raise _cli_error(
+            f"enroll: staff id {staff_id} is not in the roster from the centre "
+            f"({data_dir}/roster.json)"
+        )
+    display = args.name or (roster or {}).get(staff_id, {}).get("name") or staff_id
+    hub, server = start_page(cfg)
+    try:
+        encodings, problem = capture_encodings(cfg, staff_id, display, engine=_engine(cfg), hub=hub)
+    finally:
+        if server is not None:
+            server.stop()
+    if problem:
+        print(f"refused {staff_id}: {problem}; nothing stored", file=sys.stderr)
+        return 1
+    store_encodings(data_dir, [(staff_id, display, encodings)], getattr(args, "append", False))
     return 0
 
 

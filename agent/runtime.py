@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
@@ -23,7 +24,7 @@ WorkerFactories = dict[str, Callable[[], Worker]]
 
 
 def build_workers(
-    cfg: AgentConfig, outbox: Outbox, supervisor_health: Callable[[], dict]
+    cfg: AgentConfig, outbox: Outbox, supervisor_health: Callable[[], dict], screen: Any = None
 ) -> WorkerFactories:
     factories: WorkerFactories = {}
     if cfg.pad:
@@ -33,11 +34,25 @@ def build_workers(
     if cfg.attendance is not None:
         from agent.attendance import attendance_worker_factories
 
-        factories.update(attendance_worker_factories(cfg, outbox))
+        factories.update(attendance_worker_factories(cfg, outbox, screen))
     from sync.uplink import uplink_worker_factories
 
     factories.update(uplink_worker_factories(cfg, outbox, supervisor_health))
     return factories
+
+
+def start_screen(cfg: AgentConfig, outbox: Outbox, health: Callable[[], dict]) -> Any:
+    """The kiosk page ([screen] listen) on a kiosk; None on a window device, with
+    ``listen = ""``, or when the port is taken (logged; the kiosk punches on without it)."""
+    if cfg.attendance is None or not cfg.screen.listen:
+        return None
+    from agent.screen import ScreenHub, ScreenServer, status_source
+
+    hub = ScreenHub(cfg, status_source(outbox, health), health)
+    server = ScreenServer(hub, cfg.screen.listen)
+    if not server.start():
+        return None
+    return server
 
 
 def run_agent(cfg: AgentConfig) -> int:
@@ -48,7 +63,10 @@ def run_agent(cfg: AgentConfig) -> int:
     supervisor = Supervisor({}, notifier=Notifier())
     # Set from a signal handler: a plain flag and a self-pipe, no lock (agent/stopflag.py).
     supervisor.stop_event = StopFlag()
-    supervisor.factories = build_workers(cfg, outbox, supervisor.health)
+    screen = start_screen(cfg, outbox, supervisor.health)
+    supervisor.factories = build_workers(
+        cfg, outbox, supervisor.health, screen.hub if screen else None
+    )
 
     signals: list[int] = []
 
@@ -69,6 +87,8 @@ def run_agent(cfg: AgentConfig) -> int:
     try:
         supervisor.run()
     finally:
+        if screen is not None:
+            screen.stop()
         outbox.close()
     if signals:
         logger.info("stopped on signal %d", signals[0])

@@ -220,3 +220,107 @@ def test_enroll_needs_a_kiosk_config(tmp_path, write_config) -> None:
     assert r.returncode == 2 and "no [attendance] section" in r.stderr
     r = cli(cfg, "enroll")
     assert r.returncode == 2
+
+
+# --- enrolment from the kiosk's own camera (a video file stands in for it) ---------------
+
+
+def camera_kiosk(tmp_path: Path, write_config, video: Path, listen: str = "") -> tuple[Path, Path]:
+    data = tmp_path / "cam-data"
+    cfg = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{data}"
+
+        [attendance]
+        camera = "{video}"
+        [screen]
+        listen = "{listen}"
+        """
+    )
+    return cfg, data
+
+
+def test_enroll_from_the_camera_keeps_encodings_only(tmp_path, write_config) -> None:
+    from tests.media import Actor
+
+    # Someone in front of the camera, swaying a little, for long enough for the three poses.
+    video = media.cached_video("enrol-camera", [Actor("obama2.jpg", 0.0, 20.0)], 20.0)
+    cfg, data = camera_kiosk(tmp_path, write_config, video)
+    r = cli(cfg, "enroll", "--staff-id", "s001", "--name", "奥巴马", "--camera")
+    assert r.returncode == 0, r.stderr
+    assert "look straight into the camera" in r.stderr
+    assert "turn the head a little to the left" in r.stderr
+    assert "enrolled s001 (奥巴马): 6 encodings" in r.stdout
+    assert people(data) == [("s001", "奥巴马", 6)]
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
+    assert files == ["gallery/.lock", "gallery/gallery.npz"]  # no frame was written
+    # The encodings recognise the person in another photo of him.
+    gallery = Gallery.load(gallery_path(data))
+    assert gallery.match(media.photo_encoding("obama.jpg"), 0.5, 0.06).staff_id == "s001"
+
+
+def test_enroll_from_a_camera_without_a_face_stores_nothing(tmp_path, write_config) -> None:
+    video = media.empty_video((640, 480), 3.0)
+    cfg, data = camera_kiosk(tmp_path, write_config, video)
+    r = cli(cfg, "enroll", "--staff-id", "s001", "--camera")
+    assert r.returncode == 1
+    assert "refused s001" in r.stderr and "nothing stored" in r.stderr
+    assert not gallery_path(data).exists()
+
+
+def test_enroll_from_the_camera_guides_on_the_kiosk_page(tmp_path, write_config) -> None:
+    """The prompts and the preview are served on [screen] listen while enrolment runs."""
+    import asyncio
+
+    import aiohttp
+
+    from tests.media import Actor
+    from tests.support import free_port
+
+    video = media.cached_video("enrol-camera", [Actor("obama2.jpg", 0.0, 20.0)], 20.0)
+    port = free_port()
+    cfg, data = camera_kiosk(tmp_path, write_config, video, listen=f"127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "-c", str(cfg), "enroll", "--staff-id", "s001",
+         "--name", "奥巴马", "--camera"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    async def watch() -> tuple[list[dict], bytes]:
+        prompts: list[dict] = []
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):  # until the command serves the page
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/preview.mjpg") as r:
+                        head = await r.content.read(64)
+                    break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the enrolment never served the page")
+            async with http.get(f"http://127.0.0.1:{port}/events") as r:
+                async for line in r.content:
+                    if line.startswith(b"data: "):
+                        msg = json.loads(line[6:])
+                        if msg.get("type") == "guide":
+                            prompts.append(msg)
+                            if msg["title"] == "录入完成":
+                                break
+        return prompts, head
+
+    try:
+        prompts, head = asyncio.run(asyncio.wait_for(watch(), 240))
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert head.startswith(b"--hallframe")  # the MJPEG preview, from memory
+    titles = [p["title"] for p in prompts]
+    assert "请把头稍向右转" in titles and titles[-1] == "录入完成"
+    assert people(data) == [("s001", "奥巴马", 6)]
+    assert sorted(p.name for p in data.rglob("*") if p.is_file()) == [".lock", "gallery.npz"]

@@ -1,0 +1,455 @@
+"""The kiosk screen: a local page for a browser in kiosk mode beside the camera.
+
+What it shows (docs/attendance.md "Kiosk screen"): the live preview with face boxes, the
+result of each look in large Chinese text (张三 · 上午上班 · 08:27 · 迟到 3 分钟;
+已打卡，请勿重复; 未识别，请正对摄像头; 请眨眼), the clock, today's hours and current slot,
+and a quiet connection/backlog indicator. ``/tech`` is the technician's view: outbox depth,
+camera and recognition frame rates, pads online, the latest problems.
+
+:class:`ScreenHub` is fed from ordinary threads (the attendance worker's drain threads, or
+enrolment): ``look(dict)``, ``frame(jpeg)``, ``guide(text)``. :class:`ScreenServer` serves it
+with aiohttp (docs/board.md "Why aiohttp") on its own thread and event loop; updates are
+pushed as Server-Sent Events, the preview as an MJPEG stream, nothing is polled.
+
+Preview frames exist only in memory here (the latest one) and on the wire to the local page:
+never written to disk, never sent off the device (PIPL art. 28-29). A screen that cannot
+start (port taken) is logged and the kiosk keeps recognising and punching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from agent.config import AgentConfig
+from agent.roster import RosterWatch
+from contract import SLOT_LABELS
+
+logger = logging.getLogger(__name__)
+
+STATUS_S = 1.0  # status and technician data are recomputed this often, pushed on change
+KEEPALIVE_S = 15.0
+BOUNDARY = "hallframe"
+
+TEXT = {
+    "repeat": "已打卡，请勿重复",
+    "unknown_face": "未识别，请正对摄像头",
+    "blink": "请眨眼",
+    "liveness_failed": "未检测到眨眼，请重试",
+}
+STATUS_TEXT = {"on_time": "正常", "holiday": "休息日"}
+
+
+def punch_status(status: str, minutes: int) -> str:
+    if status == "late":
+        return f"迟到 {minutes} 分钟"
+    if status == "early_leave":
+        return f"早退 {minutes} 分钟"
+    return STATUS_TEXT.get(status, status)
+
+
+class ScreenHub:
+    """The screen's state and its subscribers. Thread-safe entry points; the fan-out runs
+    on the server's event loop (``attach``)."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        status: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[], dict[str, Any]] | None = None,
+    ):
+        from contract.schedule import Schedule
+
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.device.timezone)
+        att = cfg.attendance
+        self.schedule = Schedule(att.schedule if att is not None else None)
+        self.roster = RosterWatch(cfg.device.data_dir)
+        self.status_source = status
+        self.health_source = health
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subs: dict[str, set[asyncio.Queue[str]]] = {"main": set(), "tech": set()}
+        self._frame_subs: set[asyncio.Queue[bytes]] = set()
+        self.last: dict[str, str] = {}  # "channel:kind" -> the last message, as JSON
+        self.frame_times: deque[float] = deque(maxlen=32)
+        self.frames_seen = 0
+        self.looks = 0
+        self.errors: deque[dict[str, str]] = deque(maxlen=10)
+        self._last_problem: dict[str, str] = {}
+        self._rec_frames: tuple[float, int] | None = None
+        self.recognition_fps: float | None = None
+
+    # --- from any thread ------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
+
+    def look(self, look: dict[str, Any]) -> dict[str, Any]:
+        """Show one look's outcome; returns the message pushed to the page."""
+        msg = self.render(look)
+        self.looks += 1
+        self._push("main", "look", msg)
+        return msg
+
+    def guide(self, title: str, detail: str = "", tone: str = "info") -> None:
+        """A prompt on the screen (enrolment from the camera)."""
+        msg = {"kind": "guide", "title": title, "detail": detail, "tone": tone}
+        self._push("main", "guide", msg)  # the latest prompt is replayed to a page opening
+
+    def frame(self, jpeg: bytes) -> None:
+        """A preview frame (JPEG bytes, in memory only)."""
+        with self._lock:
+            self.frames_seen += 1
+            self.frame_times.append(time.monotonic())
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._fan_frame, jpeg)
+
+    # --- rendering ------------------------------------------------------------------
+
+    def render(self, look: dict[str, Any]) -> dict[str, Any]:
+        kind = str(look.get("kind"))
+        sid = look.get("staff_id")
+        name = self.roster.name(sid) if sid else ""
+        msg: dict[str, Any] = {
+            "kind": kind,
+            "box": look.get("box"),
+            "staff_id": sid,
+            "name": name,
+            "shown_at": time.time(),
+        }
+        if kind == "punch":
+            at = datetime.fromisoformat(look["at"]).astimezone(self.tz)
+            slot = SLOT_LABELS.get(look.get("slot", ""), str(look.get("slot")))
+            status = punch_status(str(look.get("status")), int(look.get("minutes_off") or 0))
+            msg["title"] = " · ".join([name, slot, at.strftime("%H:%M"), status])
+            msg["detail"] = "验证成功"
+            msg["tone"] = "warn" if look.get("status") in ("late", "early_leave") else "ok"
+        elif kind == "repeat":
+            msg["title"] = TEXT["repeat"]
+            msg["detail"] = name
+            msg["tone"] = "info"
+        elif kind == "blink":
+            msg["title"] = TEXT["blink"]
+            msg["detail"] = name
+            msg["tone"] = "info"
+        else:
+            msg["title"] = TEXT.get(kind, TEXT["unknown_face"])
+            msg["detail"] = ""
+            msg["tone"] = "bad"
+        return msg
+
+    def today(self, now: datetime | None = None) -> dict[str, Any]:
+        now = now or datetime.now(self.tz)
+        plan = self.schedule.plan(now.date())
+        out: dict[str, Any] = {"working": plan.working}
+        if plan.working:
+            m, a = plan.morning, plan.afternoon
+            out["hours"] = (
+                f"上午 {m.start:%H:%M}-{m.end:%H:%M} · 下午 {a.start:%H:%M}-{a.end:%H:%M}"
+            )
+            slot = self.schedule.classify(now).slot
+            out["slot"] = SLOT_LABELS.get(slot, slot) if slot != "extra" else "非打卡时段"
+        else:
+            out["hours"] = "今日休息"
+            out["slot"] = ""
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """What the kiosk page's indicator shows (called on the server's worker thread)."""
+        out: dict[str, Any] = {"timezone": str(self.tz), "sound": self.cfg.screen.sound}
+        out["result_s"] = self.cfg.screen.result_s
+        out.update(self.today())
+        if self.status_source is not None:
+            try:
+                out.update(self.status_source())
+            except Exception as exc:  # the outbox busy: the indicator waits a second
+                logger.debug("screen: status not read: %s", exc)
+        return out
+
+    def tech(self) -> dict[str, Any]:
+        """The technician's view: outbox, camera, recognition, pads, the latest problems."""
+        now = time.monotonic()
+        with self._lock:
+            times = [t for t in self.frame_times if now - t < 5.0]
+        preview_fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
+        health: dict[str, Any] = {}
+        if self.health_source is not None:
+            try:
+                health = self.health_source()
+            except Exception as exc:
+                health = {"screen": {"state": "fault", "detail": f"health(): {exc}"}}
+        att = health.get("attendance", {})
+        frames = att.get("frames")
+        if isinstance(frames, int):
+            if self._rec_frames is not None and now > self._rec_frames[0]:
+                dt = now - self._rec_frames[0]
+                self.recognition_fps = max(0.0, (frames - self._rec_frames[1]) / dt)
+            self._rec_frames = (now, frames)
+        pads = [
+            {"address": addr, **pad}
+            for worker in health.values()
+            for addr, pad in (worker.get("pads") or {}).items()
+        ]
+        stamp = datetime.now(self.tz).strftime("%H:%M:%S")
+        for name, worker in health.items():
+            problem = worker.get("detail") if worker.get("state") != "ok" else None
+            if problem and self._last_problem.get(name) != problem:
+                self.errors.appendleft({"at": stamp, "worker": name, "detail": str(problem)})
+            self._last_problem[name] = problem or ""
+        return {
+            "status": self.status(),
+            "workers": {n: w.get("state", "?") for n, w in health.items()},
+            "camera": {
+                "state": att.get("state"),
+                "source": att.get("source"),
+                "frame_age_s": att.get("frame_age_s"),
+                "preview_fps": round(preview_fps, 1),
+                "recognition_fps": None
+                if self.recognition_fps is None
+                else round(self.recognition_fps, 1),
+                "people_enrolled": att.get("people"),
+                "punches": att.get("punches"),
+                "rejected": att.get("rejected"),
+            },
+            "pads": pads,
+            "pads_online": sum(1 for p in pads if p.get("online")),
+            "uplink": health.get("uplink", {}),
+            "errors": list(self.errors),
+        }
+
+    # --- on the loop ----------------------------------------------------------------
+
+    def _push(self, channel: str, kind: str, msg: dict[str, Any]) -> None:
+        text = json.dumps({"type": kind, **msg}, ensure_ascii=False, separators=(",", ":"))
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._fan, channel, kind, text)
+
+    def _fan(self, channel: str, kind: str, text: str) -> None:
+        self.last[f"{channel}:{kind}"] = text
+        for q in list(self._subs[channel]):
+            q.put_nowait(text)
+
+    def _fan_frame(self, jpeg: bytes) -> None:
+        for q in list(self._frame_subs):
+            if q.full():  # a slow page skips frames; the newest wins
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(jpeg)
+
+    def publish_status(self, channel: str, msg: dict[str, Any]) -> None:
+        text = json.dumps({"type": "status", **msg}, ensure_ascii=False, separators=(",", ":"))
+        if self.last.get(f"{channel}:status") != text:
+            self._fan(channel, "status", text)
+
+
+HUB = web.AppKey("hub", ScreenHub)
+
+
+def _html(name: str) -> web.Response:
+    body = resources.files("agent").joinpath(name).read_bytes()
+    return web.Response(
+        body=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _index(_request: web.Request) -> web.Response:
+    return _html("screen_page.html")
+
+
+async def _tech_page(_request: web.Request) -> web.Response:
+    return _html("screen_tech.html")
+
+
+async def _sse(request: web.Request, channel: str) -> web.StreamResponse:
+    hub: ScreenHub = request.app[HUB]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    hub._subs[channel].add(queue)
+    try:
+        for kind in ("status", "guide"):
+            last = hub.last.get(f"{channel}:{kind}")
+            if last:
+                await response.write(f"data: {last}\n\n".encode())
+        while True:
+            try:
+                text = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if not text:
+                break
+            await response.write(f"data: {text}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub._subs[channel].discard(queue)
+    return response
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    return await _sse(request, "main")
+
+
+async def _tech_events(request: web.Request) -> web.StreamResponse:
+    return await _sse(request, "tech")
+
+
+async def _tech_json(request: web.Request) -> web.Response:
+    hub: ScreenHub = request.app[HUB]
+    data = await asyncio.get_running_loop().run_in_executor(None, hub.tech)
+    return web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def _preview(request: web.Request) -> web.StreamResponse:
+    """multipart/x-mixed-replace JPEG frames (MJPEG): an <img> shows it as live video."""
+    hub: ScreenHub = request.app[HUB]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+    hub._frame_subs.add(queue)
+    try:
+        while True:
+            jpeg = await queue.get()
+            if not jpeg:
+                break
+            head = (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            ).encode()
+            await response.write(head + jpeg + b"\r\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub._frame_subs.discard(queue)
+    return response
+
+
+def make_app(hub: ScreenHub) -> web.Application:
+    app = web.Application()
+    app[HUB] = hub
+    app.router.add_get("/", _index)
+    app.router.add_get("/events", _events)
+    app.router.add_get("/preview.mjpg", _preview)
+    app.router.add_get("/tech", _tech_page)
+    app.router.add_get("/tech/events", _tech_events)
+    app.router.add_get("/tech.json", _tech_json)
+    return app
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ScreenServer:
+    """The kiosk page on its own thread and event loop; ``start`` returns once it listens."""
+
+    def __init__(self, hub: ScreenHub, listen: str):
+        self.hub = hub
+        self.listen = listen
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self.error: str | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 10.0) -> bool:
+        self._thread = threading.Thread(target=self._main, name="screen", daemon=True)
+        self._thread.start()
+        self._started.wait(timeout)
+        return self.port is not None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:  # the kiosk punches on without its page
+            self.error = str(exc)
+            logger.warning(
+                "screen: not serving on %s: %s (set [screen] listen, or '' for no page)",
+                self.listen,
+                exc,
+            )
+        finally:
+            self.hub.attach(None)
+            self._started.set()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(
+            make_app(self.hub), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            host, port = split_listen(self.listen)
+            await web.TCPSite(runner, host, port).start()
+            self.port = runner.addresses[0][1]
+            self.hub.attach(loop)
+            logger.info("screen: http://%s:%d/ (technician: /tech)", host, self.port)
+            self._started.set()
+            while not self._stop.is_set():
+                status = await loop.run_in_executor(None, self.hub.status)
+                self.hub.publish_status("main", status)
+                if self.hub._subs["tech"]:
+                    tech = await loop.run_in_executor(None, self.hub.tech)
+                    self.hub.publish_status("tech", tech)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), STATUS_S)
+        finally:
+            self.hub.attach(None)
+            for subs in self.hub._subs.values():
+                for q in list(subs):
+                    q.put_nowait("")
+            for fq in list(self.hub._frame_subs):
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    fq.get_nowait()
+                fq.put_nowait(b"")
+            await runner.cleanup()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def status_source(outbox: Any, health: Callable[[], dict[str, Any]]) -> Callable[[], dict]:
+    """The indicator's data: events waiting in the outbox, and whether the uplink is up."""
+
+    def read() -> dict[str, Any]:
+        stats = outbox.stats()
+        uplink = health().get("uplink", {})
+        return {"pending": stats.pending, "connected": bool(uplink.get("connected"))}
+
+    return read
