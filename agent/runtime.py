@@ -32,7 +32,7 @@ def build_workers(
 
         factories.update(window_worker_factories(cfg, outbox))
     if cfg.attendance is not None:
-        from agent.attendance import attendance_worker_factories
+        from agent.attendance_worker import attendance_worker_factories
 
         factories.update(attendance_worker_factories(cfg, outbox, screen))
     from sync.uplink import uplink_worker_factories

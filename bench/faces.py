@@ -91,8 +91,9 @@ def score(scenes, punches: list[tuple[str, float]], staff) -> tuple[float, int]:
 
 
 def make_pipeline(emit, staff=FULL, liveness: str = "off"):
-    from agent.attendance import AttendancePipeline, build_engine, wall_clock_for
+    from agent.attendance import AttendancePipeline
     from agent.config import AttendanceSection
+    from agent.recognition import build_engine, wall_clock_for
     from contract.schedule import Schedule
 
     att = AttendanceSection(
@@ -177,7 +178,7 @@ def proc_cpu_s(pid: int) -> float:
 
 def idle_cpu(seconds: float = 10.0) -> tuple[float, float]:
     """(child %, parent %) of a kiosk worker watching an empty hall at 25 fps."""
-    from agent.attendance import AttendanceWorker
+    from agent.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     video = media.empty_video((640, 480), seconds + 15)
@@ -205,11 +206,11 @@ def first_punch(size=(640, 480), who: str = "biden", face_px: int = 55) -> float
     """ms from the first frame showing ``who`` alone at ``face_px`` to the punch, at 25 fps.
 
     The loop is the recognition process's: newest frame only, and while nobody is in view
-    the motion gate looks only every IDLE_INTERVAL_S (agent/attendance.py), which is part of
+    the motion gate looks only every IDLE_INTERVAL_S (agent/recognition.py), which is part of
     the delay. The first frame showing the person is the one due at the scene's start (the
     file is paced at its frame rate), whether or not the loop took that frame.
     """
-    from agent.attendance import IDLE_INTERVAL_S
+    from agent.recognition import IDLE_INTERVAL_S
     from drivers.camera import Camera
 
     scene = media.Scene(0.6, 3.5, ((who, face_px),))
@@ -335,7 +336,7 @@ debounce_s = {DEBOUNCE_S}
 
 
 def gil_stall(video: Path, isolation: str) -> tuple[float, float]:
-    from agent.attendance import AttendanceWorker
+    from agent.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -366,7 +367,7 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 def memory_probe(video: Path, gallery: Path) -> None:
     """Run in a fresh interpreter: a kiosk worker (process isolation, blink) on the video."""
-    from agent.attendance import AttendanceWorker
+    from agent.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     with tempfile.TemporaryDirectory() as tmp:

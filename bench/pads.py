@@ -283,7 +283,7 @@ def main() -> int:
             f"  {passes.get(name.split('/')[0], 0):.1f}"
         )
     # The target holds for the arrangement the agent runs in: recognition in its own process
-    # (agent/attendance.py isolation = "process"). face-thread is the counter-example that
+    # (agent/recognition.py, isolation = "process"). face-thread is the counter-example that
     # shows why: dlib holds the GIL for tens of ms per call.
     ok = True
     for name, r in results.items():

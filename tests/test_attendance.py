@@ -23,18 +23,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.attendance import (
-    AttendancePipeline,
-    AttendanceWorker,
-    BlinkDetector,
-    attendance_worker_factories,
-    build_engine,
-    dedupe_key_for,
-    wall_clock_for,
-)
+from agent.attendance import AttendancePipeline, BlinkDetector
+from agent.attendance_worker import AttendanceWorker, attendance_worker_factories
 from agent.config import AttendanceSection, load_agent_config
 from agent.gallery import gallery_path
 from agent.outbox import Outbox
+from agent.punch_files import dedupe_key_for
+from agent.recognition import build_engine, wall_clock_for
 from contract.schedule import Schedule
 from drivers.camera import Camera
 from tests import media
@@ -402,7 +397,7 @@ def test_pad_only_startup_never_loads_the_vision_stack() -> None:
     code = (
         "import sys, importlib\n"
         "import agent.runtime, agent.cli, agent.checks, agent.config, agent.supervisor\n"
-        "import agent.attendance, contract.schedule\n"
+        "import agent.attendance, agent.attendance_worker, contract.schedule\n"
         "for m in ('agent.windows', 'sync.uplink'):\n"
         "    try:\n"
         "        importlib.import_module(m)\n"
@@ -742,9 +737,9 @@ def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
     # Review 2, finding 6: stat/open errors other than "missing" (PermissionError on a
     # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
     # the watcher and the roster prune.
-    from agent.attendance import _load_gallery, _prune, _Watched
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery
+    from agent.recognition import _load_gallery, _prune, _Watched
 
     data = tmp_path / "data"
     gallery_path(data).parent.mkdir(parents=True)
@@ -802,7 +797,7 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
     import functools
 
     import drivers.camera
-    from agent.attendance import run_loop
+    from agent.recognition import run_loop
     from tests.test_camera import FakeCapture
 
     captures: list[FakeCapture] = []
@@ -841,7 +836,7 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
 def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, caplog) -> None:
     # Review 2, finding 9: a new agent process (new factories, new workers) still knows who
     # punched a moment ago, from a small file in data_dir.
-    from agent.attendance import debounce_path
+    from agent.punch_files import debounce_path
 
     data = tmp_path / "data"
     cfg = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=600)
@@ -968,7 +963,7 @@ def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_p
     # not count it against max_restarts. Any other exit is an ordinary death.
     import multiprocessing as mp
 
-    from agent.attendance import EXIT_RESPAWN
+    from agent.recognition import EXIT_RESPAWN
 
     cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi")
     ctx = mp.get_context("spawn")
@@ -989,7 +984,7 @@ def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monke
     import stat
     import time
 
-    from agent.attendance import debounce_path, load_debounce, save_debounce
+    from agent.punch_files import debounce_path, load_debounce, save_debounce
 
     path = debounce_path(tmp_path)
     (tmp_path / (path.name + ".tmp")).mkdir()  # what a fixed temporary name trips over

@@ -244,7 +244,7 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
     tmp_path,
     chromium,  # noqa: F811
 ):
-    from agent.attendance import AttendanceWorker
+    from agent.attendance_worker import AttendanceWorker
     from agent.gallery import gallery_path
     from agent.outbox import Outbox
     from tests import media
