@@ -225,6 +225,7 @@ class Hall:
         self.devices: dict[str, Device] = {}
         self.collector: Proc | None = None
         self.faults = 0  # injected, for the bench's table
+        self.cleanups: list[Any] = []  # run after every process has stopped (unmounts)
 
     # --- central side ------------------------------------------------------------------------
 
@@ -263,13 +264,16 @@ class Hall:
 
     # --- devices ---------------------------------------------------------------------------
 
-    def _agent_conf(self, name: str, data_dir: Path, body: str, sync: dict[str, Any]) -> Path:
+    def _agent_conf(
+        self, name: str, data_dir: Path, body: str, sync: dict[str, Any], direct: bool = False
+    ) -> Path:
         assert self.proxy is not None
         conf = self.workdir / f"{name}.toml"
+        url = self.broker.url if direct else self.proxy.url
         sync_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in {**self.sync, **sync}.items())
         conf.write_text(
             f'[device]\nid = "{name}"\nsite = "jiedong"\ndata_dir = "{data_dir}"\n'
-            f'[mqtt]\nurl = "{self.proxy.url}"\n[sync]\nmin_free_mb = 0\n{sync_lines}{body}',
+            f'[mqtt]\nurl = "{url}"\n[sync]\nmin_free_mb = 0\n{sync_lines}{body}',
             encoding="utf-8",
         )
         return conf
@@ -283,7 +287,10 @@ class Hall:
         sync: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         start: bool = True,
+        direct: bool = False,
     ) -> Device:
+        """A window device; ``direct`` connects it to the broker itself, not via the proxy
+        (then a stopped broker refuses its connections, as a real one does)."""
         data_dir = data_dir or self.workdir / f"{name}-data"
         ports = self.workdir / "tty"
         ports.mkdir(exist_ok=True)
@@ -293,7 +300,7 @@ class Hall:
             socats.append(spawn_socat_pair(a, b, self.workdir / f"socat-{name}-{window}.log"))
             body += f'\n[[pad]]\nport = "{a}"\naddress = 1\nwindow = "{window}"\n'
             device_pads.append((b, window, self.seed * 1000 + i))
-        conf = self._agent_conf(name, data_dir, body, sync or {})
+        conf = self._agent_conf(name, data_dir, body, sync or {}, direct)
         agent = Proc.python(
             name,
             "agent.cli",
@@ -383,6 +390,9 @@ class Hall:
         if self.proxy is not None:
             self.proxy.close()
         self.broker.stop()
+        for cleanup in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
 
     def logs(self) -> dict[str, str]:
         out = {}

@@ -5,10 +5,11 @@ It sits between a device and Mosquitto and can, at any moment:
 - ``pass_()``: forward bytes as they come;
 - ``delay(s)``: forward every chunk ``s`` seconds late, in order (a slow WAN link: the
   added latency is per direction, so a publish → ack round trip grows by about 2·s);
-- ``hold()``: keep the connections open but forward nothing and accept no new ones
+- ``hold()``: keep the connections open but forward nothing and answer no new ones
   (a partition: routers stop forwarding, no RST or FIN reaches either side, the TCP
-  connection looks alive until keepalive gives up); what was held is discarded on release,
-  as a real partition loses it;
+  connection looks alive until keepalive gives up). What was sent meanwhile is delivered
+  when the partition heals, as TCP's retransmission would, unless the sender gave up on the
+  connection first (then it is discarded, as the kernel would after its RST);
 - ``drop()``: close every connection at once (RST) and refuse new ones (a link that went
   down hard); ``pass_()`` ends it.
 
@@ -32,7 +33,7 @@ class ProxyCounters:
     refused: int = 0
     up_bytes: int = 0  # device -> broker
     down_bytes: int = 0  # broker -> device
-    held_bytes: int = 0  # discarded during a partition
+    held_bytes: int = 0  # sent during a partition
 
 
 class FaultProxy:
@@ -179,9 +180,8 @@ class FaultProxy:
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if self._mode == "hold":
-                    self.counters.held_bytes += len(data)
-                    continue
+                while self._mode == "hold":
+                    await asyncio.sleep(0.05)
                 writer.write(data)
                 await writer.drain()
 
@@ -193,13 +193,14 @@ class FaultProxy:
                     break
                 if self._mode == "hold":
                     self.counters.held_bytes += len(data)
-                    continue
                 if direction == "up":
                     self.counters.up_bytes += len(data)
                 else:
                     self.counters.down_bytes += len(data)
                 queue.put_nowait((time.monotonic() + self._delay_s, data))
-            while not queue.empty():  # the peer closed: deliver what is queued, then close
+            # The peer closed: deliver what is queued, then close; during a partition its
+            # FIN never arrives, so what is queued is discarded with the connection.
+            while not queue.empty() and self._mode != "hold":
                 await asyncio.sleep(0.01)
         finally:
             task.cancel()
