@@ -58,6 +58,7 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
 ROSTER_PUBACK_TIMEOUT_S = 5.0
+STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database is not hammered
 
 
 def _is_num(value: Any, nullable: bool = True) -> bool:
@@ -349,6 +350,7 @@ class Collector:
         self.rejected = 0
         self.deferred = 0
         self.errors = 0
+        self.store_errors = 0  # batches the store failed or refused (not acked, resent later)
         self.rosters_republished = 0  # rosters the broker acknowledged (PUBACK)
         self.roster_rounds = 0  # connects whose roster republish has finished
 
@@ -400,12 +402,20 @@ class Collector:
                 continue
             try:
                 self.handle(msg.topic, msg.payload)
-            except Exception:
-                # The store failed (e.g. PostgreSQL restarting): no ack to the agent, which
-                # resends after its ack timeout. Back off so a dead database is not hammered.
+            except Exception as exc:
+                # The store failed or refused the write (PostgreSQL restarting, a constraint,
+                # disk full): no ack to the agent, which resends after its ack timeout. Back
+                # off so a dead database is not hammered. Bad input never gets here:
+                # check_batch turns every parse or validation failure into a verdict.
                 self.errors += 1
-                logger.exception("collector: could not process a message on %s", msg.topic)
-                self._stop.wait(1.0)
+                self.store_errors += 1
+                logger.error(
+                    "collector: store did not take a batch on %s (%s); not acked, the device "
+                    "resends it",
+                    msg.topic,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                )
+                self._stop.wait(STORE_RETRY_S)
             # The broker's PUBACK goes out either way: the end-to-end ack above is what
             # settles an event; holding PUBACKs would only shrink the broker's window to us.
             with self.link.publish_lock:
@@ -438,38 +448,15 @@ class Collector:
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
 
     def _write(self, verdict: Verdict) -> None:
-        """Write a batch in one transaction; isolate an event the store itself refuses.
+        """Write a batch in one transaction; returns after the commit, raises on any failure.
 
-        Validation should leave nothing for the store to refuse, but if it does (a check we
-        did not think of), one poisoned event must not block its device forever: the batch
-        is retried event by event and the refused ones are rejected with the store's reason.
-        A store that is *unavailable* raises: no ack, the device resends later.
+        Only validation rejects (CONTRACT §3). A store that fails or refuses the write (a
+        constraint or trigger, disk full, read-only file, PostgreSQL down) has said nothing
+        about the events: the exception propagates, nothing is acked, and the device resends
+        the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
+        move good events to the devices' dead letters for good.
         """
-        try:
-            self.store.write_batch(verdict.good, verdict.rejects)
-            return
-        except Exception as exc:
-            if self.store.is_transient(exc):
-                raise
-            logger.error(
-                "store refused a batch from %s/%s (%s); writing its events one by one",
-                verdict.site,
-                verdict.device,
-                exc,
-            )
-        good: list[EventRow] = []
-        rejects = list(verdict.rejects)
-        for ev in verdict.good:
-            try:
-                self.store.write_batch([ev], [])
-                good.append(ev)
-            except Exception as exc:
-                if self.store.is_transient(exc):
-                    raise
-                reason = f"store refused the event: {str(exc).splitlines()[0]}"[:500]
-                rejects.append(Reject(ev.id, ev.device, reason, ev.data))
-        verdict.good, verdict.rejects = good, rejects
-        self.store.write_batch([], rejects)
+        self.store.write_batch(verdict.good, verdict.rejects)
 
     def republish_rosters(self) -> None:
         """Publish every stored roster retained again; never raises.

@@ -299,14 +299,16 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
         if isinstance(store, PostgresStore):
             sql = (
                 'SELECT "window", level, count(*) FROM ratings '
-                "WHERE to_char(at AT TIME ZONE %s, 'YYYY-MM') = %s "
+                "WHERE to_char(filed_at AT TIME ZONE %s, 'YYYY-MM') = %s "
                 "GROUP BY 1, 2 ORDER BY 1, 2"
             )
             rows = store.query(sql, (cfg.central.timezone, args.month))
         else:
-            # SQLite keeps `at` as the device wrote it, with its local offset (CONTRACT §2).
+            # SQLite keeps `at` as the device wrote it, with its local offset (CONTRACT §2);
+            # filed_at is `at`, or `received_at` in that offset when `at` is implausible
+            # (CONTRACT §6, docs/sync.md "Implausible times").
             sql = (
-                "SELECT window, level, count(*) FROM ratings WHERE substr(at, 1, 7) = %s "
+                "SELECT window, level, count(*) FROM ratings WHERE substr(filed_at, 1, 7) = %s "
                 "GROUP BY 1, 2 ORDER BY 1, 2"
             )
             rows = store.query(sql, (args.month,))

@@ -24,7 +24,7 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -66,6 +66,17 @@ def storable(text: str | None) -> str | None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def plausible(event: EventRow, received_at: datetime) -> bool:
+    """CONTRACT §6: a synced clock and within a day of when the centre received it."""
+    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
+
+
+def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
+    """The event that may move ``devices.last_event_at``: an implausible one never does."""
+    good = [e for e in events if plausible(e, received_at)]
+    return max(good, key=lambda e: e.at) if good else None
 
 
 def _iso(moment: datetime) -> str:
@@ -207,9 +218,70 @@ _PG_V2 = [
     )""",
 ]
 
+# v3: `filed_at` in the typed views, the time reports file an event under (CONTRACT §6): `at`
+# when it is plausible, else the centre's `received_at`. Implausible = clock `unsynced`, or more
+# than PLAUSIBLE_S from `received_at` (a kiosk that lost its RTC stamps 1970; a bad clock or a
+# hostile device can send year 9999). `at` itself stays as sent. Also repairs
+# `devices.last_event_at`, which an implausible `at` used to pin for good (PostgreSQL
+# `greatest()` kept a year-10000 value that no client can read back).
+PLAUSIBLE_S = 24 * 3600
+
+# SQLite keeps `at` as text with the device's offset and `received_at` as UTC text; julianday()
+# reads both (and is NULL for a time outside 0000-9999, which counts as implausible). An
+# implausible event is filed at `received_at` shown in the device's own offset, so that
+# substr(filed_at, 1, 7) is the hall's month like substr(at, 1, 7) is for a plausible one.
+_SQLITE_OFFSET = "(CASE WHEN at LIKE '%Z' THEN '+00:00' ELSE substr(at, -6) END)"
+_SQLITE_OFFSET_MIN = (
+    f"((CASE substr({_SQLITE_OFFSET}, 1, 1) WHEN '-' THEN -1 ELSE 1 END) * "
+    f"(CAST(substr({_SQLITE_OFFSET}, 2, 2) AS INTEGER) * 60 + "
+    f"CAST(substr({_SQLITE_OFFSET}, 5, 2) AS INTEGER)))"
+)
+SQLITE_PLAUSIBLE = (
+    f"(clock = 'synced' AND abs(julianday(at) - julianday(received_at)) <= {PLAUSIBLE_S / 86400:g})"
+)
+_SQLITE_FILED_AT = (
+    f"CASE WHEN {SQLITE_PLAUSIBLE} THEN at ELSE "
+    f"strftime('%Y-%m-%dT%H:%M:%f', received_at, {_SQLITE_OFFSET_MIN} || ' minutes') "
+    f"|| {_SQLITE_OFFSET} END AS filed_at"
+)
+PG_PLAUSIBLE = (
+    "(clock = 'synced' AND at BETWEEN received_at - interval '1 day' "
+    "AND received_at + interval '1 day')"
+)
+_PG_FILED_AT = f"CASE WHEN {PG_PLAUSIBLE} THEN at ELSE received_at END AS filed_at"
+
+
+def _with_filed_at(steps: list[str], view: str, filed_at: str, replace: bool = False) -> str:
+    """The CREATE VIEW of ``view`` in ``steps``, with ``filed_at`` as its last column."""
+    [sql] = [q for q in steps if q.startswith(f"CREATE VIEW {view} ")]
+    sql = sql.replace("\n      FROM events", f",\n        {filed_at}\n      FROM events")
+    return sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW") if replace else sql
+
+
+_SQLITE_V3 = [
+    "DROP VIEW punches",
+    "DROP VIEW ratings",
+    _with_filed_at(_SQLITE_V1, "punches", _SQLITE_FILED_AT),
+    _with_filed_at(_SQLITE_V1, "ratings", _SQLITE_FILED_AT),
+    """UPDATE devices SET last_event_at = (
+        SELECT e.at FROM events e WHERE e.site = devices.site AND e.device = devices.device
+        AND e.clock = 'synced' AND abs(julianday(e.at) - julianday(e.received_at)) <= 1
+        ORDER BY julianday(e.at) DESC LIMIT 1)""",
+]
+
+_PG_V3 = [
+    # CREATE OR REPLACE VIEW may add columns at the end, which is where filed_at goes.
+    _with_filed_at(_PG_V1, "punches", _PG_FILED_AT, replace=True),
+    _with_filed_at(_PG_V1, "ratings", _PG_FILED_AT, replace=True),
+    """UPDATE devices SET last_event_at = (
+        SELECT max(e.at) FROM events e WHERE e.site = devices.site AND e.device = devices.device
+        AND e.clock = 'synced' AND e.at BETWEEN e.received_at - interval '1 day'
+        AND e.received_at + interval '1 day')""",
+]
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
-SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2]
+SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2, _SQLITE_V3]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -358,7 +430,8 @@ class Store:
 _DEVICE_SQL_SQLITE = """
 INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (site, device) DO UPDATE SET
-  last_event_at = max(coalesce(devices.last_event_at, ''), excluded.last_event_at),
+  last_event_at = nullif(max(coalesce(devices.last_event_at, ''),
+                             coalesce(excluded.last_event_at, '')), ''),
   last_received_at = excluded.last_received_at
 """
 
@@ -409,7 +482,8 @@ class SqliteStore(Store):
             raise
 
     def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
-        now = _iso(utcnow())
+        received = utcnow()
+        now = _iso(received)
         with self._lock:
             c = self.conn
             c.execute("BEGIN IMMEDIATE")
@@ -424,8 +498,16 @@ class SqliteStore(Store):
                             for e in events
                         ],
                     )
-                    last = max(events, key=lambda e: e.at)
-                    c.execute(_DEVICE_SQL_SQLITE, (last.site, last.device, last.at_text, now))
+                    last = latest_plausible(events, received)
+                    c.execute(
+                        _DEVICE_SQL_SQLITE,
+                        (
+                            events[0].site,
+                            events[0].device,
+                            last.at_text if last else None,
+                            now,
+                        ),
+                    )
                 if rejects:
                     c.executemany(
                         "INSERT INTO rejected (id, device, reason, payload, received_at) "
@@ -591,8 +673,12 @@ class PostgresStore(Store):
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
                 [(e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) for e in events],
             )
-            last = max(events, key=lambda e: e.at)
-            cur.execute(_DEVICE_SQL_PG, (last.site, last.device, last.at))
+            # now() of this transaction is received_at; the client's clock is close enough
+            # for a one-day window.
+            last = latest_plausible(events, utcnow())
+            cur.execute(
+                _DEVICE_SQL_PG, (events[0].site, events[0].device, last.at if last else None)
+            )
         if rejects:
             cur.executemany(
                 "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "

@@ -57,6 +57,13 @@ LOCK_FILE = "uplink.lock"
 # beside a running agent). Measured on an idle window agent: 0.65 % of a core at 20 ms against
 # 0.4 % at 200 ms, for ping round trips on a running box in tens of ms instead of ~240 ms.
 POLL_S = 0.02
+# While disconnected nothing can be sent: the loop only waits for the "connected" item, which
+# wakes it at once. A wait computed from deadlines (status due, a batch overdue) is 0 then, and
+# a zero wait spins a core for as long as the broker is away (DESIGN.md, "Busy loops").
+IDLE_WAIT_S = 1.0
+# Even connected, never wait less than this: a deadline that _tick could not move (a publish
+# deferred by a full paho queue) must not turn the loop into a spin either.
+MIN_WAIT_S = 0.005
 TICK_RETRY_S = 1.0  # pause after a tick failed (the outbox could not be read)
 BATCH_TAIL = b"]}"
 
@@ -336,11 +343,13 @@ class Uplink:
                 self._stop.wait(TICK_RETRY_S)
 
     def _wait_s(self) -> float:
+        if not self._connected():
+            return IDLE_WAIT_S
         now = time.monotonic()
-        wait = min(POLL_S, max(0.0, self._next_status - now))
+        wait = min(POLL_S, self._next_status - now)
         for batch in self._inflight.values():
-            wait = min(wait, max(0.0, batch.sent_at + self.sync.ack_timeout_s - now))
-        return wait
+            wait = min(wait, batch.sent_at + self.sync.ack_timeout_s - now)
+        return max(MIN_WAIT_S, wait)
 
     def _connected(self) -> bool:
         # Our own flag, set when the "connected" item is handled (after the go-back), not

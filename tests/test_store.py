@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -55,7 +55,9 @@ def store(request, tmp_path):
 
 
 def row(seq: int, event_type: str = "rating.submitted", data: dict | None = None, **kw) -> EventRow:
-    at = datetime(2026, 11, 26, 9, 12, 3, 120000, tzinfo=TZ) + timedelta(seconds=seq)
+    at = kw.get("at") or datetime(2026, 11, 26, 9, 12, 3, 120000, tzinfo=TZ) + timedelta(
+        seconds=seq
+    )
     data = (
         data
         if data is not None
@@ -76,8 +78,8 @@ def row(seq: int, event_type: str = "rating.submitted", data: dict | None = None
         seq=seq,
         type=event_type,
         at=at,
-        at_text=at.isoformat(timespec="milliseconds"),
-        clock="synced",
+        at_text=kw.get("at_text") or at.isoformat(timespec="milliseconds"),
+        clock=kw.get("clock", "synced"),
         data=json.dumps(data, ensure_ascii=False),
     )
 
@@ -156,7 +158,8 @@ def test_devices_track_status_and_last_event(store):
             "components": {},
         },
     )
-    store.write_batch([row(1), row(5), row(3)], [])
+    base = datetime.now(TZ).replace(microsecond=120000) - timedelta(hours=1)
+    store.write_batch([row(i, at=base + timedelta(seconds=i)) for i in (1, 5, 3)], [])
     [d] = store.devices()
     assert (d["site"], d["device"], d["state"], d["pending"], d["dead_letter"]) == (
         "jiedong",
@@ -165,9 +168,13 @@ def test_devices_track_status_and_last_event(store):
         42,
         1,
     )
-    assert str(d["last_event_at"])[:19].replace(" ", "T") in (
-        "2026-11-26T09:12:08",  # SQLite keeps the device's text and offset
-        "2026-11-26T01:12:08",  # PostgreSQL returns timestamptz in the session zone (UTC)
+    last = base + timedelta(seconds=5)
+    assert (
+        str(d["last_event_at"])[:19].replace(" ", "T")
+        in (
+            last.isoformat()[:19],  # SQLite keeps the device's text and offset
+            last.astimezone(UTC).isoformat()[:19],  # PostgreSQL: the session zone (UTC)
+        )
     )
 
 
@@ -177,7 +184,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
 
 
 def test_concurrent_first_open_postgres(pg_schema):
@@ -378,7 +385,7 @@ def test_sqlite_v1_store_is_migrated_to_v2_keeping_its_data(tmp_path):
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as s:
-        assert s.query("PRAGMA user_version")[0][0] == 2
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert count(s) == 1
         s.put_roster("jiedong", ROSTER)
     out = subprocess.run(
@@ -406,7 +413,7 @@ def test_postgres_v1_store_is_migrated_to_v2_keeping_its_data(pg_schema):
             "'2026-11-26T09:12:03.120+08:00', 'synced', '{}')"
         )
     with PostgresStore(PG_URL, pg_schema) as s:
-        assert s.query("SELECT version FROM hall_schema") == [(2,)]
+        assert s.query("SELECT version FROM hall_schema") == [(SCHEMA_VERSION,)]
         assert count(s) == 1
         s.put_roster("jiedong", ROSTER)
     # Read back by a peer (psql): jsonb holding exactly the roster.
@@ -456,3 +463,122 @@ def test_concurrent_roster_publishers_postgres(pg_schema):
     finally:
         for s in stores:
             s.close()
+
+
+def _is_pg(store) -> bool:
+    return isinstance(store, PostgresStore)
+
+
+def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices(store):
+    """CONTRACT §6: an `at` with clock `unsynced` or more than a day from `received_at` is
+    stored as sent and filed by `received_at`. Year 9999 at -14:00 (year 10000 in UTC) used to
+    pin `devices.last_event_at` through greatest() and break `hall-central devices`."""
+    now = datetime.now(TZ).replace(microsecond=120000)
+    fine = row(1, at=now - timedelta(minutes=5))
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
+    future = row(2, at=far, at_text="9999-12-31T23:59:59-14:00")
+    epoch = datetime(1970, 1, 1, 8, tzinfo=TZ)
+    rtc_lost = row(3, at=epoch, clock="unsynced")
+    old_synced = row(4, at=epoch)
+    unsynced_now = row(5, at=now, clock="unsynced")
+    week_ahead = row(6, at=now + timedelta(days=7))
+    store.write_batch([fine, future, rtc_lost, old_synced, unsynced_now, week_ahead], [])
+    [d] = store.devices()  # used to raise on PostgreSQL (a timestamp after year 9999)
+    got = d["last_event_at"]
+    got = got if isinstance(got, str) else got.astimezone(TZ).isoformat(timespec="milliseconds")
+    assert got == fine.at_text
+    if _is_pg(store):
+        years = store.query("SELECT seq, extract(year FROM at)::int FROM events ORDER BY seq")
+        assert years[1:4] == [(2, 10000), (3, 1970), (4, 1970)]  # kept as sent (UTC years)
+        filed = store.query(
+            "SELECT seq, filed_at = at, filed_at = received_at FROM ratings ORDER BY seq"
+        )
+    else:
+        ats = store.query("SELECT at FROM events ORDER BY seq")
+        assert [a[0] for a in ats] == [
+            r.at_text for r in (fine, future, rtc_lost, old_synced, unsynced_now, week_ahead)
+        ]
+        filed = store.query(
+            "SELECT seq, filed_at = at, "
+            "abs(julianday(filed_at) - julianday(received_at)) * 86400 < 0.002 FROM ratings "
+            "ORDER BY seq"
+        )
+        # Filed in the device's own offset, so substr(filed_at, 1, 7) is the hall's month.
+        offsets = store.query("SELECT substr(filed_at, -6) FROM ratings ORDER BY seq")
+        assert [o[0] for o in offsets] == [
+            "+08:00",
+            "-14:00",
+            "+08:00",
+            "+08:00",
+            "+08:00",
+            "+08:00",
+        ]
+    assert [(seq, bool(a), bool(b)) for seq, a, b in filed] == [
+        (1, True, False),
+        (2, False, True),
+        (3, False, True),
+        (4, False, True),
+        (5, False, True),
+        (6, False, True),
+    ]
+
+
+def test_sqlite_v2_store_with_a_pinned_last_event_is_repaired_on_open(tmp_path):
+    """A store written before the fix holds an implausible last_event_at; v3 recomputes it."""
+    path = tmp_path / "hall.db"
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    for step in SQLITE_MIGRATIONS[:2]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 2")
+    recent = (datetime.now(TZ) - timedelta(hours=2)).isoformat(timespec="milliseconds")
+    received = datetime.now(UTC).isoformat(timespec="milliseconds")
+    conn.execute(
+        "INSERT INTO events VALUES ('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', "
+        "'jiedong', 1, 'device.test', ?, 'synced', ?, '{}')",
+        (recent, received),
+    )
+    conn.execute(
+        "INSERT INTO events VALUES ('0193a5c2-0000-7000-8000-000000000002', 'pad-a03', "
+        "'jiedong', 2, 'device.test', '9999-12-31T23:59:59-14:00', 'synced', ?, '{}')",
+        (received,),
+    )
+    conn.execute(
+        "INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES "
+        "('jiedong', 'pad-a03', '9999-12-31T23:59:59-14:00', ?)",
+        (received,),
+    )
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.devices()[0]["last_event_at"] == recent
+
+
+def test_postgres_v2_store_with_a_pinned_last_event_is_repaired_on_open(pg_schema):
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(f'SET search_path TO "{pg_schema}"')
+        for step in PG_MIGRATIONS[:2]:
+            for sql in step:
+                conn.execute(sql)
+        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO hall_schema (version) VALUES (2)")
+        conn.execute(
+            "INSERT INTO events (id, device, site, seq, type, at, clock, data) VALUES "
+            "('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', 'jiedong', 1, 'device.test', "
+            "now() - interval '2 hours', 'synced', '{}'), "
+            "('0193a5c2-0000-7000-8000-000000000002', 'pad-a03', 'jiedong', 2, 'device.test', "
+            "'9999-12-31T23:59:59-14:00', 'synced', '{}')"
+        )
+        conn.execute(
+            "INSERT INTO devices (site, device, last_event_at, last_received_at) VALUES "
+            "('jiedong', 'pad-a03', '9999-12-31T23:59:59-14:00', now())"
+        )
+    with PostgresStore(PG_URL, pg_schema) as s:
+        [d] = s.devices()  # used to raise: year 10000 cannot be read back
+        [(expected,)] = s.query("SELECT at FROM events WHERE seq = 1")
+        assert d["last_event_at"] == expected

@@ -323,3 +323,49 @@ def test_two_collectors_sharing_the_subscription_store_each_event_once(collector
     # The broker shared the batches out: both worked, and no batch went to both.
     assert c1.events_stored > 0 and c2.events_stored > 0
     assert c1.events_stored + c2.events_stored == 2000
+
+
+def _block_events(collector: Collector, store_kw: dict, on: bool) -> None:
+    """A store that refuses every insert into ``events`` but still takes ``rejected``:
+    a PostgreSQL check constraint, or an SQLite trigger (what an operator's mistake, a
+    migration in progress or a policy might leave)."""
+    store = collector.store
+    if store_kw["store_url"].startswith("sqlite"):
+        sql = (
+            "CREATE TRIGGER block_events BEFORE INSERT ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events blocked by a test trigger'); END"
+            if on
+            else "DROP TRIGGER block_events"
+        )
+    else:
+        sql = (
+            "ALTER TABLE events ADD CONSTRAINT block_events CHECK (false) NOT VALID"
+            if on
+            else "ALTER TABLE events DROP CONSTRAINT block_events"
+        )
+    if store_kw["store_url"].startswith("sqlite"):
+        with store._lock:
+            store.conn.execute(sql)
+    else:
+        with store._lock:
+            store._conn().execute(sql)
+
+
+def test_store_refusing_events_is_not_a_verdict_everything_arrives_once_lifted(
+    collectors, agent, store_kw
+):
+    """A store that refuses ``events`` but accepts ``rejected`` used to turn every batch into
+    rejects: the devices dead-lettered acked ratings for good. Refused writes are not
+    acked; once the block is lifted the resends store every event exactly once."""
+    c = collectors()
+    _block_events(c, store_kw, True)
+    up, box = agent(batch_size=20, ack_timeout_s=1)
+    box.append_many([("rating.submitted", rating(), None, None)] * 100)
+    assert wait_for(lambda: c.errors + c.rejected >= 3, 20)  # refused, resent, refused again
+    assert box.stats().pending == 100 and box.stats().dead_letter == 0
+    assert c.store.query("SELECT count(*) FROM rejected")[0][0] == 0
+    _block_events(c, store_kw, False)
+    assert wait_for(lambda: box.stats().pending == 0, 30)
+    assert rows(c) == list(range(1, 101))
+    assert box.stats().dead_letter == 0 and up.counters.events_rejected == 0
+    assert c.store.query("SELECT count(*) FROM rejected")[0][0] == 0

@@ -4,6 +4,7 @@ of mosquitto_sub/mosquitto_pub (CONTRACT §3 checked against code that is not ou
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -411,3 +412,45 @@ def test_batches_stay_under_max_batch_kb(tmp_path, broker):
         up.stop()
         collector.stop()
         box.close()
+
+
+def _thread_cpu_s(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process (/proc, Linux)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+def test_uplink_does_not_spin_while_the_broker_is_unreachable(tmp_path, in_flight):
+    """A refused connection used to make the loop wait 0 s (status due before the first
+    connect, a batch overdue after a drop) and burn a whole core for the length of the outage.
+    Bound: a small share of the wall time."""
+    from sync.testing import free_port
+
+    broker = Mosquitto(tmp_path / "b", port=free_port())
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"ack_timeout_s": 1})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    try:
+        if in_flight:  # connected once, a batch sent and never acked, then the broker goes
+            broker.start()
+            up.start()
+            assert wait_for(lambda: up.health()["connected"], 10)
+            box.append("device.test", {"note": "unacked"})
+            assert wait_for(lambda: up.counters.batches_sent >= 1, 10)
+            broker.stop()
+            assert wait_for(lambda: not up.health()["connected"], 10)
+        else:  # started while the broker is down: never connected at all
+            up.start()
+            assert wait_for(lambda: up.link is not None and up.link.last_error is not None, 10)
+        box.append("device.test", {"note": "queued while away"})
+        tid = up._thread.native_id
+        cpu0, wall0 = _thread_cpu_s(tid), time.monotonic()
+        time.sleep(3.0)  # the outage under measurement, not a wait for a condition
+        cpu, wall = _thread_cpu_s(tid) - cpu0, time.monotonic() - wall0
+        assert cpu < 0.1 * wall, f"uplink thread used {cpu:.2f} s CPU in {wall:.1f} s"
+        assert up.alive() and box.stats().pending == (2 if in_flight else 1)
+    finally:
+        up.stop()
+        box.close()
+        broker.stop()
