@@ -418,15 +418,23 @@ def _load_gallery(path: Path, current: Gallery) -> Gallery:
     return gallery
 
 
-def _child_main(spec: dict[str, Any], q: Any, stop: Any) -> None:
+def _child_main(spec: dict[str, Any], q: Any, parent_end: Any) -> None:
     import logging as _logging
     import signal
     import sys
 
-    # The parent decides when to stop: Ctrl-C in a terminal reaches the whole process group,
-    # and SIGTERM (systemd stops the cgroup) just ends the loop; no state is lost here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from agent.stopflag import ParentStop, die_with_parent
+
+    # Only plain flags in signal handlers (agent/stopflag.py): a SIGTERM to the whole process
+    # group (systemd, Ctrl-C, `timeout`) once deadlocked a multiprocessing.Event here. The
+    # parent asks for a stop by closing its end of the pipe; its death closes it too, and
+    # PR_SET_PDEATHSIG sends a SIGTERM in case the loop is busy elsewhere.
+    stop = ParentStop(parent_end.fileno())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != spec.get("parent_pid", os.getppid()):
+        stop.set()  # the parent died before prctl took effect
 
     _logging.basicConfig(
         level=spec.get("log_level", _logging.WARNING),
@@ -629,6 +637,7 @@ class AttendanceWorker:
                 **{sid: now - t for sid, t in self.punches.items()},
             },
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "parent_pid": os.getpid(),
         }
 
     def start(self) -> None:
@@ -643,18 +652,23 @@ class AttendanceWorker:
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
-            self._proc_stop = ctx.Event()
+            # Stopping never touches a lock the child may hold: the child watches the read
+            # end of this pipe, and the parent closes the write end (agent/stopflag.py).
+            child_end, self._proc_stop = ctx.Pipe(duplex=False)
             self._proc = ctx.Process(
                 target=_child_main,
-                args=(self._spec(), self._queue, self._proc_stop),
+                args=(self._spec(), self._queue, child_end),
                 name=f"hall-agent-{self.name}",
                 daemon=True,
             )
             self._proc.start()
+            child_end.close()  # only the child's copy may remain, or EOF never comes
             drain = threading.Thread(target=self._drain, name=f"{self.name}-drain", daemon=True)
             self._threads = [drain]
         else:
-            self._proc_stop = threading.Event()
+            from agent.stopflag import StopFlag
+
+            self._proc_stop = StopFlag()
             loop = threading.Thread(
                 target=run_loop,
                 args=(self._spec(), self._handle, self._proc_stop),
@@ -787,7 +801,11 @@ class AttendanceWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc_stop is not None:
-            self._proc_stop.set()
+            # A pipe's close (process) or a plain flag (thread): neither waits for anything.
+            if self._proc is not None:
+                self._proc_stop.close()
+            else:
+                self._proc_stop.set()
         if self._proc is not None:
             self._proc.join(timeout)
             if self._proc.is_alive():
@@ -800,6 +818,12 @@ class AttendanceWorker:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+        if (
+            self._proc is None
+            and self._proc_stop is not None
+            and not any(t.is_alive() for t in self._threads)
+        ):
+            self._proc_stop.close()  # the thread-mode flag's pipe, once nobody waits on it
         if self._queue is not None:
             # Whatever the child sent before it exited still goes into the outbox (or the
             # buffer: _handle's own flush may fail, the message is kept either way).

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
+from agent.stopflag import StopFlag
 from agent.supervisor import Supervisor, Worker
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,15 @@ def run_agent(cfg: AgentConfig) -> int:
     cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox.for_config(cfg)
     supervisor = Supervisor({})
+    # Set from a signal handler: a plain flag and a self-pipe, no lock (agent/stopflag.py).
+    supervisor.stop_event = StopFlag()
     supervisor.factories = build_workers(cfg, outbox, supervisor.health)
 
+    signals: list[int] = []
+
     def _stop(signum: int, _frame: object) -> None:
-        logger.info("signal %d: stopping", signum)
+        # No logging here: a handler may run while this thread holds the logging lock.
+        signals.append(signum)
         supervisor.stop_event.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -62,4 +68,6 @@ def run_agent(cfg: AgentConfig) -> int:
         supervisor.run()
     finally:
         outbox.close()
+    if signals:
+        logger.info("stopped on signal %d", signals[0])
     return 0

@@ -948,3 +948,109 @@ def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".tmp"]
     ago = load_debounce(path, 600)
     assert set(ago) == {"jitter", "recent"} and ago["jitter"] == 0.0 and 5 <= ago["recent"] < 600
+
+
+# --- the recognition process's lifecycle under signals ------------------------------------
+
+
+def _recognition_children(pid: int) -> list[int]:
+    """Spawned multiprocessing children of ``pid`` (not its resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmd:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def _start_kiosk_agent(write_config, tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """`hall-agent run` of a kiosk in its own process group, once its recognition child has
+    played the file to its end and idles in its loop; returns (agent, child pid, log)."""
+    from sync.testing import free_port, wait_for
+
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    data = tmp_path / "data"
+    cfg = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{data}"
+
+        [mqtt]
+        url = "mqtt://127.0.0.1:{free_port()}"
+
+        [attendance]
+        camera = "{video}"
+        realtime = false
+        """
+    )
+    media.gallery_of("obama").save(gallery_path(data))
+    log = tmp_path / "agent.log"
+    with log.open("wb") as err:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "-v", "-c", str(cfg), "run"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, like a systemd unit's cgroup
+        )
+    try:
+        assert wait_for(lambda: b"end of file" in log.read_bytes(), WAIT), log.read_text()
+        children = _recognition_children(agent.pid)
+        assert len(children) == 1, children
+    except BaseException:
+        os.killpg(agent.pid, 9)
+        agent.wait()
+        raise
+    return agent, children[0], log
+
+
+@pytest.mark.kiosk
+def test_sigterm_to_the_kiosk_process_group_stops_agent_and_child(write_config, tmp_path) -> None:
+    # systemd (KillMode=control-group), Ctrl-C and `timeout` signal the whole group: the child
+    # gets SIGTERM while its loop waits; a lock taken in its handler hung both processes.
+    import signal
+
+    from sync.testing import wait_for
+
+    agent, child, log = _start_kiosk_agent(write_config, tmp_path)
+    os.killpg(agent.pid, signal.SIGTERM)
+    try:
+        code = agent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        pytest.fail(f"agent still running 30 s after SIGTERM to its group:\n{log.read_text()}")
+    assert code == 0, log.read_text()
+    assert wait_for(lambda: _gone(child), 5.0)
+    text = log.read_text()
+    assert "stopped on signal 15" in text and "did not stop; terminating" not in text
+
+
+@pytest.mark.kiosk
+def test_recognition_child_ends_when_its_parent_is_killed(write_config, tmp_path) -> None:
+    import signal
+
+    from sync.testing import wait_for
+
+    agent, child, _ = _start_kiosk_agent(write_config, tmp_path)
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait()
+    try:
+        assert wait_for(lambda: _gone(child), 2.0, interval=0.05), "orphaned child still runs"
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
