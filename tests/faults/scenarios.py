@@ -119,6 +119,21 @@ def _warm_up(hall: Hall, dev: Device, out: Outcome) -> tuple[int, int] | None:
 # --- scenarios --------------------------------------------------------------------------------
 
 
+def baseline(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """No fault: pads rate for ``10·scale`` s, then the device idles for 5 s (the bench's
+    reference for ack latency, idle CPU and drain time)."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    time.sleep(10 * scale)
+    hall.stop_rating()
+    t0 = time.monotonic()
+    time.sleep(5)
+    out.wait_cpu_pct = _cpu(hall, dev, t0 + 0.5, time.monotonic())
+    _recovered(hall, t0, out)
+    _finish(hall, out, dev, before)
+
+
+
 def broker_down(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
     """The broker stops for ``12·scale`` s; pads rate for the first half, then the agent is
     restarted and only waits (that is where CPU must stay near zero). The device connects straight to the
@@ -549,6 +564,7 @@ def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outco
 Scenario = Callable[[Hall, random.Random, float, Outcome], None]
 
 SCENARIOS: dict[str, Scenario] = {
+    "baseline": baseline,
     "broker_down": broker_down,
     "collector_killed": collector_killed,
     "store_refuses": store_refuses,
@@ -578,6 +594,7 @@ def run_scenario(
     scale: float = 1.0,
     store: str = "sqlite",
     pg_schema: str | None = None,
+    sync: dict[str, Any] | None = None,
 ) -> Outcome:
     """Build a hall, run one scenario, tear everything down; the outcome says what happened."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -589,7 +606,9 @@ def run_scenario(
             raise ValueError(f"{name} runs on the SQLite store (its file system is the fault)")
         disk = SmallDisk(workdir / "store-disk", 48)
         store_dir = disk.path
-    hall = Hall(workdir, store=store, pg_schema=pg_schema, store_dir=store_dir, seed=seed)
+    hall = Hall(
+        workdir, store=store, pg_schema=pg_schema, store_dir=store_dir, seed=seed, sync=sync
+    )
     hall.store_disk = disk  # type: ignore[attr-defined]
     if disk is not None:
         hall.cleanups.append(disk.close)
