@@ -58,6 +58,22 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
 ROSTER_PUBACK_TIMEOUT_S = 5.0
+# Event data is flat (CONTRACT §2: a list of reason labels at most). Deeper data is refused by
+# validation: SQLite's json_valid() stops at 1000 levels and a store refusal is never a reject.
+MAX_DATA_DEPTH = 32
+# The collector's own queue (paho's thread → the store thread). QoS 1 is bounded by the broker:
+# at most RECEIVE_MAXIMUM unacknowledged with us (MQTT 5 Receive Maximum; 3.1.1: the broker's
+# max_inflight_messages, 20 in config/mosquitto.conf), and we PUBACK only after handling. QoS 0
+# has no flow control at all (a flood of 4 MB messages grew the collector without bound), so it
+# gets only what is left of a small budget and is dropped, counted, beyond it. Agents never
+# publish QoS 0 (CONTRACT §3).
+RECEIVE_MAXIMUM = 50
+QOS0_MAX_MESSAGES = 100
+QOS0_MAX_BYTES = 16 * 1024 * 1024
+# Whatever the broker does, the queue never holds more than this; a QoS 1 batch beyond it is
+# PUBACKed and dropped, and its device resends it after its ack timeout.
+QUEUE_MAX_BYTES = 256 * 1024 * 1024
+DROP_LOG_EVERY_S = 60.0
 STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database is not hammered
 
 
@@ -95,6 +111,19 @@ def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
     return None
 
 
+def _depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str | None]:
     """(row, None) for a good event, (None, reason) for a bad one."""
     if not isinstance(ev, dict):
@@ -130,6 +159,8 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     data = ev.get("data")
     if not isinstance(data, dict):
         return None, f"data: expected an object, got {type(data).__name__}"
+    if _depth_over(data, MAX_DATA_DEPTH):
+        return None, f"data: nested deeper than {MAX_DATA_DEPTH} levels"
     problem = _check_data(event_type, data)
     if problem:
         return None, problem
@@ -183,6 +214,14 @@ class Verdict:
         }
 
 
+def _as_received(ev: Any) -> str:
+    """The whole event (envelope and data) as JSON text for ``rejected.payload``."""
+    try:
+        return json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD]
+    except (ValueError, RecursionError) as exc:  # NaN is fine here; a cycle cannot come from JSON
+        return f"(not serialisable: {type(exc).__name__})"
+
+
 def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != prefix or parts[3] != kind:
@@ -208,17 +247,19 @@ def check_batch(
         named = []
         if isinstance(events, list):
             named = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)]
-        verdict.rejects = [
-            Reject(e["id"], device, reason, json.dumps(e, ensure_ascii=False)[:MAX_REJECT_PAYLOAD])
-            for e in named
-        ] or [Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])]
+        verdict.rejects = [Reject(e["id"], device, reason, _as_received(e)) for e in named] or [
+            Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])
+        ]
         return verdict
 
     if where is None:
         return reject_all(f"topic {topic!r}: expected {prefix}/SITE/DEVICE/events")
     try:
         batch = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        # The C decoder gives up at the interpreter's recursion limit (~1000 levels).
+        return reject_all("batch: JSON nested too deeply to read")
+    except (UnicodeDecodeError, ValueError) as exc:
         return reject_all(f"batch: not JSON ({exc})")
     if not isinstance(batch, dict):
         return reject_all(f"batch: expected a JSON object, got {type(batch).__name__}")
@@ -253,7 +294,7 @@ def check_batch(
                     event_id if isinstance(event_id, str) else None,
                     device,
                     problem or "invalid",
-                    json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD],
+                    _as_received(ev),
                 )
             )
     return verdict
@@ -343,8 +384,15 @@ class Collector:
             manual_ack=True,
             max_inflight=100,
             max_queued=10000,
+            receive_maximum=RECEIVE_MAXIMUM,
             name="collector",
         )
+        self._q_lock = threading.Lock()
+        self._q_messages = 0  # messages in self._q, and their payload bytes
+        self._q_bytes = 0
+        self.dropped = 0  # messages not taken: the queue's budget was spent (QoS 0 floods)
+        self._dropped_logged = 0
+        self._drop_log_at = 0.0
         self.batches = 0
         self.events_stored = 0
         self.rejected = 0
@@ -368,8 +416,42 @@ class Collector:
         ):
             self.ready.set()
 
-    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._q.put(msg)  # never block on paho's thread
+    def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
+        # paho's thread: never block. Admit the message within the queue's budget or drop it.
+        size = len(msg.payload)
+        with self._q_lock:
+            if msg.qos == 0:
+                admit = (
+                    self._q_messages < QOS0_MAX_MESSAGES and self._q_bytes + size <= QOS0_MAX_BYTES
+                )
+            else:
+                admit = self._q_bytes + size <= QUEUE_MAX_BYTES
+            if admit:
+                self._q_messages += 1
+                self._q_bytes += size
+            else:
+                self.dropped += 1
+        if admit:
+            self._q.put(msg)
+            return
+        if msg.qos > 0:
+            # PUBACK it anyway, or the broker's window to us shrinks for good; its device
+            # resends the batch after its ack timeout (no end-to-end ack was sent).
+            client.ack(msg.mid, msg.qos)
+        now = time.monotonic()
+        if now - self._drop_log_at >= DROP_LOG_EVERY_S:
+            logger.warning(
+                "collector: queue full (%d messages, %d bytes queued); dropped %d messages "
+                "since the last report (%d in all), latest on %s (QoS %d, %d bytes)",
+                self._q_messages,
+                self._q_bytes,
+                self.dropped - self._dropped_logged,
+                self.dropped,
+                msg.topic,
+                msg.qos,
+                size,
+            )
+            self._drop_log_at, self._dropped_logged = now, self.dropped
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -400,6 +482,9 @@ class Collector:
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
                 continue
+            with self._q_lock:
+                self._q_messages -= 1
+                self._q_bytes -= len(msg.payload)
             try:
                 self.handle(msg.topic, msg.payload)
             except Exception as exc:
@@ -425,13 +510,26 @@ class Collector:
         if topic.endswith("/status"):
             self._handle_status(topic, payload)
             return
-        verdict = check_batch(
-            topic,
-            payload,
-            prefix=self.prefix,
-            max_bytes=self.cfg.central.max_payload_kb * 1024,
-            max_events=self.cfg.central.max_batch_events,
-        )
+        try:
+            verdict = check_batch(
+                topic,
+                payload,
+                prefix=self.prefix,
+                max_bytes=self.cfg.central.max_payload_kb * 1024,
+                max_events=self.cfg.central.max_batch_events,
+            )
+        except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
+            logger.exception("check_batch failed on %s", topic)
+            where = parse_topic(topic, self.prefix, "events")
+            verdict = Verdict(*(where or (None, None)))
+            verdict.rejects = [
+                Reject(
+                    None,
+                    verdict.device,
+                    f"invalid batch ({type(exc).__name__})",
+                    payload[:MAX_REJECT_PAYLOAD].decode("utf-8", errors="replace"),
+                )
+            ]
         self._write(verdict)  # returns after the commit
         self.batches += 1
         self.events_stored += len(verdict.good)
@@ -514,6 +612,8 @@ class Collector:
         return True
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
+        """A device's retained status → ``devices``. Never raises: a status is not acked and
+        the next one replaces it, so a bad one (or a store hiccup) is logged and dropped."""
         where = parse_topic(topic, self.prefix, "status")
         if where is None or not payload:
             return
@@ -521,10 +621,18 @@ class Collector:
             status = json.loads(payload)
             if not isinstance(status, dict):
                 raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
+            if _depth_over(status, MAX_DATA_DEPTH):
+                raise ValueError(f"nested deeper than {MAX_DATA_DEPTH} levels")
+            # NaN/Infinity: Python reads them, no store can hold them (RFC 8259).
+            json.dumps(status, allow_nan=False)
+        except (ValueError, RecursionError) as exc:
             logger.warning("ignoring bad status on %s: %s", topic, exc)
             return
-        self.store.upsert_status(where[0], where[1], status)
+        try:
+            self.store.upsert_status(where[0], where[1], status)
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("status on %s not stored: %s", topic, exc)
 
 
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:

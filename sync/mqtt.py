@@ -27,6 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -71,7 +72,7 @@ def make_client(section: MqttSection, client_id: str, *, manual_ack: bool = Fals
     return client
 
 
-def connect_kwargs(section: MqttSection) -> dict[str, Any]:
+def connect_kwargs(section: MqttSection, receive_maximum: int | None = None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "host": section.host,
         "port": section.port,
@@ -79,6 +80,12 @@ def connect_kwargs(section: MqttSection) -> dict[str, Any]:
     }
     if section.protocol == "5":
         kwargs["clean_start"] = True
+        if receive_maximum is not None:
+            # MQTT 5 §3.1.2.11.3: the broker keeps at most this many QoS 1 messages
+            # unacknowledged with us, whatever its own max_inflight_messages says.
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = receive_maximum
+            kwargs["properties"] = props
     return kwargs
 
 
@@ -127,11 +134,13 @@ class MqttLink:
         manual_ack: bool = False,
         max_inflight: int = 20,
         max_queued: int = 0,
+        receive_maximum: int | None = None,
         name: str = "mqtt",
     ):
         self.section = section
         self.client_id = client_id
         self.name = name
+        self.receive_maximum = receive_maximum
         self.client = make_client(section, client_id, manual_ack=manual_ack)
         self.client.max_inflight_messages_set(max_inflight)
         # Bounded: days offline must not grow paho's queue; the outbox is the buffer.
@@ -227,7 +236,7 @@ class MqttLink:
             self._down.clear()
             try:
                 with self.publish_lock:
-                    self.client.connect(**connect_kwargs(self.section))
+                    self.client.connect(**connect_kwargs(self.section, self.receive_maximum))
             except (OSError, ssl.SSLError, ValueError) as exc:
                 where = f"{self.section.host}:{self.section.port}"
                 self.last_error = f"cannot connect to {where}: {exc}"

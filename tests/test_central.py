@@ -769,3 +769,126 @@ def _pg_schema_kw(store_text: str) -> dict[str, str]:
         if line.startswith("pg_schema"):
             return {"pg_schema": line.split("=", 1)[1].strip().strip('"')}
     return {}
+
+
+# --- hostile input: a verdict, never a store back-off; bounded memory ------------------------
+
+
+def _nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@needs_clients
+def test_hostile_json_through_handle_and_store_is_rejected_without_back_off(
+    tmp_path, broker, store_conf
+):
+    """json.loads raised RecursionError on deep nesting, which check_batch did not catch: no
+    ack, no reject, and a 1 s store back-off per message that delayed every other device."""
+    store, store_text = store_conf
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert c.wait_connected(10)
+        wait_subscribed(c, broker)
+        other_acks = mosquitto_sub(broker, "hall/jiedong/kiosk-01/ack", count=1, timeout=20)
+        pad_acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=1, timeout=20)
+        wait_for(lambda: False, 0.3)  # no condition to wait on: let mosquitto_sub subscribe
+        deep = b"[" * 100_000 + b"]" * 100_000
+        deep_batch = b'{"v":1,"device":"pad-a03","site":"jiedong","events":' + deep + b"}"
+        for _ in range(10):
+            mosquitto_pub(broker, TOPIC, deep_batch)
+        deep_event = event(2, type="device.test", data={"note": _nested(200)})
+        mosquitto_pub(broker, TOPIC, batch(deep_event))
+        mosquitto_pub(broker, "hall/jiedong/pad-a03/status", b'{"x":' + deep + b"}")
+        good = event(1, device="kiosk-01")
+        mosquitto_pub(broker, "hall/jiedong/kiosk-01/events", batch(good, device="kiosk-01"))
+        # One thread handles the queue in order: this ack comes after all of the above.
+        assert json.loads(other_acks.communicate(timeout=30)[0])["ids"] == [good["id"]]
+        assert json.loads(pad_acks.communicate(timeout=30)[0]) == {
+            "v": 1,
+            "ids": [],
+            "rejected": [{"id": deep_event["id"], "reason": "data: nested deeper than 32 levels"}],
+        }
+        assert c.errors == 0 and c.store_errors == 0  # no back-off was taken
+        reasons = [r[0] for r in store.query("SELECT reason FROM rejected")]
+        assert reasons.count("batch: JSON nested too deeply to read") == 10
+        [(payload,)] = store.query(
+            "SELECT payload FROM rejected WHERE id = %s", (deep_event["id"],)
+        )
+        assert json.loads(payload) == deep_event  # the whole event as received
+    finally:
+        c.stop()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_qos0_flood_of_large_messages_does_not_grow_the_collector(tmp_path, broker):
+    """A QoS 0 flood has no flow control: 150 messages of 4 MB grew the collector's RSS by
+    ~600 MB and it kept it. The queue now admits QoS 0 only within a small budget and counts
+    what it drops. Bound: growth well under what the flood would take (a behaviour bound)."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    conf = tmp_path / "central.toml"
+    conf.write_text(
+        f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.central_cli", "-c", str(conf), "run"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    flooder = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="flood")
+    try:
+        probe = event(1, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        store = open_store(f"sqlite:///{tmp_path}/hall.db")
+
+        def stored() -> bool:
+            mosquitto_pub(broker, TOPIC, batch(probe))
+            return wait_for(lambda: store.query("SELECT count(*) FROM events")[0][0] > 0, 1.0)
+
+        assert wait_for(stored, 20, interval=0)  # the collector is up and subscribed
+        baseline = _rss_mb(proc.pid)
+        peak = [baseline]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.05):
+                peak[0] = max(peak[0], _rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        flooder.connect("127.0.0.1", broker.port)
+        flooder.loop_start()
+        junk = b"\x00" + b"j" * (4 * 1024 * 1024 - 1)
+        for _ in range(150):
+            flooder.publish("hall/jiedong/pad-x/events", junk, qos=0).wait_for_publish(30)
+        # Then a real batch: once it is stored, the flood ahead of it has been handled.
+        late = event(2, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        mosquitto_pub(broker, TOPIC, batch(late))
+        assert wait_for(
+            lambda: store.query("SELECT count(*) FROM events WHERE id = %s", (late["id"],))[0][0],
+            60,
+        )
+        sampling.set()
+        sampler.join()
+        grown = peak[0] - baseline
+        print(f"collector RSS {baseline:.0f} MB → peak {peak[0]:.0f} MB")
+        assert grown < 150, f"collector RSS grew {grown:.0f} MB ({baseline:.0f} → {peak[0]:.0f})"
+        store.close()
+    finally:
+        flooder.loop_stop()
+        proc.terminate()
+        proc.communicate(timeout=20)
