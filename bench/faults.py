@@ -88,7 +88,12 @@ def one(name: str, store: str, seed: int, scale: float, workroot: Path) -> Outco
         if store == "postgresql":
             with pg_schema() as schema:
                 return run_scenario(
-                    name, workdir, seed=seed, scale=scale, store=store, pg_schema=schema,
+                    name,
+                    workdir,
+                    seed=seed,
+                    scale=scale,
+                    store=store,
+                    pg_schema=schema,
                     sync=DEFAULT_SYNC,
                 )
         return run_scenario(name, workdir, seed=seed, scale=scale, sync=DEFAULT_SYNC)
@@ -117,13 +122,17 @@ def table(outcomes: list[Outcome], baselines: dict[str, Outcome]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n"
     )
     lines = []
-    for (name, store), runs in sorted({**groups, **{(b.scenario, b.store): [b] for b in baselines.values()}}.items()):
+    for (name, store), runs in sorted(
+        {**groups, **{(b.scenario, b.store): [b] for b in baselines.values()}}.items()
+    ):
         h = [r.history.as_dict() for r in runs if r.history]
         total = {k: sum(x[k] for x in h) for k in ("sent", "acked", "stored", "lost", "duplicated")}
         rec = [r.recovery_s for r in runs if r.recovery_s is not None]
         cpu = [r.wait_cpu_pct for r in runs if r.wait_cpu_pct is not None]
         growth = [r.rss_growth_mb for r in runs if r.rss_growth_mb is not None]
-        problems = sum(len(r.problems) + (len(r.history.problems) if r.history else 0) for r in runs)
+        problems = sum(
+            len(r.problems) + (len(r.history.problems) if r.history else 0) for r in runs
+        )
         lines.append(
             f"| {name} | {store} | {len(runs)} | {total['sent']} | {total['acked']} "
             f"| {total['stored']} | {total['lost']} | {total['duplicated']} "
@@ -212,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     base = baselines["sqlite"]
     base_p50 = base.extra.get("pad_ack_p50_ms")
     fault_p50 = [o.extra["pad_ack_p50_ms"] for o in outcomes if "pad_ack_p50_ms" in o.extra]
-    problems = sum(len(o.problems) + (len(o.history.problems) if o.history else 0) for o in outcomes)
+    problems = sum(
+        len(o.problems) + (len(o.history.problems) if o.history else 0) for o in outcomes
+    )
     totals = {
         "minutes": f"{(time.monotonic() - started) / 60:.1f}",
         "rounds": len(outcomes),

@@ -9,6 +9,7 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
 command -v psql >/dev/null || need_apt+=(postgresql)
 command -v socat >/dev/null || need_apt+=(socat)
+command -v faketime >/dev/null || need_apt+=(faketime)  # libfaketime: the fault suite steps a device clock
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

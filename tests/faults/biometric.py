@@ -22,7 +22,9 @@ DIMS = 128
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 # base64 of the magic at the start of an encoded blob: "/9j/" is FF D8 FF, "iVBORw0KGgo" PNG.
 B64_IMAGE = re.compile(rb"(/9j/[A-Za-z0-9+/]{16}|iVBORw0KGgo)")
-FLOAT_LIST = re.compile(rb"-?\d*\.\d+(?:[eE]-?\d+)?(?:\s*,\s*-?\d*\.\d+(?:[eE]-?\d+)?){%d,}" % (DIMS - 1))
+FLOAT_LIST = re.compile(
+    rb"-?\d*\.\d+(?:[eE]-?\d+)?(?:\s*,\s*-?\d*\.\d+(?:[eE]-?\d+)?){%d,}" % (DIMS - 1)
+)
 B64_RUN = re.compile(rb"[A-Za-z0-9+/]{600,}={0,2}")
 
 

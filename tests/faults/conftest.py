@@ -38,4 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _tools() -> None:
     missing = [t for t in ("mosquitto", "mosquitto_pub", "socat") if shutil.which(t) is None]
-    need(not missing, f"missing tools: {', '.join(missing)} (apt-get install mosquitto-clients socat)")
+    need(
+        not missing,
+        f"missing tools: {', '.join(missing)} (apt-get install mosquitto-clients socat)",
+    )

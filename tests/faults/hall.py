@@ -51,7 +51,16 @@ class Pad:
         self.proc = Proc.python(
             f"pad-{window}",
             "agent.cli",
-            ["simulate", "pad", "--port", str(port), "--address", str(address), "--seed", str(seed)],
+            [
+                "simulate",
+                "pad",
+                "--port",
+                str(port),
+                "--address",
+                str(address),
+                "--seed",
+                str(seed),
+            ],
             log,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -242,11 +251,12 @@ class Hall:
         store = f'url = "{self.store_url}"\n'
         if self.pg_schema:
             store += f'pg_schema = "{self.pg_schema}"\n'
-        conf.write_text(
-            f'[mqtt]\nurl = "{self.broker.url}"\n[store]\n{store}', encoding="utf-8"
-        )
+        conf.write_text(f'[mqtt]\nurl = "{self.broker.url}"\n[store]\n{store}', encoding="utf-8")
         self.collector = Proc.python(
-            "collector", "sync.central_cli", ["-c", str(conf), "-v", "run"], self.workdir / "collector.log"
+            "collector",
+            "sync.central_cli",
+            ["-c", str(conf), "-v", "run"],
+            self.workdir / "collector.log",
         )
         self.start_collector()
         self.sampler.start()

@@ -30,8 +30,19 @@ def kiosk_video() -> Path:
 def enroll(conf: Path) -> subprocess.CompletedProcess[str]:
     photos = [str(media.photo(name)) for name in media.ENROL["obama"]]
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "-c", str(conf), "enroll", "--staff-id", "s001",
-         "--name", "奥巴马", *photos],
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "-c",
+            str(conf),
+            "enroll",
+            "--staff-id",
+            "s001",
+            "--name",
+            "奥巴马",
+            *photos,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

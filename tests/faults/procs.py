@@ -10,6 +10,7 @@ process and its descendants (a kiosk's recognition child counts).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -205,7 +206,7 @@ class Usage:
         if len(inside) < 2:
             return None
         busy = elapsed = 0.0
-        for a, b in zip(inside, inside[1:], strict=False):
+        for a, b in itertools.pairwise(inside):
             if a.pids[0] != b.pids[0]:
                 continue  # restarted in between: its ticks started again from zero
             busy += max(0, b.ticks - a.ticks) / CLK_TCK

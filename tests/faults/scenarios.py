@@ -83,7 +83,11 @@ def _finish(hall: Hall, out: Outcome, main: Device | None, before: tuple[int, in
             out.rss_growth_mb = round((after[0] - before[0]) / 1024, 1)
             out.fd_growth = after[1] - before[1]
     usage = hall.sampler.usage
-    out.peak_cpu_pct = round(max((u.peak_cpu() for u in usage.values()), default=0.0), 1)
+    peaks = {name: u.peak_cpu() for name, u in usage.items()}
+    if peaks:
+        top = max(peaks, key=lambda n: peaks[n])
+        out.peak_cpu_pct = round(peaks[top], 1)
+        out.extra["peak_cpu_proc"] = top
     out.peak_rss_mb = round(max((u.peak_rss_mb() for u in usage.values()), default=0.0), 1)
     out.faults = hall.faults
     out.history = check_history(hall)
@@ -131,7 +135,6 @@ def baseline(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None
     out.wait_cpu_pct = _cpu(hall, dev, t0 + 0.5, time.monotonic())
     _recovered(hall, t0, out)
     _finish(hall, out, dev, before)
-
 
 
 def broker_down(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
@@ -224,15 +227,20 @@ def _store_disk(hall: Hall) -> SmallDisk:
 
 
 def store_read_only(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
-    """The store's file system turns read-only (ext4 ``errors=remount-ro``) for ``10·scale``
-    s, then read-write again, under a running collector."""
+    """The store's file system turns read-only under the running collector (an ext4 error
+    with ``errors=remount-ro``) for ``10·scale`` s; then the administrator stops the
+    collector, repairs and remounts the file system and starts the collector again."""
     disk = _store_disk(hall)
     dev = hall.add_window("win-01", ("A01", "A02"))
     before = _warm_up(hall, dev, out)
+    assert hall.collector is not None
     disk.read_only()
     hall.faults += 1
     time.sleep(10 * scale)
-    disk.read_write()
+    rc = hall.collector.stop(20)
+    out.extra["collector_exit"] = rc
+    disk.repair()
+    hall.start_collector()
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
 
@@ -343,13 +351,16 @@ def latency(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
 
 
 def faketime_lib() -> str | None:
-    for path in (
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
+    # The MT build guards libfaketime's own state with a lock: the agent has many threads.
+    for lib_dir in (
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
     ):
-        if os.path.exists(path):
-            return path
+        for name in ("libfaketimeMT.so.1", "libfaketime.so.1"):
+            path = os.path.join(lib_dir, name)
+            if os.path.exists(path):
+                return path
     return None
 
 
@@ -366,7 +377,7 @@ def clock_steps(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> N
     env = {
         "LD_PRELOAD": lib,
         "FAKETIME_TIMESTAMP_FILE": str(offset),
-        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_CACHE_DURATION": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
     dev = hall.add_window("win-01", ("A01", "A02"), env=env)

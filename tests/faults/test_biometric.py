@@ -27,8 +27,20 @@ from tests.faults.prereq import need
 def _spy(port: int, out: Path) -> subprocess.Popen[bytes]:
     # %x: the payload in hex, one message per line, whatever bytes it holds.
     return subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-v",
-         "-t", "#", "-t", "$SYS/#", "-T", "$SYS/#", "-F", "%t %x"],
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-q",
+            "1",
+            "-v",
+            "-t",
+            "#",
+            "-F",
+            "%t %x",
+        ],
         stdout=out.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

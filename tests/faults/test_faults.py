@@ -47,7 +47,12 @@ def run(name: str, tmp_path, scale: float, store: str = "sqlite", seed: int = SE
         need(pg_available(), "PostgreSQL not reachable")
         with pg_schema() as schema:
             return run_scenario(
-                name, tmp_path / name, seed=seed, scale=scale, store=store, pg_schema=schema,
+                name,
+                tmp_path / name,
+                seed=seed,
+                scale=scale,
+                store=store,
+                pg_schema=schema,
                 sync=TEST_SYNC,
             )
     return run_scenario(name, tmp_path / name, seed=seed, scale=scale, sync=TEST_SYNC)
