@@ -22,9 +22,10 @@ DIMS = 128
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 # base64 of the magic at the start of an encoded blob: "/9j/" is FF D8 FF, "iVBORw0KGgo" PNG.
 B64_IMAGE = re.compile(rb"(/9j/[A-Za-z0-9+/]{16}|iVBORw0KGgo)")
-FLOAT_LIST = re.compile(
-    rb"-?\d*\.\d+(?:[eE]-?\d+)?(?:\s*,\s*-?\d*\.\d+(?:[eE]-?\d+)?){%d,}" % (DIMS - 1)
-)
+# A decimal fraction as text; 128 of them close together (JSON, a Python or numpy repr such as
+# "np.float64(-0.09)", CSV) are an encoding written out.
+DECIMAL = re.compile(rb"-?\d*\.\d+(?:[eE][-+]?\d+)?")
+MAX_GAP = 24  # characters between two numbers of one list
 B64_RUN = re.compile(rb"[A-Za-z0-9+/]{600,}={0,2}")
 
 
@@ -46,6 +47,26 @@ def _float_runs(blob: bytes, dtype: str, size: int) -> bool:
     return False
 
 
+def _text_encoding(blob: bytes) -> int | None:
+    """Byte offset of DIMS decimal fractions of magnitude < 1 in a row, or None."""
+    run, start, last_end = 0, 0, -1
+    for m in DECIMAL.finditer(blob):
+        try:
+            small = abs(float(m.group(0))) < 1.0
+        except ValueError:
+            small = False
+        if small and run and m.start() - last_end <= MAX_GAP:
+            run += 1
+        elif small:
+            run, start = 1, m.start()
+        else:
+            run = 0
+        last_end = m.end()
+        if run >= DIMS:
+            return start
+    return None
+
+
 def _binary_encoding(blob: bytes) -> bool:
     return _float_runs(blob, "<f8", 8) or _float_runs(blob, "<f4", 4)
 
@@ -59,9 +80,9 @@ def findings(blob: bytes, where: str) -> list[str]:
     m = B64_IMAGE.search(blob)
     if m:
         out.append(f"{where}: base64 image at byte {m.start()}")
-    m = FLOAT_LIST.search(blob)
-    if m:
-        out.append(f"{where}: a list of {DIMS}+ numbers at byte {m.start()}")
+    at = _text_encoding(blob)
+    if at is not None:
+        out.append(f"{where}: a list of {DIMS} numbers at byte {at}")
     for m in B64_RUN.finditer(blob):
         try:
             decoded = base64.b64decode(m.group(0) + b"=" * (-len(m.group(0)) % 4))

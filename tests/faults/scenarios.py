@@ -503,6 +503,15 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
 
 
+def _kiosk_worked(hall: Hall, out: Outcome) -> None:
+    """The kiosk really recognised someone: at least one punch reached the centre."""
+    with contextlib.closing(hall.open_store()) as store:
+        kinds = dict(store.query("SELECT type, count(*) FROM events GROUP BY type"))
+    out.extra["punches"] = kinds.get("attendance.punch", 0)
+    if not out.extra["punches"]:
+        out.problems.append(f"no punch stored from the kiosk run: {kinds}")
+
+
 def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
     """A kiosk agent on a camera file gets SIGTERM for its whole process group (systemd's
     KillMode=control-group, Ctrl-C, ``timeout``) ``2·scale`` times; each time it must exit
@@ -541,6 +550,7 @@ def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     time.sleep(3)
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
+    _kiosk_worked(hall, out)
 
 
 def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
@@ -570,6 +580,7 @@ def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outco
     time.sleep(3)
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, None)
+    _kiosk_worked(hall, out)
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -137,3 +137,36 @@ def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
     assert not problems, "\n".join(problems[:20])
     # The detectors see encodings where they are meant to be.
     assert any("raw floats" in f for f in findings(gallery.read_bytes(), "gallery"))
+
+
+def test_detectors_see_an_encoding_in_every_form_and_not_in_ordinary_text():
+    import base64
+    import json
+
+    import numpy as np
+
+    from tests.faults.biometric import findings
+
+    # Shaped like a dlib descriptor: 128 values, magnitudes well below 1.
+    enc = np.random.default_rng(5).normal(0, 0.08, 128)
+    forms = {
+        "json": json.dumps({"encoding": enc.tolist()}).encode(),
+        "repr": repr([np.float64(x) for x in enc]).encode(),
+        "float64": b"hdr" + enc.tobytes() + b"tail",
+        "float32": b"h" + enc.astype(np.float32).tobytes(),
+        "base64": json.dumps({"blob": base64.b64encode(enc.tobytes()).decode()}).encode(),
+        "jpeg": b"payload \xff\xd8\xff\xe0\x00\x10JFIF",
+        "png": b"\x89PNG\r\n\x1a\n\x00\x00",
+        "base64 jpeg": base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(64)),
+    }
+    for name, blob in forms.items():
+        assert findings(blob, name), name
+    ordinary = [
+        json.dumps(
+            {"v": 1, "ids": [f"0193a5c2-{i:04x}-7000-8000-000000000000" for i in range(200)]}
+        ),
+        " ".join(f"2026-11-30 08:31:{i % 60:02d},{i:03d} INFO ack in 0.{i} ms" for i in range(300)),
+        json.dumps({"distance": 0.41, "staff_id": "s001", "slot": "morning_in"}),
+    ]
+    for text in ordinary:
+        assert not findings(text.encode(), "ordinary"), text[:80]
