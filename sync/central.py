@@ -57,6 +57,7 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 # What the PostgreSQL views cast to ::integer, and what the pads can send (CONTRACT §4).
 _INT_RANGES = {"pad": (1, 247), "invite_id": (0, 65535)}
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
+_ANNOUNCE = object()  # queued by the events SUBACK: the collector thread says it is online
 ROSTER_PUBACK_TIMEOUT_S = 5.0
 # Event data is flat (CONTRACT §2: a list of reason labels at most). Deeper data is refused by
 # validation: SQLite's json_valid() stops at 1000 levels and a store refusal is never a reject.
@@ -220,6 +221,12 @@ def _as_received(ev: Any) -> str:
         return json.dumps(ev, ensure_ascii=False)[:MAX_REJECT_PAYLOAD]
     except (ValueError, RecursionError) as exc:  # NaN is fine here; a cycle cannot come from JSON
         return f"(not serialisable: {type(exc).__name__})"
+
+
+def central_status_topic(prefix: str) -> str:
+    """Where collectors announce themselves: ``_central`` can never be a site id (CONTRACT §3
+    ids start with a letter or digit), so it collides with no device or roster topic."""
+    return f"{prefix}/_central/status"
 
 
 def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
@@ -415,6 +422,7 @@ class Collector:
             getattr(rc, "is_failure", False) for rc in reason_codes
         ):
             self.ready.set()
+            self._q.put(_ANNOUNCE)
 
     def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
         # paho's thread: never block. Admit the message within the queue's budget or drop it.
@@ -476,6 +484,9 @@ class Collector:
             msg = self._q.get()
             if msg is None:
                 break
+            if msg is _ANNOUNCE:
+                self._announce()
+                continue
             if msg is _REPUBLISH:
                 try:
                     self.republish_rosters()
@@ -555,6 +566,23 @@ class Collector:
         move good events to the devices' dead letters for good.
         """
         self.store.write_batch(verdict.good, verdict.rejects)
+
+    def _announce(self) -> None:
+        """Tell connected devices that a collector is (again) taking batches.
+
+        Not retained: devices that connect later resend what is in flight on their own
+        connect anyway. A device that came back before us (after a broker restart) published
+        into a shared group with no member, and would otherwise wait a whole ack timeout
+        (docs/sync.md, "Window, resend and backoff").
+        """
+        payload = json.dumps(
+            {"v": 1, "state": "online", "collector": self.client_id},
+            separators=(",", ":"),
+        ).encode()
+        try:
+            self.link.publish(central_status_topic(self.prefix), payload, qos=1)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+            logger.warning("collector: online announcement not sent: %s", exc)
 
     def republish_rosters(self) -> None:
         """Publish every stored roster retained again; never raises.

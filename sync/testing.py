@@ -203,6 +203,116 @@ class Mosquitto:
         self.stop()
 
 
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONF = REPO / "config" / "mosquitto.conf"
+HALL_BROKER = REPO / "scripts" / "hall-broker.sh"
+_TLS_KEYS = ("certfile", "keyfile", "cafile", "tls_version")
+
+
+def shipped_config(
+    workdir: Path, port: int, *, tls_port: int | None = None, tls: dict[str, str] | None = None
+) -> str:
+    """config/mosquitto.conf as shipped, adapted to a test: loopback ports, the plugin's file
+    and persistence in ``workdir``, log to stderr, run as the current user. Every other line
+    (the plugin, use_username_as_clientid, limits) is the shipped one."""
+    out: list[str] = []
+    plugin_found = False
+    in_tls_block = False
+    for line in SHIPPED_CONF.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            in_tls_block = line.startswith("listener 8883")
+        if in_tls_block and tls is None:
+            continue  # the whole TLS listener block, its own settings included
+        if line.startswith("listener 8883"):
+            out.append(f"listener {tls_port} 127.0.0.1")
+        elif key in _TLS_KEYS:
+            out.append(f"{key} {tls.get(key, value) if tls else value}")
+        elif line.startswith("# require_certificate"):
+            if tls is not None and tls.get("require_certificate") == "true":
+                out.append("require_certificate true")
+        elif line.startswith("listener 1883"):
+            out.append(f"listener {port} 127.0.0.1")
+        elif key == "plugin":
+            path = Path(value)
+            if not path.exists():  # another distribution's layout
+                found = sorted(Path("/usr/lib").rglob("mosquitto_dynamic_security.so"))
+                path = found[0] if found else path
+            plugin_found = path.exists()
+            out.append(f"plugin {path}")
+        elif key == "plugin_opt_config_file":
+            out.append(f"plugin_opt_config_file {workdir / 'dynamic-security.json'}")
+        elif key == "persistence_location":
+            out.append(f"persistence_location {workdir}/")
+        elif key == "log_dest":
+            out.append("log_dest stderr")
+        else:
+            out.append(line)
+    if not plugin_found:
+        raise RuntimeError("mosquitto_dynamic_security.so not found (package mosquitto 2.0+)")
+    out.append(f"user {getpass.getuser()}")
+    return "\n".join(out) + "\n"
+
+
+class HallBroker(Mosquitto):
+    """A mosquitto started with the shipped config/mosquitto.conf (shipped_config) and
+    provisioned with the shipped scripts/hall-broker.sh, as docs/broker.md tells a technician.
+    ``add_device``/``add_collector`` create accounts; ``url`` is the plain loopback listener,
+    ``tls_url`` the TLS one (when ``tls`` is given)."""
+
+    ADMIN = "hall-admin"
+    ADMIN_PASSWORD = "admin-pw"
+
+    def __init__(self, workdir: str | os.PathLike[str], *, tls: dict[str, str] | None = None):
+        super().__init__(workdir)
+        self.hall_tls = tls
+        self.tls_port = free_port() if tls else None
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+    def _config(self) -> str:
+        return shipped_config(self.workdir, self.port, tls_port=self.tls_port, tls=self.hall_tls)
+
+    def _secret(self, name: str, password: str) -> Path:
+        path = self.workdir / f"{name}.pass"
+        path.write_text(password + "\n")
+        path.chmod(0o600)
+        return path
+
+    def script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "MOSQUITTO_CTRL_OPTS": f"-h 127.0.0.1 -p {self.port} -u {self.ADMIN} "
+            f"-P {self.ADMIN_PASSWORD}",
+        }
+        result = subprocess.run(
+            ["bash", str(HALL_BROKER), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"hall-broker.sh {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def start(self, timeout: float = 10.0) -> HallBroker:
+        dynsec = self.workdir / "dynamic-security.json"
+        if not dynsec.exists():
+            self.script(
+                "init", str(dynsec), self.ADMIN, str(self._secret("admin", self.ADMIN_PASSWORD))
+            )
+            super().start(timeout)
+            self.script("setup")
+        else:
+            super().start(timeout)
+        return self
+
+    def add_device(self, site: str, device: str, password: str) -> None:
+        self.script("add-device", site, device, str(self._secret(device, password)))
+
+    def add_collector(self, name: str, password: str) -> None:
+        self.script("add-collector", name, str(self._secret(name, password)))
+
+
 def mosquitto_pub(
     port: int, topic: str, payload: bytes | str, *, retain: bool = False
 ) -> subprocess.CompletedProcess[bytes]:

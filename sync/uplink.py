@@ -75,6 +75,8 @@ def topics(prefix: str, site: str, device: str) -> dict[str, str]:
         "ack": f"{base}/ack",
         "status": f"{base}/status",
         "roster": f"{prefix}/{site}/roster",
+        # A collector's "online" (sync.central.central_status_topic): resend in-flight now.
+        "central": f"{prefix}/_central/status",
     }
 
 
@@ -256,7 +258,7 @@ class Uplink:
 
     def _on_connect(self, client: Any) -> None:
         # paho's thread: subscribing does not block; everything else goes to the queue.
-        for topic in (self.topics["ack"], self.topics["roster"]):
+        for topic in (self.topics["ack"], self.topics["roster"], self.topics["central"]):
             client.subscribe(topic, qos=1)
         self._q.put(("connected",))
 
@@ -264,7 +266,7 @@ class Uplink:
         self._q.put(("disconnected", why))
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._q.put(("message", msg.topic, msg.payload))
+        self._q.put(("message", msg.topic, msg.payload, bool(msg.retain)))
 
     def _on_publish(
         self, _client: Any, _userdata: Any, mid: int, reason_code: Any, _props: Any
@@ -379,6 +381,21 @@ class Uplink:
                 self._on_ack(payload)
             elif topic == self.topics["roster"]:
                 self.roster.handle(payload)
+            elif topic == self.topics["central"] and not item[3]:
+                self._on_central_online(payload)
+
+    def _on_central_online(self, payload: bytes) -> None:
+        """A collector (re)subscribed: batches sent while none was listening are lost, so
+        send what is in flight again now instead of after the whole ack timeout."""
+        try:
+            state = json.loads(payload).get("state")
+        except (ValueError, AttributeError, RecursionError):
+            return
+        if state != "online" or not self._inflight:
+            return
+        logger.info("a collector came online: resending %d unacked batches", len(self._inflight))
+        self.counters.resends += len(self._inflight)
+        self._go_back()
 
     def _go_back(self) -> None:
         self._inflight.clear()

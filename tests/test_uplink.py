@@ -15,10 +15,10 @@ import pytest
 from agent.outbox import Outbox
 from sync.central import Collector
 from sync.testing import (
+    HallBroker,
     Mosquitto,
     agent_config,
     central_config,
-    make_password_file,
     mosquitto_pub,
     mosquitto_sub_args,
     wait_for,
@@ -174,11 +174,10 @@ def test_status_is_retained_with_outbox_and_components(agent, broker):
 
 
 def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
-    """pad-a03's credentials, kiosk-01's topics: the shipped ACL refuses; nothing is lost."""
-    pw = make_password_file(tmp_path / "passwd", {"pad-a03": "pw"})
-    with Mosquitto(
-        tmp_path / "b", acl_file=REPO / "config" / "mosquitto.acl", password_file=pw
-    ) as broker:
+    """pad-a03's credentials, kiosk-01's topics: the shipped broker setup refuses (PUBACK
+    0x87); nothing is lost."""
+    with HallBroker(tmp_path / "b") as broker:
+        broker.add_device("jiedong", "pad-a03", "pw")
         cfg = agent_config(
             tmp_path / "data",
             broker.url,
@@ -454,3 +453,28 @@ def test_uplink_does_not_spin_while_the_broker_is_unreachable(tmp_path, in_fligh
         up.stop()
         box.close()
         broker.stop()
+
+
+def test_in_flight_is_resent_at_once_when_a_collector_comes_online(tmp_path, broker):
+    """After a broker restart a device may reconnect before the collector: its resend goes to
+    a shared group with no member and is lost, and it used to wait a whole ack timeout. The
+    collector's online announcement makes it resend at once."""
+    cfg = agent_config(tmp_path / "data", broker.url, sync={"ack_timeout_s": 600})
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    up.start()
+    collector = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    try:
+        assert wait_for(lambda: up.health()["connected"], 10)
+        box.append_many([("rating.submitted", rating(), None, None) for _ in range(30)])
+        assert wait_for(lambda: up.counters.batches_sent >= 1, 10)  # into a group with no member
+        collector.start()
+        assert collector.wait_connected(10)
+        # Far less than the 600 s ack timeout: only the announcement can have done it.
+        assert wait_for(lambda: box.stats().pending == 0, 30)
+        assert collector.store.query("SELECT count(*) FROM events")[0][0] == 30
+        assert up.counters.resends >= 1
+    finally:
+        up.stop()
+        collector.stop()
+        box.close()

@@ -1,0 +1,199 @@
+"""Identity on the broker: the shipped config/mosquitto.conf and scripts/hall-broker.sh in a
+real Mosquitto (CONTRACT §3 "Identity", docs/broker.md).
+
+Every refusal is asserted on the broker's own answer (SUBACK, PUBACK, CONNACK, a disconnect),
+awaited by tests/mqttkit.Peer, never after a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.envelope import uuid7
+from agent.outbox import Outbox
+from sync.central import Collector
+from sync.testing import HallBroker, agent_config, central_config, make_test_ca, wait_for
+from sync.uplink import Uplink
+from tests.mqttkit import Peer, refused
+
+PASSWORDS = {"pad-a03": "pw-a03", "pad-b01": "pw-b01", "central-1": "pw-c1"}
+
+
+@pytest.fixture
+def hall(tmp_path):
+    with HallBroker(tmp_path / "broker") as broker:
+        broker.add_collector("central-1", PASSWORDS["central-1"])
+        broker.add_device("jiedong", "pad-a03", PASSWORDS["pad-a03"])
+        broker.add_device("jiedong", "pad-b01", PASSWORDS["pad-b01"])
+        yield broker
+
+
+def peer(broker, user: str, **kw) -> Peer:
+    return Peer(broker.port, user, PASSWORDS[user], **kw)
+
+
+def collector(tmp_path, url: str, protocol: str = "5", **mqtt) -> Collector:
+    cfg = central_config(
+        f"sqlite:///{tmp_path}/hall.db",
+        url,
+        mqtt={"username": "central-1", "protocol": protocol, **mqtt},
+        password=PASSWORDS["central-1"],
+    )
+    c = Collector(cfg)
+    c.start()
+    assert c.wait_connected(10), c.link.last_error or c.link.subscribe_error
+    return c
+
+
+def batch(device: str, n: int) -> bytes:
+    ev = {
+        "id": str(uuid7()),
+        "seq": n,
+        "type": "device.test",
+        "at": "2026-11-26T09:12:03.120+08:00",
+        "clock": "synced",
+        "device": device,
+        "site": "jiedong",
+        "data": {"note": str(n)},
+    }
+    return json.dumps({"v": 1, "device": device, "site": "jiedong", "events": [ev]}).encode()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_device_cannot_join_the_collectors_shared_subscription(tmp_path, hall, protocol):
+    """With acl_file the broker granted the subscription (SUBACK 0), handed the intruder every
+    other batch and dropped it: the collector got 10 of 20."""
+    c = collector(tmp_path, hall.url, protocol)
+    try:
+        with peer(hall, "pad-b01", protocol=protocol) as intruder:
+            assert not refused(intruder.connect())
+            codes = intruder.subscribe("$share/hall-central/hall/+/+/events")
+            assert refused(codes), codes  # 0x87 (MQTT 5) / 0x80 (3.1.1) in the SUBACK
+            with peer(hall, "pad-a03", protocol=protocol) as device:
+                assert not refused(device.connect())
+                for n in range(1, 21):
+                    assert not refused(
+                        device.publish("hall/jiedong/pad-a03/events", batch("pad-a03", n))
+                    )
+            assert wait_for(lambda: c.events_stored == 20, 20), c.events_stored
+            assert c.batches == 20 and intruder.messages == []
+    finally:
+        c.stop()
+
+
+def test_a_device_cannot_take_another_devices_client_id(hall):
+    """use_username_as_clientid: the broker replaces a client id with the account name, so a
+    CONNECT with another device's id no longer knocks that device off (session takeover)."""
+    with peer(hall, "pad-a03", client_id="jiedong-pad-a03") as victim:
+        assert not refused(victim.connect())
+        with peer(hall, "pad-b01", client_id="jiedong-pad-a03") as thief:
+            assert not refused(thief.connect())  # CONNACK: connected, as itself
+            # A round trip on the victim after the thief's CONNACK: a takeover would have
+            # closed the victim's connection before that CONNACK was sent.
+            assert not refused(victim.publish("hall/jiedong/pad-a03/status", b"{}"))
+            assert victim.disconnects == []
+            # And the thief is itself, not the victim: it may not use pad-a03's topics.
+            assert refused(thief.subscribe("hall/jiedong/pad-a03/ack"))
+
+
+def test_devices_publish_and_read_only_their_own_topics(hall):
+    with peer(hall, "pad-a03") as device:
+        assert not refused(device.connect())
+        # Own topics: granted.
+        assert not refused(device.subscribe("hall/jiedong/pad-a03/ack"))
+        assert not refused(device.subscribe("hall/jiedong/roster"))
+        assert not refused(device.publish("hall/jiedong/pad-a03/events", batch("pad-a03", 1)))
+        assert not refused(device.publish("hall/jiedong/pad-a03/status", b"{}"))
+        # Another device's topics, the collector's topics, wildcards: refused by the broker.
+        for topic in (
+            "hall/jiedong/pad-b01/ack",
+            "hall/+/+/ack",
+            "hall/jiedong/+/events",
+            "hall/#",
+            "hall/chengxi/roster",
+            "$share/hall-central/hall/jiedong/pad-a03/events",
+        ):
+            assert refused(device.subscribe(topic)), topic
+        for topic in (
+            "hall/jiedong/pad-b01/events",
+            "hall/jiedong/pad-b01/status",
+            "hall/jiedong/pad-a03/ack",  # only the collector writes acks
+            "hall/jiedong/roster",  # and rosters
+            "hall/_central/status",
+        ):
+            assert refused(device.publish(topic, b"{}")), topic
+    with peer(hall, "central-1") as central:
+        assert not refused(central.connect())
+        assert not refused(central.subscribe("$share/hall-central/hall/+/+/events"))
+        assert not refused(central.publish("hall/jiedong/pad-a03/ack", b"{}"))
+        assert not refused(central.publish("hall/jiedong/roster", b"{}"))
+        assert refused(central.publish("hall/jiedong/pad-a03/events", b"{}"))
+
+
+def test_wrong_password_is_refused_in_the_connack(hall):
+    with Peer(hall.port, "pad-a03", "not-the-password") as device:
+        assert refused(device.connect())
+
+
+def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):
+    """mqtts:// with the CA, a client certificate and the device's own account: a batch goes
+    out of the outbox, is stored centrally and acked back."""
+    pki = make_test_ca(tmp_path / "pki")
+    tls = {
+        "cafile": str(pki["ca"]),
+        "certfile": str(pki["server_cert"]),
+        "keyfile": str(pki["server_key"]),
+        "require_certificate": "true",
+    }
+    with HallBroker(tmp_path / "broker", tls=tls) as hall:
+        hall.add_collector("central-1", PASSWORDS["central-1"])
+        hall.add_device("jiedong", "pad-a03", PASSWORDS["pad-a03"])
+        tls_client = {
+            "ca_file": str(pki["ca"]),
+            "client_cert_file": str(pki["client_cert"]),
+            "client_key_file": str(pki["client_key"]),
+        }
+        c = collector(tmp_path, hall.tls_url, **tls_client)
+        cfg = agent_config(
+            tmp_path / "data",
+            hall.tls_url,
+            mqtt={"username": "pad-a03", **tls_client},
+            password=PASSWORDS["pad-a03"],
+        )
+        box = Outbox.for_config(cfg, clock=lambda: "synced")
+        up = Uplink(cfg, box)
+        up.start()
+        try:
+            box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(25)])
+            assert wait_for(lambda: box.stats().pending == 0, 30), up.health()
+            assert c.store.query("SELECT count(*) FROM events")[0][0] == 25
+            assert up.health()["state"] == "ok" and box.stats().dead_letter == 0
+        finally:
+            up.stop()
+            c.stop()
+            box.close()
+        # The same account without the password it was given: refused.
+        bad = agent_config(
+            tmp_path / "data2",
+            hall.tls_url,
+            mqtt={"username": "pad-a03", **tls_client},
+            password="x",
+        )
+        from sync.mqtt import probe_connect
+
+        ok, detail = probe_connect(bad.mqtt, "probe", timeout=5)
+        assert not ok and "refused" in detail
+        # use_username_as_clientid is a listener setting: the TLS listener has it too.
+        hall.add_device("jiedong", "pad-b01", PASSWORDS["pad-b01"])
+        certs = {"tls_ca": str(pki["ca"]), "tls_cert": str(pki["client_cert"])}
+        certs["tls_key"] = str(pki["client_key"])
+        with Peer(hall.tls_port, "pad-a03", PASSWORDS["pad-a03"], client_id="x", **certs) as victim:
+            assert not refused(victim.connect())
+            with Peer(
+                hall.tls_port, "pad-b01", PASSWORDS["pad-b01"], client_id="x", **certs
+            ) as thief:
+                assert not refused(thief.connect())
+                assert not refused(victim.publish("hall/jiedong/pad-a03/status", b"{}"))
+                assert victim.disconnects == []
