@@ -17,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -386,6 +387,19 @@ def clock_steps(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> N
         offset.write_text(step + "\n")
         hall.faults += 1
         time.sleep(3 * scale)
+    # A pad's resends straddling a forward step (NTP correcting a clock two days slow): the
+    # copies of one frame must still be recognised as copies (CONTRACT §4: record once).
+    hall.stop_rating()
+    pad = dev.pads[0]
+    offset.write_text("-2d\n")
+    time.sleep(1.5)  # libfaketime re-reads the offset every second
+    pad.command("drop-acks 4")  # the first four acks are lost on the line: the pad resends
+    rater = threading.Thread(target=pad.rate)
+    rater.start()
+    time.sleep(0.3)  # the first copy is committed at the slow time
+    offset.write_text("+0\n")
+    hall.faults += 1
+    rater.join(20)
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
     with contextlib.closing(hall.open_store()) as store:
