@@ -134,7 +134,7 @@ def baseline(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None
     t0 = time.monotonic()
     time.sleep(5)
     out.wait_cpu_pct = _cpu(hall, dev, t0 + 0.5, time.monotonic())
-    _recovered(hall, t0, out)
+    _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
 
 
