@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "prints round-trip times. Exits 1 on timeout.",
     )
     p.add_argument("--count", type=int, default=1, help="how many events (default 1)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for acks")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for each ack (default 2 x sync.ack_timeout_s + 10: one resend fits)",
+    )
     p.add_argument("--note", default="ping", help="text carried in the events")
 
     p = sub.add_parser("config", help="config tools", description="Config tools.")
@@ -146,8 +152,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The data dir holds the outbox (staff ids, ratings, attendance) and on a kiosk the face
+# gallery: never readable by other users (PIPL art. 51: security measures for personal data).
+# systemd/hall-agent.service sets UMask=0027; this covers an agent started by hand.
+UMASK = 0o027
+
+
+def secure_data_dir(path: Path) -> None:
+    """Take group write and every "other" bit off the data dir and the files directly in it
+    (an outbox created before, or by a process with a looser umask)."""
+    if not path.is_dir():
+        return
+    for item in (path, *path.iterdir()):
+        try:
+            st = item.lstat()
+        except OSError:
+            continue
+        if item.is_symlink() or not (item.is_dir() or item.is_file()):
+            continue
+        if st.st_mode & UMASK:
+            try:
+                item.chmod(st.st_mode & 0o7777 & ~UMASK)
+            except OSError as exc:  # not ours: say so, never refuse to run for it
+                logger.warning("cannot restrict %s (mode %o): %s", item, st.st_mode & 0o777, exc)
+
+
 def _load(args: argparse.Namespace) -> AgentConfig:
-    return load_agent_config(args.config)
+    cfg = load_agent_config(args.config)
+    secure_data_dir(cfg.device.data_dir)
+    return cfg
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -282,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    os.umask(UMASK)  # every file and directory this process creates: 0640 / 0750
     return run_command("hall-agent", args, lambda: COMMANDS[args.command](args), _exit_code)
 
 

@@ -48,6 +48,29 @@ ROW_OVERHEAD = 190
 RECOUNT_EVERY = 1000  # appends between exact recounts of the pending bytes
 
 
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, never raising over the error being handled.
+
+    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
+    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
+    not "database or disk is full", is what the user got to see.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+# Below this much free space an error from SQLite is reported as "disk full": SQLite says
+# "database or disk is full" on a write, but "disk I/O error" when it cannot even create the
+# WAL index (-shm) on open.
+DISK_FULL_BYTES = 1024 * 1024
+
+
 class OutboxError(Exception):
     """The outbox cannot take the event; nothing was recorded."""
 
@@ -169,7 +192,10 @@ class Outbox:
         self._since_exact = 0
         # Keys older than a day can no longer be resent by any pad (it gives up after 10 tries
         # at 500 ms, CONTRACT §4); dropping them at start keeps the table small.
-        self.prune_dedupe()
+        try:
+            self.prune_dedupe()
+        except sqlite3.Error as exc:  # housekeeping: a full disk must not keep the outbox shut
+            logger.warning("outbox %s: old dedupe keys not pruned: %s", self.path, exc)
         if self.moved_aside is not None:
             self.append(
                 "device.fault",
@@ -233,6 +259,7 @@ class Outbox:
                 conn.close()
             conn = None
             code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            self._raise_if_disk_full(exc, code)
             if code not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
                 # Locked, busy, I/O error, no permission: the file may be perfectly good and
                 # hold pending events. Never move it aside for that; fail, and let systemd retry.
@@ -258,6 +285,15 @@ class Outbox:
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (floor,))
         return conn
 
+    def _raise_if_disk_full(self, exc: BaseException, code: int) -> None:
+        free = free_bytes(self._dir)
+        if code == sqlite3.SQLITE_FULL or free < DISK_FULL_BYTES:
+            raise OutboxFullError(
+                f"outbox {self.path}: disk full ({free // 1024} KiB free on {self._dir}); "
+                f"SQLite said: {exc}. The events in the file are kept; free some space "
+                "(journalctl --vacuum-size, old files) and try again"
+            ) from exc
+
     def _move_aside(self, problem: str) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -276,6 +312,10 @@ class Outbox:
         return target
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if version == len(MIGRATIONS) and app_id == APPLICATION_ID:
+            return  # nothing to write: opening works on a full or read-only disk too
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -286,7 +326,7 @@ class Outbox:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
 
     # --- writing --------------------------------------------------------------------------
@@ -309,8 +349,7 @@ class Outbox:
     def _check_free_space(self) -> None:
         if self.min_free_bytes <= 0:
             return
-        st = os.statvfs(self._dir)
-        free = st.f_bavail * st.f_frsize
+        free = free_bytes(self._dir)
         if free < self.min_free_bytes:
             raise OutboxFullError(
                 f"outbox {self.path}: only {free // (1024 * 1024)} MiB free on the disk "
@@ -380,7 +419,7 @@ class Outbox:
                 pending_bytes = self._enforce_cap(conn, now, seq, self._bytes + added)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             self._bytes = pending_bytes
         self._notify()
@@ -551,7 +590,7 @@ class Outbox:
                     removed += cur.rowcount
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             self._bytes = max(0, self._bytes - freed)
         return removed
@@ -576,7 +615,7 @@ class Outbox:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             if row is not None:
                 self._bytes = max(0, self._bytes - len(row[3]) - ROW_OVERHEAD)

@@ -51,7 +51,7 @@ from agent.config import AgentConfig, PadSection, WindowsSection
 from agent.envelope import CLOCK_FLOOR_UNIX
 from agent.outbox import Outbox, OutboxError
 from agent.supervisor import Worker
-from drivers.pad.base import PadDriver
+from drivers.pad.base import LogLimiter, PadDriver
 from drivers.pad.codec import (
     Ack,
     Display,
@@ -238,6 +238,7 @@ class PadBus:
         # the dedupe table's age is wall-clock time, which NTP may step by days between a
         # frame and its resend 500 ms later (clock_gettime(2): CLOCK_MONOTONIC does not jump).
         self._seen: dict[str, float] = {}
+        self._status_log = LogLimiter()  # a pad repeating a bad status must not flood the log
 
     # --- PadHandler ------------------------------------------------------------------------
 
@@ -295,8 +296,15 @@ class PadBus:
             return
         self._advance_window(pad, addr, seq)
         if isinstance(msg, Heartbeat):
-            if msg.status:
-                logger.warning("pad %d (%s) reports status %d", addr, pad.cfg.window, msg.status)
+            log, left_out = self._status_log.allow(addr) if msg.status else (False, 0)
+            if log:
+                logger.warning(
+                    "pad %d (%s) reports status %d%s",
+                    addr,
+                    pad.cfg.window,
+                    msg.status,
+                    f" ({left_out} more such heartbeats not logged)" if left_out else "",
+                )
             self.driver.send(addr, Ack(), seq)
             return
         self._handle_record(pad, addr, seq, msg)

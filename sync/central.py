@@ -39,7 +39,16 @@ from typing import Any
 from agent.config import CentralConfig
 from agent.envelope import EVENT_TYPES
 from sync.mqtt import MqttLink
-from sync.store import EventRow, Reject, Store, StoredRoster, open_store, roster_json
+from sync.store import (
+    CONFLICT,
+    EventRow,
+    Reject,
+    Store,
+    StoredRoster,
+    as_received,
+    open_store,
+    roster_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +201,7 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             at_text=at_text,
             clock=clock,
             data=data_text,
+            raw=ev,
         ),
         None,
     )
@@ -400,6 +410,8 @@ class Collector:
         self.dropped = 0  # messages not taken: the queue's budget was spent (QoS 0 floods)
         self._dropped_logged = 0
         self._drop_log_at = 0.0
+        # device -> (last logged at, inputs left out since)
+        self._garbage_log: dict[str | None, tuple[float, int]] = {}
         self.batches = 0
         self.events_stored = 0
         self.rejected = 0
@@ -547,14 +559,34 @@ class Collector:
         self.rejected += len(verdict.rejects)
         self.deferred += verdict.deferred
         for r in verdict.rejects:
-            logger.warning(
-                "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
-            )
+            self._log_reject(r, verdict)
         body = verdict.ack()
         if verdict.site is None or verdict.device is None or not (body["ids"] or body["rejected"]):
             return  # no device to answer to, or nothing it could match
         ack = json.dumps(body, separators=(",", ":")).encode()
         self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+
+    def _log_reject(self, r: Reject, verdict: Verdict) -> None:
+        """One line per named reject; garbage that names no event (a hostile flood) at most once
+        a minute per topic device, with how many were left out. Every one is in ``rejected``."""
+        if r.id is not None:
+            logger.warning(
+                "rejected %s from %s/%s: %s", r.id, verdict.site, verdict.device, r.reason
+            )
+            return
+        now = time.monotonic()
+        last, left_out = self._garbage_log.get(verdict.device, (-DROP_LOG_EVERY_S, 0))
+        if now - last < DROP_LOG_EVERY_S:
+            self._garbage_log[verdict.device] = (last, left_out + 1)
+            return
+        self._garbage_log[verdict.device] = (now, 0)
+        logger.warning(
+            "rejected input on %s/%s that names no event: %s%s",
+            verdict.site,
+            verdict.device,
+            r.reason[:200],
+            f" ({left_out} more such inputs not logged)" if left_out else "",
+        )
 
     def _write(self, verdict: Verdict) -> None:
         """Write a batch in one transaction; returns after the commit, raises on any failure.
@@ -565,7 +597,21 @@ class Collector:
         the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
         move good events to the devices' dead letters for good.
         """
-        self.store.write_batch(verdict.good, verdict.rejects)
+        conflicts = self.store.write_batch(verdict.good, verdict.rejects)
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            verdict.good = [e for e in verdict.good if e.id not in taken]
+            for e in conflicts:
+                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
+                logger.error(
+                    "event %s from %s/%s (seq %d) reuses an id stored with different content: "
+                    "rejected as %s",
+                    e.id,
+                    e.site,
+                    e.device,
+                    e.seq,
+                    CONFLICT,
+                )
 
     def _announce(self) -> None:
         """Tell connected devices that a collector is (again) taking batches.

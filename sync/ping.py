@@ -20,13 +20,28 @@ from agent.config import AgentConfig
 from agent.outbox import Outbox
 from sync.uplink import Uplink, uplink_running
 
+PING_MARGIN_S = 10.0
+
+
+def default_timeout(cfg: AgentConfig) -> float:
+    """How long ping waits for each ack unless told: long enough for one resend.
+
+    A batch lost once (a collector restarting, a store refusing a write) is sent again after
+    ``sync.ack_timeout_s``; a ping that gave up after one ack timeout failed exactly then.
+    """
+    return 2 * cfg.sync.ack_timeout_s + PING_MARGIN_S
+
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values) + 0.5) - 1))
     return sorted_values[index]
 
 
-def run_ping(cfg: AgentConfig, outbox: Outbox, *, count: int, timeout: float, note: str) -> int:
+def run_ping(
+    cfg: AgentConfig, outbox: Outbox, *, count: int, timeout: float | None, note: str
+) -> int:
+    """``timeout``: seconds to wait for the connection and for each ack (None: the default)."""
+    timeout = default_timeout(cfg) if timeout is None else timeout
     uplink: Uplink | None = None
     acked = threading.Event()
     if uplink_running(cfg.device.data_dir):
@@ -100,7 +115,9 @@ def measure(
     timeout: float,
     note: str,
 ) -> PingResult:
-    """Record ``count`` device.test events one after another; time each until its ack."""
+    """Record ``count`` device.test events one after another; time each until its ack.
+
+    ``timeout`` bounds the connection and each round trip (not the whole run)."""
     deadline = time.monotonic() + timeout
     if uplink is not None:
         # Connecting is not part of a round trip: wait for the link before the first event.
@@ -121,6 +138,7 @@ def measure(
         appended = outbox.append("device.test", {"note": f"{note} {i + 1}/{count}"})
         event_id = appended.event["id"]
         t0 = time.monotonic()
+        deadline = t0 + timeout
         while outbox.contains(event_id):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

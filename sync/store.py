@@ -19,11 +19,12 @@ soon as the ack arrives, so a commit that a power cut could undo would lose the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ class EventRow:
     at_text: str
     clock: str
     data: str  # JSON text
+    # The whole event as received (the parsed object), for `rejected.payload` should it be
+    # rejected as a conflict; serialised only then.
+    raw: Any = field(default=None, compare=False, repr=False)
+
+
+CONFLICT = "conflict"  # CONTRACT §3: an id already stored with different content
 
 
 def storable(text: str | None) -> str | None:
@@ -62,6 +69,32 @@ def storable(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+
+
+def as_received(event: EventRow) -> str:
+    """The event as received, JSON text (its envelope and data)."""
+    if event.raw is None:
+        return event.data
+    try:
+        return json.dumps(event.raw, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return event.data
+
+
+def _conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+    return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, never raising over the error being handled.
+
+    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
+    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
+    not "database or disk is full", is what the user got to see.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def utcnow() -> datetime:
@@ -367,7 +400,14 @@ class Store:
 
     url: str
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        """Store ``events`` and ``rejects`` in one transaction; returns after the commit.
+
+        An event whose id is stored already with the same content is a resend: ignored (the
+        caller acks it again). One whose id is stored with *different* content is not stored
+        and is returned: it is recorded in ``rejected`` with reason ``conflict`` in the same
+        transaction (CONTRACT §3), and the caller rejects it in the ack.
+        """
         raise NotImplementedError
 
     def record_rejects(self, rejects: list[Reject]) -> None:
@@ -478,16 +518,21 @@ class SqliteStore(Store):
                 logger.info("store %s: schema migrated to version %d", self.path, step + 1)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
         received = utcnow()
         now = _iso(received)
         with self._lock:
             c = self.conn
             c.execute("BEGIN IMMEDIATE")
             try:
+                conflicts = self._conflicts(c, events)
+                if conflicts:
+                    taken = {e.id for e in conflicts}
+                    events = [e for e in events if e.id not in taken]
+                    rejects = [*rejects, *_conflict_rejects(conflicts)]
                 if events:
                     c.executemany(
                         "INSERT INTO events (id, device, site, seq, type, at, clock, "
@@ -519,8 +564,29 @@ class SqliteStore(Store):
                     )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
+        return conflicts
+
+    @staticmethod
+    def _conflicts(c: sqlite3.Connection, events: list[EventRow]) -> list[EventRow]:
+        """Events whose id is stored with other content (one indexed lookup per 500 ids)."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(events), 500):
+            chunk = [e.id for e in events[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row in c.execute(
+                "SELECT id, device, site, seq, type, at, clock, data FROM events "
+                f"WHERE id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = row[1:]
+        return [
+            e
+            for e in events
+            if e.id in found
+            and found[e.id] != (e.device, e.site, e.seq, e.type, e.at_text, e.clock, e.data)
+        ]
 
     def is_transient(self, exc: BaseException) -> bool:
         # "database is locked", "disk I/O error", "unable to open": the file, not the data.
@@ -567,7 +633,7 @@ class SqliteStore(Store):
                 )
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return StoredRoster(site, roster["version"], json.loads(payload), now)
 
@@ -660,13 +726,18 @@ class PostgresStore(Store):
                 c.execute("UPDATE hall_schema SET version = %s", (step + 1,))
                 logger.info("store: PostgreSQL schema migrated to version %d", step + 1)
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> None:
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
         with self._lock:
             conn = self._conn()
             with conn.transaction():
-                self._write(conn.cursor(), events, rejects)
+                return self._write(conn.cursor(), events, rejects)
 
-    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> None:
+    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        conflicts = self._conflicts(cur, events) if events else []
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            events = [e for e in events if e.id not in taken]
+            rejects = [*rejects, *_conflict_rejects(conflicts)]
         if events:
             cur.executemany(
                 "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
@@ -689,6 +760,39 @@ class PostgresStore(Store):
                     for r in rejects
                 ],
             )
+        return conflicts
+
+    @staticmethod
+    def _conflicts(cur: Any, events: list[EventRow]) -> list[EventRow]:
+        """Events whose id is stored with other content. Compared in SQL (jsonb equality,
+        timestamptz as an instant): reading back a stored year-10000 `at` would fail."""
+        ids = [e.id for e in events]
+        existing = {
+            str(r[0])
+            for r in cur.execute("SELECT id FROM events WHERE id = ANY(%s::uuid[])", (ids,))
+        }
+        if not existing:
+            return []
+        mine = [e for e in events if e.id in existing]
+        rows = cur.execute(
+            "SELECT e.id::text FROM events e JOIN unnest(%s::uuid[], %s::text[], %s::text[], "
+            "%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::jsonb[]) "
+            "AS v(id, device, site, seq, type, at, clock, data) ON e.id = v.id "
+            "WHERE (e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) "
+            "IS DISTINCT FROM (v.device, v.site, v.seq, v.type, v.at, v.clock, v.data)",
+            (
+                [e.id for e in mine],
+                [e.device for e in mine],
+                [e.site for e in mine],
+                [e.seq for e in mine],
+                [e.type for e in mine],
+                [e.at for e in mine],
+                [e.clock for e in mine],
+                [e.data for e in mine],
+            ),
+        ).fetchall()
+        differ = {r[0] for r in rows}
+        return [e for e in mine if e.id in differ]
 
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         with self._lock:

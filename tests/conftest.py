@@ -18,6 +18,25 @@ MQTT_PORT = int(os.environ.get("HALL_TEST_MQTT_PORT", "1883"))
 PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def in_ci() -> bool:
+    """True under CI (``CI`` set to anything but empty/0/false, as CI systems and .ci/run do)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip the test on a developer's machine; fail it in CI, where a missing service, tool or
+    pinned file means the suite did not test what it claims."""
+    if in_ci():
+        pytest.fail(f"required in CI but unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def skip_unless(available: bool, reason: str) -> pytest.MarkDecorator:
+    """A ``skipif`` mark for a missing tool or service that skips only off CI: in CI the test
+    runs and fails on what is missing (a skip there would be a green run that tested less)."""
+    return pytest.mark.skipif(not available and not in_ci(), reason=reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

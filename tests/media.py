@@ -6,7 +6,7 @@ figures, photos shipped by the library for exactly this purpose). The archive is
 pip (the project's ordinary registry client), its sha256 is checked against the pin below,
 and the images are extracted to a cache directory: ``$HALL_TEST_MEDIA`` or ``.cache/media`` in
 the repository root (git-ignored). Without network access and without a cache the tests that
-need photos are skipped with the reason.
+need photos are skipped with the reason (in CI, with `CI` set, they fail instead).
 
 Nothing here is used by the agent itself.
 """
@@ -289,13 +289,15 @@ def two_faces_photo(path: Path) -> Path:
 
 
 def require_photos() -> Path:
-    """The photos directory, or skip the test with the reason (registry unreachable)."""
-    import pytest
+    """The photos directory, or skip the test with the reason (registry unreachable); in CI
+    the test fails instead (tests.conftest.require_or_skip)."""
+    from tests.conftest import require_or_skip
 
     try:
         return photos_dir()
     except MediaUnavailable as exc:
-        pytest.skip(f"pinned test photos unavailable: {exc}")
+        require_or_skip(f"pinned test photos unavailable: {exc}")
+        raise  # not reached: require_or_skip skips or fails
 
 
 def cached_video(name: str, actors: Sequence[Actor], duration_s: float, fps: float = 25.0) -> Path:

@@ -29,13 +29,14 @@ from sync.testing import (
     wait_for,
 )
 from sync.testing import mosquitto_pub as peer_pub
+from tests.conftest import require_or_skip, skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "hall/jiedong/pad-a03/events"
 LIMITS = {"prefix": "hall", "max_bytes": 64 * 1024, "max_events": 100}
 
-needs_clients = pytest.mark.skipif(
-    shutil.which("mosquitto_pub") is None, reason="needs mosquitto_pub/mosquitto_sub"
+needs_clients = skip_unless(
+    shutil.which("mosquitto_pub") is not None, "needs mosquitto_pub/mosquitto_sub"
 )
 
 
@@ -389,7 +390,7 @@ def store_conf(request, tmp_path):
         yield open_store(url), f'[store]\nurl = "{url}"\n'
         return
     if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+        require_or_skip("PostgreSQL not reachable")
     with pg_schema() as name:
         store = open_store(PG_URL, name)
         yield store, f'[store]\nurl = "{PG_URL}"\npg_schema = "{name}"\n'
@@ -515,7 +516,7 @@ def test_store_password_comes_from_password_file(tmp_path):
     from agent.config import ConfigError, load_central_config
 
     if not pg_available():
-        pytest.skip("PostgreSQL not reachable")
+        require_or_skip("PostgreSQL not reachable")
     secret = tmp_path / "store.pass"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
@@ -892,3 +893,120 @@ def test_qos0_flood_of_large_messages_does_not_grow_the_collector(tmp_path, brok
         flooder.loop_stop()
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+@needs_clients
+def test_a_reused_id_with_different_content_is_rejected_as_conflict(
+    tmp_path, broker, store_conf, caplog
+):
+    """CONTRACT §3: an id already stored with different content is rejected with reason
+    `conflict`, logged; it used to be acked as a duplicate and silently dropped. The same
+    content again is still a resend: acked, stored once."""
+    store, store_text = store_conf
+    c = Collector(central_config(store.url, broker.url, **_pg_schema_kw(store_text)), store=store)
+    c.start()
+    try:
+        assert c.wait_connected(10)
+        wait_subscribed(c, broker)
+        acks = mosquitto_sub(broker, "hall/jiedong/pad-a03/ack", count=3, timeout=20)
+        wait_for(lambda: False, 0.3)  # no condition to wait on: let mosquitto_sub subscribe
+        first = event(5, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+        mosquitto_pub(broker, TOPIC, batch(first))
+        mosquitto_pub(broker, TOPIC, batch(first))  # an honest resend
+        forged = dict(first, data={**first["data"], "level": 1})
+        fresh = event(6)
+        mosquitto_pub(broker, TOPIC, batch(forged, fresh))
+        got = [json.loads(line) for line in acks.communicate(timeout=30)[0].splitlines()]
+        assert got[0] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[1] == {"v": 1, "ids": [first["id"]], "rejected": []}
+        assert got[2] == {
+            "v": 1,
+            "ids": [fresh["id"]],
+            "rejected": [{"id": first["id"], "reason": "conflict"}],
+        }
+        levels = store.query("SELECT level FROM ratings WHERE seq = 5")
+        assert levels == [(4,)]  # the stored event is untouched
+        [(reason, payload)] = store.query(
+            "SELECT reason, payload FROM rejected WHERE id = %s", (first["id"],)
+        )
+        assert reason == "conflict" and json.loads(payload) == forged
+        assert any(
+            "reuses an id stored with different content" in r.message for r in caplog.records
+        )
+    finally:
+        c.stop()
+
+
+# --- the collector fuzzed through handle() and a real store ----------------------------------
+
+from hypothesis import HealthCheck  # noqa: E402
+
+_FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture
+def offline_collector(store_conf):
+    """A collector with a real store and no broker connection: handle() runs as on a message,
+    its ack publish is merely queued by paho."""
+    store, store_text = store_conf
+    c = Collector(
+        central_config(store.url, "mqtt://127.0.0.1:1", **_pg_schema_kw(store_text)), store=store
+    )
+    yield c
+    c.link.client.loop_stop()
+
+
+def _settled(c: Collector, ev_id: str) -> bool:
+    stored = c.store.query("SELECT count(*) FROM events WHERE id = %s", (ev_id,))[0][0]
+    rejected = c.store.query("SELECT count(*) FROM rejected WHERE id = %s", (ev_id,))[0][0]
+    return stored + rejected == 1
+
+
+@_FUZZ
+@given(
+    payload=st.binary(max_size=300) | st.builds(lambda n: b"[" * n + b"]" * n, st.integers(0, 5000))
+)
+def test_handle_never_raises_on_bytes_and_records_every_input(offline_collector, payload):
+    c = offline_collector
+    before = c.store.query("SELECT count(*) FROM rejected")[0][0]
+    c.handle(TOPIC, payload)  # must not raise: only a failing store may
+    after = c.store.query("SELECT count(*) FROM rejected")[0][0]
+    assert after >= before
+    assert c.store_errors == 0
+
+
+@_FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "seq", "type", "at", "clock", "device", "site", "data", "x"]),
+        _json,
+    )
+)
+def test_handle_stores_or_rejects_every_mangled_event_exactly_once(offline_collector, mangle):
+    c = offline_collector
+    mangled, intact = {**event(1), **mangle}, event(2)
+    c.handle(TOPIC, batch(mangled, intact))
+    assert _settled(c, intact["id"])
+    assert c.store.query("SELECT count(*) FROM events WHERE id = %s", (intact["id"],))[0][0] == 1
+    if isinstance(mangled.get("id"), str) and mangled["id"] != intact["id"]:
+        try:
+            uuid.UUID(mangled["id"])
+        except ValueError:
+            return  # not a UUID: rejected by id text, which the events table cannot hold
+        assert _settled(c, mangled["id"])
+
+
+def test_garbage_that_names_no_event_is_stored_every_time_but_logged_once_a_minute(
+    offline_collector, caplog
+):
+    """A hostile flood of non-JSON on one device's topic: every input is kept in `rejected`,
+    the log gets one line (and later one with the count), not one per message."""
+    c = offline_collector
+    caplog.set_level("WARNING", logger="sync.central")
+    for i in range(50):
+        c.handle(TOPIC, b"garbage %d" % i)
+    assert c.store.query("SELECT count(*) FROM rejected WHERE id IS NULL")[0][0] == 50
+    lines = [r for r in caplog.records if "names no event" in r.message]
+    assert len(lines) == 1 and "pad-a03" in lines[0].message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,94 @@ def test_check_unconfirmed_clock_is_a_warning_not_a_failure(write_config):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARN] clock: not confirmed" in result.stdout
+
+
+DISK_FULL = r"""
+set -u
+mount -t tmpfs -o size=1m tmpfs "$MNT"
+"$PY" - <<'PY'
+import os, subprocess, sys
+from agent.outbox import Outbox
+box = Outbox(os.environ["MNT"] + "/data/outbox.db", device="pad-a03", site="jiedong",
+             min_free_bytes=0, clock=lambda: "synced")
+box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(50)])
+if os.environ["HOLD"] == "1":  # an agent still has it open: WAL and -shm are there
+    print("held", flush=True)
+else:
+    box.close()
+subprocess.run(["dd", "if=/dev/zero", "of=" + os.environ["MNT"] + "/fill", "bs=4k"],
+               capture_output=True)
+r = subprocess.run([sys.executable, "-m", "agent.cli", "-c", os.environ["CONF"], "outbox"],
+                   capture_output=True, text=True)
+print("rc", r.returncode)
+print(r.stdout + r.stderr)
+PY
+"""
+
+
+@pytest.mark.parametrize("hold", ["0", "1"])
+def test_outbox_command_on_a_full_disk_says_disk_full_or_shows_the_counts(tmp_path, hold):
+    """It used to print "cannot rollback - no transaction is active" (its own ROLLBACK after
+    SQLite had rolled back) or "disk I/O error". A private tmpfs (a mount namespace, so no
+    root is needed where user namespaces are allowed) is filled to the last block."""
+    import shutil
+
+    from tests.conftest import require_or_skip
+
+    if shutil.which("unshare") is None:
+        require_or_skip("needs unshare (util-linux) for a private tmpfs")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'[device]\nid = "pad-a03"\nsite = "jiedong"\ndata_dir = "{mnt / "data"}"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[sync]\nmin_free_mb = 0\n'
+    )
+    env = {"MNT": str(mnt), "PY": sys.executable, "CONF": str(conf), "HOLD": hold}
+    r = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "bash", "-c", DISK_FULL],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "mount" in r.stderr and ("denied" in r.stderr or "not permitted" in r.stderr):
+        require_or_skip(f"cannot mount a private tmpfs here: {r.stderr.strip()}")
+    out = r.stdout
+    assert "cannot rollback" not in out and "Traceback" not in out, out
+    if hold == "1":  # the file and its WAL index exist: read-only work still works
+        assert "rc 0" in out and "pending: 50" in out, out
+    else:  # cannot even create the WAL index: a clear "disk full"
+        assert "rc 75" in out and "disk full" in out and "events in the file are kept" in out, out
+
+
+def test_data_dir_and_files_are_not_world_readable_outside_systemd(tmp_path):
+    """Started by hand with a umask of 022, the agent used to leave the data dir 0755 and the
+    outbox 0644. New ones are 0750/0640; an existing loose one is tightened."""
+    data = tmp_path / "data"
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        f'[device]\nid = "pad-a03"\nsite = "jiedong"\ndata_dir = "{data}"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1"\n[sync]\nmin_free_mb = 0\n'
+    )
+
+    def outbox_command() -> None:
+        r = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "-c", str(conf), "outbox"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert r.returncode == 0, r.stderr
+
+    outbox_command()
+    assert data.stat().st_mode & 0o777 == 0o750
+    assert (data / "outbox.db").stat().st_mode & 0o777 == 0o640
+    data.chmod(0o755)
+    (data / "outbox.db").chmod(0o666)
+    outbox_command()
+    assert data.stat().st_mode & 0o777 == 0o750
+    assert (data / "outbox.db").stat().st_mode & 0o777 == 0o640

@@ -16,6 +16,7 @@ from agent.outbox import Outbox
 from sync.downlink import RosterError, RosterKeeper, load_roster, parse_roster, validate_roster
 from sync.testing import Mosquitto, agent_config, mosquitto_pub, wait_for
 from sync.uplink import Uplink
+from tests.conftest import skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_roster_module_does_not_import_paho():
     assert out.strip() == "False"
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs mosquitto_pub")
+@skip_unless(shutil.which("mosquitto_pub") is not None, "needs mosquitto_pub")
 def test_roster_publish_reaches_the_device_and_bad_one_is_ignored(tmp_path):
     with Mosquitto(tmp_path / "broker") as broker:
         conf = tmp_path / "central.toml"

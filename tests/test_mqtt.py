@@ -21,6 +21,7 @@ from sync.testing import (
     make_test_ca,
     wait_for,
 )
+from tests.conftest import skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,7 @@ def test_link_reconnects_after_broker_restart(tmp_path):
         broker.stop()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+@skip_unless(shutil.which("openssl") is not None, "needs openssl")
 def test_mqtts_with_ca_and_client_certificate(tmp_path):
     pki = make_test_ca(tmp_path / "pki")
     tls = {

@@ -521,3 +521,37 @@ def test_a_failed_write_in_a_handler_callback_is_a_link_fault_with_growing_backo
     assert delays[:4] == [0.01, 0.02, 0.04, 0.04]  # sessions that fail at once back off
     assert [up for up, _ in handler.links[:4]] == [True, False, True, False]
     assert "Write timeout" in handler.links[1][1]
+
+
+def test_valid_crc_nonsense_is_counted_but_its_log_lines_are_limited(
+    agent: Agent, pty: PtyPort, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pad sending valid-CRC nonsense used to log one warning per frame (67 MB in 15 s).
+    Every frame is still counted; the lines per pad are limited and say how many were left."""
+    from agent.simulator import build_frame
+
+    caplog.set_level("WARNING", logger="drivers.pad.link")
+    n = 2000
+    junk = b"".join(
+        build_frame(1, CMD["rating"], i % 256, b"\x09\x00\x00\x00\x00") for i in range(n)
+    )
+    os.write(pty.master, junk)
+    wait_until(lambda: agent.bus.health()["link"]["bad_payload"] == n, 30)
+    lines = [r for r in caplog.records if r.name == "drivers.pad.link" and "pad 1 seq" in r.message]
+    assert 1 <= len(lines) <= 5
+    assert agent.bus.health()["link"]["log_lines_suppressed"] == n - len(lines)
+    assert events(outbox, "rating.submitted") == []
+    pad = pty.sim(1, resend_s=0.1)
+    assert pad.rate(4).acked  # the pad is still served
+
+
+def test_log_limiter_lets_a_burst_through_per_key_and_reports_what_it_left_out() -> None:
+    from drivers.pad.base import LogLimiter
+
+    now = [0.0]
+    limiter = LogLimiter(burst=2, period_s=60.0, clock=lambda: now[0])
+    assert [limiter.allow(1) for _ in range(5)] == [(True, 0), (True, 0)] + [(False, 0)] * 3
+    assert limiter.allow(2) == (True, 0)  # another pad has its own budget
+    now[0] = 61.0
+    assert limiter.allow(1) == (True, 3)  # the next line says 3 were left out
+    assert limiter.suppressed_total == 3

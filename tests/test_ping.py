@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,13 @@ import pytest
 from sync.central import Collector
 from sync.testing import Mosquitto, central_config, free_port, wait_for
 from sync.uplink import uplink_running
+from tests.conftest import skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = re.compile(
     r"(\d+) acked by the centre: p50 ([\d.]+) ms, p95 ([\d.]+) ms, max ([\d.]+) ms, rate (\d+)/s"
 )
-pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
+pytestmark = skip_unless(shutil.which("mosquitto") is not None, "needs mosquitto")
 
 
 @pytest.fixture
@@ -101,3 +103,40 @@ def test_ping_beside_a_running_agent_uses_its_uplink(tmp_path, broker, collector
         agent.send_signal(signal.SIGTERM)
         agent.wait(15)
     assert not uplink_running(tmp_path / "data")  # the lock went with the agent
+
+
+@pytest.mark.slow
+def test_ping_with_the_default_timeout_survives_one_resend(tmp_path, broker):
+    """The store refuses the first write (no ack); the agent resends after the default 30 s
+    ack timeout. ping used to give up after 30 s too, so one resend always failed it."""
+    c = Collector(central_config(f"sqlite:///{tmp_path}/hall.db", broker.url))
+    with c.store._lock:
+        c.store.conn.execute(
+            "CREATE TRIGGER once BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'not yet'); END"
+        )
+    c.start()
+    try:
+        assert c.wait_connected(10)
+
+        def lift() -> None:
+            if wait_for(lambda: c.store_errors >= 1, 30):
+                with c.store._lock:
+                    c.store.conn.execute("DROP TRIGGER once")
+
+        lifter = threading.Thread(target=lift)
+        lifter.start()
+        conf = write_conf(tmp_path, broker.url)
+        r = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "-c", str(conf), "ping"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HALL_AGENT_CLOCK": "synced"},
+        )
+        lifter.join()
+        assert c.store_errors >= 1  # the first attempt really was refused
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert RESULT.search(r.stdout)
+    finally:
+        c.stop()

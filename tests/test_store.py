@@ -30,6 +30,7 @@ from sync.store import (
     roster_json,
 )
 from sync.testing import PG_URL, pg_available
+from tests.conftest import require_or_skip, skip_unless
 
 TZ = timezone(timedelta(hours=8))
 
@@ -38,7 +39,7 @@ TZ = timezone(timedelta(hours=8))
 def pg_schema():
     """A unique schema for this test, dropped afterwards (the database is shared)."""
     if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with testing.pg_schema() as name:
         yield name
 
@@ -210,7 +211,7 @@ def test_concurrent_first_open_postgres(pg_schema):
         s.close()
 
 
-@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 CLI")
+@skip_unless(shutil.which("sqlite3") is not None, "needs the sqlite3 CLI")
 def test_contract_sqlite3_cli_reads_tables_and_views(tmp_path):
     path = tmp_path / "hall.db"
     with SqliteStore(f"sqlite:///{path}") as s:
@@ -261,7 +262,7 @@ def test_contract_sqlite3_cli_reads_tables_and_views(tmp_path):
     assert out == ["A03|5", "B01|1", "x-1|id: expected a UUID"]
 
 
-@pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql CLI")
+@skip_unless(shutil.which("psql") is not None, "needs the psql CLI")
 def test_contract_psql_reads_tables_and_views(pg_schema):
     with PostgresStore(PG_URL, pg_schema) as s:
         s.write_batch(

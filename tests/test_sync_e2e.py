@@ -33,10 +33,11 @@ from sync.testing import (
     wait_for,
 )
 from sync.uplink import Uplink
+from tests.conftest import require_or_skip, skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(
-    shutil.which("mosquitto_sub") is None, reason="needs mosquitto and its clients"
+pytestmark = skip_unless(
+    shutil.which("mosquitto_sub") is not None, "needs mosquitto and its clients"
 )
 
 
@@ -54,7 +55,7 @@ def store_kw(request, tmp_path):
         yield {"store_url": f"sqlite:///{tmp_path}/hall.db"}
     else:
         if not pg_available():
-            pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+            require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
         with pg_schema() as name:
             yield {"store_url": PG_URL, "pg_schema": name}
 

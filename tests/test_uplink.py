@@ -24,10 +24,11 @@ from sync.testing import (
     wait_for,
 )
 from sync.uplink import Uplink, uplink_worker_factories
+from tests.conftest import skip_unless
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(
-    shutil.which("mosquitto_sub") is None, reason="needs mosquitto_pub/mosquitto_sub"
+pytestmark = skip_unless(
+    shutil.which("mosquitto_sub") is not None, "needs mosquitto_pub/mosquitto_sub"
 )
 
 

@@ -8,6 +8,8 @@ typed messages of :mod:`drivers.pad.codec` (they are the vocabulary, not the wir
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from drivers.pad.codec import Message
@@ -52,3 +54,37 @@ class PadDriver(Protocol):
     def stats(self) -> dict[str, Any]:
         """Counters for health/status: frames, garbage, bad CRC, reopen count..."""
         ...
+
+
+class LogLimiter:
+    """At most ``burst`` log lines per key (a pad address) every ``period_s``; the others are
+    counted and the next line that gets through says how many were left out.
+
+    A pad sending valid-CRC nonsense (a firmware bug, a foreign device on the bus) produces one
+    bad frame per few milliseconds: logging each filled 67 MB of journal in 15 s. Every frame is
+    still counted in the link's stats (``bad_payload``); only the lines are limited.
+    """
+
+    def __init__(
+        self, burst: int = 5, period_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.burst = burst
+        self.period_s = period_s
+        self.clock = clock
+        self._window: dict[Any, tuple[float, int]] = {}  # key -> (window start, lines logged)
+        self._suppressed: dict[Any, int] = {}
+        self.suppressed_total = 0
+
+    def allow(self, key: Any) -> tuple[bool, int]:
+        """(log this one?, lines left out for ``key`` since its last logged line)."""
+        now = self.clock()
+        start, logged = self._window.get(key, (now, 0))
+        if now - start >= self.period_s:
+            start, logged = now, 0
+        if logged < self.burst:
+            self._window[key] = (start, logged + 1)
+            return True, self._suppressed.pop(key, 0)
+        self._window[key] = (start, logged)
+        self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        self.suppressed_total += 1
+        return False, 0

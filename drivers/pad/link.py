@@ -27,7 +27,7 @@ from typing import Any
 
 import serial
 
-from drivers.pad.base import PadHandler
+from drivers.pad.base import LogLimiter, PadHandler
 from drivers.pad.codec import (
     ACK,
     PAD_TO_AGENT,
@@ -97,6 +97,7 @@ class HallPadLink:
             "opens": 0,
             "faults": 0,
         }
+        self._bad_log = LogLimiter()
 
     # --- PadDriver ------------------------------------------------------------------------
 
@@ -104,7 +105,12 @@ class HallPadLink:
         return self._activity
 
     def stats(self) -> dict[str, Any]:
-        return {"up": self.up, **self.counts, **self.parser.counts.as_dict()}
+        return {
+            "up": self.up,
+            **self.counts,
+            "log_lines_suppressed": self._bad_log.suppressed_total,
+            **self.parser.counts.as_dict(),
+        }
 
     def send(self, addr: int, msg: Message, seq: int | None = None) -> None:
         if seq is None:
@@ -281,7 +287,16 @@ class HallPadLink:
             # CRC was right, so the pad really sent this: a firmware bug. No ack (the pad
             # resends, then gives up), counted and logged, never fatal (CONTRACT §4).
             self.counts["bad_payload"] += 1
-            logger.warning("pad %d seq %d on %s: %s", frame.addr, frame.seq, self.port, exc)
+            log, left_out = self._bad_log.allow(frame.addr)
+            if log:
+                logger.warning(
+                    "pad %d seq %d on %s: %s%s",
+                    frame.addr,
+                    frame.seq,
+                    self.port,
+                    exc,
+                    f" ({left_out} more bad frames from this pad not logged)" if left_out else "",
+                )
             return
         self.counts["rx_frames"] += 1
         try:
