@@ -264,7 +264,6 @@ def build_engine(cfg: AttendanceSection) -> FaceEngine:
 
     return DlibFaceEngine(
         EngineParams(
-            detect_width=cfg.detect_width,
             min_face_px=cfg.min_face_px,
             min_sharpness=cfg.min_sharpness,
             max_yaw=cfg.max_yaw,
@@ -322,7 +321,7 @@ def run_loop(
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
     from agent.schedule import Schedule
-    from drivers.camera import Camera
+    from drivers.camera import Camera, describe_range
 
     cfg = AttendanceSection.model_validate(spec["attendance"])
     data_dir = Path(spec["data_dir"])
@@ -358,6 +357,7 @@ def run_loop(
     pipeline.seed_debounce(spec.get("debounce_seed", {}), time.monotonic())
     camera.start()
     last_seq = 0
+    first_shape: tuple[int, ...] = ()
     last_health = last_files = 0.0
     ended_sent = False
     try:
@@ -366,6 +366,11 @@ def run_loop(
             now = time.monotonic()
             health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
             if frame is not None:
+                if last_seq == 0 or frame.image.shape != first_shape:
+                    first_shape = frame.image.shape
+                    h, w = first_shape[:2]
+                    span = describe_range(cfg.min_face_px, w, h, cfg.camera_hfov_deg)
+                    logger.info("camera %s: %s", camera.shown, span)
                 last_seq = frame.seq
                 pipeline.process(frame)
             elif camera.stuck.is_set():

@@ -129,14 +129,30 @@ def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
     return results
 
 
+def _quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own messages (``[ WARN:0@0.04] global cap_v4l.cpp …``,
+    ``[tcp @ 0x…] Connection refused``) out of the probe's output: the probe states the
+    problem itself, in one line. The variables are read when cv2 is first imported."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    import cv2
+
+    log = getattr(getattr(cv2, "utils", None), "logging", None)  # absent in some builds
+    if log is not None:
+        log.setLogLevel(log.LOG_LEVEL_SILENT)
+
+
 def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
-    assert cfg.attendance is not None
-    source = cfg.attendance.camera
+    """Open the camera, read one frame: its size, frame rate and the kiosk's working range."""
+    att = cfg.attendance
+    assert att is not None
+    source = att.camera
     shown = source.split("@")[-1] if "://" in source else source  # no RTSP password in output
     try:
+        _quiet_opencv()
         import cv2
 
-        from drivers.camera import open_capture, redact
+        from drivers.camera import describe_range, open_capture, redact, working_range
     except ImportError:
         return [ProbeResult("camera", False, "OpenCV is not installed (kiosk extra)")]
     shown = redact(source)
@@ -149,17 +165,17 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
             if ok and frame is not None:
                 h, w = frame.shape[:2]
                 fps = cap.get(cv2.CAP_PROP_FPS) or 0
-                detail = f"{shown}: frame {w}x{h}" + (f" at {fps:.0f} fps" if fps else "")
-                # Faces are searched at attendance.detect_width; below it nothing is gained.
-                small = w < (cfg.attendance.detect_width if cfg.attendance else 0)
-                result.append(
-                    ProbeResult(
-                        "camera",
-                        True,
-                        detail + (" (narrower than attendance.detect_width)" if small else ""),
-                        warn=small,
+                rate = f" at {fps:.0f} fps" if fps else " (frame rate not reported)"
+                span = describe_range(att.min_face_px, w, h, att.camera_hfov_deg)
+                detail = f"{shown}: frame {w}x{h}{rate}; {span}"
+                # A kiosk people must walk up to within a metre of is not what a hall buys.
+                short = working_range(att.min_face_px, w, h, att.camera_hfov_deg)[1] < 1.0
+                if short:
+                    detail += (
+                        "; people must come within 1 m: lower attendance.min_face_px or use a "
+                        "camera with more pixels"
                     )
-                )
+                result.append(ProbeResult("camera", True, detail, warn=short))
             else:
                 result.append(ProbeResult("camera", False, f"{shown}: cannot open or read"))
         finally:

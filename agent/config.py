@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -236,8 +237,22 @@ class AttendanceSection(_Section):
     reject_interval_s: float = Field(
         30.0, ge=0, le=3600, description="At most one attendance.rejected per reason per this"
     )
-    detect_width: int = Field(320, ge=160, le=1920, description="Width HOG detection runs at")
-    min_face_px: int = Field(80, ge=20, le=2000, description="Smallest face width to encode")
+    min_face_px: int = Field(
+        50,
+        ge=20,
+        le=1000,
+        description="Smallest face to recognise: its width in pixels of the camera's frame "
+        "(sets the working distance; detection scale and cost follow from it)",
+    )
+    camera_hfov_deg: float = Field(
+        60.0,
+        ge=20,
+        le=180,
+        description="Camera's horizontal field of view, only to print the range in metres",
+    )
+    # Removed: detection ran at a fixed width, which tied the range to the camera's
+    # resolution. Kept only to say so by name instead of a bare "unknown key".
+    detect_width: SkipJsonSchema[int | None] = Field(None, exclude=True)
     min_sharpness: float = Field(20.0, ge=0, description="Laplacian variance floor (blur)")
     max_yaw: float = Field(0.35, gt=0, le=2, description="Largest head turn (nose offset)")
     isolation: Literal["process", "thread"] = Field(
@@ -246,6 +261,17 @@ class AttendanceSection(_Section):
     realtime: bool = Field(True, description="Play a video file at its frame rate")
     stale_after_s: float = Field(5.0, gt=0, le=600, description="Camera fault after no frame")
     schedule: ScheduleSection = Field(default_factory=ScheduleSection, description="Hours")
+
+    @field_validator("detect_width")
+    @classmethod
+    def _detect_width_removed(cls, value: int | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "no longer used: the detection scale now follows min_face_px, the smallest "
+                "face to recognise in the camera's own pixels (50 ≈ 1.7 m with a 640×480 "
+                f"webcam; docs/attendance.md); remove detect_width = {value}"
+            )
+        return None
 
 
 class PadSection(_Section):

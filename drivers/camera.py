@@ -26,6 +26,7 @@ Credentials in stream URLs never reach a log line (DESIGN.md habit 7): use :func
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -103,6 +104,39 @@ def redact(source: str) -> str:
     if eq >= 0:
         path = path[: path.rfind("/", 0, eq) + 1] + "***"
     return f"{scheme}://{'***@' if userinfo else ''}{host}{path}"
+
+
+# --- working distance ----------------------------------------------------------------------
+
+# What a kiosk's range in metres is estimated from (docs/attendance.md, "Camera placement"):
+# - a typical USB webcam sees about 60° horizontally (UVC webcams of the C270/C310 class are
+#   sold as 55-60° diagonal, wide ones 70-78°); ``attendance.camera_hfov_deg`` overrides it;
+# - an adult face, as dlib's detector frames it (brows to chin, cheek to cheek), is ~0.15 m;
+# - nearest: the face box fills 60 % of the frame's height (chin and brows still in view).
+FACE_WIDTH_M = 0.15
+NEAR_FACE_FRACTION = 0.6
+
+
+def face_distance_m(face_px: float, frame_w: int, hfov_deg: float) -> float:
+    """Pinhole camera: distance at which a face is ``face_px`` wide in a ``frame_w`` frame."""
+    focal_px = frame_w / (2 * math.tan(math.radians(hfov_deg) / 2))
+    return FACE_WIDTH_M * focal_px / face_px
+
+
+def working_range(
+    min_face_px: int, frame_w: int, frame_h: int, hfov_deg: float
+) -> tuple[float, float]:
+    """(nearest, farthest) distance in metres at which faces are recognised."""
+    near = face_distance_m(NEAR_FACE_FRACTION * frame_h, frame_w, hfov_deg)
+    return near, face_distance_m(min_face_px, frame_w, hfov_deg)
+
+
+def describe_range(min_face_px: int, frame_w: int, frame_h: int, hfov_deg: float) -> str:
+    near, far = working_range(min_face_px, frame_w, frame_h, hfov_deg)
+    return (
+        f"faces from {min_face_px} px: about {near:.1f}–{far:.1f} m with this camera's "
+        f"{frame_w}×{frame_h} (assuming a {hfov_deg:g}° horizontal field of view)"
+    )
 
 
 def parse_source(source: str) -> int | str:

@@ -1,14 +1,25 @@
 """Face detection, tracking, quality checks and 128-d encodings (dlib models of face_recognition).
 
-CPU goes only where it matters (issue 5):
-- **Motion gate**: with no face being tracked, a frame that hardly differs from the previous
-  one is not searched at all (an empty hall costs almost nothing).
-- **Detect small, encode big**: HOG runs on a frame downscaled to ``detect_width`` pixels;
-  the 5-point landmarks and the 128-d encoding are computed on the full-resolution crop around
-  the face, so the encoding loses nothing to the downscale.
-- **Tracking**: detections are tied to tracks by overlap (IoU). An undecided track is encoded
-  every ``encode_every`` frames; a track the caller has settled (recognised or rejected) only
-  every ``recheck_every`` frames, to notice a swap of people.
+**Working distance.** dlib's HOG face detector slides an 80×80 window over an image pyramid:
+at upsample 0 it finds faces from about 80 px wide *in the image it is given* (dlib's
+``get_frontal_face_detector`` docs; measured in bench/faces.py). The smallest face to
+recognise is therefore the configured quantity (``min_face_px``, in pixels of the camera's
+own frame) and the detection scale follows from it: ``scale = 80 / min_face_px`` (50 px →
+the frame enlarged 1.6×; 160 px → shrunk to half). A fixed detection width would instead tie
+the range to the camera's resolution, and shorten it on a camera with more pixels.
+
+CPU goes only where it matters:
+- **Motion gate**: the frame is compared with the previous one at 160 px wide, blurred (a
+  shaking camera moves it by a fraction of a pixel there). With no face being tracked, a frame
+  that hardly differs is not searched at all (an empty hall costs almost nothing).
+- **Wide detection only for news**: the whole frame is searched at the derived scale when
+  something moved outside the faces already tracked (someone new), and every ``rescan_every``
+  frames as a safety net. Between wide searches each track is followed by a detection in the
+  area around its box, scaled so that the face is ~100 px there (a few ms per face).
+- **Encode only the undecided**: the 5-point landmarks and the 128-d encoding are computed on
+  the full-resolution crop around the face; an undecided track is encoded every
+  ``encode_every`` frames, a track the caller has settled (recognised or rejected) only every
+  ``recheck_every`` frames, to notice a swap of people.
 - **Quality**: a face too small, too blurred (variance of the Laplacian) or too turned (nose
   off the eye axis, from the 5-point landmarks) is not encoded; its reason is reported.
 
@@ -17,8 +28,8 @@ directly rather than ``import face_recognition``: that module loads all its mode
 including the 68-point landmark model (~70 MB RSS), which is needed only for the blink check
 (``liveness = "blink"``) and is therefore loaded only then.
 
-dlib's encoder holds the GIL for ~80 ms per face on this class of CPU: run the engine in its
-own process when other threads matter (agent/attendance.py does).
+dlib's encoder holds the GIL for tens of ms per face: run the engine in its own process when
+other threads matter (agent/attendance.py does).
 """
 
 from __future__ import annotations
@@ -41,20 +52,35 @@ _RIGHT_EYE = slice(36, 42)
 _LEFT_EYE = slice(42, 48)
 
 
+# dlib's frontal face detector scans an 80x80 window: at upsample 0 the smallest face it finds
+# is about this wide in the image it searches (dlib/image_processing/frontal_face_detector.h).
+HOG_WINDOW_PX = 80
+# Around a tracked face, the area searched is scaled so that the face is this wide: safely
+# above the window, so a face that shrank by a step back between two frames is still found.
+ROI_FACE_PX = 100
+# Enrolment photos are close-ups: a smaller face there is a poor reference for everyone.
+ENROL_MIN_FACE_PX = 80
+
+
 @dataclass(frozen=True)
 class EngineParams:
-    detect_width: int = 320  # HOG runs on the frame scaled to this width
-    upsample: int = 0  # HOG upsampling on the small frame (1 finds faces half the size)
-    min_face_px: int = 80  # face box width in the full-resolution frame
-    min_sharpness: float = 20.0  # variance of the Laplacian of the face at 96x96
+    min_face_px: int = 50  # smallest face to recognise, box width in the camera's frame
+    min_sharpness: float = 20.0  # variance of the Laplacian of the face at <= 96x96
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in inter-ocular distances
+    motion_width: int = 160  # the motion gate compares frames at this width
     motion_fraction: float = 0.002  # changed pixels (share) that count as motion
     motion_delta: int = 12  # grey levels a pixel must change by
     encode_every: int = 1  # frames between encodings of an undecided track
     recheck_every: int = 25  # frames between encodings of a settled track
-    max_missed: int = 3  # detection rounds a track may miss before it ends
+    rescan_every: int = 12  # frames between wide detections while tracks are followed
+    settle_frames: int = 6  # frames after the last motion that are still searched
+    max_missed: int = 3  # frames a track may go unseen before it ends
     iou_match: float = 0.3
     landmarks68: bool = False  # eye aspect ratio for the blink check
+
+    def detect_scale(self) -> float:
+        """Factor applied to the camera frame before HOG (> 1 enlarges)."""
+        return HOG_WINDOW_PX / self.min_face_px
 
 
 @dataclass
@@ -133,8 +159,13 @@ def yaw_ratio(points5: np.ndarray) -> float:
 
 
 def sharpness(gray_face: np.ndarray) -> float:
-    """Variance of the Laplacian of the face scaled to 96x96 (scale-independent blur)."""
-    small = cv2.resize(gray_face, (96, 96), interpolation=cv2.INTER_AREA)
+    """Variance of the Laplacian of the face at 96x96, or at its own size when smaller.
+
+    Scaling a big face down to 96 px makes the measure independent of its size; a face under
+    96 px is measured as it is: enlarging it would blur it and call every distant face blurred.
+    """
+    side = min(96, gray_face.shape[1])
+    small = cv2.resize(gray_face, (side, side), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(small, cv2.CV_64F).var())
 
 
@@ -158,58 +189,114 @@ class DlibFaceEngine:
         self._tracks: dict[int, _Track] = {}
         self._next_id = 1
         self._prev_small: np.ndarray | None = None
-        self.stats = {"frames": 0, "gated": 0, "detections": 0, "encodings": 0}
+        self._since_wide = 0
+        self._recent = 0  # frames left to search after the last motion
+        self.stats = {"frames": 0, "gated": 0, "detections": 0, "followed": 0, "encodings": 0}
 
     # --- per frame --------------------------------------------------------------------
 
     def process(self, image: np.ndarray) -> FrameResult:
         self.stats["frames"] += 1
-        h, w = image.shape[:2]
-        scale = self.p.detect_width / w if w > self.p.detect_width else 1.0
-        small = (
-            cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-            if scale != 1.0
-            else image
-        )
-        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        moved = self._motion(gray)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        moved, news = self._motion(gray)
+        # Someone who stepped in and then stood still must still be searched for: the frames
+        # just after any motion are searched too, not only the ones that moved.
+        searching = moved or self._recent > 0
+        self._recent = self.p.settle_frames if moved else max(0, self._recent - 1)
         result = FrameResult()
-        if moved or self._tracks:
-            if moved or not self._tracks:
-                result.detected = True
-                self.stats["detections"] += 1
-                boxes = [
-                    self._scale_box(r, 1 / scale, w, h)
-                    for r in self.detector(gray, self.p.upsample)
-                ]
-                result.ended = self._associate(boxes, result)
-            else:
-                # Static frame while faces are tracked: nothing moved, the boxes still hold.
-                for tr in self._tracks.values():
-                    result.faces.append(Face(tr.id, tr.box))
-        else:
+        if not self._tracks and not searching:
             result.gated = True
             self.stats["gated"] += 1
             return result
+        self._since_wide += 1
+        if not self._tracks or news or self._since_wide >= self.p.rescan_every:
+            result.detected = True
+            self._since_wide = 0
+            self.stats["detections"] += 1
+            result.ended = self._associate(self._detect_wide(gray), result)
+        else:
+            # A track is looked for again where it was when something moved, or when it was
+            # not seen last time; otherwise nothing changed and its box still holds. A box
+            # is never held once its face was missed: it may hold only the wall now.
+            self.stats["followed"] += 1
+            result.ended = self._follow(gray, result, everyone=moved)
         if result.faces:
             self._measure(image, result.faces)
         return result
 
-    def _motion(self, gray: np.ndarray) -> bool:
-        blurred = cv2.GaussianBlur(gray, (5, 5), 0)
+    def _motion(self, gray: np.ndarray) -> tuple[bool, bool]:
+        """(anything moved, something moved away from the tracked faces)."""
+        h, w = gray.shape[:2]
+        k = min(1.0, self.p.motion_width / w)
+        small = cv2.resize(gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        blurred = cv2.GaussianBlur(small, (5, 5), 0)
         prev, self._prev_small = self._prev_small, blurred
         if prev is None or prev.shape != blurred.shape:
-            return True
+            return True, True
         changed = cv2.absdiff(prev, blurred) > self.p.motion_delta
-        return float(np.count_nonzero(changed)) / changed.size >= self.p.motion_fraction
+        floor = self.p.motion_fraction * changed.size
+        moved = np.count_nonzero(changed) >= floor
+        if not moved or not self._tracks:
+            return moved, moved
+        # Motion of a tracked person (head and shoulders) is not news; elsewhere it is.
+        for tr in self._tracks.values():
+            top, right, bottom, left = tr.box
+            fw = right - left
+            changed[
+                max(0, round((top - fw) * k)) : max(0, round((bottom + 2 * fw) * k)),
+                max(0, round((left - fw) * k)) : max(0, round((right + fw) * k)),
+            ] = False
+        return True, np.count_nonzero(changed) >= floor
+
+    def _detect_wide(self, gray: np.ndarray) -> list[Box]:
+        h, w = gray.shape[:2]
+        k = self.p.detect_scale()
+        work = gray
+        if k != 1.0:
+            interp = cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA
+            work = cv2.resize(gray, (round(w * k), round(h * k)), interpolation=interp)
+        return [self._scale_box(r, 1 / k, w, h, 0, 0) for r in self.detector(work, 0)]
+
+    def _follow(self, gray: np.ndarray, result: FrameResult, everyone: bool) -> list[int]:
+        """Find tracked faces again in the area around their boxes (they moved a little)."""
+        h, w = gray.shape[:2]
+        ended = []
+        for tid, tr in list(self._tracks.items()):
+            if not everyone and tr.missed == 0:
+                result.faces.append(Face(tid, tr.box))
+                continue
+            top, right, bottom, left = tr.box
+            fw = max(1, right - left)
+            m = fw // 2
+            y0, y1 = max(0, top - m), min(h, bottom + m)
+            x0, x1 = max(0, left - m), min(w, right + m)
+            k = ROI_FACE_PX / fw
+            roi = gray[y0:y1, x0:x1]
+            if k != 1.0:
+                interp = cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA
+                roi = cv2.resize(
+                    roi, (round((x1 - x0) * k), round((y1 - y0) * k)), interpolation=interp
+                )
+            found = [self._scale_box(r, 1 / k, w, h, x0, y0) for r in self.detector(roi, 0)]
+            best = max(found, key=lambda b: iou(b, tr.box), default=None)
+            if best is not None and iou(best, tr.box) >= self.p.iou_match:
+                tr.box, tr.missed = best, 0
+                result.faces.append(Face(tid, best))
+                continue
+            tr.missed += 1
+            self._since_wide = self.p.rescan_every  # search wide next frame
+            if tr.missed > self.p.max_missed:
+                del self._tracks[tid]
+                ended.append(tid)
+        return ended
 
     @staticmethod
-    def _scale_box(r: dlib.rectangle, k: float, w: int, h: int) -> Box:
+    def _scale_box(r: dlib.rectangle, k: float, w: int, h: int, x0: int, y0: int) -> Box:
         return (
-            max(0, round(r.top() * k)),
-            min(w, round(r.right() * k)),
-            min(h, round(r.bottom() * k)),
-            max(0, round(r.left() * k)),
+            max(0, y0 + round(r.top() * k)),
+            min(w, x0 + round(r.right() * k)),
+            min(h, y0 + round(r.bottom() * k)),
+            max(0, x0 + round(r.left() * k)),
         )
 
     def _associate(self, boxes: list[Box], result: FrameResult) -> list[int]:
@@ -279,9 +366,12 @@ class DlibFaceEngine:
         return crop, dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0)
 
     def _encode(
-        self, crop: np.ndarray, rect: dlib.rectangle, box: Box
+        self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None = None
     ) -> tuple[str | None, np.ndarray | None]:
-        if box[1] - box[3] < self.p.min_face_px:
+        # Detector boxes of one face vary by ~10 % between frames: a face found at all near
+        # the configured size is worth encoding; clearly smaller ones are not.
+        floor = min_face_px if min_face_px is not None else 0.8 * self.p.min_face_px
+        if box[1] - box[3] < floor:
             return "too_small", None
         gray = cv2.cvtColor(
             crop[rect.top() : rect.bottom(), rect.left() : rect.right()], cv2.COLOR_RGB2GRAY
@@ -303,6 +393,7 @@ class DlibFaceEngine:
     def reset(self) -> None:
         self._tracks.clear()
         self._prev_small = None
+        self._since_wide = self._recent = 0
 
     # --- enrolment --------------------------------------------------------------------
 
@@ -320,11 +411,11 @@ class DlibFaceEngine:
             else image
         )
         gray = cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
-        boxes = [self._scale_box(r, 1 / k, w, h) for r in self.detector(gray, 1)]
+        boxes = [self._scale_box(r, 1 / k, w, h, 0, 0) for r in self.detector(gray, 1)]
         if not boxes:
             return boxes, None, "no_face"
         if len(boxes) > 1:
             return boxes, None, "several_faces"
         crop, rect = self._crop(image, boxes[0])
-        quality, enc = self._encode(crop, rect, boxes[0])
+        quality, enc = self._encode(crop, rect, boxes[0], ENROL_MIN_FACE_PX)
         return boxes, enc, quality

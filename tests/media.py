@@ -1,12 +1,17 @@
 """Real face photos for the tests, and test videos composed from them with cv2.VideoWriter.
 
-The photos come from the ``face_recognition==1.3.0`` source distribution on PyPI, whose
-``tests/test_images/`` holds several photos of Barack Obama and one of Joe Biden (public
-figures, photos shipped by the library for exactly this purpose). The archive is fetched with
-pip (the project's ordinary registry client), its sha256 is checked against the pin below,
-and the images are extracted to a cache directory: ``$HALL_TEST_MEDIA`` or ``.cache/media`` in
-the repository root (git-ignored). Without network access and without a cache the tests that
-need photos are skipped with the reason (in CI, with `CI` set, they fail instead).
+The photos come from two packages on PyPI, each pinned by version and sha256:
+- the ``face_recognition==1.3.0`` source distribution, whose ``tests/test_images/`` holds
+  several photos of Barack Obama and one of Joe Biden (public figures, photos shipped by the
+  library for exactly this purpose);
+- the ``insightface==2.1`` wheel, whose ``insightface/data/images/t1.jpg`` (the library's own
+  demo picture) shows six people side by side, faces ~90-130 px wide: six more people for the
+  multi-person, distance-varied set (:func:`distance_scenes`).
+The archives are fetched with pip (the project's ordinary registry client), checked against
+the pins below, and the images are extracted to a cache directory: ``$HALL_TEST_MEDIA`` or
+``.cache/media`` in the repository root (git-ignored). Without network access and without a
+cache the tests that need photos are skipped with the reason, except in CI (``CI=true``),
+where a missing photo is a failure: a green run must not hide skipped face tests.
 
 Nothing here is used by the agent itself.
 """
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,6 +46,12 @@ IMAGES = (
 )
 
 
+INSIGHTFACE = "insightface==2.1"
+INSIGHTFACE_FILE = "insightface-2.1-py3-none-any.whl"
+INSIGHTFACE_SHA256 = "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399"
+INSIGHTFACE_IMAGES = ("t1.jpg",)
+
+
 class MediaUnavailable(Exception):
     """The pinned photos could not be fetched (registry unreachable)."""
 
@@ -56,47 +68,48 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=1)
-def photos_dir() -> Path:
-    """Directory holding the pinned photos; fetches them once. Raises MediaUnavailable."""
-    out = cache_dir() / "face_recognition-1.3.0"
-    if all((out / name).is_file() for name in IMAGES):
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    archive = cache_dir() / SDIST_FILE
-    if not archive.is_file() or _sha256(archive) != SDIST_SHA256:
+def _pip_download(spec: str, filename: str, sha256: str, binary: bool) -> Path:
+    """The pinned archive in the cache (fetched with pip once), sha256 checked."""
+    archive = cache_dir() / filename
+    if not archive.is_file() or _sha256(archive) != sha256:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    SDIST,
-                    "-d",
-                    tmp,
-                ],
+                [sys.executable, "-m", "pip", "download", "--no-deps", *kind, spec, "-d", tmp],
                 capture_output=True,
                 text=True,
                 timeout=300,
             )
-            got = Path(tmp) / SDIST_FILE
+            got = Path(tmp) / filename
             if proc.returncode != 0 or not got.is_file():
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-                raise MediaUnavailable(f"pip download {SDIST} failed: {tail[0]}")
+                raise MediaUnavailable(f"pip download {spec} failed: {tail[0]}")
             got.replace(archive)
     digest = _sha256(archive)
-    if digest != SDIST_SHA256:
-        raise AssertionError(f"{archive}: sha256 {digest}, expected pinned {SDIST_SHA256}")
+    if digest != sha256:
+        raise AssertionError(f"{archive}: sha256 {digest}, expected pinned {sha256}")
+    return archive
+
+
+@lru_cache(maxsize=1)
+def photos_dir() -> Path:
+    """Directory holding the pinned photos; fetches them once. Raises MediaUnavailable."""
+    out = cache_dir() / "face_recognition-1.3.0"
+    if all((out / name).is_file() for name in (*IMAGES, *INSIGHTFACE_IMAGES)):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    archive = _pip_download(SDIST, SDIST_FILE, SDIST_SHA256, binary=False)
     with tarfile.open(archive) as tar:
         for name in IMAGES:
             member = tar.getmember(f"face_recognition-1.3.0/tests/test_images/{name}")
             data = tar.extractfile(member)
             assert data is not None
             (out / name).write_bytes(data.read())
+    wheel = _pip_download(INSIGHTFACE, INSIGHTFACE_FILE, INSIGHTFACE_SHA256, binary=True)
+    with zipfile.ZipFile(wheel) as zf:
+        for name in INSIGHTFACE_IMAGES:
+            (out / name).write_bytes(zf.read(f"insightface/data/images/{name}"))
     return out
 
 
@@ -105,11 +118,33 @@ def photo(name: str) -> Path:
 
 
 def load_bgr(name: str) -> np.ndarray:
+    """A photo (BGR); ``"t1.jpg#k"`` is the k-th person (left to right) of the group photo,
+    cropped tightly enough that no neighbour's face is in it."""
     import cv2
 
+    if "#" in name:
+        return _group_member(*name.split("#")).copy()
     img = cv2.imread(str(photo(name)))
     assert img is not None, name
     return img
+
+
+@lru_cache(maxsize=16)
+def _group_member(name: str, k: str) -> np.ndarray:
+    import dlib
+
+    img = load_bgr(name)
+    rects = sorted(
+        dlib.get_frontal_face_detector()(img[:, :, ::-1].copy(), 1), key=lambda r: r.left()
+    )
+    r = rects[int(k)]
+    size = r.right() - r.left()
+    half = int(size * 0.7)
+    cx, cy = (r.left() + r.right()) // 2, (r.top() + r.bottom()) // 2
+    h, w = img.shape[:2]
+    return img[
+        max(0, cy - half) : min(h, cy + half + size // 3), max(0, cx - half) : min(w, cx + half)
+    ]
 
 
 # --- composing videos -------------------------------------------------------------------
@@ -329,8 +364,25 @@ def _enrol_engine():
     return DlibFaceEngine()
 
 
-# Who is who in the pinned photos (obama2.jpg and 32bit.png are the same picture).
-ENROL = {"obama": ("obama.jpg", "obama3.jpg"), "biden": ("biden.jpg",)}
+# Who is who in the pinned photos (obama2.jpg and 32bit.png are the same picture). The six
+# people of insightface's t1.jpg are "t1a" … "t1f", left to right; they have one photo each,
+# so the video shows it mirrored and scaled, like biden's.
+# t1b's head is turned (the enrolment's quality check refuses the photo): a visitor who
+# is never enrolled.
+GROUP = "t1.jpg"
+T1_PEOPLE = ("t1a", "t1b", "t1c", "t1d", "t1e", "t1f")
+VISITORS = ("t1b",)
+ENROL = {
+    "obama": ("obama.jpg", "obama3.jpg"),
+    "biden": ("biden.jpg",),
+    **{sid: (f"{GROUP}#{k}",) for k, sid in enumerate(T1_PEOPLE) if sid not in VISITORS},
+}
+# What each person looks like on video: (photo, mirrored).
+SHOWN = {
+    "obama": ("obama2.jpg", False),
+    "biden": ("biden.jpg", True),
+    **{sid: (f"{GROUP}#{k}", True) for k, sid in enumerate(T1_PEOPLE)},
+}
 
 
 def gallery_of(*staff: str):
@@ -343,3 +395,134 @@ def gallery_of(*staff: str):
             encs.append(photo_encoding(name))
             owners.append(sid)
     return Gallery.from_arrays(np.vstack(encs), owners, {s: s.title() for s in staff})
+
+
+# --- the distance set: several people at 0.3-2 m and more, at two camera resolutions -------
+
+
+@dataclass(frozen=True)
+class Scene:
+    """People standing side by side from ``start_s`` to ``end_s``; ``people`` are
+    (staff id, face width in pixels of the frame), left to right."""
+
+    start_s: float
+    end_s: float
+    people: tuple[tuple[str, int], ...]
+
+
+_STAND_S, _GAP_S, _LEAD_S = 1.8, 0.6, 0.4
+
+# Face widths 160, 100, 70, 55 and 50 px (at 640x480 roughly 0.5, 0.8, 1.1, 1.5 and 1.6 m from
+# a typical webcam, docs/attendance.md), one to six people per frame; everyone appears at
+# 50-55 px at least once, the last scene but one is a person alone at 55 px.
+_LAYOUTS = {
+    (640, 480): (
+        (("obama", 160),),
+        (("biden", 100), ("t1a", 55)),
+        (("t1b", 70), ("t1c", 50), ("obama", 55)),
+        (("t1a", 50), ("t1b", 55), ("t1c", 50), ("t1d", 55), ("t1e", 50), ("t1f", 55)),
+        (("biden", 55),),
+        (("t1d", 70), ("t1e", 100), ("t1f", 160)),
+    ),
+    (1280, 720): (
+        (("t1e", 160), ("obama", 50)),
+        (("biden", 100), ("t1b", 70), ("t1f", 55)),
+        (("t1a", 55), ("t1b", 50), ("t1c", 70), ("t1d", 50), ("t1e", 100), ("t1f", 50)),
+        (("obama", 100), ("biden", 50), ("t1c", 55)),
+        (("t1d", 55),),
+        (("t1a", 70), ("t1f", 160)),
+    ),
+}
+
+
+def distance_scenes(size: tuple[int, int]) -> list[Scene]:
+    out, t = [], _LEAD_S
+    for people in _LAYOUTS[size]:
+        out.append(Scene(t, t + _STAND_S, people))
+        t += _STAND_S + _GAP_S
+    return out
+
+
+def distance_duration(size: tuple[int, int]) -> float:
+    return distance_scenes(size)[-1].end_s + _GAP_S
+
+
+def _sprite(sid: str, face_px: int) -> np.ndarray:
+    name, flip = SHOWN[sid]
+    img = _crop_face(load_bgr(name), _face_box(name), face_px)
+    return img[:, ::-1].copy() if flip else img
+
+
+def compose_scenes(
+    path: Path, scenes: Sequence[Scene], size: tuple[int, int], duration_s: float, fps: float = 25.0
+) -> Path:
+    """An MJPG .avi of the scenes: people spread across the frame, each swaying a little
+    on their own, and the whole picture shaking by up to ~2 px like a hand-mounted camera."""
+    import cv2
+
+    width, height = size
+    bg = _background(width, height)
+    sprites = {(sid, px): _sprite(sid, px) for sc in scenes for sid, px in sc.people}
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened(), f"cannot write {path}"
+    rng = np.random.default_rng(11)
+    for i in range(round(duration_s * fps)):
+        t = i / fps
+        frame = bg.copy()
+        for sc in scenes:
+            if not sc.start_s <= t < sc.end_s:
+                continue
+            imgs = [sprites[p] for p in sc.people]
+            gap = (width - sum(im.shape[1] for im in imgs)) / (len(imgs) + 1)
+            assert gap > 4, f"scene {sc.people} does not fit {width} px"
+            x = gap
+            for k, im in enumerate(imgs):
+                sway_x = 2.0 * np.sin(t * 5.0 + k)
+                sway_y = 1.5 * np.cos(t * 3.0 + 2 * k)
+                y = (height - im.shape[0]) / 2 + (k % 2) * 0.08 * height - 0.04 * height
+                _paste(frame, im, round(x + sway_x), round(y + sway_y))
+                x += im.shape[1] + gap
+        # Camera shake: a slow drift plus jitter, sub-pixel, of the whole picture.
+        dx = 1.5 * np.sin(t * 1.3) + rng.normal(0, 0.3)
+        dy = 1.0 * np.cos(t * 0.9) + rng.normal(0, 0.3)
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        frame = cv2.warpAffine(frame, m, (width, height), borderMode=cv2.BORDER_REFLECT)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def distance_video(size: tuple[int, int], fps: float = 25.0) -> Path:
+    """The distance set at ``size`` (cached while the recipe is unchanged)."""
+    require_photos()
+    scenes = distance_scenes(size)
+    duration = distance_duration(size)
+    recipe = repr((scenes, size, duration, fps, 1)).encode()
+    digest = hashlib.sha256(recipe).hexdigest()[:12]
+    path = cache_dir() / "videos" / f"distance-{size[0]}x{size[1]}-{digest}.avi"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.avi")
+        compose_scenes(tmp, scenes, size, duration, fps)
+        tmp.replace(path)
+    return path
+
+
+def empty_video(size: tuple[int, int], duration_s: float, fps: float = 25.0) -> Path:
+    """Nobody in view: the wall, a shaking camera (idle CPU)."""
+    require_photos()
+    path = cache_dir() / "videos" / f"empty-{size[0]}x{size[1]}-{duration_s:g}s.avi"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.avi")
+        compose_scenes(tmp, [], size, duration_s, fps)
+        tmp.replace(path)
+    return path
+
+
+def scene_at(scenes: Sequence[Scene], t: float, slack_s: float = 0.3) -> int | None:
+    """Index of the scene on screen at media time ``t`` (or just after it)."""
+    for i, sc in enumerate(scenes):
+        if sc.start_s <= t < sc.end_s + slack_s:
+            return i
+    return None

@@ -40,6 +40,8 @@ from drivers.camera import Camera
 from tests import media
 from tests.media import Actor
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 60.0
@@ -196,6 +198,63 @@ def test_blink_detector_on_ear_sequences() -> None:
         slow.update(0.3, i * 0.04)
     slow.update(0.1, 1.0)
     assert not slow.update(0.3, 3.0)  # eyes shut for 2 s: not a blink
+
+
+# --- working distance: several people at 0.3-2 m and beyond, two camera resolutions -------
+
+EPOCH = datetime(2026, 11, 25, 8, 20, tzinfo=TZ)
+PARTIAL = ("obama", "t1a", "t1d", "t1f")  # the others are on video but not enrolled
+
+
+def distance_visits(size: tuple[int, int], staff: Sequence[str]):
+    """(punched, expected): sets of (scene index, staff id) over the distance set."""
+    events, _ = run_video(media.distance_video(size), staff, EPOCH, debounce_s=1)
+    scenes = media.distance_scenes(size)
+    punched = {
+        (media.scene_at(scenes, (at - EPOCH).total_seconds()), d["staff_id"])
+        for t, d, at in events
+        if t == "attendance.punch"
+    }
+    expected = {(i, sid) for i, sc in enumerate(scenes) for sid, _ in sc.people if sid in staff}
+    return punched, expected, events
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)], ids=["640x480", "1280x720"])
+def test_everyone_punches_at_every_distance(size) -> None:
+    # Faces 160, 100, 70, 55 and 50 px wide, one to six people per frame, a shaking camera:
+    # every enrolled person punches in every scene they stand in (a visit), nobody else.
+    punched, expected, events = distance_visits(size, tuple(media.ENROL))
+    assert punched == expected
+    # t1b (never enrolled) is seen and refused, without a punch.
+    assert any(d["reason"] == "unknown_face" for d in of_type(events, "attendance.rejected"))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)], ids=["640x480", "1280x720"])
+def test_a_partial_gallery_never_punches_the_others(size) -> None:
+    punched, expected, _ = distance_visits(size, PARTIAL)
+    assert {sid for _, sid in punched} <= set(PARTIAL)  # no false accept at any distance
+    assert punched == expected
+
+
+def test_detect_width_is_refused_with_a_migration_message(write_config, tmp_path) -> None:
+    from agent.config import ConfigError
+
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path}"
+
+        [attendance]
+        detect_width = 320
+        """
+    )
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(path)
+    [problem] = err.value.problems
+    assert problem.startswith(f"{path}: attendance.detect_width: no longer used")
+    assert "min_face_px" in problem
 
 
 # --- the worker: child process, outbox, roster ------------------------------------------
@@ -1018,7 +1077,6 @@ def _start_kiosk_agent(write_config, tmp_path: Path) -> tuple[subprocess.Popen, 
     return agent, children[0], log
 
 
-@pytest.mark.kiosk
 def test_sigterm_to_the_kiosk_process_group_stops_agent_and_child(write_config, tmp_path) -> None:
     # systemd (KillMode=control-group), Ctrl-C and `timeout` signal the whole group: the child
     # gets SIGTERM while its loop waits; a lock taken in its handler hung both processes.
@@ -1040,7 +1098,6 @@ def test_sigterm_to_the_kiosk_process_group_stops_agent_and_child(write_config, 
     assert "stopped on signal 15" in text and "did not stop; terminating" not in text
 
 
-@pytest.mark.kiosk
 def test_recognition_child_ends_when_its_parent_is_killed(write_config, tmp_path) -> None:
     import signal
 

@@ -12,6 +12,8 @@ import pytest
 
 from drivers.camera import Camera, is_file, parse_source, redact
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 WAIT = 10.0  # generous upper bound for conditions; never a sleep
 
 
@@ -380,7 +382,9 @@ def test_check_probe_reads_a_frame_and_hides_passwords(tmp_path, write_config) -
         )
 
     [ok] = probe_camera(cfg(str(video)))
-    assert ok.ok and ok.warn and "frame 160x120 at 25 fps" in ok.detail  # narrower than 320
+    # 50-px faces in a 160x120 frame: the person must stand within half a metre.
+    assert ok.ok and ok.warn and "frame 160x120 at 25 fps" in ok.detail
+    assert "faces from 50 px: about 0.3–0.4 m with this camera's 160×120" in ok.detail
     port = free_port()  # nothing listens there: connection refused
     [bad] = probe_camera(cfg(f"rtsp://admin:s3cret@127.0.0.1:{port}/stream"), timeout=20)
     assert not bad.ok and "s3cret" not in bad.detail

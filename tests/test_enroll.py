@@ -15,6 +15,8 @@ import pytest
 from agent.gallery import Gallery, gallery_path
 from tests import media
 
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"RIFF")
 
