@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.conftest import require_or_skip
 
 
 def need(condition: bool, what: str) -> None:
-    """Skip without ``what`` on a laptop; in CI (``CI=true``) a missing prerequisite fails."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"CI cannot run this fault scenario: {what}")
-    pytest.skip(what)
+    """Skip without ``what`` on a developer's machine; in CI (``CI=true``) fail instead."""
+    if not condition:
+        require_or_skip(what)
