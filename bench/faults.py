@@ -1,10 +1,10 @@
-"""Fault soak: the fault scenarios of tests/faults at random, for minutes or hours.
+"""Fault soak: the fault scenarios of tests/faults in random order, for minutes or hours.
 
     .venv/bin/python bench/faults.py --minutes 30 [--seed 1] [--scale 2] [--no-write]
 
 Each round builds a hall of real processes (Mosquitto on a free port, ``hall-central run``,
 ``hall-agent run`` with simulated pads over socat ptys or a kiosk on a video file), injects
-one fault scenario chosen at random (tests/faults/scenarios.py: broker down, collector
+one fault scenario dealt from a shuffled deck (tests/faults/scenarios.py: broker down, collector
 SIGKILL, store refusing writes, store read-only or full, device disk full, agent SIGKILL
 storm, partition, hard link loss, added latency, clock steps, hostile pad bytes, hostile MQTT
 payloads, process-group SIGTERM on a kiosk, SIGKILL of a kiosk's parent), and checks the
@@ -187,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline {store}: {b.row()}", flush=True)
     outcomes: list[Outcome] = []
     budget = args.minutes * 60
+    deck: list[str] = []
     while time.monotonic() - started < budget and names:
-        name = rng.choice(names)
+        # A shuffled deck, dealt to the end before the next shuffle: random order, and a
+        # short run still sees every scenario once before any twice.
+        if not deck:
+            deck = rng.sample(names, len(names))
+        name = deck.pop()
         store = "sqlite" if name in NEEDS_STORE_DISK else rng.choice(stores)
         seed = rng.randrange(1 << 30)
         scale = round(args.scale * rng.uniform(0.5, 1.5), 2)

@@ -60,7 +60,9 @@ def _outbox_rows(db: Path) -> list[bytes]:
 @pytest.mark.slow
 @pytest.mark.kiosk
 def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
-    pytest.importorskip("face_recognition")
+    import importlib.util
+
+    need(importlib.util.find_spec("face_recognition") is not None, "needs face_recognition")
     from agent.gallery import gallery_path
     from tests import media
     from tests.faults.kiosk import add_enrolled_kiosk

@@ -37,7 +37,11 @@ def run(name: str, tmp_path, scale: float, store: str = "sqlite", seed: int = SE
     need(name not in NEEDS_MOUNT or can_mount(), "needs root to mount a small tmpfs")
     need(name != "clock_steps" or faketime_lib() is not None, "needs libfaketime (apt faketime)")
     if name in KIOSK:
+        import importlib.util
+
         from tests import media
+
+        need(importlib.util.find_spec("face_recognition") is not None, "needs face_recognition")
 
         try:
             media.photos_dir()
@@ -112,7 +116,6 @@ def test_short_postgresql(name, tmp_path):
 @pytest.mark.kiosk
 @pytest.mark.parametrize("name", sorted(KIOSK))
 def test_short_kiosk(name, tmp_path):
-    pytest.importorskip("face_recognition")
     check(run(name, tmp_path, SHORT))
 
 
