@@ -269,13 +269,16 @@ def device_disk_full(hall: Hall, rng: random.Random, scale: float, out: Outcome)
     out.extra["filled_mb"] = round(disk.fill() / 2**20, 1)
     hall.faults += 1
     time.sleep(8 * scale)
+    acked_full = sum(len(p.acked) for p in dev.pads)
     disk.free()
     t_back = time.monotonic()
-    time.sleep(3)  # pads keep rating: the agent must record again without a restart
-    acked_after = sum(len(p.acked) for p in dev.pads)
-    time.sleep(2)
-    if sum(len(p.acked) for p in dev.pads) <= acked_after:
-        out.problems.append("no rating acked after the device disk had space again")
+    # Pads keep rating: the agent must record (and ack) again without a restart.
+    while time.monotonic() - t_back < 15 and sum(len(p.acked) for p in dev.pads) <= acked_full:
+        time.sleep(0.05)
+    if sum(len(p.acked) for p in dev.pads) <= acked_full:
+        out.problems.append("no rating acked within 15 s of the device disk having space again")
+    else:
+        out.extra["first_ack_after_space_s"] = round(time.monotonic() - t_back, 2)
     if not dev.agent.alive():
         out.problems.append("the agent died on a full disk")
     _recovered(hall, t_back, out)
