@@ -22,7 +22,6 @@ import contextlib
 import json
 import random
 import re
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync.testing import PG_URL, Mosquitto, free_port
+from sync.testing import PG_URL, Mosquitto
 from tests.faults.procs import Proc, Sampler, read_lines, spawn_socat_pair
 from tests.faults.proxy import FaultProxy
 
@@ -235,6 +234,7 @@ class Hall:
         self.collector: Proc | None = None
         self.faults = 0  # injected, for the bench's table
         self.cleanups: list[Any] = []  # run after every process has stopped (unmounts)
+        self.store_disk: Any = None  # the SmallDisk under store_dir, for file-system faults
 
     # --- central side ------------------------------------------------------------------------
 
@@ -409,11 +409,3 @@ class Hall:
         for path in sorted(self.workdir.glob("*.log")):
             out[path.name] = path.read_text(errors="replace")
         return out
-
-
-def new_port() -> int:
-    return free_port()
-
-
-def which_all(*tools: str) -> list[str]:
-    return [t for t in tools if shutil.which(t) is None]

@@ -24,6 +24,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -95,7 +96,7 @@ class FaultProxy:
 
     # --- the loop ------------------------------------------------------------------------
 
-    def _call(self, fn) -> None:  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[[], None]) -> None:
         done = threading.Event()
 
         def run() -> None:
@@ -134,6 +135,12 @@ class FaultProxy:
         )
         self._ready.set()
         self._loop.run_forever()
+        # Let every connection's coroutines finish before the loop goes away.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         with contextlib.suppress(Exception):
             self._loop.close()
 

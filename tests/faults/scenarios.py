@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sync.testing import PG_URL
-from tests.faults.disks import SmallDisk, can_mount
+from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
 
@@ -221,7 +220,7 @@ def store_refuses(hall: Hall, rng: random.Random, scale: float, out: Outcome) ->
 
 
 def _store_disk(hall: Hall) -> SmallDisk:
-    disk = getattr(hall, "store_disk", None)
+    disk = hall.store_disk
     if disk is None:
         raise RuntimeError("this scenario needs Hall(store_dir=<a SmallDisk>)")
     return disk
@@ -650,7 +649,7 @@ def run_scenario(
     hall = Hall(
         workdir, store=store, pg_schema=pg_schema, store_dir=store_dir, seed=seed, sync=sync
     )
-    hall.store_disk = disk  # type: ignore[attr-defined]
+    hall.store_disk = disk
     if disk is not None:
         hall.cleanups.append(disk.close)
     try:
@@ -659,11 +658,3 @@ def run_scenario(
     finally:
         hall.close()
     return out
-
-
-def mount_available() -> bool:
-    return can_mount()
-
-
-def clean(workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)
