@@ -122,15 +122,17 @@ def _check_data(event_type: str, data: dict[str, Any]) -> str | None:
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
-    stack = [(value, 1)]
+    """True when ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion).
+
+    Only containers are pushed: the usual flat event data costs one pass over its values."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return False
 
 

@@ -195,6 +195,7 @@ class Uplink:
         self._cursor = 0
         self._online = False
         self._next_status = 0.0
+        self._sub_mid: int | None = None
         self._ack_listeners: list[Callable[[list[str]], None]] = []
         self.counters = _Counters()
         self.lock_error: str | None = None
@@ -258,9 +259,28 @@ class Uplink:
 
     def _on_connect(self, client: Any) -> None:
         # paho's thread: subscribing does not block; everything else goes to the queue.
-        for topic in (self.topics["ack"], self.topics["roster"], self.topics["central"]):
-            client.subscribe(topic, qos=1)
+        # One SUBSCRIBE, so that one SUBACK says which of the three the broker granted.
+        _rc, self._sub_mid = client.subscribe(
+            [(self.topics[t], 1) for t in ("ack", "roster", "central")]
+        )
         self._q.put(("connected",))
+
+    def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
+        """paho's thread. Without acks (or the roster) the uplink is deaf: a fault, as the link
+        recorded. The collectors' announcements are optional (a broker whose ACL predates them
+        refuses that one subscription): resends then wait for the ack timeout, nothing worse."""
+        if mid != self._sub_mid or self.link is None or len(reason_codes) != 3:
+            return
+        refused = [getattr(rc, "is_failure", False) for rc in reason_codes]
+        if refused[2]:
+            logger.info(
+                "broker refused %s (%s): in-flight batches are resent after the ack timeout "
+                "when a collector comes back, not at once",
+                self.topics["central"],
+                describe_rc(reason_codes[2]),
+            )
+        if not (refused[0] or refused[1]):
+            self.link.subscribe_error = None
 
     def _on_disconnect(self, why: str) -> None:
         self._q.put(("disconnected", why))
@@ -296,6 +316,7 @@ class Uplink:
                 self.cfg.mqtt,
                 self.client_id,
                 on_connect=self._on_connect,
+                on_subscribe=self._on_subscribe,
                 on_disconnect=self._on_disconnect,
                 on_message=self._on_message,
                 on_publish=self._on_publish,

@@ -197,3 +197,52 @@ def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):
                 assert not refused(thief.connect())
                 assert not refused(victim.publish("hall/jiedong/pad-a03/status", b"{}"))
                 assert victim.disconnects == []
+
+
+def test_a_removed_device_is_disconnected_and_refused(hall):
+    with peer(hall, "pad-b01") as device:
+        assert not refused(device.connect())
+        hall.script("remove-device", "jiedong", "pad-b01")
+        assert wait_for(lambda: device.disconnects, 10)  # the plugin kicks its connection
+    with peer(hall, "pad-b01") as again:
+        assert refused(again.connect())  # the account is gone: CONNACK refuses it
+
+
+def _ctrl(hall, *args: str) -> None:
+    import subprocess
+
+    login = ["-h", "127.0.0.1", "-p", str(hall.port), "-u", hall.ADMIN, "-P", hall.ADMIN_PASSWORD]
+    subprocess.run(
+        ["mosquitto_ctrl", *login, "dynsec", *args],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    "topic, fault", [("hall/_central/status", False), ("hall/jiedong/pad-a03/ack", True)]
+)
+def test_uplink_health_after_a_refused_subscription(tmp_path, hall, topic, fault):
+    """Acks refused: the uplink is deaf, a fault. Only the collectors' announcements refused
+    (an ACL written before they existed): batches still flow; resends just wait longer."""
+    _ctrl(hall, "removeRoleACL", "device-jiedong-pad-a03", "subscribeLiteral", topic)
+    c = collector(tmp_path, hall.url)
+    cfg = agent_config(
+        tmp_path / "data", hall.url, mqtt={"username": "pad-a03"}, password=PASSWORDS["pad-a03"]
+    )
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(5)])
+        if fault:
+            assert wait_for(lambda: up.health()["state"] == "fault", 10)
+            assert "subscription refused" in up.health()["detail"]
+        else:
+            assert wait_for(lambda: box.stats().pending == 0, 20)
+            assert up.health()["state"] == "ok" and up.link.subscribe_error is None
+    finally:
+        up.stop()
+        c.stop()
+        box.close()

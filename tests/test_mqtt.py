@@ -142,8 +142,9 @@ def test_mqtts_with_ca_and_client_certificate(tmp_path):
 
 
 def test_refused_subscription_is_recorded(tmp_path):
-    """Mosquitto 2.0 grants every SUBSCRIBE and filters at delivery; other brokers answer
-    0x87 in the SUBACK. The callback is fed the reason codes paho would hand it."""
+    """The shipped broker setup (dynamic-security plugin) answers a refused SUBSCRIBE with
+    0x87 in the SUBACK (tests/test_broker.py shows it on a real broker); here the callback is
+    fed the reason codes paho would hand it, to check what the link records."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
