@@ -197,8 +197,7 @@ class DlibFaceEngine:
 
     def process(self, image: np.ndarray) -> FrameResult:
         self.stats["frames"] += 1
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        moved, news = self._motion(gray)
+        moved, news = self._motion(image)
         # Someone who stepped in and then stood still must still be searched for: the frames
         # just after any motion are searched too, not only the ones that moved.
         searching = moved or self._recent > 0
@@ -209,6 +208,7 @@ class DlibFaceEngine:
             self.stats["gated"] += 1
             return result
         self._since_wide += 1
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # only now: an idle frame never needs it
         if not self._tracks or news or self._since_wide >= self.p.rescan_every:
             result.detected = True
             self._since_wide = 0
@@ -224,11 +224,14 @@ class DlibFaceEngine:
             self._measure(image, result.faces)
         return result
 
-    def _motion(self, gray: np.ndarray) -> tuple[bool, bool]:
+    def _motion(self, image: np.ndarray) -> tuple[bool, bool]:
         """(anything moved, something moved away from the tracked faces)."""
-        h, w = gray.shape[:2]
+        h, w = image.shape[:2]
         k = min(1.0, self.p.motion_width / w)
-        small = cv2.resize(gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(
+            cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA),
+            cv2.COLOR_BGR2GRAY,
+        )
         blurred = cv2.GaussianBlur(small, (5, 5), 0)
         prev, self._prev_small = self._prev_small, blurred
         if prev is None or prev.shape != blurred.shape:

@@ -1096,6 +1096,8 @@ def test_sigterm_to_the_kiosk_process_group_stops_agent_and_child(write_config, 
     assert wait_for(lambda: _gone(child), 5.0)
     text = log.read_text()
     assert "stopped on signal 15" in text and "did not stop; terminating" not in text
+    # The start-up log states the working range for the camera actually connected.
+    assert "faces from 50 px: about 0.3–1.7 m with this camera's 640×480" in text
 
 
 def test_recognition_child_ends_when_its_parent_is_killed(write_config, tmp_path) -> None:
