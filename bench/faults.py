@@ -59,7 +59,7 @@ def available(kiosk: bool) -> tuple[list[str], list[str]]:
     skipped = []
     names = [n for n in SCENARIOS if n != "baseline"]
     if not can_mount():
-        skipped += [f"{n} (needs root to mount a tmpfs)" for n in sorted(NEEDS_MOUNT)]
+        skipped += [f"{n} (needs root and a loop device)" for n in sorted(NEEDS_MOUNT)]
         names = [n for n in names if n not in NEEDS_MOUNT]
     if faketime_lib() is None:
         skipped.append("clock_steps (needs libfaketime)")

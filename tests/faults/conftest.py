@@ -3,7 +3,7 @@
 - The short form (``scale`` 0.6, fixed seeds) runs with the rest of the suite and in CI.
 - Long variants are marked ``faults_long`` and deselected unless ``HALL_FAULTS_LONG=1``
   (minutes per scenario; ``bench/faults.py`` is the way to run them at random for hours).
-- What a scenario needs and this machine lacks (root for mounting a small tmpfs, libfaketime,
+- What a scenario needs and this machine lacks (root for mounting a small loop file system, libfaketime,
   PostgreSQL, the pinned photos) skips it on a developer's laptop and fails it in CI
   (``CI=true``): a green CI run must have run every scenario.
 """
