@@ -4,8 +4,8 @@
 - a :class:`~tests.faults.proxy.FaultProxy` in front of it: every device reaches the broker
   only through the proxy, the collector connects directly (a partition is the hall's LAN,
   the server room's link to its broker is not the subject);
-- ``hall-central run`` as a process, storing into SQLite (optionally on a small loop-mounted ext4 that a
-  test can fill or remount read-only) or PostgreSQL (a throw-away schema);
+- ``hall-central run`` as a process, storing into SQLite (optionally on a small loop-mounted
+  ext4 that a test can fill or turn read-only) or PostgreSQL (a throw-away schema);
 - window devices: ``hall-agent run`` with one ``[[pad]]`` per window, each pad a
   ``hall-agent simulate pad`` process on the far end of a ``socat`` pty pair;
 - kiosks: ``hall-agent run`` with ``[attendance] camera`` set to a video file.

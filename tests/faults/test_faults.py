@@ -34,7 +34,9 @@ FD_GROWTH_BOUND = 5
 
 
 def run(name: str, tmp_path, scale: float, store: str = "sqlite", seed: int = SEED) -> Outcome:
-    need(name not in NEEDS_MOUNT or can_mount(), "needs root and a loop device to mount a small ext4")
+    need(
+        name not in NEEDS_MOUNT or can_mount(), "needs root and a loop device to mount a small ext4"
+    )
     need(name != "clock_steps" or faketime_lib() is not None, "needs libfaketime (apt faketime)")
     if name in KIOSK:
         import importlib.util
