@@ -519,6 +519,23 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
 
 
+def _punches(hall: Hall) -> int:
+    with contextlib.closing(hall.open_store()) as store:
+        rows = store.query("SELECT count(*) FROM events WHERE type = 'attendance.punch'")
+    return int(rows[0][0])
+
+
+def _wait_punch(hall: Hall, out: Outcome, timeout: float = 90.0) -> None:
+    """Wait until the kiosk has recognised someone (model loading is slow on a busy CPU)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if _punches(hall):
+                return
+        time.sleep(0.25)
+    out.problems.append(f"no punch reached the centre within {timeout:.0f} s of the start")
+
+
 def _kiosk_worked(hall: Hall, out: Outcome) -> None:
     """The kiosk really recognised someone: at least one punch reached the centre."""
     with contextlib.closing(hall.open_store()) as store:
@@ -538,8 +555,9 @@ def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     before = None
     if not hall.wait_connected(dev, 60):
         out.problems.append("kiosk never came online")
+    _wait_punch(hall, out)
     for _ in range(max(1, round(2 * scale))):
-        time.sleep(rng.uniform(4, 8))
+        time.sleep(rng.uniform(1, 4))
         pids = dev.agent.tree()
         out.extra["kiosk_processes"] = len(pids)
         t0 = time.monotonic()
@@ -577,7 +595,7 @@ def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outco
     dev = add_enrolled_kiosk(hall)
     if not hall.wait_connected(dev, 60):
         out.problems.append("kiosk never came online")
-    time.sleep(3)
+    _wait_punch(hall, out)
     pids = dev.agent.tree()
     children = pids[1:]
     out.extra["kiosk_processes"] = len(pids)
