@@ -461,12 +461,15 @@ def _child_main(spec: dict[str, Any], q: Any, parent_end: Any) -> None:
         logger.exception("recognition process failed")
         q.put(("error", f"{type(exc).__name__}: {exc}"))
         raise
-    if outcome == "camera_stuck":
-        # Threads blocked in a native read would keep a normal exit waiting forever: hand
-        # the queued messages over, then leave at once; the supervisor respawns us.
-        q.close()
-        q.join_thread()
-        os._exit(EXIT_RESPAWN)
+    # Hand the queued messages over, then leave without the interpreter's teardown: camera
+    # reader threads may still sit in a native read (a stuck driver would keep a normal exit
+    # waiting forever), and tearing down OpenCV/FFmpeg under a running reader aborted the
+    # process ("terminate called without an active exception"). After "camera_stuck" the
+    # supervisor respawns us (a planned exit).
+    _logging.shutdown()
+    q.close()
+    q.join_thread()
+    os._exit(EXIT_RESPAWN if outcome == "camera_stuck" else 0)
 
 
 # --- the worker ------------------------------------------------------------------------
