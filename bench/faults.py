@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -83,11 +84,12 @@ def kiosk_ready() -> bool:
 
 
 def one(name: str, store: str, seed: int, scale: float, workroot: Path) -> Outcome:
+    """One round; its work directory (logs, stores) is kept only if something went wrong."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workroot))
     try:
         if store == "postgresql":
             with pg_schema() as schema:
-                return run_scenario(
+                out = run_scenario(
                     name,
                     workdir,
                     seed=seed,
@@ -96,11 +98,16 @@ def one(name: str, store: str, seed: int, scale: float, workroot: Path) -> Outco
                     pg_schema=schema,
                     sync=DEFAULT_SYNC,
                 )
-        return run_scenario(name, workdir, seed=seed, scale=scale, sync=DEFAULT_SYNC)
+        else:
+            out = run_scenario(name, workdir, seed=seed, scale=scale, sync=DEFAULT_SYNC)
     except Exception as exc:  # a harness failure is a result too, not the end of the soak
         out = Outcome(name, store, seed, scale)
         out.problems.append(f"harness: {type(exc).__name__}: {exc}")
-        return out
+    if out.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        out.extra["workdir"] = str(workdir)
+    return out
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline {store}: {b.row()}", flush=True)
     outcomes: list[Outcome] = []
     budget = args.minutes * 60
+    started = time.monotonic()  # the budget is for the fault rounds, after the baselines
     deck: list[str] = []
     while time.monotonic() - started < budget and names:
         # A shuffled deck, dealt to the end before the next shuffle: random order, and a
@@ -208,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             f"problems={out.problems + (h.problems if h else [])}",
             flush=True,
         )
+
+    if all(o.ok for o in outcomes):
+        shutil.rmtree(workroot, ignore_errors=True)
+    else:
+        print(f"work directories of the failed rounds are kept under {workroot}", flush=True)
 
     text = (
         f"Last run: `bench/faults.py --minutes {args.minutes:g} --seed {args.seed} "

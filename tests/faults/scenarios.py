@@ -512,9 +512,13 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
     with contextlib.closing(hall.open_store()) as store:
-        n = store.query("SELECT count(*) FROM rejected WHERE device = 'evil-01'")[0][0]
+        n, size = store.query(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM rejected "
+            "WHERE device = 'evil-01'"
+        )[0]
         stored = store.query("SELECT data FROM events WHERE device = 'evil-01'")
     out.extra["rogue_rejected_rows"] = n
+    out.extra["rogue_rejected_mb"] = round(int(size) / 2**20, 1)  # what one rogue costs the store
     if len(stored) != 1:
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
 
