@@ -257,6 +257,10 @@ class PadBus:
         self._next_invite_retry = 0.0
         self.append_failures = 0
         self.foreign_frames = 0
+        # When this process last recorded or acked each frame key, on the monotonic clock:
+        # the dedupe table's age is wall-clock time, which NTP may step by days between a
+        # frame and its resend 500 ms later (clock_gettime(2): CLOCK_MONOTONIC does not jump).
+        self._seen: dict[str, float] = {}
         self._status_log = LogLimiter()  # a pad repeating a bad status must not flood the log
 
     # --- PadHandler ------------------------------------------------------------------------
@@ -452,7 +456,8 @@ class PadBus:
         try:
             if key is None:
                 key = frame_key(self.port, addr, seq, msg)
-                self._forget_if_stale(key)
+                if not self._seen_recently(key):
+                    self._forget_if_stale(key)
             appended = self.outbox.append(event_type, data, dedupe_key=key)
         except OutboxError as exc:
             # Not recorded: no ack, so the pad resends; never acked unless stored (CONTRACT §4).
@@ -460,12 +465,23 @@ class PadBus:
             logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
             return None
         pad.counts["duplicates" if appended.duplicate else "recorded"] += 1
+        self._remember(key)
         if on_commit is not None:
             on_commit()
         self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
         if appended.duplicate:
             logger.debug("pad %d seq %d: duplicate of %s, acked again", addr, seq, key)
         return appended.duplicate
+
+    def _seen_recently(self, key: str) -> bool:
+        seen = self._seen.get(key)
+        return seen is not None and time.monotonic() - seen <= DUPLICATE_HORIZON_S
+
+    def _remember(self, key: str) -> None:
+        now = time.monotonic()
+        self._seen[key] = now
+        if len(self._seen) > 4 * QUARTER:  # a few seconds of frames is all a resend needs
+            self._seen = {k: t for k, t in self._seen.items() if now - t <= DUPLICATE_HORIZON_S}
 
     def _forget_if_stale(self, key: str) -> None:
         age = self.outbox.dedupe_age(key)

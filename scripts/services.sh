@@ -22,6 +22,7 @@ command -v socat >/dev/null || need_apt+=(socat)
 # tests/test_report_formats.py) and CJK glyphs for their text.
 command -v chromium >/dev/null || need_apt+=(chromium)
 fc-list :lang=zh 2>/dev/null | grep -q . || need_apt+=(fonts-noto-cjk)
+command -v faketime >/dev/null || need_apt+=(faketime)  # libfaketime: the fault suite steps a device clock
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" \

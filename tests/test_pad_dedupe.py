@@ -161,3 +161,36 @@ def test_a_new_frame_reusing_a_seq_is_recorded_and_a_resend_is_not(tmp_path: Pat
     assert acks == [0, 1, 1, 1, 1]
     assert bus.pads[1].counts == {"recorded": 2, "duplicates": 2}
     outbox.close()
+
+
+def test_a_resend_across_a_forward_clock_step_is_still_a_resend(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # A device whose clock was two days slow gets it corrected by NTP between a rating and
+    # the pad's resend of it (its ack was lost on the line): the wall clock jumps, the
+    # pad's 500 ms resend does not. The copy must be acked, not recorded again.
+    import time as time_module
+
+    real_time = time_module.time
+    step = {"s": -2 * 86400.0}
+    monkeypatch.setattr(time_module, "time", lambda: real_time() + step["s"])
+    outbox = Outbox(tmp_path / "outbox.db", device="p", site="s", min_free_bytes=0)
+    driver = RecordingDriver()
+    bus = PadBus(
+        driver.port,
+        [PadSection(port=driver.port, address=1, window="A01")],
+        driver,  # type: ignore[arg-type]
+        outbox,
+        WindowsSection(),
+        StateFile(tmp_path / "windows-state.json"),
+        RosterWatch(tmp_path),
+    )
+    bus.on_message(1, 0, Hello("FW1"))
+    bus.on_message(1, 1, Rating(4, 0, 0))
+    step["s"] = 0.0  # NTP: two days forward
+    bus.on_message(1, 1, Rating(4, 0, 0))  # the resend, half a second later
+    recorded = [p for p in outbox.pending(100) if p.type == "rating.submitted"]
+    acks = [seq for _, msg, seq in driver.sent if isinstance(msg, Ack)]
+    assert len(recorded) == 1
+    assert acks == [0, 1, 1]
+    outbox.close()

@@ -1,0 +1,682 @@
+"""The fault scenarios, shared by the tests (short form) and ``bench/faults.py`` (long form).
+
+Each scenario builds a :class:`~tests.faults.hall.Hall`, lets pads rate, injects its fault,
+ends it, and returns an :class:`Outcome`: the history check and the resource figures. The
+tests assert on the outcome with generous bounds; the bench prints the figures. ``scale``
+stretches every fault (1 = the CI short form, tens of seconds; the bench and the long tests
+use more).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.faults.disks import SmallDisk
+from tests.faults.hall import Device, Hall
+from tests.faults.history import History, check_history
+from tests.support import PG_URL
+
+# How long a drain may take in the assertions (the goal, 5 s, is reported by the bench).
+DRAIN_BOUND_S = 30.0
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    store: str
+    seed: int
+    scale: float
+    history: History | None = None
+    faults: int = 0
+    recovery_s: float | None = None  # fault over -> every outbox empty
+    wait_cpu_pct: float | None = None  # the agent while waiting for the link, % of one core
+    peak_cpu_pct: float = 0.0  # any 2 s stretch, agents and collector
+    peak_rss_mb: float = 0.0
+    rss_growth_mb: float | None = None  # main agent: after recovery minus before the fault
+    fd_growth: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.history is None or self.history.ok)
+
+    def row(self) -> dict[str, Any]:
+        h = self.history.as_dict() if self.history else {}
+        out = {k: v for k, v in asdict(self).items() if k not in ("history", "extra", "problems")}
+        return {**out, **h, **self.extra}
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _sample_now(hall: Hall, dev: Device) -> tuple[int, int] | None:
+    s = dev.agent.sample()
+    return None if s is None else (s.rss_kb, s.fds)
+
+
+def _finish(hall: Hall, out: Outcome, main: Device | None, before: tuple[int, int] | None) -> None:
+    """Common ending: stop rating, wait for the drain, check the history, take figures."""
+    hall.stop_rating()
+    t_end = time.monotonic()
+    drained = hall.wait_drained(DRAIN_BOUND_S * 2)
+    if out.recovery_s is None:
+        out.recovery_s = None if drained is None else round(drained, 2)
+    if drained is None:
+        out.problems.append(f"outboxes not drained {DRAIN_BOUND_S * 2:.0f} s after the fault")
+    time.sleep(0.5)  # let the last status reach the centre; the history is read after
+    if main is not None and before is not None:
+        after = _sample_now(hall, main)
+        if after is not None:
+            out.rss_growth_mb = round((after[0] - before[0]) / 1024, 1)
+            out.fd_growth = after[1] - before[1]
+    usage = hall.sampler.usage
+    peaks = {name: u.peak_cpu() for name, u in usage.items()}
+    if peaks:
+        top = max(peaks, key=lambda n: peaks[n])
+        out.peak_cpu_pct = round(peaks[top], 1)
+        out.extra["peak_cpu_proc"] = top
+    out.peak_rss_mb = round(max((u.peak_rss_mb() for u in usage.values()), default=0.0), 1)
+    out.faults = hall.faults
+    out.history = check_history(hall)
+    out.extra.setdefault("drain_wait_s", round(time.monotonic() - t_end, 2))
+    for dev in hall.devices.values():
+        lat = sorted(x for p in dev.pads for x in p.latencies_ms)
+        if lat:
+            out.extra.setdefault("pad_ack_p50_ms", round(lat[len(lat) // 2], 1))
+            out.extra.setdefault("pad_ack_p99_ms", round(lat[int(len(lat) * 0.99)], 1))
+
+
+def _cpu(hall: Hall, dev: Device, t0: float, t1: float) -> float | None:
+    value = hall.sampler.usage[dev.name].cpu_percent(t0, t1)
+    return None if value is None else round(value, 1)
+
+
+def _recovered(hall: Hall, t_back: float, out: Outcome) -> None:
+    """Recovery time: from the end of the fault until every outbox is empty (the pads stop
+    rating at that moment, so the backlog only shrinks)."""
+    hall.stop_rating()
+    drained = hall.wait_drained(DRAIN_BOUND_S * 2)
+    out.recovery_s = None if drained is None else round(time.monotonic() - t_back, 2)
+
+
+def _warm_up(hall: Hall, dev: Device, out: Outcome) -> tuple[int, int] | None:
+    if not hall.wait_connected(dev, 30):
+        out.problems.append(f"{dev.name} never came online")
+    hall.rate_everywhere()
+    time.sleep(2)
+    return _sample_now(hall, dev)
+
+
+# --- scenarios --------------------------------------------------------------------------------
+
+
+def baseline(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """No fault: pads rate for ``10·scale`` s, then the device idles for 5 s (the bench's
+    reference for ack latency, idle CPU and drain time)."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    time.sleep(10 * scale)
+    hall.stop_rating()
+    t0 = time.monotonic()
+    time.sleep(5)
+    out.wait_cpu_pct = _cpu(hall, dev, t0 + 0.5, time.monotonic())
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def broker_down(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The broker stops for ``12·scale`` s; pads rate for the first half, then the agent is
+    restarted and only waits (that is where CPU must stay near zero). The device connects straight to the
+    broker, so its reconnects are refused (ECONNREFUSED), as in a hall whose broker is down."""
+    dev = hall.add_window("win-01", ("A01", "A02"), direct=True)
+    before = _warm_up(hall, dev, out)
+    outage = 12 * scale
+    hall.broker.stop()
+    hall.faults += 1
+    time.sleep(outage / 2)
+    hall.stop_rating()
+    # The hall's power came back before the server room's: the agent starts while the broker
+    # is still down, with a backlog, and must wait quietly.
+    dev.restart()
+    t0 = time.monotonic()
+    time.sleep(outage / 2)
+    out.wait_cpu_pct = _cpu(hall, dev, t0 + 1, time.monotonic())
+    hall.broker.start()
+    _recovered(hall, time.monotonic(), out)
+    hall.rate_everywhere()
+    time.sleep(1)
+    _finish(hall, out, dev, before)
+
+
+def collector_killed(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """SIGKILL of the collector mid-stream, back after ``5·scale`` s."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    assert hall.collector is not None
+    for _ in range(max(1, round(scale))):
+        hall.collector.signal(signal.SIGKILL)
+        hall.collector.wait(5)
+        hall.faults += 1
+        t0 = time.monotonic()
+        time.sleep(5)
+        hall.stop_rating()
+        time.sleep(2)
+        out.wait_cpu_pct = _cpu(hall, dev, t0 + 5.5, time.monotonic())
+        hall.start_collector()
+        _recovered(hall, time.monotonic(), out)
+        hall.rate_everywhere()
+        time.sleep(1)
+    _finish(hall, out, dev, before)
+
+
+def _sqlite_exec(hall: Hall, sql: str) -> None:
+    with contextlib.closing(sqlite3.connect(hall.store_dir / "hall.db", timeout=30)) as c:
+        c.execute(sql)
+        c.commit()
+
+
+def _pg_exec(hall: Hall, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        c.execute(f'SET search_path TO "{hall.pg_schema}"')
+        c.execute(sql)
+
+
+def store_refuses(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The store refuses inserts into ``events`` (an SQLite trigger, a PostgreSQL CHECK
+    constraint, e.g. a DBA's migration gone wrong) for ``10·scale`` s, then accepts again."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    if hall.store_kind == "sqlite":
+        _sqlite_exec(
+            hall,
+            "CREATE TRIGGER fault_refuse BEFORE INSERT ON events "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the fault test'); END",
+        )
+    else:
+        _pg_exec(hall, "ALTER TABLE events ADD CONSTRAINT fault_refuse CHECK (false) NOT VALID")
+    hall.faults += 1
+    time.sleep(10 * scale)
+    if hall.store_kind == "sqlite":
+        _sqlite_exec(hall, "DROP TRIGGER fault_refuse")
+    else:
+        _pg_exec(hall, "ALTER TABLE events DROP CONSTRAINT fault_refuse")
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def _store_disk(hall: Hall) -> SmallDisk:
+    disk = hall.store_disk
+    if disk is None:
+        raise RuntimeError("this scenario needs Hall(store_dir=<a SmallDisk>)")
+    return disk
+
+
+def store_read_only(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The store's file system turns read-only under the running collector (an ext4 error
+    with ``errors=remount-ro``) for ``10·scale`` s; then the administrator stops the
+    collector, repairs and remounts the file system and starts the collector again."""
+    disk = _store_disk(hall)
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    assert hall.collector is not None
+    disk.read_only()
+    hall.faults += 1
+    time.sleep(10 * scale)
+    rc = hall.collector.stop(20)
+    out.extra["collector_exit"] = rc
+    disk.repair()
+    hall.start_collector()
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def store_disk_full(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The store's disk fills up for ``10·scale`` s, then the filler file is deleted."""
+    disk = _store_disk(hall)
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    out.extra["filled_mb"] = round(disk.fill() / 2**20, 1)
+    hall.faults += 1
+    time.sleep(10 * scale)
+    disk.free()
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def device_disk_full(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The device's data disk fills up for ``8·scale`` s while pads rate: the agent may not
+    ack what it could not commit; once space is back, everything acked is delivered."""
+    disk = SmallDisk(hall.workdir / "device-disk", 16)
+    hall.cleanups.append(disk.close)
+    dev = hall.add_window("win-01", ("A01", "A02"), data_dir=disk.path / "data")
+    before = _warm_up(hall, dev, out)
+    out.extra["filled_mb"] = round(disk.fill() / 2**20, 1)
+    hall.faults += 1
+    time.sleep(8 * scale)
+    acked_full = sum(len(p.acked) for p in dev.pads)
+    disk.free()
+    t_back = time.monotonic()
+    # Pads keep rating: the agent must record (and ack) again without a restart.
+    while time.monotonic() - t_back < 15 and sum(len(p.acked) for p in dev.pads) <= acked_full:
+        time.sleep(0.05)
+    if sum(len(p.acked) for p in dev.pads) <= acked_full:
+        out.problems.append("no rating acked within 15 s of the device disk having space again")
+    else:
+        out.extra["first_ack_after_space_s"] = round(time.monotonic() - t_back, 2)
+    if not dev.agent.alive():
+        out.problems.append("the agent died on a full disk")
+    _recovered(hall, t_back, out)
+    _finish(hall, out, dev, before)
+
+
+def agent_kill_storm(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """SIGKILL of the window agent ``6·scale`` times at random moments while pads rate."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    _warm_up(hall, dev, out)
+    for _ in range(round(6 * scale)):
+        time.sleep(rng.uniform(0.5, 2.5))
+        dev.agent.signal(signal.SIGKILL)
+        dev.agent.wait(5)
+        hall.faults += 1
+        time.sleep(rng.uniform(0.1, 1.0))
+        dev.agent.start()
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, None)
+
+
+def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The LAN between device and broker stops forwarding for ``15·scale`` s (no RST, no
+    FIN), then heals; pads rate throughout the first half, then the device waits."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    assert hall.proxy is not None
+    hall.proxy.hold()
+    hall.faults += 1
+    outage = 15 * scale
+    time.sleep(outage / 2)
+    hall.stop_rating()
+    t0 = time.monotonic()
+    time.sleep(outage / 2)
+    out.wait_cpu_pct = _cpu(hall, dev, t0 + 1, time.monotonic())
+    hall.proxy.pass_()
+    _recovered(hall, time.monotonic(), out)
+    hall.rate_everywhere()
+    time.sleep(1)
+    _finish(hall, out, dev, before)
+
+
+def link_down(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The link drops hard (RST) and refuses connections for ``10·scale`` s: the device
+    reconnects over and over; it must neither spin nor lose anything."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    assert hall.proxy is not None
+    hall.proxy.drop()
+    hall.faults += 1
+    outage = 10 * scale
+    time.sleep(outage / 2)
+    hall.stop_rating()
+    t0 = time.monotonic()
+    time.sleep(outage / 2)
+    out.wait_cpu_pct = _cpu(hall, dev, t0 + 1, time.monotonic())
+    hall.proxy.pass_()
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def latency(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """300 ms added each way between device and broker for ``10·scale`` s while pads rate;
+    a pad's ack must not wait for the network (it follows the local commit, CONTRACT §4)."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    assert hall.proxy is not None
+    hall.proxy.delay(0.3)
+    hall.faults += 1
+    time.sleep(10 * scale)
+    hall.proxy.pass_()
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def faketime_lib() -> str | None:
+    # The MT build guards libfaketime's own state with a lock: the agent has many threads.
+    for lib_dir in (
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ):
+        for name in ("libfaketimeMT.so.1", "libfaketime.so.1"):
+            path = os.path.join(lib_dir, name)
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def clock_steps(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """The device's wall clock steps while pads rate: a year back (RTC lost), forward by two
+    days, back to the real time (NTP corrects it). libfaketime (LD_PRELOAD) reads the offset
+    from a file the test rewrites; monotonic clocks are left alone, as a real step leaves
+    them (clock_gettime(2): CLOCK_MONOTONIC is not affected by discontinuous jumps)."""
+    lib = faketime_lib()
+    if lib is None:
+        raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
+    offset = hall.workdir / "faketime.rc"
+    offset.write_text("+0\n")
+    env = {
+        "LD_PRELOAD": lib,
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_CACHE_DURATION": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    dev = hall.add_window("win-01", ("A01", "A02"), env=env)
+    before = _warm_up(hall, dev, out)
+    for step in ("-365d", "+0", "+2d", "-1h", "+0"):
+        offset.write_text(step + "\n")
+        hall.faults += 1
+        time.sleep(3 * scale)
+    # A pad's resends straddling a forward step (NTP correcting a clock two days slow): the
+    # copies of one frame must still be recognised as copies (CONTRACT §4: record once).
+    hall.stop_rating()
+    pad = dev.pads[0]
+    offset.write_text("-2d\n")
+    time.sleep(1.5)  # libfaketime re-reads the offset every second
+    pad.command("drop-acks 4")  # the first four acks are lost on the line: the pad resends
+    rater = threading.Thread(target=pad.rate)
+    rater.start()
+    time.sleep(0.3)  # the first copy is committed at the slow time
+    offset.write_text("+0\n")
+    hall.faults += 1
+    rater.join(20)
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+    with contextlib.closing(hall.open_store()) as store:
+        rows = store.query("SELECT at, clock FROM events WHERE device = 'win-01'")
+    years = sorted({str(at)[:4] for at, _ in rows})
+    out.extra["years_stamped"] = ",".join(years)
+
+
+def hostile_pad(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """A third pad port carries noise and well-formed nonsense (valid CRC, unknown commands,
+    out-of-range levels, short payloads) at full speed for ``10·scale`` s, and the real pads'
+    simulators inject garbage, bad CRCs and half frames between their ratings."""
+    from agent.simulator import build_frame
+
+    dev = hall.add_window("win-01", ("A01", "A02", "A03"))
+    hostile = dev.pads.pop()  # A03's port is written raw below; no ratings from it
+    hostile.close()
+    before = _warm_up(hall, dev, out)
+    log_before = dev.agent.log.stat().st_size
+    port = hall.workdir / "tty" / "win-01-A03-pad"
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    frames = [
+        build_frame(1, 0x10, 0, bytes([9, 0, 0, 0, 0])),  # level 9
+        build_frame(1, 0x10, 1, b"\x05"),  # short payload
+        build_frame(1, 0x7F, 2, b"what"),  # unknown command
+        build_frame(1, 0x20, 3, "张三\x00".encode()),  # LOGIN not ASCII
+        build_frame(1, 0x30, 4, b""),  # HEARTBEAT without status
+        build_frame(9, 0x10, 5, bytes([5, 0, 0, 0, 0])),  # an address nobody configured
+    ]
+    hall.faults += 1
+    end = time.monotonic() + 10 * scale
+    sent = 0
+    while time.monotonic() < end:
+        for pad in dev.pads:
+            pad.command(rng.choice(("garbage 40", "badcrc", "truncate")))
+        burst = b"".join(rng.choice(frames) for _ in range(50))
+        burst += bytes(rng.randrange(256) for _ in range(200))
+        with contextlib.suppress(BlockingIOError):
+            sent += os.write(fd, burst)
+        time.sleep(0.01)
+    os.close(fd)
+    out.extra["hostile_kb"] = sent // 1024
+    log_growth = (dev.agent.log.stat().st_size - log_before) / 2**20
+    out.extra["agent_log_growth_mb"] = round(log_growth, 2)
+    # A rate-limited log says "N bad frames" now and then; one line per bad frame at line
+    # speed fills a disk (and journald's rate limit drops the useful lines with it).
+    if log_growth > 1:
+        out.problems.append(f"agent log grew {log_growth:.1f} MB under hostile pad bytes")
+    if not dev.agent.alive():
+        out.problems.append("the agent died on hostile pad bytes")
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+
+
+def _pub(port: int, topic: str, payload: bytes, qos: int = 1) -> None:
+    subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", str(qos), "-t", topic, "-s"],
+        input=payload,
+        timeout=20,
+        capture_output=True,
+    )
+
+
+def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """A rogue publisher (``mosquitto_pub``) sends the collector invalid JSON, deeply nested
+    JSON, oversized payloads (QoS 0 and 1), a batch for another device's topic and a reused
+    event id with different content, while a real window device rates."""
+    dev = hall.add_window("win-01", ("A01", "A02"))
+    before = _warm_up(hall, dev, out)
+    port = hall.broker.port
+    evil = "hall/jiedong/evil-01/events"
+    event = {
+        "id": "0193a5c2-0000-7000-8000-000000000001",
+        "seq": 1,
+        "type": "device.test",
+        "at": "2026-11-26T09:12:03.120+08:00",
+        "clock": "synced",
+        "device": "evil-01",
+        "site": "jiedong",
+        "data": {"note": "first"},
+    }
+    good = {"v": 1, "device": "evil-01", "site": "jiedong", "events": [event]}
+    conflict = json.loads(json.dumps(good))
+    conflict["events"][0]["data"]["note"] = "second, same id"
+    payloads: list[tuple[bytes, int]] = [
+        (b"{not json", 1),
+        (b"[" * 100_000 + b"]" * 100_000, 1),
+        (b'{"v":1,"events":' + b"[" * 50_000 + b"]" * 50_000 + b"}", 1),
+        (json.dumps(good).encode(), 1),
+        (json.dumps(conflict).encode(), 1),
+        (json.dumps({**good, "device": "win-01"}).encode(), 1),
+        (b"x" * (3 << 20), 0),
+        (b"\xff\xfe\x00garbage", 1),
+    ]
+    hall.faults += 1
+    end = time.monotonic() + 10 * scale
+    published = 0
+    while time.monotonic() < end:
+        for payload, qos in payloads:
+            _pub(port, evil, payload, qos)
+            published += 1
+    out.extra["hostile_messages"] = published
+    assert hall.collector is not None
+    if not hall.collector.alive():
+        out.problems.append("the collector died on hostile MQTT payloads")
+    coll = hall.sampler.usage["collector"]
+    out.extra["collector_peak_rss_mb"] = round(coll.peak_rss_mb(), 1)
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+    with contextlib.closing(hall.open_store()) as store:
+        n, size = store.query(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM rejected "
+            "WHERE device = 'evil-01'"
+        )[0]
+        stored = store.query("SELECT data FROM events WHERE device = 'evil-01'")
+    out.extra["rogue_rejected_rows"] = n
+    out.extra["rogue_rejected_mb"] = round(int(size) / 2**20, 1)  # what one rogue costs the store
+    if len(stored) != 1:
+        out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
+
+
+def _punches(hall: Hall) -> int:
+    with contextlib.closing(hall.open_store()) as store:
+        rows = store.query("SELECT count(*) FROM events WHERE type = 'attendance.punch'")
+    return int(rows[0][0])
+
+
+def _wait_punch(hall: Hall, out: Outcome, timeout: float = 90.0) -> None:
+    """Wait until the kiosk has recognised someone (model loading is slow on a busy CPU)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if _punches(hall):
+                return
+        time.sleep(0.25)
+    out.problems.append(f"no punch reached the centre within {timeout:.0f} s of the start")
+
+
+def _kiosk_worked(hall: Hall, out: Outcome) -> None:
+    """The kiosk really recognised someone: at least one punch reached the centre."""
+    with contextlib.closing(hall.open_store()) as store:
+        kinds = dict(store.query("SELECT type, count(*) FROM events GROUP BY type"))
+    out.extra["punches"] = kinds.get("attendance.punch", 0)
+    if not out.extra["punches"]:
+        out.problems.append(f"no punch stored from the kiosk run: {kinds}")
+
+
+def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """A kiosk agent on a camera file gets SIGTERM for its whole process group (systemd's
+    KillMode=control-group, Ctrl-C, ``timeout``) ``2·scale`` times; each time it must exit
+    cleanly within 15 s with no process left behind, and start again."""
+    from tests.faults.kiosk import add_enrolled_kiosk
+
+    dev = add_enrolled_kiosk(hall)
+    before = None
+    if not hall.wait_connected(dev, 60):
+        out.problems.append("kiosk never came online")
+    _wait_punch(hall, out)
+    for _ in range(max(1, round(2 * scale))):
+        time.sleep(rng.uniform(1, 4))
+        pids = dev.agent.tree()
+        out.extra["kiosk_processes"] = len(pids)
+        t0 = time.monotonic()
+        dev.agent.killpg(signal.SIGTERM)
+        hall.faults += 1
+        rc = dev.agent.wait(15)
+        out.extra["stop_s"] = round(time.monotonic() - t0, 2)
+        if rc is None:
+            out.problems.append("kiosk did not exit within 15 s of a process-group SIGTERM")
+            dev.agent.reap_group()
+            dev.agent.wait(5)
+        elif rc != 0:
+            out.problems.append(f"kiosk exited {rc} after SIGTERM")
+        deadline = time.monotonic() + 5
+        from tests.faults.procs import is_zombie_or_gone
+
+        while time.monotonic() < deadline and not all(is_zombie_or_gone(p) for p in pids):
+            time.sleep(0.1)
+        left = [p for p in pids if not is_zombie_or_gone(p)]
+        if left:
+            out.problems.append(f"processes left after the kiosk stopped: {left}")
+            dev.agent.reap_group()
+        dev.agent.start()
+    time.sleep(3)
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, before)
+    _kiosk_worked(hall, out)
+
+
+def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """SIGKILL of the kiosk agent alone: its recognition child must notice and exit."""
+    from tests.faults.kiosk import add_enrolled_kiosk
+    from tests.faults.procs import is_zombie_or_gone
+
+    dev = add_enrolled_kiosk(hall)
+    if not hall.wait_connected(dev, 60):
+        out.problems.append("kiosk never came online")
+    _wait_punch(hall, out)
+    pids = dev.agent.tree()
+    children = pids[1:]
+    out.extra["kiosk_processes"] = len(pids)
+    dev.agent.signal(signal.SIGKILL)
+    hall.faults += 1
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 15 and not all(is_zombie_or_gone(p) for p in children):
+        time.sleep(0.1)
+    left = [p for p in children if not is_zombie_or_gone(p)]
+    out.extra["orphan_exit_s"] = None if left else round(time.monotonic() - t0, 2)
+    if left:
+        out.problems.append(f"recognition child(ren) {left} outlived their SIGKILLed parent 15 s")
+    dev.agent.reap_group()
+    dev.agent.wait(5)
+    dev.agent.start()
+    time.sleep(3)
+    _recovered(hall, time.monotonic(), out)
+    _finish(hall, out, dev, None)
+    _kiosk_worked(hall, out)
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+Scenario = Callable[[Hall, random.Random, float, Outcome], None]
+
+SCENARIOS: dict[str, Scenario] = {
+    "baseline": baseline,
+    "broker_down": broker_down,
+    "collector_killed": collector_killed,
+    "store_refuses": store_refuses,
+    "store_read_only": store_read_only,
+    "store_disk_full": store_disk_full,
+    "device_disk_full": device_disk_full,
+    "agent_kill_storm": agent_kill_storm,
+    "partition": partition,
+    "link_down": link_down,
+    "latency": latency,
+    "clock_steps": clock_steps,
+    "hostile_pad": hostile_pad,
+    "hostile_mqtt": hostile_mqtt,
+    "kiosk_killpg": kiosk_killpg,
+    "kiosk_parent_killed": kiosk_parent_killed,
+}
+NEEDS_STORE_DISK = {"store_read_only", "store_disk_full"}
+NEEDS_MOUNT = NEEDS_STORE_DISK | {"device_disk_full"}
+KIOSK = {"kiosk_killpg", "kiosk_parent_killed"}
+
+
+def run_scenario(
+    name: str,
+    workdir: Path,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    store: str = "sqlite",
+    pg_schema: str | None = None,
+    sync: dict[str, Any] | None = None,
+) -> Outcome:
+    """Build a hall, run one scenario, tear everything down; the outcome says what happened."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = Outcome(name, store, seed, scale)
+    disk = None
+    store_dir = None
+    if name in NEEDS_STORE_DISK:
+        if store != "sqlite":
+            raise ValueError(f"{name} runs on the SQLite store (its file system is the fault)")
+        disk = SmallDisk(workdir / "store-disk", 48)
+        store_dir = disk.path
+    hall = Hall(
+        workdir, store=store, pg_schema=pg_schema, store_dir=store_dir, seed=seed, sync=sync
+    )
+    hall.store_disk = disk
+    if disk is not None:
+        hall.cleanups.append(disk.close)
+    try:
+        hall.start()
+        SCENARIOS[name](hall, random.Random(seed), scale, out)
+    finally:
+        hall.close()
+    return out
