@@ -1,4 +1,4 @@
-"""The attendance kiosk: camera → faces → gallery → schedule → outbox (CONTRACT §1, §2).
+"""The attendance kiosk's decisions: faces → gallery → schedule → events (docs/attendance.md).
 
 :class:`AttendancePipeline` turns frames into ``attendance.punch`` / ``attendance.rejected``
 events:
@@ -12,7 +12,7 @@ events:
 - debounce: one punch per person per ``debounce_s``; a track punches at most once;
 - ``attendance.rejected`` (``unknown_face`` / ``low_quality`` / ``liveness_failed``) at most once
   per track and reason, and at most one per reason per ``reject_interval_s``; no image and
-  no embedding ever leave the pipeline (CONTRACT §2, §3; PIPL art. 28-29).
+  no embedding ever leave the pipeline (docs/topics.md; PIPL art. 28-29).
 
 This module is the decision policy only. The recognition process that feeds it frames is
 agent/recognition.py; the worker that records its events in the outbox for ``hall-agent run``
@@ -80,7 +80,7 @@ class _TrackState:
     first_t: float
     first_captured: float
     vote: Any
-    arrived: datetime  # wall clock of the track's first frame: the punch's time (finding 7)
+    arrived: datetime  # wall clock of the track's first frame: the punch's time
     blink: BlinkDetector = field(default_factory=BlinkDetector)
     staff_id: str | None = None
     decided_t: float = 0.0
@@ -142,7 +142,7 @@ class AttendancePipeline:
                 and ended.low_quality >= 2 * self.cfg.votes
             ):
                 # Only a track that never got a decision was "low quality": the first blurred
-                # frames of someone recognised a moment later are not (review 2, finding 11).
+                # frames of someone recognised a moment later are not.
                 self._reject(ended, "low_quality", None, frame)
         for face in result.faces:
             st = self.tracks.get(face.track_id)
@@ -184,9 +184,9 @@ class AttendancePipeline:
             if st.staff_id is not None:
                 # The track now shows someone else (a photo held over a live face): the blink
                 # seen so far belongs to the earlier face, so this one must blink itself
-                # (review 2, finding 2). An earlier *unknown* decision is not someone else:
+                # . An earlier *unknown* decision is not someone else:
                 # "unknown, then Alice" is Alice turning towards the camera, and she arrived
-                # with the track's first frame (final review, item 2).
+                # with the track's first frame.
                 st.blink = BlinkDetector()
                 st.arrived = self.wall_clock(frame)  # this person arrives now
             st.staff_id, st.decided_t, st.punched = sid, frame.t, False
@@ -212,7 +212,7 @@ class AttendancePipeline:
             return
         # The punch is when the person stepped in front of the camera, not when recognition
         # and the blink finished: arriving at 08:29:57 and blinking at 08:30:02 is on time
-        # (review 2, finding 7; docs/attendance.md "Punch time").
+        # (docs/attendance.md "Punch time").
         at = st.arrived
         c = self.schedule.classify(at)
         distance = st.vote.distance(sid)

@@ -103,7 +103,7 @@ class AttendanceWorker:
         assert self.cfg.attendance is not None
         from contract.schedule import warn_calendar_gaps
 
-        # In the parent's log too, not only the recognition child's (review 2, finding 10).
+        # In the parent's log too, not only the recognition child's.
         warn_calendar_gaps(
             self.cfg.attendance.schedule, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
         )
@@ -241,11 +241,11 @@ class AttendanceWorker:
 
     def _flush_retry(self) -> None:
         # A full disk or a locked database must not lose a punch: keep it and try again
-        # (CONTRACT §3 outbox). sqlite3.Error is what a locked or damaged database raises
-        # below the outbox's own errors (review 2, finding 3).
+        # (docs/topics.md outbox). sqlite3.Error is what a locked or damaged database raises
+        # below the outbox's own errors.
         # The lock guards the buffer only, never an append: an append may wait out SQLite's
         # 30 s busy timeout, and a stop() (the supervisor's thread) waiting for the lock that
-        # long starved the systemd watchdog (final review, item 3). Two flushers may send the
+        # long starved the systemd watchdog. Two flushers may send the
         # same head item; its stable dedupe key makes the second append find the first row.
         pending = self.pending
         while True:
@@ -331,7 +331,7 @@ class AttendanceWorker:
     def planned_exit(self) -> bool:
         """The recognition process left on purpose (exit 75: camera readers stuck in the
         driver, freed only by a new process), so the supervisor restarts it without counting
-        it against ``max_restarts`` (agent/supervisor.py; final review, item 5)."""
+        it against ``max_restarts`` (agent/supervisor.py)."""
         proc = self._proc
         return proc is not None and not proc.is_alive() and proc.exitcode == EXIT_RESPAWN
 
@@ -361,8 +361,8 @@ def attendance_worker_factories(
     """
     state: dict[str, AttendanceWorker] = {}
     open_faults: set[str] = set()
-    # Outlives every worker of this kiosk (review 2, finding 3) and, through its file, the
-    # agent (final review, item 4).
+    # Outlives every worker of this kiosk and, through its file, the
+    # agent.
     pending = PendingEvents(saved_to=pending_path(cfg.device.data_dir))
     pending.load()
 

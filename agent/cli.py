@@ -1,4 +1,4 @@
-"""``hall-agent``: the device command line (CONTRACT §7).
+"""``hall-agent``: the device command line (README.md).
 
 Errors are one clear line on stderr, never a traceback (``--debug`` shows one); a config error
 exits 78 (EX_CONFIG) before any hardware is touched.

@@ -74,12 +74,12 @@ class SyncSection(Section):
     batch_size: int = Field(200, ge=1, le=5000, description="Events per MQTT batch")
     ack_timeout_s: float = Field(30, gt=0, le=3600, description="Resend unacked batches after")
     max_outbox_mb: int = Field(256, ge=1, le=65536, description="Outbox size cap in MiB")
-    # Not in CONTRACT §5 (it leaves the floor open): below this much free disk space `append`
+    # Not in docs/config.md (it leaves the floor open): below this much free disk space `append`
     # refuses, so a pad keeps resending instead of the disk filling to the last byte.
     min_free_mb: int = Field(64, ge=0, le=65536, description="Refuse appends below this free space")
     max_in_flight: int = Field(4, ge=1, le=64, description="Unacked batches in flight at once")
     status_interval_s: float = Field(60, ge=1, le=3600, description="Status republish period")
-    # Not in CONTRACT §5: a batch also stops at this many KiB. The maximum equals the centre's
+    # Not in docs/config.md: a batch also stops at this many KiB. The maximum equals the centre's
     # default central.max_payload_kb, so a default collector never refuses a batch for size.
     max_batch_kb: int = Field(1024, ge=16, le=4096, description="Byte cap of one MQTT batch")
 
@@ -89,7 +89,7 @@ class AttendanceSection(Section):
     tolerance: float = Field(0.5, gt=0, le=1.0, description="Max face distance for a match")
     debounce_s: int = Field(120, ge=0, le=86400, description="One punch per person per window")
     liveness: Literal["off", "blink"] = Field("off", description="'blink' requires a blink")
-    # Not in CONTRACT §5 (additive, docs/attendance.md):
+    # Not in docs/config.md (additive, docs/attendance.md):
     margin: float = Field(
         0.06, ge=0, le=1.0, description="Nearest other person must be this much further"
     )
@@ -190,7 +190,7 @@ class WindowsSection(Section):
         default_factory=lambda: list(DEFAULT_REASON_LABELS),
         min_length=1,
         max_length=16,
-        description="Label of reason bit i (u16 bitmask, CONTRACT §4)",
+        description="Label of reason bit i (u16 bitmask, docs/pads.md)",
     )
 
     @field_validator("reason_labels")

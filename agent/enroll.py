@@ -1,12 +1,12 @@
 """``hall-agent enroll`` and ``hall-agent gallery``: the kiosk's local face gallery.
 
-Only encodings are stored, never the photo (CONTRACT §3; PIPL art. 28-29): a photo is read,
+Only encodings are stored, never the photo (docs/topics.md; PIPL art. 28-29): a photo is read,
 encoded in memory and dropped. Enrolment of a person is all-or-nothing: when one of their
 photos is refused (no face, several faces, too small / blurred / turned) nothing is stored for
 them and the reason is printed, so a re-run never leaves half a person behind. Enrolling a
 staff id again replaces their encodings unless ``--append``.
 
-The roster (``<data_dir>/roster.json``, CONTRACT §3 roster payload written by the sync
+The roster (``<data_dir>/roster.json``, docs/topics.md roster payload written by the sync
 downlink) names the staff; when it exists, only staff it lists can be enrolled, and a person
 it no longer lists has their encodings deleted (:func:`prune_to_roster`, also run by the
 attendance worker whenever the roster file changes).

@@ -1,4 +1,4 @@
-"""The event envelope (CONTRACT §2): UUIDv7 ids, timestamps with offset, the clock flag.
+"""The event envelope (docs/topics.md): UUIDv7 ids, timestamps with offset, the clock flag.
 
 `seq` is not made here: it is allocated by the outbox inside the transaction that stores the
 event, which is what makes it survive restarts and crashes without ever repeating.

@@ -6,7 +6,7 @@ Matching (DESIGN.md "Things that burned others"): a face is accepted as person P
 - the nearest encoding of any *other* person is at least ``margin`` further away,
 and, in the pipeline, only after several frames of the same track agree (:class:`Vote`).
 
-Storage (CONTRACT §3 privacy, PIPL art. 28-29): ``<data_dir>/gallery/gallery.npz`` holds the
+Storage (docs/topics.md privacy, PIPL art. 28-29): ``<data_dir>/gallery/gallery.npz`` holds the
 encodings, the staff ids and display names, nothing else: never a photo or a crop. It is
 written atomically (temporary file + rename) under an advisory lock, so ``hall-agent enroll``
 can run beside the agent, which reloads the file when it changes.
@@ -186,7 +186,7 @@ class Gallery:
                 owners = [str(x) for x in z["owners"]]
                 names = {str(k): str(v) for k, v in zip(z["ids"], z["names"], strict=True)}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            # An empty file is EOFError, a truncated one BadZipFile (review 2, finding 1):
+            # An empty file is EOFError, a truncated one BadZipFile:
             # every damaged file is one GalleryError, which the callers handle.
             raise GalleryError(f"{path}: not a readable gallery file ({exc})") from exc
         if enc.ndim != 2 or enc.shape[1] != DIM:
@@ -203,7 +203,7 @@ def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:
 
     The agent runs as the owner of ``data_dir`` (user hall-agent, docs/attendance.md); when
     root writes a gallery file, the lock or the gallery directory, it hands them to that
-    owner (review 2, finding 6). A no-op for anyone but root.
+    owner. A no-op for anyone but root.
     """
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return

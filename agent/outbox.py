@@ -1,7 +1,7 @@
 """The durable outbox (DESIGN.md: "the outbox is the spine").
 
 Every event is committed here before anything is acknowledged to a pad or shown as done; only
-an ack from the centre removes it (CONTRACT §3). SQLite in WAL mode with ``synchronous=FULL``:
+an ack from the centre removes it (docs/topics.md). SQLite in WAL mode with ``synchronous=FULL``:
 a commit returns only after the WAL is fsynced, so an event whose ``append`` returned survives
 a crash or a power cut.
 
@@ -197,7 +197,7 @@ class Outbox:
         self._bytes = self._count_bytes(self._conn)
         self._since_exact = 0
         # Keys older than a day can no longer be resent by any pad (it gives up after 10 tries
-        # at 500 ms, CONTRACT §4); dropping them at start keeps the table small.
+        # at 500 ms, docs/pads.md); dropping them at start keeps the table small.
         try:
             self.prune_dedupe()
         except sqlite3.Error as exc:  # housekeeping: a full disk must not keep the outbox shut
@@ -280,7 +280,7 @@ class Outbox:
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate(conn)
         if self.moved_aside is not None:
-            # seq must never repeat (CONTRACT §2) but the old counter is gone with the file:
+            # seq must never repeat (docs/topics.md) but the old counter is gone with the file:
             # restart it above any value the device can have used (one event per ms since 1970).
             floor = max(time.time_ns() // 1_000_000, CLOCK_FLOOR_UNIX * 1000)
             conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'", (floor,))

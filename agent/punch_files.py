@@ -32,13 +32,12 @@ class PendingEvents:
     """Events not yet in the outbox (disk full, database locked), one buffer per kiosk.
 
     The factory hands the same buffer to every worker it builds, so a restart by the
-    supervisor while the outbox refuses loses nothing (review 2, finding 3). Each item
+    supervisor while the outbox refuses loses nothing. Each item
     carries its dedupe key, made once, so a retry after a partial failure (committed, then an
-    error) finds the first row instead of adding a second one (finding 4). The lock guards
+    error) finds the first row instead of adding a second one. The lock guards
     the deque only; two threads may send the same head item, and the dedupe key makes that
     harmless. What is still here when a worker stops is saved to ``saved_to``
-    (``<data_dir>/attendance-pending.json``) and read back by the next agent start
-    (final review, item 4).
+    (``<data_dir>/attendance-pending.json``) and read back by the next agent start.
     """
 
     items: deque[tuple[str, dict[str, Any], datetime, str]] = field(default_factory=deque)
@@ -140,7 +139,7 @@ def debounce_path(data_dir: Path) -> Path:
 def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
     """``{staff id: seconds since their last punch}`` from the file, within ``horizon_s``.
 
-    Debounce must survive a restart of the whole agent (review 2, finding 9): someone still
+    Debounce must survive a restart of the whole agent: someone still
     standing in front of the camera during a restart must not be punched twice. Wall-clock
     times are stored; a damaged file only costs that protection, never the start.
     """
@@ -150,8 +149,8 @@ def load_debounce(path: Path, horizon_s: float) -> dict[str, float]:
             raise ValueError("expected an object {staff id: unix time}")
         now = time.time()
         # A time more than a minute in the future was written before the clock was stepped
-        # back (NTP after a dead RTC): it would never expire, so it is dropped (final review,
-        # item 7). A little ahead is clock jitter and counts as "just now".
+        # back (NTP after a dead RTC): it would never expire, so it is dropped. A little
+        # ahead is clock jitter and counts as "just now".
         ago = {
             str(k): max(0.0, now - float(v))
             for k, v in raw.items()

@@ -4,7 +4,7 @@ The person is guided (on the kiosk page when this command can serve it, else on 
 terminal) to look straight, a bit to one side, then a bit to the other; for each pose a few
 frames that pass the enrolment quality gates of drivers/faces.py (exactly one face, large
 enough, sharp, not turned too far: ``encode_photo``) are encoded. Only the encodings are
-kept: frames live in memory and are dropped (CONTRACT §3; PIPL art. 28-29); the preview on
+kept: frames live in memory and are dropped (docs/topics.md; PIPL art. 28-29); the preview on
 the page is the same in-memory MJPEG stream as during recognition (agent/screen.py).
 
 The running agent holds the camera, so enrolment is done with the agent stopped

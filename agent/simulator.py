@@ -1,6 +1,6 @@
 """A HallPad v1 pad simulator (``hall-agent simulate pad``), for tests, demos and the bench.
 
-Written from CONTRACT §4 on purpose without importing :mod:`drivers.pad`: it is the second
+Written from docs/pads.md on purpose without importing :mod:`drivers.pad`: it is the second
 implementation the contract is tested against (its own CRC, framing and parser), so a bug
 shared by both sides cannot hide.
 
@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# CONTRACT §4 command codes, written out again here on purpose (see module docstring).
+# docs/pads.md command codes, written out again here on purpose (see module docstring).
 CMD = {
     "hello": 0x01,
     "rating": 0x10,
@@ -164,7 +164,7 @@ class SimPad:
         address: int = 1,
         *,
         resend_s: float = 0.5,
-        max_tries: int = 11,  # the first send plus up to 10 resends (CONTRACT §4)
+        max_tries: int = 11,  # the first send plus up to 10 resends (docs/pads.md)
         firmware: str = "SIM-1.0",
         seed: int | None = None,
         log: Any = None,

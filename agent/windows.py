@@ -7,7 +7,7 @@ lookup for the staff name. Recognition and network I/O live in other workers, so
 latency does not depend on them (docs/pads.md "Threads and latency": p99 < 50 ms with a
 kiosk pipeline running).
 
-Exactly once per (pad, seq) (CONTRACT §4), also across a crash of the agent:
+Exactly once per (pad, seq) (docs/pads.md), also across a crash of the agent:
 
 - Every recorded frame carries the outbox dedupe key
   ``pad:<port>:<addr>:q<seq//64>:<seq>:<content>`` (content: a hash of cmd and payload),
@@ -83,7 +83,7 @@ from drivers.pad.codec import (
 
 logger = logging.getLogger(__name__)
 
-# CONTRACT §4: resend every 500 ms, up to 10 times -> a copy arrives within ~5 s of the
+# docs/pads.md: resend every 500 ms, up to 10 times -> a copy arrives within ~5 s of the
 # original. Six times that covers slow USB adapters and an agent restart in between.
 DUPLICATE_HORIZON_S = 30.0
 OFFLINE_AFTER_HEARTBEATS = 3  # docs/pads.md "Faults": silent > 3 heartbeats = offline
@@ -97,7 +97,7 @@ def frame_key_base(port: str, addr: int) -> str:
 def frame_key(port: str, addr: int, seq: int, msg: Message) -> str:
     # Fixed width, so a key is never the prefix of another one (forget_dedupe is by prefix:
     # the pad's base on HELLO, ``<base>q<n>:`` for a quarter). The content hash tells a
-    # resend (byte-identical, CONTRACT §4) from a new frame that reuses the seq.
+    # resend (byte-identical, docs/pads.md) from a new frame that reuses the seq.
     content = hashlib.blake2s(bytes((msg.CMD,)) + msg.payload(), digest_size=8).hexdigest()
     return f"{frame_key_base(port, addr)}q{seq // QUARTER}:{seq:03d}:{content}"
 
@@ -269,7 +269,7 @@ class PadBus:
         self.link_up = up
         now = time.monotonic()
         if up:
-            self._next_time = 0.0  # TIME right away (CONTRACT §4 pads keep a clock)
+            self._next_time = 0.0  # TIME right away (docs/pads.md pads keep a clock)
         for addr, pad in self.pads.items():
             if up:
                 pad.last_seen = now  # give the pad 3 heartbeats to speak up
@@ -292,7 +292,7 @@ class PadBus:
         if not pad.online:
             self._set_online(addr, pad, True, f"window {pad.cfg.window}: talking")
         if isinstance(msg, Hello):
-            # CONTRACT §4: HELLO resets the pad's seq window; the pad rebooted and lost its
+            # docs/pads.md: HELLO resets the pad's seq window; the pad rebooted and lost its
             # clock and its display, so both are sent again.
             self.outbox.forget_dedupe(frame_key_base(self.port, addr))
             pad.quarter = None
@@ -460,7 +460,7 @@ class PadBus:
                     self._forget_if_stale(key)
             appended = self.outbox.append(event_type, data, dedupe_key=key)
         except OutboxError as exc:
-            # Not recorded: no ack, so the pad resends; never acked unless stored (CONTRACT §4).
+            # Not recorded: no ack, so the pad resends; never acked unless stored (docs/pads.md).
             self.append_failures += 1
             logger.error("pad %d seq %d %s not recorded: %s", addr, seq, event_type, exc)
             return None
@@ -468,7 +468,7 @@ class PadBus:
         self._remember(key)
         if on_commit is not None:
             on_commit()
-        self.driver.send(addr, Ack(), seq)  # only after the commit (CONTRACT §4)
+        self.driver.send(addr, Ack(), seq)  # only after the commit (docs/pads.md)
         if appended.duplicate:
             logger.debug("pad %d seq %d: duplicate of %s, acked again", addr, seq, key)
         return appended.duplicate

@@ -71,7 +71,7 @@ def generate(windows: int, staff: int, ratings: int, seed: int = 7) -> tuple[lis
         for p in people:
             if p["role"] == "chief" and rnd.random() < 0.8:
                 continue
-            # Winter hours: afternoons start 14:00, on Fridays 14:30 (CONTRACT §1).
+            # Winter hours: afternoons start 14:00, on Fridays 14:30 (docs/attendance.md).
             for hh, mm in ((8, 22), (11, 36), (14, 25) if friday else (13, 55)):
                 if rnd.random() < 0.02:
                     continue  # a missing punch

@@ -1,8 +1,8 @@
-"""``hall-central``: the central collector's command line (CONTRACT §7).
+"""``hall-central``: the central collector's command line (README.md).
 
 - ``hall-central -c FILE run``: run the collector until SIGTERM.
 - ``hall-central -c FILE roster publish FILE --site SITE [--force]``: validate a roster
-  (CONTRACT §3), store it as the site's current roster (table ``rosters``; an older version
+  (docs/topics.md), store it as the site's current roster (table ``rosters``; an older version
   than the stored one is refused unless ``--force``) and publish it retained to
   ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
 - ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="store a roster file for a site and publish it retained (or republish the stored one)",
         description='Validate {"v":1,"version":N,"staff":[{"id","name","role","window"}]}, '
         "store it as the site's roster and publish it retained to PREFIX/SITE/roster "
-        "(CONTRACT §3). Without FILE, publish the roster stored for the site again.",
+        "(docs/topics.md). Without FILE, publish the roster stored for the site again.",
     )
     r.add_argument(
         "file",

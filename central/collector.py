@@ -1,4 +1,4 @@
-"""The central collector: MQTT batches → the store, acks after commit (CONTRACT §3, §6).
+"""The central collector: MQTT batches → the store, acks after commit (docs/sync.md).
 
 - Subscribes with a shared subscription, ``$share/hall-central/{prefix}/+/+/events``, so that
   several collectors can run side by side (the broker gives each batch to one of them), and to
@@ -16,7 +16,7 @@
   the broker then never has more than its in-flight limit outstanding with us, which is the
   flow control when the store is slower than the hall.
 - On every connect (the first one included) it republishes every roster of the store's
-  ``rosters`` table retained (CONTRACT §3 ``{prefix}/{site}/roster``): a broker that lost its
+  ``rosters`` table retained (docs/topics.md ``{prefix}/{site}/roster``): a broker that lost its
   retained messages (restarted without persistence, replaced) gets them back without anyone
   running ``hall-central roster publish`` again.
 """
@@ -65,7 +65,7 @@ ROSTER_PUBACK_TIMEOUT_S = 5.0
 # max_inflight_messages, 20 in config/mosquitto.conf), and we PUBACK only after handling. QoS 0
 # has no flow control at all (a flood of 4 MB messages grew the collector without bound), so it
 # gets only what is left of a small budget and is dropped, counted, beyond it. Agents never
-# publish QoS 0 (CONTRACT §3).
+# publish QoS 0 (docs/topics.md).
 RECEIVE_MAXIMUM = 50
 QOS0_MAX_MESSAGES = 100
 QOS0_MAX_BYTES = 16 * 1024 * 1024
@@ -297,7 +297,7 @@ class Collector:
     def _write(self, verdict: Verdict) -> None:
         """Write a batch in one transaction; returns after the commit, raises on any failure.
 
-        Only validation rejects (CONTRACT §3). A store that fails or refuses the write (a
+        Only validation rejects (docs/topics.md). A store that fails or refuses the write (a
         constraint or trigger, disk full, read-only file, PostgreSQL down) has said nothing
         about the events: the exception propagates, nothing is acked, and the device resends
         the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would

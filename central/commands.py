@@ -1,4 +1,4 @@
-"""``hall-central report …`` and ``hall-central leave …`` (CONTRACT §7), wired into the
+"""``hall-central report …`` and ``hall-central leave …`` (README.md), wired into the
 central command line (central/cli.py) by :func:`add_parsers`.
 
 Both are read-only except ``leave import``/``leave remove``, and none creates a store: a

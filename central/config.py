@@ -40,11 +40,11 @@ class StoreSection(Section):
             raise ValueError(
                 f"expected sqlite:///PATH or postgresql://…, got {redact_url(value)!r}"
             )
-        # CONTRACT §5: secrets come from *_file keys, never inline. Never echo the URL here.
+        # docs/config.md: secrets come from *_file keys, never inline. Never echo the URL here.
         parts = urlsplit(value)
         if parts.password is not None or "password" in parse_qs(parts.query):
             raise ValueError(
-                "expected no password in the URL (CONTRACT §5: secrets are never inline); "
+                "expected no password in the URL (docs/config.md: secrets are never inline); "
                 "put it in a file readable only by the collector and set store.password_file"
             )
         return value
@@ -72,7 +72,7 @@ class StoreSection(Section):
 class CentralSection(Section):
     id: str = Field("central", pattern=ID_PATTERN, description="Collector id (client id prefix)")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone for reports")
-    # CONTRACT §3 leaves the limits open; a batch holds at most sync.batch_size (≤ 5000)
+    # docs/topics.md leaves the limits open; a batch holds at most sync.batch_size (≤ 5000)
     # events, a few hundred bytes each, so 4 MiB leaves room without inviting abuse.
     max_payload_kb: int = Field(
         4096, ge=16, le=262144, description="Larger event batches are rejected"

@@ -1,4 +1,4 @@
-"""Leave and corrections from the office (请假, 公出, 补卡 approved on paper; CONTRACT §6).
+"""Leave and corrections from the office (请假, 公出, 补卡 approved on paper; docs/sync.md).
 
 A file (CSV or xlsx, row 1 the headings) has one row per approval:
 

@@ -1,7 +1,7 @@
 """Staff rosters from the office's spreadsheets (CSV or xlsx) for ``roster publish``.
 
 Headings (row 1): 工号 (id), 姓名 (name), 角色 (role: 窗口人员/staff or 首席代表/chief),
-窗口 (window, optional). The rows become exactly the CONTRACT §3 roster and pass the same
+窗口 (window, optional). The rows become exactly the docs/topics.md roster and pass the same
 validation as a JSON roster (sync/downlink.py); a spreadsheet carries no version, so the
 caller supplies one (``--version``, or one above the stored roster).
 """
@@ -29,7 +29,7 @@ def is_table(path: Path) -> bool:
 
 
 def parse_roster_table(path: Path, version: int) -> dict[str, Any]:
-    """The roster in ``path`` as a validated CONTRACT §3 payload; raises RosterError."""
+    """The roster in ``path`` as a validated docs/topics.md payload; raises RosterError."""
     try:
         rows, where = read_table(path, COLUMNS, ("id", "name", "role"))
     except TableError as exc:

@@ -1,17 +1,17 @@
-"""The central store (CONTRACT §6): SQLite (embedded default) or PostgreSQL (psycopg 3).
+"""The central store (docs/sync.md): SQLite (embedded default) or PostgreSQL (psycopg 3).
 
-Tables ``events`` and ``rejected`` as CONTRACT §6, plus two additions: ``devices`` (the
+Tables ``events`` and ``rejected`` as docs/sync.md, plus two additions: ``devices`` (the
 collector's view of each device's retained status, for ``hall-central devices``) and
 ``rosters`` (the last roster published per site, schema version 2: ``hall-central roster``
 publishes from it and the collector republishes it on every connect); typed views
-``punches`` and ``ratings``; and CONTRACT §6's ``leave`` (schema version 4, filled by
+``punches`` and ``ratings``; and docs/sync.md's ``leave`` (schema version 4, filled by
 ``hall-central leave import``; columns in docs/reports.md). The schema is created and
 migrated on open, inside a lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory
 lock), so several collectors can start at once.
 
 A batch is written in ONE transaction with ``INSERT … ON CONFLICT (id) DO NOTHING``: a resent
 event is ignored and acked again, which turns at-least-once delivery into exactly-once rows
-(CONTRACT §3). :meth:`Store.write_batch` returns only after the commit; the collector acks
+(docs/topics.md). :meth:`Store.write_batch` returns only after the commit; the collector acks
 after that.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: the agent deletes its copy of an event as
@@ -58,7 +58,7 @@ class EventRow:
     raw: Any = field(default=None, compare=False, repr=False)
 
 
-CONFLICT = "conflict"  # CONTRACT §3: an id already stored with different content
+CONFLICT = "conflict"  # docs/topics.md: an id already stored with different content
 
 
 def storable(text: str | None) -> str | None:
@@ -103,7 +103,7 @@ def utcnow() -> datetime:
 
 
 def plausible(event: EventRow, received_at: datetime) -> bool:
-    """CONTRACT §6: a synced clock and within a day of when the centre received it."""
+    """docs/sync.md: a synced clock and within a day of when the centre received it."""
     return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
 
 
@@ -232,8 +232,8 @@ _PG_V1 = [
       FROM events WHERE type = 'rating.submitted'""",
 ]
 
-# v2: the roster per site (not in CONTRACT §6, an addition like `devices`). `payload` is exactly
-# the CONTRACT §3 roster as published; `version` repeats its version for the ordering check.
+# v2: the roster per site (not in docs/sync.md, an addition like `devices`). `payload` is exactly
+# the docs/topics.md roster as published; `version` repeats its version for the ordering check.
 _SQLITE_V2 = [
     """CREATE TABLE rosters (
         site TEXT PRIMARY KEY,
@@ -252,7 +252,7 @@ _PG_V2 = [
     )""",
 ]
 
-# v3: `filed_at` in the typed views, the time reports file an event under (CONTRACT §6): `at`
+# v3: `filed_at` in the typed views, the time reports file an event under (docs/sync.md): `at`
 # when it is plausible, else the centre's `received_at`. Implausible = clock `unsynced`, or more
 # than PLAUSIBLE_S from `received_at` (a kiosk that lost its RTC stamps 1970; a bad clock or a
 # hostile device can send year 9999). `at` itself stays as sent. Also repairs
@@ -313,7 +313,7 @@ _PG_V3 = [
         AND e.received_at + interval '1 day')""",
 ]
 
-# v4: leave and corrections (CONTRACT §6 table `leave`), imported from the office's files by
+# v4: leave and corrections (docs/sync.md table `leave`), imported from the office's files by
 # `hall-central leave import` (central/leave.py). Additions to the contract's columns:
 # `starts_half`/`ends_half` ('am' or 'pm': half days, so 2026-11-03 pm .. 2026-11-03 pm is one
 # afternoon) and `approver` (who signed the paper). `starts`/`ends` are local dates in the
@@ -398,7 +398,7 @@ STAFF_ORDER = ("id", "name", "role", "window")
 
 
 def roster_json(roster: dict[str, Any]) -> str:
-    """The roster as published and stored: CONTRACT §3 key order, compact UTF-8 JSON.
+    """The roster as published and stored: docs/topics.md key order, compact UTF-8 JSON.
 
     One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
     reorders keys), so a republish from either store is byte-identical to the first publish.
@@ -488,7 +488,7 @@ class Store:
         An event whose id is stored already with the same content is a resend: ignored (the
         caller acks it again). One whose id is stored with *different* content is not stored
         and is returned: it is recorded in ``rejected`` with reason ``conflict`` in the same
-        transaction (CONTRACT §3), and the caller rejects it in the ack.
+        transaction (docs/topics.md), and the caller rejects it in the ack.
         """
         raise NotImplementedError
 
@@ -867,7 +867,7 @@ class PostgresStore(Store):
         self.schema = schema
         self._lock = threading.Lock()
         self._psycopg = psycopg
-        # store.password_file (CONTRACT §5: never inline in the URL); None: the URL, the
+        # store.password_file (docs/config.md: never inline in the URL); None: the URL, the
         # server's trust/peer rules or libpq's own PGPASSFILE decide.
         self._connect_kw: dict[str, Any] = {"autocommit": True}
         if password is not None:

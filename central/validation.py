@@ -168,7 +168,7 @@ def check_batch(
 
     def reject_all(reason: str, events: Any = None) -> Verdict:
         # Name every event that has an id, so that the agent can dead-letter each one
-        # instead of resending the batch forever (CONTRACT §3).
+        # instead of resending the batch forever (docs/topics.md).
         named = []
         if isinstance(events, list):
             named = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)]

@@ -54,7 +54,7 @@ class MqttSection(Section):
     ca_file: Path | None = Field(None, description="CA certificate (PEM) for mqtts://")
     client_cert_file: Path | None = Field(None, description="Client certificate (PEM), optional")
     client_key_file: Path | None = Field(None, description="Client private key (PEM), optional")
-    prefix: str = Field("hall", pattern=ID_PATTERN, description="Topic prefix (CONTRACT §3)")
+    prefix: str = Field("hall", pattern=ID_PATTERN, description="Topic prefix (docs/topics.md)")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
 
@@ -99,7 +99,7 @@ def _ordered_range(value: str) -> str:
 
 
 class HoursSection(Section):
-    """Staff duty hours of one season (CONTRACT §1 table); "HH:MM-HH:MM"."""
+    """Staff duty hours of one season (docs/attendance.md table); "HH:MM-HH:MM"."""
 
     morning: str = Field("08:30-11:30", pattern=_HHMM_RANGE, description="Morning duty")
     afternoon: str = Field("14:30-17:30", pattern=_HHMM_RANGE, description="Mon-Thu afternoon")
@@ -114,7 +114,7 @@ class HoursSection(Section):
 
 
 class WinterHoursSection(HoursSection):
-    """Winter defaults differ only in the Mon-Thu afternoon (CONTRACT §1 table)."""
+    """Winter defaults differ only in the Mon-Thu afternoon (docs/attendance.md table)."""
 
     afternoon: str = Field("14:00-17:30", pattern=_HHMM_RANGE, description="Mon-Thu afternoon")
 
@@ -134,7 +134,7 @@ class BandsSection(Section):
 
 
 class ScheduleSection(Section):
-    """Punch rules (CONTRACT §1): seasons, grace, holidays and adjusted working days."""
+    """Punch rules (docs/attendance.md): seasons, grace, holidays and adjusted working days."""
 
     summer_months: list[int] = Field(
         [5, 6, 7, 8, 9, 10], description="Months (1-12) on summer hours; the rest is winter"
@@ -149,7 +149,7 @@ class ScheduleSection(Section):
     bands: BandsSection = Field(default_factory=BandsSection, description="Explicit bands")
     holidays: list[date] = Field(default_factory=list, description="Extra days off")
     workdays: list[date] = Field(default_factory=list, description="Extra working days")
-    # Not in CONTRACT §5 (additive, docs/attendance.md): years whose statutory holidays and
+    # Not in docs/config.md (additive, docs/attendance.md): years whose statutory holidays and
     # 调休 days the site has listed in holidays/workdays itself; silences the calendar warning.
     covered_years: list[int] = Field(
         default_factory=list,

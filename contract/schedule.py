@@ -1,7 +1,7 @@
-"""Punch rules: which slot a punch fills and whether it is on time (CONTRACT §1).
+"""Punch rules: which slot a punch fills and whether it is on time (docs/attendance.md).
 
 - Hours: summer (May–Oct) and winter (Nov–Apr) staff duty hours, Friday afternoons apart,
-  from the centre's 2024 regulation (CONTRACT §1 table); a site overrides any of them in
+  from the centre's 2024 regulation (docs/attendance.md table); a site overrides any of them in
   ``[attendance.schedule]`` (``agent/config.py`` ``ScheduleSection``).
 - Working days: statutory holidays are off and China's adjusted working days (调休) are on,
   from the ``chinesecalendar`` package (State Council notices, data up to its release year),
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 SLOTS = ("morning_in", "morning_out", "afternoon_in", "afternoon_out", "extra")
 DAILY_SLOTS = SLOTS[:4]
-CHIEF_MONTHLY_MIN = 4  # CONTRACT §1: chief representatives, at least four records a month
+CHIEF_MONTHLY_MIN = 4  # docs/attendance.md: chief representatives, at least four records a month
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Camera capture with OpenCV: newest frame only, a frame-age watchdog, reopen with backoff.
 
-Sources (CONTRACT §5 ``attendance.camera``): a device index (``"0"``), ``/dev/video*``,
+Sources (docs/config.md ``attendance.camera``): a device index (``"0"``), ``/dev/video*``,
 ``rtsp://`` and ``http://`` streams, or a video file. A reader thread calls
 ``VideoCapture.read`` in a loop and keeps only the newest frame, so a slow consumer never works
 on stale buffered RTSP frames. ``read`` can block forever on a hung or unplugged camera (see
@@ -73,12 +73,12 @@ _PATH = re.compile(r"^[^?#\s]*")
 def redact(source: str) -> str:
     """A stream URL as it may be logged or published: ``scheme://***@host[:port]/path``.
 
-    ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
-    contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
-    (review 2, finding 5); the query and fragment (``?password=…``, tokens) are dropped,
-    and so is the path from its first segment holding a ``=`` (``/user=admin_password=…``);
-    when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
-    indexes, ``/dev/video*`` and file paths are returned unchanged.
+     ``rtsp://admin:p@ss/w rd@10.0.0.5/s1`` → ``rtsp://***@10.0.0.5/s1``. Camera passwords
+     contain ``/``, ``@`` and spaces, so the user part runs from the scheme to the *last* ``@``
+    ; the query and fragment (``?password=…``, tokens) are dropped,
+     and so is the path from its first segment holding a ``=`` (``/user=admin_password=…``);
+     when no ``host[:port]`` can be found after that, the whole authority is hidden. Device
+     indexes, ``/dev/video*`` and file paths are returned unchanged.
     """
     m = _SCHEME.match(source.strip())
     if m is None:
@@ -99,7 +99,7 @@ def redact(source: str) -> str:
     # XMEye/Dahua cameras put credentials in the path itself
     # (``/user=admin_password=…_channel=1``, ``/user=admin&password=…``), with ``_``, ``&``,
     # ``;`` or ``/`` as separators and passwords that may contain any of them: from the first
-    # segment with a ``key=value`` on, the path is hidden whole (final review, item 1).
+    # segment with a ``key=value`` on, the path is hidden whole.
     eq = path.find("=")
     if eq >= 0:
         path = path[: path.rfind("/", 0, eq) + 1] + "***"
@@ -199,7 +199,7 @@ class Camera:
         self.capture_factory = capture_factory
         self.tick_s = tick_s
         # Recovery counts only after frames flowed this long: a camera that gives one frame
-        # and hangs again must not flap fault/recovered nor reset the backoff (review 2, 8).
+        # and hangs again must not flap fault/recovered nor reset the backoff.
         self.stable_s = stable_s
         # Each abandoned reader is a thread stuck in a native read (V4L2) that only the end
         # of the process frees: after this many the camera gives up (``stuck``) and the
@@ -222,7 +222,7 @@ class Camera:
         self._fault_detail = ""
         self._failures = 0
         # Readers left blocked in a native call; one that returns later ends and no longer
-        # counts (final review, item 5: an RTSP read that times out after 30 s is not stuck).
+        # counts (an RTSP read that times out after 30 s is not stuck).
         self._abandoned: list[threading.Thread] = []
         self._reader: threading.Thread | None = None
         self.abandoned_total = 0

@@ -22,12 +22,12 @@ set -euo pipefail
 
 PREFIX=${HALL_MQTT_PREFIX:-hall}
 GROUP=hall-central  # the shared subscription group (central/collector.py SHARE_GROUP)
-ID_RE='^[a-z0-9][a-z0-9_-]{0,63}$'  # CONTRACT §3 ids
+ID_RE='^[a-z0-9][a-z0-9_-]{0,63}$'  # docs/topics.md ids
 
 die() { echo "hall-broker.sh: $*" >&2; exit 1; }
 
 check_id() {  # what, value
-  [[ $2 =~ $ID_RE ]] || die "$1 '$2': expected [a-z0-9][a-z0-9_-]{0,63} (CONTRACT §3)"
+  [[ $2 =~ $ID_RE ]] || die "$1 '$2': expected [a-z0-9][a-z0-9_-]{0,63} (docs/topics.md)"
 }
 
 read_password() {  # file

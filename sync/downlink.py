@@ -53,7 +53,7 @@ class RosterKeeper:
             return False  # the same retained roster again after a reconnect
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Stored in exactly the CONTRACT §3 payload format (re-serialised from the
+            # Stored in exactly the docs/topics.md payload format (re-serialised from the
             # validated object so that the file is canonical UTF-8 JSON).
             write_durably(self.path, json.dumps(roster, ensure_ascii=False).encode("utf-8"))
         except OSError as exc:

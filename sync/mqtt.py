@@ -56,7 +56,7 @@ def make_client(section: MqttSection, client_id: str, *, manual_ack: bool = Fals
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         # MQTT 3.1.1: a clean session. The outbox, not the broker's session, is the buffer:
-        # anything lost with a session is resent after sync.ack_timeout_s (CONTRACT §3).
+        # anything lost with a session is resent after sync.ack_timeout_s (docs/topics.md).
         clean_session=None if v5 else True,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
         reconnect_on_failure=False,

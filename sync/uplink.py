@@ -1,4 +1,4 @@
-"""Uplink: the outbox to the centre over MQTT, end-to-end at-least-once (CONTRACT §3).
+"""Uplink: the outbox to the centre over MQTT, end-to-end at-least-once (docs/topics.md).
 
 - Batches of up to ``sync.batch_size`` events and ``sync.max_batch_kb`` KiB, in ``seq``
   order, are published (QoS 1) to ``{prefix}/{site}/{device}/events`` as
@@ -530,7 +530,7 @@ class Uplink:
                 if not batch.ids:
                     self._inflight.pop(batch.mid, None)
         if rejects:
-            self._next_status = 0.0  # CONTRACT §3: a rejected event shows in status
+            self._next_status = 0.0  # docs/topics.md: a rejected event shows in status
         for callback in self._ack_listeners:
             try:
                 callback(settled)

@@ -76,7 +76,7 @@ class Month:
         """Write the events as if each arrived when it was made (received_at = at).
 
         The store stamps received_at with the real clock; left so, every event of a past
-        month would be more than a day from it and filed by received_at (CONTRACT §6).
+        month would be more than a day from it and filed by received_at (docs/sync.md).
         """
         self.store.write_batch(self.rows, [])
         ids = [r.id for r in self.rows if r.clock == "synced"]

@@ -89,7 +89,7 @@ def test_known_person_punches_once_with_slot_and_status() -> None:
     assert (p["slot"], p["status"], p["minutes_off"]) == ("morning_in", "late", 15)
     assert 0 < p["distance"] <= 0.5
     assert not of_type(events, "attendance.rejected")
-    # Privacy (CONTRACT §2/§3): punch data is exactly the contract's keys; no image, no
+    # Privacy (docs/topics.md): punch data is exactly the contract's keys; no image, no
     # embedding, no name.
     assert set(p) == {"staff_id", "slot", "status", "minutes_off", "distance", "liveness"}
     afternoon, _ = run_video(video, epoch=datetime(2026, 11, 25, 17, 10, tzinfo=TZ))
@@ -528,7 +528,7 @@ def test_low_quality_needs_repeated_refusals_and_is_sent_once() -> None:
 
 
 def test_blurred_first_frames_of_someone_recognised_are_not_rejected() -> None:
-    # Review 2, finding 11: someone walking in (motion blur), then recognised and punched,
+    # Someone walking in (motion blur), then recognised and punched,
     # also got an attendance.rejected low_quality for the first frames.
     import numpy as np
 
@@ -589,7 +589,7 @@ ALICE, BOB = _unit(1), _unit(2)
 
 
 def test_a_photo_over_a_blinking_face_must_blink_itself() -> None:
-    # Review 2, finding 2: Alice blinks and punches; then a printed photo of Bob covers her
+    # Alice blinks and punches; then a printed photo of Bob covers her
     # face in the same track. Bob's photo never blinks, so Bob must not punch.
     def faces(i):
         if i < 40:
@@ -702,7 +702,7 @@ def test_a_retry_after_a_partial_failure_never_adds_a_second_row(write_config, t
 
 
 def test_two_threads_flushing_store_each_event_exactly_once(write_config, tmp_path) -> None:
-    # isolation = "thread": the loop thread and the retry thread both flush (review 2, 4).
+    # isolation = "thread": the loop thread and the retry thread both flush.
     cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
     outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
     slow = LockedOnce(outbox, fail=1, delay=0.002)
@@ -734,7 +734,7 @@ def test_two_threads_flushing_store_each_event_exactly_once(write_config, tmp_pa
 
 
 def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
-    # Review 2, finding 6: stat/open errors other than "missing" (PermissionError on a
+    # Stat/open errors other than "missing" (PermissionError on a
     # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
     # the watcher and the roster prune.
     from agent.enroll import prune_to_roster
@@ -758,7 +758,7 @@ def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
 
 
 def test_the_punch_is_stamped_when_the_person_arrived() -> None:
-    # Review 2, finding 7: Alice steps in at 08:29:57 and blinks five seconds later: on time.
+    # Alice steps in at 08:29:57 and blinks five seconds later: on time.
     start = datetime(2026, 11, 25, 8, 29, 57, tzinfo=TZ)
 
     def faces(i):
@@ -773,7 +773,7 @@ def test_the_punch_is_stamped_when_the_person_arrived() -> None:
 
 
 def test_an_unknown_look_before_recognition_keeps_the_arrival_time() -> None:
-    # Final review, item 2: the first frames do not match anyone (turned away, bad light),
+    # The first frames do not match anyone (turned away, bad light),
     # then the track is recognised as Alice, who blinks. Only a change from one *known*
     # person to another restarts the arrival; "unknown, then Alice" arrived at the start.
     start = datetime(2026, 11, 25, 8, 29, 59, tzinfo=TZ)
@@ -793,7 +793,7 @@ def test_an_unknown_look_before_recognition_keeps_the_arrival_time() -> None:
 
 
 def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatch) -> None:
-    # Review 2, finding 8: stuck native reads are freed only by a new process.
+    # Stuck native reads are freed only by a new process.
     import functools
 
     import drivers.camera
@@ -834,7 +834,7 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
 
 
 def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, caplog) -> None:
-    # Review 2, finding 9: a new agent process (new factories, new workers) still knows who
+    # A new agent process (new factories, new workers) still knows who
     # punched a moment ago, from a small file in data_dir.
     from agent.punch_files import debounce_path
 
@@ -885,7 +885,7 @@ class GatedOutbox:
 
 
 def test_stop_returns_while_a_flush_waits_for_a_locked_database(write_config, tmp_path) -> None:
-    # Final review, item 3: the retry thread waits in an append for a locked database; the
+    # The retry thread waits in an append for a locked database; the
     # supervisor's restart calls stop(), which used to wait for the buffer's lock as long as
     # the append did (and then wait itself), past the systemd watchdog.
     cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi", isolation="thread")
@@ -910,7 +910,7 @@ def test_stop_returns_while_a_flush_waits_for_a_locked_database(write_config, tm
 
 
 def test_punches_the_outbox_refused_survive_an_agent_restart(write_config, tmp_path) -> None:
-    # Final review, item 4: punches still in the buffer when the agent stops used to be lost.
+    # Punches still in the buffer when the agent stops used to be lost.
     data_dir = tmp_path / "data"
     cfg = kiosk_config(write_config, data_dir, tmp_path / "x.avi", isolation="thread")
     outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong")
@@ -959,7 +959,7 @@ def test_punches_that_cannot_be_saved_are_logged_by_name(write_config, tmp_path,
 
 
 def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_path) -> None:
-    # Final review, item 5: exit 75 is planned (stuck camera readers); the supervisor must
+    # Exit 75 is planned (stuck camera readers); the supervisor must
     # not count it against max_restarts. Any other exit is an ordinary death.
     import multiprocessing as mp
 
@@ -979,7 +979,7 @@ def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_p
 
 
 def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monkeypatch) -> None:
-    # Final review, item 7: a fixed ".tmp" name (left behind, or shared by two writers), no
+    # A fixed ".tmp" name (left behind, or shared by two writers), no
     # fsync of the directory, and times from before a clock step back that never expired.
     import stat
     import time

@@ -45,7 +45,7 @@ ROSTER = {
 
 
 class Pad:
-    """Events as a window device records them (CONTRACT §2), one seq counter per device."""
+    """Events as a window device records them (docs/topics.md), one seq counter per device."""
 
     def __init__(self, device: str = "win-01", site: str = "jiedong"):
         self.device, self.site, self.seq = device, site, 0

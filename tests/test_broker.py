@@ -1,5 +1,5 @@
 """Identity on the broker: the shipped config/mosquitto.conf and scripts/hall-broker.sh in a
-real Mosquitto (CONTRACT §3 "Identity", docs/broker.md).
+real Mosquitto (docs/topics.md "Identity", docs/broker.md).
 
 Every refusal is asserted on the broker's own answer (SUBACK, PUBACK, CONNACK, a disconnect),
 awaited by tests/mqttkit.Peer, never after a fixed sleep.

@@ -48,7 +48,7 @@ def test_redact_hides_credentials() -> None:
         ("rtsp://admin:x@[fe80::1]:554/s", "rtsp://***@[fe80::1]:554/s"),
         ("rtsp://admin:sec ret", "rtsp://***"),  # no host after the secret: hide it all
         ("rtsp://u:pw@@", "rtsp://***"),
-        # XMEye/Dahua: credentials in the path (final review, item 1)
+        # XMEye/Dahua: credentials in the path
         (
             "rtsp://10.0.0.5:554/user=admin_password=tlJwpbo6_channel=1_stream=0.sdp",
             "rtsp://10.0.0.5:554/***",
@@ -59,7 +59,7 @@ def test_redact_hides_credentials() -> None:
     ],
 )
 def test_redact_passwords_with_slashes_spaces_and_at_signs(source: str, shown: str) -> None:
-    # Review 2, finding 5: these used to leak the password's tail into health()["source"]
+    # These used to leak the password's tail into health()["source"]
     # (a retained status topic) and device.fault details.
     assert redact(source) == shown
     for secret in ("p@ss", "ab/cd", "a b", "x#y", "x1", "sec ret", "pw", "tlJwpbo6", "secret"):
@@ -246,7 +246,7 @@ def test_unplugged_camera_backs_off_until_it_returns() -> None:
 
 
 def test_a_camera_that_hangs_after_every_frame_is_one_fault_then_gives_up() -> None:
-    # Review 2, finding 8: each cycle gave one frame, reported "recovered", reset the backoff
+    # Each cycle gave one frame, reported "recovered", reset the backoff
     # and left one more reader thread stuck in the driver, forever.
     captures: list[FakeCapture] = []
 
@@ -285,7 +285,7 @@ def test_a_camera_that_hangs_after_every_frame_is_one_fault_then_gives_up() -> N
 
 
 def test_readers_that_return_later_do_not_count_as_stuck() -> None:
-    # Final review, item 5: a camera that accepts the connection but never streams makes
+    # A camera that accepts the connection but never streams makes
     # each read wait (FFmpeg's RTSP timeout) and then fail. Those readers end; counting them
     # made the recognition process give up (and exit 75) every few cycles.
     captures: list[FakeCapture] = []

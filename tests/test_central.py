@@ -1,7 +1,7 @@
 """central/collector.py: batch validation, and a real collector fed by mosquitto_pub (a peer).
 
 The peer tests build batches and read acks with the Mosquitto command-line clients, so the
-topics and payloads of CONTRACT §3 are checked against code that is not ours.
+topics and payloads of docs/topics.md are checked against code that is not ours.
 """
 
 from __future__ import annotations
@@ -957,7 +957,7 @@ def test_qos0_flood_of_large_messages_does_not_grow_the_collector(tmp_path, brok
 def test_a_reused_id_with_different_content_is_rejected_as_conflict(
     tmp_path, broker, store_conf, caplog
 ):
-    """CONTRACT §3: an id already stored with different content is rejected with reason
+    """docs/topics.md: an id already stored with different content is rejected with reason
     `conflict`, logged; it used to be acked as a duplicate and silently dropped. The same
     content again is still a resend: acked, stored once."""
     store, store_text = store_conf

@@ -1,4 +1,4 @@
-"""Config parsing and its error messages (CONTRACT §5)."""
+"""Config parsing and its error messages (docs/config.md)."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_keeper_stores_atomically_and_keeps_last_good(tmp_path):
     assert load_roster(tmp_path) is None
     assert keeper.handle(payload(ROSTER))
     stored = (tmp_path / "roster.json").read_text(encoding="utf-8")
-    assert json.loads(stored) == ROSTER  # exactly the CONTRACT §3 payload format
+    assert json.loads(stored) == ROSTER  # exactly the docs/topics.md payload format
     assert load_roster(tmp_path) == ROSTER
     assert not keeper.handle(payload(ROSTER))  # the same retained roster after a reconnect
 

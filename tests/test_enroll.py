@@ -68,7 +68,7 @@ def test_enroll_stores_encodings_only(kiosk) -> None:
     assert r.returncode == 0, r.stderr
     assert "enrolled s001 (奥巴马): 2 encodings" in r.stdout
     assert people(data) == [("s001", "奥巴马", 2)]
-    # Privacy (CONTRACT §3): nothing but the gallery file (and its lock) under data_dir,
+    # Privacy (docs/topics.md): nothing but the gallery file (and its lock) under data_dir,
     # and nothing in it that looks like an image.
     files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
     assert files == ["gallery/.lock", "gallery/gallery.npz"]

@@ -1,4 +1,4 @@
-"""The event envelope (CONTRACT §2)."""
+"""The event envelope (docs/topics.md)."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ def test_damaged_file_is_a_clear_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("damage", ["empty", "pk-junk", "half", "tail-cut", "zeros"])
 def test_every_kind_of_damage_is_a_gallery_error(tmp_path, damage) -> None:
-    # Review 2, finding 1: an empty file raised EOFError, a truncated one BadZipFile, which
+    # An empty file raised EOFError, a truncated one BadZipFile, which
     # no caller expected, so the recognition process died and was respawned in a loop.
     path = gallery_path(tmp_path)
     Gallery.from_arrays(unit(np.random.default_rng(1), 3), ["a", "a", "b"]).save(path)
@@ -178,7 +178,7 @@ def test_every_kind_of_damage_is_a_gallery_error(tmp_path, damage) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
 def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
-    # Review 2, finding 6: `sudo hall-agent enroll` left root-owned 0700/0600 files that the
+    # `sudo hall-agent enroll` left root-owned 0700/0600 files that the
     # agent (user hall-agent, owner of data_dir) could not read.
     data = tmp_path / "data"
     data.mkdir()
@@ -192,7 +192,7 @@ def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
 
 
 def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> None:
-    # Review 2, finding 11: without it a power cut right after enrolment can bring the old
+    # Without it a power cut right after enrolment can bring the old
     # gallery back (the rename lives in the directory).
     import agent.gallery
 

@@ -247,7 +247,7 @@ def test_every_central_command_has_help_text():
 
 
 def test_leave_in_sqlite_read_by_a_peer(tmp_path):
-    """The leave table as the sqlite3 command-line tool sees it (CONTRACT §6)."""
+    """The leave table as the sqlite3 command-line tool sees it (docs/sync.md)."""
     import shutil
 
     if shutil.which("sqlite3") is None:

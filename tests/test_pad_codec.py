@@ -71,7 +71,7 @@ def test_crc_matches_the_simulators_independent_implementation(data: bytes) -> N
 
 
 def test_every_contract_command_has_a_message_type() -> None:
-    # CONTRACT §4 command table, written out independently of the codec's constants.
+    # docs/pads.md command table, written out independently of the codec's constants.
     contract = {0x01, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x30, 0x80, 0x90, 0x91, 0x92}
     assert set(codec.MESSAGES) == contract
     assert set(simulator.CMD.values()) == contract

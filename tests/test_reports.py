@@ -1,7 +1,7 @@
 """central/reports on a hand-made month, on a real SQLite file and the real PostgreSQL.
 
 Every expected number below is worked out by hand from the events written here and the
-hall's rules (CONTRACT §1; docs/reports.md), never by calling the code under test.
+hall's rules (docs/attendance.md; docs/reports.md), never by calling the code under test.
 October 2026 (chinesecalendar): 1-7 National Day off, Saturday 10 an adjusted working day
 (调休), weekends 3-4, 11, 17-18, 24-25, 31 off: 18 working days (8, 9, 10, 12-16, 19-23,
 26-30). Summer hours all month: 08:30-11:30, 14:30-17:30, Fridays alike.

@@ -1,4 +1,4 @@
-"""contract/schedule.py: CONTRACT §1 hours, holidays and 调休 from chinesecalendar, overrides."""
+"""contract/schedule.py: docs/attendance.md hours, holidays and 调休 from chinesecalendar, overrides."""
 
 from __future__ import annotations
 

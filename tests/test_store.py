@@ -1,7 +1,7 @@
 """central/store.py against real SQLite files and the real PostgreSQL (own schema per run).
 
 The tables and views are also read back with the ``sqlite3`` and ``psql`` command-line tools:
-a peer that does not share this project's code (CONTRACT §6).
+a peer that does not share this project's code (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def test_postgres_password_is_passed_and_kept_across_reconnects(pg_schema):
         assert "s3cret" not in s.url
 
 
-# --- rosters (schema v2; not in CONTRACT §6, an addition like `devices`) ------------------------
+# --- rosters (schema v2; not in docs/sync.md, an addition like `devices`) ------------------------
 
 ROSTER = {
     "v": 1,
@@ -471,7 +471,7 @@ def _is_pg(store) -> bool:
 
 
 def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices(store):
-    """CONTRACT §6: an `at` with clock `unsynced` or more than a day from `received_at` is
+    """docs/sync.md: an `at` with clock `unsynced` or more than a day from `received_at` is
     stored as sent and filed by `received_at`. Year 9999 at -14:00 (year 10000 in UTC) used to
     pin `devices.last_event_at` through greatest() and break `hall-central devices`."""
     now = datetime.now(TZ).replace(microsecond=120000)

@@ -2,7 +2,7 @@
 
 Nothing is mocked: each test owns a mosquitto on a free port (so it can restart it), the
 PostgreSQL runs in a schema of its own that is dropped afterwards. The invariant checked
-everywhere is CONTRACT §3's: every event recorded on the device ends up as exactly one row.
+everywhere is docs/topics.md's: every event recorded on the device ends up as exactly one row.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ pytestmark = skip_unless(
 @pytest.fixture
 def broker(tmp_path):
     # persistence off on purpose: delivery must not depend on the broker keeping anything
-    # (the outbox is the buffer, CONTRACT §3); the restart test proves it.
+    # (the outbox is the buffer, docs/topics.md); the restart test proves it.
     with Mosquitto(tmp_path / "broker", persistence=False) as b:
         yield b
 
@@ -175,7 +175,7 @@ def test_rejected_event_lands_in_rejected_and_dead_letter(collectors, agent):
     assert rid == bad["id"] and "data.level" in reason and json.loads(payload)["seq"] == 2
     [dead] = box.dead_letters()
     assert dead["id"] == bad["id"] and "data.level" in dead["reason"]
-    # CONTRACT §3: a rejected event shows in status (republished at once after a reject).
+    # docs/topics.md: a rejected event shows in status (republished at once after a reject).
     assert wait_for(lambda: (c.store.devices() or [{}])[0].get("dead_letter") == 1, 10)
 
 

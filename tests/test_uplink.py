@@ -1,5 +1,5 @@
 """sync/uplink.py against a real Mosquitto; the centre is either our collector or a peer made
-of mosquitto_sub/mosquitto_pub (CONTRACT §3 checked against code that is not ours)."""
+of mosquitto_sub/mosquitto_pub (docs/topics.md checked against code that is not ours)."""
 
 from __future__ import annotations
 

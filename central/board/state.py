@@ -1,13 +1,13 @@
 """What the hall board shows, computed from the central store (docs/board.md).
 
-Per window, from today's ``window.*`` events (CONTRACT §2) in the hall's time zone, in the
+Per window, from today's ``window.*`` events (docs/topics.md) in the hall's time zone, in the
 order the device recorded them (``at``, then ``seq``):
 
 - ``window.login`` → 服务中 with that staff member; ``window.paused`` → 暂停服务 (regulation
   art. 19), ``window.resumed`` → 服务中 again; ``window.logout`` → 未开放.
 - A window nobody logged in to today is 未开放; the roster's assignment is shown beside it, so
   the board still names every window's staff and post (art. 32).
-- Names and posts come from the site's stored roster (CONTRACT §3 ``name``, ``role``); an id
+- Names and posts come from the site's stored roster (docs/topics.md ``name``, ``role``); an id
   the roster does not know is shown as the id. No face data exists centrally, and none is read.
 - Today's 好差评 per window: counts per level (5 非常满意 … 1 非常不满意) and the share of
   levels 3-5, as in ``hall-central report ratings``.
@@ -76,7 +76,7 @@ def fetch_rows(store: Any, day: date, tz: ZoneInfo) -> list[tuple[Any, ...]]:
     if isinstance(store, PostgresStore):
         params: tuple[Any, ...] = (*types, start, end)
     else:
-        # SQLite keeps `at` as the device wrote it (CONTRACT §2, hall-local offset): a day's
+        # SQLite keeps `at` as the device wrote it (docs/topics.md, hall-local offset): a day's
         # events share its date prefix; a day either side is read and filtered below, so an
         # offset other than the hall's is still placed correctly.
         params = (

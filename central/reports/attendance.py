@@ -1,5 +1,5 @@
 """The monthly attendance report, for the assessment the regulation's attendance articles
-(第二十四、二十六条) ask of the centre: four records a working day, by face (CONTRACT §1).
+(第二十四、二十六条) ask of the centre: four records a working day, by face (docs/attendance.md).
 
 Per person and working day, the four slots with the punch that counts (the earliest in a
 "上班" band, the latest in a "下班" band, so a second punch never makes anyone later), late and
@@ -10,7 +10,7 @@ role ``chief``) are held only to at least four records a month.
 
 Slots, lateness, working days and holidays are recomputed from the filed time with the
 kiosks' own schedule code (:mod:`contract.schedule`), so a punch filed by ``received_at``
-(implausible device clock, CONTRACT §6) is judged like any other and flagged "†".
+(implausible device clock, docs/sync.md) is judged like any other and flagged "†".
 Definitions of every column: docs/reports.md.
 """
 
@@ -397,7 +397,7 @@ def to_report(att: Attendance) -> Report:
         f"{att.month.label}{where} 考勤月报",
         [summary, daily, leave, calendar],
         notes=[
-            "† 设备时钟不可信, 按中心收到时间记入 (CONTRACT §6)",
+            "† 设备时钟不可信, 按中心收到时间记入 (docs/sync.md)",
             "首席代表按每月不少于四条记录考核; 其他人员每个工作日四次",
         ],
     )

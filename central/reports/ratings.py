@@ -1,5 +1,5 @@
 """The monthly 好差评 report (the regulation's 第三十五条: ratings feed staff assessment;
-CONTRACT §1 levels 5 非常满意 … 1 非常不满意).
+docs/attendance.md levels 5 非常满意 … 1 非常不满意).
 
 Per site and window and per staff member (the one logged in at the window when the rating
 was made, as the pad event records it): counts per level, the satisfaction rate, every 差评

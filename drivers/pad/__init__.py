@@ -1,4 +1,4 @@
-"""HallPad v1 rating pads (CONTRACT §4): pure codec, serial link, driver interface."""
+"""HallPad v1 rating pads (docs/pads.md): pure codec, serial link, driver interface."""
 
 from drivers.pad.base import PadDriver, PadHandler
 from drivers.pad.codec import Frame, FrameError, FrameParser, crc16_modbus, decode, encode

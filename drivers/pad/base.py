@@ -1,7 +1,7 @@
 """The pad driver interface: what the window logic needs from a bus of rating pads.
 
 HallPad v1 (:class:`drivers.pad.link.HallPadLink`) is the default driver; a vendor protocol
-plugs in behind the same two protocols (CONTRACT §4) by translating its frames into the
+plugs in behind the same two protocols (docs/pads.md) by translating its frames into the
 typed messages of :mod:`drivers.pad.codec` (they are the vocabulary, not the wire format).
 """
 

@@ -1,10 +1,10 @@
-"""HallPad v1 framing (CONTRACT §4): pure functions and a byte-stream parser, no I/O.
+"""HallPad v1 framing (docs/pads.md): pure functions and a byte-stream parser, no I/O.
 
 Frame: ``AA 55 | addr | cmd | seq | len | payload (len <= 64) | crc_lo crc_hi``; the CRC is
 CRC-16/MODBUS (reflected poly 0xA001, init 0xFFFF) over ``addr .. payload``, little-endian.
 The parser is fed whatever bytes the port returned and yields complete frames; it
 resynchronises on ``AA 55`` after garbage, a wrong length, a bad CRC or a truncated frame and
-counts every discarded byte/frame (CONTRACT §4: "bad frames are counted, never fatal").
+counts every discarded byte/frame (docs/pads.md: "bad frames are counted, never fatal").
 This is the same split as pyserial's ``threaded.Packetizer``: framing is a pure class fed
 with bytes, the reader thread lives in :mod:`drivers.pad.link`.
 """
@@ -22,9 +22,9 @@ HEADER_LEN = 6  # AA 55 addr cmd seq len
 CRC_LEN = 2
 MAX_PAYLOAD = 64
 MAX_FRAME = HEADER_LEN + MAX_PAYLOAD + CRC_LEN
-MIN_ADDR, MAX_ADDR = 1, 247  # CONTRACT §4: RS-485 addresses 1-247
+MIN_ADDR, MAX_ADDR = 1, 247  # docs/pads.md: RS-485 addresses 1-247
 
-# Command codes (CONTRACT §4 table).
+# Command codes (docs/pads.md table).
 HELLO = 0x01
 RATING = 0x10
 EXPIRED = 0x11

@@ -285,7 +285,7 @@ class HallPadLink:
             msg = decode(frame)
         except FrameError as exc:
             # CRC was right, so the pad really sent this: a firmware bug. No ack (the pad
-            # resends, then gives up), counted and logged, never fatal (CONTRACT §4).
+            # resends, then gives up), counted and logged, never fatal (docs/pads.md).
             self.counts["bad_payload"] += 1
             log, left_out = self._bad_log.allow(frame.addr)
             if log:

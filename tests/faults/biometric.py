@@ -1,4 +1,4 @@
-"""Detectors for biometric data where none may be (CONTRACT §3: face data stays on the kiosk,
+"""Detectors for biometric data where none may be (docs/topics.md: face data stays on the kiosk,
 encodings are never published, no frame or face image is written or sent).
 
 - face encodings: 128 numbers in a row, as text (a JSON or repr list of floats), as raw

@@ -1,6 +1,6 @@
 """The history checker: what the devices were promised against what the centre stored.
 
-CONTRACT §3 and §4 together promise, per device:
+docs/topics.md and docs/pads.md together promise, per device:
 
 1. every rating a pad saw acknowledged (the agent acks only after its outbox commit) is stored
    centrally exactly once; a rating the pad gave up on may be stored once or not at all;

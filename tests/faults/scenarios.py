@@ -341,7 +341,7 @@ def link_down(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> Non
 
 def latency(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
     """300 ms added each way between device and broker for ``10·scale`` s while pads rate;
-    a pad's ack must not wait for the network (it follows the local commit, CONTRACT §4)."""
+    a pad's ack must not wait for the network (it follows the local commit, docs/pads.md)."""
     dev = hall.add_window("win-01", ("A01", "A02"))
     before = _warm_up(hall, dev, out)
     assert hall.proxy is not None
@@ -390,7 +390,7 @@ def clock_steps(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> N
         hall.faults += 1
         time.sleep(3 * scale)
     # A pad's resends straddling a forward step (NTP correcting a clock two days slow): the
-    # copies of one frame must still be recognised as copies (CONTRACT §4: record once).
+    # copies of one frame must still be recognised as copies (docs/pads.md: record once).
     hall.stop_rating()
     pad = dev.pads[0]
     offset.write_text("-2d\n")

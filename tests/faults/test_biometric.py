@@ -1,4 +1,4 @@
-"""No face encoding or image leaves the gallery file (CONTRACT §3, PIPL art. 28-29).
+"""No face encoding or image leaves the gallery file (docs/topics.md, PIPL art. 28-29).
 
 A kiosk enrolled from a real photo (``hall-agent enroll``) runs on a camera video where the
 enrolled person and a stranger walk past, as ``hall-agent run`` with a collector and a broker.
