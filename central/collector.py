@@ -74,6 +74,10 @@ QOS0_MAX_BYTES = 16 * 1024 * 1024
 QUEUE_MAX_BYTES = 256 * 1024 * 1024
 DROP_LOG_EVERY_S = 60.0
 STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database is not hammered
+# How long the collector retries one batch itself before leaving it to the device's resend:
+# below the devices' default ack timeout (sync.ack_timeout_s = 30), so both rarely overlap
+# (and when they do, the store keeps one row per id).
+STORE_RETRY_FOR_S = 20.0
 
 
 class Collector:
@@ -214,26 +218,51 @@ class Collector:
             with self._q_lock:
                 self._q_messages -= 1
                 self._q_bytes -= len(msg.payload)
-            try:
-                self.handle(msg.topic, msg.payload)
-            except Exception as exc:
-                # The store failed or refused the write (PostgreSQL restarting, a constraint,
-                # disk full): no ack to the agent, which resends after its ack timeout. Back
-                # off so a dead database is not hammered. Bad input never gets here:
-                # check_batch turns every parse or validation failure into a verdict.
-                self.errors += 1
-                self.store_errors += 1
-                logger.error(
-                    "collector: store did not take a batch on %s (%s); not acked, the device "
-                    "resends it",
-                    msg.topic,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-                self._stop.wait(STORE_RETRY_S)
+            self._handle_until_stored(msg)
             # The broker's PUBACK goes out either way: the end-to-end ack above is what
             # settles an event; holding PUBACKs would only shrink the broker's window to us.
             with self.link.publish_lock:
                 self.link.client.ack(msg.mid, msg.qos)
+
+    def _handle_until_stored(self, msg: Any) -> None:
+        """Handle one message; when the store fails or refuses the write (PostgreSQL
+        restarting, a constraint, disk full, read-only), retry it every STORE_RETRY_S for up
+        to STORE_RETRY_FOR_S, so that a store that comes back drains within a second instead
+        of at each device's ack timeout (docs/reliability.md). Nothing is acked meanwhile;
+        after the retry window the device's own resend takes over. Bad input never gets
+        here: check_batch turns every parse or validation failure into a verdict."""
+        deadline = time.monotonic() + STORE_RETRY_FOR_S
+        failures = 0
+        while True:
+            try:
+                self.handle(msg.topic, msg.payload)
+                if failures:
+                    logger.info(
+                        "collector: store took the batch on %s after %d retries",
+                        msg.topic,
+                        failures,
+                    )
+                return
+            except Exception as exc:
+                self.errors += 1
+                self.store_errors += 1
+                failures += 1
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if failures == 1:
+                    logger.error(
+                        "collector: store did not take a batch on %s (%s); retrying, not acked",
+                        msg.topic,
+                        why,
+                    )
+                # A dead database is not hammered: one try per STORE_RETRY_S.
+                if time.monotonic() >= deadline or self._stop.wait(STORE_RETRY_S):
+                    logger.error(
+                        "collector: store still refuses the batch on %s (%s); left to the "
+                        "device's resend",
+                        msg.topic,
+                        why,
+                    )
+                    return
 
     def handle(self, topic: str, payload: bytes) -> None:
         if topic.endswith("/status"):

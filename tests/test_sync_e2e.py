@@ -352,6 +352,24 @@ def _block_events(collector: Collector, store_kw: dict, on: bool) -> None:
             store._conn().execute(sql)
 
 
+def test_a_store_that_comes_back_drains_at_once_without_the_devices_resend(
+    collectors, agent, store_kw
+):
+    """The collector retries a refused write itself: with an ack timeout of ten minutes the
+    device never resends, and everything still arrives within seconds of the store's
+    return (docs/reliability.md, recovery)."""
+    c = collectors()
+    _block_events(c, store_kw, True)
+    up, box = agent(batch_size=20, ack_timeout_s=600)
+    box.append_many([("rating.submitted", rating(), None, None)] * 40)
+    assert wait_for(lambda: c.store_errors >= 2, 20)  # refused, and retried by the collector
+    assert box.stats().pending == 40
+    _block_events(c, store_kw, False)
+    assert wait_for(lambda: box.stats().pending == 0, 10)
+    assert rows(c) == list(range(1, 41))
+    assert up.counters.resends == 0 and box.stats().dead_letter == 0
+
+
 def test_store_refusing_events_is_not_a_verdict_everything_arrives_once_lifted(
     collectors, agent, store_kw
 ):
