@@ -24,6 +24,7 @@ from sync.cli_common import (
     EX_TEMPFAIL,
     CliError,
     add_common_options,
+    parse_only,
     run_command,
     setup_logging,
 )
@@ -198,16 +199,7 @@ def _load(args: argparse.Namespace) -> AgentConfig:
 def cmd_check(args: argparse.Namespace) -> int:
     from agent.checks import PROBES, run_probes
 
-    only = None
-    if args.only:
-        only = {x.strip() for x in args.only.split(",") if x.strip()}
-        unknown = only - set(PROBES) - {"config"}
-        if unknown:
-            raise CliError(
-                f"check --only: unknown probe(s) {', '.join(sorted(unknown))}; "
-                f"expected some of config,{','.join(PROBES)}",
-                2,
-            )
+    only = parse_only(args.only, PROBES)
     cfg = _load(args)
     print(
         f"[ ok ] config: {args.config} (device {cfg.device.id}, site {cfg.device.site}, "

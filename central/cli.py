@@ -32,7 +32,13 @@ from typing import Any
 
 from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
 from contract import ID_PATTERN
-from sync.cli_common import CliError, add_common_options, run_command, setup_logging
+from sync.cli_common import (
+    CliError,
+    add_common_options,
+    parse_only,
+    run_command,
+    setup_logging,
+)
 
 logger = logging.getLogger("hall-central")
 
@@ -134,16 +140,7 @@ def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
 def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from central.checks import PROBES, run_probes
 
-    only = None
-    if args.only:
-        only = {x.strip() for x in args.only.split(",") if x.strip()}
-        unknown = only - set(PROBES) - {"config"}
-        if unknown:
-            raise CliError(
-                f"check --only: unknown probe(s) {', '.join(sorted(unknown))}; "
-                f"expected some of config,{','.join(PROBES)}",
-                2,
-            )
+    only = parse_only(args.only, PROBES)
     scheme = cfg.store.url.split(":")[0]
     print(f"[ ok ] config: {args.config} (collector {cfg.central.id}, store {scheme})")
     if only == {"config"}:

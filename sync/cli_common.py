@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +146,19 @@ class ProbeResult:
     @property
     def label(self) -> str:
         return "FAIL" if not self.ok else "WARN" if self.warn else " ok "
+
+
+def parse_only(text: str | None, probes: Iterable[str]) -> set[str] | None:
+    """``check --only a,b``: the probes named, or None for all; an unknown name is an error."""
+    if not text:
+        return None
+    only = {x.strip() for x in text.split(",") if x.strip()}
+    names = list(probes)
+    unknown = only - set(names) - {"config"}
+    if unknown:
+        raise CliError(
+            f"check --only: unknown probe(s) {', '.join(sorted(unknown))}; "
+            f"expected some of config,{','.join(names)}",
+            2,
+        )
+    return only
