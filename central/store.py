@@ -835,6 +835,31 @@ ON CONFLICT (site, device) DO UPDATE SET
   last_received_at = excluded.last_received_at
 """
 
+# A whole batch in one statement: one round trip, whatever its size. RETURNING names the ids
+# this statement stored; ON CONFLICT leaves the others to PostgresStore._conflicts.
+_INSERT_EVENTS_PG = """
+INSERT INTO events (id, device, site, seq, type, at, clock, data)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::text[],
+                     %s::timestamptz[], %s::text[], %s::jsonb[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id::text
+"""
+
+
+def _columns(events: list[EventRow]) -> tuple[list[Any], ...]:
+    """The events as one list per column, in _INSERT_EVENTS_PG's order."""
+    return (
+        [e.id for e in events],
+        [e.device for e in events],
+        [e.site for e in events],
+        [e.seq for e in events],
+        [e.type for e in events],
+        [e.at for e in events],
+        [e.clock for e in events],
+        [e.data for e in events],
+    )
+
+
 _STATUS_SQL_PG = """
 INSERT INTO devices (site, device, state, version, pending, oldest_s, dead_letter, status,
                      status_at)
@@ -934,17 +959,19 @@ class PostgresStore(Store):
                 return self._write(conn.cursor(), events, rejects)
 
     def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
-        conflicts = self._conflicts(cur, events) if events else []
-        if conflicts:
-            taken = {e.id for e in conflicts}
-            events = [e for e in events if e.id not in taken]
-            rejects = [*rejects, *_conflict_rejects(conflicts)]
+        conflicts: list[EventRow] = []
         if events:
-            cur.executemany(
-                "INSERT INTO events (id, device, site, seq, type, at, clock, data) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (id) DO NOTHING",
-                [(e.id, e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) for e in events],
-            )
+            # One statement inserts the batch and names the ids it took; only the others (a
+            # resend after a lost ack, or an id reused with other content) are compared with
+            # what is stored, so a batch of new events costs no lookup at all.
+            inserted = {r[0] for r in cur.execute(_INSERT_EVENTS_PG, _columns(events))}
+            again = [e for e in events if e.id not in inserted]
+            conflicts = self._conflicts(cur, again) if again else []
+            if conflicts:
+                taken = {e.id for e in conflicts}
+                events = [e for e in events if e.id not in taken]
+                rejects = [*rejects, *_conflict_rejects(conflicts)]
+        if events:
             # now() of this transaction is received_at; the client's clock is close enough
             # for a one-day window.
             last = latest_plausible(events, utcnow())
@@ -965,35 +992,25 @@ class PostgresStore(Store):
 
     @staticmethod
     def _conflicts(cur: Any, events: list[EventRow]) -> list[EventRow]:
-        """Events whose id is stored with other content. Compared in SQL (jsonb equality,
-        timestamptz as an instant): reading back a stored year-10000 `at` would fail."""
-        ids = [e.id for e in events]
-        existing = {
-            str(r[0])
-            for r in cur.execute("SELECT id FROM events WHERE id = ANY(%s::uuid[])", (ids,))
-        }
-        if not existing:
-            return []
-        mine = [e for e in events if e.id in existing]
+        """Of events whose id is already stored, those stored with other content. Compared
+        in SQL (jsonb equality, timestamptz as an instant): reading back a stored year-10000
+        `at` would fail.
+
+        Never prepared (``prepare=False``): a server-side prepared statement keeps the
+        generic plan PostgreSQL chose when the table was small, and a collector started on
+        an empty store would then scan the whole table for every resend (docs/sync.md,
+        "Throughput")."""
         rows = cur.execute(
             "SELECT e.id::text FROM events e JOIN unnest(%s::uuid[], %s::text[], %s::text[], "
             "%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::jsonb[]) "
             "AS v(id, device, site, seq, type, at, clock, data) ON e.id = v.id "
             "WHERE (e.device, e.site, e.seq, e.type, e.at, e.clock, e.data) "
             "IS DISTINCT FROM (v.device, v.site, v.seq, v.type, v.at, v.clock, v.data)",
-            (
-                [e.id for e in mine],
-                [e.device for e in mine],
-                [e.site for e in mine],
-                [e.seq for e in mine],
-                [e.type for e in mine],
-                [e.at for e in mine],
-                [e.clock for e in mine],
-                [e.data for e in mine],
-            ),
+            _columns(events),
+            prepare=False,
         ).fetchall()
         differ = {r[0] for r in rows}
-        return [e for e in mine if e.id in differ]
+        return [e for e in events if e.id in differ]
 
     def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
         with self._lock:

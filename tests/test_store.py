@@ -6,6 +6,7 @@ a peer that does not share this project's code (docs/sync.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -583,3 +584,35 @@ def test_postgres_v2_store_with_a_pinned_last_event_is_repaired_on_open(pg_schem
         [d] = s.devices()  # used to raise: year 10000 cannot be read back
         [(expected,)] = s.query("SELECT at FROM events WHERE seq = 1")
         assert d["last_event_at"] == expected
+
+
+def test_postgres_resend_lookups_stay_indexed_as_the_table_grows(pg_schema):
+    """A collector starts on an empty store and runs for months: the lookup of a resent
+    batch's ids must not keep a plan chosen for the empty table (a sequential scan of every
+    stored event per resend; docs/sync.md, "Throughput")."""
+
+    def seq_scans(s: PostgresStore) -> int:
+        s.query("SELECT pg_stat_force_next_flush()")
+        [(n,)] = s.query(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+            (pg_schema, "events"),
+        )
+        return n
+
+    with PostgresStore(PG_URL, pg_schema) as s:
+        for seq in range(1, 11):  # the first resends: enough for a prepared, generic plan
+            first = [row(seq)]
+            s.write_batch(first, [])
+            assert s.write_batch(first, []) == []
+        for start in range(100, 20_100, 500):
+            s.write_batch([row(seq) for seq in range(start, start + 500)], [])
+        resends = [[row(seq)] for seq in range(30_000, 30_010)]
+        for batch in resends:
+            s.write_batch(batch, [])
+        before = seq_scans(s)
+        for batch in resends:
+            assert s.write_batch(batch, []) == []
+        forged = dataclasses.replace(resends[0][0], seq=1)
+        assert s.write_batch([forged], []) == [forged]
+        assert seq_scans(s) == before
+        assert count(s) == 10 + 20_000 + 10
