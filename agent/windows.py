@@ -42,6 +42,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,7 @@ class PadBus:
         # When this process last recorded or acked each frame key, on the monotonic clock:
         # the dedupe table's age is wall-clock time, which NTP may step by days between a
         # frame and its resend 500 ms later (clock_gettime(2): CLOCK_MONOTONIC does not jump).
-        self._seen: dict[str, float] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> monotonic time seen
         self._status_log = LogLimiter()  # a pad repeating a bad status must not flood the log
 
     # --- PadHandler ------------------------------------------------------------------------
@@ -479,9 +480,17 @@ class PadBus:
 
     def _remember(self, key: str) -> None:
         now = time.monotonic()
+        # Moved to the end, so the dict stays in the order keys were last seen and the
+        # expired ones are always at its front: each frame drops what expired since the last
+        # one, never rescans the whole horizon (a pad sending back to back fills it with
+        # tens of thousands of keys).
         self._seen[key] = now
-        if len(self._seen) > 4 * QUARTER:  # a few seconds of frames is all a resend needs
-            self._seen = {k: t for k, t in self._seen.items() if now - t <= DUPLICATE_HORIZON_S}
+        self._seen.move_to_end(key)
+        while self._seen:
+            oldest, seen = next(iter(self._seen.items()))
+            if now - seen <= DUPLICATE_HORIZON_S:
+                break
+            del self._seen[oldest]
 
     def _forget_if_stale(self, key: str) -> None:
         age = self.outbox.dedupe_age(key)

@@ -249,6 +249,9 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
         fresh = pty.sim(1, resend_s=0.1)  # a new pad life, seq 0 again
         assert fresh.rate(5).acked  # byte-identical to the first rating
         assert [e["data"]["level"] for e in events(outbox, "rating.submitted")] == [5, 5, 5]
+        # The keys kept in memory are the fresh frame's alone: expired ones are dropped as
+        # frames come in, so a pad sending back to back cannot grow the table past the horizon.
+        assert len(agent.bus._seen) == 1
     finally:
         agent.stop()
 
