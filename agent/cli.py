@@ -25,6 +25,7 @@ from sync.cli_common import (
     CliError,
     add_common_options,
     parse_only,
+    report_probes,
     run_command,
     setup_logging,
 )
@@ -221,13 +222,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise CliError(str(exc), 2) from None
     else:
         results = run_probes(cfg, only)
-    for r in results:
-        print(f"[{r.label}] {r.name}: {r.detail}")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        print(f"{len(failed)} of {len(results) + 1} checks failed", file=sys.stderr)
-        return 1
-    return 0
+    return report_probes(results)
 
 
 def _open_outbox(cfg: AgentConfig):

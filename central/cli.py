@@ -36,6 +36,7 @@ from sync.cli_common import (
     CliError,
     add_common_options,
     parse_only,
+    report_probes,
     run_command,
     setup_logging,
 )
@@ -146,13 +147,7 @@ def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
     if only == {"config"}:
         return 0
     results = run_probes(cfg, only)
-    for r in results:
-        print(f"[{r.label}] {r.name}: {r.detail}")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        print(f"{len(failed)} of {len(results) + 1} checks failed", file=sys.stderr)
-        return 1
-    return 0
+    return report_probes(results)
 
 
 def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeout: float) -> str:

@@ -148,6 +148,18 @@ class ProbeResult:
         return "FAIL" if not self.ok else "WARN" if self.warn else " ok "
 
 
+def report_probes(results: list[ProbeResult]) -> int:
+    """Print one line a probe (``[ ok ]``/``[WARN]``/``[FAIL]``, docs/check.md); the exit code:
+    1 when any failed (counted with the config check, which passed to get here), else 0."""
+    for r in results:
+        print(f"[{r.label}] {r.name}: {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results) + 1} checks failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parse_only(text: str | None, probes: Iterable[str]) -> set[str] | None:
     """``check --only a,b``: the probes named, or None for all; an unknown name is an error."""
     if not text:
