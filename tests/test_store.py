@@ -29,6 +29,7 @@ from central.store import (
     open_store,
     roster_json,
 )
+from contract import PunchData, RatingData
 from tests import support as testing
 from tests.conftest import require_or_skip, skip_unless
 from tests.support import PG_URL, pg_available
@@ -616,3 +617,22 @@ def test_postgres_resend_lookups_stay_indexed_as_the_table_grows(pg_schema):
         assert s.write_batch([forged], []) == [forged]
         assert seq_scans(s) == before
         assert count(s) == 10 + 20_000 + 10
+
+
+def test_views_carry_exactly_the_contract_fields(store):
+    """The views `punches` and `ratings` unpack `data` under the field names of the contract's
+    models (contract/__init__.py), no more and no fewer: a field added to a model without a
+    store migration shows here, not in a report that reads NULL."""
+    envelope = ["id", "site", "device", "seq", "at", "clock", "received_at"]
+    for view, model in (("punches", PunchData), ("ratings", RatingData)):
+        if isinstance(store, PostgresStore):
+            rows = store.query(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %s "
+                "ORDER BY ordinal_position",
+                (view,),
+            )
+        else:
+            rows = store.query(f"SELECT name FROM pragma_table_info('{view}')")
+        columns = [r[0] for r in rows]
+        assert columns == [*envelope, *model.model_fields, "filed_at"], view
