@@ -181,10 +181,11 @@ def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):
             mqtt={"username": "pad-a03", **tls_client},
             password="x",
         )
-        from sync.mqtt import probe_connect
+        from sync.probe import probe_broker
 
-        ok, detail = probe_connect(bad.mqtt, "probe", timeout=5)
-        assert not ok and "refused" in detail
+        probe = probe_broker(bad.mqtt, "probe", timeout=5)
+        assert not probe.ok and probe.kind == "auth failed", probe.line()
+        assert "refused" in probe.detail
         # use_username_as_clientid is a listener setting: the TLS listener has it too.
         hall.add_device("jiedong", "pad-b01", PASSWORDS["pad-b01"])
         certs = {"tls_ca": str(pki["ca"]), "tls_cert": str(pki["client_cert"])}

@@ -1,4 +1,5 @@
-"""sync/mqtt.py: client construction, backoff, probe, and the shipped broker ACL.
+"""sync/mqtt.py and sync/probe.py: client construction, backoff, probe, and the shipped
+broker ACL.
 
 Real Mosquitto processes on free ports (tests.support.Mosquitto); no mocked broker.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client, probe_connect
+from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client
+from sync.probe import probe_broker
 from tests.conftest import skip_unless
 from tests.support import (
     HallBroker,
@@ -47,28 +49,29 @@ def test_backoff_doubles_from_1_to_its_cap_with_jitter():
     assert got[:6] != [next(other) for _ in range(6)]
 
 
-def test_probe_connect_ok_and_refused(tmp_path, broker):
+def test_probe_broker_ok_and_refused(tmp_path, broker):
     cfg = agent_config(tmp_path, broker.url)
-    ok, detail = probe_connect(cfg.mqtt, "probe-1", timeout=5)
-    assert ok, detail
-    assert "MQTT 5" in detail
+    probe = probe_broker(cfg.mqtt, "probe-1", timeout=5)
+    assert probe.ok, probe.line()
+    assert "MQTT 5" in probe.detail
 
     cfg311 = agent_config(tmp_path, broker.url, mqtt={"protocol": "3.1.1"})
-    ok, detail = probe_connect(cfg311.mqtt, "probe-2", timeout=5)
-    assert ok and "3.1.1" in detail
+    probe = probe_broker(cfg311.mqtt, "probe-2", timeout=5)
+    assert probe.ok and "3.1.1" in probe.detail, probe.line()
 
     closed = agent_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
-    ok, detail = probe_connect(closed.mqtt, "probe-3", timeout=2)
-    assert not ok and "cannot connect" in detail
+    probe = probe_broker(closed.mqtt, "probe-3", timeout=2)
+    assert not probe.ok and probe.kind == "refused", probe.line()
+    assert "nothing listens on" in probe.detail
 
 
-def test_probe_connect_reports_bad_password(tmp_path, acl_broker):
+def test_probe_broker_reports_bad_password(tmp_path, acl_broker):
     cfg = agent_config(tmp_path, acl_broker.url, mqtt={"username": "pad-a03"}, password="wrong")
-    ok, detail = probe_connect(cfg.mqtt, "probe-bad", timeout=5)
-    assert not ok
-    assert "refused" in detail and "authori" in detail.lower()
+    probe = probe_broker(cfg.mqtt, "probe-bad", timeout=5)
+    assert not probe.ok and probe.kind == "auth failed", probe.line()
+    assert "refused" in probe.detail and "authori" in probe.detail.lower()
     good = agent_config(tmp_path, acl_broker.url, mqtt={"username": "pad-a03"}, password="pw-a03")
-    assert probe_connect(good.mqtt, "probe-good", timeout=5)[0]
+    assert probe_broker(good.mqtt, "probe-good", timeout=5).ok
 
 
 def test_client_socket_has_tcp_nodelay(tmp_path, broker):
@@ -122,17 +125,18 @@ def test_mqtts_with_ca_and_client_certificate(tmp_path):
                 "client_key_file": str(pki["client_key"]),
             },
         )
-        ok, detail = probe_connect(with_cert.mqtt, "tls-1", timeout=5)
-        assert ok and "TLS" in detail, detail
+        probe = probe_broker(with_cert.mqtt, "tls-1", timeout=5)
+        assert probe.ok and "TLS" in probe.detail, probe.line()
         # The broker demands a client certificate: without one the handshake fails.
         without = agent_config(tmp_path, broker.url, mqtt={"ca_file": str(pki["ca"])})
-        ok, detail = probe_connect(without.mqtt, "tls-2", timeout=5)
-        assert not ok
+        probe = probe_broker(without.mqtt, "tls-2", timeout=5)
+        assert not probe.ok
         # A client that does not trust the broker's CA refuses it (no silent downgrade).
         other = make_test_ca(tmp_path / "other-pki")
         wrong_ca = agent_config(tmp_path, broker.url, mqtt={"ca_file": str(other["ca"])})
-        ok, detail = probe_connect(wrong_ca.mqtt, "tls-3", timeout=5)
-        assert not ok and "certificate" in detail.lower(), detail
+        probe = probe_broker(wrong_ca.mqtt, "tls-3", timeout=5)
+        assert not probe.ok and probe.kind == "TLS failed", probe.line()
+        assert "certificate" in probe.detail.lower(), probe.line()
 
 
 def test_refused_subscription_is_recorded(tmp_path):
