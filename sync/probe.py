@@ -121,9 +121,8 @@ def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> 
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
-    # paho blocks in connect() (TCP, then the TLS handshake) with the socket's default timeout.
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
+    # paho blocks in connect() (TCP, then the TLS handshake) for up to its connect_timeout.
+    client.connect_timeout = timeout
     try:
         client.connect(**connect_kwargs(section))
     except ssl.SSLError as exc:
@@ -133,8 +132,6 @@ def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> 
             # TCP was fine a moment ago: a plain listener hangs up on a ClientHello.
             return _tls_failure(ssl.SSLError(exc.errno, exc.strerror or str(exc)), section)
         return _tcp_failure(exc, host, port, timeout)
-    finally:
-        socket.setdefaulttimeout(old_timeout)
     client.loop_start()
     try:
         if not done.wait(timeout):
