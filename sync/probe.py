@@ -25,9 +25,10 @@ from typing import Any
 
 from contract.config import MqttSection
 
-# CONNACK reason codes meaning "who you are is not accepted" (MQTT 5 §3.2.2.2; 3.1.1 §3.2.2.3).
-_AUTH_V5 = {0x86, 0x87, 0x8C}  # bad user name or password, not authorised, bad auth method
-_AUTH_V311 = {4, 5}
+# CONNACK reason codes meaning "who you are is not accepted" (MQTT 5 §3.2.2.2): bad user name
+# or password, not authorised, bad auth method. paho's VERSION2 callbacks hand MQTT 3.1.1
+# return codes over as these reason codes too (4 as 0x86, 5 as 0x87; 3.1.1 §3.2.2.3).
+_AUTH_CODES = {0x86, 0x87, 0x8C}
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,6 @@ def _tls_failure(exc: ssl.SSLError, section: MqttSection) -> BrokerProbe:
     )
 
 
-def _auth_code(rc: Any, v5: bool) -> bool:
-    value = getattr(rc, "value", rc)
-    return value in (_AUTH_V5 if v5 else _AUTH_V311) or (
-        # paho maps MQTT 3.1.1 codes onto MQTT 5 reason codes in its VERSION2 callbacks.
-        value in _AUTH_V5
-    )
-
-
 def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> BrokerProbe:
     """Connect once and wait for the CONNACK; never raises."""
     from sync.mqtt import connect_kwargs, describe_rc, make_client
@@ -144,7 +137,7 @@ def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> 
         rc = result["rc"]
         v5 = section.protocol == "5"
         if getattr(rc, "is_failure", False):
-            if _auth_code(rc, v5):
+            if rc.value in _AUTH_CODES:
                 return BrokerProbe(
                     False,
                     "auth failed",

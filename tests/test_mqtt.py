@@ -70,6 +70,14 @@ def test_probe_broker_reports_bad_password(tmp_path, acl_broker):
     probe = probe_broker(cfg.mqtt, "probe-bad", timeout=5)
     assert not probe.ok and probe.kind == "auth failed", probe.line()
     assert "refused" in probe.detail and "authori" in probe.detail.lower()
+    v311 = agent_config(
+        tmp_path,
+        acl_broker.url,
+        mqtt={"username": "pad-a03", "protocol": "3.1.1"},
+        password="wrong",
+    )
+    probe = probe_broker(v311.mqtt, "probe-bad-311", timeout=5)
+    assert not probe.ok and probe.kind == "auth failed", probe.line()
     good = agent_config(tmp_path, acl_broker.url, mqtt={"username": "pad-a03"}, password="pw-a03")
     assert probe_broker(good.mqtt, "probe-good", timeout=5).ok
 
