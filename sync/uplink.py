@@ -376,7 +376,6 @@ class Uplink:
                 # session): send it again from the oldest pending event.
                 if self._inflight:
                     logger.info("reconnected: resending %d unacked batches", len(self._inflight))
-                    self.counters.resends += len(self._inflight)
                 self._go_back()
                 self._online = True
                 self._next_status = 0.0
@@ -404,10 +403,11 @@ class Uplink:
         if state != "online" or not self._inflight:
             return
         logger.info("a collector came online: resending %d unacked batches", len(self._inflight))
-        self.counters.resends += len(self._inflight)
         self._go_back()
 
     def _go_back(self) -> None:
+        """Send again from the oldest pending event; every batch in flight counts as a resend."""
+        self.counters.resends += len(self._inflight)
         self._inflight.clear()
         self._by_id.clear()
         self._cursor = 0
@@ -426,7 +426,6 @@ class Uplink:
                 self.sync.ack_timeout_s,
                 f" (broker refused: {first.refused})" if first.refused else "",
             )
-            self.counters.resends += len(self._inflight)
             self._go_back()
         self._fill()
         if now >= self._next_status:
