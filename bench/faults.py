@@ -186,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not run: {s}", flush=True)
 
     workroot = Path(tempfile.mkdtemp(prefix="hall-faults-bench-"))
-    started = time.monotonic()
     baselines: dict[str, Outcome] = {}
     for store in stores:
         b = one("baseline", store, args.seed, 1.0, workroot)
