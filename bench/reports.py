@@ -19,6 +19,7 @@ The last line holds the figures as key=value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import random
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -184,6 +186,13 @@ def measure(store: Store, rounds: int) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def pg_store() -> Iterator[Store]:
+    """The store in a throw-away PostgreSQL schema, dropped on exit."""
+    with pg_schema() as schema, open_store(PG_URL, schema) as store:
+        yield store
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=60)
@@ -195,20 +204,17 @@ def main() -> None:
     print(f"generated {len(rows)} events, {len(leave)} leave rows for {MONTH.label}", flush=True)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        stores = [("sqlite", lambda: open_store(f"sqlite:///{tmp}/hall.db"))]
+        stores: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Store]]]] = [
+            ("sqlite", lambda: open_store(f"sqlite:///{tmp}/hall.db"))
+        ]
         if pg_available():
-            stores.append(("pg", None))
+            stores.append(("pg", pg_store))
         else:
             print(f"PostgreSQL not reachable at {PG_URL}: SQLite only", flush=True)
         for name, opener in stores:
-            if opener is None:
-                with pg_schema() as schema, open_store(PG_URL, schema) as store:
-                    load(store, rows, roster, leave)
-                    result = measure(store, args.rounds)
-            else:
-                with opener() as store:
-                    load(store, rows, roster, leave)
-                    result = measure(store, args.rounds)
+            with opener() as store:
+                load(store, rows, roster, leave)
+                result = measure(store, args.rounds)
             for key, value in result.items():
                 figures[f"{name}_{key}_s"] = value
             print(
