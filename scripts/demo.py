@@ -116,7 +116,7 @@ def start_broker(procs: Procs, work: Path) -> dict[str, str]:
             "demo: needs the mosquitto broker (apt-get install mosquitto mosquitto-clients); "
             "docs/demo.md explains why no embedded Python broker is used"
         )
-    from tests.support import HALL_BROKER, shipped_config
+    from tests.support import HALL_BROKER, _port_open, shipped_config, wait_for
 
     bdir = work / "broker"
     bdir.mkdir()
@@ -142,13 +142,7 @@ def start_broker(procs: Procs, work: Path) -> dict[str, str]:
     conf = bdir / "mosquitto.conf"
     conf.write_text(shipped_config(bdir, port))
     procs.start("mosquitto", ["mosquitto", "-c", str(conf)])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    else:
+    if not wait_for(lambda: _port_open(port), 10, interval=0.1):
         raise SystemExit(f"demo: mosquitto did not start; see {procs.logs}/mosquitto.log")
     script("setup")
     script("add-collector", "hall-central", secret("hall-central"))
