@@ -7,6 +7,7 @@ import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,7 +25,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def require_or_skip(reason: str) -> None:
+def require_or_skip(reason: str) -> NoReturn:
     """Skip the test on a developer's machine; fail it in CI, where a missing service, tool or
     pinned file means the suite did not test what it claims."""
     if in_ci():
