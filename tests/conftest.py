@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,13 +10,9 @@ from typing import NoReturn
 
 import pytest
 
-from agent.config import AgentConfig, load_agent_config
 from agent.outbox import Outbox
 from tests.support import Mosquitto, central_config
-
-MQTT_HOST = os.environ.get("HALL_TEST_MQTT_HOST", "127.0.0.1")
-MQTT_PORT = int(os.environ.get("HALL_TEST_MQTT_PORT", "1883"))
-PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support import free_port as free_port  # re-exported for the tests that import it here
 
 
 def in_ci() -> bool:
@@ -39,12 +34,6 @@ def skip_unless(available: bool, reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not available and not in_ci(), reason=reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
     """Write a TOML file (dedented) into tmp_path and return its path."""
@@ -56,23 +45,6 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return _write
-
-
-@pytest.fixture
-def agent_config(tmp_path: Path, write_config: Callable[..., Path]) -> AgentConfig:
-    """A minimal valid device config with its data_dir in tmp_path."""
-    path = write_config(
-        f"""
-        [device]
-        id = "test-01"
-        site = "jiedong"
-        data_dir = "{tmp_path / "data"}"
-
-        [mqtt]
-        url = "mqtt://{MQTT_HOST}:{MQTT_PORT}"
-        """
-    )
-    return load_agent_config(path)
 
 
 @pytest.fixture
