@@ -63,7 +63,9 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto of the test's own on a free port (tests/support.py), stopped afterwards."""
-    with Mosquitto(tmp_path / "broker") as b:
+    # Persistence off on purpose: delivery must not depend on the broker keeping anything
+    # (the outbox is the buffer, docs/topics.md); test_sync_e2e's broker restart proves it.
+    with Mosquitto(tmp_path / "broker", persistence=False) as b:
         yield b
 
 
