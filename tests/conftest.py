@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from agent.config import AgentConfig, load_agent_config
 from agent.outbox import Outbox
 from tests.support import Mosquitto, central_config
-
-MQTT_HOST = os.environ.get("HALL_TEST_MQTT_HOST", "127.0.0.1")
-MQTT_PORT = int(os.environ.get("HALL_TEST_MQTT_PORT", "1883"))
-PG_URL = os.environ.get("HALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support import free_port as free_port  # re-exported for the tests that import it here
 
 
 def in_ci() -> bool:
@@ -24,7 +20,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def require_or_skip(reason: str) -> None:
+def require_or_skip(reason: str) -> NoReturn:
     """Skip the test on a developer's machine; fail it in CI, where a missing service, tool or
     pinned file means the suite did not test what it claims."""
     if in_ci():
@@ -38,12 +34,6 @@ def skip_unless(available: bool, reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not available and not in_ci(), reason=reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
     """Write a TOML file (dedented) into tmp_path and return its path."""
@@ -55,23 +45,6 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return _write
-
-
-@pytest.fixture
-def agent_config(tmp_path: Path, write_config: Callable[..., Path]) -> AgentConfig:
-    """A minimal valid device config with its data_dir in tmp_path."""
-    path = write_config(
-        f"""
-        [device]
-        id = "test-01"
-        site = "jiedong"
-        data_dir = "{tmp_path / "data"}"
-
-        [mqtt]
-        url = "mqtt://{MQTT_HOST}:{MQTT_PORT}"
-        """
-    )
-    return load_agent_config(path)
 
 
 @pytest.fixture
@@ -90,7 +63,9 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto of the test's own on a free port (tests/support.py), stopped afterwards."""
-    with Mosquitto(tmp_path / "broker") as b:
+    # Persistence off on purpose: delivery must not depend on the broker keeping anything
+    # (the outbox is the buffer, docs/topics.md); test_sync_e2e's broker restart proves it.
+    with Mosquitto(tmp_path / "broker", persistence=False) as b:
         yield b
 
 

@@ -29,10 +29,10 @@ from central.board.server import BoardServer
 from central.board.state import compute
 from central.config import CentralConfig
 from central.store import EventRow, open_store
+from tests.conftest import require_or_skip
 from tests.support import free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
-IN_CI = os.environ.get("CI") == "true"
 ROSTER = {
     "v": 1,
     "version": 1,
@@ -123,9 +123,7 @@ def store_cfg(request, tmp_path) -> Iterator[CentralConfig]:
     from tests.support import PG_URL, pg_available, pg_schema
 
     if not pg_available():
-        if IN_CI:
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with pg_schema() as schema:
         cfg = board_config(tmp_path, free_port())
         cfg.store.url, cfg.store.pg_schema = PG_URL, schema
@@ -188,9 +186,9 @@ def chromium(tmp_path) -> Iterator[str]:
     """Headless Chromium with the DevTools protocol; yields the page's WebSocket URL."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        if IN_CI:
-            pytest.fail("chromium missing: scripts/services.sh installs it")
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+        require_or_skip(
+            "needs Debian's chromium (apt-get install chromium; scripts/services.sh installs it)"
+        )
     proc = subprocess.Popen(
         [
             exe,

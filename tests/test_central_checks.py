@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_or_skip
 from tests.support import PG_URL, HallBroker, Mosquitto, pg_available, pg_schema
 
 REPO = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI") == "true"
 
 
 def hall_central(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -134,9 +134,7 @@ def test_missing_sqlite_file_is_not_created_by_root(tmp_path):
 
 def test_postgresql_store(tmp_path, acl_broker):
     if not pg_available():
-        if IN_CI:
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with pg_schema() as schema:
         store = f'url = "{PG_URL}"\npg_schema = "{schema}"'
         cfg = central_toml(tmp_path, acl_broker.url, "hall-central", "pw-central", store)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gen_config_docs.py"
 
 
-def _render() -> str:
+def _script() -> ModuleType:
+    """scripts/gen_config_docs.py imported as a module (scripts/ is not a package)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import gen_config_docs
 
-        return gen_config_docs.render()
+        return gen_config_docs
     finally:
         sys.path.remove(str(SCRIPT.parent))
 
@@ -31,7 +33,7 @@ def test_reference_names_every_section_and_key():
     from agent.config import AgentConfig
     from central.config import CentralConfig
 
-    text = _render()
+    text = _script().render()
     for model in (AgentConfig, CentralConfig):
         for name, field in model.model_fields.items():
             assert f"[{name}]" in text or f"[[{name}]]" in text, name
@@ -50,11 +52,7 @@ def test_reference_names_every_section_and_key():
 
 def test_check_fails_on_a_stale_file(tmp_path, monkeypatch):
     """The staleness check can fail: an edited copy is reported."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import gen_config_docs
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    gen_config_docs = _script()
     stale = tmp_path / "config-reference.md"
     stale.write_text(gen_config_docs.render().replace("batch_size", "batch_sise"))
     monkeypatch.setattr(gen_config_docs, "OUT", stale)

@@ -3,7 +3,6 @@ both stores; and read-only commands that must never create a store."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from central.leave import LeaveError, parse_leave_file
 from central.store import StoreMissingError, open_store
 from tests import support as testing
+from tests.conftest import require_or_skip
 from tests.support import PG_URL, pg_available
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +47,7 @@ def store_conf(request, tmp_path):
         store.close()
         return
     if not pg_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with testing.pg_schema() as name:
         store = open_store(PG_URL, name)
         conf = tmp_path / "central.toml"
@@ -207,7 +205,7 @@ def test_read_only_commands_never_create_a_store(tmp_path, args):
 
 def test_read_only_on_postgresql_without_tables(tmp_path):
     if not pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with pytest.raises(StoreMissingError, match="schema hall_nope_x of postgresql://"):
         open_store(PG_URL, "hall_nope_x", create=False)
     import psycopg

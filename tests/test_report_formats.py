@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from central.reports.table import display_width
 from central.store import open_store
+from tests.conftest import require_or_skip
 from tests.test_reports import write_october, write_ratings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,9 +112,9 @@ def _chromium() -> str | None:
 def render(html: Path, png: Path, tmp: Path, height: int = 1800) -> None:
     browser = _chromium()
     if browser is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium missing (scripts/services.sh installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+        require_or_skip(
+            "chromium not installed (apt-get install chromium; scripts/services.sh installs it)"
+        )
     # Offline by construction: no network flags, and the page has nothing to fetch.
     subprocess.run(
         [

@@ -9,7 +9,6 @@ October 2026 (chinesecalendar): 1-7 National Day off, Saturday 10 an adjusted wo
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,7 @@ from central.reports.month import Month
 from central.store import open_store
 from contract.schedule import Schedule
 from tests import support as testing
+from tests.conftest import require_or_skip
 from tests.reportkit import CST, leave, roster
 from tests.reportkit import Month as Events
 from tests.support import PG_URL, pg_available
@@ -40,9 +40,7 @@ def store(request, tmp_path):
         s.close()
         return
     if not pg_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     with testing.pg_schema() as name:
         s = open_store(PG_URL, name)
         yield s
@@ -310,9 +308,7 @@ def test_ratings_by_hand(store):
 
 def test_both_stores_give_identical_reports(tmp_path):
     if not pg_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     from central.reports import build, render
 
     outputs = []

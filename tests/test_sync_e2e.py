@@ -25,7 +25,6 @@ from sync.uplink import Uplink
 from tests.conftest import require_or_skip, skip_unless
 from tests.support import (
     PG_URL,
-    Mosquitto,
     agent_config,
     central_config,
     mosquitto_pub,
@@ -39,14 +38,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = skip_unless(
     shutil.which("mosquitto_sub") is not None, "needs mosquitto and its clients"
 )
-
-
-@pytest.fixture
-def broker(tmp_path):
-    # persistence off on purpose: delivery must not depend on the broker keeping anything
-    # (the outbox is the buffer, docs/topics.md); the restart test proves it.
-    with Mosquitto(tmp_path / "broker", persistence=False) as b:
-        yield b
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

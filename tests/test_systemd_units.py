@@ -18,19 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_or_skip
 from tests.support import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = ["hall-agent.service", "hall-central.service"]
-IN_CI = os.environ.get("CI") == "true"
 
 
 def _needs_systemd_analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        if IN_CI:
-            pytest.fail("systemd-analyze missing (apt-get install systemd)")
-        pytest.skip("systemd-analyze is not installed (apt package systemd)")
+        require_or_skip("systemd-analyze is not installed (apt-get install systemd)")
     return tool
 
 

@@ -69,12 +69,10 @@ class Pad:
         self.next_tag = 1
         self.sent: set[int] = set()
         self.acked: set[int] = set()
-        self.unacked: set[int] = set()
         self._results: dict[int, bool] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.log_lines: list[str] = []
         self.latencies_ms: list[float] = []
 
     def start(self) -> Pad:
@@ -84,7 +82,6 @@ class Pad:
         return self
 
     def _on_line(self, line: str) -> None:
-        self.log_lines.append(line)
         m = RESULT.match(line)
         if not m:
             return
@@ -92,7 +89,8 @@ class Pad:
         lat = re.search(r"acked in ([\d.]+) ms", line)
         with self._cond:
             self._results[tag] = ok
-            (self.acked if ok else self.unacked).add(tag)
+            if ok:
+                self.acked.add(tag)
             if lat:
                 self.latencies_ms.append(float(lat.group(1)))
             self._cond.notify_all()
@@ -403,9 +401,3 @@ class Hall:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
-
-    def logs(self) -> dict[str, str]:
-        out = {}
-        for path in sorted(self.workdir.glob("*.log")):
-            out[path.name] = path.read_text(errors="replace")
-        return out

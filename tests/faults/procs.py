@@ -228,10 +228,6 @@ class Usage:
     def peak_rss_mb(self) -> float:
         return max((s.rss_kb for s in self.samples), default=0) / 1024
 
-    def at(self, t: float) -> Sample | None:
-        before = [s for s in self.samples if s.t <= t]
-        return before[-1] if before else None
-
 
 class Sampler:
     """Samples a set of processes every ``interval`` seconds in a background thread."""

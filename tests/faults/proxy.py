@@ -55,10 +55,6 @@ class FaultProxy:
 
     # --- control (any thread) ------------------------------------------------------------
 
-    @property
-    def mode(self) -> str:
-        return self._mode
-
     def start(self) -> FaultProxy:
         self._thread.start()
         self._ready.wait(5)

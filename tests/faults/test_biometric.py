@@ -67,10 +67,7 @@ def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
     from tests import media
     from tests.faults.kiosk import add_enrolled_kiosk
 
-    try:
-        media.photos_dir()
-    except media.MediaUnavailable as exc:
-        need(False, f"pinned test photos unavailable: {exc}")
+    media.require_photos()
 
     hall = Hall(tmp_path / "hall", seed=1).start()
     spy_file = tmp_path / "mqtt.txt"

@@ -44,11 +44,7 @@ def run(name: str, tmp_path, scale: float, store: str = "sqlite", seed: int = SE
         from tests import media
 
         need(importlib.util.find_spec("face_recognition") is not None, "needs face_recognition")
-
-        try:
-            media.photos_dir()
-        except media.MediaUnavailable as exc:
-            need(False, f"pinned test photos unavailable: {exc}")
+        media.require_photos()
     if store == "postgresql":
         need(pg_available(), "PostgreSQL not reachable")
         with pg_schema() as schema:
