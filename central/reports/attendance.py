@@ -25,14 +25,9 @@ from central.reports.model import BAD, LATE, LEAVE, MISSING, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
 from central.store import Store
+from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
 
-SLOT_NAMES = {
-    "morning_in": "上午上班",
-    "morning_out": "上午下班",
-    "afternoon_in": "下午上班",
-    "afternoon_out": "下午下班",
-}
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
 WEEKDAYS = "一二三四五六日"
 ROLE_NAMES = {"staff": "窗口人员", "chief": "首席代表", None: "不在名册"}
@@ -269,7 +264,7 @@ DAY_HEADERS = [
     "站点",
     "工号",
     "姓名",
-    *SLOT_NAMES.values(),
+    *(SLOT_LABELS[s] for s in DAILY_SLOTS),
     "迟到(分钟)",
     "早退(分钟)",
     "缺卡",
@@ -358,7 +353,7 @@ def to_report(att: Attendance) -> Report:
             ]
         )
         for c in d.cells:
-            column = SLOT_NAMES[c.slot]
+            column = SLOT_LABELS[c.slot]
             if c.excuse:
                 daily.mark(row, column, LEAVE)
             elif c.status in ("late", "early_leave"):

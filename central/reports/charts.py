@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from contract import LEVEL_LABELS
+
 if TYPE_CHECKING:
     from central.reports.attendance import Attendance
     from central.reports.ratings import Ratings
@@ -80,7 +82,7 @@ def attendance_charts(att: Attendance) -> list[tuple[str, dict[str, Any]]]:
 
 
 def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
-    from central.reports.ratings import LEVEL_NAMES, LEVELS
+    from central.reports.ratings import LEVELS
 
     keys = sorted(r.windows)
     labels = [f"{site}/{window}" for site, window in keys]
@@ -92,7 +94,7 @@ def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
         "yAxis": {"type": "value", "minInterval": 1},
         "series": [
             {
-                "name": LEVEL_NAMES[lv],
+                "name": LEVEL_LABELS[lv],
                 "type": "bar",
                 "stack": "level",
                 "itemStyle": {"color": LEVEL_COLOURS[lv]},
