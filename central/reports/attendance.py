@@ -180,7 +180,7 @@ def _person_month(
         pm.working_days += 1
         if not daily and not todays:
             continue
-        cells, extra = _cells(person, todays, day, schedule, excused, today, daily)
+        cells, extra = _cells(person, todays, plan, schedule, excused, today, daily)
         if any(c.punch is not None for c in cells):
             pm.days_present += 1
         for c in cells:
@@ -204,16 +204,18 @@ def _person_month(
 def _cells(
     person: Person,
     events: list[Event],
-    day: date,
+    plan: DayPlan,
     schedule: Schedule,
     excused: dict[tuple[str, date, str], str],
     today: date,
     daily: bool,
 ) -> tuple[list[Cell], int]:
+    """The four cells of one working day; ``events`` are that day's (``plan.day``)."""
+    day = plan.day
     cells = {s: Cell(s) for s in DAILY_SLOTS}
     extra = 0
     for e in events:
-        c = schedule.classify(e.at)
+        c = schedule.classify(e.at, plan)
         if c.slot not in cells:
             extra += 1
             continue
