@@ -38,7 +38,7 @@ from central.store import (
     Reject,
     Store,
     StoredRoster,
-    as_received,
+    conflict_rejects,
     open_store,
     roster_json,
 )
@@ -336,8 +336,8 @@ class Collector:
         if conflicts:
             taken = {e.id for e in conflicts}
             verdict.good = [e for e in verdict.good if e.id not in taken]
+            verdict.rejects.extend(conflict_rejects(conflicts))
             for e in conflicts:
-                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
                 logger.error(
                     "event %s from %s/%s (seq %d) reuses an id stored with different content: "
                     "rejected as %s",

@@ -82,7 +82,8 @@ def as_received(event: EventRow) -> str:
         return event.data
 
 
-def _conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+def conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+    """The ``rejected`` rows of events whose id is stored with different content."""
     return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
 
 
@@ -672,7 +673,7 @@ class SqliteStore(Store):
                 if conflicts:
                     taken = {e.id for e in conflicts}
                     events = [e for e in events if e.id not in taken]
-                    rejects = [*rejects, *_conflict_rejects(conflicts)]
+                    rejects = [*rejects, *conflict_rejects(conflicts)]
                 if events:
                     c.executemany(
                         "INSERT INTO events (id, device, site, seq, type, at, clock, "
@@ -970,7 +971,7 @@ class PostgresStore(Store):
             if conflicts:
                 taken = {e.id for e in conflicts}
                 events = [e for e in events if e.id not in taken]
-                rejects = [*rejects, *_conflict_rejects(conflicts)]
+                rejects = [*rejects, *conflict_rejects(conflicts)]
         if events:
             # now() of this transaction is received_at; the client's clock is close enough
             # for a one-day window.
