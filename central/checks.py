@@ -35,7 +35,13 @@ def _shown(url: str) -> str:
 
 
 def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
-    from central.store import PG_MIGRATIONS, SQLITE_MIGRATIONS, SqliteStore, open_store
+    from central.store import (
+        PG_MIGRATIONS,
+        SQLITE_MIGRATIONS,
+        SqliteStore,
+        open_store,
+        rollback,
+    )
 
     url = cfg.store.url
     shown = _shown(url)
@@ -73,7 +79,7 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
                     "VALUES ('hall-central-check', NULL, 'check', NULL, '')"
                 )
             finally:
-                c.execute("ROLLBACK")
+                rollback(c)
         else:
             version = store.query("SELECT version FROM hall_schema")[0][0]
             current = len(PG_MIGRATIONS)

@@ -811,7 +811,7 @@ class SqliteStore(Store):
                 added = c.total_changes - before
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return added
 
