@@ -103,14 +103,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def plausible(event: EventRow, received_at: datetime) -> bool:
-    """docs/sync.md: a synced clock and within a day of when the centre received it."""
-    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
+def plausible(at: datetime, clock: str, received_at: datetime) -> bool:
+    """docs/sync.md: a synced clock and within a day of when the centre received it; the
+    store's views apply the same rule in SQL (SQLITE_PLAUSIBLE, PG_PLAUSIBLE)."""
+    return clock == "synced" and abs(at - received_at) <= PLAUSIBLE
 
 
 def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
     """The event that may move ``devices.last_event_at``: an implausible one never does."""
-    good = [e for e in events if plausible(e, received_at)]
+    good = [e for e in events if plausible(e.at, e.clock, received_at)]
     return max(good, key=lambda e: e.at) if good else None
 
 
@@ -260,6 +261,7 @@ _PG_V2 = [
 # `devices.last_event_at`, which an implausible `at` used to pin for good (PostgreSQL
 # `greatest()` kept a year-10000 value that no client can read back).
 PLAUSIBLE_S = 24 * 3600
+PLAUSIBLE = timedelta(seconds=PLAUSIBLE_S)
 
 # SQLite keeps `at` as text with the device's offset and `received_at` as UTC text; julianday()
 # reads both (and is NULL for a time outside 0000-9999, which counts as implausible). An
