@@ -48,9 +48,8 @@ from central.validation import (
     Verdict,
     check_batch,
     depth_over,
-    parse_topic,
 )
-from contract import ID_RE, central_status_topic
+from contract import ID_RE, central_status_topic, parse_device_topic
 from sync.mqtt import MqttLink
 
 logger = logging.getLogger(__name__)
@@ -278,7 +277,7 @@ class Collector:
             )
         except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
             logger.exception("check_batch failed on %s", topic)
-            where = parse_topic(topic, self.prefix, "events")
+            where = parse_device_topic(topic, self.prefix, "events")
             verdict = Verdict(*(where or (None, None)))
             verdict.rejects = [
                 Reject(
@@ -423,7 +422,7 @@ class Collector:
     def _handle_status(self, topic: str, payload: bytes) -> None:
         """A device's retained status → ``devices``. Never raises: a status is not acked and
         the next one replaces it, so a bad one (or a store hiccup) is logged and dropped."""
-        where = parse_topic(topic, self.prefix, "status")
+        where = parse_device_topic(topic, self.prefix, "status")
         if where is None or not payload:
             return
         try:
