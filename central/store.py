@@ -506,7 +506,12 @@ class Store:
         raise NotImplementedError
 
     def devices(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """One row per device (DEVICE_KEYS), ordered by site and device."""
+        rows = self.query(
+            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
+            "last_event_at, last_received_at FROM devices ORDER BY site, device"
+        )
+        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -747,13 +752,6 @@ class SqliteStore(Store):
                     _iso(utcnow()),
                 ),
             )
-
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
-            "last_event_at, last_received_at FROM devices ORDER BY site, device"
-        )
-        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
 
     def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
         payload, now = roster_json(roster), _iso(utcnow())
@@ -1021,13 +1019,6 @@ class PostgresStore(Store):
                 _STATUS_SQL_PG,
                 (site, device, *_status_fields(status), json.dumps(status, ensure_ascii=False)),
             )
-
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
-            "last_event_at, last_received_at FROM devices ORDER BY site, device"
-        )
-        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
 
     def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
         payload = roster_json(roster)
