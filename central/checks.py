@@ -30,10 +30,6 @@ from sync.cli_common import ProbeResult
 PROBE_SITE = "hall-central-check"  # a site id no device has: the ACL probe's topics
 
 
-def _shown(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url  # no credentials in output
-
-
 def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
     from central.store import (
         PG_MIGRATIONS,
@@ -44,7 +40,7 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
     )
 
     url = cfg.store.url
-    shown = _shown(url)
+    shown = cfg.store.url_shown
     if urlsplit(url).scheme == "sqlite":
         path = Path(unquote(url[len("sqlite:///") :]))
         if not path.exists():

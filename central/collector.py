@@ -446,12 +446,13 @@ class Collector:
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
     collector = Collector(cfg)
     collector.start()
+    shown = cfg.store.url_shown
     logger.info(
         "hall-central collector %s: %s and %s → %s",
         collector.client_id,
         collector.events_filter,
         collector.status_filter,
-        cfg.store.url.split("@")[-1],
+        shown,
     )
     # systemd Type=notify (systemd/hall-central.service): READY once the store is open and the
     # link started (not on the broker: a broker down at boot must not fail the unit),
@@ -459,7 +460,7 @@ def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
     from sync.systemd import Notifier
 
     notifier = Notifier()
-    notifier.ready(f"storing into {cfg.store.url.split('@')[-1]}")
+    notifier.ready(f"storing into {shown}")
     watchdog_every = (notifier.watchdog_s or 0) / 2
     last_ping = 0.0
     last = time.monotonic()
