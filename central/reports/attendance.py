@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from central.reports.model import BAD, LATE, LEAVE, MISSING, Report, Sheet
+from central.reports.model import (
+    BAD,
+    LATE,
+    LEAVE,
+    MISSING,
+    SUSPECT_NOTE,
+    WEEKDAYS,
+    Report,
+    Sheet,
+)
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
 from central.store import Store
@@ -29,7 +38,6 @@ from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
 
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
-WEEKDAYS = "一二三四五六日"
 ROLE_NAMES = {"staff": "窗口人员", "chief": "首席代表", None: "不在名册"}
 
 
@@ -390,16 +398,15 @@ def to_report(att: Attendance) -> Report:
             ]
         )
     where = f" {att.site}" if att.site else ""
-    report = Report(
+    return Report(
         f"{att.month.label}{where} 考勤月报",
         [summary, daily, leave, calendar],
         notes=[
-            "† 设备时钟不可信, 按中心收到时间记入 (docs/sync.md)",
+            f"{SUSPECT_NOTE} (docs/sync.md)",
             "首席代表按每月不少于四条记录考核; 其他人员每个工作日四次",
         ],
+        charts=charts.attendance_charts(att),
     )
-    report.charts = charts.attendance_charts(att)
-    return report
 
 
 def _span(span: Any) -> str:

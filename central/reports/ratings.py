@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from central.reports.model import BAD, Report, Sheet
+from central.reports.model import BAD, SUSPECT_NOTE, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
 from central.store import Store
@@ -183,13 +183,12 @@ def to_report(r: Ratings) -> Report:
         t = r.per_day[day]
         trend.rows.append([day.isoformat(), t.total, _rate(t)])
     where = f" {r.site}" if r.site else ""
-    report = Report(
+    return Report(
         f"{r.month.label}{where} 好差评月报",
         [win, per_staff, bad, trend],
         notes=[
             "满意率 = (非常满意 + 满意 + 基本满意) / 合计; 差评 = 不满意 + 非常不满意",
-            "邀请 = 已评 + 超时; † 设备时钟不可信, 按中心收到时间记入",
+            f"邀请 = 已评 + 超时; {SUSPECT_NOTE}",
         ],
+        charts=charts.ratings_charts(r),
     )
-    report.charts = charts.ratings_charts(r)
-    return report
