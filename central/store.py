@@ -405,7 +405,7 @@ def roster_json(roster: dict[str, Any]) -> str:
 
     One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
     reorders keys), so a republish from either store is byte-identical to the first publish.
-    ``roster`` must be validated (sync.downlink.validate_roster): only the contract's keys.
+    ``roster`` must be validated (contract.validate_roster): only the contract's keys.
     """
     canonical = {
         "v": roster["v"],
