@@ -30,15 +30,17 @@ from sync.cli_common import ProbeResult
 PROBE_SITE = "hall-central-check"  # a site id no device has: the ACL probe's topics
 
 
-def _shown(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url  # no credentials in output
-
-
 def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
-    from central.store import PG_MIGRATIONS, SQLITE_MIGRATIONS, SqliteStore, open_store
+    from central.store import (
+        PG_MIGRATIONS,
+        SQLITE_MIGRATIONS,
+        SqliteStore,
+        open_store,
+        rollback,
+    )
 
     url = cfg.store.url
-    shown = _shown(url)
+    shown = cfg.store.url_shown
     if urlsplit(url).scheme == "sqlite":
         path = Path(unquote(url[len("sqlite:///") :]))
         if not path.exists():
@@ -73,7 +75,7 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
                     "VALUES ('hall-central-check', NULL, 'check', NULL, '')"
                 )
             finally:
-                c.execute("ROLLBACK")
+                rollback(c)
         else:
             version = store.query("SELECT version FROM hall_schema")[0][0]
             current = len(PG_MIGRATIONS)

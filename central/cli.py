@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
-from contract import ID_PATTERN
+from contract import ID_PATTERN, is_id
 from sync.cli_common import (
     CliError,
     add_common_options,
@@ -189,9 +189,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
 
 
 def _site(args: argparse.Namespace) -> str:
-    import re
-
-    if not re.match(ID_PATTERN, args.site):
+    if not is_id(args.site):
         action = f"roster {args.roster_command}"
         raise CliError(f"{action} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
     return args.site

@@ -38,7 +38,7 @@ from central.store import (
     Reject,
     Store,
     StoredRoster,
-    as_received,
+    conflict_rejects,
     open_store,
     roster_json,
 )
@@ -48,9 +48,8 @@ from central.validation import (
     Verdict,
     check_batch,
     depth_over,
-    parse_topic,
 )
-from contract import ID_RE, central_status_topic
+from contract import ID_RE, central_status_topic, parse_device_topic
 from sync.mqtt import MqttLink
 
 logger = logging.getLogger(__name__)
@@ -278,7 +277,7 @@ class Collector:
             )
         except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
             logger.exception("check_batch failed on %s", topic)
-            where = parse_topic(topic, self.prefix, "events")
+            where = parse_device_topic(topic, self.prefix, "events")
             verdict = Verdict(*(where or (None, None)))
             verdict.rejects = [
                 Reject(
@@ -336,8 +335,8 @@ class Collector:
         if conflicts:
             taken = {e.id for e in conflicts}
             verdict.good = [e for e in verdict.good if e.id not in taken]
+            verdict.rejects.extend(conflict_rejects(conflicts))
             for e in conflicts:
-                verdict.rejects.append(Reject(e.id, e.device, CONFLICT, as_received(e)))
                 logger.error(
                     "event %s from %s/%s (seq %d) reuses an id stored with different content: "
                     "rejected as %s",
@@ -423,7 +422,7 @@ class Collector:
     def _handle_status(self, topic: str, payload: bytes) -> None:
         """A device's retained status → ``devices``. Never raises: a status is not acked and
         the next one replaces it, so a bad one (or a store hiccup) is logged and dropped."""
-        where = parse_topic(topic, self.prefix, "status")
+        where = parse_device_topic(topic, self.prefix, "status")
         if where is None or not payload:
             return
         try:
@@ -447,12 +446,13 @@ class Collector:
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
     collector = Collector(cfg)
     collector.start()
+    shown = cfg.store.url_shown
     logger.info(
         "hall-central collector %s: %s and %s → %s",
         collector.client_id,
         collector.events_filter,
         collector.status_filter,
-        cfg.store.url.split("@")[-1],
+        shown,
     )
     # systemd Type=notify (systemd/hall-central.service): READY once the store is open and the
     # link started (not on the broker: a broker down at boot must not fail the unit),
@@ -460,7 +460,7 @@ def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
     from sync.systemd import Notifier
 
     notifier = Notifier()
-    notifier.ready(f"storing into {cfg.store.url.split('@')[-1]}")
+    notifier.ready(f"storing into {shown}")
     watchdog_every = (notifier.watchdog_s or 0) / 2
     last_ping = 0.0
     last = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import sys
 import tempfile
 from datetime import datetime
@@ -19,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.config import CentralConfig
-from contract import ID_PATTERN
+from contract import ID_PATTERN, is_id
 from sync.cli_common import CliError
 
 
@@ -108,7 +107,7 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
     what = f"report {args.report_command}"
     month = _month(cfg, args.month, what)
-    if args.site is not None and not re.match(ID_PATTERN, args.site):
+    if args.site is not None and not is_id(args.site):
         raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
     if args.format in ("xlsx",) and args.out is None and sys.stdout.isatty():
         raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)

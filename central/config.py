@@ -60,6 +60,11 @@ class StoreSection(Section):
         """The password read from ``password_file`` at load time (never logged)."""
         return self._password
 
+    @property
+    def url_shown(self) -> str:
+        """``url`` for logs and check output: what follows the last "@", no user part."""
+        return self.url.split("@")[-1]
+
     # PostgreSQL only: the schema holding the tables (created if missing). Lets several
     # collectors or test runs share one database without touching each other's tables.
     pg_schema: str | None = Field(

@@ -37,8 +37,6 @@ COLUMNS = {
     "note": ("备注", "note"),
 }
 REQUIRED = ("staff_id", "kind", "from", "to", "approver")
-# The roster's staff-id rule (sync/downlink.py): a leave row for an id no roster can hold
-# would never match anyone.
 _DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:\s*(上午|下午|am|pm|AM|PM))?$")
 HALVES = {"上午": "am", "下午": "pm", "am": "am", "pm": "pm"}
 MAX_NOTE = 200
@@ -77,6 +75,8 @@ def _row(row: Row, path: Path, where: dict[str, str], problems: list[str]) -> di
 
     cells = row.cells
     sid = str(cells["staff_id"]).strip()
+    # The roster's staff-id rule (contract.is_staff_id): a leave row for an id no roster can
+    # hold would never match anyone.
     if not is_staff_id(sid):
         bad("staff_id", f"expected a staff id such as S0012, got {sid!r}")
     out["staff_id"] = sid

@@ -2,7 +2,7 @@
 
 Headings (row 1): 工号 (id), 姓名 (name), 角色 (role: 窗口人员/staff or 首席代表/chief),
 窗口 (window, optional). The rows become exactly the docs/topics.md roster and pass the same
-validation as a JSON roster (sync/downlink.py); a spreadsheet carries no version, so the
+validation as a JSON roster (contract.validate_roster); a spreadsheet carries no version, so the
 caller supplies one (``--version``, or one above the stored roster).
 """
 

@@ -82,7 +82,8 @@ def as_received(event: EventRow) -> str:
         return event.data
 
 
-def _conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+def conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
+    """The ``rejected`` rows of events whose id is stored with different content."""
     return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
 
 
@@ -102,14 +103,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def plausible(event: EventRow, received_at: datetime) -> bool:
-    """docs/sync.md: a synced clock and within a day of when the centre received it."""
-    return event.clock == "synced" and abs(event.at - received_at) <= timedelta(seconds=PLAUSIBLE_S)
+def plausible(at: datetime, clock: str, received_at: datetime) -> bool:
+    """docs/sync.md: a synced clock and within a day of when the centre received it; the
+    store's views apply the same rule in SQL (SQLITE_PLAUSIBLE, PG_PLAUSIBLE)."""
+    return clock == "synced" and abs(at - received_at) <= PLAUSIBLE
 
 
 def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
     """The event that may move ``devices.last_event_at``: an implausible one never does."""
-    good = [e for e in events if plausible(e, received_at)]
+    good = [e for e in events if plausible(e.at, e.clock, received_at)]
     return max(good, key=lambda e: e.at) if good else None
 
 
@@ -259,6 +261,7 @@ _PG_V2 = [
 # `devices.last_event_at`, which an implausible `at` used to pin for good (PostgreSQL
 # `greatest()` kept a year-10000 value that no client can read back).
 PLAUSIBLE_S = 24 * 3600
+PLAUSIBLE = timedelta(seconds=PLAUSIBLE_S)
 
 # SQLite keeps `at` as text with the device's offset and `received_at` as UTC text; julianday()
 # reads both (and is NULL for a time outside 0000-9999, which counts as implausible). An
@@ -402,7 +405,7 @@ def roster_json(roster: dict[str, Any]) -> str:
 
     One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
     reorders keys), so a republish from either store is byte-identical to the first publish.
-    ``roster`` must be validated (sync.downlink.validate_roster): only the contract's keys.
+    ``roster`` must be validated (contract.validate_roster): only the contract's keys.
     """
     canonical = {
         "v": roster["v"],
@@ -503,7 +506,12 @@ class Store:
         raise NotImplementedError
 
     def devices(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """One row per device (DEVICE_KEYS), ordered by site and device."""
+        rows = self.query(
+            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
+            "last_event_at, last_received_at FROM devices ORDER BY site, device"
+        )
+        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -672,7 +680,7 @@ class SqliteStore(Store):
                 if conflicts:
                     taken = {e.id for e in conflicts}
                     events = [e for e in events if e.id not in taken]
-                    rejects = [*rejects, *_conflict_rejects(conflicts)]
+                    rejects = [*rejects, *conflict_rejects(conflicts)]
                 if events:
                     c.executemany(
                         "INSERT INTO events (id, device, site, seq, type, at, clock, "
@@ -745,13 +753,6 @@ class SqliteStore(Store):
                 ),
             )
 
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
-            "last_event_at, last_received_at FROM devices ORDER BY site, device"
-        )
-        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
-
     def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
         payload, now = roster_json(roster), _iso(utcnow())
         with self._lock:
@@ -810,7 +811,7 @@ class SqliteStore(Store):
                 added = c.total_changes - before
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         return added
 
@@ -970,7 +971,7 @@ class PostgresStore(Store):
             if conflicts:
                 taken = {e.id for e in conflicts}
                 events = [e for e in events if e.id not in taken]
-                rejects = [*rejects, *_conflict_rejects(conflicts)]
+                rejects = [*rejects, *conflict_rejects(conflicts)]
         if events:
             # now() of this transaction is received_at; the client's clock is close enough
             # for a one-day window.
@@ -1018,13 +1019,6 @@ class PostgresStore(Store):
                 _STATUS_SQL_PG,
                 (site, device, *_status_fields(status), json.dumps(status, ensure_ascii=False)),
             )
-
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT site, device, state, version, pending, oldest_s, dead_letter, status_at, "
-            "last_event_at, last_received_at FROM devices ORDER BY site, device"
-        )
-        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
 
     def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
         payload = roster_json(roster)

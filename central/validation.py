@@ -152,16 +152,11 @@ def _as_received(ev: Any) -> str:
         return f"(not serialisable: {type(exc).__name__})"
 
 
-def parse_topic(topic: str, prefix: str, kind: str) -> tuple[str, str] | None:
-    """(site, device) of a device topic; None for anything else (docs/topics.md)."""
-    return parse_device_topic(topic, prefix, kind)  # type: ignore[arg-type]
-
-
 def check_batch(
     topic: str, payload: bytes, *, prefix: str, max_bytes: int, max_events: int
 ) -> Verdict:
     """Validate one batch. Never raises: whatever is wrong ends up in ``rejects``."""
-    where = parse_topic(topic, prefix, "events")
+    where = parse_device_topic(topic, prefix, "events")
     site, device = where if where else (None, None)
     text = payload.decode("utf-8", errors="replace")
     verdict = Verdict(site, device)

@@ -77,8 +77,8 @@ RejectReason = Literal["unknown_face", "liveness_failed", "low_quality"]
 Clock = Literal["synced", "unsynced"]
 Role = Literal["staff", "chief"]
 
-# The four daily punches of the regulation, in order, with the report's headings.
-SLOTS: tuple[Slot, ...] = ("morning_in", "morning_out", "afternoon_in", "afternoon_out")
+# The slots' headings: the regulation's four daily punches (in order: contract.schedule.DAILY_SLOTS)
+# and "extra", a punch outside them.
 SLOT_LABELS: dict[str, str] = {
     "morning_in": "上午上班",
     "morning_out": "上午下班",

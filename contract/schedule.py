@@ -193,9 +193,11 @@ class Schedule:
 
     # --- punches ----------------------------------------------------------------------
 
-    def classify(self, at: datetime) -> Classified:
-        """Slot, status and minutes off for a punch at local time ``at``."""
-        plan = self.plan(at.date())
+    def classify(self, at: datetime, plan: DayPlan | None = None) -> Classified:
+        """Slot, status and minutes off for a punch at local time ``at``; ``plan`` is
+        ``self.plan(at.date())``, passed in by a caller that already has it."""
+        if plan is None:
+            plan = self.plan(at.date())
         if not plan.working:
             return Classified("extra", "holiday", 0)
         t = at.time()

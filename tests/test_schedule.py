@@ -22,6 +22,8 @@ def table(schedule: Schedule, day: str, rows: list[tuple[str, str, str, int]]) -
     got = []
     for hhmm, *_ in rows:
         c = schedule.classify(at(day, hhmm))
+        # The day plan a caller passes in gives the same answer as the one classify builds.
+        assert schedule.classify(at(day, hhmm), schedule.plan(date.fromisoformat(day))) == c
         got.append((hhmm, c.slot, c.status, c.minutes_off))
     assert got == rows
 

@@ -24,9 +24,10 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from central.reports.ratings import GOOD, LEVELS
+from contract import LEVEL_LABELS
+
 WINDOW_TYPES = ("window.login", "window.logout", "window.paused", "window.resumed")
-LEVELS = (5, 4, 3, 2, 1)
-LEVEL_LABELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 ROLE_LABELS = {"chief": "首席代表", "staff": "窗口工作人员"}
 STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放"}
 
@@ -160,7 +161,7 @@ def compute(
     out = []
     for (s, name), w in sorted(windows.items(), key=lambda kv: (kv[0][0], _window_key(kv[0][1]))):
         total = sum(w.ratings.values())
-        good = sum(w.ratings.get(level, 0) for level in (5, 4, 3))
+        good = sum(w.ratings.get(level, 0) for level in GOOD)
         out.append(
             {
                 "site": s,

@@ -21,20 +21,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from central.reports.model import BAD, LATE, LEAVE, MISSING, Report, Sheet
+from central.reports.model import (
+    BAD,
+    LATE,
+    LEAVE,
+    MISSING,
+    SUSPECT_NOTE,
+    WEEKDAYS,
+    Report,
+    Sheet,
+)
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
 from central.store import Store
+from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
 
-SLOT_NAMES = {
-    "morning_in": "上午上班",
-    "morning_out": "上午下班",
-    "afternoon_in": "下午上班",
-    "afternoon_out": "下午下班",
-}
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
-WEEKDAYS = "一二三四五六日"
 ROLE_NAMES = {"staff": "窗口人员", "chief": "首席代表", None: "不在名册"}
 
 
@@ -185,7 +188,7 @@ def _person_month(
         pm.working_days += 1
         if not daily and not todays:
             continue
-        cells, extra = _cells(person, todays, day, schedule, excused, today, daily)
+        cells, extra = _cells(person, todays, plan, schedule, excused, today, daily)
         if any(c.punch is not None for c in cells):
             pm.days_present += 1
         for c in cells:
@@ -209,16 +212,18 @@ def _person_month(
 def _cells(
     person: Person,
     events: list[Event],
-    day: date,
+    plan: DayPlan,
     schedule: Schedule,
     excused: dict[tuple[str, date, str], str],
     today: date,
     daily: bool,
 ) -> tuple[list[Cell], int]:
+    """The four cells of one working day; ``events`` are that day's (``plan.day``)."""
+    day = plan.day
     cells = {s: Cell(s) for s in DAILY_SLOTS}
     extra = 0
     for e in events:
-        c = schedule.classify(e.at)
+        c = schedule.classify(e.at, plan)
         if c.slot not in cells:
             extra += 1
             continue
@@ -269,7 +274,7 @@ DAY_HEADERS = [
     "站点",
     "工号",
     "姓名",
-    *SLOT_NAMES.values(),
+    *(SLOT_LABELS[s] for s in DAILY_SLOTS),
     "迟到(分钟)",
     "早退(分钟)",
     "缺卡",
@@ -358,7 +363,7 @@ def to_report(att: Attendance) -> Report:
             ]
         )
         for c in d.cells:
-            column = SLOT_NAMES[c.slot]
+            column = SLOT_LABELS[c.slot]
             if c.excuse:
                 daily.mark(row, column, LEAVE)
             elif c.status in ("late", "early_leave"):
@@ -393,16 +398,15 @@ def to_report(att: Attendance) -> Report:
             ]
         )
     where = f" {att.site}" if att.site else ""
-    report = Report(
+    return Report(
         f"{att.month.label}{where} 考勤月报",
         [summary, daily, leave, calendar],
         notes=[
-            "† 设备时钟不可信, 按中心收到时间记入 (docs/sync.md)",
+            f"{SUSPECT_NOTE} (docs/sync.md)",
             "首席代表按每月不少于四条记录考核; 其他人员每个工作日四次",
         ],
+        charts=charts.attendance_charts(att),
     )
-    report.charts = charts.attendance_charts(att)
-    return report
 
 
 def _span(span: Any) -> str:

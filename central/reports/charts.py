@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from central.reports.model import WEEKDAYS
+from contract import LEVEL_LABELS
+
 if TYPE_CHECKING:
     from central.reports.attendance import Attendance
     from central.reports.ratings import Ratings
 
-WEEKDAYS = "一二三四五六日"
 # Heat map categories: what a person's working day looked like.
 DAY_STATES = ["正常", "迟到/早退", "缺卡", "请假/公出/补卡", "休息日打卡"]
 DAY_COLOURS = ["#91cc75", "#fac858", "#ee6666", "#73c0de", "#9a60b4"]
@@ -80,7 +82,7 @@ def attendance_charts(att: Attendance) -> list[tuple[str, dict[str, Any]]]:
 
 
 def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
-    from central.reports.ratings import LEVEL_NAMES, LEVELS
+    from central.reports.ratings import LEVELS
 
     keys = sorted(r.windows)
     labels = [f"{site}/{window}" for site, window in keys]
@@ -92,7 +94,7 @@ def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
         "yAxis": {"type": "value", "minInterval": 1},
         "series": [
             {
-                "name": LEVEL_NAMES[lv],
+                "name": LEVEL_LABELS[lv],
                 "type": "bar",
                 "stack": "level",
                 "itemStyle": {"color": LEVEL_COLOURS[lv]},

@@ -11,6 +11,10 @@ MISSING = "missing"  # 缺卡
 LEAVE = "leave"  # excused by 请假/公出/补卡
 BAD = "bad"  # 差评 or a chief below the monthly minimum
 
+# An event filed by `received_at` is marked "†" (docs/sync.md); every report notes why.
+SUSPECT_NOTE = "† 设备时钟不可信, 按中心收到时间记入"
+WEEKDAYS = "一二三四五六日"  # date.weekday() 0-6: 周一 … 周日
+
 
 @dataclass
 class Sheet:

@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from central.store import PLAUSIBLE_S
+from central.store import plausible
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-# docs/sync.md: an event whose `at` is implausible (clock `unsynced`, or more than a day from
-# `received_at`) is kept as sent and filed by `received_at` in reports. The threshold is the
-# store's, whose views carry the same rule as `filed_at` (docs/sync.md).
-PLAUSIBLE = timedelta(seconds=PLAUSIBLE_S)
 
 
 @dataclass(frozen=True)
@@ -70,9 +66,10 @@ class Month:
 def filed_at(at: datetime, clock: str, received_at: datetime) -> tuple[datetime, bool]:
     """The instant a report files an event under, and whether that is ``received_at``.
 
-    The one place the plausible-time rule (docs/sync.md) is applied in the reports.
+    The one place the plausible-time rule (docs/sync.md) is applied in the reports: an event
+    whose `at` is implausible (clock `unsynced`, or more than a day from `received_at`) is kept
+    as sent and filed by `received_at`, as the store's views file it.
     """
-    # The same comparison as central.store.plausible (which takes a whole EventRow).
-    if clock != "synced" or abs(at - received_at) > PLAUSIBLE:
+    if not plausible(at, clock, received_at):
         return received_at, True
     return at, False

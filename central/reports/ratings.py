@@ -14,15 +14,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from central.reports.model import BAD, Report, Sheet
+from central.reports.model import BAD, SUSPECT_NOTE, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
 from central.store import Store
+from contract import LEVEL_LABELS, POOR_LEVELS
 
 LEVELS = (5, 4, 3, 2, 1)
-LEVEL_NAMES = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 GOOD = (5, 4, 3)  # 满意率 counts 基本满意 and better: the national scheme's 差评 are 1-2
-BAD_LEVELS = (1, 2)
 _TYPES = (
     "rating.submitted",
     "rating.expired",
@@ -81,13 +80,13 @@ def compute(
         key = (e.site, window)
         if e.type == "rating.submitted":
             level = e.data.get("level")
-            if not isinstance(level, int) or level not in LEVEL_NAMES:
+            if not isinstance(level, int) or level not in LEVEL_LABELS:
                 continue
             sid = e.data.get("staff_id")
             for tally in (windows[key], staff[(e.site, sid)], per_day[e.at.date()]):
                 tally.levels[level] += 1
                 tally.answered += e.data.get("invite_id") is not None
-            if level in BAD_LEVELS:
+            if level in POOR_LEVELS:
                 bad.append(e)
         elif e.type == "rating.expired":
             windows[key].expired += 1
@@ -122,14 +121,14 @@ def _minutes(delta: timedelta) -> int:
 def to_report(r: Ratings) -> Report:
     from central.reports import charts
 
-    counts = ["合计", *(LEVEL_NAMES[lv] for lv in LEVELS), "满意率"]
+    counts = ["合计", *(LEVEL_LABELS[lv] for lv in LEVELS), "满意率"]
     win = Sheet(
         "窗口评价",
         ["站点", "窗口", *counts, "差评", "邀请", "已评", "超时", "暂停服务(分钟)"],
         [],
     )
     for i, ((site, window), t) in enumerate(sorted(r.windows.items())):
-        nbad = sum(t.levels[lv] for lv in BAD_LEVELS)
+        nbad = sum(t.levels[lv] for lv in POOR_LEVELS)
         win.rows.append(
             [
                 site,
@@ -149,7 +148,7 @@ def to_report(r: Ratings) -> Report:
     per_staff = Sheet("人员评价", ["站点", "工号", "姓名", *counts, "差评", "超时"], [])
     ordered = sorted(r.staff.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
     for i, ((site, sid), t) in enumerate(ordered):
-        nbad = sum(t.levels[lv] for lv in BAD_LEVELS)
+        nbad = sum(t.levels[lv] for lv in POOR_LEVELS)
         name = r.names.get((site, sid), "") if sid else "(未登录)"
         per_staff.rows.append(
             [
@@ -175,7 +174,7 @@ def to_report(r: Ratings) -> Report:
                 e.data["window"],
                 sid or "",
                 r.names.get((e.site, sid), "") if sid else "(未登录)",
-                LEVEL_NAMES[e.data["level"]],
+                LEVEL_LABELS[e.data["level"]],
                 "、".join(x for x in e.data.get("reasons") or [] if isinstance(x, str)),
             ]
         )
@@ -184,13 +183,12 @@ def to_report(r: Ratings) -> Report:
         t = r.per_day[day]
         trend.rows.append([day.isoformat(), t.total, _rate(t)])
     where = f" {r.site}" if r.site else ""
-    report = Report(
+    return Report(
         f"{r.month.label}{where} 好差评月报",
         [win, per_staff, bad, trend],
         notes=[
             "满意率 = (非常满意 + 满意 + 基本满意) / 合计; 差评 = 不满意 + 非常不满意",
-            "邀请 = 已评 + 超时; † 设备时钟不可信, 按中心收到时间记入",
+            f"邀请 = 已评 + 超时; {SUSPECT_NOTE}",
         ],
+        charts=charts.ratings_charts(r),
     )
-    report.charts = charts.ratings_charts(r)
-    return report
