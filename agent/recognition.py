@@ -151,11 +151,14 @@ def run_loop(
     first_shape: tuple[int, ...] = ()
     last_health = last_files = 0.0
     ended_sent = False
+
+    def health() -> dict[str, Any]:
+        return {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
+
     try:
         while not stop.is_set():
             frame = camera.read(last_seq, timeout=0.5)
             now = time.monotonic()
-            health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
             if frame is not None:
                 if last_seq == 0 or frame.image.shape != first_shape:
                     first_shape = frame.image.shape
@@ -182,7 +185,7 @@ def run_loop(
                 # A video file played to its end (tests, demos): report once, then idle.
                 # read() returns at once now, so wait here rather than spin.
                 if not ended_sent:
-                    send(("health", health))
+                    send(("health", health()))
                     send(("ended",))
                     ended_sent = True
                 stop.wait(0.5)
@@ -194,7 +197,7 @@ def run_loop(
                     pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
             if now - last_health >= 1.0:  # the heartbeat the supervisor watches
                 last_health = now
-                send(("health", health))
+                send(("health", health()))
     finally:
         camera.stop()
     return None
