@@ -276,7 +276,9 @@ def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
     """The roster names the staff; it arrives retained from the centre (docs/topics.md)."""
     if cfg.attendance is None:
         return []
-    path = Path(cfg.device.data_dir) / "roster.json"
+    from agent.roster import load_roster, roster_path
+
+    path = roster_path(cfg.device.data_dir)
     if not path.exists():
         return [
             ProbeResult(
@@ -286,8 +288,6 @@ def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
                 f"connected (hall-central roster publish FILE --site {cfg.device.site})",
             )
         ]
-    from agent.roster import load_roster
-
     roster = load_roster(cfg.device.data_dir)
     if roster is None:
         return [ProbeResult("roster", False, f"{path}: unreadable or invalid (see the log)")]

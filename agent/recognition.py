@@ -108,6 +108,7 @@ def run_loop(
     """
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
+    from agent.roster import roster_path
     from contract.schedule import Schedule
     from drivers.camera import Camera, describe_range
 
@@ -132,7 +133,7 @@ def run_loop(
         on_recovered=fault("recovered"),
     )
     gfile = _Watched(gallery_path(data_dir))
-    roster = _Watched(data_dir / "roster.json")
+    roster = _Watched(roster_path(data_dir))
     gfile.changed()
     pipeline = AttendancePipeline(
         cfg,
