@@ -139,12 +139,8 @@ class ScreenHub:
             msg["title"] = " · ".join([name, slot, at.strftime("%H:%M"), status])
             msg["detail"] = "验证成功"
             msg["tone"] = "warn" if look.get("status") in ("late", "early_leave") else "ok"
-        elif kind == "repeat":
-            msg["title"] = TEXT["repeat"]
-            msg["detail"] = name
-            msg["tone"] = "info"
-        elif kind == "blink":
-            msg["title"] = TEXT["blink"]
+        elif kind in ("repeat", "blink"):
+            msg["title"] = TEXT[kind]
             msg["detail"] = name
             msg["tone"] = "info"
         else:
