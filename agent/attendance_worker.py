@@ -44,7 +44,6 @@ class AttendanceWorker:
         *,
         name: str = "attendance",
         media_epoch: datetime | None = None,
-        debounce_seed: dict[str, float] | None = None,
         on_punch: Callable[[str], None] | None = None,
         pending: PendingEvents | None = None,
         open_faults: set[str] | None = None,
@@ -66,7 +65,8 @@ class AttendanceWorker:
         stored = load_debounce(self.debounce_file, horizon)
         # staff id -> time.time() of the last punch, as stored (only those still in window)
         self._punch_walls = {sid: time.time() - ago for sid, ago in stored.items()}
-        self.debounce_seed = {**stored, **(debounce_seed or {})}
+        # staff id -> seconds since the punch, as stored; _spec() lays self.punches over it
+        self.debounce_seed = stored
         self.on_punch = on_punch
         self.isolation = cfg.attendance.isolation
         self.ended = threading.Event()
@@ -368,14 +368,9 @@ def attendance_worker_factories(
 
     def make() -> AttendanceWorker:
         prev = state.get("w")
-        seed = {}
-        if prev is not None:
-            now = time.monotonic()
-            seed = {sid: now - t for sid, t in prev.punches.items()}
         worker = AttendanceWorker(
             cfg,
             outbox,
-            debounce_seed=seed,
             pending=pending,
             open_faults=open_faults,
             screen=screen,

@@ -162,7 +162,7 @@ def serial_adapters() -> list[str]:
         return []
 
 
-def _port_failure(port: str, exc: Exception, cfg: AgentConfig) -> str:
+def _port_failure(port: str, exc: Exception) -> str:
     """One line: what failed for this port, the adapters present, the user's dialout."""
     import errno
 
@@ -225,7 +225,7 @@ def probe_pads(cfg: AgentConfig) -> list[ProbeResult]:
                         f"{pad.port} is in use by another process (a running hall-agent?)",
                     )
                 else:
-                    opened[pad.port] = (False, False, _port_failure(pad.port, exc, cfg))
+                    opened[pad.port] = (False, False, _port_failure(pad.port, exc))
         ok, warn, detail = opened[pad.port]
         results.append(ProbeResult(name, ok, detail, warn))
     return results
@@ -276,7 +276,9 @@ def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
     """The roster names the staff; it arrives retained from the centre (docs/topics.md)."""
     if cfg.attendance is None:
         return []
-    path = Path(cfg.device.data_dir) / "roster.json"
+    from agent.roster import load_roster, roster_path
+
+    path = roster_path(cfg.device.data_dir)
     if not path.exists():
         return [
             ProbeResult(
@@ -286,8 +288,6 @@ def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
                 f"connected (hall-central roster publish FILE --site {cfg.device.site})",
             )
         ]
-    from agent.roster import load_roster
-
     roster = load_roster(cfg.device.data_dir)
     if roster is None:
         return [ProbeResult("roster", False, f"{path}: unreadable or invalid (see the log)")]
@@ -301,7 +301,6 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
     att = cfg.attendance
     assert att is not None
     source = att.camera
-    shown = source.split("@")[-1] if "://" in source else source  # no RTSP password in output
     try:
         _quiet_opencv()
         import cv2
@@ -309,7 +308,7 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
         from drivers.camera import describe_range, open_capture, redact, working_range
     except ImportError:
         return [ProbeResult("camera", False, "OpenCV is not installed (kiosk extra)")]
-    shown = redact(source)
+    shown = redact(source)  # no RTSP password in the output
     result: list[ProbeResult] = []
 
     def _grab() -> None:

@@ -39,10 +39,6 @@ REASONS = {
 }
 
 
-class EnrollError(Exception):
-    pass
-
-
 def _cli_error(message: str, code: int = 1) -> Exception:
     from sync.cli_common import CliError
 
@@ -52,20 +48,11 @@ def _cli_error(message: str, code: int = 1) -> Exception:
 # --- roster ------------------------------------------------------------------------------
 
 
-def load_roster(data_dir: Path) -> dict[str, dict[str, Any]] | None:
-    """``{staff id: entry}`` from ``<data_dir>/roster.json``; None when there is no roster."""
-    return staff_by_id(data_dir)
-
-
 def prune_to_roster(data_dir: Path) -> list[str]:
     """Delete the encodings of everyone the roster no longer lists; returns their ids."""
     from agent.gallery import Gallery, locked
 
-    try:
-        roster = load_roster(data_dir)
-    except EnrollError as exc:
-        logger.warning("roster not applied: %s", exc)
-        return []
+    roster = staff_by_id(data_dir)
     if roster is None:
         return []
     if not roster:
@@ -160,10 +147,7 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
             raise _cli_error(f"enroll: photo not found: {', '.join(missing)}", 2)
         jobs.append((args.staff_id, args.name, list(args.photos)))
 
-    try:
-        roster = load_roster(data_dir)
-    except EnrollError as exc:
-        raise _cli_error(str(exc)) from exc
+    roster = staff_by_id(data_dir)
     engine = _engine(cfg)
     total = sum(len(photos) for _, _, photos in jobs)
     done = 0
@@ -253,7 +237,7 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if not is_staff_id(staff_id):
         raise _cli_error(f"enroll: staff id {staff_id!r} is not valid", 2)
     data_dir = cfg.device.data_dir
-    roster = load_roster(data_dir)
+    roster = staff_by_id(data_dir)
     if roster is not None and staff_id not in roster:
         raise _cli_error(
             f"enroll: staff id {staff_id} is not in the roster from the centre "
@@ -281,7 +265,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
         if args.gallery_command == "list":
             pruned = prune_to_roster(data_dir)
             gallery = Gallery.load(_gallery_file(data_dir))
-            roster = load_roster(data_dir)
+            roster = staff_by_id(data_dir)
             people = gallery.people()
             if getattr(args, "json", False):
                 print(
@@ -315,7 +299,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 gallery.save(path)
             print(f"removed {args.staff_id}")
             return 0
-    except (GalleryError, EnrollError, OSError) as exc:
+    except (GalleryError, OSError) as exc:
         raise _cli_error(f"gallery: {exc}") from exc
     raise _cli_error(f"gallery: unknown action {args.gallery_command}", 2)
 

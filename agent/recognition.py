@@ -108,6 +108,7 @@ def run_loop(
     """
     from agent.enroll import prune_to_roster
     from agent.gallery import Gallery, gallery_path
+    from agent.roster import roster_path
     from contract.schedule import Schedule
     from drivers.camera import Camera, describe_range
 
@@ -132,7 +133,7 @@ def run_loop(
         on_recovered=fault("recovered"),
     )
     gfile = _Watched(gallery_path(data_dir))
-    roster = _Watched(data_dir / "roster.json")
+    roster = _Watched(roster_path(data_dir))
     gfile.changed()
     pipeline = AttendancePipeline(
         cfg,
@@ -151,11 +152,14 @@ def run_loop(
     first_shape: tuple[int, ...] = ()
     last_health = last_files = 0.0
     ended_sent = False
+
+    def health() -> dict[str, Any]:
+        return {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
+
     try:
         while not stop.is_set():
             frame = camera.read(last_seq, timeout=0.5)
             now = time.monotonic()
-            health = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
             if frame is not None:
                 if last_seq == 0 or frame.image.shape != first_shape:
                     first_shape = frame.image.shape
@@ -182,7 +186,7 @@ def run_loop(
                 # A video file played to its end (tests, demos): report once, then idle.
                 # read() returns at once now, so wait here rather than spin.
                 if not ended_sent:
-                    send(("health", health))
+                    send(("health", health()))
                     send(("ended",))
                     ended_sent = True
                 stop.wait(0.5)
@@ -194,7 +198,7 @@ def run_loop(
                     pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
             if now - last_health >= 1.0:  # the heartbeat the supervisor watches
                 last_health = now
-                send(("health", health))
+                send(("health", health()))
     finally:
         camera.stop()
     return None

@@ -76,10 +76,6 @@ class RosterWatch:
             self._staff = (staff_by_id(self.data_dir) or {}) if mtime is not None else {}
             return True
 
-    @property
-    def present(self) -> bool:
-        return self._mtime is not None
-
     def name(self, staff_id: str | None) -> str:
         """The display name of ``staff_id``, or the id itself when the roster lacks it."""
         if not staff_id:

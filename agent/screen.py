@@ -139,12 +139,8 @@ class ScreenHub:
             msg["title"] = " · ".join([name, slot, at.strftime("%H:%M"), status])
             msg["detail"] = "验证成功"
             msg["tone"] = "warn" if look.get("status") in ("late", "early_leave") else "ok"
-        elif kind == "repeat":
-            msg["title"] = TEXT["repeat"]
-            msg["detail"] = name
-            msg["tone"] = "info"
-        elif kind == "blink":
-            msg["title"] = TEXT["blink"]
+        elif kind in ("repeat", "blink"):
+            msg["title"] = TEXT[kind]
             msg["detail"] = name
             msg["tone"] = "info"
         else:
@@ -181,8 +177,11 @@ class ScreenHub:
                 logger.debug("screen: status not read: %s", exc)
         return out
 
-    def tech(self) -> dict[str, Any]:
-        """The technician's view: outbox, camera, recognition, pads, the latest problems."""
+    def tech(self, status: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The technician's view: outbox, camera, recognition, pads, the latest problems.
+
+        ``status`` is :meth:`status` when the caller has just computed it; read here otherwise.
+        """
         now = time.monotonic()
         with self._lock:
             times = [t for t in self.frame_times if now - t < 5.0]
@@ -212,7 +211,7 @@ class ScreenHub:
                 self.errors.appendleft({"at": stamp, "worker": name, "detail": str(problem)})
             self._last_problem[name] = problem or ""
         return {
-            "status": self.status(),
+            "status": self.status() if status is None else status,
             "workers": {n: w.get("state", "?") for n, w in health.items()},
             "camera": {
                 "state": att.get("state"),
@@ -421,7 +420,7 @@ class ScreenServer:
                 status = await loop.run_in_executor(None, self.hub.status)
                 self.hub.publish_status("main", status)
                 if self.hub._subs["tech"]:
-                    tech = await loop.run_in_executor(None, self.hub.tech)
+                    tech = await loop.run_in_executor(None, self.hub.tech, status)
                     self.hub.publish_status("tech", tech)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), STATUS_S)
@@ -448,8 +447,8 @@ def status_source(outbox: Any, health: Callable[[], dict[str, Any]]) -> Callable
     """The indicator's data: events waiting in the outbox, and whether the uplink is up."""
 
     def read() -> dict[str, Any]:
-        stats = outbox.stats()
+        pending = outbox.pending_count()
         uplink = health().get("uplink", {})
-        return {"pending": stats.pending, "connected": bool(uplink.get("connected"))}
+        return {"pending": pending, "connected": bool(uplink.get("connected"))}
 
     return read

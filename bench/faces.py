@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,11 +53,6 @@ SIZES = ((640, 480), (1280, 720))
 FULL = tuple(media.ENROL)
 PARTIAL = ("obama", "t1a", "t1d", "t1f")
 ENROLLED = FULL  # for the worker runs (memory, ticker)
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def frames(video: Path) -> list:

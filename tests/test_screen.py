@@ -220,6 +220,19 @@ def test_tech_view_reports_outbox_camera_pads_and_problems(write_config, tmp_pat
         server.stop()
 
 
+def test_the_indicator_reads_the_outbox_pending_count_and_the_uplink(tmp_path):
+    from agent.outbox import Outbox
+    from agent.screen import status_source
+
+    with Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0) as box:
+        read = status_source(box, lambda: {"uplink": {"connected": True}})
+        assert read() == {"pending": 0, "connected": True}
+        for _ in range(3):
+            box.append("device.test", {})
+        assert box.pending_count() == box.stats().pending == 3
+        assert status_source(box, dict)() == {"pending": 3, "connected": False}
+
+
 # --- a real kiosk behind the page -------------------------------------------------------
 
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"RIFF", b"GIF8")
