@@ -332,7 +332,7 @@ def token_middleware(token: str) -> Any:
                 return _refused()
             # Redirect to the URL without the token, so it stays out of the history and the
             # address bar; the cookie carries the access from now on.
-            response = web.HTTPSeeOther(location=_without_token(request))
+            response = web.Response(status=303, headers={"Location": _without_token(request)})
             response.set_cookie(
                 COOKIE,
                 cookie,
