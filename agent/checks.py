@@ -274,14 +274,15 @@ class VideoDevice:
     by_id: str | None = None  # the stable /dev/v4l/by-id/… link to it, if udev made one
 
     def describe(self) -> str:
-        what = [self.name or "no name in sysfs"]
+        """``/dev/video0 (HD Webcam C270: YUYV, MJPG) = /dev/v4l/by-id/…``; no ";" inside, the
+        probe's line uses it between its parts."""
         if self.formats:
-            what.append(", ".join(self.formats))
+            formats = ", ".join(self.formats)
         elif self.formats is not None:
-            what.append("no capture formats (a metadata node, not the picture)")
-        elif self.note:
-            what.append(f"formats: {self.note}")
-        text = f"{self.path} ({'; '.join(what)})"
+            formats = "no capture formats, a metadata node"
+        else:
+            formats = f"formats {self.note or 'unknown'}"
+        text = f"{self.path} ({self.name or 'no name in sysfs'}: {formats})"
         return text + (f" = {self.by_id}" if self.by_id else "")
 
 
@@ -308,7 +309,7 @@ def capture_formats(path: Path) -> tuple[tuple[str, ...] | None, str]:
             except OSError as exc:
                 if exc.errno == errno.EINVAL:  # past the last format (or not a capture node)
                     break
-                return None, "not a V4L2 device" if exc.errno == errno.ENOTTY else str(exc)
+                return None, "unknown, not a V4L2 device" if exc.errno == errno.ENOTTY else str(exc)
             pixelformat = struct.unpack_from("I", buf, FMTDESC_PIXELFORMAT_AT)[0]
             fourcc = pixelformat.to_bytes(4, "little").decode("ascii", "replace").strip()
             found.append(fourcc)
