@@ -279,7 +279,7 @@ class VideoDevice:
         if self.formats:
             formats = ", ".join(self.formats)
         elif self.formats is not None:
-            formats = "no capture formats, a metadata node"
+            formats = "no capture formats, likely a metadata node"
         else:
             formats = f"formats {self.note or 'unknown'}"
         text = f"{self.path} ({self.name or 'no name in sysfs'}: {formats})"

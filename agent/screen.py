@@ -314,7 +314,9 @@ def _refused() -> web.Response:
 def _without_token(request: web.Request) -> str:
     """The request's path and query without the token (the redirect target)."""
     rest = MultiDict((k, v) for k, v in request.query.items() if k != TOKEN_PARAM)
-    return str(request.rel_url.with_query(rest or None))
+    target = str(request.rel_url.with_query(rest or None))
+    # "//host/…" would be read as another site's address: never redirect off this page.
+    return "/" + target.lstrip("/")
 
 
 def token_middleware(token: str) -> Any:

@@ -333,7 +333,7 @@ def test_camera_failure_lists_the_video_devices_with_names_and_formats(tmp_path)
         "video devices present: "
         "/dev/video0 (HD Webcam C270: YUYV, MJPG) = "
         "/dev/v4l/by-id/usb-046d_HD_Webcam_C270_ABC-video-index0, "
-        "/dev/video1 (HD Webcam C270: no capture formats, a metadata node), "
+        "/dev/video1 (HD Webcam C270: no capture formats, likely a metadata node), "
         "/dev/video2 (no name in sysfs: formats not readable by this user), "
         "/dev/video10 (USB2.0 PC CAMERA: MJPG)"
     )

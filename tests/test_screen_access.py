@@ -175,6 +175,9 @@ def test_the_token_in_the_url_leaves_a_strict_http_only_cookie_and_is_redirected
         assert attrs["samesite"].strip() == "SameSite=Strict" and attrs["path"].strip() == "Path=/"
         root = get(f"{base}/?token={TOKEN}")
         assert root.status == 303 and root.headers["Location"] == "/"
+        # Never a redirect to another site ("//host/" is a network-path reference).
+        other = get(f"{base}//example.org/?token={TOKEN}")
+        assert other.status == 303 and other.headers["Location"] == "/example.org/"
 
 
 def test_the_cookie_opens_the_page_its_events_and_the_preview(write_config, tmp_path):
