@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="LIST",
         help="comma-separated probes: "
-        "config,user,disk,clock,broker,pads,camera,gallery,roster,calendar",
+        "config,user,disk,clock,broker,pads,camera,gallery,roster,screen,calendar",
     )
     p.add_argument(
         "--as-user",
