@@ -10,7 +10,8 @@ order the device recorded them (``at``, then ``seq``):
 - Names and posts come from the site's stored roster (docs/topics.md ``name``, ``role``); an id
   the roster does not know is shown as the id. No face data exists centrally, and none is read.
 - Today's 好差评 per window: counts per level (5 非常满意 … 1 非常不满意) and the share of
-  levels 3-5, as in ``hall-central report ratings``.
+  levels 3-5, by the monthly report's own :class:`central.reports.ratings.Tally`; the hall's
+  totals the same way, with 在岗窗口 (windows 服务中 / windows known).
 
 An event whose clock was unsynced keeps the time the device wrote; if that is not today it is
 not on today's board (the centre files such events by ``received_at`` in reports only).
@@ -39,7 +40,6 @@ from contract.schedule import Schedule
 WINDOW_TYPES = ("window.login", "window.logout", "window.paused", "window.resumed")
 ROLE_LABELS = {"chief": "首席代表", "staff": "窗口工作人员"}
 STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放", "offline": "设备离线"}
-STALE_AFTER_S = 180  # [board] stale_after_s default: three of the devices' default 60 s statuses
 
 
 @dataclass(frozen=True)
@@ -289,8 +289,10 @@ def load(
     site: str | None,
     now: datetime | None = None,
     schedule: Schedule | None = None,
-    stale_after_s: float = STALE_AFTER_S,
+    *,
+    stale_after_s: float,
 ) -> dict[str, Any]:
+    """The board at ``now``; ``stale_after_s`` is ``[board] stale_after_s``."""
     moment = (now or datetime.now(tz)).astimezone(tz)
     day = moment.date()
     rosters = {r.site: r.roster for r in store.rosters()}
