@@ -112,7 +112,7 @@ def refused_login_hint(section: MqttSection, add_account: str) -> str:
         where = f"the password given must be the password of the broker's account {user!r}"
     else:
         where = (
-            f"the first line of mqtt.password_file ({section.password_file}) must be the "
+            f"the password in mqtt.password_file ({section.password_file}) must be the "
             f"password of the broker's account {user!r}"
         )
     return (

@@ -168,7 +168,7 @@ def test_a_refused_login_names_the_hall_broker_commands_that_fix_it(tmp_path, ha
     names scripts/hall-broker.sh with this device's values, and following it works."""
     line, secret = check_broker(tmp_path, hall, "pad-a03", "a-new-password")
     assert line.startswith("[FAIL] broker: auth failed: the broker refused user 'pad-a03'"), line
-    assert f"the first line of mqtt.password_file ({secret})" in line
+    assert f"the password in mqtt.password_file ({secret})" in line
     assert "`scripts/hall-broker.sh set-password pad-a03 FILE` if the account exists" in line
     assert "`scripts/hall-broker.sh add-device jiedong pad-a03 FILE` if it does not" in line
     assert "mosquitto_passwd" not in line and "password file" not in line.replace("_file", "")
