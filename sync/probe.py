@@ -29,7 +29,7 @@ from contract.config import MqttSection
 # CONNACK reason codes meaning "who you are is not accepted" (MQTT 5 §3.2.2.2): bad user name
 # or password, not authorised, bad auth method. paho's VERSION2 callbacks hand MQTT 3.1.1
 # return codes over as these reason codes too (4 as 0x86, 5 as 0x87; 3.1.1 §3.2.2.3).
-_AUTH_CODES = {0x86, 0x87, 0x8C}
+AUTH_CODES = {0x86, 0x87, 0x8C}
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def probe_broker(
         rc = result["rc"]
         v5 = section.protocol == "5"
         if getattr(rc, "is_failure", False):
-            if rc.value in _AUTH_CODES:
+            if rc.value in AUTH_CODES:
                 return BrokerProbe(
                     False,
                     "auth failed",

@@ -186,6 +186,23 @@ def test_a_refused_login_names_the_hall_broker_commands_that_fix_it(tmp_path, ha
     assert line.startswith("[ ok ] broker:"), line
 
 
+def test_a_running_link_refused_at_login_says_where_the_fix_is(tmp_path, hall):
+    """What the agent's journal, its status and ping show while the broker refuses it."""
+    from sync.mqtt import MqttLink
+
+    cfg = agent_config(tmp_path, hall.url, mqtt={"username": "pad-a03"}, password="stale")
+    link = MqttLink(cfg.mqtt, "pad-a03", name="uplink")
+    link.start()
+    try:
+        assert wait_for(lambda: link.last_error is not None, 10)
+        assert link.last_error.startswith("broker refused the connection: Not authorized")
+        assert link.last_error.endswith(
+            "for user 'pad-a03'; `check --only broker` names the fix"
+        ), link.last_error
+    finally:
+        link.stop()
+
+
 def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):
     """mqtts:// with the CA, a client certificate and the device's own account: a batch goes
     out of the outbox, is stored centrally and acked back."""
