@@ -82,6 +82,18 @@ def test_ping_times_out_without_a_broker(tmp_path):
     )
 
 
+def test_ping_advice_beside_a_running_agent_names_that_agent_first(tmp_path):
+    from sync.ping import PingError, advice
+    from tests.support import agent_config
+
+    cfg = agent_config(tmp_path, "mqtt://127.0.0.1:1883", device="win-01")
+    late = PingError("1 of 1 events not acknowledged", connected=True)
+    text = advice(cfg, late, beside_agent=True, config=None)
+    assert text.startswith("the running agent delivers them (journalctl -u hall-agent"), text
+    assert "`systemctl status hall-central`" in text and "jiedong/win-01" in text
+    assert not advice(cfg, late, beside_agent=False, config=None).startswith("the running")
+
+
 def test_ping_beside_a_running_agent_uses_its_uplink(tmp_path, broker, collector):
     conf = write_conf(tmp_path, broker.url)
     agent = subprocess.Popen(
