@@ -7,7 +7,8 @@
   ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
 - ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
 - ``hall-central -c FILE roster show --site SITE [--json]``: the stored roster.
-- ``hall-central -c FILE devices``: devices with last status, backlog and last event time.
+- ``hall-central -c FILE devices``: devices with last status, backlog, last event time and
+  when the centre last received from each, in the hall's timezone (central/commands.py).
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
@@ -103,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "devices",
-        help="list devices: last status, backlog, last event time",
-        description="List devices known to the store with their last status.",
+        help="list devices: last status, backlog, last event time, last received",
+        description="List devices known to the store with their last status, the time of "
+        "their newest trusted event and when the centre last received from them, in the "
+        "hall's timezone (central.timezone).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     from central.commands import add_parsers
