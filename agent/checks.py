@@ -67,7 +67,10 @@ def probe_broker(cfg: AgentConfig, timeout: float = 5.0) -> list[ProbeResult]:
     """Connect once with the device's credentials; a failure says which kind (sync.probe)."""
     from sync.probe import probe_broker as connect_once
 
-    result = connect_once(cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout)
+    account = f"add-device {cfg.device.site} {cfg.device.id}"  # user name = device.id
+    result = connect_once(
+        cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout, add_account=account
+    )
     return [ProbeResult("broker", result.ok, result.line())]
 
 

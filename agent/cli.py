@@ -275,7 +275,9 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
     outbox = _open_outbox(cfg)
     try:
-        return run_ping(cfg, outbox, count=args.count, timeout=args.timeout, note=args.note)
+        return run_ping(
+            cfg, outbox, count=args.count, timeout=args.timeout, note=args.note, config=args.config
+        )
     finally:
         outbox.close()
 

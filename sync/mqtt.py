@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config import MqttSection
+from sync.probe import AUTH_CODES
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {describe_rc(reason_code)}"
+            if reason_code.value in AUTH_CODES:  # the account, not the network: say where
+                self.last_error += (
+                    f" for user {self.section.username!r}; `check --only broker` names the fix"
+                )
             logger.error("%s: %s", self.name, self.last_error)
             self._down.set()
             return
