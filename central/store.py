@@ -397,7 +397,7 @@ def _status_fields(status: dict[str, Any]) -> tuple[Any, ...]:
 
 
 ROSTER_KEYS = ("v", "version", "staff")
-STAFF_ORDER = ("id", "name", "role", "window")
+STAFF_ORDER = ("id", "name", "role", "window", "starts", "ends")
 
 
 def roster_json(roster: dict[str, Any]) -> str:

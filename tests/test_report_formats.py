@@ -12,6 +12,7 @@ import io
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,8 @@ def test_xlsx_sheets_frozen_header_widths_and_marks(conf, tmp_path):
     assert daily.column_dimensions["A"].width >= 10  # "2026-10-08" fits
     cal = book["工作日历"]
     rows = {r[0].value: [c.value for c in r] for r in cal.iter_rows(min_row=2)}
-    assert rows["2026-10-10"][2:4] == ["是", "调休上班"]
-    assert rows["2026-10-01"][2:4] == ["否", "法定节假日 (国庆节)"]
+    assert rows[datetime(2026, 10, 10)][2:4] == ["是", "调休上班"]
+    assert rows[datetime(2026, 10, 1)][2:4] == ["否", "法定节假日 (国庆节)"]
 
 
 def _chromium() -> str | None:

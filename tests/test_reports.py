@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from central.reports import attendance, ratings
+from central.reports.model import cell_text
 from central.reports.month import Month
 from central.store import open_store
 from contract.schedule import Schedule
@@ -225,8 +226,10 @@ def test_current_month_judges_only_past_days(store):
     ev.flush()
     att = attendance.compute(store, Month.parse(None, TZ, now), Schedule(), now=now)
     s1 = person(att, "S001")
-    assert (s1.working_days, s1.missing) == (2, 0)
+    # Friday the 9th is not over: listed, but judged neither way and counted in no total.
+    assert (s1.working_days, s1.days_present, s1.missing) == (1, 1, 0)
     assert [c.text() for c in s1.days[-1].cells] == ["08:29", "—", "—", "—"]
+    assert not s1.days[-1].judged and s1.days[0].judged
 
 
 def write_ratings(store) -> None:
@@ -290,7 +293,7 @@ def test_ratings_by_hand(store):
     assert dict(r.staff[("jiedong", "S001")].levels) == {5: 2, 4: 1, 3: 1, 2: 1, 1: 1}
     report = ratings.to_report(r)
     bad = next(s for s in report.sheets if s.name == "差评明细")
-    assert bad.rows == [
+    assert [[cell_text(v) for v in row] for row in bad.rows] == [
         ["2026-10-08 09:14", "jiedong", "A03", "S001", "王芳", "不满意", "态度不好"],
         [
             "2026-10-08 09:15",
@@ -303,7 +306,9 @@ def test_ratings_by_hand(store):
         ],
     ]
     win = next(s for s in report.sheets if s.name == "窗口评价")
-    assert win.rows[0] == ["jiedong", "A03", 6, 2, 1, 1, 1, 1, "66.7%", 2, 6, 4, 2, 20]
+    assert [cell_text(v) for v in win.rows[0]] == [
+        *("jiedong", "A03", "6", "2", "1", "1", "1", "1", "66.7%", "2", "6", "4", "2", "20")
+    ]
 
 
 def test_both_stores_give_identical_reports(tmp_path):

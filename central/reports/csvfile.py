@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from typing import BinaryIO
 
-from central.reports.model import Report
+from central.reports.model import Report, cell_text
 
 
 def write(report: Report, out: BinaryIO) -> None:
@@ -23,5 +23,5 @@ def write(report: Report, out: BinaryIO) -> None:
         writer.writerow([])
         writer.writerow([f"# {sheet.name}"])
         writer.writerow(sheet.headers)
-        writer.writerows([["" if v is None else v for v in row] for row in sheet.rows])
+        writer.writerows([[cell_text(v) for v in row] for row in sheet.rows])
     out.write(text.getvalue().encode("utf-8-sig"))
