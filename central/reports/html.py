@@ -23,7 +23,7 @@ body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-s
        margin: 24px; color: #222; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 /* A wide table scrolls inside its box: the page itself never gets wider than the window,
-   so a 1280-px screen shows every chart and heading whole (docs/reports.md, Formats). */
+   so a 1280-px screen shows every chart and heading whole. */
 .table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; white-space: nowrap; }
