@@ -388,3 +388,81 @@ def test_leave_in_sqlite_read_by_a_peer(tmp_path):
         "S002|公出|2026-10-19|am|2026-10-20|pm|张主任|王科员||",
         "S002|补卡|2026-10-21|am|2026-10-21|am|李科长|王科员|morning_in|08:29",
     ]
+
+
+V4_LEAVE = (
+    "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
+    "imported_by, imported_at, source) VALUES "
+    "('S002', '补卡', '2026-10-21', 'am', '2026-10-21', 'am', '李科长', '', '王科员', "
+    "'2026-10-22T01:00:00+00:00', 'old.csv:4')"
+)
+
+
+def _check_migrated(store) -> None:
+    [row] = store.leaves()
+    # A 补卡 stored before slots keeps its half day (slot ''); new ones name a slot.
+    assert (row["id"], row["kind"], row["starts_half"], row["slot"]) == (1, "补卡", "am", "")
+    added = store.add_leaves(
+        [
+            {
+                "staff_id": "S002",
+                "kind": "补卡",
+                "starts": date(2026, 10, 21),
+                "starts_half": "am",
+                "ends": date(2026, 10, 21),
+                "ends_half": "am",
+                "approver": "李科长",
+                "note": "",
+                "source": "new.csv:2",
+                "slot": slot,
+                "slot_time": "",
+            }
+            for slot in ("morning_in", "morning_out")
+        ],
+        "王科员",
+    )
+    assert added == 2
+    assert [(r["id"], r["slot"]) for r in store.leaves()] == [
+        (1, ""),
+        (2, "morning_in"),
+        (3, "morning_out"),
+    ]
+
+
+def test_sqlite_v4_leave_is_migrated_to_slots(tmp_path):
+    from central.store import SCHEMA_VERSION, SQLITE_MIGRATIONS
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for step in SQLITE_MIGRATIONS[:4]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(V4_LEAVE)
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 5
+        _check_migrated(store)
+
+
+def test_postgres_v4_leave_is_migrated_to_slots():
+    if not pg_available():
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
+    import psycopg
+
+    from central.store import PG_MIGRATIONS, SCHEMA_VERSION
+
+    with testing.pg_schema() as name:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+            conn.execute(f'SET search_path TO "{name}"')
+            for step in PG_MIGRATIONS[:4]:
+                for sql in step:
+                    conn.execute(sql)
+            conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
+            conn.execute("INSERT INTO hall_schema (version) VALUES (4)")
+            conn.execute(V4_LEAVE)
+        with open_store(PG_URL, name) as store:
+            assert store.query("SELECT version FROM hall_schema") == [(SCHEMA_VERSION,)]
+            _check_migrated(store)
