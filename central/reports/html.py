@@ -20,13 +20,14 @@ ECHARTS_VERSION = "6.1.0"
 
 _STYLE = """
 body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
-       margin: 24px; color: #222; }
+       margin: 16px; color: #222; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 /* A wide table scrolls inside its box: the page itself never gets wider than the window,
    so a 1280-px screen shows every chart and heading whole. */
 .table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 3px 5px; white-space: nowrap; }
+td:last-child { white-space: normal; min-width: 6em; } /* 说明, 来源, 原因: free text wraps */
 th { background: #f0f0f0; position: sticky; top: 0; }
 td.late { background: #ffe699; } td.missing, td.bad { background: #f4b6b6; }
 td.leave { background: #bdd7ee; }
@@ -91,9 +92,13 @@ def write(report: Report, out: TextIO) -> None:
     for i, (title, option) in enumerate(report.charts):
         out.write(f"<h2>{html.escape(title)}</h2>")
         out.write(f'<div class="chart" id="chart{i}" style="height:{_height(option)}px"></div>')
+        # The chart follows the window's width, so a narrower window never gets a page
+        # wider than itself.
         out.write(
-            f"<script>echarts.init(document.getElementById('chart{i}'), null, "
-            f"{{renderer: 'svg'}}).setOption({_script_json(option)});</script>"
+            f"<script>(function () {{ const chart = echarts.init("
+            f"document.getElementById('chart{i}'), null, {{renderer: 'svg'}}); "
+            f"chart.setOption({_script_json(option)}); "
+            "window.addEventListener('resize', () => chart.resize()); })();</script>"
         )
     for sheet in report.sheets:
         out.write(f"<h2>{html.escape(sheet.name)}</h2>{_table(sheet)}")
