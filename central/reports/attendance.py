@@ -506,12 +506,20 @@ def _notes(att: Attendance) -> list[str]:
         "名册中入职日期之前、离职日期之后的日期不考核, 留空, 不计入任何合计",
     ]
     if not att.complete:
-        notes.append(
-            f"本月尚未结束: 统计截至 {att.assessed_before.isoformat()} 之前; "
-            f"{att.assessed_before.isoformat()} 当天显示 — (未判定), 之后的日期不列出, "
-            "均不计入合计"
-        )
+        notes.append(_open_month_note(att))
     return notes
+
+
+def _open_month_note(att: Attendance) -> str:
+    today = att.assessed_before
+    if today <= att.month.first:
+        return "本月尚无已结束的日期: 不作判定, 不计入任何合计"
+    last = min(today - timedelta(days=1), att.month.last)
+    return (
+        f"本月尚未结束: 统计截至 {last.isoformat()} (含); {today.isoformat()} 当天尚未结束, "
+        "只列出已有的打卡, 不判定迟到、早退、缺卡 (— 为尚未打卡的时段), 之后的日期不列出, "
+        "均不计入合计"
+    )
 
 
 def to_report(att: Attendance) -> Report:
