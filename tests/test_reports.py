@@ -472,3 +472,17 @@ def test_a_chief_is_not_failed_before_the_month_is_over(store):
     # The same records, the month over: now it is a verdict.
     c1 = person(october(store), "C001")
     assert (c1.chief_records, c1.chief_ok) == (1, False)
+
+
+def test_a_correction_stored_before_slots_keeps_its_half_day(store):
+    """A 补卡 row from before migration 5 has no slot: it excuses its half day, as it did."""
+    roster(store, "jiedong", [("S001", "王芳", "staff", None)])
+    ev = Events(store)
+    for d in OCTOBER_WORKDAYS:
+        ev.day("S001", d, skip=("morning_in", "morning_out") if d == date(2026, 10, 8) else ())
+    ev.flush()
+    leave(store, ("S001", "补卡", "2026-10-08", "am", "2026-10-08", "am"))
+    s1 = person(october(store), "S001")
+    day = next(d for d in s1.days if d.plan.day == date(2026, 10, 8))
+    assert [c.text() for c in day.cells][:2] == ["补卡", "补卡"]
+    assert (s1.corrections, s1.missing) == (2, 0)
