@@ -3,10 +3,15 @@
 
 Per person and working day, the four slots with the punch that counts (the earliest in a
 "上班" band, the latest in a "下班" band, so a second punch never makes anyone later), late and
-early minutes and missing punches; leave (请假, 公出) and approved corrections (补卡) excuse the
-half days they cover. Per person and month: days present, late and early counts and minutes,
-missing punches, days on leave, punches on days off. Chief representatives (首席代表, roster
-role ``chief``) are held only to at least four records a month.
+early minutes and missing punches; leave (请假, 公出) excuses the half days it covers and an
+approved correction (补卡) the one slot it names. Per person and month: days present, late and
+early counts and minutes, missing punches, days on leave, punches on days off. Chief
+representatives (首席代表, roster role ``chief``) are held only to at least four records a month
+(pro rata when on the roster part of the month).
+
+Only days that are over are judged (``Day.judged``), and only days within the roster's
+``starts``..``ends``: today is listed without a verdict and counted in no total, every format
+shows it neutral.
 
 Slots, lateness, working days and holidays are recomputed from the filed time with the
 kiosks' own schedule code (:mod:`contract.schedule`), so a punch filed by ``received_at``
