@@ -61,11 +61,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = lsub.add_parser(
         "import",
         help="import a CSV or xlsx file (all rows or none)",
-        description="Import leave rows (工号, 类型, 开始, 结束, 审批人, 备注). Any bad cell "
-        "rejects the whole file, listed by line and column; rows already stored are skipped.",
+        description="Import leave rows (工号, 类型, 开始, 结束, 审批人, 备注, 时段 for 补卡). Any "
+        "bad cell, or a staff id in no stored roster, rejects the whole file, listed by line "
+        "and column; rows already stored are skipped.",
     )
     r.add_argument("file", type=Path, help="CSV or xlsx file")
     r.add_argument("--by", help="who imports it (default: the login name)")
+    r.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="accept staff ids that are in no stored roster yet (e.g. a roster published later)",
+    )
     r = lsub.add_parser("list", help="list stored leave", description="List stored leave.")
     r.add_argument("--month", help="only leave overlapping YYYY-MM")
     r = lsub.add_parser("remove", help="remove one leave row", description="Remove by id.")
@@ -137,27 +143,30 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from central.leave import LeaveError, parse_leave_file
 
     if args.leave_command == "import":
-        try:
-            rows = parse_leave_file(args.file)
-        except LeaveError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            raise CliError(
-                f"leave import: {len(exc.problems)} problem(s) in {args.file}; nothing imported"
-            ) from None
         by = args.by or _login_name()
         with open_existing(cfg) as store:
+            known = None
+            if not args.allow_unknown:
+                known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
+            try:
+                rows = parse_leave_file(args.file, known)
+            except LeaveError as exc:
+                for problem in exc.problems:
+                    print(problem, file=sys.stderr)
+                raise CliError(
+                    f"leave import: {len(exc.problems)} problem(s) in {args.file}; nothing imported"
+                ) from None
             added = store.add_leaves(rows, by)
-            known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
+            stored = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
         print(
             f"leave import {args.file}: {added} row(s) added, "
             f"{len(rows) - added} already stored, imported by {by}"
         )
-        unknown = sorted({r["staff_id"] for r in rows} - known)
-        if unknown:
-            # Stored anyway: the roster may be published after the leave (a new colleague).
+        unknown = sorted({r["staff_id"] for r in rows} - stored)
+        if unknown:  # only with --allow-unknown: stored, but they excuse nobody until published
             print(
-                f"leave import: note: staff id(s) in no stored roster: {', '.join(unknown)}",
+                f"leave import: note: staff id(s) in no stored roster (--allow-unknown): "
+                f"{', '.join(unknown)}",
                 file=sys.stderr,
             )
         return 0
@@ -177,28 +186,14 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
         first, last = month.first, month.last
     with open_existing(cfg) as store:
         rows = store.leaves(first, last)
-    from central.reports.attendance import HALF_NAMES, LEAVE_HEADERS
+    from central.reports.attendance import LEAVE_HEADERS, leave_cells
     from central.reports.model import Sheet
     from central.reports.table import write_sheet
 
     sheet = Sheet(
         "请假与更正",
         [*LEAVE_HEADERS, "导入时间"],
-        [
-            [
-                r["id"],
-                r["staff_id"],
-                r["kind"],
-                f"{r['starts']} {HALF_NAMES[r['starts_half']]}",
-                f"{r['ends']} {HALF_NAMES[r['ends_half']]}",
-                r["approver"],
-                r["note"],
-                r["imported_by"],
-                r["source"],
-                _when(r["imported_at"], cfg.central.timezone),
-            ]
-            for r in rows
-        ],
+        [[*leave_cells(r), _when(r["imported_at"], cfg.central.timezone)] for r in rows],
     )
     write_sheet(sheet, sys.stdout)
     return 0

@@ -360,9 +360,52 @@ _PG_V4 = [
     "CREATE INDEX leave_dates ON leave (starts, ends)",
 ]
 
+# v5 "leave_slot": a 补卡 corrects ONE punch (docs/reports.md), so a leave row may name its
+# slot (`slot`: morning_in … afternoon_out, '' for 请假/公出 and for 补卡 rows stored before
+# v5, which keep their half days) and the punch time from the approval (`slot_time`, HH:MM or
+# ''). Two 补卡 of one morning (in and out) are two rows: the unique key gains `slot`.
+# SQLite cannot change a table's constraints in place: the table is rebuilt, ids kept.
+_SLOTS = "('', 'morning_in', 'morning_out', 'afternoon_in', 'afternoon_out')"
+_LEAVE_V5_KEY = "UNIQUE (staff_id, kind, starts, starts_half, ends, ends_half, slot)"
+_SQLITE_V5 = [
+    f"""CREATE TABLE leave_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        staff_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN {_LEAVE_KINDS}),
+        starts TEXT NOT NULL CHECK (date(starts) = starts),
+        starts_half TEXT NOT NULL CHECK (starts_half IN ('am', 'pm')),
+        ends TEXT NOT NULL CHECK (date(ends) = ends),
+        ends_half TEXT NOT NULL CHECK (ends_half IN ('am', 'pm')),
+        approver TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        imported_by TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        slot TEXT NOT NULL DEFAULT '' CHECK (slot IN {_SLOTS}),
+        slot_time TEXT NOT NULL DEFAULT '',
+        {_LEAVE_V5_KEY}
+    )""",
+    """INSERT INTO leave_v5 (id, staff_id, kind, starts, starts_half, ends, ends_half, approver,
+        note, imported_by, imported_at, source)
+      SELECT id, staff_id, kind, starts, starts_half, ends, ends_half, approver, note,
+        imported_by, imported_at, source FROM leave""",
+    "DROP TABLE leave",
+    "ALTER TABLE leave_v5 RENAME TO leave",
+    "CREATE INDEX leave_dates ON leave (starts, ends)",
+]
+
+_PG_V5 = [
+    f"ALTER TABLE leave ADD COLUMN slot text NOT NULL DEFAULT '' CHECK (slot IN {_SLOTS})",
+    "ALTER TABLE leave ADD COLUMN slot_time text NOT NULL DEFAULT ''",
+    # The name PostgreSQL gave v4's UNIQUE (table_columns_key, within 63 characters).
+    "ALTER TABLE leave DROP CONSTRAINT leave_staff_id_kind_starts_starts_half_ends_ends_half_key",
+    f"ALTER TABLE leave ADD CONSTRAINT leave_slot_key {_LEAVE_V5_KEY}",
+]
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
-SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2, _SQLITE_V3, _SQLITE_V4]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4]
+# Names, in order: v1 events, v2 rosters, v3 filed_at views, v4 leave, v5 leave_slot.
+SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2, _SQLITE_V3, _SQLITE_V4, _SQLITE_V5]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -397,7 +440,7 @@ def _status_fields(status: dict[str, Any]) -> tuple[Any, ...]:
 
 
 ROSTER_KEYS = ("v", "version", "staff")
-STAFF_ORDER = ("id", "name", "role", "window")
+STAFF_ORDER = ("id", "name", "role", "window", "starts", "ends")
 
 
 def roster_json(roster: dict[str, Any]) -> str:
@@ -460,11 +503,14 @@ LEAVE_KEYS = (
     "imported_by",
     "imported_at",
     "source",
+    "slot",
+    "slot_time",
 )
 _LEAVE_INSERT = (
     "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
-    "imported_by, imported_at, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half) DO NOTHING"
+    "imported_by, imported_at, source, slot, slot_time) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half, slot) DO NOTHING"
 )
 
 
@@ -804,6 +850,8 @@ class SqliteStore(Store):
                             imported_by,
                             now,
                             r["source"],
+                            r.get("slot", ""),
+                            r.get("slot_time", ""),
                         )
                         for r in rows
                     ],
@@ -1068,6 +1116,8 @@ class PostgresStore(Store):
                             imported_by,
                             utcnow(),
                             r["source"],
+                            r.get("slot", ""),
+                            r.get("slot_time", ""),
                         ),
                     )
                     added += cur.rowcount

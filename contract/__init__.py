@@ -11,8 +11,10 @@ docs/topics.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -35,6 +37,7 @@ WINDOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$"
 ID_RE = re.compile(ID_PATTERN)
 STAFF_ID_RE = re.compile(STAFF_ID_PATTERN)
 WINDOW_RE = re.compile(WINDOW_PATTERN)
+ROSTER_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 StaffId = Annotated[str, StringConstraints(pattern=STAFF_ID_PATTERN)]
@@ -290,7 +293,7 @@ class Ack(BaseModel):
 # --- the staff roster (topic {prefix}/{site}/roster, retained) ---------------------------------
 
 MAX_ROSTER_BYTES = 4 * 1024 * 1024
-ROSTER_STAFF_KEYS = frozenset({"id", "name", "role", "window"})
+ROSTER_STAFF_KEYS = frozenset({"id", "name", "role", "window", "starts", "ends"})
 ROLES: tuple[Role, ...] = ("staff", "chief")
 
 
@@ -307,8 +310,9 @@ def _printable(text: str) -> bool:
 def validate_roster(obj: Any) -> dict[str, Any]:
     """Return the roster when it is a valid roster payload, else raise :class:`RosterError`.
 
-    ``{"v":1,"version":N,"staff":[{"id","name","role","window"}]}``; no other key is allowed,
-    so biometric data can never travel in it by mistake (PIPL art. 28-29).
+    ``{"v":1,"version":N,"staff":[{"id","name","role","window","starts","ends"}]}``; no other
+    key is allowed, so biometric data can never travel in it by mistake (PIPL art. 28-29).
+    ``starts``/``ends`` (optional, ``YYYY-MM-DD``) bound the days a person is assessed on.
     """
     if not isinstance(obj, dict):
         raise RosterError(f"expected a JSON object, got {type(obj).__name__}")
@@ -333,7 +337,7 @@ def validate_roster(obj: Any) -> dict[str, Any]:
         if extra:
             raise RosterError(
                 f"{where}: unknown key(s) {sorted(extra)}; expected only id, name, role, "
-                "window (no biometric data travels)"
+                "window, starts, ends (no biometric data travels)"
             )
         sid = entry.get("id")
         if not is_staff_id(sid):
@@ -351,7 +355,29 @@ def validate_roster(obj: Any) -> dict[str, Any]:
         window = entry.get("window")
         if window is not None and (not isinstance(window, str) or not WINDOW_RE.match(window)):
             raise RosterError(f"{where}.window: expected a window label or null, got {window!r}")
+    _check_employment(entry, where)
     return obj
+
+
+def _roster_date(entry: dict[str, Any], key: str, where: str) -> date | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and ROSTER_DATE_RE.match(value):
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(value)
+    raise RosterError(f"{where}.{key}: expected a date YYYY-MM-DD (e.g. 2026-11-16), got {value!r}")
+
+
+def _check_employment(entry: dict[str, Any], where: str) -> None:
+    """``starts``/``ends``: the first and last day the person works at the hall (inclusive)."""
+    starts = _roster_date(entry, "starts", where)
+    ends = _roster_date(entry, "ends", where)
+    if starts is not None and ends is not None and starts > ends:
+        raise RosterError(
+            f"{where}.ends: {entry['ends']} is before starts {entry['starts']}; "
+            "expected starts <= ends"
+        )
 
 
 def parse_roster(payload: bytes) -> dict[str, Any]:

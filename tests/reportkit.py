@@ -90,9 +90,16 @@ class Month:
         self.rows = []
 
 
-def roster(store: Store, site: str, staff: list[tuple[str, str, str, str | None]]) -> None:
+def roster(
+    store: Store,
+    site: str,
+    staff: list[tuple[str, str, str, str | None]],
+    dates: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """``dates``: staff id → roster ``starts``/``ends`` for people on it part of the month."""
     entries = [
-        {"id": i, "name": n, "role": r, **({"window": w} if w else {})} for i, n, r, w in staff
+        {"id": i, "name": n, "role": r, **({"window": w} if w else {}), **(dates or {}).get(i, {})}
+        for i, n, r, w in staff
     ]
     store.put_roster(site, {"v": 1, "version": 1, "staff": entries})
 
@@ -112,6 +119,29 @@ def leave(store: Store, *rows: tuple[str, str, str, str, str, str]) -> None:
                 "source": "test.csv:2",
             }
             for sid, kind, a, ah, b, bh in rows
+        ],
+        "tester",
+    )
+
+
+def correction(store: Store, sid: str, day: str, slot: str, punch_time: str = "") -> None:
+    """A 补卡 of one slot, as central/leave.py stores it."""
+    half = "am" if slot.startswith("morning") else "pm"
+    store.add_leaves(
+        [
+            {
+                "staff_id": sid,
+                "kind": "补卡",
+                "starts": date.fromisoformat(day),
+                "starts_half": half,
+                "ends": date.fromisoformat(day),
+                "ends_half": half,
+                "approver": "张主任",
+                "note": "",
+                "source": "test.csv:3",
+                "slot": slot,
+                "slot_time": punch_time,
+            }
         ],
         "tester",
     )

@@ -7,6 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import contract as c
+from tests import test_reports
+
+store = test_reports.store  # a store on each of SQLite and PostgreSQL
 
 
 def test_every_event_type_has_a_data_model():
@@ -116,3 +119,77 @@ def test_roster_refuses_biometric_keys_and_control_text():
     ):
         with pytest.raises(c.RosterError, match=r"staff\[1\]"):
             c.validate_roster({"v": 1, "version": 3, "staff": [entry]})
+
+
+def test_roster_starts_and_ends_are_optional_dates_in_order():
+    entry = {"id": "S1", "name": "张三", "role": "staff"}
+    roster = {"v": 1, "version": 3, "staff": [{**entry, "starts": "2026-11-16"}]}
+    assert c.validate_roster(roster)["staff"][0]["starts"] == "2026-11-16"
+    both = {**entry, "starts": "2026-11-01", "ends": "2026-11-01"}  # one day is a span
+    assert c.validate_roster({"v": 1, "version": 3, "staff": [both]})
+    for bad, message in (
+        ({**entry, "starts": "2026-02-30"}, r"staff\[1\]\.starts: expected a date YYYY-MM-DD"),
+        ({**entry, "ends": "2026/11/16"}, r"staff\[1\]\.ends: expected a date YYYY-MM-DD"),
+        ({**entry, "ends": 20261116}, r"staff\[1\]\.ends: expected a date YYYY-MM-DD"),
+        (
+            {**entry, "starts": "2026-11-20", "ends": "2026-11-19"},
+            r"staff\[1\]\.ends: 2026-11-19 is before starts 2026-11-20; expected starts <= ends",
+        ),
+    ):
+        with pytest.raises(c.RosterError, match=message):
+            c.validate_roster({"v": 1, "version": 3, "staff": [bad]})
+
+
+def test_roster_spreadsheet_with_joining_and_leaving_dates(tmp_path):
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    from central.roster_files import parse_roster_table
+
+    path = tmp_path / "roster.csv"
+    path.write_text(
+        "工号,姓名,角色,窗口,入职日期,离职日期\n"
+        "S0012,张敏,窗口人员,A03,2026/11/16,\n"  # as Excel saves a date in a Chinese CSV
+        "S0013,王五,窗口人员,A04,,2026-11-20\n"
+        "S0014,赵六,首席代表,,,\n",
+        encoding="utf-8",
+    )
+    staff = parse_roster_table(path, 7)["staff"]
+    assert staff == [
+        {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03", "starts": "2026-11-16"},
+        {"id": "S0013", "name": "王五", "role": "staff", "window": "A04", "ends": "2026-11-20"},
+        {"id": "S0014", "name": "赵六", "role": "chief"},
+    ]
+    book = Workbook()
+    book.active.append(["工号", "姓名", "角色", "starts", "ends"])
+    book.active.append(["S0012", "张敏", "staff", datetime(2026, 11, 16), None])
+    xlsx = tmp_path / "roster.xlsx"
+    book.save(xlsx)
+    assert parse_roster_table(xlsx, 1)["staff"][0]["starts"] == "2026-11-16"
+    path.write_text(
+        "工号,姓名,角色,入职日期,离职日期\n"
+        "S0012,张敏,staff,2026-11-31,\n"
+        "S0013,王五,staff,2026-11-20,2026-11-19\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(c.RosterError) as info:
+        parse_roster_table(path, 7)
+    text = str(info.value)
+    assert f"{path}: line 2, column 入职日期 (D): expected a date YYYY-MM-DD" in text
+    assert f"{path}: line 3, column 离职日期 (E): 2026-11-19 is before starts 2026-11-20" in text
+
+
+def test_roster_dates_are_stored_and_republished(store):
+    roster = {
+        "v": 1,
+        "version": 4,
+        "staff": [
+            {"id": "S1", "name": "张三", "role": "staff", "starts": "2026-11-16"},
+            {"id": "S2", "name": "李四", "role": "chief", "ends": "2026-11-20"},
+        ],
+    }
+    store.put_roster("jiedong", roster)
+    stored = store.roster("jiedong")
+    assert stored.roster == roster
+    assert '"starts":"2026-11-16"' in stored.payload and '"ends":"2026-11-20"' in stored.payload

@@ -19,11 +19,24 @@ from tests.support import PG_URL, pg_available
 
 REPO = Path(__file__).resolve().parent.parent
 
-GOOD = """工号,类型,开始,结束,审批人,备注
+GOOD = """工号,类型,开始,结束,审批人,备注,时段
+S001,请假,2026-10-13 下午,2026-10-13 下午,张主任,家中有事,
+S002,公出,2026/10/19,2026/10/20,张主任,,
+S002,补卡,2026-10-21 08:29,,李科长,忘记打卡,上午上班
+"""
+# A file from before 补卡 named a slot: no 时段 column; its 请假/公出 rows still import.
+OLD = """工号,类型,开始,结束,审批人,备注
 S001,请假,2026-10-13 下午,2026-10-13 下午,张主任,家中有事
 S002,公出,2026/10/19,2026/10/20,张主任,
-S002,补卡,2026-10-21 上午,2026-10-21 上午,李科长,忘记打卡
 """
+ROSTER = {
+    "v": 1,
+    "version": 1,
+    "staff": [
+        {"id": "S001", "name": "王芳", "role": "staff"},
+        {"id": "S002", "name": "李娜", "role": "staff"},
+    ],
+}
 
 
 def central(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +89,70 @@ def test_parse_half_days_and_whole_days(tmp_path):
         "pm",
     )
     assert rows[2]["source"] == "leave.csv:4" and rows[2]["approver"] == "李科长"
+    # A 补卡 is one slot of one day, with the punch time from the approval.
+    assert (rows[2]["starts"], rows[2]["ends"], rows[2]["slot"], rows[2]["slot_time"]) == (
+        date(2026, 10, 21),
+        date(2026, 10, 21),
+        "morning_in",
+        "08:29",
+    )
+    assert rows[0]["slot"] == rows[1]["slot"] == ""
+
+
+def test_old_files_of_leave_still_import(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text(OLD, encoding="utf-8")
+    rows = parse_leave_file(path)
+    assert [(r["kind"], r["starts_half"], r["ends_half"]) for r in rows] == [
+        ("请假", "pm", "pm"),
+        ("公出", "am", "pm"),
+    ]
+
+
+def test_a_correction_must_name_one_slot(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text(OLD + "S002,补卡,2026-10-21 上午,2026-10-21 上午,李科长,\n", encoding="utf-8")
+    with pytest.raises(LeaveError) as info:
+        parse_leave_file(path)
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{path}: line 4, column 类型 (B): a 补卡 corrects one punch")
+    assert "this file has no 时段 column" in problems[0]
+    assert problems[1].startswith(f"{path}: line 4, column 开始 (C): expected a day such as")
+    path = tmp_path / "new.csv"
+    path.write_text(
+        "工号,类型,开始,结束,审批人,时段\n"
+        "S002,补卡,2026-10-21,,李科长,上午\n"  # a half day is not a slot
+        "S002,补卡,2026-10-21 08:29,2026-10-22,李科长,上午上班\n"  # two days
+        "S002,补卡,2026-10-21 25:10,,李科长,下午下班\n"  # no such time
+        "S001,请假,2026-10-21,2026-10-21,李科长,上午上班\n",  # leave names no slot
+        encoding="utf-8",
+    )
+    with pytest.raises(LeaveError) as info:
+        parse_leave_file(path)
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    assert problems[0].startswith(f"{path}: line 2, column 时段 (F): a 补卡 corrects one punch")
+    assert problems[0].endswith("got '上午'")
+    assert problems[1].startswith(
+        f"{path}: line 3, column 结束 (D): expected an empty cell or the same day as 开始"
+    )
+    assert problems[2].startswith(
+        f"{path}: line 4, column 开始 (C): expected a time from 00:00 to 23:59"
+    )
+    assert problems[3].startswith(f"{path}: line 5, column 时段 (F): only a 补卡 names a slot")
+
+
+def test_unknown_staff_ids_are_row_errors(tmp_path):
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD + "S0O3,请假,2026-10-13,2026-10-13,张主任,,\n", encoding="utf-8")
+    with pytest.raises(LeaveError) as info:
+        parse_leave_file(path, {"S001", "S002"})
+    assert info.value.problems == [
+        f"{path}: line 5, column 工号 (A): staff id 'S0O3' is in no stored roster (a typo "
+        "excuses nobody); correct it, publish the roster first, or import with --allow-unknown"
+    ]
+    assert len(parse_leave_file(path)) == 4  # None: any well-formed id (--allow-unknown)
 
 
 def test_every_bad_cell_is_named_by_line_and_column(tmp_path):
@@ -151,12 +228,13 @@ def test_xlsx_with_date_cells(tmp_path):
 
 def test_import_list_remove_on_both_stores(tmp_path, store_conf):
     store, conf = store_conf
+    store.put_roster("jiedong", ROSTER)
     path = tmp_path / "leave.csv"
     path.write_text(GOOD, encoding="utf-8")
     r = central(conf, "leave", "import", str(path), "--by", "王科员")
     assert r.returncode == 0, r.stderr
     assert "3 row(s) added, 0 already stored, imported by 王科员" in r.stdout
-    assert "staff id(s) in no stored roster: S001, S002" in r.stderr  # stored all the same
+    assert r.stderr == ""
     r = central(conf, "leave", "import", str(path), "--by", "王科员")
     assert "0 row(s) added, 3 already stored" in r.stdout  # the same file again adds nothing
     rows = store.leaves()
@@ -165,6 +243,7 @@ def test_import_list_remove_on_both_stores(tmp_path, store_conf):
     r = central(conf, "leave", "list", "--month", "2026-10")
     assert r.returncode == 0, r.stderr
     assert "2026-10-13 下午" in r.stdout and "家中有事" in r.stdout
+    assert "上午上班 08:29" in r.stdout  # the 补卡's slot and time
     assert central(conf, "leave", "list", "--month", "2026-09").stdout.count("S00") == 0
     r = central(conf, "leave", "remove", str(rows[1]["id"]))
     assert r.returncode == 0 and "公出" in r.stdout
@@ -173,10 +252,49 @@ def test_import_list_remove_on_both_stores(tmp_path, store_conf):
     assert r.returncode == 1 and f"no leave with id {rows[1]['id']}" in r.stderr
 
 
+def test_an_unknown_staff_id_refuses_the_file_unless_allowed(tmp_path, store_conf):
+    store, conf = store_conf
+    store.put_roster("jiedong", ROSTER)
+    path = tmp_path / "leave.csv"
+    path.write_text(GOOD + "S0O2,请假,2026-10-14,2026-10-14,张主任,,\n", encoding="utf-8")
+    r = central(conf, "leave", "import", str(path))
+    assert r.returncode == 1
+    assert f"{path}: line 5, column 工号 (A): staff id 'S0O2' is in no stored roster" in r.stderr
+    assert "1 problem(s)" in r.stderr and "nothing imported" in r.stderr
+    assert store.leaves() == []
+    r = central(conf, "leave", "import", str(path), "--allow-unknown")
+    assert r.returncode == 0, r.stderr
+    assert "4 row(s) added" in r.stdout
+    assert "staff id(s) in no stored roster (--allow-unknown): S0O2" in r.stderr
+    assert len(store.leaves()) == 4
+
+
+def test_two_corrections_of_one_morning_are_two_rows(tmp_path, store_conf):
+    store, conf = store_conf
+    store.put_roster("jiedong", ROSTER)
+    path = tmp_path / "fix.csv"
+    path.write_text(
+        "工号,类型,开始,结束,审批人,时段\n"
+        "S001,补卡,2026-10-21 08:29,,李科长,上午上班\n"
+        "S001,补卡,2026-10-21,,李科长,上午下班\n",
+        encoding="utf-8",
+    )
+    r = central(conf, "leave", "import", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "2 row(s) added, 0 already stored" in r.stdout
+    assert [(x["slot"], x["slot_time"]) for x in store.leaves()] == [
+        ("morning_in", "08:29"),
+        ("morning_out", ""),
+    ]
+    r = central(conf, "leave", "import", str(path))
+    assert "0 row(s) added, 2 already stored" in r.stdout
+
+
 def test_a_bad_file_imports_nothing(tmp_path, store_conf):
     store, conf = store_conf
+    store.put_roster("jiedong", ROSTER)
     path = tmp_path / "leave.csv"
-    path.write_text(GOOD + "S009,年假,2026-10-01,2026-10-02,张主任,\n", encoding="utf-8")
+    path.write_text(GOOD + "S001,年假,2026-10-01,2026-10-02,张主任,,\n", encoding="utf-8")
     r = central(conf, "leave", "import", str(path))
     assert r.returncode == 1
     assert "line 5, column 类型 (B)" in r.stderr and "nothing imported" in r.stderr
@@ -258,15 +376,93 @@ def test_leave_in_sqlite_read_by_a_peer(tmp_path):
         [
             "sqlite3",
             str(tmp_path / "hall.db"),
-            "SELECT staff_id, kind, starts, starts_half, ends, ends_half, approver, imported_by "
-            "FROM leave ORDER BY id",
+            "SELECT staff_id, kind, starts, starts_half, ends, ends_half, approver, imported_by, "
+            "slot, slot_time FROM leave ORDER BY id",
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
     assert out == [
-        "S001|请假|2026-10-13|pm|2026-10-13|pm|张主任|王科员",
-        "S002|公出|2026-10-19|am|2026-10-20|pm|张主任|王科员",
-        "S002|补卡|2026-10-21|am|2026-10-21|am|李科长|王科员",
+        "S001|请假|2026-10-13|pm|2026-10-13|pm|张主任|王科员||",
+        "S002|公出|2026-10-19|am|2026-10-20|pm|张主任|王科员||",
+        "S002|补卡|2026-10-21|am|2026-10-21|am|李科长|王科员|morning_in|08:29",
     ]
+
+
+V4_LEAVE = (
+    "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
+    "imported_by, imported_at, source) VALUES "
+    "('S002', '补卡', '2026-10-21', 'am', '2026-10-21', 'am', '李科长', '', '王科员', "
+    "'2026-10-22T01:00:00+00:00', 'old.csv:4')"
+)
+
+
+def _check_migrated(store) -> None:
+    [row] = store.leaves()
+    # A 补卡 stored before slots keeps its half day (slot ''); new ones name a slot.
+    assert (row["id"], row["kind"], row["starts_half"], row["slot"]) == (1, "补卡", "am", "")
+    added = store.add_leaves(
+        [
+            {
+                "staff_id": "S002",
+                "kind": "补卡",
+                "starts": date(2026, 10, 21),
+                "starts_half": "am",
+                "ends": date(2026, 10, 21),
+                "ends_half": "am",
+                "approver": "李科长",
+                "note": "",
+                "source": "new.csv:2",
+                "slot": slot,
+                "slot_time": "",
+            }
+            for slot in ("morning_in", "morning_out")
+        ],
+        "王科员",
+    )
+    assert added == 2
+    assert [(r["id"], r["slot"]) for r in store.leaves()] == [
+        (1, ""),
+        (2, "morning_in"),
+        (3, "morning_out"),
+    ]
+
+
+def test_sqlite_v4_leave_is_migrated_to_slots(tmp_path):
+    from central.store import SCHEMA_VERSION, SQLITE_MIGRATIONS
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for step in SQLITE_MIGRATIONS[:4]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(V4_LEAVE)
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 5
+        _check_migrated(store)
+
+
+def test_postgres_v4_leave_is_migrated_to_slots():
+    if not pg_available():
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
+    import psycopg
+
+    from central.store import PG_MIGRATIONS, SCHEMA_VERSION
+
+    with testing.pg_schema() as name:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+            conn.execute(f'SET search_path TO "{name}"')
+            for step in PG_MIGRATIONS[:4]:
+                for sql in step:
+                    conn.execute(sql)
+            conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
+            conn.execute("INSERT INTO hall_schema (version) VALUES (4)")
+            conn.execute(V4_LEAVE)
+        with open_store(PG_URL, name) as store:
+            assert store.query("SELECT version FROM hall_schema") == [(SCHEMA_VERSION,)]
+            _check_migrated(store)

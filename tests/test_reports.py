@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from central.reports import attendance, ratings
+from central.reports.model import cell_text
 from central.reports.month import Month
 from central.store import open_store
 from contract.schedule import Schedule
 from tests import support as testing
 from tests.conftest import require_or_skip
-from tests.reportkit import CST, leave, roster
+from tests.reportkit import CST, correction, leave, roster
 from tests.reportkit import Month as Events
 from tests.support import PG_URL, pg_available
 
@@ -98,8 +99,8 @@ def write_october(store) -> None:
         store,
         ("S001", "请假", "2026-10-13", "pm", "2026-10-13", "pm"),
         ("S002", "公出", "2026-10-19", "am", "2026-10-19", "pm"),
-        ("S002", "补卡", "2026-10-20", "am", "2026-10-20", "am"),
     )
+    correction(store, "S002", "2026-10-20", "morning_in", "08:28")
 
 
 def october(store):
@@ -152,7 +153,7 @@ def test_day_cells_by_hand(store):
     assert s2[date(2026, 10, 15)].cells[0].text() == "07:55"
     assert [c.text() for c in s2[date(2026, 10, 16)].cells] == ["缺卡"] * 4
     assert [c.text() for c in s2[date(2026, 10, 19)].cells] == ["公出"] * 4
-    assert s2[date(2026, 10, 20)].cells[0].text() == "补卡"
+    assert s2[date(2026, 10, 20)].cells[0].text() == "补卡 08:28"
 
 
 def test_the_first_in_and_the_last_out_count(store):
@@ -225,8 +226,10 @@ def test_current_month_judges_only_past_days(store):
     ev.flush()
     att = attendance.compute(store, Month.parse(None, TZ, now), Schedule(), now=now)
     s1 = person(att, "S001")
-    assert (s1.working_days, s1.missing) == (2, 0)
+    # Friday the 9th is not over: listed, but judged neither way and counted in no total.
+    assert (s1.working_days, s1.days_present, s1.missing) == (1, 1, 0)
     assert [c.text() for c in s1.days[-1].cells] == ["08:29", "—", "—", "—"]
+    assert not s1.days[-1].judged and s1.days[0].judged
 
 
 def write_ratings(store) -> None:
@@ -290,7 +293,7 @@ def test_ratings_by_hand(store):
     assert dict(r.staff[("jiedong", "S001")].levels) == {5: 2, 4: 1, 3: 1, 2: 1, 1: 1}
     report = ratings.to_report(r)
     bad = next(s for s in report.sheets if s.name == "差评明细")
-    assert bad.rows == [
+    assert [[cell_text(v) for v in row] for row in bad.rows] == [
         ["2026-10-08 09:14", "jiedong", "A03", "S001", "王芳", "不满意", "态度不好"],
         [
             "2026-10-08 09:15",
@@ -303,7 +306,9 @@ def test_ratings_by_hand(store):
         ],
     ]
     win = next(s for s in report.sheets if s.name == "窗口评价")
-    assert win.rows[0] == ["jiedong", "A03", 6, 2, 1, 1, 1, 1, "66.7%", 2, 6, 4, 2, 20]
+    assert [cell_text(v) for v in win.rows[0]] == [
+        *("jiedong", "A03", "6", "2", "1", "1", "1", "1", "66.7%", "2", "6", "4", "2", "20")
+    ]
 
 
 def test_both_stores_give_identical_reports(tmp_path):
@@ -340,3 +345,144 @@ def test_default_month_is_the_halls():
         ValueError, match=r"--month: expected YYYY-MM \(e.g. 2026-11\), got '2026-13'"
     ):
         Month.parse("2026-13", TZ)
+
+
+def daily_rows(report, day: date) -> list[tuple[int, list]]:
+    sheet = next(s for s in report.sheets if s.name == "每日明细")
+    return [(i, row) for i, row in enumerate(sheet.rows) if row[0] == day]
+
+
+def test_a_correction_excuses_one_slot_only(store):
+    roster(store, "jiedong", [("S001", "王芳", "staff", None)])
+    ev = Events(store)
+    for d in OCTOBER_WORKDAYS:
+        if d == date(2026, 10, 8):  # forgot both morning punches; one 补卡 approved
+            ev.day("S001", d, skip=("morning_in", "morning_out"))
+        else:
+            ev.day("S001", d)
+    ev.flush()
+    correction(store, "S001", "2026-10-08", "morning_in", "08:27")
+    att = october(store)
+    s1 = person(att, "S001")
+    day = next(d for d in s1.days if d.plan.day == date(2026, 10, 8))
+    assert [c.text() for c in day.cells] == ["补卡 08:27", "缺卡", "14:25", "17:35"]
+    assert (s1.corrections, s1.missing, s1.leave_days) == (1, 1, 0)
+    report = attendance.to_report(att)
+    sheet = next(s for s in report.sheets if s.name == "每日明细")
+    [(row, values)] = daily_rows(report, date(2026, 10, 8))
+    assert sheet.marks[(row, sheet.headers.index("上午上班"))] == "leave"
+    assert sheet.marks[(row, sheet.headers.index("上午下班"))] == "missing"
+    assert values[sheet.headers.index("缺卡")] == 1
+    leave_sheet = next(s for s in report.sheets if s.name == "请假与更正")
+    assert leave_sheet.rows[0][leave_sheet.headers.index("时段")] == "上午上班 08:27"
+
+
+def test_today_is_not_judged_in_any_total_mark_or_chart(store):
+    roster(store, "jiedong", [("S001", "王芳", "staff", None), ("S002", "李娜", "staff", None)])
+    now = datetime(2026, 10, 9, 10, 0, tzinfo=TZ)  # Friday morning
+    ev = Events(store)
+    ev.day("S001", date(2026, 10, 8))
+    ev.day("S002", date(2026, 10, 8))
+    ev.punch("S001", date(2026, 10, 9), time(8, 41))  # late, but the day is not over
+    ev.flush()
+    att = attendance.compute(store, Month.parse(None, TZ, now), Schedule(), now=now)
+    assert not att.complete
+    s1, s2 = person(att, "S001"), person(att, "S002")
+    absent_today = s2.days[-1]
+    assert absent_today.plan.day == date(2026, 10, 9) and not absent_today.judged
+    assert [c.text() for c in absent_today.cells] == ["—"] * 4
+    assert [c.text() for c in s1.days[-1].cells] == ["08:41", "—", "—", "—"]
+    assert (s1.working_days, s1.late, s1.missing) == (1, 0, 0)
+    assert (s2.working_days, s2.days_present, s2.missing) == (1, 1, 0)
+    report = attendance.to_report(att)
+    sheet = next(s for s in report.sheets if s.name == "每日明细")
+    today = daily_rows(report, date(2026, 10, 9))
+    assert len(today) == 2
+    for row, values in today:
+        slots = [
+            sheet.headers.index(label) for label in ("上午上班", "上午下班", "下午上班", "下午下班")
+        ]
+        assert {sheet.marks[(row, c)] for c in slots} == {"pending"}
+        assert values[sheet.headers.index("缺卡")] == "" and "当日未结束" in values[-1]
+    assert any("本月尚未结束" in n for n in report.notes)
+    # The heat map: today's cell of the person who never punched is "未判定", not 正常.
+    _title, heat = report.charts[0]
+    states = {(x, y): v for x, y, v in heat["series"][0]["data"]}
+    pieces = heat["visualMap"]["pieces"]
+    assert pieces[states[(8, 1)]]["label"].startswith("未判定")
+    assert pieces[states[(7, 1)]]["label"] == "正常"  # the 8th: four punches, judged
+
+
+def test_people_on_the_roster_part_of_the_month(store):
+    roster(
+        store,
+        "jiedong",
+        [
+            ("S003", "孙悦", "staff", None),
+            ("S004", "周强", "staff", None),
+            ("C003", "陈新", "chief", None),
+            ("S005", "郑离", "staff", None),
+        ],
+        dates={
+            "S003": {"starts": "2026-10-20"},
+            "S004": {"ends": "2026-10-14"},
+            "C003": {"starts": "2026-10-20"},
+            "S005": {"ends": "2026-09-30"},  # left before October: not in its report
+        },
+    )
+    ev = Events(store)
+    for d in OCTOBER_WORKDAYS:
+        if d >= date(2026, 10, 20):
+            ev.day("S003", d)
+        if d <= date(2026, 10, 14):
+            ev.day("S004", d)
+    ev.punch("C003", date(2026, 10, 21), time(8, 20))
+    ev.punch("C003", date(2026, 10, 28), time(8, 20))
+    ev.flush()
+    att = october(store)
+    assert {p.person.staff_id for p in att.people} == {"S003", "S004", "C003"}
+    s3, s4, c3 = person(att, "S003"), person(att, "S004"), person(att, "C003")
+    # 20-23, 26-30 October: 9 working days on the roster; nothing before counts as 缺卡.
+    assert (s3.working_days, s3.days_present, s3.missing) == (9, 9, 0)
+    assert min(d.plan.day for d in s3.days) == date(2026, 10, 20)
+    assert (s4.working_days, s4.days_present, s4.missing) == (6, 6, 0)  # 8-10, 12-14
+    # The chief's four a month, pro rata: 4 × 9/18 = 2 records, and two were made.
+    assert (c3.chief_required, c3.chief_records, c3.chief_ok) == (2, 2, True)
+    report = attendance.to_report(att)
+    summary = report.sheets[0]
+    rules = {row[1]: row[summary.headers.index("考勤规则")] for row in summary.rows}
+    assert rules["C003"] == "每月≥2条 (在岗9/18个工作日, 按比例): 达标"
+    _title, heat = report.charts[0]
+    y = [pm.person.staff_id for pm in att.people].index("S003")
+    assert min(x for x, row, _ in heat["series"][0]["data"] if row == y) == 19  # the 20th
+
+
+def test_a_chief_is_not_failed_before_the_month_is_over(store):
+    roster(store, "jiedong", [("C001", "陈刚", "chief", None)])
+    now = datetime(2026, 10, 9, 10, 0, tzinfo=TZ)
+    ev = Events(store)
+    ev.punch("C001", date(2026, 10, 8), time(8, 20))
+    ev.flush()
+    att = attendance.compute(store, Month.parse(None, TZ, now), Schedule(), now=now)
+    c1 = person(att, "C001")
+    assert (c1.chief_records, c1.chief_ok) == (1, None)
+    summary = attendance.to_report(att).sheets[0]
+    assert summary.rows[0][summary.headers.index("考勤规则")] == "每月≥4条: 已1条, 月末判定"
+    assert not summary.marks  # no verdict, no red
+    # The same records, the month over: now it is a verdict.
+    c1 = person(october(store), "C001")
+    assert (c1.chief_records, c1.chief_ok) == (1, False)
+
+
+def test_a_correction_stored_before_slots_keeps_its_half_day(store):
+    """A 补卡 row from before migration 5 has no slot: it excuses its half day, as it did."""
+    roster(store, "jiedong", [("S001", "王芳", "staff", None)])
+    ev = Events(store)
+    for d in OCTOBER_WORKDAYS:
+        ev.day("S001", d, skip=("morning_in", "morning_out") if d == date(2026, 10, 8) else ())
+    ev.flush()
+    leave(store, ("S001", "补卡", "2026-10-08", "am", "2026-10-08", "am"))
+    s1 = person(october(store), "S001")
+    day = next(d for d in s1.days if d.plan.day == date(2026, 10, 8))
+    assert [c.text() for c in day.cells][:2] == ["补卡", "补卡"]
+    assert (s1.corrections, s1.missing) == (2, 0)

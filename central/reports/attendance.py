@@ -3,10 +3,15 @@
 
 Per person and working day, the four slots with the punch that counts (the earliest in a
 "上班" band, the latest in a "下班" band, so a second punch never makes anyone later), late and
-early minutes and missing punches; leave (请假, 公出) and approved corrections (补卡) excuse the
-half days they cover. Per person and month: days present, late and early counts and minutes,
-missing punches, days on leave, punches on days off. Chief representatives (首席代表, roster
-role ``chief``) are held only to at least four records a month.
+early minutes and missing punches; leave (请假, 公出) excuses the half days it covers and an
+approved correction (补卡) the one slot it names. Per person and month: days present, late and
+early counts and minutes, missing punches, days on leave, punches on days off. Chief
+representatives (首席代表, roster role ``chief``) are held only to at least four records a month
+(pro rata when on the roster part of the month).
+
+Only days that are over are judged (``Day.judged``), and only days within the roster's
+``starts``..``ends``: today is listed without a verdict and counted in no total, every format
+shows it neutral.
 
 Slots, lateness, working days and holidays are recomputed from the filed time with the
 kiosks' own schedule code (:mod:`contract.schedule`), so a punch filed by ``received_at``
@@ -26,6 +31,7 @@ from central.reports.model import (
     LATE,
     LEAVE,
     MISSING,
+    PENDING,
     SUSPECT_NOTE,
     WEEKDAYS,
     Report,
@@ -38,6 +44,7 @@ from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
 
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
+SLOTS_OF = {"am": ("morning_in", "morning_out"), "pm": ("afternoon_in", "afternoon_out")}
 ROLE_NAMES = {"staff": "窗口人员", "chief": "首席代表", None: "不在名册"}
 
 
@@ -47,13 +54,14 @@ class Cell:
     punch: datetime | None = None
     status: str = "missing"  # on_time / late / early_leave / missing / pending / none
     minutes: int = 0
-    excuse: str | None = None  # 请假 / 公出 / 补卡 covering this half day
+    excuse: str | None = None  # 请假 / 公出 / 补卡 covering this slot
+    excuse_time: str | None = None  # a 补卡's punch time (HH:MM) from the approval
     suspect: bool = False
 
     def text(self) -> str:
         if self.punch is None:
             if self.excuse:
-                return self.excuse
+                return f"{self.excuse} {self.excuse_time}" if self.excuse_time else self.excuse
             return {"missing": "缺卡", "pending": "—"}.get(self.status, "")
         out = self.punch.strftime("%H:%M") + ("†" if self.suspect else "")
         if self.excuse:
@@ -71,6 +79,10 @@ class Day:
     plan: DayPlan
     cells: list[Cell]
     extra: int = 0  # punches outside every band (or on a day off)
+    # The one source of "judged or not" for every format: False for today (the day is not
+    # over, so an empty slot may still be punched); such a day shows no verdict and counts
+    # in no total. Future days and days outside the roster's starts..ends are not listed.
+    judged: bool = True
 
 
 @dataclass
@@ -89,7 +101,13 @@ class PersonMonth:
     off_day_punches: int = 0
     records: int = 0
     suspect: int = 0
-    chief_ok: bool | None = None  # None: the daily rule applies
+    daily: bool = False  # held to four punches each working day (role staff)
+    monthly: bool = False  # held to a monthly count (role chief, 首席代表)
+    chief_ok: bool | None = None  # monthly only; None until decided (the month is not over)
+    chief_required: int = 0  # records the monthly rule asks of this person this month
+    chief_records: int = 0  # records on days the person was on the roster
+    employed_days: int = 0  # working days of the month within the roster's starts..ends
+    month_days: int = 0  # working days of the month
     days: list[Day] = field(default_factory=list)
 
 
@@ -100,13 +118,34 @@ class Attendance:
     plans: dict[date, DayPlan]
     people: list[PersonMonth]
     leave: list[dict[str, Any]]
-    assessed_before: date  # days before this are judged; today's open slots are "—"
+    assessed_before: date  # days before this are judged (Day.judged); today is not
+
+    @property
+    def complete(self) -> bool:
+        """Every day of the month is judged: the month is over."""
+        return self.month.last < self.assessed_before
 
 
-def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, date, str], str]:
-    """(staff id, day, half) → kind, for every half day a leave row covers in the month."""
-    index: dict[tuple[str, date, str], str] = {}
+@dataclass(frozen=True)
+class Excuse:
+    kind: str  # 请假 / 公出 / 补卡
+    time: str | None = None  # a 补卡's punch time, HH:MM
+
+
+def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, date, str], Excuse]:
+    """(staff id, day, slot) → excuse, for every slot a leave row covers in the month.
+
+    请假 and 公出 cover half days (both slots of a morning or afternoon); a 补卡 with a slot
+    corrects that one slot. A 补卡 stored before slots were recorded covers its half days.
+    """
+    index: dict[tuple[str, date, str], Excuse] = {}
     for r in rows:
+        sid = r["staff_id"]
+        if r.get("slot"):
+            if month.first <= r["starts"] <= month.last:
+                excuse = Excuse(r["kind"], r.get("slot_time") or None)
+                index.setdefault((sid, r["starts"], r["slot"]), excuse)
+            continue
         day = max(r["starts"], month.first)
         while day <= min(r["ends"], month.last):
             for half in ("am", "pm"):
@@ -114,7 +153,8 @@ def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, da
                     continue
                 if (day, half) > (r["ends"], r["ends_half"]):
                     continue
-                index.setdefault((r["staff_id"], day, half), r["kind"])
+                for slot in SLOTS_OF[half]:
+                    index.setdefault((sid, day, slot), Excuse(r["kind"]))
             day += timedelta(days=1)
     return index
 
@@ -137,6 +177,11 @@ def compute(
         punches[(e.site, sid)].append(e)
         if (e.site, sid) not in people:
             people[(e.site, sid)] = Person(e.site, sid, sid, None, None)
+    # Someone who left before the month (or starts after it) and never punched in it is not
+    # part of this month's report.
+    people = {
+        key: p for key, p in people.items() if key in punches or any(p.employed(d) for d in plans)
+    }
     leave = store.leaves(month.first, month.last)
     staff_ids = {sid for _, sid in people}
     leave = [r for r in leave if r["staff_id"] in staff_ids]
@@ -148,65 +193,98 @@ def compute(
     return Attendance(month, site, plans, out, leave, today)
 
 
+def _required_records(minimum: int, employed_days: int, month_days: int) -> int:
+    """The monthly minimum, pro rata for a person on the roster part of the month.
+
+    The regulation's "at least four records a month" (docs/attendance.md) is for a whole
+    month; a chief who joins or leaves mid-month is held to the share of the month's working
+    days they were on the roster, rounded up (4 × 9/18 = 2), never more than the minimum.
+    """
+    if month_days == 0 or employed_days >= month_days:
+        return minimum
+    return min(minimum, -(-minimum * employed_days // month_days))
+
+
 def _person_month(
     person: Person,
     events: list[Event],
     plans: dict[date, DayPlan],
     schedule: Schedule,
-    excused: dict[tuple[str, date, str], str],
+    excused: dict[tuple[str, date, str], Excuse],
     today: date,
 ) -> PersonMonth:
     pm = PersonMonth(person, records=len(events))
     rule = rule_for_role(person.role)
-    daily = person.role is not None and rule.kind == "daily"
+    pm.daily = person.role is not None and rule.kind == "daily"
+    pm.monthly = person.role is not None and rule.kind == "monthly"
     by_day: dict[date, list[Event]] = defaultdict(list)
     for e in events:
         by_day[e.at.date()].append(e)
     pm.suspect = sum(e.suspect for e in events)
+    last_employed = None
     for day, plan in plans.items():
         todays = by_day.get(day, [])
+        pm.month_days += plan.working
+        if not person.employed(day):
+            continue  # before starts or after ends: not judged, not listed, not counted
+        last_employed = day
+        pm.employed_days += plan.working
+        pm.chief_records += len(todays)
+        if day > today:
+            continue  # future: nothing to say yet
+        judged = day < today
         if not plan.working:
             pm.off_day_punches += len(todays)
             if todays:
-                pm.days.append(
-                    Day(
-                        person,
-                        plan,
-                        [Cell(s, status="none") for s in DAILY_SLOTS],
-                        extra=len(todays),
-                    )
-                )
+                cells = [Cell(s, status="none") for s in DAILY_SLOTS]
+                pm.days.append(Day(person, plan, cells, extra=len(todays), judged=judged))
             continue
-        for half in ("am", "pm"):
-            kind = excused.get((person.staff_id, day, half))
-            if kind == "请假":
-                pm.leave_days += 0.5
-            elif kind == "公出":
-                pm.business_days += 0.5
-        if day > today:
+        if not pm.daily and not todays:
+            if judged:
+                pm.working_days += 1
+                _count_leave(pm, excused, day)
             continue
-        pm.working_days += 1
-        if not daily and not todays:
-            continue
-        cells, extra = _cells(person, todays, plan, schedule, excused, today, daily)
-        if any(c.punch is not None for c in cells):
-            pm.days_present += 1
-        for c in cells:
-            if c.excuse:
-                pm.corrections += c.excuse == "补卡" and c.punch is None
-                continue
-            if c.status == "late":
-                pm.late += 1
-                pm.late_min += c.minutes
-            elif c.status == "early_leave":
-                pm.early += 1
-                pm.early_min += c.minutes
-            elif c.status == "missing":
-                pm.missing += 1
-        pm.days.append(Day(person, plan, cells, extra))
-    if person.role is not None and rule.kind == "monthly":
-        pm.chief_ok = pm.records >= rule.min_records
+        cells, extra = _cells(person, todays, plan, schedule, excused, judged, pm.daily)
+        pm.days.append(Day(person, plan, cells, extra, judged=judged))
+        if judged:
+            pm.working_days += 1
+            _count_leave(pm, excused, day)
+            _count_cells(pm, cells)
+    if pm.monthly:
+        pm.chief_required = _required_records(rule.min_records, pm.employed_days, pm.month_days)
+        if pm.chief_records >= pm.chief_required:
+            pm.chief_ok = True
+        elif last_employed is not None and last_employed < today:
+            pm.chief_ok = False  # every day the person could punch on is over
     return pm
+
+
+def _count_leave(pm: PersonMonth, excused: dict[tuple[str, date, str], Excuse], day: date) -> None:
+    for half in ("am", "pm"):
+        excuse = excused.get((pm.person.staff_id, day, SLOTS_OF[half][0]))
+        if excuse is None:
+            continue
+        if excuse.kind == "请假":
+            pm.leave_days += 0.5
+        elif excuse.kind == "公出":
+            pm.business_days += 0.5
+
+
+def _count_cells(pm: PersonMonth, cells: list[Cell]) -> None:
+    if any(c.punch is not None for c in cells):
+        pm.days_present += 1
+    for c in cells:
+        if c.excuse:
+            pm.corrections += c.excuse == "补卡" and c.punch is None
+            continue
+        if c.status == "late":
+            pm.late += 1
+            pm.late_min += c.minutes
+        elif c.status == "early_leave":
+            pm.early += 1
+            pm.early_min += c.minutes
+        elif c.status == "missing":
+            pm.missing += 1
 
 
 def _cells(
@@ -214,8 +292,8 @@ def _cells(
     events: list[Event],
     plan: DayPlan,
     schedule: Schedule,
-    excused: dict[tuple[str, date, str], str],
-    today: date,
+    excused: dict[tuple[str, date, str], Excuse],
+    judged: bool,
     daily: bool,
 ) -> tuple[list[Cell], int]:
     """The four cells of one working day; ``events`` are that day's (``plan.day``)."""
@@ -238,12 +316,17 @@ def _cells(
                 e.suspect,
             )
     for slot, cell in cells.items():
-        cell.excuse = excused.get((person.staff_id, day, HALF_OF[slot]))
+        excuse = excused.get((person.staff_id, day, slot))
+        if excuse is not None:
+            cell.excuse, cell.excuse_time = excuse.kind, excuse.time
         if not daily and cell.punch is not None:
             # Chiefs (and ids in no roster) are held to a monthly count, not to the hours.
             cell.status, cell.minutes = "on_time", 0
-        if cell.punch is None and not cell.excuse:
-            cell.status = "missing" if daily and day < today else ("pending" if daily else "none")
+        if not judged:
+            # The day is not over: a punch is shown as it is, with no verdict either way.
+            cell.status, cell.minutes = "pending", 0
+        elif cell.punch is None and not cell.excuse:
+            cell.status = "missing" if daily else "none"
     return list(cells.values()), extra
 
 
@@ -280,9 +363,39 @@ DAY_HEADERS = [
     "缺卡",
     "说明",
 ]
-LEAVE_HEADERS = ["编号", "工号", "类型", "开始", "结束", "审批人", "备注", "导入人", "来源"]
+LEAVE_HEADERS = [
+    "编号",
+    "工号",
+    "类型",
+    "开始",
+    "结束",
+    "时段",
+    "审批人",
+    "备注",
+    "导入人",
+    "来源",
+]
 CALENDAR_HEADERS = ["日期", "星期", "工作日", "说明", "上午", "下午"]
 HALF_NAMES = {"am": "上午", "pm": "下午"}
+NOT_OVER = "当日未结束, 不作判定"
+
+
+def leave_cells(r: dict[str, Any]) -> list[Any]:
+    """One stored leave row as the report (and ``leave list``) shows it."""
+    slot = r.get("slot") or ""
+    slot_text = f"{SLOT_LABELS[slot]} {r.get('slot_time') or ''}".strip() if slot else ""
+    return [
+        r["id"],
+        r["staff_id"],
+        r["kind"],
+        f"{r['starts'].isoformat()} {HALF_NAMES[r['starts_half']]}",
+        f"{r['ends'].isoformat()} {HALF_NAMES[r['ends_half']]}",
+        slot_text,
+        r["approver"],
+        r["note"],
+        r["imported_by"],
+        r["source"],
+    ]
 
 
 def _days(value: float) -> int | float:
@@ -293,15 +406,19 @@ def _days(value: float) -> int | float:
 def _rule_text(pm: PersonMonth) -> str:
     if pm.person.role is None:
         return "不在名册(未考核)"
-    if pm.chief_ok is None:
+    if not pm.monthly:
         return "每日四次"
-    verdict = "达标" if pm.chief_ok else "未达标"
-    return f"每月≥{rule_for_role(pm.person.role).min_records}条: {verdict}"
+    if pm.chief_ok is None:
+        verdict = f"已{pm.chief_records}条, 月末判定"
+    else:
+        verdict = "达标" if pm.chief_ok else "未达标"
+    share = ""
+    if pm.employed_days < pm.month_days:
+        share = f" (在岗{pm.employed_days}/{pm.month_days}个工作日, 按比例)"
+    return f"每月≥{pm.chief_required}条{share}: {verdict}"
 
 
-def to_report(att: Attendance) -> Report:
-    from central.reports import charts
-
+def _summary(att: Attendance) -> Sheet:
     summary = Sheet("月度汇总", SUMMARY_HEADERS, [])
     for i, pm in enumerate(att.people):
         p = pm.person
@@ -318,7 +435,7 @@ def to_report(att: Attendance) -> Report:
                 pm.late_min,
                 pm.early,
                 pm.early_min,
-                pm.missing if pm.chief_ok is None and p.role is not None else "",
+                pm.missing if pm.daily else "",
                 _days(pm.leave_days),
                 _days(pm.business_days),
                 pm.corrections,
@@ -331,10 +448,38 @@ def to_report(att: Attendance) -> Report:
         for column, value in (("迟到(次)", pm.late), ("早退(次)", pm.early)):
             if value:
                 summary.mark(i, column, LATE)
-        if pm.missing and pm.chief_ok is None and p.role is not None:
+        if pm.missing and pm.daily:
             summary.mark(i, "缺卡(次)", MISSING)
         if pm.chief_ok is False:
             summary.mark(i, "考勤规则", BAD)
+    return summary
+
+
+def _day_row(d: Day) -> list[Any]:
+    counted = [c for c in d.cells if not c.excuse] if d.judged else []
+    late = sum(c.minutes for c in counted if c.status == "late")
+    early = sum(c.minutes for c in counted if c.status == "early_leave")
+    missing = sum(c.status == "missing" for c in counted)
+    note = [] if d.plan.working else [_plan_reason(d.plan)]
+    if not d.judged:
+        note.append(NOT_OVER)
+    if d.extra:
+        note.append(f"其他打卡{d.extra}次")
+    return [
+        d.plan.day,
+        WEEKDAYS[d.plan.day.weekday()],
+        d.person.site,
+        d.person.staff_id,
+        d.person.name,
+        *(c.text() for c in d.cells),
+        late or "",
+        early or "",
+        missing or "",
+        "; ".join(note),
+    ]
+
+
+def _daily(att: Attendance) -> Sheet:
     daily = Sheet("每日明细", DAY_HEADERS, [])
     days = sorted(
         (d for pm in att.people for d in pm.days),
@@ -342,54 +487,55 @@ def to_report(att: Attendance) -> Report:
     )
     for d in days:
         row = len(daily.rows)
-        late = sum(c.minutes for c in d.cells if c.status == "late" and not c.excuse)
-        early = sum(c.minutes for c in d.cells if c.status == "early_leave" and not c.excuse)
-        missing = sum(c.status == "missing" and not c.excuse for c in d.cells)
-        note = [] if d.plan.working else [_plan_reason(d.plan)]
-        if d.extra:
-            note.append(f"其他打卡{d.extra}次")
-        daily.rows.append(
-            [
-                d.plan.day.isoformat(),
-                WEEKDAYS[d.plan.day.weekday()],
-                d.person.site,
-                d.person.staff_id,
-                d.person.name,
-                *(c.text() for c in d.cells),
-                late or "",
-                early or "",
-                missing or "",
-                "; ".join(note),
-            ]
-        )
+        daily.rows.append(_day_row(d))
         for c in d.cells:
             column = SLOT_LABELS[c.slot]
-            if c.excuse:
+            if not d.judged:
+                daily.mark(row, column, PENDING)
+            elif c.excuse:
                 daily.mark(row, column, LEAVE)
             elif c.status in ("late", "early_leave"):
                 daily.mark(row, column, LATE)
             elif c.status == "missing":
                 daily.mark(row, column, MISSING)
-    leave = Sheet("请假与更正", LEAVE_HEADERS, [])
-    for r in att.leave:
-        leave.rows.append(
-            [
-                r["id"],
-                r["staff_id"],
-                r["kind"],
-                f"{r['starts'].isoformat()} {HALF_NAMES[r['starts_half']]}",
-                f"{r['ends'].isoformat()} {HALF_NAMES[r['ends_half']]}",
-                r["approver"],
-                r["note"],
-                r["imported_by"],
-                r["source"],
-            ]
-        )
+    return daily
+
+
+def _notes(att: Attendance) -> list[str]:
+    notes = [
+        SUSPECT_NOTE,
+        "窗口人员每个工作日打卡四次 (上午上班、上午下班、下午上班、下午下班); "
+        "首席代表每月不少于四条记录, 月中入职或离职的按在岗工作日占当月工作日的比例折算 "
+        "(向上取整), 不按每日四次考核",
+        "请假、公出按半天免除对应时段; 补卡只更正所写的一个时段, 每个时段计补卡1次",
+        "名册中入职日期之前、离职日期之后的日期不考核, 留空, 不计入任何合计",
+    ]
+    if not att.complete:
+        notes.append(_open_month_note(att))
+    return notes
+
+
+def _open_month_note(att: Attendance) -> str:
+    today = att.assessed_before
+    if today <= att.month.first:
+        return "本月尚无已结束的日期: 不作判定, 不计入任何合计"
+    last = min(today - timedelta(days=1), att.month.last)
+    return (
+        f"本月尚未结束: 统计截至 {last.isoformat()} (含); {today.isoformat()} 当天尚未结束, "
+        "只列出已有的打卡, 不判定迟到、早退、缺卡 (— 为尚未打卡的时段), 之后的日期不列出, "
+        "均不计入合计"
+    )
+
+
+def to_report(att: Attendance) -> Report:
+    from central.reports import charts
+
+    leave = Sheet("请假与更正", LEAVE_HEADERS, [leave_cells(r) for r in att.leave])
     calendar = Sheet("工作日历", CALENDAR_HEADERS, [])
     for day, plan in att.plans.items():
         calendar.rows.append(
             [
-                day.isoformat(),
+                day,
                 WEEKDAYS[day.weekday()],
                 "是" if plan.working else "否",
                 _plan_reason(plan),
@@ -400,11 +546,8 @@ def to_report(att: Attendance) -> Report:
     where = f" {att.site}" if att.site else ""
     return Report(
         f"{att.month.label}{where} 考勤月报",
-        [summary, daily, leave, calendar],
-        notes=[
-            f"{SUSPECT_NOTE} (docs/sync.md)",
-            "首席代表按每月不少于四条记录考核; 其他人员每个工作日四次",
-        ],
+        [_summary(att), _daily(att), leave, calendar],
+        notes=_notes(att),
         charts=charts.attendance_charts(att),
     )
 

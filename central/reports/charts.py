@@ -17,13 +17,16 @@ if TYPE_CHECKING:
     from central.reports.ratings import Ratings
 
 # Heat map categories: what a person's working day looked like.
-DAY_STATES = ["正常", "迟到/早退", "缺卡", "请假/公出/补卡", "休息日打卡"]
-DAY_COLOURS = ["#91cc75", "#fac858", "#ee6666", "#73c0de", "#9a60b4"]
+DAY_STATES = ["正常", "迟到/早退", "缺卡", "请假/公出/补卡", "休息日打卡", "未判定 (当日未结束)"]
+DAY_COLOURS = ["#91cc75", "#fac858", "#ee6666", "#73c0de", "#9a60b4", "#e0e0e0"]
+NOT_JUDGED = 5  # Day.judged is False: neutral grey, never 正常 (central/reports/attendance.py)
 # Ratings: greens for 满意, amber for 基本满意, reds for the 差评 levels.
 LEVEL_COLOURS = {5: "#3ba272", 4: "#91cc75", 3: "#fac858", 2: "#fc8452", 1: "#ee6666"}
 
 
 def _day_state(day: Any) -> int:
+    if not day.judged:
+        return NOT_JUDGED
     if not day.plan.working:
         return 4
     states = [c for c in day.cells if not c.excuse]

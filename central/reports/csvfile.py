@@ -2,7 +2,7 @@
 page, GBK on a Chinese Windows) shows the Chinese headings.
 
 One file holds every table of the report: a title row, the header row, the rows, then an
-empty row before the next table.
+empty row before the next table; last a ``# 说明`` table with the report's notes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from typing import BinaryIO
 
-from central.reports.model import Report
+from central.reports.model import Report, cell_text
 
 
 def write(report: Report, out: BinaryIO) -> None:
@@ -23,5 +23,9 @@ def write(report: Report, out: BinaryIO) -> None:
         writer.writerow([])
         writer.writerow([f"# {sheet.name}"])
         writer.writerow(sheet.headers)
-        writer.writerows([["" if v is None else v for v in row] for row in sheet.rows])
+        writer.writerows([[cell_text(v) for v in row] for row in sheet.rows])
+    if report.notes:  # the rules the numbers follow travel with them, as in the other formats
+        writer.writerow([])
+        writer.writerow(["# 说明"])
+        writer.writerows([[note] for note in report.notes])
     out.write(text.getvalue().encode("utf-8-sig"))

@@ -14,21 +14,39 @@ import json
 from importlib import resources
 from typing import Any, TextIO
 
-from central.reports.model import Report, Sheet
+from central.reports.model import Report, Sheet, cell_text
 
 ECHARTS_VERSION = "6.1.0"
 
 _STYLE = """
 body { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
-       margin: 24px; color: #222; }
+       margin: 16px; color: #222; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
+/* A wide table scrolls inside its box: the page itself never gets wider than the window,
+   so a 1280-px screen shows every chart and heading whole. */
+.table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 3px 5px; white-space: nowrap; }
+td:last-child { white-space: normal; min-width: 6em; } /* 说明, 来源, 原因: free text wraps */
 th { background: #f0f0f0; position: sticky; top: 0; }
 td.late { background: #ffe699; } td.missing, td.bad { background: #f4b6b6; }
 td.leave { background: #bdd7ee; }
+td.pending { color: #999; }
 .chart { width: 100%; max-width: 1200px; margin-bottom: 12px; }
 .notes { color: #555; font-size: 13px; }
+@media print {
+  @page { size: A4 landscape; margin: 10mm; }
+  body { margin: 0; font-size: 10px; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  h1 { font-size: 16px; } h2 { font-size: 13px; margin-top: 12px; break-after: avoid; }
+  .table-wrap { overflow: visible; }
+  table { width: 100%; font-size: 9px; }
+  th, td { padding: 1px 3px; white-space: normal; }
+  th { position: static; }
+  thead { display: table-header-group; } /* the header row repeats on every page */
+  tr, .chart { break-inside: avoid; }
+  .chart { max-width: 100%; }
+}
 """
 
 
@@ -49,11 +67,14 @@ def _table(sheet: Sheet) -> str:
         for c, value in enumerate(row):
             kind = sheet.marks.get((r, c))
             cls = f' class="{kind}"' if kind else ""
-            tds.append(f"<td{cls}>{html.escape('' if value is None else str(value))}</td>")
+            tds.append(f"<td{cls}>{html.escape(cell_text(value))}</td>")
         body.append(f"<tr>{''.join(tds)}</tr>")
     if not body:
         body.append(f'<tr><td colspan="{len(sheet.headers)}">(无)</td></tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _height(option: dict[str, Any]) -> int:
@@ -71,9 +92,13 @@ def write(report: Report, out: TextIO) -> None:
     for i, (title, option) in enumerate(report.charts):
         out.write(f"<h2>{html.escape(title)}</h2>")
         out.write(f'<div class="chart" id="chart{i}" style="height:{_height(option)}px"></div>')
+        # The chart follows the window's width, so a narrower window never gets a page
+        # wider than itself.
         out.write(
-            f"<script>echarts.init(document.getElementById('chart{i}'), null, "
-            f"{{renderer: 'svg'}}).setOption({_script_json(option)});</script>"
+            f"<script>(function () {{ const chart = echarts.init("
+            f"document.getElementById('chart{i}'), null, {{renderer: 'svg'}}); "
+            f"chart.setOption({_script_json(option)}); "
+            "window.addEventListener('resize', () => chart.resize()); })();</script>"
         )
     for sheet in report.sheets:
         out.write(f"<h2>{html.escape(sheet.name)}</h2>{_table(sheet)}")

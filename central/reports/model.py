@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 # Cell marks, shown by every format that can (xlsx fill, HTML class, "*" in the table).
@@ -10,10 +11,34 @@ LATE = "late"  # late or early: 迟到/早退
 MISSING = "missing"  # 缺卡
 LEAVE = "leave"  # excused by 请假/公出/补卡
 BAD = "bad"  # 差评 or a chief below the monthly minimum
+# Not yet judged (today before it ends): neutral in every format, never a verdict. Set only by
+# the attendance model from ``Day.judged`` (central/reports/attendance.py), the one place that
+# decides which days are over.
+PENDING = "pending"
 
 # An event filed by `received_at` is marked "†" (docs/sync.md); every report notes why.
-SUSPECT_NOTE = "† 设备时钟不可信, 按中心收到时间记入"
+SUSPECT_NOTE = (
+    "† 设备时钟不可信 (未与时间服务器同步, 或与中心收到时间相差超过一天), 按中心收到时间记入"
+)
 WEEKDAYS = "一二三四五六日"  # date.weekday() 0-6: 周一 … 周日
+
+
+class Rate(float):
+    """A fraction (0.83) shown as a percentage (83.3%); xlsx stores the number, formatted %."""
+
+    def __str__(self) -> str:
+        return f"{100 * self:.1f}%"
+
+
+def cell_text(value: Any) -> str:
+    """How every text format (table, CSV, HTML) writes a cell; xlsx keeps the typed value."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 @dataclass

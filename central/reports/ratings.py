@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from central.reports.model import BAD, SUSPECT_NOTE, Report, Sheet
+from central.reports.model import BAD, SUSPECT_NOTE, Rate, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
 from central.store import Store
@@ -109,9 +109,16 @@ def compute(
     return Ratings(month, site, dict(windows), dict(staff), bad, dict(per_day), names)
 
 
-def _rate(tally: Tally) -> str:
+def _rate(tally: Tally) -> Rate | str:
     rate = tally.rate
-    return "" if rate is None else f"{100 * rate:.1f}%"
+    return "" if rate is None else Rate(rate)
+
+
+def _when(e: Event) -> datetime | str:
+    # A real date-time (hall time) for xlsx; one filed by received_at stays text with its "†".
+    if e.suspect:
+        return e.at.strftime("%Y-%m-%d %H:%M") + "†"
+    return e.at.replace(tzinfo=None, second=0, microsecond=0)
 
 
 def _minutes(delta: timedelta) -> int:
@@ -169,7 +176,7 @@ def to_report(r: Ratings) -> Report:
         sid = e.data.get("staff_id")
         bad.rows.append(
             [
-                e.at.strftime("%Y-%m-%d %H:%M") + ("†" if e.suspect else ""),
+                _when(e),
                 e.site,
                 e.data["window"],
                 sid or "",
@@ -181,7 +188,7 @@ def to_report(r: Ratings) -> Report:
     trend = Sheet("每日满意率", ["日期", "合计", "满意率"], [])
     for day in sorted(r.per_day):
         t = r.per_day[day]
-        trend.rows.append([day.isoformat(), t.total, _rate(t)])
+        trend.rows.append([day, t.total, _rate(t)])
     where = f" {r.site}" if r.site else ""
     return Report(
         f"{r.month.label}{where} 好差评月报",

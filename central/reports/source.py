@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from central.reports.month import Month, filed_at
@@ -77,6 +77,13 @@ class Person:
     name: str
     role: str | None  # None: not in the site's roster
     window: str | None
+    starts: date | None = None  # roster `starts`: first day at the hall (None: before the month)
+    ends: date | None = None  # roster `ends`: last day at the hall (None: still there)
+
+    def employed(self, day: date) -> bool:
+        """Whether ``day`` is within the roster's starts..ends (inclusive): judged at all."""
+        after_start = self.starts is None or day >= self.starts
+        return after_start and (self.ends is None or day <= self.ends)
 
 
 def roster_people(store: Store, site: str | None = None) -> dict[tuple[str, str], Person]:
@@ -85,6 +92,17 @@ def roster_people(store: Store, site: str | None = None) -> dict[tuple[str, str]
     for stored in store.rosters(site):
         for e in stored.roster.get("staff", []):
             people[(stored.site, e["id"])] = Person(
-                stored.site, e["id"], e["name"], e.get("role"), e.get("window")
+                stored.site,
+                e["id"],
+                e["name"],
+                e.get("role"),
+                e.get("window"),
+                _date(e.get("starts")),
+                _date(e.get("ends")),
             )
     return people
+
+
+def _date(value: Any) -> date | None:
+    # The stored roster passed contract.validate_roster: a date is YYYY-MM-DD text.
+    return date.fromisoformat(value) if isinstance(value, str) else None

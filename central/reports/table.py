@@ -7,9 +7,9 @@ A CJK character takes two terminal cells (Unicode East Asian Width W/F, UAX #11)
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, TextIO
+from typing import TextIO
 
-from central.reports.model import Report, Sheet
+from central.reports.model import PENDING, Report, Sheet, cell_text
 
 
 def display_width(text: str) -> int:
@@ -27,14 +27,11 @@ def pad(text: str, width: int) -> str:
     return text + " " * max(0, width - display_width(text))
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def write_sheet(sheet: Sheet, out: TextIO) -> None:
-    cells = [[_cell(v) for v in row] for row in sheet.rows]
-    for (r, c), _kind in sheet.marks.items():
-        cells[r][c] += "*"
+    cells = [[cell_text(v) for v in row] for row in sheet.rows]
+    for (r, c), kind in sheet.marks.items():
+        if kind != PENDING:  # not judged yet: nothing to look at, shown as it is
+            cells[r][c] += "*"
     widths = [display_width(h) for h in sheet.headers]
     for row in cells:
         widths = [max(w, display_width(v)) for w, v in zip(widths, row, strict=True)]
@@ -52,5 +49,5 @@ def write(report: Report, out: TextIO) -> None:
         write_sheet(sheet, out)
     if report.notes:
         out.write("\n" + "\n".join(f"注: {n}" for n in report.notes) + "\n")
-    if any(sheet.marks for sheet in report.sheets):
+    if any(k != PENDING for sheet in report.sheets for k in sheet.marks.values()):
         out.write("注: * 迟到/早退/缺卡/请假/差评等需关注的单元格\n")
