@@ -289,9 +289,11 @@ def display_width(text: str) -> int:
 
 
 def clock_text(at: str) -> str:
-    """HH:MM:SS of an event's ISO 8601 time in this machine's time zone."""
+    """HH:MM:SS of an event's ISO 8601 time as the device stamped it: the hall's time zone
+    (``[device] timezone``), the one its punch was classified in and the reports use, not
+    this machine's."""
     try:
-        return datetime.fromisoformat(at).astimezone().strftime("%H:%M:%S")
+        return datetime.fromisoformat(at).strftime("%H:%M:%S")
     except ValueError:
         return at[11:19]
 
