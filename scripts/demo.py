@@ -157,7 +157,10 @@ def start_broker(procs: Procs, work: Path) -> dict[str, str]:
 
     script("init", str(bdir / "dynamic-security.json"), "hall-admin", admin_file)
     conf = bdir / "mosquitto.conf"
-    conf.write_text(shipped_config(bdir, port))
+    try:
+        conf.write_text(shipped_config(bdir, port))
+    except RuntimeError as exc:  # the dynamic-security plugin is missing (mosquitto < 2.0)
+        raise SystemExit(f"demo: {exc}") from exc
     procs.start("mosquitto", ["mosquitto", "-c", str(conf)])
     if not port_answers(port, within_s=10):
         raise SystemExit(f"demo: mosquitto did not start; see {procs.logs}/mosquitto.log")
