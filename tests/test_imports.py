@@ -6,6 +6,9 @@
 - ``central`` runs on a server without the device's code: never ``agent`` (not even through
   ``sync``), and no device-only library (pyserial, sqlite-utils, cv2, dlib).
 - A window (pad-only) device never loads the vision stack.
+- The product and ``scripts/`` never import ``tests``: the Quick start runs on a kiosk install
+  (``scripts/setup.sh --kiosk``), which has no pytest. ``bench/`` may: benchmarks are dev-only
+  (they run in the dev install and reuse the tests' services and media).
 """
 
 from __future__ import annotations
@@ -94,3 +97,54 @@ def test_the_central_install_pulls_no_device_library() -> None:
     for device_only in ("pyserial", "sqlite-utils", "opencv", "dlib", "face_recognition"):
         assert device_only not in central, device_only
     assert any(d.startswith("pyserial") for d in extras["device"])
+
+
+# Everything that runs on an install without the dev extra (README.md "Quick start").
+NO_TESTS_HERE = ("agent", "central", "contract", "drivers", "sync", "scripts")
+
+
+def _imports_of_tests(root: Path, packages: tuple[str, ...]) -> dict[str, list[int]]:
+    """{file: line numbers} of every import of ``tests``: statements, lazy ones included, and
+    importlib.import_module / __import__ calls with a literal name."""
+    found: dict[str, list[int]] = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            lines = []
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                elif (
+                    isinstance(node, ast.Call)
+                    and ast.unparse(node.func) in ("importlib.import_module", "__import__")
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                ):
+                    names = [str(node.args[0].value)]
+                if any(name.split(".")[0] == "tests" for name in names):
+                    lines.append(node.lineno)
+            if lines:
+                found[str(path.relative_to(root))] = lines
+    return found
+
+
+def test_the_product_and_scripts_never_import_tests() -> None:
+    bad = _imports_of_tests(ROOT, NO_TESTS_HERE)
+    assert not bad, f"imports of tests/ where the dev extra is not installed: {bad}"
+
+
+def test_the_tests_import_scan_finds_every_form(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "tool.py").write_text(
+        "import os\n"
+        "from tests import media\n"
+        "def later():\n"
+        "    import tests.support\n"
+        "    from tests.media import Actor\n"
+        "    importlib.import_module('tests.conftest')\n"
+        "    __import__('tests')\n"
+        "from testsuite import x\n"  # another package: not ours
+    )
+    assert _imports_of_tests(tmp_path, ("scripts",)) == {"scripts/tool.py": [2, 4, 5, 6, 7]}
