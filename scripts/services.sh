@@ -21,7 +21,7 @@ command -v socat >/dev/null || need_apt+=(socat)
 # Headless browser tests of the hall board and the HTML report (tests/test_board.py,
 # tests/test_report_formats.py) and CJK glyphs for their text.
 command -v chromium >/dev/null || need_apt+=(chromium)
-fc-list :lang=zh 2>/dev/null | grep -q . || need_apt+=(fonts-noto-cjk)
+[ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need_apt+=(fonts-noto-cjk)  # no pipe: grep -q would cut it short under pipefail
 command -v faketime >/dev/null || need_apt+=(faketime)  # libfaketime: the fault suite steps a device clock
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
