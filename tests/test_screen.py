@@ -15,21 +15,35 @@ import asyncio
 import base64
 import json
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
 from agent.config import AgentConfig, load_agent_config
-from agent.screen import ScreenHub, ScreenServer, punch_status
+from agent.screen import (
+    CAMERA_TEXT,
+    COMPONENT_TEXT,
+    PUNCH_TEXT,
+    QUALITY_TEXT,
+    REJECT_TEXT,
+    ScreenHub,
+    ScreenServer,
+    camera_state,
+    punch_status,
+    state_text,
+)
+from contract import CameraState, ComponentState, FaceQuality, PunchStatus, RejectReason, Slot
 from tests.support import free_port
 from tests.test_board import Cdp, chromium  # noqa: F401  (the fixture)
 
 TZ = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parents[1]
 ROSTER = {
     "v": 1,
     "version": 1,
@@ -75,17 +89,165 @@ PUNCH = {
 
 def test_each_kind_of_look_has_its_chinese_text(write_config, tmp_path):
     hub = ScreenHub(kiosk_cfg(write_config, tmp_path / "data"))
-    assert hub.render(PUNCH)["title"] == "张三 · 上午上班 · 08:27 · 迟到 3 分钟"
-    assert hub.render(PUNCH)["tone"] == "warn"
-    on_time = {**PUNCH, "status": "on_time", "minutes_off": 0, "slot": "afternoon_out"}
-    assert hub.render(on_time)["title"] == "张三 · 下午下班 · 08:27 · 正常"
-    assert hub.render({"kind": "repeat", "staff_id": "S001"})["title"] == "已打卡，请勿重复"
-    assert hub.render({"kind": "unknown_face"})["title"] == "未识别，请正对摄像头"
+    late = hub.render(PUNCH)
+    assert (late["title"], late["detail"]) == (
+        "张三 · 上午上班 · 08:27 · 迟到 3 分钟",
+        "打卡成功，记为迟到",
+    )
+    assert late["tone"] == "warn" and late["counted_as"] == "上午上班"
+    on_time = hub.render({**PUNCH, "status": "on_time", "minutes_off": 0, "slot": "afternoon_out"})
+    assert (on_time["title"], on_time["tone"]) == ("张三 · 下午下班 · 08:27 · 正常", "ok")
+    # Outside the hours: Chinese, no slot of the four, not a green success, and the status
+    # line (counted_as) says the same.
+    night = {**PUNCH, "slot": "extra", "status": "outside_hours", "minutes_off": 0}
+    night["at"] = "2026-11-25T00:22:05+08:00"
+    shown = hub.render(night)
+    assert shown["title"] == "张三 · 00:22 · 非工作时段打卡"
+    assert shown["tone"] != "ok" and "不计入" in shown["detail"]
+    assert shown["counted_as"] == "非工作时段打卡"
+    rest = hub.render({**night, "status": "holiday"})
+    assert rest["title"] == "张三 · 00:22 · 休息日打卡" and rest["tone"] != "ok"
+    repeat = hub.render({"kind": "repeat", "staff_id": "S001"})
+    assert (repeat["title"], repeat["detail"]) == ("已打卡，请勿重复", "张三")
     blink = hub.render({"kind": "blink", "staff_id": "S001"})
-    assert (blink["title"], blink["detail"]) == ("请眨眼", "张三")
+    assert blink["title"] == "请眨眨眼" and blink["detail"].startswith("张三")
+    # Rejections name nobody: not the nearest person, not the owner of a photo.
+    for reason in ("unknown_face", "liveness_failed", "low_quality"):
+        msg = hub.render({"kind": reason, "staff_id": "S001", "box": None})
+        assert msg["name"] == "" and msg["staff_id"] is None
+        assert "张三" not in msg["title"] + msg["detail"] and "S001" not in json.dumps(msg)
+    low = hub.render({"kind": "low_quality", "quality": "too_small"})
+    assert (low["title"], low["tone"]) == ("看不清面部", "warn") and "请靠近一些" in low["detail"]
     # A staff id the roster does not know is shown as the id.
     assert hub.render({**PUNCH, "staff_id": "X9"})["title"].startswith("X9 · ")
     assert punch_status("early_leave", 12) == "早退 12 分钟"
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+LATIN = re.compile(r"[A-Za-z]")
+
+
+def test_every_code_of_the_contract_has_its_chinese_text(write_config, tmp_path):
+    tables = {
+        PunchStatus: PUNCH_TEXT,
+        RejectReason: REJECT_TEXT,
+        CameraState: CAMERA_TEXT,
+        ComponentState: COMPONENT_TEXT,
+        FaceQuality: QUALITY_TEXT,
+    }
+    for literal, table in tables.items():
+        missing = [code for code in get_args(literal) if code not in table]
+        assert missing == [], f"no kiosk text for {missing}"
+    hub = ScreenHub(kiosk_cfg(write_config, tmp_path / "data"))
+    looks = [
+        {**PUNCH, "slot": slot, "status": status, "minutes_off": 4}
+        for slot in get_args(Slot)
+        for status in get_args(PunchStatus)
+    ]
+    looks += [{"kind": reason, "box": None} for reason in get_args(RejectReason)]
+    looks += [{"kind": "low_quality", "quality": q} for q in get_args(FaceQuality)]
+    looks += [{"kind": kind, "staff_id": "S001"} for kind in ("repeat", "blink")]
+    for look in looks:
+        msg = hub.render(look)
+        text = msg["title"] + msg["detail"]
+        assert CJK.search(msg["title"]) and CJK.search(msg["detail"]), (look, msg)
+        assert not LATIN.search(text), f"a code on the kiosk page: {text!r} for {look}"
+    for state in get_args(CameraState):
+        camera = camera_state({"attendance": {"state": state}})
+        assert CJK.search(camera["text"]) and not LATIN.search(camera["text"]), state
+        assert state_text(state).endswith(f"({state})") and CJK.search(state_text(state))
+        if camera["fault"]:
+            assert camera["title"] == "打卡暂不可用" and "请联系管理员" in camera["detail"]
+    for state in get_args(ComponentState):
+        assert CJK.search(state_text(state)), state
+
+
+def quoted_in(path: str, pattern: str) -> set[str]:
+    """The quoted codes on the source lines of ``path`` that match ``pattern``."""
+    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+    return {c for line in lines if re.search(pattern, line) for c in re.findall(r'"(\w+)"', line)}
+
+
+def test_the_codes_the_drivers_report_are_the_contracts():
+    # The contract's literals are what the page's tables are checked against; a state or a
+    # quality problem a driver reports without one would reach the page as a raw code.
+    camera = quoted_in("drivers/camera.py", r"^\s+state = ")
+    assert camera >= {"ok", "fault", "ended", "recovering"}
+    source = (ROOT / "agent/attendance_worker.py").read_text(encoding="utf-8")
+    worker = set(re.findall(r'"state": "(\w+)"', source))
+    assert worker and camera | worker <= set(get_args(CameraState))
+    quality = quoted_in("drivers/faces.py", r'^\s+return "\w+", None')
+    assert quality and quality == set(get_args(FaceQuality))
+
+
+def test_todays_punches_are_kept_per_day_and_survive_a_restart(write_config, tmp_path):
+    from agent.attendance_worker import AttendanceWorker
+    from agent.outbox import Outbox
+    from agent.punch_files import TodayPunches, today_path
+
+    data = tmp_path / "data"
+    cfg = kiosk_cfg(write_config, data)
+    shown: list[dict] = []
+
+    class Screen:
+        def look(self, msg: dict) -> None:
+            shown.append(msg)
+
+    punch = {
+        "staff_id": "S001",
+        "slot": "morning_in",
+        "status": "late",
+        "minutes_off": 3,
+        "distance": 0.31,
+        "liveness": "off",
+    }
+    at = "2026-11-25T08:27:40+08:00"
+    mine = [{"slot": "morning_in", "status": "late", "at": at}]
+    with Outbox(data / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0) as box:
+        worker = AttendanceWorker(cfg, box, screen=Screen())
+        worker._handle(("event", "attendance.punch", punch, at))
+        worker._handle(("look", {"kind": "punch", **punch, "at": at, "box": None}))
+        assert shown[-1]["today"] == mine
+        # The agent restarts: a new worker reads the day's record back.
+        again = AttendanceWorker(cfg, box, screen=Screen())
+        again._handle(("look", {"kind": "repeat", "staff_id": "S001", "box": None}))
+        assert shown[-1]["today"] == mine
+        again._handle(("look", {"kind": "unknown_face", "staff_id": None, "box": None}))
+        assert "today" not in shown[-1]
+        # Staff ids, slots, statuses and times only.
+        saved = json.loads(today_path(data).read_text(encoding="utf-8"))
+        assert saved == {"day": "2026-11-25", "punches": [["S001", "morning_in", "late", at]]}
+        # The first punch of the next day drops the previous day's.
+        next_day = "2026-11-26T08:01:00+08:00"
+        again._handle(("event", "attendance.punch", {**punch, "staff_id": "obama"}, next_day))
+        again._handle(("look", {"kind": "repeat", "staff_id": "S001", "box": None}))
+        assert shown[-1]["today"] == []
+        saved = json.loads(today_path(data).read_text(encoding="utf-8"))
+        assert saved["day"] == "2026-11-26" and [p[0] for p in saved["punches"]] == ["obama"]
+        assert box.pending_count() == 2  # the punches themselves went to the outbox
+    # A damaged record costs the list, never the start.
+    today_path(data).write_text("{not json", encoding="utf-8")
+    assert TodayPunches.load(today_path(data)).of("obama") == []
+    # What the page lists: the four daily slots, first "in", last "out", then the others.
+    hub = ScreenHub(cfg)
+    rows = hub.render(
+        {
+            **PUNCH,
+            "status": "on_time",
+            "today": [
+                {"slot": "morning_in", "status": "on_time", "at": "2026-11-25T08:27:00+08:00"},
+                {"slot": "morning_in", "status": "on_time", "at": "2026-11-25T08:29:00+08:00"},
+                {"slot": "extra", "status": "outside_hours", "at": "2026-11-25T12:40:00+08:00"},
+            ],
+        }
+    )["today"]
+    assert [(r["label"], r["time"], r["mark"]) for r in rows] == [
+        ("上午上班", "08:27", "✓"),
+        ("上午下班", "—", ""),
+        ("下午上班", "—", ""),
+        ("下午下班", "—", ""),
+        ("其他时段", "12:40", "共 1 次"),
+    ]
 
 
 def test_today_shows_the_hours_and_the_current_slot(write_config, tmp_path):
