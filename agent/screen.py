@@ -63,7 +63,7 @@ PUNCH_TEXT: dict[str, tuple[str, str, str]] = {
 # even the nearest enrolled person; a failed liveness check may be someone's photo, so it
 # names nobody either.
 REJECT_TEXT: dict[str, tuple[str, str]] = {
-    "unknown_face": ("未能识别", "请正对摄像头再试一次；未录入人脸请联系管理员"),
+    "unknown_face": ("未能识别", "请正对摄像头再试一次\n尚未录入人脸的请联系管理员"),
     "liveness_failed": ("未检测到眨眼", "请正对摄像头，眨眨眼后重新打卡"),
     "low_quality": ("看不清面部", "请靠近一些，正对摄像头，保持不动"),
 }
