@@ -137,8 +137,9 @@ def today_rows(punches: list[dict[str, Any]], tz: ZoneInfo) -> list[dict[str, st
     extra = [p for p in punches if p.get("slot") not in DAILY_SLOTS]
     if extra:
         last = datetime.fromisoformat(str(extra[-1]["at"])).astimezone(tz)
+        count = f"共 {len(extra)} 次"
         rows.append(
-            {"label": "其他时段", "time": last.strftime("%H:%M"), "mark": f"共 {len(extra)} 次"}
+            {"label": "其他时段", "time": last.strftime("%H:%M"), "mark": count, "wide": "1"}
         )
     return rows
 

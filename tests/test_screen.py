@@ -442,8 +442,8 @@ def test_the_page_shows_every_state_and_the_camera_fault(write_config, tmp_path,
         "status": "outside_hours",
         "minutes_off": 0,
         "at": "2026-11-25T00:22:05+08:00",
-        "today": [],
     }
+    night["today"] = [{"slot": "extra", "status": "outside_hours", "at": night["at"]}]
     states = [
         # (look, screenshot, tone, texts the page must show, the preview's box)
         (punch, "kiosk-punch.png", "ok", ["奥巴马 · 上午上班 · 08:27 · 正常", "打卡成功"]),
@@ -465,7 +465,12 @@ def test_the_page_shows_every_state_and_the_camera_fault(write_config, tmp_path,
             "warn",
             ["看不清面部", "请靠近一些"],
         ),
-        (night, "kiosk-outside-hours.png", "info", ["奥巴马 · 00:22 · 非工作时段打卡", "不计入"]),
+        (
+            night,
+            "kiosk-outside-hours.png",
+            "info",
+            ["奥巴马 · 00:22 · 非工作时段打卡", "不计入", "其他时段 00:22 共 1 次"],
+        ),
         (
             {"kind": "liveness_failed", "staff_id": "obama", "box": None},
             "kiosk-liveness-failed.png",
@@ -721,6 +726,8 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
     assert hub.frames_seen > 0
     punch = next(m for m in looks if m["kind"] == "punch")
     assert punch["box"] and len(punch["box"]) == 4
+    # The worker attached the person's punches of today, this one included.
+    assert [p["slot"] for p in punch["today"]] == [punch["slot"]]
     # PIPL: the preview lived in memory only; nothing in the data directory is an image.
     assert images_under(data) == []
     keep = os.environ.get("HALL_KIOSK_SCREENSHOT")
