@@ -1,10 +1,12 @@
 """The kiosk screen: a local page for a browser in kiosk mode beside the camera.
 
 What it shows (docs/attendance.md "Kiosk screen"): the live preview with face boxes, the
-result of each look in large Chinese text (张三 · 上午上班 · 08:27 · 迟到 3 分钟;
-已打卡，请勿重复; 未识别，请正对摄像头; 请眨眼), the clock, today's hours and current slot,
-and a quiet connection/backlog indicator. ``/tech`` is the technician's view: outbox depth,
-camera and recognition frame rates, pads online, the latest problems.
+result of each look in large Chinese text from one table below (a punch and what it counted
+as, with the person's punches of today; a repeat; an unknown face; a face too far, blurred or
+turned; a failed blink), the clock, today's hours and current slot, a camera fault (打卡暂不可用)
+while the camera is down, and a quiet connection/backlog indicator. ``/tech`` is the
+technician's view, in Chinese: outbox depth, camera state and frame rates, pads online, the
+latest problems.
 
 :class:`ScreenHub` is fed from ordinary threads (the attendance worker's drain threads, or
 enrolment): ``look(dict)``, ``frame(jpeg)``, ``guide(text)``. :class:`ScreenServer` serves it
