@@ -560,13 +560,20 @@ def test_tech_shows_the_last_state_at_load_in_chinese(write_config, tmp_path, ch
     hub = ScreenHub(cfg, status=lambda: {"pending": 2, "connected": True}, health=lambda: health)
     server = ScreenServer(hub, cfg.screen.listen)
     assert server.start(), server.error
+    # No push reaches /tech until the page shows the fault: what it shows, it read at load.
+    pushes = {"tech": False}
+    publish = hub.publish_status
+
+    def publish_when_allowed(channel: str, msg: dict[str, Any]) -> None:
+        if channel != "tech" or pushes["tech"]:
+            publish(channel, msg)
+
+    hub.publish_status = publish_when_allowed  # type: ignore[method-assign]
 
     async def drive() -> None:
         async with aiohttp.ClientSession() as http, http.ws_connect(chromium, max_msg_size=0) as ws:
             cdp = Cdp(ws)
             await cdp.call("Page.enable")
-            # Nobody had /tech open: nothing was ever pushed on its channel.
-            assert "tech:status" not in hub.last
             await cdp.call("Page.navigate", url=f"http://127.0.0.1:{server.port}/tech")
             deadline = time.monotonic() + 30
             page: dict[str, Any] = {}
@@ -577,6 +584,8 @@ def test_tech_shows_the_last_state_at_load_in_chinese(write_config, tmp_path, ch
             assert "故障 (fault)" in page["camera"] and "正常 (ok)" in page["workers"]
             assert page["title"] == "考勤机 · 维护视图"
             await screenshot(cdp, "kiosk-tech.png")
+            assert "tech:status" not in hub.last
+            pushes["tech"] = True  # now the pushes: the recovery arrives by one
             health["attendance"] = {"state": "ok", "source": "0"}
             while time.monotonic() < deadline and page["alerts"]:
                 page = await tech_state(cdp)
