@@ -103,9 +103,17 @@ class AttendanceWorker:
             },
             "log_level": logging.getLogger().getEffectiveLevel(),
             "parent_pid": os.getpid(),
-            "preview_fps": self.cfg.screen.preview_fps if self.screen is not None else 0,
+            # 0: the recognition loop encodes no preview frame at all (docs/attendance.md).
+            "preview_fps": self.cfg.screen.preview_fps if self._preview_wanted else 0,
             "preview_width": self.cfg.screen.preview_width,
         }
+
+    @property
+    def _preview_wanted(self) -> bool:
+        """Preview frames only for a page that shows them ([screen] preview, preview_fps):
+        with the preview off no frame is downscaled or JPEG-encoded."""
+        screen = self.cfg.screen
+        return self.screen is not None and screen.preview and screen.preview_fps > 0
 
     def start(self) -> None:
         self._activity = time.monotonic()
@@ -124,7 +132,7 @@ class AttendanceWorker:
             child_end, self._proc_stop = ctx.Pipe(duplex=False)
             # Preview frames for the kiosk screen: a second queue holding two at most, so
             # the child drops frames rather than waits and events never queue behind images.
-            preview_q = ctx.Queue(maxsize=2) if self.screen is not None else None
+            preview_q = ctx.Queue(maxsize=2) if self._preview_wanted else None
             self._proc = ctx.Process(
                 target=child_main,
                 args=(self._spec(), self._queue, child_end, preview_q),
@@ -154,7 +162,7 @@ class AttendanceWorker:
                     self._spec(),
                     self._handle,
                     self._proc_stop,
-                    self.screen.frame if self.screen is not None else None,
+                    self.screen.frame if self._preview_wanted else None,
                 ),
                 name=f"{self.name}-loop",
                 daemon=True,

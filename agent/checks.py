@@ -6,11 +6,13 @@ lazily so that checking a window device never loads the vision stack.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -65,7 +67,10 @@ def probe_broker(cfg: AgentConfig, timeout: float = 5.0) -> list[ProbeResult]:
     """Connect once with the device's credentials; a failure says which kind (sync.probe)."""
     from sync.probe import probe_broker as connect_once
 
-    result = connect_once(cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout)
+    account = f"add-device {cfg.device.site} {cfg.device.id}"  # user name = device.id
+    result = connect_once(
+        cfg.mqtt, client_id=f"{cfg.device.id}-check", timeout=timeout, add_account=account
+    )
     return [ProbeResult("broker", result.ok, result.line())]
 
 
@@ -162,6 +167,20 @@ def serial_adapters() -> list[str]:
         return []
 
 
+def device_group_hint(group: str) -> str:
+    """Whether the user the probes run as has ``group``; run as root, the service user's.
+
+    Under ``check --as-user`` the probes run as that user, so it is that user's membership.
+    """
+    if os.geteuid() != 0:
+        return _group_hint(*user_groups(), group)
+    # Root opens anything: say what the unit's user (User=hall-agent) would get.
+    try:
+        return _group_hint(*user_groups(SERVICE_USER), group)
+    except KeyError:
+        return f"no user {SERVICE_USER} yet (README, Installing a device)"
+
+
 def _port_failure(port: str, exc: Exception) -> str:
     """One line: what failed for this port, the adapters present, the user's dialout."""
     import errno
@@ -180,14 +199,7 @@ def _port_failure(port: str, exc: Exception) -> str:
     if port.startswith("/dev/"):
         adapters = serial_adapters()
         parts.append("serial adapters present: " + (", ".join(adapters) or "none found"))
-        if os.geteuid() != 0:
-            parts.append(_group_hint(*user_groups(), "dialout"))
-        else:
-            # Root opens anything: say what the unit's user (User=hall-agent) would get.
-            try:
-                parts.append(_group_hint(*user_groups(SERVICE_USER), "dialout"))
-            except KeyError:
-                parts.append(f"no user {SERVICE_USER} yet (README, Installing a device)")
+        parts.append(device_group_hint("dialout"))
     return "; ".join(parts)
 
 
@@ -242,6 +254,138 @@ def _quiet_opencv() -> None:
     log = getattr(getattr(cv2, "utils", None), "logging", None)  # absent in some builds
     if log is not None:
         log.setLogLevel(log.LOG_LEVEL_SILENT)
+
+
+# --- cameras ---------------------------------------------------------------------------
+
+# VIDIOC_ENUM_FMT = _IOWR('V', 2, struct v4l2_fmtdesc) (linux/videodev2.h): the struct is
+# index, type, flags (u32 each), description[32], pixelformat, mbus_code, reserved[3]: 64
+# bytes. Asked directly, so listing formats needs no v4l-utils.
+VIDIOC_ENUM_FMT = 0xC0405602
+V4L2_BUF_TYPE_VIDEO_CAPTURE = 1
+FMTDESC_PIXELFORMAT_AT = 12 + 32  # after index, type, flags and description[32]
+
+
+@dataclass(frozen=True)
+class VideoDevice:
+    """A /dev/video* node as a technician needs it: path, kernel name, capture formats."""
+
+    path: str
+    name: str | None
+    formats: tuple[str, ...] | None  # None: not readable (the note says why)
+    note: str = ""
+    by_id: str | None = None  # the stable /dev/v4l/by-id/… link to it, if udev made one
+
+    def describe(self) -> str:
+        """``/dev/video0 (HD Webcam C270: YUYV, MJPG) = /dev/v4l/by-id/…``; no ";" inside, the
+        probe's line uses it between its parts."""
+        if self.formats:
+            formats = ", ".join(self.formats)
+        elif self.formats is not None:
+            formats = "no capture formats, likely a metadata node"
+        else:
+            formats = f"formats {self.note or 'unknown'}"
+        text = f"{self.path} ({self.name or 'no name in sysfs'}: {formats})"
+        return text + (f" = {self.by_id}" if self.by_id else "")
+
+
+def capture_formats(path: Path) -> tuple[tuple[str, ...] | None, str]:
+    """The capture pixel formats of a V4L2 node as fourcc codes ("YUYV", "MJPG"), or
+    (None, why) when they cannot be read; never raises."""
+    import errno
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return None, "not readable by this user"
+        return None, os.strerror(exc.errno or 0) if exc.errno else str(exc)
+    found: list[str] = []
+    try:
+        for index in range(64):
+            buf = bytearray(64)
+            struct.pack_into("II", buf, 0, index, V4L2_BUF_TYPE_VIDEO_CAPTURE)
+            try:
+                fcntl.ioctl(fd, VIDIOC_ENUM_FMT, buf)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # past the last format (or not a capture node)
+                    break
+                return None, "unknown, not a V4L2 device" if exc.errno == errno.ENOTTY else str(exc)
+            pixelformat = struct.unpack_from("I", buf, FMTDESC_PIXELFORMAT_AT)[0]
+            fourcc = pixelformat.to_bytes(4, "little").decode("ascii", "replace").strip()
+            found.append(fourcc)
+    finally:
+        os.close(fd)
+    return tuple(found), ""
+
+
+FormatReader = Callable[[Path], tuple[tuple[str, ...] | None, str]]
+
+
+def video_devices(
+    dev_root: Path = Path("/dev"),
+    sys_root: Path = Path("/sys"),
+    formats: FormatReader = capture_formats,
+) -> list[VideoDevice]:
+    """The video nodes present (``/dev/video*``), with their names from
+    ``/sys/class/video4linux/*/name``, their capture formats and their by-id links."""
+    import re
+
+    nodes = [p for p in dev_root.glob("video*") if re.fullmatch(r"video\d+", p.name)]
+    by_id: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for link in sorted((dev_root / "v4l" / "by-id").iterdir()):
+            with contextlib.suppress(OSError):
+                by_id.setdefault(Path(os.readlink(link)).name, f"/dev/v4l/by-id/{link.name}")
+    out = []
+    for node in sorted(nodes, key=lambda p: int(p.name[5:])):
+        try:
+            name: str | None = (sys_root / "class/video4linux" / node.name / "name").read_text()
+            name = name.strip() or None
+        except (OSError, UnicodeDecodeError):
+            name = None
+        fmts, note = formats(node)
+        shown = f"/dev/{node.name}"
+        out.append(VideoDevice(shown, name, fmts, note, by_id.get(node.name)))
+    return out
+
+
+def camera_device(source: str, dev_root: Path = Path("/dev")) -> Path | None:
+    """The device node a camera source opens: ``0`` is /dev/video0; None for a stream or file."""
+    if source.strip().isdigit():
+        return dev_root / f"video{int(source)}"
+    if source.startswith("/dev/"):
+        return dev_root / source[len("/dev/") :]
+    return None
+
+
+def camera_failure(
+    source: str,
+    shown: str,
+    what: str,
+    dev_root: Path = Path("/dev"),
+    sys_root: Path = Path("/sys"),
+    formats: FormatReader = capture_formats,
+) -> str:
+    """One line, the shape of a pad port's: what failed, the video devices present with
+    names and formats, the ``video`` membership (docs/check.md)."""
+    node = camera_device(source, dev_root)
+    if node is None:  # a stream or a file: no device to list
+        return f"{shown}: {what}"
+    if not node.exists():
+        what = "no such device (unplugged, or a different camera)"
+    elif not os.access(node, os.R_OK | os.W_OK):
+        what = "permission denied"
+    label = shown if shown.startswith("/dev/") else f"{shown} (/dev/{node.name})"
+    devices = video_devices(dev_root, sys_root, formats)
+    present = ", ".join(d.describe() for d in devices) or (
+        "none found (is the camera plugged in? dmesg | tail)"
+    )
+    return "; ".join(
+        [f"{label}: {what}", f"video devices present: {present}", device_group_hint("video")]
+    )
 
 
 # --- what a kiosk needs besides its camera ---------------------------------------------
@@ -330,7 +474,10 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
                     )
                 result.append(ProbeResult("camera", True, detail, warn=short))
             else:
-                result.append(ProbeResult("camera", False, f"{shown}: cannot open or read"))
+                detail = camera_failure(
+                    source, shown, "cannot open or read (in use by a running hall-agent?)"
+                )
+                result.append(ProbeResult("camera", False, detail))
         finally:
             cap.release()
 
@@ -338,8 +485,49 @@ def probe_camera(cfg: AgentConfig, timeout: float = 10.0) -> list[ProbeResult]:
     thread.start()
     thread.join(timeout)
     if not result:
-        return [ProbeResult("camera", False, f"{shown}: no frame within {timeout:.0f} s")]
+        detail = camera_failure(source, shown, f"no frame within {timeout:.0f} s")
+        return [ProbeResult("camera", False, detail)]
     return result
+
+
+def probe_screen(cfg: AgentConfig) -> list[ProbeResult]:
+    """Kiosks: who can see the kiosk page and its live camera image (docs/attendance.md
+    "Access and preview"): loopback is ok; beyond it a token is required (a config error
+    without one) and a live preview going over the network is a warning."""
+    if cfg.attendance is None:
+        return []
+    from agent.config import is_loopback_listen
+
+    screen = cfg.screen
+    listen = screen.listen
+    if not listen:
+        return [ProbeResult("screen", True, "no kiosk page (listen = '')")]
+    preview = screen.preview and screen.preview_fps > 0
+    what = "page with the live camera preview" if preview else "page without the camera preview"
+    token = "token required" if screen.token else "no token"
+    if is_loopback_listen(listen):
+        return [ProbeResult("screen", True, f"{what} on {listen}, loopback only ({token})")]
+    if not screen.token:
+        return [
+            ProbeResult(
+                "screen",
+                False,
+                f"{what} on {listen} is open to anyone on the network without a token: set "
+                "[screen] token_file, or listen on 127.0.0.1 (docs/attendance.md)",
+            )
+        ]
+    if preview:
+        return [
+            ProbeResult(
+                "screen",
+                True,
+                f"{what} on {listen}, {token}: whoever has the token sees the camera, over "
+                "plain HTTP; set [screen] preview = false unless the screen there needs the "
+                "video (docs/attendance.md)",
+                warn=True,
+            )
+        ]
+    return [ProbeResult("screen", True, f"{what} on {listen}, {token}")]
 
 
 def probe_calendar(cfg: AgentConfig, today: date | None = None) -> list[ProbeResult]:
@@ -366,6 +554,7 @@ PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "camera": probe_camera,
     "gallery": probe_gallery,
     "roster": probe_roster,
+    "screen": probe_screen,
     "calendar": probe_calendar,
 }
 
@@ -396,6 +585,7 @@ def _preload() -> None:
     import importlib
 
     for module in (
+        "fcntl",
         "grp",
         "json",
         "ssl",

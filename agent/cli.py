@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="LIST",
         help="comma-separated probes: "
-        "config,user,disk,clock,broker,pads,camera,gallery,roster,calendar",
+        "config,user,disk,clock,broker,pads,camera,gallery,roster,screen,calendar",
     )
     p.add_argument(
         "--as-user",
@@ -275,7 +275,9 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
     outbox = _open_outbox(cfg)
     try:
-        return run_ping(cfg, outbox, count=args.count, timeout=args.timeout, note=args.note)
+        return run_ping(
+            cfg, outbox, count=args.count, timeout=args.timeout, note=args.note, config=args.config
+        )
     finally:
         outbox.close()
 

@@ -7,12 +7,14 @@ centre (``[mqtt]``, the hall's hours) are in :mod:`contract.config`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from contract import DEFAULT_REASON_LABELS, ID_PATTERN, WINDOW_PATTERN
@@ -24,6 +26,7 @@ from contract.config import (
     Section,
     check_mqtt_files,
     parse_model,
+    read_secret_file,
     read_toml,
     redact_url,
 )
@@ -42,7 +45,9 @@ __all__ = [
     "SyncSection",
     "WindowsSection",
     "agent_schema",
+    "is_loopback_listen",
     "load_agent_config",
+    "read_screen_token",
     "redact_url",
 ]
 
@@ -137,22 +142,52 @@ class AttendanceSection(Section):
         return None
 
 
+# The token goes into the page's URL as it is (``?token=…``): URL-unreserved characters only
+# (RFC 3986 section 2.3), and long enough not to be guessed (16 hex digits = 64 bits).
+SCREEN_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """Whether ``host:port`` binds loopback only: 127.0.0.0/8, ::1 or the name ``localhost``.
+
+    Any other name counts as exposed: what it resolves to is not known here.
+    """
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ScreenSection(Section):
     """The kiosk's own screen (agent/screen.py, docs/attendance.md "Kiosk screen").
 
     Only used on a kiosk (an ``[attendance]`` section). Preview frames stay in memory: they
-    are never written to disk and never leave the device (PIPL art. 28-29).
+    are never written to disk and never leave the device (PIPL art. 28-29). A page served
+    beyond loopback needs an access token (docs/attendance.md "Access and preview").
     """
 
     listen: str = Field(
         "127.0.0.1:8080",
-        description="host:port of the kiosk page; loopback unless a screen elsewhere needs it; "
-        "'' = no page",
+        description="host:port of the kiosk page; loopback unless a screen elsewhere needs it "
+        "(then token_file is required); '' = no page",
+    )
+    token_file: Path | None = Field(
+        None,
+        description="File holding the page's access token (16+ characters of A-Z a-z 0-9 . _ ~ "
+        "-); required when listen is not loopback; must not be readable by others",
+    )
+    preview: bool = Field(
+        True, description="Show the live camera preview on the page; false = results only"
     )
     sound: bool = Field(False, description="A short beep in the page on each result (WebAudio)")
     preview_fps: float = Field(8.0, ge=0, le=30, description="Preview frames a second; 0 = none")
     preview_width: int = Field(480, ge=160, le=1920, description="Preview width in pixels")
     result_s: float = Field(5.0, gt=0, le=60, description="How long a result stays on screen")
+
+    _token: str | None = PrivateAttr(None)
 
     @field_validator("listen")
     @classmethod
@@ -163,6 +198,53 @@ class ScreenSection(Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as '127.0.0.1:8080' or '', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _exposed_page_needs_a_token(self) -> ScreenSection:
+        if self.exposed and self.token_file is None:
+            raise ValueError(
+                f"listen = {self.listen!r} is not a loopback address: the page and its live "
+                "camera preview would be open to anyone on the network; expected token_file = "
+                '"/etc/hall-agent/screen.token" (a file holding 16+ random characters, e.g. '
+                "`openssl rand -hex 16`, chmod 600), or a loopback listen such as "
+                "'127.0.0.1:8080' (docs/attendance.md)"
+            )
+        return self
+
+    @property
+    def exposed(self) -> bool:
+        """The page is served beyond this machine (a non-loopback listen)."""
+        return bool(self.listen) and not is_loopback_listen(self.listen)
+
+    @property
+    def token(self) -> str | None:
+        """The access token read from ``token_file`` at load time (never logged)."""
+        return self._token
+
+
+def read_screen_token(screen: ScreenSection, source: str) -> None:
+    """Read ``[screen] token_file`` (a ``*_file`` secret) and check the token's form."""
+    if screen.token_file is None:
+        return
+    key = "screen.token_file"
+    token = read_secret_file(screen.token_file, source, key)
+    if not token:
+        raise ConfigError(
+            [
+                f"{source}: {key}: {screen.token_file} is empty; expected the page's access "
+                f"token, 16+ random characters (openssl rand -hex 16 > {screen.token_file})"
+            ]
+        )
+    if not SCREEN_TOKEN_PATTERN.match(token):
+        # Never echo the token: its length and the rule are enough to fix it.
+        raise ConfigError(
+            [
+                f"{source}: {key}: {screen.token_file} holds {len(token)} characters; expected "
+                "16 to 256 characters of A-Z a-z 0-9 . _ ~ - on one line (the token goes into "
+                f"the page's URL as it is; openssl rand -hex 16 > {screen.token_file})"
+            ]
+        )
+    screen._token = token
 
 
 class PadSection(Section):
@@ -253,6 +335,7 @@ def load_agent_config(path: str | os.PathLike[str]) -> AgentConfig:
     p = Path(path)
     cfg = parse_model(AgentConfig, read_toml(p), str(p))
     check_mqtt_files(cfg.mqtt, str(p))
+    read_screen_token(cfg.screen, str(p))
     return cfg
 
 

@@ -19,11 +19,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig
 from agent.roster import staff_by_id
 from contract import is_staff_id
+
+if TYPE_CHECKING:  # numpy only where a gallery is opened
+    from agent.gallery import Person
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +224,8 @@ def store_encodings(
     except OSError as exc:
         raise _cli_error(f"enroll: cannot write the gallery in {data_dir}: {exc}") from exc
     for staff_id, display, encodings in results:
-        print(f"enrolled {staff_id} ({display}): {len(encodings)} encodings")
+        named = f" ({display})" if display != staff_id else ""
+        print(f"enrolled {staff_id}{named}: {len(encodings)} encodings")
 
 
 def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
@@ -257,6 +261,14 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_name(person: Person, roster: dict[str, dict[str, Any]] | None) -> str | None:
+    """The person's name, or None when nobody gave one: enrolment stores the staff id as the
+    gallery's display name then (the kiosk screen shows it), which is not a name to list."""
+    if person.name and person.name != person.staff_id:
+        return person.name
+    return (roster or {}).get(person.staff_id, {}).get("name") or None
+
+
 def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agent.gallery import Gallery, GalleryError, locked
 
@@ -273,7 +285,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                         [
                             {
                                 "staff_id": p.staff_id,
-                                "name": p.name,
+                                "name": _known_name(p, roster),
                                 "encodings": p.encodings,
                                 "role": (roster or {}).get(p.staff_id, {}).get("role"),
                             }
@@ -287,7 +299,8 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 print(f"removed {sid}: no longer in the roster")
             for p in people:
                 role = (roster or {}).get(p.staff_id, {}).get("role", "-")
-                print(f"{p.staff_id}\t{p.name}\t{p.encodings} encodings\t{role}")
+                name = _known_name(p, roster) or "-"
+                print(f"{p.staff_id}\t{name}\t{p.encodings} encodings\t{role}")
             print(f"{len(people)} people, {gallery.rows} encodings")
             return 0
         if args.gallery_command == "remove":

@@ -23,7 +23,7 @@ from contract import EVENT_TYPES
 ClockState = Literal["synced", "unsynced"]
 
 # A device clock earlier than this cannot be right (the software did not exist yet): the RTC
-# was lost, e.g. after a power cut, and the kiosk would stamp 1970 (DESIGN.md, "Clocks").
+# was lost, e.g. after a power cut, and the kiosk would stamp 1970 (docs/architecture.md#clocks).
 CLOCK_FLOOR_UNIX = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 _uuid_lock = threading.Lock()
@@ -115,7 +115,7 @@ def system_clock_state() -> ClockState:
     Confirmation is systemd-timesyncd's flag file or the kernel's NTP state (adjtimex, which
     chrony and ntpd also maintain). ``HALL_AGENT_CLOCK=synced|unsynced`` overrides both, for
     sites whose time comes from a source the kernel does not know about (documented in
-    docs/operations.md).
+    docs/config.md).
     """
     global _clock_cache
     now = time.monotonic()

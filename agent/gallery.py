@@ -1,6 +1,6 @@
 """The kiosk's face gallery: several 128-d encodings per person, one float32 matrix.
 
-Matching (DESIGN.md "Things that burned others"): a face is accepted as person P only if
+Matching (docs/architecture.md#faces): a face is accepted as person P only if
 - its nearest enrolled encoding belongs to P at distance ≤ ``tolerance`` (default 0.5, stricter
   than face_recognition's 0.6, which admits false accepts, worse on East Asian faces), and
 - the nearest encoding of any *other* person is at least ``margin`` further away,

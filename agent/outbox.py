@@ -1,4 +1,4 @@
-"""The durable outbox (DESIGN.md: "the outbox is the spine").
+"""The durable outbox (docs/architecture.md#outbox: the outbox is the spine).
 
 Every event is committed here before anything is acknowledged to a pad or shown as done; only
 an ack from the centre removes it (docs/topics.md). SQLite in WAL mode with ``synchronous=FULL``:

@@ -2,8 +2,8 @@
 
 Which workers run follows from the config: the uplink always; a pad bus per serial port when
 there are ``[[pad]]`` tables; the camera pipeline when there is an ``[attendance]`` section.
-The vision stack is imported only in the last case (DESIGN.md: a pad-only device must start
-without loading cv2 or dlib).
+The vision stack is imported only in the last case (docs/architecture.md: a pad-only device
+must start without loading cv2 or dlib).
 """
 
 from __future__ import annotations

@@ -16,12 +16,20 @@ pushed as Server-Sent Events, the preview as an MJPEG stream, nothing is polled.
 Preview frames exist only in memory here (the latest one) and on the wire to the local page:
 never written to disk, never sent off the device (PIPL art. 28-29). A screen that cannot
 start (port taken) is logged and the kiosk keeps recognising and punching.
+
+Access (docs/attendance.md "Access and preview"): with ``[screen] token_file`` set, every
+route needs the token, given once as ``?token=…`` (answered with an HttpOnly, SameSite=Strict
+cookie and a redirect to the same URL without it) or by that cookie; without the token a
+request gets a short 401 page, never the stream. ``[screen] preview = false`` leaves the
+MJPEG route out (404) and the page without its video area.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -34,8 +42,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from multidict import MultiDict
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, is_loopback_listen
 from agent.roster import RosterWatch
 from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS
@@ -65,7 +74,7 @@ PUNCH_TEXT: dict[str, tuple[str, str, str]] = {
 # even the nearest enrolled person; a failed liveness check may be someone's photo, so it
 # names nobody either.
 REJECT_TEXT: dict[str, tuple[str, str]] = {
-    "unknown_face": ("未能识别", "请正对摄像头再试一次\n尚未录入人脸的请联系管理员"),
+    "unknown_face": ("未识别", "请正对摄像头再试一次\n尚未录入人脸的请联系管理员"),
     "liveness_failed": ("未检测到眨眼", "请正对摄像头，眨眨眼后重新打卡"),
     "low_quality": ("看不清面部", "请靠近一些，正对摄像头，保持不动"),
 }
@@ -377,17 +386,105 @@ class ScreenHub:
 
 
 HUB = web.AppKey("hub", ScreenHub)
+PREVIEW = web.AppKey("preview", bool)
+
+TOKEN_PARAM = "token"
+COOKIE = "hall_screen"
+# Chromium keeps no cookie longer than 400 days (RFC 6265bis section 5.5); a kiosk browser
+# left running for a year keeps its access without the token in its start URL.
+COOKIE_MAX_AGE_S = 400 * 86400
+
+REFUSED_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>需要访问令牌</title>
+<style>body{font-family:"Noto Sans CJK SC",sans-serif;background:#0f1722;color:#eef2f7;
+margin:10vh auto;max-width:40em;padding:0 1em;line-height:1.6}code{color:#ffd479}</style>
+</head><body>
+<h1>需要访问令牌</h1>
+<p>本页面需要访问令牌。请技术人员用带令牌的地址打开：<code>http://本机地址:端口/?token=令牌</code>
+（令牌在考勤机的 <code>[screen] token_file</code> 文件中）。</p>
+<p lang="en">Access token required. Open this page once as <code>/?token=TOKEN</code>; the
+token is in the kiosk's <code>[screen] token_file</code> (docs/attendance.md).</p>
+</body></html>
+"""
 
 
-def _html(name: str) -> web.Response:
+def cookie_value(token: str) -> str:
+    """What the browser keeps: derived from the token, so the token itself is not stored in
+    the browser's cookie jar; a new token invalidates every cookie."""
+    return hmac.new(token.encode(), b"hall-agent kiosk page", hashlib.sha256).hexdigest()
+
+
+def _same(offered: str, expected: str) -> bool:
+    # Constant time: a byte-by-byte comparison would tell an attacker how much was right.
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def _refused() -> web.Response:
+    return web.Response(
+        status=401,
+        text=REFUSED_PAGE,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="kiosk page"'},
+    )
+
+
+def _without_token(request: web.Request) -> str:
+    """The request's path and query without the token (the redirect target)."""
+    rest = MultiDict((k, v) for k, v in request.query.items() if k != TOKEN_PARAM)
+    target = str(request.rel_url.with_query(rest or None))
+    # "//host/…" would be read as another site's address: never redirect off this page.
+    return "/" + target.lstrip("/")
+
+
+def token_middleware(token: str) -> Any:
+    """Every route behind the token: ``?token=`` once (cookie + redirect), then the cookie.
+
+    ``Authorization: Bearer TOKEN`` is accepted too, for a technician's curl of /tech.json.
+    """
+    cookie = cookie_value(token)
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+        offered = request.query.getall(TOKEN_PARAM, [])
+        if offered:
+            if not all(_same(o, token) for o in offered):
+                return _refused()
+            # Redirect to the URL without the token, so it stays out of the history and the
+            # address bar; the cookie carries the access from now on.
+            response = web.Response(status=303, headers={"Location": _without_token(request)})
+            response.set_cookie(
+                COOKIE,
+                cookie,
+                max_age=COOKIE_MAX_AGE_S,
+                path="/",
+                httponly=True,
+                samesite="Strict",
+            )
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer and _same(bearer.strip(), token):
+            return await handler(request)
+        if _same(request.cookies.get(COOKIE, ""), cookie):
+            return await handler(request)
+        return _refused()
+
+    return require_token
+
+
+def _html(name: str, preview: bool = True) -> web.Response:
     body = resources.files("agent").joinpath(name).read_bytes()
+    if not preview:
+        # The page hides its video area and never asks for the stream (screen_page.html).
+        body = body.replace(b"<html ", b'<html data-preview="off" ', 1)
     return web.Response(
         body=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"}
     )
 
 
-async def _index(_request: web.Request) -> web.Response:
-    return _html("screen_page.html")
+async def _index(request: web.Request) -> web.Response:
+    return _html("screen_page.html", request.app[PREVIEW])
 
 
 async def _tech_page(_request: web.Request) -> web.Response:
@@ -469,16 +566,25 @@ async def _preview(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_app(hub: ScreenHub) -> web.Application:
-    app = web.Application()
+def make_app(hub: ScreenHub, token: str | None = None, preview: bool = True) -> web.Application:
+    """The page's routes; behind ``token`` when given, without the MJPEG route when the
+    preview is off (then no frame is served, and none is encoded for it upstream)."""
+    app = web.Application(middlewares=[token_middleware(token)] if token else [])
     app[HUB] = hub
+    app[PREVIEW] = preview
     app.router.add_get("/", _index)
     app.router.add_get("/events", _events)
-    app.router.add_get("/preview.mjpg", _preview)
+    if preview:
+        app.router.add_get("/preview.mjpg", _preview)
     app.router.add_get("/tech", _tech_page)
     app.router.add_get("/tech/events", _tech_events)
     app.router.add_get("/tech.json", _tech_json)
     return app
+
+
+def preview_enabled(cfg: AgentConfig) -> bool:
+    """Whether the page shows the live preview: ``[screen] preview`` on and a frame rate."""
+    return cfg.screen.preview and cfg.screen.preview_fps > 0
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -492,6 +598,9 @@ class ScreenServer:
     def __init__(self, hub: ScreenHub, listen: str):
         self.hub = hub
         self.listen = listen
+        # Access and preview follow the hub's [screen] section (docs/attendance.md).
+        self.token = hub.cfg.screen.token
+        self.preview = preview_enabled(hub.cfg)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -523,16 +632,28 @@ class ScreenServer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
-        runner = web.AppRunner(
-            make_app(self.hub), handle_signals=False, access_log=None, shutdown_timeout=1.0
-        )
+        if not self.token and not is_loopback_listen(self.listen):
+            # The config refuses this (ScreenSection); a caller that built its own must not
+            # put the live camera image on the network either.
+            raise RuntimeError(
+                f"{self.listen} is not loopback and [screen] token_file is not set: the live "
+                "camera image would be open to the network"
+            )
+        app = make_app(self.hub, self.token, self.preview)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
             host, port = split_listen(self.listen)
             await web.TCPSite(runner, host, port).start()
             self.port = runner.addresses[0][1]
             self.hub.attach(loop)
-            logger.info("screen: http://%s:%d/ (technician: /tech)", host, self.port)
+            logger.info(
+                "screen: http://%s:%d/ (technician: /tech; %s; preview %s)",
+                host,
+                self.port,
+                "token required" if self.token else "no token",
+                "on" if self.preview else "off",
+            )
             self._started.set()
             while not self._stop.is_set():
                 status = await loop.run_in_executor(None, self.hub.status)

@@ -114,7 +114,7 @@ def capture_encodings(
                     continue
                 last_seq = frame.seq
                 boxes, enc, reason = engine.encode_photo(frame.image)
-                if hub is not None:
+                if hub is not None and cfg.screen.preview:  # off: no frame encoded
                     _preview(hub, frame.image, boxes, cfg.screen.preview_width, reason is None)
                 if reason is not None:
                     last_reason = reason

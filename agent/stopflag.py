@@ -6,7 +6,7 @@ lock (inside ``is_set()``/``wait()``): the handler then waits for itself forever
 ``multiprocessing.Event`` it is worse: ``set()`` waits for every sleeper of ``wait()`` to wake,
 and the sleeper is the thread the handler interrupted. systemd (``KillMode=control-group``),
 Ctrl-C and ``timeout`` signal the whole process group, so the recognition child gets the
-SIGTERM too (DESIGN.md, "Things that burned others"; Python docs, "signal — Execution of
+SIGTERM too (docs/architecture.md#signals; Python docs, "signal — Execution of
 Python signal handlers": handlers must not rely on locks the interrupted code may hold).
 
 :class:`StopFlag` is a plain bool plus one byte written to a non-blocking self-pipe

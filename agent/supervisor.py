@@ -1,8 +1,8 @@
 """Runs the device's workers, restarts the ones that die or stall, feeds the systemd watchdog.
 
-DESIGN.md habit 6: workers record their last activity; a stuck worker (``VideoCapture.read``
-can hang forever) is restarted, with a restart-rate limit; loops wait on a stop event, never
-``sleep``; sd_notify READY, WATCHDOG at half the interval, STOPPING.
+docs/architecture.md#workers: workers record their last activity; a stuck worker
+(``VideoCapture.read`` can hang forever) is restarted, with a restart-rate limit; loops wait
+on a stop event, never ``sleep``; sd_notify READY, WATCHDOG at half the interval, STOPPING.
 """
 
 from __future__ import annotations

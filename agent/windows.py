@@ -558,8 +558,8 @@ class PadBus:
     def _send_time(self, addr: int) -> bool:
         now = int(time.time())
         if now < CLOCK_FLOOR_UNIX:
-            # The device lost its RTC (DESIGN.md, "Clocks"): a pad's own clock is better than
-            # 1970. TIME goes out once the clock is plausible again.
+            # The device lost its RTC (docs/architecture.md#clocks): a pad's own clock is
+            # better than 1970. TIME goes out once the clock is plausible again.
             logger.warning("clock not plausible (%d); TIME to pad %d withheld", now, addr)
             return False
         self.driver.send(addr, Time(now))

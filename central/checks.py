@@ -104,7 +104,10 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
 def probe_broker(cfg: CentralConfig) -> list[ProbeResult]:
     from sync.probe import probe_broker as connect_once
 
-    result = connect_once(cfg.mqtt, client_id=f"{cfg.central.id}-check-{os.getpid()}")
+    account = f"add-collector {cfg.mqtt.username or cfg.central.id}"
+    result = connect_once(
+        cfg.mqtt, client_id=f"{cfg.central.id}-check-{os.getpid()}", add_account=account
+    )
     return [ProbeResult("broker", result.ok, result.line())]
 
 

@@ -7,7 +7,8 @@
   ``{prefix}/{site}/roster``; waits for the broker's PUBACK.
 - ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
 - ``hall-central -c FILE roster show --site SITE [--json]``: the stored roster.
-- ``hall-central -c FILE devices``: devices with last status, backlog and last event time.
+- ``hall-central -c FILE devices``: devices with last status, backlog, last event time and
+  when the centre last received from each, in the hall's timezone (central/commands.py).
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
@@ -21,7 +22,6 @@ Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "devices",
-        help="list devices: last status, backlog, last event time",
-        description="List devices known to the store with their last status.",
+        help="list devices: last status, backlog, last event time, last received",
+        description="List devices known to the store with their last status, the time of "
+        "their newest trusted event and when the centre last received from them, in the "
+        "hall's timezone (central.timezone).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     from central.commands import add_parsers
@@ -288,63 +290,38 @@ def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
     if args.json:
         print(stored.payload)
         return 0
+    from zoneinfo import ZoneInfo
+
+    from central.commands import aligned, local_time
+    from central.roster_files import COLUMNS, ROLES
+
+    published = local_time(stored.published_at, ZoneInfo(cfg.central.timezone))
     print(
         f"site {site}: roster version {stored.version}, {len(stored.roster['staff'])} staff, "
-        f"published {_fmt(stored.published_at)}"
+        f"published {published} ({cfg.central.timezone})"
     )
-    headers = ("id", "name", "role", "window")
-    table = [tuple(_fmt(e.get(k)) for k in headers) for e in stored.roster["staff"]]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
-    for line in (headers, *table):
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    # The office's own headings and role words (工号, 窗口人员 …: what roster publish reads
+    # from its spreadsheets), the code in brackets for whoever edits the JSON.
+    keys = ("id", "name", "role", "window")
+    role_names = {code: word for word, code in ROLES.items() if word != code}
+    table = [
+        (
+            str(e.get("id", "-")),
+            str(e.get("name", "-")),
+            f"{role_names[role]} ({role})" if (role := e.get("role")) in role_names else str(role),
+            str(e.get("window") or "-"),
+        )
+        for e in stored.roster["staff"]
+    ]
+    for line in aligned([COLUMNS[k][0] for k in keys], table):
+        print(line)
     return 0
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if hasattr(value, "isoformat"):
-        return value.isoformat(timespec="seconds")
-    if isinstance(value, float):
-        return f"{value:.0f}"
-    return str(value)
 
 
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
-    with _open(cfg, create=False) as store:
-        rows = store.devices()
-    if args.json:
-        print(json.dumps(rows, default=_fmt, ensure_ascii=False))
-        return 0
-    headers = (
-        "site",
-        "device",
-        "state",
-        "backlog",
-        "oldest_s",
-        "dead",
-        "status at",
-        "last event at",
-    )
-    table = [
-        (
-            r["site"],
-            r["device"],
-            r["state"] or "-",
-            _fmt(r["pending"]),
-            _fmt(r["oldest_s"]),
-            _fmt(r["dead_letter"]),
-            _fmt(r["status_at"]),
-            _fmt(r["last_event_at"]),
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
-    for line in (headers, *table):
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
-    if not rows:
-        print("(no devices yet)")
-    return 0
+    from central.commands import cmd_devices as devices
+
+    return devices(cfg, args)
 
 
 def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:

@@ -131,7 +131,7 @@ class Collector:
         _rc, self._events_mid = client.subscribe(self.events_filter, qos=1)
         client.subscribe(self.status_filter, qos=1)
         # The store read and the PUBACK waits happen on the collector thread, never here
-        # (paho's thread: DESIGN.md habit 4).
+        # (paho's thread: docs/architecture.md#mqtt-callbacks).
         self._q.put(_REPUBLISH)
 
     def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:

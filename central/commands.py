@@ -1,18 +1,24 @@
 """``hall-central report …`` and ``hall-central leave …`` (README.md), wired into the
-central command line (central/cli.py) by :func:`add_parsers`.
+central command line (central/cli.py) by :func:`add_parsers`; the ``devices`` table and the
+terminal-table helpers ``roster show`` uses too.
 
-Both are read-only except ``leave import``/``leave remove``, and none creates a store: a
+All are read-only except ``leave import``/``leave remove``, and none creates a store: a
 wrong ``[store] url`` is an error naming it (central.store.StoreMissingError).
+
+Times shown to a person are in the hall's timezone (``central.timezone``), to the second;
+``--json`` keeps the stored ISO 8601 values.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import tempfile
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -196,6 +202,120 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     )
     write_sheet(sheet, sys.stdout)
     return 0
+
+
+def aligned(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a terminal table, columns padded by display width: a Chinese character
+    takes two cells (central/reports/table.py), so padding by len() misaligns names."""
+    from central.reports.table import display_width, pad
+
+    widths = [display_width(h) for h in headers]
+    for row in rows:
+        widths = [max(w, display_width(v)) for w, v in zip(widths, row, strict=True)]
+    return [
+        "  ".join(pad(v, w) for v, w in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+
+
+def moment(value: Any) -> datetime | None:
+    """A stored time as an aware datetime: PostgreSQL gives datetimes, SQLite ISO text."""
+    if value is None or value == "":
+        return None
+    found = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def local_time(value: Any, tz: ZoneInfo) -> str:
+    """``2026-12-03 09:12:03`` in the hall's timezone, or ``-`` when there is none."""
+    found = moment(value)
+    return "-" if found is None else found.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(value: Any, now: datetime) -> str:
+    """How long ago, roughly: ``12 s ago``, ``3 min ago``, ``5 h ago``, ``2 days ago``."""
+    found = moment(value)
+    if found is None:
+        return ""
+    seconds = max(0, int((now - found).total_seconds()))  # another host's clock may be ahead
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+DEVICE_HEADERS = (
+    "site",
+    "device",
+    "state",
+    "backlog",
+    "oldest_s",
+    "dead",
+    "status at",
+    "last event at",
+    "last received",
+)
+
+
+def _count(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if isinstance(value, float) else str(value)
+
+
+def device_lines(rows: list[dict[str, Any]], tz: ZoneInfo, now: datetime) -> list[str]:
+    """``hall-central devices``: one line per device, then a note for devices whose events
+    carry no time the centre trusts (docs/sync.md: clock ``unsynced``, or over a day off)."""
+    table = []
+    for r in rows:
+        received = local_time(r["last_received_at"], tz)
+        if r["last_received_at"] is not None:
+            received += f" ({age(r['last_received_at'], now)})"
+        table.append(
+            (
+                r["site"],
+                r["device"],
+                r["state"] or "-",
+                _count(r["pending"]),
+                _count(r["oldest_s"]),
+                _count(r["dead_letter"]),
+                local_time(r["status_at"], tz),
+                local_time(r["last_event_at"], tz),
+                received,
+            )
+        )
+    lines = aligned(DEVICE_HEADERS, table)
+    if not rows:
+        lines.append("(no devices yet)")
+    untimed = [r for r in rows if r["last_event_at"] is None and r["last_received_at"] is not None]
+    if untimed:
+        lines.append(
+            f"last event at '-': no event with a confirmed clock yet ({len(untimed)} device(s); "
+            "clock unsynced, or more than a day off the centre's); 'last received' is when the "
+            f"centre last stored an event from it; times in {tz.key} (docs/sync.md)"
+        )
+    return lines
+
+
+def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    with open_existing(cfg) as store:
+        rows = store.devices()
+    if args.json:
+        print(json.dumps(rows, default=_iso, ensure_ascii=False))
+        return 0
+    now = datetime.now(UTC)
+    for line in device_lines(rows, ZoneInfo(cfg.central.timezone), now):
+        print(line)
+    return 0
+
+
+def _iso(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return value.isoformat(timespec="seconds")
+    return str(value)
 
 
 def _login_name() -> str:

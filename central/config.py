@@ -100,6 +100,18 @@ class BoardSection(Section):
         None, pattern=ID_PATTERN, description="Site whose windows are shown (default: every site)"
     )
     title: str = Field("窗口服务公示", max_length=40, description="Heading shown on the board")
+    # A live device republishes its retained status every sync.status_interval_s (60 s by
+    # default) and on every connect; a status older than this means the device is not heard
+    # (docs/board.md, "Offline and stale devices"). Keep it above twice the devices' interval.
+    stale_after_s: int = Field(
+        180,
+        ge=30,
+        le=7200,
+        description="A window's device unheard this long (no status) shows 设备离线",
+    )
+    rotate_s: int = Field(
+        10, ge=1, le=300, description="Seconds each page of windows stays on screen"
+    )
 
 
 class CentralConfig(Section):

@@ -20,7 +20,8 @@ and benchmarks, frame by frame as fast as the consumer takes them (``realtime=Fa
 is dropped, the run is deterministic). A file's frames carry media time (index / fps); live
 frames carry ``time.monotonic()``.
 
-Credentials in stream URLs never reach a log line (DESIGN.md habit 7): use :func:`redact`.
+Credentials in stream URLs never reach a log line (docs/architecture.md#logging): use
+:func:`redact`.
 """
 
 from __future__ import annotations

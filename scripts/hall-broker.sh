@@ -7,6 +7,7 @@
 #   hall-broker.sh add-collector NAME PASSWORD_FILE      one account per collector process
 #   hall-broker.sh add-device SITE DEVICE PASSWORD_FILE  one account per device (user = DEVICE)
 #   hall-broker.sh remove-device SITE DEVICE
+#   hall-broker.sh set-password NAME PASSWORD_FILE       a device's or collector's new password
 #
 # Every command but init talks to the running broker: mosquitto_ctrl's connection options come
 # from MOSQUITTO_CTRL_OPTS (e.g. "-h 127.0.0.1 -p 1883 -u hall-admin -P secret") or from its
@@ -115,8 +116,20 @@ case "$cmd" in
     ctrl deleteRole "device-$1-$2"
     echo "device account $2 removed"
     ;;
+  set-password)
+    # add-device / add-collector leave an existing account as it is, password included.
+    [ $# -eq 2 ] || die "usage: set-password NAME PASSWORD_FILE"
+    check_id "account" "$1"
+    # shellcheck disable=SC2086  # as in ctrl()
+    out=$(mosquitto_ctrl ${MOSQUITTO_CTRL_OPTS:-} dynsec getClient "$1" 2>&1) || true
+    if grep -q 'Client not found' <<<"$out"; then
+      die "no account '$1' on this broker: create it with add-device SITE $1 PASSWORD_FILE (a device) or add-collector $1 PASSWORD_FILE"
+    fi
+    ctrl setClientPassword "$1" "$(read_password "$2")"
+    echo "password of account $1 set from $2"
+    ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -4,13 +4,14 @@
   choice (``mqtt.protocol``); ``mqtts://`` with a CA file and an optional client certificate;
   username and ``password_file`` (the password is read at config load, never logged).
 - ``TCP_NODELAY`` on the broker socket through ``on_socket_open``: paho does not set it, and
-  with Nagle plus delayed ACKs every request/ack round trip costs ~40 ms (DESIGN.md, "Nagle").
+  with Nagle plus delayed ACKs every request/ack round trip costs ~40 ms
+  (docs/architecture.md#nagle).
 - :class:`MqttLink` keeps one connection up: exponential backoff from 1 s to 5 s with jitter
   (so a hall of devices coming back after a broker restart does not reconnect in lock-step).
   paho's own reconnect loop has no jitter, so ``reconnect_on_failure`` is off and the link
   reconnects itself; paho's network thread (``loop_start``) runs only while connected.
 - Callbacks never block: they run on paho's thread, so users of the link must only hand work
-  to a queue from them (DESIGN.md habit 4).
+  to a queue from them (docs/architecture.md#mqtt-callbacks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config import MqttSection
+from sync.probe import AUTH_CODES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ BACKOFF_MAX_S = 5.0
 
 
 def _nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
-    # DESIGN.md "Nagle and delayed ACKs": ~40 ms → ~1 ms per publish/ack round trip.
+    # docs/architecture.md#nagle: ~40 ms → ~1 ms per publish/ack round trip.
     with contextlib.suppress(OSError, AttributeError):  # not TCP (unix transport): nothing to do
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -186,6 +188,10 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {describe_rc(reason_code)}"
+            if reason_code.value in AUTH_CODES:  # the account, not the network: say where
+                self.last_error += (
+                    f" for user {self.section.username!r}; `check --only broker` names the fix"
+                )
             logger.error("%s: %s", self.name, self.last_error)
             self._down.set()
             return

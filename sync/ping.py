@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
@@ -40,9 +41,16 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def run_ping(
-    cfg: AgentConfig, outbox: Outbox, *, count: int, timeout: float | None, note: str
+    cfg: AgentConfig,
+    outbox: Outbox,
+    *,
+    count: int,
+    timeout: float | None,
+    note: str,
+    config: Path | None = None,
 ) -> int:
-    """``timeout``: seconds to wait for the connection and for each ack (None: the default)."""
+    """``timeout``: seconds to wait for the connection and for each ack (None: the default).
+    ``config``: the config file, named in the advice printed on a time-out."""
     timeout = default_timeout(cfg) if timeout is None else timeout
     uplink: Uplink | None = None
     acked = threading.Event()
@@ -53,14 +61,43 @@ def run_ping(
         uplink.add_ack_listener(lambda _ids: acked.set())
         uplink.start()
     try:
-        return _ping(cfg, outbox, uplink, acked, count=count, timeout=timeout, note=note)
+        result = measure(cfg, outbox, uplink, acked, count=count, timeout=timeout, note=note)
+    except PingError as exc:
+        print(f"timeout: {exc}")
+        print(f"what to do: {advice(cfg, exc, beside_agent=uplink is None, config=config)}")
+        return 1
     finally:
         if uplink is not None:
             uplink.stop()
+    print(result.summary())
+    return 0
 
 
 class PingError(Exception):
-    """The path did not work: not connected, or an ack did not come in time."""
+    """The path did not work: not connected (``connected`` False), or an ack did not come in
+    time (``connected`` True)."""
+
+    def __init__(self, message: str, connected: bool):
+        super().__init__(message)
+        self.connected = connected
+
+
+def advice(cfg: AgentConfig, exc: PingError, *, beside_agent: bool, config: Path | None) -> str:
+    """The next step for a technician after a time-out: the broker, or the collector."""
+    conf = f"-c {config} " if config is not None else ""
+    if not exc.connected:
+        return f"`hall-agent {conf}check --only broker` says why the broker is not reached"
+    delivering = (
+        "the running agent delivers them (journalctl -u hall-agent shows its connection); "
+        if beside_agent
+        else ""
+    )
+    return (
+        f"{delivering}acks come from the central collector: is it running? On the collector's "
+        "host: `systemctl status hall-central`, and `hall-central -c "
+        f'/etc/hall-agent/central.toml devices` (the "last received" time of '
+        f"{cfg.device.site}/{cfg.device.id} shows whether its events arrive)"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,25 +125,6 @@ class PingResult:
         )
 
 
-def _ping(
-    cfg: AgentConfig,
-    outbox: Outbox,
-    uplink: Uplink | None,
-    acked: threading.Event,
-    *,
-    count: int,
-    timeout: float,
-    note: str,
-) -> int:
-    try:
-        result = measure(cfg, outbox, uplink, acked, count=count, timeout=timeout, note=note)
-    except PingError as exc:
-        print(f"timeout: {exc}")
-        return 1
-    print(result.summary())
-    return 0
-
-
 def measure(
     cfg: AgentConfig,
     outbox: Outbox,
@@ -131,7 +149,8 @@ def measure(
             detail = uplink.link.last_error if uplink.link else uplink.lock_error
             raise PingError(
                 f"not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within {timeout:.0f} s "
-                f"({detail or 'no answer'})"
+                f"({detail or 'no answer'})",
+                connected=False,
             )
     rtts: list[float] = []
     started = time.monotonic()
@@ -147,7 +166,8 @@ def measure(
             if remaining <= 0:
                 raise PingError(
                     f"{count - i} of {count} events not acknowledged by the centre within "
-                    f"{timeout:.0f} s (event {event_id} still pending)"
+                    f"{timeout:.0f} s (event {event_id} still pending)",
+                    connected=True,
                 )
             # In-process: woken by the uplink's ack listener; beside an agent: poll.
             acked.wait(min(remaining, 0.5 if uplink is not None else 0.002))

@@ -10,7 +10,8 @@ to know *which* of these went wrong, because each has a different fix:
 - ``TLS failed``: certificate verification (wrong ``ca_file``, name mismatch, expired) or
   the handshake itself (TLS against a plain listener, or the other way round);
 - ``auth failed``: the broker refused the user name or password (CONNACK 0x86/0x87,
-  MQTT 3.1.1 codes 4/5);
+  MQTT 3.1.1 codes 4/5); the hint names the commands that fix the account in the broker's
+  dynamic-security plugin (scripts/hall-broker.sh, docs/broker.md "A refused password");
 - ``refused by broker``: any other CONNACK failure.
 """
 
@@ -28,7 +29,7 @@ from contract.config import MqttSection
 # CONNACK reason codes meaning "who you are is not accepted" (MQTT 5 §3.2.2.2): bad user name
 # or password, not authorised, bad auth method. paho's VERSION2 callbacks hand MQTT 3.1.1
 # return codes over as these reason codes too (4 as 0x86, 5 as 0x87; 3.1.1 §3.2.2.3).
-_AUTH_CODES = {0x86, 0x87, 0x8C}
+AUTH_CODES = {0x86, 0x87, 0x8C}
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,44 @@ def _tls_failure(exc: ssl.SSLError, section: MqttSection) -> BrokerProbe:
     )
 
 
-def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> BrokerProbe:
-    """Connect once and wait for the CONNACK; never raises."""
+def refused_login_hint(section: MqttSection, add_account: str) -> str:
+    """What to do when the broker refuses this login.
+
+    The hall's broker keeps its accounts in Mosquitto's dynamic-security plugin, written by
+    scripts/hall-broker.sh (docs/broker.md), not in a password file. ``add_account`` is the
+    script's command that creates this account, without its PASSWORD_FILE argument
+    (``add-device SITE DEVICE`` or ``add-collector NAME``).
+    """
+    if not section.username:
+        return (
+            "mqtt.username is not set, and the hall's broker has no anonymous access: set "
+            "mqtt.username and mqtt.password_file to this program's own account (docs/broker.md)"
+        )
+    user = section.username
+    if section.password_file is None and section.password is None:
+        where = "mqtt.password_file is not set; set it to a file holding the account's password"
+    elif section.password_file is None:
+        where = f"the password given must be the password of the broker's account {user!r}"
+    else:
+        where = (
+            f"the password in mqtt.password_file ({section.password_file}) must be the "
+            f"password of the broker's account {user!r}"
+        )
+    return (
+        f"{where}. On the broker's host, with a copy of that file as FILE (docs/broker.md, "
+        f'"A refused password"): `scripts/hall-broker.sh set-password {user} FILE` if the '
+        f"account exists, `scripts/hall-broker.sh {add_account} FILE` if it does not"
+    )
+
+
+def probe_broker(
+    section: MqttSection, client_id: str, timeout: float = 5.0, add_account: str | None = None
+) -> BrokerProbe:
+    """Connect once and wait for the CONNACK; never raises.
+
+    ``add_account``: the scripts/hall-broker.sh command that creates this login's account
+    (see :func:`refused_login_hint`); a refused login names it.
+    """
     from sync.mqtt import connect_kwargs, describe_rc, make_client
 
     host, port = section.host, section.port
@@ -137,13 +174,14 @@ def probe_broker(section: MqttSection, client_id: str, timeout: float = 5.0) -> 
         rc = result["rc"]
         v5 = section.protocol == "5"
         if getattr(rc, "is_failure", False):
-            if rc.value in _AUTH_CODES:
+            if rc.value in AUTH_CODES:
                 return BrokerProbe(
                     False,
                     "auth failed",
-                    f"the broker refused user {section.username!r}: {describe_rc(rc)}; check "
-                    "mqtt.username and the password in mqtt.password_file against the "
-                    "broker's password file (mosquitto_passwd)",
+                    f"the broker refused user {section.username!r}: {describe_rc(rc)}; "
+                    + refused_login_hint(
+                        section, add_account or f"add-device SITE {section.username or 'DEVICE'}"
+                    ),
                 )
             return BrokerProbe(False, "refused by broker", describe_rc(rc))
         proto = "MQTT 5" if v5 else "MQTT 3.1.1"

@@ -22,7 +22,7 @@
   events or whether it has to start an uplink itself (docs/sync.md, "ping").
 
 Everything that touches state runs on the worker's own thread; paho callbacks only put items
-on a queue (DESIGN.md habit 4).
+on a queue (docs/architecture.md#mqtt-callbacks).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.02
 # While disconnected nothing can be sent: the loop only waits for the "connected" item, which
 # wakes it at once. A wait computed from deadlines (status due, a batch overdue) is 0 then, and
-# a zero wait spins a core for as long as the broker is away (DESIGN.md, "Busy loops").
+# a zero wait spins a core for as long as the broker is away (docs/architecture.md#busy-loops).
 IDLE_WAIT_S = 1.0
 # Even connected, never wait less than this: a deadline that _tick could not move (a publish
 # deferred by a full paho queue) must not turn the loop into a spin either.

@@ -148,7 +148,7 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             *(f"{key} {value}" for key, value in (self.tls or {}).items()),
-            # DESIGN.md "Nagle": without it every request/ack round trip waits ~40 ms.
+            # docs/architecture.md#nagle: without it every request/ack round trip waits ~40 ms.
             "set_tcp_nodelay true",
             "max_queued_messages 1000",
             # A 5000-event batch is well under 4 MiB; the header adds a few bytes.

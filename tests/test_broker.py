@@ -8,6 +8,9 @@ awaited by tests/mqttkit.Peer, never after a fixed sleep.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,6 +138,69 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
 def test_wrong_password_is_refused_in_the_connack(hall):
     with Peer(hall.port, "pad-a03", "not-the-password") as device:
         assert refused(device.connect())
+
+
+def check_broker(tmp_path: Path, hall, device: str, password: str) -> tuple[str, Path]:
+    """``hall-agent check --only broker`` as a technician runs it on a device of site jiedong:
+    its line, and the device's password file."""
+    secret = tmp_path / f"{device}.pass"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    conf = tmp_path / f"{device}.toml"
+    conf.write_text(
+        f'[device]\nid = "{device}"\nsite = "jiedong"\ndata_dir = "{tmp_path / device}"\n'
+        f'[mqtt]\nurl = "{hall.url}"\nusername = "{device}"\npassword_file = "{secret}"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(conf), "check", "--only", "broker"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("[") and "] broker:" in x]
+    assert (r.returncode == 0) == line.startswith("[ ok ]"), r.stdout + r.stderr
+    return line, secret
+
+
+def test_a_refused_login_names_the_hall_broker_commands_that_fix_it(tmp_path, hall):
+    """The hall's accounts live in the dynamic-security plugin (docs/broker.md): the advice
+    names scripts/hall-broker.sh with this device's values, and following it works."""
+    line, secret = check_broker(tmp_path, hall, "pad-a03", "a-new-password")
+    assert line.startswith("[FAIL] broker: auth failed: the broker refused user 'pad-a03'"), line
+    assert f"the password in mqtt.password_file ({secret})" in line
+    assert "`scripts/hall-broker.sh set-password pad-a03 FILE` if the account exists" in line
+    assert "`scripts/hall-broker.sh add-device jiedong pad-a03 FILE` if it does not" in line
+    assert "mosquitto_passwd" not in line and "password file" not in line.replace("_file", "")
+    hall.script("set-password", "pad-a03", str(secret))  # the advice, as printed
+    line, _ = check_broker(tmp_path, hall, "pad-a03", "a-new-password")
+    assert line.startswith("[ ok ] broker:"), line
+
+    # No account at all: set-password says so, add-device (the other advice) fixes it.
+    line, secret = check_broker(tmp_path, hall, "pad-c09", "pw-c09")
+    assert "`scripts/hall-broker.sh add-device jiedong pad-c09 FILE`" in line, line
+    with pytest.raises(RuntimeError, match="no account 'pad-c09' on this broker: create it"):
+        hall.script("set-password", "pad-c09", str(secret))
+    hall.script("add-device", "jiedong", "pad-c09", str(secret))
+    line, _ = check_broker(tmp_path, hall, "pad-c09", "pw-c09")
+    assert line.startswith("[ ok ] broker:"), line
+
+
+def test_a_running_link_refused_at_login_says_where_the_fix_is(tmp_path, hall):
+    """What the agent's journal, its status and ping show while the broker refuses it."""
+    from sync.mqtt import MqttLink
+
+    cfg = agent_config(tmp_path, hall.url, mqtt={"username": "pad-a03"}, password="stale")
+    link = MqttLink(cfg.mqtt, "pad-a03", name="uplink")
+    link.start()
+    try:
+        assert wait_for(lambda: link.last_error is not None, 10)
+        assert link.last_error.startswith("broker refused the connection: Not authorized")
+        assert link.last_error.endswith(
+            "for user 'pad-a03'; `check --only broker` names the fix"
+        ), link.last_error
+    finally:
+        link.stop()
 
 
 def test_a_real_batch_over_tls_with_per_device_credentials(tmp_path):

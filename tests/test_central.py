@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -444,6 +446,83 @@ def test_report_ratings(tmp_path, store_conf):
     # site, window, total, levels 5..1, satisfaction (levels 3-5), 差评, invitations...
     assert rows[at + 2][:10] == ["jiedong", "A03", "4", "2", "1", "0", "0", "1", "75.0%", "1"]
     assert rows[at + 3] == []  # the October rating is not November's
+
+
+def test_devices_shows_when_an_unsynced_device_was_last_heard_in_hall_time(tmp_path, store_conf):
+    """A device whose clock is not confirmed has no trusted event time: the table says when
+    the centre last received from it, in the hall's timezone, not a bare '-'."""
+    store, store_text = store_conf
+    now_local = datetime.now(UTC).astimezone(ZoneInfo("Asia/Kathmandu")).replace(microsecond=0)
+    unsynced = event(1, clock="unsynced", at="1970-01-01T08:00:05.000+08:00")
+    synced = event(1, device="pad-b01", at=now_local.isoformat(timespec="milliseconds"))
+    for ev in (unsynced, synced):
+        v = check_batch(
+            f"hall/jiedong/{ev['device']}/events", batch(ev, device=ev["device"]), **LIMITS
+        )
+        assert v.good, v.rejects
+        store.write_batch(v.good, v.rejects)
+    store.query(
+        "UPDATE devices SET last_received_at = '2026-11-30T01:12:03.000+00:00' "
+        "WHERE device = 'pad-a03' RETURNING 1"
+    )
+    conf = tmp_path / "central.toml"
+    # Kathmandu (+05:45): neither UTC nor the default Asia/Shanghai.
+    conf.write_text(store_text + '[central]\ntimezone = "Asia/Kathmandu"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    assert header.split("  ")[-1] == "last received"
+    by_device = {line.split()[1]: line for line in rows[:2]}
+    unsynced_row = by_device["pad-a03"]
+    assert re.search(r"  -  +2026-11-30 06:57:03 \(\d+ days ago\)$", unsynced_row), unsynced_row
+    assert "1970" not in unsynced_row and "+00:00" not in unsynced_row
+    synced_row = by_device["pad-b01"]
+    shown = now_local.strftime("%Y-%m-%d %H:%M:%S")
+    assert re.search(rf"  {shown}  +20\d\d-\d\d-\d\d \d\d:\d\d:\d\d \(\d+ s ago\)$", synced_row)
+    assert rows[2].startswith("last event at '-': no event with a confirmed clock yet (1 device(s)")
+
+    r = subprocess.run(
+        [sys.executable, "-m", "central.cli", "-c", str(conf), "devices", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    listed = {d["device"]: d for d in json.loads(r.stdout)}
+    assert listed["pad-a03"]["last_event_at"] is None
+    received = datetime.fromisoformat(listed["pad-a03"]["last_received_at"])
+    assert received == datetime(2026, 11, 30, 1, 12, 3, tzinfo=UTC)
+
+
+def test_roster_show_aligns_chinese_names_and_names_roles_in_chinese(tmp_path, store_conf):
+    store, store_text = store_conf
+    staff = [
+        {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03"},
+        {"id": "S0001", "name": "欧阳娜娜", "role": "chief"},
+        {"id": "S0100", "name": "Ann Lee", "role": "staff", "window": "B12"},
+    ]
+    store.put_roster("jiedong", {"v": 1, "version": 4, "staff": staff})
+    conf = tmp_path / "central.toml"
+    conf.write_text(store_text)
+    r = central(conf, "roster", "show", "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    title, *table = r.stdout.splitlines()
+    assert re.fullmatch(
+        r"site jiedong: roster version 4, 3 staff, "
+        r"published \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(Asia/Shanghai\)",
+        title,
+    ), title
+    # A Chinese character takes two terminal columns: each column starts at the same one.
+    assert table == [
+        "工号   姓名      角色              窗口",
+        "S0012  张敏      窗口人员 (staff)  A03",
+        "S0001  欧阳娜娜  首席代表 (chief)  -",
+        "S0100  Ann Lee   窗口人员 (staff)  B12",
+    ]
 
 
 def test_uuid_helper_matches_contract_form():

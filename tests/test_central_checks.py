@@ -106,8 +106,15 @@ def test_wrong_password_is_auth_failed_and_skips_the_acl(tmp_path, acl_broker):
     cfg = central_toml(tmp_path, acl_broker.url, "hall-central", "not-it")
     result = hall_central(cfg, "--only", "broker,acl")
     assert result.returncode == 1
-    assert lines(result.stdout, "broker")[0].startswith("[FAIL] broker: auth failed:")
+    broker = lines(result.stdout, "broker")[0]
+    assert broker.startswith("[FAIL] broker: auth failed:")
+    # The collector's account in the broker's dynamic-security plugin (docs/broker.md).
+    assert "`scripts/hall-broker.sh set-password hall-central FILE` if the account exists" in broker
+    assert "`scripts/hall-broker.sh add-collector hall-central FILE` if it does not" in broker
     assert lines(result.stdout, "acl")[0] == "[FAIL] acl: skipped: the broker probe failed"
+    acl_broker.script("set-password", "hall-central", str(tmp_path / "hall-central.pass"))
+    result = hall_central(cfg, "--only", "broker")
+    assert result.returncode == 0 and lines(result.stdout, "broker")[0].startswith("[ ok ]")
 
 
 def test_store_newer_than_the_program_fails(tmp_path):

@@ -280,3 +280,185 @@ def test_a_silent_listener_is_a_timeout(tmp_path):
         line = line_of(check(cfg, "--only", "broker").stdout, "broker")
     assert line.startswith("[FAIL] broker: timeout:"), line
     assert "sent no CONNACK" in line
+
+
+# --- kiosk: the camera ----------------------------------------------------------------------
+
+
+def fake_video_tree(root: Path) -> tuple[Path, Path]:
+    """A /dev and /sys as a UVC webcam (two nodes), a second camera and a nameless node
+    leave them; the files stand in for the device nodes."""
+    dev, sys_root = root / "dev", root / "sys"
+    (dev / "v4l" / "by-id").mkdir(parents=True)
+    for n in (0, 1, 2, 10):
+        (dev / f"video{n}").touch()
+    (dev / "videodev.conf").touch()  # not a node: ignored
+    (dev / "v4l" / "by-id" / "usb-046d_HD_Webcam_C270_ABC-video-index0").symlink_to("../../video0")
+    names = {0: "HD Webcam C270", 1: "HD Webcam C270", 10: "USB2.0 PC CAMERA"}
+    for n in (0, 1, 2, 10):
+        (sys_root / "class" / "video4linux" / f"video{n}").mkdir(parents=True)
+        if n in names:
+            (sys_root / "class" / "video4linux" / f"video{n}" / "name").write_text(names[n] + "\n")
+    return dev, sys_root
+
+
+def test_camera_failure_lists_the_video_devices_with_names_and_formats(tmp_path):
+    from agent.checks import camera_failure, video_devices
+
+    dev, sys_root = fake_video_tree(tmp_path)
+    formats = {
+        "video0": (("YUYV", "MJPG"), ""),
+        "video1": ((), ""),  # UVC's metadata node: no capture format
+        "video2": (None, "not readable by this user"),
+        "video10": (("MJPG",), ""),
+    }
+    devices = video_devices(dev, sys_root, lambda p: formats[p.name])
+    assert [d.path for d in devices] == [
+        "/dev/video0",
+        "/dev/video1",
+        "/dev/video2",
+        "/dev/video10",
+    ]
+    line = camera_failure(
+        "/dev/video3",
+        "/dev/video3",
+        "cannot open or read",
+        dev,
+        sys_root,
+        lambda p: formats[p.name],
+    )
+    what, present, user = line.split("; ")
+    assert what == "/dev/video3: no such device (unplugged, or a different camera)"
+    assert present == (
+        "video devices present: "
+        "/dev/video0 (HD Webcam C270: YUYV, MJPG) = "
+        "/dev/v4l/by-id/usb-046d_HD_Webcam_C270_ABC-video-index0, "
+        "/dev/video1 (HD Webcam C270: no capture formats, likely a metadata node), "
+        "/dev/video2 (no name in sysfs: formats not readable by this user), "
+        "/dev/video10 (USB2.0 PC CAMERA: MJPG)"
+    )
+    assert "group video" in user or "no user hall-agent" in user
+    # An index names /dev/videoN; a node that is there keeps the reason given.
+    line = camera_failure("1", "1", "cannot open or read", dev, sys_root, lambda p: formats[p.name])
+    assert line.startswith(
+        "1 (/dev/video1): cannot open or read; video devices present: /dev/video0"
+    )
+
+
+def test_formats_degrade_to_the_name_when_they_cannot_be_read(tmp_path):
+    from agent.checks import camera_failure, capture_formats
+
+    # Plain files and /dev/null answer the V4L2 ioctl with ENOTTY: no formats, no traceback.
+    assert capture_formats(Path("/dev/null")) == (None, "unknown, not a V4L2 device")
+    dev, sys_root = fake_video_tree(tmp_path)
+    line = camera_failure("/dev/video7", "/dev/video7", "x", dev, sys_root)
+    assert (
+        "/dev/video0 (HD Webcam C270: formats unknown, not a V4L2 device) = /dev/v4l/by-id/" in line
+    )
+    # A stream or a file has no device to list.
+    assert camera_failure("rtsp://***@cam/1", "rtsp://***@cam/1", "cannot open or read") == (
+        "rtsp://***@cam/1: cannot open or read"
+    )
+    empty = tmp_path / "empty"
+    (empty / "dev").mkdir(parents=True)
+    line = camera_failure("0", "0", "x", empty / "dev", empty / "sys")
+    assert "video devices present: none found (is the camera plugged in? dmesg | tail)" in line
+
+
+def test_a_missing_camera_is_one_line_with_the_devices_present(tmp_path):
+    from agent.checks import video_devices
+
+    cfg = write(
+        tmp_path / "kiosk.toml",
+        device_toml(tmp_path / "data") + '[attendance]\ncamera = "/dev/video63"\n',
+    )
+    result = check(cfg, "--only", "camera")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = line_of(result.stdout, "camera")
+    assert line.startswith("[FAIL] camera: /dev/video63: no such device (unplugged, or a different")
+    present = ", ".join(d.describe() for d in video_devices()) or "none found"
+    assert f"; video devices present: {present}" in line
+    assert "group video" in line or "no user hall-agent" in line
+    assert "WARN:" not in result.stdout + result.stderr  # OpenCV's own noise stays out
+
+
+def test_as_user_without_video_sees_the_camera_permission_error(system_user, readable_dir):
+    video = grp.getgrnam("video").gr_gid
+    master, slave = os.openpty()  # a pty stands in for /dev/video0: root:video 0660
+    try:
+        node = os.ttyname(slave)
+        os.chown(node, 0, video)
+        os.chmod(node, 0o660)
+        cfg = write(
+            readable_dir / "kiosk.toml",
+            device_toml(readable_dir / "data") + f'[attendance]\ncamera = "{node}"\n',
+        )
+        cfg.chmod(0o644)
+        result = check(cfg, "--only", "user,camera", "--as-user", system_user)
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = line_of(result.stdout, "camera")
+        assert line.startswith(f"[FAIL] camera: {node}: permission denied; video devices present:")
+        assert line.endswith(
+            f"user {system_user} is NOT in group video (usermod -aG video {system_user})"
+        )
+        assert "NOT in group video" in line_of(result.stdout, "user")
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+# --- kiosk: who can see the page ----------------------------------------------------------
+
+
+def screen_toml(data_dir: Path, listen: str, extra: str = "") -> str:
+    return kiosk_toml(data_dir) + f'[screen]\nlisten = "{listen}"\n{extra}'
+
+
+def test_screen_probe_says_who_can_see_the_page(tmp_path):
+    token = tmp_path / "screen.token"
+    token.write_text("0123456789abcdef0123\n")
+    token.chmod(0o600)
+    data = tmp_path / "data"
+
+    def screen_line(text: str) -> tuple[int, str]:
+        result = check(write(tmp_path / "kiosk.toml", text), "--only", "screen")
+        return result.returncode, line_of(result.stdout, "screen")
+
+    code, line = screen_line(screen_toml(data, "127.0.0.1:8080"))
+    assert code == 0
+    assert (
+        line
+        == "[ ok ] screen: page with the live camera preview on 127.0.0.1:8080, loopback only (no token)"
+    )
+    code, line = screen_line(screen_toml(data, "0.0.0.0:8080", f'token_file = "{token}"\n'))
+    assert code == 0 and line.startswith(
+        "[WARN] screen: page with the live camera preview on 0.0.0.0:8080, token required: "
+        "whoever has the token sees the camera"
+    )
+    assert "preview = false" in line
+    extra = f'token_file = "{token}"\npreview = false\n'
+    code, line = screen_line(screen_toml(data, "0.0.0.0:8080", extra))
+    assert code == 0
+    assert line == "[ ok ] screen: page without the camera preview on 0.0.0.0:8080, token required"
+    code, line = screen_line(screen_toml(data, "", ""))
+    assert code == 0 and line == "[ ok ] screen: no kiosk page (listen = '')"
+
+
+def test_an_exposed_page_without_a_token_stops_check_with_a_config_error(tmp_path):
+    cfg = write(tmp_path / "kiosk.toml", screen_toml(tmp_path / "data", "0.0.0.0:8080"))
+    result = check(cfg)
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert f"{cfg}: screen: listen = '0.0.0.0:8080' is not a loopback address" in result.stderr
+    assert "token_file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_screen_probe_fails_an_exposed_page_without_a_token(tmp_path):
+    # The config refuses this; a config built otherwise (model_construct skips validation)
+    # still gets a FAIL, not an ok.
+    from agent.checks import probe_screen
+    from agent.config import AgentConfig, ScreenSection, load_agent_config
+
+    cfg: AgentConfig = load_agent_config(write(tmp_path / "k.toml", kiosk_toml(tmp_path / "d")))
+    cfg.screen = ScreenSection.model_construct(listen="0.0.0.0:8080", preview=True, preview_fps=8.0)
+    [result] = probe_screen(cfg)
+    assert not result.ok and "open to anyone on the network without a token" in result.detail

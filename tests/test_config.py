@@ -179,3 +179,71 @@ def test_redact_url_hides_awkward_passwords(password):
 
     shown = redact_url(f"mqtts://kiosk-01:{password}@broker.hall.lan:8883/x")
     assert shown == "mqtts://***@broker.hall.lan:8883/x"
+
+
+# --- [screen]: who may see the kiosk page (docs/attendance.md "Access and preview") -------
+
+SCREEN_TOKEN = "0123456789abcdef0123"
+
+
+def screen_toml(listen: str, extra: str = "") -> str:
+    return MINIMAL + f'\n[attendance]\n[screen]\nlisten = "{listen}"\n{extra}'
+
+
+@pytest.mark.parametrize(
+    "listen", ["0.0.0.0:8080", "[::]:8080", "192.168.10.20:8080", "kiosk-01.hall.lan:8080"]
+)
+def test_an_exposed_kiosk_page_needs_a_token_file(write_config, listen):
+    path = write_config(screen_toml(listen))
+    (msg,) = problems(path)
+    assert msg.startswith(f"{path}: screen: listen = '{listen}' is not a loopback address")
+    assert 'token_file = "/etc/hall-agent/screen.token"' in msg and "127.0.0.1:8080" in msg
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:8080", "127.0.0.2:8080", "localhost:8080", "[::1]:80"]
+)
+def test_a_loopback_kiosk_page_needs_no_token(write_config, listen):
+    cfg = load_agent_config(write_config(screen_toml(listen)))
+    assert not cfg.screen.exposed and cfg.screen.token is None and cfg.screen.preview
+
+
+def test_the_token_is_read_from_its_file_and_never_shown(tmp_path, write_config):
+    secret = tmp_path / "screen.token"
+    secret.write_text(SCREEN_TOKEN + "\n")
+    secret.chmod(0o640)
+    cfg = load_agent_config(
+        write_config(screen_toml("0.0.0.0:8080", f'token_file = "{secret}"\npreview = false\n'))
+    )
+    assert cfg.screen.token == SCREEN_TOKEN and cfg.screen.exposed and not cfg.screen.preview
+    assert SCREEN_TOKEN not in repr(cfg) and SCREEN_TOKEN not in cfg.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "expected"),
+    [
+        (None, 0o600, "screen.token_file: file {path} not found"),
+        (SCREEN_TOKEN, 0o644, "screen.token_file: {path} is readable by others (mode 0644)"),
+        ("\n", 0o600, "screen.token_file: {path} is empty; expected the page's access token"),
+        ("short-token", 0o600, "screen.token_file: {path} holds 11 characters; expected 16"),
+        ("spaces are not allowed here", 0o600, "holds 27 characters; expected 16 to 256"),
+        (SCREEN_TOKEN + "\n" + SCREEN_TOKEN, 0o600, "of A-Z a-z 0-9 . _ ~ - on one line"),
+    ],
+)
+def test_a_bad_token_file_is_one_clear_problem(tmp_path, write_config, content, mode, expected):
+    secret = tmp_path / "screen.token"
+    if content is not None:
+        secret.write_text(content)
+        secret.chmod(mode)
+    path = write_config(screen_toml("0.0.0.0:8080", f'token_file = "{secret}"\n'))
+    (msg,) = problems(path)
+    assert msg.startswith(f"{path}: ") and expected.format(path=secret) in msg
+    assert "spaces are" not in msg and SCREEN_TOKEN not in msg  # the token is never echoed
+
+
+def test_an_inline_token_is_refused_without_echo(write_config):
+    (msg,) = problems(
+        write_config(screen_toml("127.0.0.1:8080", 'token = "hunter2hunter2hunter2"\n'))
+    )
+    assert "screen.token: unknown key 'token'" in msg and "token_file" in msg
+    assert "hunter2" not in msg

@@ -56,3 +56,80 @@ def test_docs_do_not_send_readers_outside_the_repository():
         # Relative links inside the repository resolve.
         for target in re.findall(r"\]\(((?!https?:)[^)#]+)", text):
             assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
+
+
+# A reference to a file of this repository: a path under one of its top-level folders, or an
+# upper-case Markdown name (README.md). Lower-case bare names (agent.toml, outbox.db) are
+# usually files on the installed device, not in the repository, and are not checked.
+_TOP_DIRS = "docs|config|systemd|scripts|tests|bench|agent|central|contract|drivers|sync|\\.ci"
+_REFERENCE = re.compile(
+    rf"(?<![\w./-])((?:{_TOP_DIRS})/[\w./-]*\w)(\{{?)|(?<![\w./-])([A-Z][A-Z_]+\.md)\b"
+)
+# Paths that name a folder inside a downloaded archive, not this repository.
+_OUTSIDE_REPOSITORY = {
+    "tests/test_images"
+}  # in face_recognition 1.3.0's sdist (docs/attendance.md)
+_BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".xlsx", ".ico", ".gz", ".whl"}
+
+
+def _resolves(ref: str, brace: str) -> bool:
+    """A path, a module written without .py, a module's attribute (tests/mqttkit.Peer), or a
+    brace list's prefix (tests/test_{camera,faces}.py)."""
+    if brace:
+        return any(REPO.glob(ref + "*"))
+    candidates = [ref, ref + ".py", ref.rsplit(".", 1)[0] + ".py"]
+    return any((REPO / c).exists() for c in candidates)
+
+
+def _repository_text_files() -> list[Path]:
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    files = []
+    for name in listed:
+        path = REPO / name
+        if path.suffix in _BINARY_SUFFIXES or "/vendor/" in name or not path.is_file():
+            continue
+        files.append(path)
+    return files
+
+
+def test_every_file_the_project_cites_is_in_the_repository():
+    """Comments, docs and configs cite only files a clone has (docs/architecture.md)."""
+    files = _repository_text_files()
+    names = {path.name for path in files}
+    missing = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for match in _REFERENCE.finditer(line):
+                ref, brace, upper = match.group(1), match.group(2), match.group(3)
+                if upper is not None:
+                    ok = upper in names
+                    ref = upper
+                else:
+                    ok = ref in _OUTSIDE_REPOSITORY or _resolves(ref, brace)
+                if not ok:
+                    missing.append(f"{path.relative_to(REPO)}:{lineno}: {ref}")
+    assert not missing, "references to files that are not in the repository:\n" + "\n".join(missing)
+
+
+def test_the_reference_check_finds_a_missing_file():
+    # Built from parts so that this file does not cite them itself.
+    absent_upper, absent_doc, brace = "NOWHERE" + ".md", "docs/" + "nowhere.md", "tests/" + "test_"
+    line = f"see {absent_upper} and {absent_doc}, docs/architecture.md, {brace}{{a,b}}.py"
+    found = {m.group(1) or m.group(3): m.group(2) for m in _REFERENCE.finditer(line)}
+    assert set(found) == {absent_upper, absent_doc, "docs/architecture.md", brace}
+    assert not _resolves(absent_doc, "")
+    assert _resolves("docs/architecture.md", "")
+    assert _resolves(brace, found[brace])
+    assert _resolves("tests/mqttkit.Peer", "")

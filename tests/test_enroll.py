@@ -152,12 +152,27 @@ def test_enroll_from_dir_with_progress(kiosk, tmp_path) -> None:
     assert "[##############################] 4/4" in r.stderr
     assert "refused s003" in r.stderr and "1 of 3 people refused" in r.stderr
     assert people(data) == [("s001", "s001", 2), ("s002", "s002", 1)]
+    assert "enrolled s001: 2 encodings" in r.stdout  # no name given: the id once
     r = cli(cfg, "gallery", "list")
-    assert (
-        r.returncode == 0
-        and "s001\ts001\t2 encodings" in r.stdout
-        and "2 people, 3 encodings" in r.stdout
-    )
+    assert r.returncode == 0, r.stderr
+    # No name and no roster: the id once, "-" for the name (it used to print the id twice).
+    assert r.stdout.splitlines() == [
+        "s001\t-\t2 encodings\t-",
+        "s002\t-\t1 encodings\t-",
+        "2 people, 3 encodings",
+    ]
+    listed = json.loads(cli(cfg, "gallery", "list", "--json").stdout)
+    assert [(p["staff_id"], p["name"]) for p in listed] == [("s001", None), ("s002", None)]
+    # Once the roster names them, the list shows the roster's name.
+    staff = [{"id": "s001", "name": "张敏", "role": "staff"}, {"id": "s002", "name": "王芳"}]
+    roster = {"v": 1, "version": 1, "staff": [staff[0], {**staff[1], "role": "chief"}]}
+    (data / "roster.json").write_text(json.dumps(roster, ensure_ascii=False), encoding="utf-8")
+    r = cli(cfg, "gallery", "list")
+    assert r.stdout.splitlines()[:2] == [
+        "s001\t张敏\t2 encodings\tstaff",
+        "s002\t王芳\t1 encodings\tchief",
+    ]
+    (data / "roster.json").unlink()
     r = cli(cfg, "gallery", "remove", "s002")
     assert r.returncode == 0 and people(data) == [("s001", "s001", 2)]
     r = cli(cfg, "gallery", "remove", "s002")

@@ -61,13 +61,37 @@ def test_ping_waits_for_the_centres_acks(tmp_path, broker, collector):
 def test_ping_times_out_without_a_centre(tmp_path, broker):
     r = ping(write_conf(tmp_path, broker.url), "--count", "2", "--timeout", "1.5")
     assert r.returncode == 1
-    assert "timeout: 2 of 2 events not acknowledged" in r.stdout
+    timeout, what_to_do = r.stdout.splitlines()[-2:]
+    assert timeout.startswith("timeout: 2 of 2 events not acknowledged"), r.stdout
+    # Connected, but no ack: the collector is the next thing to look at.
+    assert what_to_do.startswith("what to do: acks come from the central collector"), r.stdout
+    assert "`systemctl status hall-central`" in what_to_do
+    assert "`hall-central -c /etc/hall-agent/central.toml devices`" in what_to_do
+    assert "jiedong/kiosk-01" in what_to_do
 
 
 def test_ping_times_out_without_a_broker(tmp_path):
-    r = ping(write_conf(tmp_path, f"mqtt://127.0.0.1:{free_port()}"), "--timeout", "1.5")
+    conf = write_conf(tmp_path, f"mqtt://127.0.0.1:{free_port()}")
+    r = ping(conf, "--timeout", "1.5")
     assert r.returncode == 1
-    assert "not connected" in r.stdout
+    timeout, what_to_do = r.stdout.splitlines()[-2:]
+    assert timeout.startswith("timeout: not connected to 127.0.0.1:"), r.stdout
+    # Not even the broker: the check that says why, not the collector.
+    assert what_to_do == (
+        f"what to do: `hall-agent -c {conf} check --only broker` says why the broker is not reached"
+    )
+
+
+def test_ping_advice_beside_a_running_agent_names_that_agent_first(tmp_path):
+    from sync.ping import PingError, advice
+    from tests.support import agent_config
+
+    cfg = agent_config(tmp_path, "mqtt://127.0.0.1:1883", device="win-01")
+    late = PingError("1 of 1 events not acknowledged", connected=True)
+    text = advice(cfg, late, beside_agent=True, config=None)
+    assert text.startswith("the running agent delivers them (journalctl -u hall-agent"), text
+    assert "`systemctl status hall-central`" in text and "jiedong/win-01" in text
+    assert not advice(cfg, late, beside_agent=False, config=None).startswith("the running")
 
 
 def test_ping_beside_a_running_agent_uses_its_uplink(tmp_path, broker, collector):

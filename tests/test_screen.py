@@ -316,7 +316,7 @@ def test_the_page_shows_each_pushed_look_without_reloading(write_config, tmp_pat
             for look, expected in (
                 (PUNCH, "张三 · 上午上班 · 08:27 · 迟到 3 分钟"),
                 ({"kind": "repeat", "staff_id": "S001"}, "已打卡，请勿重复"),
-                ({"kind": "unknown_face"}, "未能识别"),
+                ({"kind": "unknown_face"}, "未识别"),
                 ({"kind": "blink", "staff_id": "S001"}, "请眨眨眼"),
             ):
                 sent = time.time() * 1000
@@ -457,7 +457,7 @@ def test_the_page_shows_every_state_and_the_camera_fault(write_config, tmp_path,
             {"kind": "unknown_face", "staff_id": None, "box": None},
             "kiosk-unknown.png",
             "bad",
-            ["未能识别", "联系管理员"],
+            ["未识别", "联系管理员"],
         ),
         (
             {"kind": "low_quality", "quality": "too_small", "box": None},

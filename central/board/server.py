@@ -7,8 +7,11 @@ reconnects by itself after a collector restart.
 
 The server reads the store on its own connection (in one worker thread: the stores are
 synchronous) once a second and pushes the board to every open page only when it changed;
-the browser never polls. It runs on its own thread and event loop beside the collector, and
-a board that cannot start (port taken) is logged and leaves the collector running.
+the browser never polls. The read is also the board's clock: a device that stops being heard
+(no new status for ``[board] stale_after_s``) or the hall's closing time changes the board
+without any new message, and the next read pushes it. It runs on its own thread and event
+loop beside the collector, and a board that cannot start (port taken) is logged and leaves
+the collector running.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,11 +32,19 @@ from aiohttp import web
 
 from central.board import state
 from central.config import CentralConfig
+from contract.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # the store is read this often; pages get a push only on a change
 KEEPALIVE_S = 15.0  # an SSE comment so proxies and the browser keep the stream open
+
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _page() -> bytes:
@@ -41,18 +54,28 @@ def _page() -> bytes:
 class Board:
     """The board's state and its subscribers; lives on the server's event loop."""
 
-    def __init__(self, cfg: CentralConfig, store: Any):
+    def __init__(self, cfg: CentralConfig, store: Any, clock: Clock | None = None):
         self.cfg = cfg
         self.store = store
+        self.clock = clock or _utc_now
         self.tz = ZoneInfo(cfg.central.timezone)
+        self.schedule = Schedule(cfg.schedule)  # the hall's hours: 设备离线 in them, 未开放 after
         self.current: str = ""
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.errors = 0
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="board-store")
 
     def _read(self) -> str:
-        board = state.load(self.store, self.tz, self.cfg.board.site)
+        board = state.load(
+            self.store,
+            self.tz,
+            self.cfg.board.site,
+            now=self.clock(),
+            schedule=self.schedule,
+            stale_after_s=self.cfg.board.stale_after_s,
+        )
         board["title"] = self.cfg.board.title
+        board["rotate_s"] = self.cfg.board.rotate_s
         # The screen's own clock may be UTC (a kiosk PC): the page shows the hall's time.
         board["timezone"] = self.cfg.central.timezone
         return json.dumps(board, ensure_ascii=False, separators=(",", ":"))
@@ -153,9 +176,10 @@ def split_listen(listen: str) -> tuple[str, int]:
 class BoardServer:
     """The board on its own thread and event loop; ``start`` returns once it listens."""
 
-    def __init__(self, cfg: CentralConfig, store: Any = None):
+    def __init__(self, cfg: CentralConfig, store: Any = None, clock: Clock | None = None):
         self.cfg = cfg
         self._store = store
+        self._clock = clock  # tests set the hall's time; the board reads it once a second
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -196,7 +220,7 @@ class BoardServer:
             self.cfg.store.pg_schema,
             self.cfg.store.password,
         )
-        board = Board(self.cfg, store)
+        board = Board(self.cfg, store, self._clock)
         runner = web.AppRunner(
             make_app(board), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )

@@ -10,26 +10,68 @@ order the device recorded them (``at``, then ``seq``):
 - Names and posts come from the site's stored roster (docs/topics.md ``name``, ``role``); an id
   the roster does not know is shown as the id. No face data exists centrally, and none is read.
 - Today's 好差评 per window: counts per level (5 非常满意 … 1 非常不满意) and the share of
-  levels 3-5, as in ``hall-central report ratings``.
+  levels 3-5, by the monthly report's own :class:`central.reports.ratings.Tally`; the hall's
+  totals the same way, with 在岗窗口 (windows 服务中 / windows known).
 
 An event whose clock was unsynced keeps the time the device wrote; if that is not today it is
 not on today's board (the centre files such events by ``received_at`` in reports only).
+
+A window is never shown 服务中 on the word of a device that is not heard (docs/board.md,
+"Offline and stale devices"): the device of the window's last event today must be ``online`` in
+its latest retained status (docs/topics.md ``…/status``; the MQTT will sets ``offline``), and
+that status must be younger than ``[board] stale_after_s`` by both the centre's receipt time
+and the status's own ``at`` (a live device republishes it every ``sync.status_interval_s``; a
+broker that kept a dead device's ``online`` replays it with its old ``at``). Otherwise the
+window is 设备离线 during the hall's hours and 未开放 outside them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from central.reports.ratings import GOOD, LEVELS
+from central.reports.ratings import LEVELS, Tally
 from contract import LEVEL_LABELS
+from contract.schedule import Schedule
 
 WINDOW_TYPES = ("window.login", "window.logout", "window.paused", "window.resumed")
 ROLE_LABELS = {"chief": "首席代表", "staff": "窗口工作人员"}
-STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放"}
+STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放", "offline": "设备离线"}
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A device's latest retained status as the collector stored it (``devices`` table)."""
+
+    state: str | None  # "online" | "offline" (docs/topics.md)
+    heard_at: datetime | None  # when the centre stored it (UTC)
+    sent_at: datetime | None  # the status's own ``at`` (the device's clock)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What decides whether a window's device is heard, and whether the hall is open now."""
+
+    devices: dict[tuple[str, str], DeviceStatus]
+    now: datetime  # aware
+    stale_after: timedelta
+    hall_open: bool
+
+    def device_state(self, site: str, device: str) -> str:
+        """``online``, ``offline`` (its status says so), ``stale`` (not heard for
+        ``stale_after``) or ``unknown`` (no status stored)."""
+        status = self.devices.get((site, device))
+        if status is None or status.heard_at is None:
+            return "unknown"
+        if status.state != "online":
+            return "offline"
+        # The older of both clocks: a retained ``online`` replayed by the broker after the
+        # device died is stored afresh (new heard_at) but keeps the ``at`` it was sent with.
+        heard = min(t for t in (status.heard_at, status.sent_at) if t is not None)
+        return "stale" if self.now - heard > self.stale_after else "online"
 
 
 @dataclass
@@ -39,8 +81,9 @@ class WindowBoard:
     state: str = "closed"  # open | paused | closed
     staff_id: str | None = None
     since: str | None = None  # HH:MM of the last state change
+    device: str | None = None  # the device of the window's last window.* event today
     assigned: list[str] = field(default_factory=list)  # roster staff ids for this window
-    ratings: dict[int, int] = field(default_factory=dict)
+    ratings: Tally = field(default_factory=Tally)
 
 
 def _local(at: Any, tz: ZoneInfo) -> datetime | None:
@@ -98,8 +141,10 @@ def compute(
     day: date,
     tz: ZoneInfo,
     site: str | None = None,
+    liveness: Liveness | None = None,
 ) -> dict[str, Any]:
-    """The board as JSON-ready data; pure (tests feed it rows directly)."""
+    """The board as JSON-ready data; pure (tests feed it rows directly). Without
+    ``liveness`` every device counts as heard (the window events alone)."""
     windows: dict[tuple[str, str], WindowBoard] = {}
 
     def board(s: str, w: str) -> WindowBoard:
@@ -127,13 +172,14 @@ def compute(
             continue
         events.append((moment, device, seq, kind, s, window, data))
     events.sort(key=lambda e: (e[0], e[1], e[2]))
-    for moment, _device, _seq, kind, s, window, data in events:
+    for moment, device, _seq, kind, s, window, data in events:
         w = board(s, window)
         if kind == "rating.submitted":
             level = data.get("level")
             if isinstance(level, int) and level in LEVEL_LABELS:
-                w.ratings[level] = w.ratings.get(level, 0) + 1
+                w.ratings.levels[level] += 1
             continue
+        w.device = device
         if kind == "window.login":
             w.state, w.staff_id = "open", data.get("staff_id") or None
         elif kind == "window.paused":
@@ -159,26 +205,51 @@ def compute(
 
     sites = {s for s, _ in windows}
     out = []
+    hall = Tally()
     for (s, name), w in sorted(windows.items(), key=lambda kv: (kv[0][0], _window_key(kv[0][1]))):
-        total = sum(w.ratings.values())
-        good = sum(w.ratings.get(level, 0) for level in GOOD)
+        shown, device_state = _shown_state(w, liveness)
+        hall.levels.update(w.ratings.levels)
         out.append(
             {
                 "site": s,
                 "window": name if len(sites) == 1 else f"{s} · {name}",
-                "state": w.state,
-                "state_label": STATE_LABELS[w.state],
+                "state": shown,
+                "state_label": STATE_LABELS[shown],
                 "since": w.since,
-                "staff": person(s, w.staff_id),
+                "staff": person(s, w.staff_id) if shown in ("open", "paused") else None,
                 "assigned": [person(s, sid) for sid in w.assigned],
-                "ratings": {
-                    "counts": {str(level): w.ratings.get(level, 0) for level in LEVELS},
-                    "total": total,
-                    "satisfaction": round(100 * good / total, 1) if total else None,
-                },
+                "device": None if w.device is None else {"id": w.device, "state": device_state},
+                "ratings": _ratings(w.ratings),
             }
         )
-    return {"v": 1, "date": day.isoformat(), "windows": out}
+    totals = {
+        **_ratings(hall),
+        "in_service": sum(1 for w in out if w["state"] == "open"),
+        "windows": len(out),
+    }
+    return {"v": 1, "date": day.isoformat(), "windows": out, "totals": totals}
+
+
+def _ratings(tally: Tally) -> dict[str, Any]:
+    """Counts per level, total and 满意率 (percent, one decimal), by the monthly report's
+    rule (:class:`central.reports.ratings.Tally`)."""
+    rate = tally.rate
+    return {
+        "counts": {str(level): tally.levels[level] for level in LEVELS},
+        "total": tally.total,
+        "satisfaction": None if rate is None else round(100 * rate, 1),
+    }
+
+
+def _shown_state(w: WindowBoard, liveness: Liveness | None) -> tuple[str, str | None]:
+    """The state on screen and the device's state: a window whose device is not heard is
+    设备离线 while the hall is open and 未开放 outside its hours, never 服务中."""
+    if liveness is None or w.device is None:
+        return w.state, None
+    device_state = liveness.device_state(w.site, w.device)
+    if device_state == "online":
+        return w.state, device_state
+    return ("offline" if liveness.hall_open else "closed"), device_state
 
 
 def _window_key(label: str) -> tuple[Any, ...]:
@@ -188,7 +259,47 @@ def _window_key(label: str) -> tuple[Any, ...]:
     return (head, int(tail) if tail else -1, label)
 
 
-def load(store: Any, tz: ZoneInfo, site: str | None, now: datetime | None = None) -> dict[str, Any]:
-    day = (now or datetime.now(tz)).astimezone(tz).date()
+def _moment(value: Any) -> datetime | None:
+    """A stored time (datetime from PostgreSQL, ISO text from SQLite) as an aware datetime."""
+    return None if value is None else _local(value, UTC)
+
+
+def fetch_devices(store: Any) -> dict[tuple[str, str], DeviceStatus]:
+    """Every device's latest stored status: (site, device) -> :class:`DeviceStatus`."""
+    rows = store.query("SELECT site, device, state, status, status_at FROM devices")
+    out = {}
+    for site, device, dev_state, raw, status_at in rows:
+        sent = _data(raw).get("at")
+        out[(site, device)] = DeviceStatus(
+            dev_state, _moment(status_at), _moment(sent) if isinstance(sent, str) else None
+        )
+    return out
+
+
+def hall_open(schedule: Schedule, moment: datetime) -> bool:
+    """The hall's hours today (contract/schedule.py): a working day, from the morning's start
+    to the afternoon's end (``[schedule]`` in central.toml, the kiosks' hours)."""
+    plan = schedule.plan(moment.date())
+    return plan.working and plan.morning.start <= moment.time() < plan.afternoon.end
+
+
+def load(
+    store: Any,
+    tz: ZoneInfo,
+    site: str | None,
+    now: datetime | None = None,
+    schedule: Schedule | None = None,
+    *,
+    stale_after_s: float,
+) -> dict[str, Any]:
+    """The board at ``now``; ``stale_after_s`` is ``[board] stale_after_s``."""
+    moment = (now or datetime.now(tz)).astimezone(tz)
+    day = moment.date()
     rosters = {r.site: r.roster for r in store.rosters()}
-    return compute(fetch_rows(store, day, tz), rosters, day, tz, site)
+    liveness = Liveness(
+        fetch_devices(store),
+        moment,
+        timedelta(seconds=stale_after_s),
+        hall_open(schedule or Schedule(), moment),
+    )
+    return compute(fetch_rows(store, day, tz), rosters, day, tz, site, liveness)

@@ -1,11 +1,11 @@
 """The HallPad v1 link: owns one serial port, reads frames, writes replies, survives unplugs.
 
-- Ports open with ``serial.serial_for_url`` (DESIGN.md habit 2): a device path,
+- Ports open with ``serial.serial_for_url`` (docs/architecture.md#serial): a device path,
   ``/dev/serial/by-id/…``, a pty, ``loop://``, ``socket://`` or ``spy://`` (hex dump) all work.
 - One thread per port does both directions, so the agent never transmits while a frame is
   arriving (half-duplex RS-485: a write waits until the parser holds no partial frame and the
   driver has no unread input). A pad that is waiting for its ack has stopped talking.
-- Unplug (DESIGN.md, "things that burned others"): pyserial raises ``SerialException`` for
+- Unplug (docs/architecture.md#unplug): pyserial raises ``SerialException`` for
   "device reports readiness to read but returned no data", for EIO on a vanished pty/USB
   device and for failed writes. The link closes the port, tells the handler (it records
   ``device.fault``), reopens with exponential backoff and reports the port up again.
