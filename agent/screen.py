@@ -110,6 +110,23 @@ def punch_status(status: str, minutes: int) -> str:
     return word.format(m=minutes)
 
 
+# The supervisor's workers on /tech (agent/runtime.py names them; a pad bus is "pads:<port>").
+WORKER_LABELS: dict[str, str] = {
+    "attendance": "考勤识别",
+    "uplink": "上行同步",
+    "pads": "评价器总线",
+}
+
+
+def worker_label(name: str) -> str:
+    """A worker's name for the technician: 评价器总线 /dev/ttyUSB0 (pads)."""
+    kind, _, port = name.partition(":")
+    label = WORKER_LABELS.get(kind)
+    if label is None:
+        return name
+    return f"{label} {port} ({kind})" if port else f"{label} ({kind})"
+
+
 def state_text(state: str | None) -> str:
     """A component or camera state in Chinese with its code, for the technician."""
     if state is None:
@@ -330,6 +347,7 @@ class ScreenHub:
             "alerts": alerts,
             "workers": {n: w.get("state", "?") for n, w in health.items()},
             "worker_text": {n: state_text(w.get("state")) for n, w in health.items()},
+            "worker_label": {n: worker_label(n) for n in health},
             "camera": {
                 "state": att.get("state"),
                 "state_text": state_text(att.get("state")) if att else "无摄像头",

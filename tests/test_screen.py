@@ -582,6 +582,7 @@ def test_tech_shows_the_last_state_at_load_in_chinese(write_config, tmp_path, ch
                 await asyncio.sleep(0.05)
             assert "摄像头故障" in page["alerts"] and "no frame for 5 s" in page["alerts"]
             assert "故障 (fault)" in page["camera"] and "正常 (ok)" in page["workers"]
+            assert "上行同步 (uplink)" in page["workers"]
             assert page["title"] == "考勤机 · 维护视图"
             await screenshot(cdp, "kiosk-tech.png")
             assert "tech:status" not in hub.last
@@ -630,6 +631,8 @@ def test_tech_view_reports_outbox_camera_pads_and_problems(write_config, tmp_pat
         assert tech["camera"]["recognition_fps"] > 0
         assert tech["pads_online"] == 1 and len(tech["pads"]) == 2
         assert [e["detail"] for e in tech["errors"]] == ["connection refused"]
+        assert tech["worker_label"]["pads:/dev/ttyUSB0"] == "评价器总线 /dev/ttyUSB0 (pads)"
+        assert tech["worker_text"]["uplink"] == "降级 (degraded)"
         status, page = asyncio.run(get("/tech"))
         assert status == 200 and "EventSource" in page
         status, page = asyncio.run(get("/"))
