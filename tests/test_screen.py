@@ -1,12 +1,16 @@
 """The kiosk screen (agent/screen.py): texts, the page in headless Chromium, a real kiosk.
 
 The browser tests drive Debian's ``chromium`` over the DevTools protocol, as
-tests/test_board.py does. The first feeds the screen's hub directly (a look as the
-recognition process reports it) and waits for the page, pushed over SSE and never reloaded,
-to show it; the second runs a real attendance worker (child process, composed video,
-enrolled gallery) behind the page and waits for its punch, then checks that no image was
-written anywhere in the data directory. ``HALL_KIOSK_SCREENSHOT=docs/img/kiosk.png`` keeps
-the screenshot of the end-to-end run.
+tests/test_board.py does. Most feed the screen's hub directly (a look as the recognition
+process reports it, a camera state as the worker's health reports it) and wait for the page,
+pushed over SSE and never reloaded, to show it: every outcome, the camera fault and its
+recovery, /tech at load. The last runs a real attendance worker (child process, composed
+video, enrolled gallery) behind the page and waits for its punch, then checks that no image
+was written anywhere in the data directory.
+
+Screenshots (docs/attendance.md "Kiosk screen"): ``HALL_KIOSK_SCREENSHOTS=docs/img`` keeps
+one per state (kiosk-punch.png, ...), ``HALL_KIOSK_SCREENSHOT=docs/img/kiosk.png`` the one of
+the end-to-end run.
 """
 
 from __future__ import annotations
