@@ -92,6 +92,7 @@ class _TrackState:
     sent: set[str] = field(default_factory=set)  # rejected reasons already sent
     box: Any = None  # the face's latest box (top, right, bottom, left), for the kiosk screen
     asked_blink: bool = False  # the screen was told to ask for a blink
+    hinted: str | None = None  # the face quality problem the screen was last told about
 
 
 class AttendancePipeline:
@@ -156,6 +157,7 @@ class AttendancePipeline:
                 st.blink.update(face.ear, frame.t)
             if face.quality is not None:
                 st.low_quality += 1
+                self._hint_quality(st, face.quality)
             if face.encoding is not None:
                 match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
                 st.vote.add(match)
@@ -234,6 +236,15 @@ class AttendancePipeline:
             "punch %s %s %s (track since %.2f s)", sid, c.slot, c.status, frame.t - st.first_t
         )
 
+    def _hint_quality(self, st: _TrackState, quality: str) -> None:
+        """Tell the screen what to change (come closer, hold still, face the camera) once a
+        still undecided track has had ``votes`` unusable frames, and again when the problem
+        changes; the event itself waits for the track's end (``low_quality`` above)."""
+        if st.decisions or st.low_quality < self.cfg.votes or quality == st.hinted:
+            return
+        st.hinted = quality
+        self._look(st, "low_quality", quality=quality)
+
     def _reject(self, st: _TrackState, reason: str, distance: float | None, frame: Frame) -> None:
         if reason in st.sent:
             return
@@ -251,7 +262,8 @@ class AttendancePipeline:
 
     def _look(self, st: _TrackState, kind: str, **data: Any) -> None:
         """Tell the kiosk screen about a look: "punch", "repeat" (debounced), "unknown_face",
-        "blink" (liveness waits), "liveness_failed". Never images, never encodings."""
+        "blink" (liveness waits), "liveness_failed", "low_quality" (with the face's quality
+        problem). Never images, never encodings."""
         if self.on_look is None:
             return
         box = [int(v) for v in st.box] if st.box is not None else None

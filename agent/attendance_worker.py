@@ -21,11 +21,13 @@ from agent.outbox import Outbox, OutboxError
 from agent.punch_files import (
     FUTURE_SLACK_S,
     PendingEvents,
+    TodayPunches,
     debounce_path,
     dedupe_key_for,
     load_debounce,
     pending_path,
     save_debounce,
+    today_path,
 )
 from agent.recognition import EXIT_RESPAWN, child_main, run_loop
 
@@ -48,6 +50,7 @@ class AttendanceWorker:
         pending: PendingEvents | None = None,
         open_faults: set[str] | None = None,
         screen: Any = None,
+        today: TodayPunches | None = None,
     ):
         assert cfg.attendance is not None
         # The kiosk screen (agent/screen.py ScreenHub): look(dict) and frame(jpeg bytes).
@@ -75,6 +78,12 @@ class AttendanceWorker:
         self._activity = time.monotonic()
         self._health: dict[str, Any] = {"state": "starting"}
         self.pending = pending if pending is not None else PendingEvents()
+        # Today's punches for the kiosk page ("your punches today"); shared by the workers
+        # of one kiosk like ``pending``.
+        self.today = (
+            today if today is not None else TodayPunches.load(today_path(cfg.device.data_dir))
+        )
+        self.tz = ZoneInfo(cfg.device.timezone)
         self._proc: Any = None
         self._proc_stop: Any = None
         self._queue: Any = None
@@ -205,11 +214,23 @@ class AttendanceWorker:
             self._health = {"state": msg[1].get("state", "ok"), **msg[1]}
         elif kind == "look":
             if self.screen is not None:
-                self.screen.look(msg[1])
+                self.screen.look(self._with_today(msg[1]))
         elif kind == "ended":
             self.ended.set()
         elif kind == "error":
             self._health = {"state": "fault", "detail": msg[1]}
+
+    def _with_today(self, look: dict[str, Any]) -> dict[str, Any]:
+        """A punch or repeat look with the person's punches of today (the page lists them).
+
+        The recognition sends the punch's event before its look, so the punch is in already.
+        """
+        sid = look.get("staff_id")
+        if look.get("kind") not in ("punch", "repeat") or not sid:
+            return look
+        punches = self.today.of(str(sid))
+        today = [{"slot": slot, "status": st, "at": at.isoformat()} for slot, st, at in punches]
+        return {**look, "today": today}
 
     def _fault_is_news(self, event_type: str, data: dict[str, Any]) -> bool:
         """False for a repeated fault (or a recovery without a fault) of the same component."""
@@ -233,6 +254,9 @@ class AttendanceWorker:
         if not self._stop.is_set():  # stop() flushes once, with a bound, at its end
             self._flush_retry()
         if event_type == "attendance.punch":
+            self.today.record(
+                data["staff_id"], data["slot"], data["status"], at.astimezone(self.tz)
+            )
             self.punches[data["staff_id"]] = time.monotonic()
             assert self.cfg.attendance is not None
             now = time.time()
@@ -373,6 +397,7 @@ def attendance_worker_factories(
     # agent.
     pending = PendingEvents(saved_to=pending_path(cfg.device.data_dir))
     pending.load()
+    today = TodayPunches.load(today_path(cfg.device.data_dir))
 
     def make() -> AttendanceWorker:
         prev = state.get("w")
@@ -382,6 +407,7 @@ def attendance_worker_factories(
             pending=pending,
             open_faults=open_faults,
             screen=screen,
+            today=today,
         )
         if prev is not None:
             worker.punches = dict(prev.punches)

@@ -5,8 +5,10 @@
   nothing decided is lost while the outbox refuses.
 - The debounce file: each person's last punch time, so that someone still standing in front
   of the camera during a restart of the agent is not punched twice.
+- :class:`TodayPunches`: today's punches (staff id, slot, status, time), so the kiosk page
+  shows a person their own punches of the day.
 
-Both are replaced with the one durable-write routine (agent/durable.py).
+All are replaced with the one durable-write routine (agent/durable.py).
 """
 
 from __future__ import annotations
@@ -171,3 +173,70 @@ def save_debounce(path: Path, walls: dict[str, float]) -> None:
         write_json_atomic(path, walls)
     except OSError as exc:  # losing this only weakens debounce across a restart
         logger.warning("debounce state %s not saved: %s", path, exc)
+
+
+TODAY_MAX_PUNCHES = 20_000  # far above a hall's day; bounds the file if a clock runs wild
+
+
+def today_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "attendance-today.json"
+
+
+@dataclass
+class TodayPunches:
+    """The kiosk's own record of today's punches, for the page's "your punches today".
+
+    The outbox deletes what the centre acknowledged, so the page cannot ask it. This holds
+    staff id, slot, status and time of each punch of one day (the hall's date) and nothing
+    else: no image, no encoding, no name (PIPL art. 28-29). A punch of a new day drops the
+    previous day's; the file (``<data_dir>/attendance-today.json``) survives an agent
+    restart within the day and is written durably (agent/durable.py).
+    """
+
+    saved_to: Path
+    day: str = ""  # ISO date of the punches held
+    punches: list[tuple[str, str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, path: Path) -> TodayPunches:
+        """The record in ``path``; an unreadable file is logged and starts an empty day."""
+        record = cls(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            day = str(raw["day"])
+            punches = [(str(s), str(sl), str(st), str(at)) for s, sl, st, at in raw["punches"]]
+        except FileNotFoundError:
+            return record
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("today's punches %s unreadable (%s); starting an empty day", path, exc)
+            return record
+        record.day, record.punches = day, punches[-TODAY_MAX_PUNCHES:]
+        return record
+
+    def record(self, staff_id: str, slot: str, status: str, at: datetime) -> None:
+        """Add one punch (``at`` in the hall's time zone) and save; a failed save is logged:
+        it costs only the page's list, never the punch (that is in the outbox)."""
+        day = at.date().isoformat()
+        with self.lock:
+            if day != self.day:  # the first punch of a new day (or a stepped clock)
+                self.day, self.punches = day, []
+            self.punches.append((staff_id, slot, status, at.isoformat()))
+            del self.punches[:-TODAY_MAX_PUNCHES]
+            body = {"day": self.day, "punches": self.punches}
+            try:
+                write_json_atomic(self.saved_to, body)
+            except OSError as exc:
+                logger.warning("today's punches %s not saved: %s", self.saved_to, exc)
+
+    def of(self, staff_id: str) -> list[tuple[str, str, datetime]]:
+        """``(slot, status, at)`` of ``staff_id``'s punches of the record's day, in order.
+
+        The page asks right after a punch or a repeat (a punch within ``debounce_s``), so the
+        record's day is that punch's day."""
+        with self.lock:
+            return [
+                (slot, status, datetime.fromisoformat(at))
+                for sid, slot, status, at in self.punches
+                if sid == staff_id
+            ]

@@ -1,10 +1,12 @@
 """The kiosk screen: a local page for a browser in kiosk mode beside the camera.
 
 What it shows (docs/attendance.md "Kiosk screen"): the live preview with face boxes, the
-result of each look in large Chinese text (张三 · 上午上班 · 08:27 · 迟到 3 分钟;
-已打卡，请勿重复; 未识别，请正对摄像头; 请眨眼), the clock, today's hours and current slot,
-and a quiet connection/backlog indicator. ``/tech`` is the technician's view: outbox depth,
-camera and recognition frame rates, pads online, the latest problems.
+result of each look in large Chinese text from one table below (a punch and what it counted
+as, with the person's punches of today; a repeat; an unknown face; a face too far, blurred or
+turned; a failed blink), the clock, today's hours and current slot, a camera fault (打卡暂不可用)
+while the camera is down, and a quiet connection/backlog indicator. ``/tech`` is the
+technician's view, in Chinese: outbox depth, camera state and frame rates, pads online, the
+latest problems.
 
 :class:`ScreenHub` is fed from ordinary threads (the attendance worker's drain threads, or
 enrolment): ``look(dict)``, ``frame(jpeg)``, ``guide(text)``. :class:`ScreenServer` serves it
@@ -45,6 +47,7 @@ from multidict import MultiDict
 from agent.config import AgentConfig, is_loopback_listen
 from agent.roster import RosterWatch
 from contract import SLOT_LABELS
+from contract.schedule import DAILY_SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +55,121 @@ STATUS_S = 1.0  # status and technician data are recomputed this often, pushed o
 KEEPALIVE_S = 15.0
 BOUNDARY = "hallframe"
 
-TEXT = {
-    "repeat": "已打卡，请勿重复",
-    "unknown_face": "未识别，请正对摄像头",
-    "blink": "请眨眼",
-    "liveness_failed": "未检测到眨眼，请重试",
+IDLE_PROMPT = "请正对摄像头打卡"
+
+# Every outcome the kiosk page can show, in one place; docs/attendance.md "Kiosk screen"
+# lists them. tests/test_screen.py checks that each code of contract/ has its text here.
+#
+# A punch's status: (the word after the time, what the punch counted as, tone). {m} is
+# ``minutes_off``. A punch outside the hours or on a rest day is recorded but is none of
+# the regulation's four daily punches, so it is not shown as a green success.
+PUNCH_TEXT: dict[str, tuple[str, str, str]] = {
+    "on_time": ("正常", "打卡成功", "ok"),
+    "late": ("迟到 {m} 分钟", "打卡成功，记为迟到", "warn"),
+    "early_leave": ("早退 {m} 分钟", "打卡成功，记为早退", "warn"),
+    "outside_hours": ("非工作时段打卡", "已记录，不计入上下班打卡", "info"),
+    "holiday": ("休息日打卡", "已记录，今日休息", "info"),
 }
-STATUS_TEXT = {"on_time": "正常", "holiday": "休息日"}
+# attendance.rejected reasons: (title, guidance). The unknown face's text names nobody, not
+# even the nearest enrolled person; a failed liveness check may be someone's photo, so it
+# names nobody either.
+REJECT_TEXT: dict[str, tuple[str, str]] = {
+    "unknown_face": ("未识别", "请正对摄像头再试一次\n尚未录入人脸的请联系管理员"),
+    "liveness_failed": ("未检测到眨眼", "请正对摄像头，眨眨眼后重新打卡"),
+    "low_quality": ("看不清面部", "请靠近一些，正对摄像头，保持不动"),
+}
+# The face quality problem of a low_quality look (contract FaceQuality): what to change.
+QUALITY_TEXT: dict[str, str] = {
+    "too_small": "离得太远：请靠近一些",
+    "blurred": "画面模糊：请保持不动；光线不足时请站到亮处",
+    "turned": "侧脸：请正对摄像头",
+}
+# Prompts to a recognised person: (title, detail); the detail follows the name.
+PROMPT_TEXT: dict[str, tuple[str, str]] = {
+    "repeat": ("已打卡，请勿重复", ""),
+    "blink": ("请眨眨眼", "正在确认真人"),
+}
+# The camera's state (contract CameraState): (text, whether punching is unavailable). The
+# page turns to a fault while it is; "recovering" has frames again and punches.
+CAMERA_TEXT: dict[str, tuple[str, bool]] = {
+    "starting": ("摄像头启动中…", False),
+    "ok": ("正常", False),
+    "recovering": ("摄像头恢复中", False),
+    "fault": ("摄像头故障", True),
+    "ended": ("摄像头画面已中断", True),
+}
+# Any component's state (contract ComponentState), on /tech.
+COMPONENT_TEXT: dict[str, str] = {"ok": "正常", "degraded": "降级", "fault": "故障"}
+FAULT_TITLE = "打卡暂不可用"
+FAULT_DETAIL = "请联系管理员"
+PUNCH_MARK = {"on_time": "✓", "late": "迟到", "early_leave": "早退"}
 
 
 def punch_status(status: str, minutes: int) -> str:
-    if status == "late":
-        return f"迟到 {minutes} 分钟"
-    if status == "early_leave":
-        return f"早退 {minutes} 分钟"
-    return STATUS_TEXT.get(status, status)
+    word = PUNCH_TEXT.get(status, (status, "", ""))[0]
+    return word.format(m=minutes)
+
+
+# The supervisor's workers on /tech (agent/runtime.py names them; a pad bus is "pads:<port>").
+WORKER_LABELS: dict[str, str] = {
+    "attendance": "考勤识别",
+    "uplink": "上行同步",
+    "pads": "评价器总线",
+}
+
+
+def worker_label(name: str) -> str:
+    """A worker's name for the technician: 评价器总线 /dev/ttyUSB0 (pads)."""
+    kind, _, port = name.partition(":")
+    label = WORKER_LABELS.get(kind)
+    if label is None:
+        return name
+    return f"{label} {port} ({kind})" if port else f"{label} ({kind})"
+
+
+def state_text(state: str | None) -> str:
+    """A component or camera state in Chinese with its code, for the technician."""
+    if state is None:
+        return "未知"
+    text = CAMERA_TEXT.get(state, (COMPONENT_TEXT.get(state, "未知状态"), True))[0]
+    return f"{text.rstrip('…')} ({state})"
+
+
+def camera_state(health: dict[str, Any]) -> dict[str, Any]:
+    """The kiosk camera's state for the page, from the attendance worker's health (its
+    state is the camera's, or "fault" when the recognition itself failed)."""
+    att = health.get("attendance")
+    if not isinstance(att, dict):
+        return {"state": None, "text": "", "fault": False}
+    state = str(att.get("state"))
+    text, fault = CAMERA_TEXT.get(state, (COMPONENT_TEXT.get(state, "状态未知"), True))
+    out: dict[str, Any] = {"state": state, "text": text, "fault": fault}
+    if fault:
+        out.update(title=FAULT_TITLE, detail=f"{text}，{FAULT_DETAIL}")
+    return out
+
+
+def today_rows(punches: list[dict[str, Any]], tz: ZoneInfo) -> list[dict[str, str]]:
+    """A person's punches of today as the page lists them: the four daily slots (the first
+    punch of an "in" slot, the last of an "out" slot, as the reports count them), then the
+    punches outside them."""
+    rows = []
+    for slot in DAILY_SLOTS:
+        mine = [p for p in punches if p.get("slot") == slot]
+        row = {"label": SLOT_LABELS[slot], "time": "—", "mark": ""}
+        if mine:
+            p = mine[0] if slot.endswith("_in") else mine[-1]
+            at = datetime.fromisoformat(str(p["at"])).astimezone(tz)
+            row.update(time=at.strftime("%H:%M"), mark=PUNCH_MARK.get(str(p.get("status")), ""))
+        rows.append(row)
+    extra = [p for p in punches if p.get("slot") not in DAILY_SLOTS]
+    if extra:
+        last = datetime.fromisoformat(str(extra[-1]["at"])).astimezone(tz)
+        count = f"共 {len(extra)} 次"
+        rows.append(
+            {"label": "其他时段", "time": last.strftime("%H:%M"), "mark": count, "wide": "1"}
+        )
+    return rows
 
 
 class ScreenHub:
@@ -132,7 +235,7 @@ class ScreenHub:
 
     def render(self, look: dict[str, Any]) -> dict[str, Any]:
         kind = str(look.get("kind"))
-        sid = look.get("staff_id")
+        sid = look.get("staff_id") if kind in ("punch", "repeat", "blink") else None
         name = self.roster.name(sid) if sid else ""
         msg: dict[str, Any] = {
             "kind": kind,
@@ -142,21 +245,39 @@ class ScreenHub:
             "shown_at": time.time(),
         }
         if kind == "punch":
-            at = datetime.fromisoformat(look["at"]).astimezone(self.tz)
-            slot = SLOT_LABELS.get(look.get("slot", ""), str(look.get("slot")))
-            status = punch_status(str(look.get("status")), int(look.get("minutes_off") or 0))
-            msg["title"] = " · ".join([name, slot, at.strftime("%H:%M"), status])
-            msg["detail"] = "验证成功"
-            msg["tone"] = "warn" if look.get("status") in ("late", "early_leave") else "ok"
-        elif kind in ("repeat", "blink"):
-            msg["title"] = TEXT[kind]
-            msg["detail"] = name
+            msg.update(self._render_punch(look, name))
+        elif kind in PROMPT_TEXT:
+            title, detail = PROMPT_TEXT[kind]
+            msg.update(title=title, detail=" · ".join(t for t in (name, detail) if t))
             msg["tone"] = "info"
         else:
-            msg["title"] = TEXT.get(kind, TEXT["unknown_face"])
-            msg["detail"] = ""
-            msg["tone"] = "bad"
+            title, detail = REJECT_TEXT.get(kind, REJECT_TEXT["unknown_face"])
+            if kind == "low_quality":
+                detail = QUALITY_TEXT.get(str(look.get("quality")), detail)
+            msg.update(title=title, detail=detail)
+            msg["tone"] = "warn" if kind == "low_quality" else "bad"
+        if kind in ("punch", "repeat") and isinstance(look.get("today"), list):
+            msg["today"] = today_rows(look["today"], self.tz)
         return msg
+
+    def _render_punch(self, look: dict[str, Any], name: str) -> dict[str, str]:
+        """Name, slot, time and how the punch counted; the slot is left out for a punch
+        outside the four daily slots (its status says what it was)."""
+        at = datetime.fromisoformat(look["at"]).astimezone(self.tz)
+        status = str(look.get("status"))
+        word, counted, tone = PUNCH_TEXT.get(status, (status, "已记录", "info"))
+        slot = str(look.get("slot"))
+        parts = [name, SLOT_LABELS[slot]] if slot in DAILY_SLOTS else [name]
+        parts += [at.strftime("%H:%M"), word.format(m=int(look.get("minutes_off") or 0))]
+        # The page's status line says what this punch counted as while it shows, so it never
+        # reads "now: outside the hours" beside a punch that counted as 上午上班.
+        counted_as = SLOT_LABELS[slot] if slot in DAILY_SLOTS else word.format(m=0)
+        return {
+            "title": " · ".join(parts),
+            "detail": counted,
+            "tone": tone,
+            "counted_as": counted_as,
+        }
 
     def today(self, now: datetime | None = None) -> dict[str, Any]:
         now = now or datetime.now(self.tz)
@@ -168,7 +289,7 @@ class ScreenHub:
                 f"上午 {m.start:%H:%M}-{m.end:%H:%M} · 下午 {a.start:%H:%M}-{a.end:%H:%M}"
             )
             slot = self.schedule.classify(now).slot
-            out["slot"] = SLOT_LABELS.get(slot, slot) if slot != "extra" else "非打卡时段"
+            out["slot"] = SLOT_LABELS.get(slot, slot) if slot != "extra" else "非工作时段"
         else:
             out["hours"] = "今日休息"
             out["slot"] = ""
@@ -178,7 +299,9 @@ class ScreenHub:
         """What the kiosk page's indicator shows (called on the server's worker thread)."""
         out: dict[str, Any] = {"timezone": str(self.tz), "sound": self.cfg.screen.sound}
         out["result_s"] = self.cfg.screen.result_s
+        out["idle"] = IDLE_PROMPT
         out.update(self.today())
+        out["camera"] = camera_state(self._health())
         if self.status_source is not None:
             try:
                 out.update(self.status_source())
@@ -195,12 +318,7 @@ class ScreenHub:
         with self._lock:
             times = [t for t in self.frame_times if now - t < 5.0]
         preview_fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
-        health: dict[str, Any] = {}
-        if self.health_source is not None:
-            try:
-                health = self.health_source()
-            except Exception as exc:
-                health = {"screen": {"state": "fault", "detail": f"health(): {exc}"}}
+        health = self._health()
         att = health.get("attendance", {})
         frames = att.get("frames")
         if isinstance(frames, int):
@@ -219,11 +337,21 @@ class ScreenHub:
             if problem and self._last_problem.get(name) != problem:
                 self.errors.appendleft({"at": stamp, "worker": name, "detail": str(problem)})
             self._last_problem[name] = problem or ""
+        camera = camera_state(health)
+        alerts = []
+        if camera["fault"]:
+            why = att.get("detail") or state_text(camera["state"])
+            alerts.append(f"{FAULT_TITLE}：{camera['text']}（{why}），{FAULT_DETAIL}")
         return {
             "status": self.status() if status is None else status,
+            "alerts": alerts,
             "workers": {n: w.get("state", "?") for n, w in health.items()},
+            "worker_text": {n: state_text(w.get("state")) for n, w in health.items()},
+            "worker_label": {n: worker_label(n) for n in health},
             "camera": {
                 "state": att.get("state"),
+                "state_text": state_text(att.get("state")) if att else "无摄像头",
+                "detail": att.get("detail"),
                 "source": att.get("source"),
                 "frame_age_s": att.get("frame_age_s"),
                 "preview_fps": round(preview_fps, 1),
@@ -239,6 +367,14 @@ class ScreenHub:
             "uplink": health.get("uplink", {}),
             "errors": list(self.errors),
         }
+
+    def _health(self) -> dict[str, Any]:
+        if self.health_source is None:
+            return {}
+        try:
+            return self.health_source()
+        except Exception as exc:  # shown on /tech, never fatal to the page
+            return {"screen": {"state": "fault", "detail": f"health(): {exc}"}}
 
     # --- on the loop ----------------------------------------------------------------
 

@@ -79,6 +79,14 @@ Liveness = Literal["passed", "failed", "off"]
 RejectReason = Literal["unknown_face", "liveness_failed", "low_quality"]
 Clock = Literal["synced", "unsynced"]
 Role = Literal["staff", "chief"]
+# A component's state in the status message (docs/topics.md "Status").
+ComponentState = Literal["ok", "degraded", "fault"]
+# A kiosk camera's state as drivers/camera.py Camera.health reports it; "starting" is the
+# attendance worker's until its first report. The kiosk page shows each (docs/attendance.md).
+CameraState = Literal["starting", "ok", "recovering", "fault", "ended"]
+# Why a face was not encoded (drivers/faces.py): a track of such faces is ``low_quality``,
+# and the kiosk page tells the person what to change.
+FaceQuality = Literal["too_small", "blurred", "turned"]
 
 # The slots' headings: the regulation's four daily punches (in order: contract.schedule.DAILY_SLOTS)
 # and "extra", a punch outside them.

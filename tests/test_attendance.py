@@ -1108,3 +1108,33 @@ def test_recognition_child_ends_when_its_parent_is_killed(write_config, tmp_path
     finally:
         if not _gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_an_undecided_track_of_unusable_faces_tells_the_screen_what_to_change() -> None:
+    # The kiosk page's low_quality guidance (docs/attendance.md "Kiosk screen"): after
+    # ``votes`` unusable frames, and again when the problem changes, never for a face that
+    # was recognised.
+    import numpy as np
+
+    from agent.gallery import Gallery
+    from drivers.camera import Frame
+
+    looks: list[dict] = []
+    script = [([(1, None, "too_small")], [])] * 5 + [([(1, None, "turned")], [])] * 2
+    engine = ScriptedEngine(script)
+    p = AttendancePipeline(
+        AttendanceSection(),
+        engine,
+        Gallery.from_arrays(np.zeros((1, 128), np.float32), ["alice"]),
+        Schedule(),
+        lambda t, d, at: None,
+        wall_clock_for(TZ, datetime(2026, 11, 25, 8, 0, tzinfo=TZ)),
+    )
+    p.on_look = looks.append
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(len(engine.script)):
+        p.process(Frame(img, i + 1, i * 0.04, float(i)))
+    assert [(lk["kind"], lk["quality"]) for lk in looks] == [
+        ("low_quality", "too_small"),
+        ("low_quality", "turned"),
+    ]
