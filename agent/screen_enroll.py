@@ -194,5 +194,7 @@ def start_page(cfg: AgentConfig) -> tuple[Any, Any]:
             file=sys.stderr,
         )
         return None, None
-    print(f"guiding on the kiosk page http://{cfg.screen.listen}/", file=sys.stderr)
+    # The token itself is not printed: it lives in [screen] token_file (docs/attendance.md).
+    hint = " (open it once with ?token=… from [screen] token_file)" if cfg.screen.token else ""
+    print(f"guiding on the kiosk page http://{cfg.screen.listen}/{hint}", file=sys.stderr)
     return hub, server

@@ -302,7 +302,10 @@ def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
     )
     # The office's own headings and role words (工号, 窗口人员 …: what roster publish reads
     # from its spreadsheets), the code in brackets for whoever edits the JSON.
-    keys = ("id", "name", "role", "window")
+    # 入职日期/离职日期 only when some entry has them: the report judges only those days.
+    staff = stored.roster["staff"]
+    dated = tuple(k for k in ("starts", "ends") if any(e.get(k) for e in staff))
+    keys = ("id", "name", "role", "window", *dated)
     role_names = {code: word for word, code in ROLES.items() if word != code}
     table = [
         (
@@ -310,8 +313,9 @@ def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
             str(e.get("name", "-")),
             f"{role_names[role]} ({role})" if (role := e.get("role")) in role_names else str(role),
             str(e.get("window") or "-"),
+            *(str(e.get(k) or "-") for k in dated),
         )
-        for e in stored.roster["staff"]
+        for e in staff
     ]
     for line in aligned([COLUMNS[k][0] for k in keys], table):
         print(line)

@@ -525,6 +525,24 @@ def test_roster_show_aligns_chinese_names_and_names_roles_in_chinese(tmp_path, s
     ]
 
 
+def test_roster_show_lists_start_and_end_dates_when_the_roster_has_them(tmp_path, store_conf):
+    store, store_text = store_conf
+    staff = [
+        {"id": "S0012", "name": "张敏", "role": "staff", "window": "A03", "starts": "2026-11-16"},
+        {"id": "S0001", "name": "欧阳娜娜", "role": "chief", "ends": "2026-11-20"},
+    ]
+    store.put_roster("jiedong", {"v": 1, "version": 5, "staff": staff})
+    conf = tmp_path / "central.toml"
+    conf.write_text(store_text)
+    r = central(conf, "roster", "show", "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == [
+        "工号   姓名      角色              窗口  入职日期    离职日期",
+        "S0012  张敏      窗口人员 (staff)  A03   2026-11-16  -",
+        "S0001  欧阳娜娜  首席代表 (chief)  -     -           2026-11-20",
+    ]
+
+
 def test_uuid_helper_matches_contract_form():
     # check_event insists on the canonical lower-case form the envelope writes.
     ev = event(1, id=str(uuid.uuid4()).upper())
