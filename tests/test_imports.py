@@ -137,7 +137,8 @@ def test_the_product_and_scripts_never_import_tests() -> None:
 
 def test_the_tests_import_scan_finds_every_form(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "tool.py").write_text(
+    tool = tmp_path / "scripts" / "tool.py"
+    tool.write_text(
         "import os\n"
         "from tests import media\n"
         "def later():\n"
@@ -147,4 +148,5 @@ def test_the_tests_import_scan_finds_every_form(tmp_path: Path) -> None:
         "    __import__('tests')\n"
         "from testsuite import x\n"  # another package: not ours
     )
-    assert _imports_of_tests(tmp_path, ("scripts",)) == {"scripts/tool.py": [2, 4, 5, 6, 7]}
+    found = _imports_of_tests(tmp_path, ("scripts",))
+    assert found == {tool.relative_to(tmp_path).as_posix(): [2, 4, 5, 6, 7]}
