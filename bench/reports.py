@@ -43,7 +43,6 @@ from central.reports.month import Month  # noqa: E402
 from central.reports.source import month_events  # noqa: E402
 from central.store import EventRow, Store, open_store  # noqa: E402
 from contract.schedule import DayPlan, Schedule  # noqa: E402
-from tests.support import PG_URL, pg_available, pg_schema  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
 MONTH = Month(2026, 11, TZ)
@@ -67,20 +66,23 @@ def generate(
     month: Month = MONTH,
     now: datetime = NOW,
     leaves: int = 40,
+    joins: date | None = None,
 ) -> tuple[list, dict, list]:
     """The month's events up to ``now``, the site's roster and the approved leave rows.
 
     Punches follow each day's own hours (contract/schedule.py, so any season works); a
-    month still running has events only before ``now``. The last person joins mid-month
-    (roster ``starts``, docs/reports.md) and forgets the first punch of the first day, which
-    a 补卡 of that one slot corrects; other forgotten punches get a 补卡 now and then too, the
-    rest of ``leaves`` are half-day and whole-day 请假/公出 rows.
+    month still running has events only before ``now``. The last person joins on ``joins``
+    (default: the middle working day so far; roster ``starts``, docs/reports.md) and forgets
+    the first punch of the first day, which a 补卡 of that one slot corrects; other forgotten
+    punches get a 补卡 now and then too, the rest of ``leaves`` are 请假/公出 of half and
+    whole days.
     """
     rnd = random.Random(seed)
     schedule = Schedule()
     workdays = [d for d in month.days() if d <= now.date() and schedule.working_day(d)[0]]
     people = [_person(i, windows) for i in range(staff)]
-    joins = workdays[len(workdays) // 2] if workdays else month.first
+    if joins is None:
+        joins = workdays[len(workdays) // 2] if workdays else month.first
     people[-1]["starts"] = joins.isoformat()
     rows: list[tuple[str, datetime, dict, str]] = []  # (type, at, data, device)
     # (staff id, day, slot, the time on the 补卡 approval) of each punch nobody made
@@ -137,7 +139,7 @@ def generate(
                 expired = {k: data[k] for k in ("window", "pad", "staff_id", "invite_id")}
                 rows.append(("rating.expired", moment, expired, f"pad-{w // 8:02d}"))
     rows = [r for r in rows if r[1] < now]  # a month still running: nothing from the future
-    leave = _leave_rows(rnd, people, workdays, forgotten, leaves)
+    leave = _leave_rows(rnd, people, workdays, forgotten, leaves, joins)
     return rows, {"v": 1, "version": 1, "staff": people}, leave
 
 
@@ -166,6 +168,7 @@ def _leave_rows(
     workdays: list[date],
     forgotten: list[tuple[str, date, str, str]],
     count: int,
+    joins: date,
 ) -> list[dict]:
     """``count`` approved rows as ``leave import`` stores them (central/leave.py).
 
@@ -179,9 +182,11 @@ def _leave_rows(
     rows = [_correction(*f) for f in fixed[:count]]
     while len(rows) < count and workdays:
         d = rnd.choice(workdays)
+        # Leave is approved only for someone already at the hall (the joiner from ``joins``).
+        at_hall = people if d >= joins else people[:-1]
         rows.append(
             {
-                "staff_id": people[rnd.randrange(len(people))]["id"],
+                "staff_id": at_hall[rnd.randrange(len(at_hall))]["id"],
                 "kind": rnd.choice(("请假", "公出")),
                 "starts": d,
                 "starts_half": "am",
@@ -278,6 +283,8 @@ def measure(store: Store, rounds: int) -> dict[str, float]:
 @contextlib.contextmanager
 def pg_store() -> Iterator[Store]:
     """The store in a throw-away PostgreSQL schema, dropped on exit."""
+    from tests.support import PG_URL, pg_schema
+
     with pg_schema() as schema, open_store(PG_URL, schema) as store:
         yield store
 
@@ -289,6 +296,10 @@ def main() -> None:
     ap.add_argument("--ratings", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    # Imported here, not at the top: scripts/screenshot_report.py uses ``generate`` and, like
+    # every script, must not import tests/ (tests/test_imports.py).
+    from tests.support import PG_URL, pg_available
+
     rows, roster, leave = generate(args.windows, args.staff, args.ratings)
     print(f"generated {len(rows)} events, {len(leave)} leave rows for {MONTH.label}", flush=True)
     figures: dict[str, float] = {}
