@@ -3,7 +3,7 @@
     .venv/bin/python scripts/screenshot_report.py [--now 2026-12-04T10:30] [--out FILE]
 
 Generates the CURRENT month of a 14-person hall up to now (``bench/reports.py``'s generator:
-the last person joins mid-month and the 补卡 for their forgotten first punch names one slot),
+the last person joins during the month and a 补卡 of one slot corrects their first punch),
 writes it to a throw-away SQLite store, renders ``report attendance --format html`` as of now
 (so today is 未判定 and later days are empty) and photographs it in headless Chromium
 (Debian's ``chromium``) at 1280 px wide over the DevTools protocol. The person joins on the
@@ -49,7 +49,7 @@ TZ = ZoneInfo("Asia/Shanghai")  # the hall's timezone ([central] timezone's defa
 WIDTH = 1280
 STAFF, WINDOWS, RATINGS, LEAVES = 14, 8, 40, 6
 # What the picture leaves out (docs/reports.md, Formats): the sections below, and the days of
-# 每日明细 before FIRST_DAY, folded into one row that says so.
+# 每日明细 before firstDay (the joiner's first day), folded into one row that says so.
 EXCERPT_JS = """
 (firstDay => {
   const sections = [...document.querySelectorAll('h2')];
