@@ -43,6 +43,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # docs/pads.md command codes, written out again here on purpose (see module docstring).
+# The reader thread reports frames while the main thread prints the summary: one lock and one
+# write per line, so two threads never interleave a line's text and its newline.
+_OUTPUT_LOCK = threading.Lock()
+
+
+def _emit(text: str, file: Any) -> None:
+    with _OUTPUT_LOCK:
+        file.write(text + "\n")
+        file.flush()
+
+
 CMD = {
     "hello": 0x01,
     "rating": 0x10,
@@ -247,7 +258,7 @@ class SimPad:
 
     def _say(self, text: str) -> None:
         if self.log is not None:
-            print(text, file=self.log, flush=True)
+            _emit(text, self.log)
 
     def write_raw(self, data: bytes) -> None:
         with self._write_lock:
@@ -524,9 +535,12 @@ def main_simulate(args: argparse.Namespace) -> int:
             time.sleep(linger)
         if pad.latencies:
             lat = sorted(pad.latencies)
-            print(
+            # Last line of stdout, after anything the reader thread still reports.
+            pad.close()
+            _emit(
                 f"frames_acked={len(lat)} ack_p50_ms={lat[len(lat) // 2] * 1000:.1f} "
-                f"ack_max_ms={lat[-1] * 1000:.1f} failures={failures}"
+                f"ack_max_ms={lat[-1] * 1000:.1f} failures={failures}",
+                sys.stdout,
             )
         return 1 if failures else 0
     finally:
