@@ -363,7 +363,7 @@ def validate_roster(obj: Any) -> dict[str, Any]:
         window = entry.get("window")
         if window is not None and (not isinstance(window, str) or not WINDOW_RE.match(window)):
             raise RosterError(f"{where}.window: expected a window label or null, got {window!r}")
-    _check_employment(entry, where)
+        _check_employment(entry, where)
     return obj
 
 

@@ -138,6 +138,14 @@ def test_roster_starts_and_ends_are_optional_dates_in_order():
     ):
         with pytest.raises(c.RosterError, match=message):
             c.validate_roster({"v": 1, "version": 3, "staff": [bad]})
+        # Every entry is checked, not only the last one.
+        good = {"id": "S2", "name": "李四", "role": "staff"}
+        with pytest.raises(c.RosterError, match=message):
+            c.validate_roster({"v": 1, "version": 3, "staff": [bad, good]})
+
+
+def test_an_empty_roster_is_valid():
+    assert c.validate_roster({"v": 1, "version": 3, "staff": []})["staff"] == []
 
 
 def test_roster_spreadsheet_with_joining_and_leaving_dates(tmp_path):
