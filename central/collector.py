@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from central.config import CentralConfig
@@ -234,7 +235,7 @@ class Collector:
         failures = 0
         while True:
             try:
-                self.handle(msg.topic, msg.payload)
+                self.handle(msg.topic, msg.payload, retained=bool(getattr(msg, "retain", False)))
                 if failures:
                     logger.info(
                         "collector: store took the batch on %s after %d retries",
@@ -263,9 +264,9 @@ class Collector:
                     )
                     return
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         if topic.endswith("/status"):
-            self._handle_status(topic, payload)
+            self._handle_status(topic, payload, retained)
             return
         try:
             verdict = check_batch(
@@ -419,9 +420,15 @@ class Collector:
         logger.info("collector: roster version %s republished on %s", stored.version, topic)
         return True
 
-    def _handle_status(self, topic: str, payload: bytes) -> None:
+    def _handle_status(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """A device's retained status → ``devices``. Never raises: a status is not acked and
-        the next one replaces it, so a bad one (or a store hiccup) is logged and dropped."""
+        the next one replaces it, so a bad one (or a store hiccup) is logged and dropped.
+
+        A status delivered live was heard now. One the broker replays from its retained
+        store (on the collector's subscribe) says nothing about now: the device may have
+        died since. Its heard time is the status's own ``at``, never later than now, or
+        unknown (the epoch) when it has none; the device's next live status (every
+        ``status_interval_s``) sets it right (docs/board.md "Offline and stale devices")."""
         where = parse_device_topic(topic, self.prefix, "status")
         if where is None or not payload:
             return
@@ -436,8 +443,9 @@ class Collector:
         except (ValueError, RecursionError) as exc:
             logger.warning("ignoring bad status on %s: %s", topic, exc)
             return
+        heard_at = _replayed_heard_at(status) if retained else None
         try:
-            self.store.upsert_status(where[0], where[1], status)
+            self.store.upsert_status(where[0], where[1], status, heard_at)
         except Exception as exc:
             self.errors += 1
             logger.warning("status on %s not stored: %s", topic, exc)
@@ -483,3 +491,15 @@ def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
         notifier.stopping()
         collector.stop()
     return 0
+
+
+def _replayed_heard_at(status: dict[str, Any]) -> datetime:
+    """When a replayed retained status was sent, by its own ``at`` (aware, at most now)."""
+    now = datetime.now(UTC)
+    try:
+        sent = datetime.fromisoformat(str(status.get("at")))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    if sent.tzinfo is None:
+        return datetime.fromtimestamp(0, UTC)
+    return min(sent.astimezone(UTC), now)

@@ -548,7 +548,11 @@ class Store:
         """True when ``exc`` says the store is unavailable (retry later), not the data bad."""
         raise NotImplementedError
 
-    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+    def upsert_status(
+        self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
+    ) -> None:
+        """Store a device's status; ``status_at`` is ``heard_at`` (aware), default now: when
+        the centre last heard the device (docs/board.md "Offline and stale devices")."""
         raise NotImplementedError
 
     def devices(self) -> list[dict[str, Any]]:
@@ -786,7 +790,9 @@ class SqliteStore(Store):
         # "database is locked", "disk I/O error", "unable to open": the file, not the data.
         return isinstance(exc, sqlite3.OperationalError)
 
-    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+    def upsert_status(
+        self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
+    ) -> None:
         with self._lock:
             self.conn.execute(
                 _STATUS_SQL_SQLITE,
@@ -795,7 +801,7 @@ class SqliteStore(Store):
                     device,
                     *_status_fields(status),
                     json.dumps(status, ensure_ascii=False),
-                    _iso(utcnow()),
+                    _iso((heard_at or utcnow()).astimezone(UTC)),
                 ),
             )
 
@@ -912,7 +918,7 @@ def _columns(events: list[EventRow]) -> tuple[list[Any], ...]:
 _STATUS_SQL_PG = """
 INSERT INTO devices (site, device, state, version, pending, oldest_s, dead_letter, status,
                      status_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, now())
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
 ON CONFLICT (site, device) DO UPDATE SET
   state = excluded.state, version = excluded.version, pending = excluded.pending,
   oldest_s = excluded.oldest_s, dead_letter = excluded.dead_letter, status = excluded.status,
@@ -1061,11 +1067,19 @@ class PostgresStore(Store):
         differ = {r[0] for r in rows}
         return [e for e in events if e.id in differ]
 
-    def upsert_status(self, site: str, device: str, status: dict[str, Any]) -> None:
+    def upsert_status(
+        self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
+    ) -> None:
         with self._lock:
             self._conn().execute(
                 _STATUS_SQL_PG,
-                (site, device, *_status_fields(status), json.dumps(status, ensure_ascii=False)),
+                (
+                    site,
+                    device,
+                    *_status_fields(status),
+                    json.dumps(status, ensure_ascii=False),
+                    heard_at or utcnow(),
+                ),
             )
 
     def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:

@@ -156,8 +156,9 @@ def test_state_follows_login_pause_resume_logout_and_counts_todays_ratings():
     assert (a01["state"], a01["staff"], a01["since"]) == ("closed", None, "10:30")
 
 
-def heard(state: str, sent: datetime, received: datetime | None = None) -> DeviceStatus:
-    return DeviceStatus(state, (received or sent).astimezone(UTC), sent)
+def heard(state: str, at: datetime) -> DeviceStatus:
+    """A device's status as the centre last heard it, by the centre's clock."""
+    return DeviceStatus(state, at.astimezone(UTC))
 
 
 def test_a_window_is_never_in_service_on_a_device_that_is_not_heard():
@@ -177,8 +178,9 @@ def test_a_window_is_never_in_service_on_a_device_that_is_not_heard():
         # Not heard for longer than its statuses allow.
         ("jiedong", "win-03"): heard("online", now - STALE - timedelta(seconds=1)),
         # win-04: no status ever stored.
-        # A retained `online` replayed to a restarted collector: stored now, sent an hour ago.
-        ("jiedong", "win-05"): heard("online", now - timedelta(hours=1), now),
+        # A retained `online` replayed to a restarted collector, an hour after the device
+        # died: the collector stores the hour-old send time (test_store.py), not now.
+        ("jiedong", "win-05"): heard("online", now - timedelta(hours=1)),
         ("jiedong", "win-06"): heard("offline", now - timedelta(seconds=5)),
     }
     live = Liveness(devices, now, STALE, hall_open=True)
@@ -272,7 +274,7 @@ def test_board_json_from_a_real_store(store_cfg):
     store.write_batch(
         [pad.event("window.login", HALL_OPEN, window="A10", pad=3, staff_id="S003")], []
     )
-    store.upsert_status("jiedong", "win-01", status("online", HALL_OPEN))
+    store.upsert_status("jiedong", "win-01", status("online", HALL_OPEN), HALL_OPEN)
     clock = Clock(HALL_OPEN)
     server = BoardServer(cfg, clock=clock)
     assert server.start(), server.error
@@ -294,10 +296,10 @@ def test_board_json_from_a_real_store(store_cfg):
 
         # The store's own types (jsonb and timestamptz on PostgreSQL) are read as such: the
         # device's status going offline, then its status growing old, close the window.
-        store.upsert_status("jiedong", "win-01", status("offline", HALL_OPEN))
+        store.upsert_status("jiedong", "win-01", status("offline", HALL_OPEN), HALL_OPEN)
         assert wait_for(lambda: a10()["state"] == "offline", 20, interval=0.1)
         assert a10()["device"] == {"id": "win-01", "state": "offline"}
-        store.upsert_status("jiedong", "win-01", status("online", HALL_OPEN))
+        store.upsert_status("jiedong", "win-01", status("online", HALL_OPEN), HALL_OPEN)
         assert wait_for(lambda: a10()["state"] == "open", 20, interval=0.1)
         clock.at = HALL_OPEN + STALE + timedelta(seconds=1)
         assert wait_for(lambda: a10()["state"] == "offline", 20, interval=0.1)
@@ -447,7 +449,7 @@ def test_board_shows_a_login_a_pause_and_a_logout_as_they_happen(tmp_path, chrom
     cfg = board_config(tmp_path, free_port())
     writer = open_store(cfg.store.url)  # the collector's side: its own connection
     writer.put_roster("jiedong", ROSTER)
-    writer.upsert_status("jiedong", "win-01", status("online", HALL_OPEN))
+    writer.upsert_status("jiedong", "win-01", status("online", HALL_OPEN), HALL_OPEN)
     pad = Pad()
     moments = (HALL_OPEN - timedelta(minutes=30) + timedelta(minutes=m) for m in range(30))
     writer.write_batch(
@@ -552,9 +554,9 @@ def test_a_window_not_heard_goes_offline_and_closes_after_hours_without_a_new_me
         ],
         [],
     )
-    writer.upsert_status("jiedong", "win-01", status("online", HALL_OPEN))
-    writer.upsert_status("jiedong", "win-02", status("online", HALL_OPEN))
-    writer.upsert_status("jiedong", "win-03", status("offline", HALL_OPEN))  # the will
+    writer.upsert_status("jiedong", "win-01", status("online", HALL_OPEN), HALL_OPEN)
+    writer.upsert_status("jiedong", "win-02", status("online", HALL_OPEN), HALL_OPEN)
+    writer.upsert_status("jiedong", "win-03", status("offline", HALL_OPEN), HALL_OPEN)  # the will
     clock = Clock(HALL_OPEN)
     server = BoardServer(cfg, clock=clock)
     assert server.start(), server.error
@@ -757,7 +759,7 @@ def test_sixty_windows_fit_a_1920x1080_screen_page_by_page(tmp_path, chromium):
     writer.put_roster("jiedong", roster)
     writer.write_batch(events, [])
     for device, state in devices.items():
-        writer.upsert_status("jiedong", device, status(state, HALL_OPEN))
+        writer.upsert_status("jiedong", device, status(state, HALL_OPEN), HALL_OPEN)
     server = BoardServer(cfg, clock=Clock(HALL_OPEN))
     assert server.start(), server.error
     windows = [w["window"] for w in roster["staff"]]

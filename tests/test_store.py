@@ -149,6 +149,31 @@ def test_views_are_typed(store):
     assert r == [("A03", 1, None, 2, "不满意", 17)]
 
 
+def test_a_replayed_status_keeps_its_send_time_and_a_live_one_is_heard_now(store, tmp_path):
+    """The board judges liveness by when the centre last heard a device (docs/board.md):
+    a retained status the broker replays to a restarted collector must not look fresh, and a
+    device whose own clock runs slow must not look stale."""
+    from central.board.state import fetch_devices
+    from central.collector import _replayed_heard_at
+
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    replay = {"v": 1, "state": "online", "at": hour_ago.astimezone(TZ).isoformat()}
+    store.upsert_status("jiedong", "win-01", replay, _replayed_heard_at(replay))
+    # A live status from a device whose clock is 200 s slow, heard now.
+    slow = {
+        "v": 1,
+        "state": "online",
+        "at": (datetime.now(TZ) - timedelta(seconds=200)).isoformat(),
+    }
+    store.upsert_status("jiedong", "win-02", slow)
+    heard = fetch_devices(store)
+    assert abs(heard[("jiedong", "win-01")].heard_at - hour_ago) < timedelta(seconds=1)
+    assert datetime.now(UTC) - heard[("jiedong", "win-02")].heard_at < timedelta(seconds=30)
+    # A replay without a usable `at` (or from the future) is never heard later than now.
+    assert _replayed_heard_at({"at": "garbage"}) == datetime.fromtimestamp(0, UTC)
+    assert _replayed_heard_at({"at": "2999-01-01T00:00:00+08:00"}) <= datetime.now(UTC)
+
+
 def test_devices_track_status_and_last_event(store):
     store.upsert_status(
         "jiedong",

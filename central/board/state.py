@@ -47,8 +47,7 @@ class DeviceStatus:
     """A device's latest retained status as the collector stored it (``devices`` table)."""
 
     state: str | None  # "online" | "offline" (docs/topics.md)
-    heard_at: datetime | None  # when the centre stored it (UTC)
-    sent_at: datetime | None  # the status's own ``at`` (the device's clock)
+    heard_at: datetime | None  # when the centre last heard its status (centre's clock, UTC)
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,10 @@ class Liveness:
             return "unknown"
         if status.state != "online":
             return "offline"
-        # The older of both clocks: a retained ``online`` replayed by the broker after the
-        # device died is stored afresh (new heard_at) but keeps the ``at`` it was sent with.
-        heard = min(t for t in (status.heard_at, status.sent_at) if t is not None)
-        return "stale" if self.now - heard > self.stale_after else "online"
+        # Only the centre's clock: a device whose own clock is slow is still heard. A retained
+        # ``online`` replayed after the device died is stored with its send time, not now
+        # (central/collector.py), so it goes stale.
+        return "stale" if self.now - status.heard_at > self.stale_after else "online"
 
 
 @dataclass
@@ -266,14 +265,11 @@ def _moment(value: Any) -> datetime | None:
 
 def fetch_devices(store: Any) -> dict[tuple[str, str], DeviceStatus]:
     """Every device's latest stored status: (site, device) -> :class:`DeviceStatus`."""
-    rows = store.query("SELECT site, device, state, status, status_at FROM devices")
-    out = {}
-    for site, device, dev_state, raw, status_at in rows:
-        sent = _data(raw).get("at")
-        out[(site, device)] = DeviceStatus(
-            dev_state, _moment(status_at), _moment(sent) if isinstance(sent, str) else None
-        )
-    return out
+    rows = store.query("SELECT site, device, state, status_at FROM devices")
+    return {
+        (site, device): DeviceStatus(dev_state, _moment(status_at))
+        for site, device, dev_state, status_at in rows
+    }
 
 
 def hall_open(schedule: Schedule, moment: datetime) -> bool:
