@@ -434,7 +434,11 @@ def cookie_value(token: str) -> str:
 
 def _same(offered: str, expected: str) -> bool:
     # Constant time: a byte-by-byte comparison would tell an attacker how much was right.
-    return hmac.compare_digest(offered.encode(), expected.encode())
+    # aiohttp decodes headers with surrogateescape: a non-UTF-8 byte must be a refusal (401),
+    # not an encoding error (500 and a traceback in the log).
+    return hmac.compare_digest(
+        offered.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 def _refused() -> web.Response:

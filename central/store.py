@@ -389,6 +389,11 @@ _SQLITE_V5 = [
         note, imported_by, imported_at, source)
       SELECT id, staff_id, kind, starts, starts_half, ends, ends_half, approver, note,
         imported_by, imported_at, source FROM leave""",
+    # Ids are never reused (docs/reports.md: `leave remove ID`): the new table's AUTOINCREMENT
+    # counter continues the old one's, which DROP TABLE would forget.
+    "DELETE FROM sqlite_sequence WHERE name = 'leave_v5'",
+    """INSERT INTO sqlite_sequence (name, seq)
+      SELECT 'leave_v5', seq FROM sqlite_sequence WHERE name = 'leave'""",
     "DROP TABLE leave",
     "ALTER TABLE leave_v5 RENAME TO leave",
     "CREATE INDEX leave_dates ON leave (starts, ends)",

@@ -16,7 +16,7 @@ say() { echo "ci_fresh_clone: $*"; }
 fail() { echo "ci_fresh_clone: FAILED: $*" >&2; exit 1; }
 
 # The Quick start's system packages (README.md): Python with venv, then the demo's tools.
-packages=(python3 python3-venv git mosquitto mosquitto-clients socat chromium fonts-noto-cjk)
+packages=(python3 python3-venv git mosquitto mosquitto-clients socat fonts-noto-cjk)  # not chromium: the demo opens no browser
 missing=()
 for pkg in "${packages[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] \

@@ -446,6 +446,45 @@ def test_sqlite_v4_leave_is_migrated_to_slots(tmp_path):
         _check_migrated(store)
 
 
+def test_sqlite_leave_migration_never_reuses_a_removed_id(tmp_path):
+    """`leave remove 2` before the upgrade: the next row after it is 3, as PostgreSQL's
+    identity would give, never 2 again (an id once printed names one approval)."""
+    from central.store import SQLITE_MIGRATIONS
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for step in SQLITE_MIGRATIONS[:4]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(V4_LEAVE)
+    conn.execute(V4_LEAVE.replace("'2026-10-21'", "'2026-10-28'"))
+    conn.execute("DELETE FROM leave WHERE id = 2")
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as store:
+        added = store.add_leaves(
+            [
+                {
+                    "staff_id": "S002",
+                    "kind": "请假",
+                    "starts": date(2026, 11, 2),
+                    "starts_half": "am",
+                    "ends": date(2026, 11, 2),
+                    "ends_half": "pm",
+                    "approver": "李科长",
+                    "note": "",
+                    "source": "new.csv:2",
+                    "slot": "",
+                    "slot_time": "",
+                }
+            ],
+            "王科员",
+        )
+        assert added == 1
+        assert [r["id"] for r in store.leaves()] == [1, 3]
+
+
 def test_postgres_v4_leave_is_migrated_to_slots():
     if not pg_available():
         require_or_skip(f"PostgreSQL not reachable at {PG_URL}")

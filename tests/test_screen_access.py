@@ -198,6 +198,20 @@ def test_the_cookie_opens_the_page_its_events_and_the_preview(write_config, tmp_
         assert bearer.status == 200 and json.loads(bearer.text)["status"]["pending"] == 3
         assert "Set-Cookie" not in bearer.headers
         assert_refused(get(base + "/tech.json", headers={"Authorization": "Bearer nope"}))
+        # Bytes that are not UTF-8 in a header are a refusal, not a server error.
+        for header in (b"Authorization: Bearer \xff", b"Cookie: " + COOKIE.encode() + b"=\xff"):
+            assert raw_status(base, b"/tech.json", header) == 401
+
+
+def raw_status(base: str, path: bytes, header: bytes) -> int:
+    """The status of a GET sent as raw bytes (a client library would refuse to send them)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(base)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+        return int(sock.recv(64).split(b" ")[1])
 
 
 def test_an_exposed_listen_without_a_token_is_not_served(write_config, tmp_path):
