@@ -459,6 +459,15 @@ def _without_token(request: web.Request) -> str:
     return "/" + target.lstrip("/")
 
 
+PAGES = ("/", "/tech")
+
+
+def _grant(response: web.StreamResponse, cookie: str) -> None:
+    response.set_cookie(
+        COOKIE, cookie, max_age=COOKIE_MAX_AGE_S, path="/", httponly=True, samesite="Strict"
+    )
+
+
 def token_middleware(token: str) -> Any:
     """Every route behind the token: ``?token=`` once (cookie + redirect), then the cookie.
 
@@ -475,21 +484,19 @@ def token_middleware(token: str) -> Any:
             # Redirect to the URL without the token, so it stays out of the history and the
             # address bar; the cookie carries the access from now on.
             response = web.Response(status=303, headers={"Location": _without_token(request)})
-            response.set_cookie(
-                COOKIE,
-                cookie,
-                max_age=COOKIE_MAX_AGE_S,
-                path="/",
-                httponly=True,
-                samesite="Strict",
-            )
+            _grant(response, cookie)
             response.headers["Cache-Control"] = "no-store"
             return response
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and bearer and _same(bearer.strip(), token):
             return await handler(request)
         if _same(request.cookies.get(COOKIE, ""), cookie):
-            return await handler(request)
+            response = await handler(request)
+            # Each load of a page renews the cookie: a screen in daily use never reaches
+            # COOKIE_MAX_AGE_S. Streams are prepared already and keep theirs.
+            if request.path in PAGES and not response.prepared:
+                _grant(response, cookie)
+            return response
         return _refused()
 
     return require_token

@@ -186,6 +186,9 @@ def test_the_cookie_opens_the_page_its_events_and_the_preview(write_config, tmp_
     with serving(cfg) as (hub, base):
         page = get(base + "/", cookies=jar)
         assert page.status == 200 and 'id="preview"' in page.text
+        # Each page load renews the cookie, so a screen in daily use never sees it expire.
+        renewed = page.headers.get("Set-Cookie", "")
+        assert renewed.startswith(f"{COOKIE}={cookie_value(TOKEN)}") and "Max-Age=" in renewed
         events = get(base + "/events", cookies=jar)
         assert events.status == 200 and events.text.startswith("data: ")
         assert json.loads(events.text[6:].split("\n")[0])["pending"] == 3
