@@ -139,6 +139,37 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+_LEAVE_IDENTITY = ("staff_id", "kind", "starts", "starts_half", "ends", "ends_half", "slot")
+_LEAVE_DETAILS = {"slot_time": "时间 (time)", "approver": "审批人", "note": "备注"}
+
+
+def _changed_leaves(store: Any, rows: list[dict[str, Any]]) -> list[str]:
+    """Rows that name a stored approval (same person, kind, span and slot) but say something
+    else about it: importing them would keep the old details and report "already stored", so
+    a corrected 补卡 time would be lost without a word. Each names what to do instead."""
+    if not rows:
+        return []
+    first, last = min(r["starts"] for r in rows), max(r["ends"] for r in rows)
+    stored = {tuple(s.get(k, "") for k in _LEAVE_IDENTITY): s for s in store.leaves(first, last)}
+    problems = []
+    for row in rows:
+        old = stored.get(tuple(row.get(k, "") for k in _LEAVE_IDENTITY))
+        if old is None:
+            continue
+        diffs = [
+            f"{label} {old.get(k) or '-'!s} → {row.get(k) or '-'!s}"
+            for k, label in _LEAVE_DETAILS.items()
+            if (old.get(k) or "") != (row.get(k) or "")
+        ]
+        if diffs:
+            problems.append(
+                f"{row.get('source', '?')}: {row['kind']} of {row['staff_id']} is stored already "
+                f"as id {old['id']} with other details ({'; '.join(diffs)}); to correct it, "
+                f"run `hall-central leave remove {old['id']}` and import the file again"
+            )
+    return problems
+
+
 def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from central.leave import LeaveError, parse_leave_file
 
@@ -156,6 +187,14 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
                 raise CliError(
                     f"leave import: {len(exc.problems)} problem(s) in {args.file}; nothing imported"
                 ) from None
+            changed = _changed_leaves(store, rows)
+            if changed:
+                for problem in changed:
+                    print(problem, file=sys.stderr)
+                raise CliError(
+                    f"leave import: {len(changed)} row(s) of {args.file} differ from what is "
+                    "stored; nothing imported"
+                )
             added = store.add_leaves(rows, by)
             stored = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
         print(

@@ -288,6 +288,26 @@ def test_two_corrections_of_one_morning_are_two_rows(tmp_path, store_conf):
     ]
     r = central(conf, "leave", "import", str(path))
     assert "0 row(s) added, 2 already stored" in r.stdout
+    # The office corrects the time: not "already stored" (the old time would stay), but a
+    # refusal that says what differs and how to replace the row.
+    path.write_text(
+        "工号,类型,开始,结束,审批人,时段\n"
+        "S001,补卡,2026-10-21 08:13,,李科长,上午上班\n"
+        "S001,补卡,2026-10-21,,李科长,上午下班\n",
+        encoding="utf-8",
+    )
+    first = store.leaves()[0]["id"]
+    r = central(conf, "leave", "import", str(path))
+    assert r.returncode == 1
+    assert f"is stored already as id {first} with other details (时间 (time) 08:29 → 08:13)" in (
+        r.stderr
+    )
+    assert f"hall-central leave remove {first}" in r.stderr and "nothing imported" in r.stderr
+    assert [x["slot_time"] for x in store.leaves()] == ["08:29", ""]
+    assert central(conf, "leave", "remove", str(first)).returncode == 0
+    r = central(conf, "leave", "import", str(path))
+    assert r.returncode == 0 and "1 row(s) added, 1 already stored" in r.stdout, r.stderr
+    assert sorted(x["slot_time"] for x in store.leaves()) == ["", "08:13"]
 
 
 def test_a_bad_file_imports_nothing(tmp_path, store_conf):
