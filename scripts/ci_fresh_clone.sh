@@ -52,6 +52,7 @@ started=$(date +%s)
 set +e
 env -u VIRTUAL_ENV -u PYTHONPATH -u HALL_TEST_MEDIA PATH="$path" TMPDIR="$tmp/tmp" \
   python3 - "$clone" "$timeout_s" <<'PY'
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,16 +67,35 @@ demo = subprocess.Popen(
     stdin=subprocess.DEVNULL,
     start_new_session=True,
 )
+
+
+def stop_demo() -> None:
+    """Ctrl-C to the demo alone first (demo.sh execs demo.py, which stops its agents before
+    its broker), then its whole session if it has not stopped within a minute."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(demo.pid, signal.SIGINT)
+    try:
+        demo.wait(60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
+
+
+def on_signal(signum: int, _frame: object) -> None:
+    # CI cancelled: the demo runs in a session of its own, so it would outlive this script.
+    print(f"ci_fresh_clone: FAILED: signal {signum}; stopping the demo", file=sys.stderr)
+    stop_demo()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
 try:
     rc = demo.wait(timeout_s)
 except subprocess.TimeoutExpired:
     print(f"ci_fresh_clone: FAILED: the demo ran over {timeout_s:.0f} s; Ctrl-C", file=sys.stderr)
-    os.killpg(demo.pid, signal.SIGINT)
-    try:
-        demo.wait(120)
-    except subprocess.TimeoutExpired:
-        os.killpg(demo.pid, signal.SIGKILL)
-        demo.wait()
+    stop_demo()
     rc = 124
 
 
