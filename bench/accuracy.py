@@ -11,7 +11,7 @@ The East Asian evaluation set (tests/eastasian.py: 226 vendored LFW photos of 47
   (GA): an enrolled person's photo matched to them; false accept (FA): a stranger's photo
   matched to anyone; wrong: an enrolled person's photo matched to someone else. Swept over
   the tolerance at the shipped margin: a DET curve (miss = 1 - GA against FA), saved as an
-  image (docs/img/det-<recognizer>.png), and the figures at the shipped defaults. Also the
+  image in docs/img (det-dlib.png for dlib), and the figures at the shipped defaults. Also the
   distances between photos of the same person and of different people.
 - on the kiosk videos (640x480 and 1280x720: six enrolled people and eleven strangers, one
   at a time for 3 s, faces 160/100/70/55 px, one stranger standing 10 s, one stranger beside
@@ -440,7 +440,7 @@ def main() -> int:
         help="run face_recognition's naive loop on every Nth video frame (0: not at all)",
     )
     ap.add_argument("--no-video", action="store_true", help="per-photo figures only")
-    ap.add_argument("--det", type=Path, help="DET image (default docs/img/det-<recognizers>.png)")
+    ap.add_argument("--det", type=Path, help="DET image (default: det-NAME.png in docs/img)")
     args = ap.parse_args()
     if bad := ea.problems():
         print("accuracy: the East Asian set is not intact: " + "; ".join(bad[:3]), file=sys.stderr)

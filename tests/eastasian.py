@@ -59,11 +59,12 @@ def photos() -> list[Photo]:
     return [Photo(**p) for p in manifest()["photos"]]
 
 
-def problems() -> list[str]:
-    """Every photo that is missing or differs from its pin (empty when the set is intact)."""
+def problems(data: Path = DATA) -> list[str]:
+    """Every photo in ``data`` that is missing or differs from its pin (empty when the set
+    is intact)."""
     out = []
     for p in photos():
-        path = DATA / p.file
+        path = data / p.file
         if not path.is_file():
             out.append(f"{path}: missing (pinned from {p.source_path})")
         elif (digest := hashlib.sha256(path.read_bytes()).hexdigest()) != p.sha256:
