@@ -258,6 +258,7 @@ class VideoResult:
     to_punch_s: list[float] = field(default_factory=list)  # media time, scene start -> punch
     busy_to_punch_s: list[float] = field(default_factory=list)  # processing time, same span
     fps: float = float("nan")
+    missed: list[tuple[int, str]] = field(default_factory=list)  # (scene, staff) not punched
 
     def false_pairs(self, scenes) -> set[tuple[int | None, str]]:
         """Distinct (scene, person punched) among the false punches."""
@@ -276,7 +277,8 @@ def score(scenes, punches: list[Punch], staff: set[str]) -> VideoResult:
             false.append(p)
     to_punch = sorted(p.emitted_t - scenes[k[0]].start_s for k, p in first.items())
     busy = sorted(p.busy_s for p in first.values())
-    return VideoResult(len(expected), len(first), false, to_punch, busy)
+    missed = sorted(expected - set(first))
+    return VideoResult(len(expected), len(first), false, to_punch, busy, missed=missed)
 
 
 class Naive:
@@ -394,8 +396,10 @@ def describe(r: VideoResult, scenes) -> str:
         times += f"; processing time to punch median {np.median(b):.2f} s, max {max(b):.2f} s"
     pairs = sorted(r.false_pairs(scenes), key=lambda x: (x[0] is None, x[0] or 0, x[1]))
     false = ", ".join(f"scene {i}: {sid}" for i, sid in pairs) or "none"
+    missed = ", ".join(f"scene {i}: {sid}" for i, sid in r.missed)
     return (
-        f"staff punched {r.punched}/{r.visits}, false punches {len(r.false)} "
+        f"staff punched {r.punched}/{r.visits}" + (f" (missed {missed})" if missed else "") + ", "
+        f"false punches {len(r.false)} "
         f"({len(pairs)} distinct: {false}); {times}; {r.fps:.1f} frames/s"
     )
 
@@ -404,7 +408,7 @@ def describe(r: VideoResult, scenes) -> str:
 
 
 def measure(
-    rec: Recognizer, naive_every: int, videos: bool
+    rec: Recognizer, naive_every: int, videos: bool, sizes=SIZES
 ) -> tuple[dict[str, str], list[Rates], Rates, PhotoSet]:
     tolerance, margin, votes = shipped()
     ps = encode_set(rec)
@@ -450,7 +454,7 @@ def measure(
     }
     if videos:
         print(f"[{rec.name}] videos: tolerance {tolerance:g}, margin {margin:g}, votes {votes}")
-        for size in SIZES:
+        for size in sizes:
             tag = f"{size[0]}x{size[1]}"
             ours, theirs = run_video(rec, ps, size, naive_every)
             print(f"  {tag} ours : {describe(ours, ea.video_scenes(size))}")
@@ -490,6 +494,12 @@ def main() -> int:
         help="run face_recognition's naive loop on every Nth video frame (0: not at all)",
     )
     ap.add_argument("--no-video", action="store_true", help="per-photo figures only")
+    ap.add_argument(
+        "--size",
+        choices=[f"{w}x{h}" for w, h in SIZES],
+        action="append",
+        help="video resolution (repeatable; default both)",
+    )
     ap.add_argument("--det", type=Path, help="DET image (default: det-NAME.png in docs/img)")
     args = ap.parse_args()
     if bad := ea.problems():
@@ -502,7 +512,9 @@ def main() -> int:
     n_gen = n_str = 1
     for k, name in enumerate(names):
         rec = RECOGNIZERS[name]()
-        figs, curve, at, ps = measure(rec, args.naive_every if k == 0 else 0, not args.no_video)
+        sizes = [s for s in SIZES if not args.size or f"{s[0]}x{s[1]}" in args.size]
+        naive_every = args.naive_every if k == 0 else 0
+        figs, curve, at, ps = measure(rec, naive_every, not args.no_video, sizes)
         prefix = f"{name}_" if len(names) > 1 else ""
         figures.update({prefix + key: v for key, v in figs.items()})
         curves[name], points[name] = curve, at
