@@ -326,9 +326,13 @@ def run_video(
     now = {"t": 0.0}  # media time of the frame being processed
     spent_at: list[tuple[float, float]] = []  # (media t, processing time) of every frame
 
+    rejected: list[tuple[float, str, float | None]] = []  # (media t, reason, distance)
+
     def emit(kind, data, at) -> None:
         if kind == "attendance.punch":
             raw.append((data["staff_id"], (at - EPOCH).total_seconds(), now["t"]))
+        elif kind == "attendance.rejected":
+            rejected.append((now["t"], data["reason"], data.get("distance")))
 
     att = AttendanceSection(camera="bench", realtime=False, debounce_s=DEBOUNCE_S)
     pipeline = AttendancePipeline(
@@ -367,6 +371,9 @@ def run_video(
         cam.stop()
     staff = set(ps.enrol_encodings)
     ours = score(scenes, [with_busy(scenes, spent_at, *r) for r in raw], staff)
+    for i, sid in ours.missed:  # why: the kiosk's rejections while that scene was on screen
+        why = [f"{r} ({d})" for t, r, d in rejected if media.scene_at(scenes, t) == i]
+        print(f"  {size[0]}x{size[1]} scene {i} ({sid} missed): rejections {why or 'none'}")
     ours.fps = present / busy if busy else float("nan")
     theirs = None
     if naive is not None:
