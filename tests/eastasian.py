@@ -166,8 +166,8 @@ def sprite(person: str, face_px: int) -> np.ndarray:
 # --- kiosk videos: people one at a time, strangers walking through ----------------------
 
 STAND_S, LONG_STAND_S, GAP_S, LEAD_S = 3.0, 10.0, 0.6, 0.4
-# 0.5, 0.8, 1.1 and 1.5 m from a typical webcam at 640x480 (docs/attendance.md#working-distance
-# -and-camera-placement); the same pixel widths at 1280x720, as in the distance set.
+# About 0.5, 0.8, 1.1 and 1.5 m from a typical webcam at 640x480 (docs/attendance.md, "Working
+# distance and camera placement"); the same pixel widths at 1280x720, as in the distance set.
 FACE_PX = (160, 100, 70, 55)
 VIDEO_STAFF = 6
 VIDEO_STRANGERS = 11
