@@ -13,7 +13,7 @@ Nothing here is used by the agent itself.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -179,15 +179,24 @@ def _sprite(sid: str, face_px: int) -> np.ndarray:
 
 
 def compose_scenes(
-    path: Path, scenes: Sequence[Scene], size: tuple[int, int], duration_s: float, fps: float = 25.0
+    path: Path,
+    scenes: Sequence[Scene],
+    size: tuple[int, int],
+    duration_s: float,
+    fps: float = 25.0,
+    sprite: Callable[[str, int], np.ndarray] | None = None,
 ) -> Path:
     """An MJPG .avi of the scenes: people spread across the frame, each swaying a little
-    on their own, and the whole picture shaking by up to ~2 px like a hand-mounted camera."""
+    on their own, and the whole picture shaking by up to ~2 px like a hand-mounted camera.
+
+    ``sprite(person, face_px)`` draws a person's head and shoulders; by default the people of
+    the pinned photos (SHOWN), another set brings its own (tests/eastasian.py)."""
     import cv2
 
     width, height = size
     bg = _background(width, height)
-    sprites = {(sid, px): _sprite(sid, px) for sc in scenes for sid, px in sc.people}
+    draw = sprite or _sprite
+    sprites = {(sid, px): draw(sid, px) for sc in scenes for sid, px in sc.people}
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     assert writer.isOpened(), f"cannot write {path}"
     rng = np.random.default_rng(11)
