@@ -31,7 +31,6 @@ import sys
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -44,6 +43,7 @@ from central.reports import build, render  # noqa: E402
 from central.reports.month import Month  # noqa: E402
 from central.store import open_store  # noqa: E402
 from contract.schedule import Schedule  # noqa: E402
+from scripts.cdp import Cdp, CdpError  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")  # the hall's timezone ([central] timezone's default)
 WIDTH = 1280
@@ -101,27 +101,6 @@ def month_html(now: datetime, joins: date) -> bytes:
         out = io.BytesIO()
         render(build("attendance", store, month, None, now=now), "html", out)
     return out.getvalue()
-
-
-class Cdp:
-    """The few DevTools protocol calls the screenshot needs (one page, one at a time)."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
-        self.ws, self.next_id = ws, 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise ShotError(f"chromium refused {method}: {msg['error']}")
-                return msg["result"]
-
-    async def value(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
 
 async def photograph(cdp: Cdp, page: Path, first_day: date) -> bytes:
@@ -255,7 +234,7 @@ def main() -> int:
             page = Path(tmp) / "report.html"
             page.write_bytes(html)
             png = asyncio.run(with_chromium(page, Path(tmp) / "chromium", joins))
-    except ShotError as exc:
+    except (ShotError, CdpError) as exc:
         print(f"screenshot_report: {exc}", file=sys.stderr)
         return 1
     if args.html:

@@ -34,6 +34,7 @@ from central.board.state import DeviceStatus, Liveness, compute, hall_open
 from central.config import CentralConfig
 from central.store import EventRow, open_store
 from contract.schedule import Schedule
+from scripts.cdp import Cdp as PageCdp
 from tests.conftest import require_or_skip
 from tests.support import free_port, wait_for
 
@@ -387,18 +388,8 @@ def chromium(tmp_path) -> Iterator[str]:
             proc.wait()
 
 
-class Cdp:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
-        self.ws, self.next_id = ws, 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == self.next_id:
-                assert "error" not in msg, msg
-                return msg["result"]
+class Cdp(PageCdp):
+    """The DevTools client (scripts/cdp.py) with the board's own reads."""
 
     async def cards(self) -> dict[str, dict[str, str]]:
         js = (
@@ -407,10 +398,6 @@ class Cdp:
         )
         result = await self.call("Runtime.evaluate", expression=js, returnByValue=True)
         return {c["window"]: c for c in json.loads(result["result"]["value"])}
-
-    async def value(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
     async def wait_for(self, what: str, predicate: Any, timeout: float = 20.0) -> dict:
         """Wait until the page shows something (a wait, not a speed assertion)."""
