@@ -387,10 +387,10 @@ def test_batches_stay_under_max_batch_kb(tmp_path, broker):
     sizes: list[int] = []
     handle = collector.handle
 
-    def measuring(topic, payload):
+    def measuring(topic, payload, retained=False):
         if topic.endswith("/events"):
             sizes.append(len(payload))
-        handle(topic, payload)
+        handle(topic, payload, retained)
 
     collector.handle = measuring
     collector.start()
