@@ -7,13 +7,69 @@ headless ``chromium`` with it: one call at a time, its answer matched by id.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+# Headless and quiet: no first-run pages, no update or network chatter beside the page's own.
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
+
 
 class CdpError(Exception):
-    """Chromium answered a call with an error."""
+    """Chromium answered a call with an error, or did not start its DevTools server."""
+
+
+@contextlib.contextmanager
+def headless_chromium(exe: str, profile: Path, width: int, height: int) -> Iterator[str]:
+    """Start ``exe`` headless on a blank page; yield that page's DevTools WebSocket URL;
+    stop the browser on the way out."""
+    proc = subprocess.Popen(
+        [
+            exe,
+            *HEADLESS_FLAGS,
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _devtools_port(proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+            targets = json.load(r)
+        yield next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _devtools_port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("DevTools listening on ws://"):
+            return int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+    raise CdpError(f"chromium exited ({proc.wait()}) before its DevTools server started")
 
 
 class Cdp:

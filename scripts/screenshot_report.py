@@ -43,7 +43,7 @@ from central.reports import build, render  # noqa: E402
 from central.reports.month import Month  # noqa: E402
 from central.store import open_store  # noqa: E402
 from contract.schedule import Schedule  # noqa: E402
-from scripts.cdp import Cdp, CdpError  # noqa: E402
+from scripts.cdp import Cdp, CdpError, headless_chromium  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")  # the hall's timezone ([central] timezone's default)
 WIDTH = 1280
@@ -163,48 +163,9 @@ def chromium_exe() -> str:
 
 
 async def with_chromium(page: Path, profile: Path, first_day: date) -> bytes:
-    proc = subprocess.Popen(
-        [
-            chromium_exe(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            f"--window-size={WIDTH},1000",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = _devtools_port(proc)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
-                targets = await r.json()
-            url = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
-            async with http.ws_connect(url, max_msg_size=0) as ws:
-                return await photograph(Cdp(ws), page, first_day)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _devtools_port(proc: subprocess.Popen[str]) -> int:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("DevTools listening on ws://"):
-            return int(line.split("ws://127.0.0.1:")[1].split("/")[0])
-    raise ShotError(f"chromium exited ({proc.wait()}) before its DevTools server started")
+    with headless_chromium(chromium_exe(), profile, WIDTH, 1000) as url:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
+            return await photograph(Cdp(ws), page, first_day)
 
 
 def parse_now(text: str | None) -> datetime:

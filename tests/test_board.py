@@ -35,6 +35,7 @@ from central.config import CentralConfig
 from central.store import EventRow, open_store
 from contract.schedule import Schedule
 from scripts.cdp import Cdp as PageCdp
+from scripts.cdp import headless_chromium
 from tests.conftest import require_or_skip
 from tests.support import free_port, wait_for
 
@@ -345,47 +346,8 @@ def chromium(tmp_path) -> Iterator[str]:
         require_or_skip(
             "needs Debian's chromium (apt-get install chromium; scripts/services.sh installs it)"
         )
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--remote-debugging-port=0",
-            "--window-size=1280,720",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = None
-        for line in proc.stderr:  # type: ignore[union-attr]
-            if line.startswith("DevTools listening on ws://"):
-                port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
-                break
-        assert port, "chromium did not start its DevTools server"
-
-        async def page_url() -> str:
-            url = f"http://127.0.0.1:{port}/json/list"
-            async with aiohttp.ClientSession() as http, http.get(url) as r:
-                targets = await r.json()
-            return next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
-
-        yield asyncio.run(page_url())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with headless_chromium(exe, tmp_path / "chromium", 1280, 720) as url:
+        yield url
 
 
 class Cdp(PageCdp):

@@ -27,6 +27,7 @@ from central.reports import render as render_report
 from central.reports.month import Month
 from central.reports.table import display_width
 from central.store import open_store
+from scripts.cdp import HEADLESS_FLAGS
 from tests import test_board, test_reports
 from tests.conftest import require_or_skip
 from tests.reportkit import Month as Events
@@ -137,12 +138,7 @@ def render(html: Path, png: Path, tmp: Path, height: int = 1800) -> None:
     subprocess.run(
         [
             browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={tmp / 'chromium'}",
             f"--window-size=1400,{height}",
             f"--screenshot={png}",
@@ -160,12 +156,7 @@ def _dump_dom(html: Path, tmp: Path) -> str:
     return subprocess.run(
         [
             browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={tmp / 'chromium-dom'}",
             "--virtual-time-budget=5000",
             "--dump-dom",
