@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.config import CentralConfig
+from central.store import stored_time
 from contract import ID_PATTERN, is_id
 from sync.cli_common import CliError
 
@@ -252,23 +253,15 @@ def aligned(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def moment(value: Any) -> datetime | None:
-    """A stored time as an aware datetime: PostgreSQL gives datetimes, SQLite ISO text."""
-    if value is None or value == "":
-        return None
-    found = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
-
-
 def local_time(value: Any, tz: ZoneInfo) -> str:
     """``2026-12-03 09:12:03`` in the hall's timezone, or ``-`` when there is none."""
-    found = moment(value)
+    found = stored_time(value)
     return "-" if found is None else found.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def age(value: Any, now: datetime) -> str:
     """How long ago, roughly: ``12 s ago``, ``3 min ago``, ``5 h ago``, ``2 days ago``."""
-    found = moment(value)
+    found = stored_time(value)
     if found is None:
         return ""
     seconds = max(0, int((now - found).total_seconds()))  # another host's clock may be ahead

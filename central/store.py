@@ -115,6 +115,15 @@ def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow 
     return max(good, key=lambda e: e.at) if good else None
 
 
+def stored_time(value: Any) -> datetime | None:
+    """A time as a store returns it (a datetime from PostgreSQL, ISO text from SQLite) as an
+    aware datetime; a naive one is UTC, as the stores write them. None (or '') stays None."""
+    if value is None or value == "":
+        return None
+    found = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
 

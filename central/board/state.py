@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.reports.ratings import LEVELS, Tally
+from central.store import stored_time
 from contract import LEVEL_LABELS
 from contract.schedule import Schedule
 
@@ -258,16 +259,11 @@ def _window_key(label: str) -> tuple[Any, ...]:
     return (head, int(tail) if tail else -1, label)
 
 
-def _moment(value: Any) -> datetime | None:
-    """A stored time (datetime from PostgreSQL, ISO text from SQLite) as an aware datetime."""
-    return None if value is None else _local(value, UTC)
-
-
 def fetch_devices(store: Any) -> dict[tuple[str, str], DeviceStatus]:
     """Every device's latest stored status: (site, device) -> :class:`DeviceStatus`."""
     rows = store.query("SELECT site, device, state, status_at FROM devices")
     return {
-        (site, device): DeviceStatus(dev_state, _moment(status_at))
+        (site, device): DeviceStatus(dev_state, stored_time(status_at))
         for site, device, dev_state, status_at in rows
     }
 

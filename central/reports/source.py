@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from central.reports.month import Month, filed_at
-from central.store import PostgresStore, Store
+from central.store import PostgresStore, Store, stored_time
 
 _MARGIN = timedelta(days=2)
 
@@ -30,10 +30,10 @@ class Event:
 
 
 def _moment(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = stored_time(value)
+    if moment is None:
+        raise ValueError(f"expected a stored time, got {value!r}")
+    return moment
 
 
 def month_events(
