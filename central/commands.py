@@ -177,9 +177,8 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     if args.leave_command == "import":
         by = args.by or _login_name()
         with open_existing(cfg) as store:
-            known = None
-            if not args.allow_unknown:
-                known = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
+            in_rosters = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
+            known = None if args.allow_unknown else in_rosters
             try:
                 rows = parse_leave_file(args.file, known)
             except LeaveError as exc:
@@ -197,12 +196,11 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
                     "stored; nothing imported"
                 )
             added = store.add_leaves(rows, by)
-            stored = {e["id"] for r in store.rosters() for e in r.roster.get("staff", [])}
         print(
             f"leave import {args.file}: {added} row(s) added, "
             f"{len(rows) - added} already stored, imported by {by}"
         )
-        unknown = sorted({r["staff_id"] for r in rows} - stored)
+        unknown = sorted({r["staff_id"] for r in rows} - in_rosters)
         if unknown:  # only with --allow-unknown: stored, but they excuse nobody until published
             print(
                 f"leave import: note: staff id(s) in no stored roster (--allow-unknown): "
