@@ -127,12 +127,16 @@ def worker_label(name: str) -> str:
     return f"{label} {port} ({kind})" if port else f"{label} ({kind})"
 
 
+def _state_words(state: str) -> tuple[str, bool]:
+    """(Chinese text, is a fault) of a camera or component state; an unknown one is a fault."""
+    return CAMERA_TEXT.get(state, (COMPONENT_TEXT.get(state, "状态未知"), True))
+
+
 def state_text(state: str | None) -> str:
     """A component or camera state in Chinese with its code, for the technician."""
     if state is None:
         return "未知"
-    text = CAMERA_TEXT.get(state, (COMPONENT_TEXT.get(state, "未知状态"), True))[0]
-    return f"{text.rstrip('…')} ({state})"
+    return f"{_state_words(state)[0].rstrip('…')} ({state})"
 
 
 def camera_state(health: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +146,7 @@ def camera_state(health: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(att, dict):
         return {"state": None, "text": "", "fault": False}
     state = str(att.get("state"))
-    text, fault = CAMERA_TEXT.get(state, (COMPONENT_TEXT.get(state, "状态未知"), True))
+    text, fault = _state_words(state)
     out: dict[str, Any] = {"state": state, "text": text, "fault": fault}
     if fault:
         out.update(title=FAULT_TITLE, detail=f"{text}，{FAULT_DETAIL}")
