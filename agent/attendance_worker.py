@@ -254,9 +254,10 @@ class AttendanceWorker:
         if not self._stop.is_set():  # stop() flushes once, with a bound, at its end
             self._flush_retry()
         if event_type == "attendance.punch":
-            self.today.record(
-                data["staff_id"], data["slot"], data["status"], at.astimezone(self.tz)
-            )
+            if self.screen is not None:  # the list exists only for the page to show
+                self.today.record(
+                    data["staff_id"], data["slot"], data["status"], at.astimezone(self.tz)
+                )
             self.punches[data["staff_id"]] = time.monotonic()
             assert self.cfg.attendance is not None
             now = time.time()
