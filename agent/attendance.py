@@ -108,6 +108,7 @@ class AttendancePipeline:
         wall_clock: Callable[[Frame], datetime],
     ):
         self.cfg = cfg
+        self.rule = cfg.rule()  # the recognizer's calibrated values unless configured
         self.engine = engine
         self.gallery = gallery
         self.schedule = schedule
@@ -159,7 +160,7 @@ class AttendancePipeline:
                 st.low_quality += 1
                 self._hint_quality(st, face.quality)
             if face.encoding is not None:
-                match = self.gallery.match(face.encoding, self.cfg.tolerance, self.cfg.margin)
+                match = self.gallery.match(face.encoding, self.rule.tolerance, self.rule.margin)
                 st.vote.add(match)
                 if st.settled and match.staff_id != st.decision:
                     # A re-check disagrees (people swapped places, a better view): look

@@ -11,11 +11,14 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+if TYPE_CHECKING:
+    from drivers.face_models import DecisionRule
 
 from contract import DEFAULT_REASON_LABELS, ID_PATTERN, WINDOW_PATTERN
 from contract.config import (
@@ -91,12 +94,32 @@ class SyncSection(Section):
 
 class AttendanceSection(Section):
     camera: str = Field("0", description="Device index, /dev/video*, rtsp://, http:// or a file")
-    tolerance: float = Field(0.5, gt=0, le=1.0, description="Max face distance for a match")
+    recognizer: Literal["sface", "dlib"] = Field(
+        "sface",
+        description="Face model: 'sface' (OpenCV YuNet + SFace, the default) or 'dlib' "
+        "(face_recognition's); a gallery is enrolled with one of them (docs/attendance.md)",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Directory of the sface model files (default: share/hall-agent/models "
+        "of the agent's environment; `hall-agent models install` fills it)",
+    )
+    tolerance: float | None = Field(
+        None,
+        gt=0,
+        le=2.0,
+        description="Max face distance for a match; default: the recognizer's calibrated "
+        "value (sface 1.0, dlib 0.5)",
+    )
     debounce_s: int = Field(120, ge=0, le=86400, description="One punch per person per window")
     liveness: Literal["off", "blink"] = Field("off", description="'blink' requires a blink")
     # Not in docs/config.md (additive, docs/attendance.md):
-    margin: float = Field(
-        0.06, ge=0, le=1.0, description="Nearest other person must be this much further"
+    margin: float | None = Field(
+        None,
+        ge=0,
+        le=1.0,
+        description="Nearest other person must be this much further; default: the "
+        "recognizer's calibrated value (0.06 for both)",
     )
     votes: int = Field(3, ge=1, le=30, description="Agreeing frames of a track before a punch")
     blink_timeout_s: float = Field(
@@ -140,6 +163,36 @@ class AttendanceSection(Section):
                 f"webcam; docs/attendance.md); remove detect_width = {value}"
             )
         return None
+
+    @model_validator(mode="after")
+    def _tolerance_on_the_recognizers_scale(self) -> AttendanceSection:
+        # Distances of the two models are on different scales: dlib's 0.5 would refuse every
+        # face with sface, sface's 1.0 would accept strangers with dlib.
+        from drivers.face_models import RECOGNIZERS
+
+        spec = RECOGNIZERS[self.recognizer]
+        low, high = spec.distance_range
+        if self.tolerance is not None and not low <= self.tolerance <= high:
+            raise ValueError(
+                f"tolerance = {self.tolerance} is off the {self.recognizer} recognizer's scale "
+                f"({low}–{high}; calibrated {spec.rule.tolerance}): remove the line to use the "
+                f"calibrated value, or set recognizer = "
+                f'"{"dlib" if self.recognizer == "sface" else "sface"}" if the kiosk\'s '
+                "gallery was enrolled with that one (docs/attendance.md)"
+            )
+        return self
+
+    def rule(self) -> DecisionRule:
+        """The decision rule in force: the configured values over the recognizer's calibrated
+        ones (docs/attendance.md "Decision rule")."""
+        from drivers.face_models import RECOGNIZERS, DecisionRule
+
+        base = RECOGNIZERS[self.recognizer].rule
+        return DecisionRule(
+            tolerance=self.tolerance if self.tolerance is not None else base.tolerance,
+            margin=self.margin if self.margin is not None else base.margin,
+            votes=self.votes,
+        )
 
 
 # The token goes into the page's URL as it is (``?token=…``): URL-unreserved characters only

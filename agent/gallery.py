@@ -6,6 +6,12 @@ Matching (docs/architecture.md#faces): a face is accepted as person P only if
 - the nearest encoding of any *other* person is at least ``margin`` further away,
 and, in the pipeline, only after several frames of the same track agree (:class:`Vote`).
 
+Model (docs/attendance.md "Recognizers"): the gallery records which recognizer's model made its
+encodings (``model``, e.g. ``sface-2021dec``); distances between encodings of two models mean
+nothing, so encodings of another model are refused (:class:`GalleryModelError`) and a kiosk
+whose recognizer differs from its gallery's recognises nobody until its people are re-enrolled.
+A file written before galleries recorded it was made by dlib.
+
 Storage (docs/topics.md privacy, PIPL art. 28-29): ``<data_dir>/gallery/gallery.npz`` holds the
 encodings, the staff ids and display names, nothing else: never a photo or a crop. It is
 written atomically (temporary file + rename) under an advisory lock, so ``hall-agent enroll``
@@ -26,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from drivers.face_models import LEGACY_MODEL_ID
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +58,8 @@ class Person:
 class Gallery:
     """Encodings sorted by person so that each person's rows are one contiguous slice."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model  # the recognizer model of the encodings; None while empty
         self.names: dict[str, str] = {}
         self._ids: list[str] = []  # person index -> staff id
         self._starts = np.zeros(1, dtype=np.int64)  # rows of person i: starts[i]:starts[i+1]
@@ -62,9 +71,13 @@ class Gallery:
 
     @classmethod
     def from_arrays(
-        cls, encodings: np.ndarray, owners: Iterable[str], names: dict[str, str] | None = None
+        cls,
+        encodings: np.ndarray,
+        owners: Iterable[str],
+        names: dict[str, str] | None = None,
+        model: str | None = None,
     ) -> Gallery:
-        g = cls()
+        g = cls(model)
         g._set(np.asarray(encodings, dtype=np.float32).reshape(-1, DIM), list(owners), names or {})
         return g
 
@@ -88,7 +101,13 @@ class Gallery:
         self._owner = np.repeat(np.arange(len(ids), dtype=np.int32), np.diff(self._starts))
         self.names = {sid: names.get(sid, sid) for sid in ids}
 
-    def add(self, staff_id: str, name: str, encodings: np.ndarray) -> None:
+    def add(
+        self, staff_id: str, name: str, encodings: np.ndarray, model: str | None = None
+    ) -> None:
+        """Add a person's encodings, made by ``model`` (None: the gallery's own)."""
+        if model is not None:
+            self.require_model(model)
+            self.model = model
         new = np.asarray(encodings, dtype=np.float32).reshape(-1, DIM)
         owners = [self._ids[i] for i in self._owner] + [staff_id] * len(new)
         names = {**self.names, staff_id: name}
@@ -102,6 +121,11 @@ class Gallery:
         owners = [self._ids[i] for i in self._owner[keep]]
         self._set(self._enc[keep], owners, {k: v for k, v in self.names.items() if k not in gone})
         return sorted(gone)
+
+    def require_model(self, model: str) -> None:
+        """Raise :class:`GalleryModelError` when the encodings are another model's."""
+        if self.rows and self.model is not None and self.model != model:
+            raise GalleryModelError(self.model, model, len(self))
 
     def people(self) -> list[Person]:
         counts = np.diff(self._starts)
@@ -163,7 +187,13 @@ class Gallery:
         names = np.asarray([self.names[i] for i in self.names], dtype=str)
         with tmp.open("wb") as f:
             np.savez(
-                f, encodings=self._enc, owners=owners, ids=ids, names=names, version=np.int32(1)
+                f,
+                encodings=self._enc,
+                owners=owners,
+                ids=ids,
+                names=names,
+                model=np.str_(self.model or ""),
+                version=np.int32(2),
             )
             f.flush()
             os.fsync(f.fileno())
@@ -185,17 +215,49 @@ class Gallery:
                 enc = z["encodings"]
                 owners = [str(x) for x in z["owners"]]
                 names = {str(k): str(v) for k, v in zip(z["ids"], z["names"], strict=True)}
+                model = str(z["model"]) if "model" in z.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             # An empty file is EOFError, a truncated one BadZipFile:
             # every damaged file is one GalleryError, which the callers handle.
             raise GalleryError(f"{path}: not a readable gallery file ({exc})") from exc
         if enc.ndim != 2 or enc.shape[1] != DIM:
             raise GalleryError(f"{path}: encodings have shape {enc.shape}, expected (N, {DIM})")
-        return cls.from_arrays(enc, owners, names)
+        if not model:
+            model = LEGACY_MODEL_ID if len(enc) else None
+        return cls.from_arrays(enc, owners, names, model)
 
 
 class GalleryError(Exception):
     """The gallery file is damaged or foreign."""
+
+
+class GalleryModelError(GalleryError):
+    """Encodings of one recognizer model offered to a gallery of another."""
+
+    def __init__(self, gallery_model: str, model: str, people: int):
+        self.gallery_model, self.model = gallery_model, model
+        super().__init__(
+            f"the gallery's {people} people were enrolled with the {gallery_model} model, the "
+            f"kiosk now uses {model}: encodings of two models cannot be compared. "
+            + reenrol_hint(gallery_model)
+        )
+
+
+def reenrol_hint(gallery_model: str) -> str:
+    """How to get out of a model mismatch (docs/attendance.md "Changing the recognizer")."""
+    return (
+        "Re-enrol everyone with the new model: `hall-agent gallery reset` (keeps the old file "
+        "as gallery.npz.<model>.bak), then `hall-agent enroll --from-dir PHOTOS` or "
+        "`hall-agent enroll --camera --staff-id ID` for each person; or keep the old model "
+        f'with [attendance] recognizer = "{_recognizer_name(gallery_model)}".'
+    )
+
+
+def _recognizer_name(model_id: str) -> str:
+    from drivers.face_models import spec_for_model
+
+    spec = spec_for_model(model_id)
+    return spec.name if spec is not None else model_id
 
 
 def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:

@@ -82,8 +82,15 @@ def test_bad_id_pattern(write_config):
 
 
 def test_out_of_range(write_config):
-    (msg,) = problems(write_config(MINIMAL + "\n[attendance]\ntolerance = 1.5\n"))
-    assert "attendance.tolerance: expected less than or equal to 1" in msg
+    (msg,) = problems(write_config(MINIMAL + "\n[attendance]\ntolerance = 2.5\n"))
+    assert "attendance.tolerance: expected less than or equal to 2" in msg
+    # dlib's scale with the default recognizer: refused, with both ways out.
+    (msg,) = problems(write_config(MINIMAL + "\n[attendance]\ntolerance = 0.5\n"))
+    assert "off the sface recognizer's scale" in msg and 'recognizer = "dlib"' in msg
+    dlib = load_agent_config(
+        write_config(MINIMAL + '\n[attendance]\nrecognizer = "dlib"\ntolerance = 0.5\n')
+    )
+    assert dlib.attendance is not None and dlib.attendance.rule().tolerance == 0.5
 
 
 def test_toml_syntax_error_has_line(write_config):

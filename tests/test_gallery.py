@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gallery import Gallery, GalleryError, Match, Vote, gallery_path, locked
+from agent.gallery import (
+    Gallery,
+    GalleryError,
+    GalleryModelError,
+    Match,
+    Vote,
+    gallery_path,
+    locked,
+)
 from tests import media
 
 
@@ -134,6 +142,7 @@ def test_storage_holds_encodings_only(tmp_path) -> None:
         assert sorted(z.namelist()) == [
             "encodings.npy",
             "ids.npy",
+            "model.npy",
             "names.npy",
             "owners.npy",
             "version.npy",
@@ -206,3 +215,37 @@ def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(agent.gallery.os, "fsync", spy)
     Gallery.from_arrays(unit(np.random.default_rng(3), 2), ["a", "b"]).save(gallery_path(tmp_path))
     assert synced == [False, True]  # the file's data, then the directory entry
+
+
+def test_gallery_records_its_model_and_refuses_another(tmp_path) -> None:
+    rng = np.random.default_rng(8)
+    path = gallery_path(tmp_path)
+    g = Gallery()
+    g.add("s1", "张三", unit(rng, 3), model="sface-2021dec")
+    g.save(path)
+    loaded = Gallery.load(path)
+    assert loaded.model == "sface-2021dec"
+    with pytest.raises(GalleryModelError) as err:
+        loaded.add("s2", "李四", unit(rng, 3), model="dlib-resnet-v1")
+    # The message says what happened and how to re-enrol, with the old model's name.
+    assert "sface-2021dec" in str(err.value) and "hall-agent gallery reset" in str(err.value)
+    assert 'recognizer = "sface"' in str(err.value)
+    assert [p.staff_id for p in loaded.people()] == ["s1"]  # nothing half-added
+
+
+def test_a_gallery_without_a_model_was_made_by_dlib(tmp_path) -> None:
+    """Galleries written before the model was recorded hold dlib encodings."""
+    rng = np.random.default_rng(9)
+    path = gallery_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as f:
+        np.savez(
+            f,
+            encodings=unit(rng, 2),
+            owners=np.asarray(["s1", "s1"]),
+            ids=np.asarray(["s1"]),
+            names=np.asarray(["张三"]),
+            version=np.int32(1),
+        )
+    assert Gallery.load(path).model == "dlib-resnet-v1"
+    assert Gallery.load(tmp_path / "none.npz").model is None  # nobody enrolled: no model yet
