@@ -76,15 +76,17 @@ def prune_to_roster(data_dir: Path) -> list[str]:
 
 
 def _engine(cfg: AgentConfig):
-    from drivers.faces import DlibFaceEngine, EngineParams
+    from agent.recognition import build_engine
 
-    att = cfg.attendance
-    assert att is not None
-    return DlibFaceEngine(
-        EngineParams(
-            min_face_px=att.min_face_px, min_sharpness=att.min_sharpness, max_yaw=att.max_yaw
-        )
-    )
+    assert cfg.attendance is not None
+    return build_engine(cfg.attendance, for_photos=True)
+
+
+def _model(cfg: AgentConfig) -> str:
+    from agent.recognition import model_id
+
+    assert cfg.attendance is not None
+    return model_id(cfg.attendance)
 
 
 def encode_photos(engine: Any, photos: list[Path]) -> tuple[list[Any], list[tuple[Path, str]]]:
@@ -193,7 +195,7 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         results.append((staff_id, display, accepted))
 
     if results:
-        store_encodings(data_dir, results, getattr(args, "append", False))
+        store_encodings(data_dir, results, getattr(args, "append", False), _model(cfg))
     if failures:
         print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
         return 1
@@ -201,21 +203,24 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def store_encodings(
-    data_dir: Path, results: list[tuple[str, str, list[Any]]], append: bool
+    data_dir: Path, results: list[tuple[str, str, list[Any]]], append: bool, model: str
 ) -> None:
-    """Add (or replace) people's encodings in the gallery, under its lock."""
+    """Add (or replace) people's encodings, made by recognizer ``model``, under the lock."""
     import numpy as np
 
-    from agent.gallery import Gallery, GalleryError, locked
+    from agent.gallery import Gallery, GalleryError, GalleryModelError, locked
 
     try:
         with locked(data_dir) as path:
             gallery = Gallery.load(path)
+            gallery.require_model(model)  # before any change: all or nothing
             for staff_id, display, encodings in results:
                 if staff_id in gallery and not append:
                     gallery.remove([staff_id])
-                gallery.add(staff_id, display, np.vstack(encodings))
+                gallery.add(staff_id, display, np.vstack(encodings), model=model)
             gallery.save(path)
+    except GalleryModelError as exc:
+        raise _cli_error(f"enroll: {exc} Nothing stored.") from exc
     except GalleryError as exc:
         raise _cli_error(
             f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
@@ -257,7 +262,9 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if problem:
         print(f"refused {staff_id}: {problem}; nothing stored", file=sys.stderr)
         return 1
-    store_encodings(data_dir, [(staff_id, display, encodings)], getattr(args, "append", False))
+    store_encodings(
+        data_dir, [(staff_id, display, encodings)], getattr(args, "append", False), _model(cfg)
+    )
     return 0
 
 

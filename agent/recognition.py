@@ -44,17 +44,29 @@ IDLE_INTERVAL_S = 0.1
 # --- building the pipeline ---------------------------------------------------------------
 
 
-def build_engine(cfg: AttendanceSection) -> FaceEngine:
+def build_engine(cfg: AttendanceSection, for_photos: bool = False) -> FaceEngine:
+    """The configured recognizer's engine (drivers/face_models.py); ``for_photos``: for
+    enrolment, without the blink check's landmark model."""
     from drivers.faces import DlibFaceEngine, EngineParams
 
-    return DlibFaceEngine(
-        EngineParams(
-            min_face_px=cfg.min_face_px,
-            min_sharpness=cfg.min_sharpness,
-            max_yaw=cfg.max_yaw,
-            landmarks68=cfg.liveness == "blink",
-        )
+    params = EngineParams(
+        min_face_px=cfg.min_face_px,
+        min_sharpness=cfg.min_sharpness,
+        max_yaw=cfg.max_yaw,
+        landmarks68=cfg.liveness == "blink" and not for_photos,
     )
+    if cfg.recognizer == "sface":
+        from drivers.faces_sface import SfaceFaceEngine
+
+        return SfaceFaceEngine(params, cfg.models_dir)
+    return DlibFaceEngine(params)
+
+
+def model_id(cfg: AttendanceSection) -> str:
+    """The id a gallery records for encodings of the configured recognizer."""
+    from drivers.face_models import RECOGNIZERS
+
+    return RECOGNIZERS[cfg.recognizer].model_id
 
 
 def wall_clock_for(tz: ZoneInfo, media_epoch: datetime | None) -> Callable[[Frame], datetime]:
@@ -135,10 +147,15 @@ def run_loop(
     gfile = _Watched(gallery_path(data_dir))
     roster = _Watched(roster_path(data_dir))
     gfile.changed()
+    model = model_id(cfg)
+
+    def gallery_fault(kind: str, detail: str) -> None:
+        fault(kind)("gallery", detail)
+
     pipeline = AttendancePipeline(
         cfg,
         build_engine(cfg),
-        _load_gallery(gfile.path, Gallery()),
+        _load_gallery(gfile.path, Gallery(), model, gallery_fault),
         Schedule(cfg.schedule),
         emit,
         wall_clock_for(tz, epoch),
@@ -195,7 +212,9 @@ def run_loop(
                 if roster.changed() and roster.mtime:
                     _prune(prune_to_roster, data_dir)
                 if gfile.changed():
-                    pipeline.gallery = _load_gallery(gfile.path, pipeline.gallery)
+                    pipeline.gallery = _load_gallery(
+                        gfile.path, pipeline.gallery, model, gallery_fault
+                    )
             if now - last_health >= 1.0:  # the heartbeat the supervisor watches
                 last_health = now
                 send(("health", health()))
@@ -239,16 +258,40 @@ def _prune(prune: Callable[[Path], list[str]], data_dir: Path) -> None:
         logger.error("roster not applied to the gallery in %s: %s", data_dir, exc)
 
 
-def _load_gallery(path: Path, current: Gallery) -> Gallery:
-    """The gallery file's people, or (damaged file) the ones already loaded, with a log line."""
-    from agent.gallery import Gallery, GalleryError
+# The model of the empty gallery used while the file's model is another recognizer's.
+_MISMATCH = "(another model)"
+
+
+def _load_gallery(
+    path: Path, current: Gallery, model: str, fault: Callable[[str, str], None] | None = None
+) -> Gallery:
+    """The gallery file's people, or (damaged file) the ones already loaded, with a log line.
+
+    A gallery of another recognizer's model is never matched against (its distances mean
+    nothing here): the kiosk recognises nobody, logs how to re-enrol and reports a fault of
+    component ``gallery`` (cleared when a gallery of the right model is loaded).
+    """
+    from agent.gallery import Gallery, GalleryError, GalleryModelError
 
     try:
         gallery = Gallery.load(path)
+        gallery.require_model(model)
+    except GalleryModelError as exc:
+        logger.error("gallery %s: %s", path, exc)
+        if fault is not None:
+            fault("fault", str(exc))
+        return Gallery(_MISMATCH)  # nobody to match; marks the fault as open
     except GalleryError as exc:
         logger.error("%s; keeping the %d people loaded before (re-enrol to fix)", exc, len(current))
         return current
-    logger.info("gallery loaded: %d people, %d encodings", len(gallery), gallery.rows)
+    if fault is not None and current.model == _MISMATCH:
+        fault("recovered", "gallery of this recognizer's model loaded")
+    logger.info(
+        "gallery loaded: %d people, %d encodings (model %s)",
+        len(gallery),
+        gallery.rows,
+        gallery.model or model,
+    )
     return gallery
 
 

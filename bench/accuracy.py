@@ -52,7 +52,6 @@ TZ = ZoneInfo("Asia/Shanghai")
 EPOCH = datetime(2026, 11, 25, 8, 20, tzinfo=TZ)
 DEBOUNCE_S = 1  # a person shown twice in a video must be able to punch twice
 SIZES = ((640, 480), (1280, 720))
-TOLERANCES = np.round(np.arange(0.30, 0.701, 0.01), 2)
 NAIVE_TOLERANCE = 0.5  # as bench/faces.py
 
 
@@ -82,16 +81,37 @@ def _dlib() -> Recognizer:
     return Recognizer("dlib", encode, build_engine)
 
 
+def _sface() -> Recognizer:
+    from agent.recognition import build_engine
+    from drivers.faces_sface import SfaceFaceEngine
+
+    engine = SfaceFaceEngine()
+
+    def encode(image: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        _, enc, reason = engine.encode_photo(image)
+        return enc, reason
+
+    return Recognizer("sface", encode, build_engine)
+
+
 # Another recognizer plugs in here: a name and a factory returning its Recognizer.
-RECOGNIZERS: dict[str, Callable[[], Recognizer]] = {"dlib": _dlib}
+RECOGNIZERS: dict[str, Callable[[], Recognizer]] = {"dlib": _dlib, "sface": _sface}
 
 
-def shipped() -> tuple[float, float, int]:
-    """(tolerance, margin, votes) as shipped (agent/config.py defaults)."""
+def shipped(recognizer: str) -> tuple[float, float, int]:
+    """(tolerance, margin, votes) as shipped for a recognizer (drivers/face_models.py)."""
     from agent.config import AttendanceSection
 
-    att = AttendanceSection(camera="bench")
-    return att.tolerance, att.margin, att.votes
+    rule = AttendanceSection(camera="bench", recognizer=recognizer).rule()
+    return rule.tolerance, rule.margin, rule.votes
+
+
+def tolerances(recognizer: str) -> np.ndarray:
+    """The tolerances swept for the DET curve: the recognizer's whole sensible range."""
+    from drivers.face_models import RECOGNIZERS
+
+    low, high = RECOGNIZERS[recognizer].distance_range
+    return np.round(np.arange(low, high + 0.001, 0.01), 2)
 
 
 # --- per photo -------------------------------------------------------------------------------
@@ -334,7 +354,9 @@ def run_video(
         elif kind == "attendance.rejected":
             rejected.append((now["t"], data["reason"], data.get("distance")))
 
-    att = AttendanceSection(camera="bench", realtime=False, debounce_s=DEBOUNCE_S)
+    att = AttendanceSection(
+        camera="bench", realtime=False, debounce_s=DEBOUNCE_S, recognizer=rec.name
+    )
     pipeline = AttendancePipeline(
         att,
         rec.build_engine(att),
@@ -417,7 +439,7 @@ def describe(r: VideoResult, scenes) -> str:
 def measure(
     rec: Recognizer, naive_every: int, videos: bool, sizes=SIZES
 ) -> tuple[dict[str, str], list[Rates], Rates, PhotoSet]:
-    tolerance, margin, votes = shipped()
+    tolerance, margin, votes = shipped(rec.name)
     ps = encode_set(rec)
     print(
         f"[{rec.name}] gallery: {len(ps.enrol_encodings)} people, {ps.gallery.rows} encodings; "
@@ -430,7 +452,7 @@ def measure(
         f"95th pct {dist['same_p95']:.2f}; different people: 5th pct {dist['diff_p5']:.2f}, "
         f"median {dist['diff_median']:.2f}"
     )
-    curve = [rates(ps, float(t), margin) for t in TOLERANCES]
+    curve = [rates(ps, float(t), margin) for t in tolerances(rec.name)]
     at = rates(ps, tolerance, margin)
     print(f"[{rec.name}] per photo, margin {margin:g}:")
     print("  tolerance    GA     FA   wrong")

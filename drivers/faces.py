@@ -78,9 +78,10 @@ class EngineParams:
     iou_match: float = 0.3
     landmarks68: bool = False  # eye aspect ratio for the blink check
 
-    def detect_scale(self) -> float:
-        """Factor applied to the camera frame before HOG (> 1 enlarges)."""
-        return HOG_WINDOW_PX / self.min_face_px
+    def detect_scale(self, window_px: int = HOG_WINDOW_PX) -> float:
+        """Factor applied to the camera frame before detection (> 1 enlarges): the smallest
+        face to recognise becomes the detector's smallest face (``window_px``)."""
+        return window_px / self.min_face_px
 
 
 @dataclass
@@ -107,6 +108,25 @@ class FaceEngine(Protocol):
     """What the attendance pipeline needs from a face engine."""
 
     def process(self, image: np.ndarray) -> FrameResult: ...
+
+    def _too_small_or_blurred(
+        self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None
+    ) -> str | None:
+        """The quality checks before any landmark: size and sharpness (same for every model)."""
+        # Detector boxes of one face vary by ~10 % between frames: a face found at all near
+        # the configured size is worth encoding; clearly smaller ones are not.
+        floor = min_face_px if min_face_px is not None else 0.8 * self.p.min_face_px
+        if box[1] - box[3] < floor:
+            return "too_small"
+        top, right, bottom, left = self._sharpness_region(rect)
+        gray = cv2.cvtColor(crop[top:bottom, left:right], cv2.COLOR_RGB2GRAY)
+        if gray.size == 0 or sharpness(gray) < self.p.min_sharpness:
+            return "blurred"
+        return None
+
+    def _sharpness_region(self, rect: dlib.rectangle) -> Box:
+        """Where sharpness is measured: HOG's box, which holds the face and little else."""
+        return rect.top(), rect.right(), rect.bottom(), rect.left()
 
     def settle(self, track_id: int, settled: bool = True) -> None: ...
 
@@ -148,14 +168,17 @@ def yaw_ratio(points5: np.ndarray) -> float:
     Frontal faces give ~0; a head turned by ~45° gives ~0.4-0.5. Projecting on the eye axis
     keeps a tilted (rolled) head from counting as turned.
     """
-    e1 = points5[0:2].mean(axis=0)
-    e2 = points5[2:4].mean(axis=0)
+    return turn_ratio(points5[0:2].mean(axis=0), points5[2:4].mean(axis=0), points5[4])
+
+
+def turn_ratio(e1: np.ndarray, e2: np.ndarray, nose: np.ndarray) -> float:
+    """The nose's offset from the eyes' midpoint along the eye axis, in eye distances."""
     axis = e2 - e1
     dist = float(np.linalg.norm(axis))
     if dist <= 0:
         return 1.0
     mid = (e1 + e2) / 2
-    return abs(float(np.dot(points5[4] - mid, axis / dist))) / dist
+    return abs(float(np.dot(nose - mid, axis / dist))) / dist
 
 
 def sharpness(gray_face: np.ndarray) -> float:
@@ -170,17 +193,19 @@ def sharpness(gray_face: np.ndarray) -> float:
 
 
 class DlibFaceEngine:
-    """The real engine: dlib HOG + 5-point landmarks + ResNet encoder (+68 for blinks)."""
+    """The real engine: dlib HOG + 5-point landmarks + ResNet encoder (+68 for blinks).
+
+    The tracking, motion gate and quality checks are the same for every recognizer; a
+    subclass changes the detector (``_detection_image``, ``_find``, ``WINDOW_PX``,
+    ``ROI_FACE_PX``) and the encoder (``_encode``): drivers/faces_sface.py.
+    """
+
+    WINDOW_PX = HOG_WINDOW_PX
+    ROI_FACE_PX = ROI_FACE_PX
 
     def __init__(self, params: EngineParams | None = None):
         self.p = params or EngineParams()
-        self.detector = dlib.get_frontal_face_detector()
-        self.sp5 = dlib.shape_predictor(
-            face_recognition_models.pose_predictor_five_point_model_location()
-        )
-        self.encoder = dlib.face_recognition_model_v1(
-            face_recognition_models.face_recognition_model_location()
-        )
+        self._load_models()
         self.sp68 = (
             dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
             if self.p.landmarks68
@@ -192,6 +217,23 @@ class DlibFaceEngine:
         self._since_wide = 0
         self._recent = 0  # frames left to search after the last motion
         self.stats = {"frames": 0, "gated": 0, "detections": 0, "followed": 0, "encodings": 0}
+
+    def _load_models(self) -> None:
+        self.detector = dlib.get_frontal_face_detector()
+        self.sp5 = dlib.shape_predictor(
+            face_recognition_models.pose_predictor_five_point_model_location()
+        )
+        self.encoder = dlib.face_recognition_model_v1(
+            face_recognition_models.face_recognition_model_location()
+        )
+
+    def _detection_image(self, image: np.ndarray) -> np.ndarray:
+        """The frame as the detector takes it: greyscale for HOG."""
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+    def _find(self, work: np.ndarray, upsample: int = 0) -> list[tuple[int, int, int, int]]:
+        """Faces in ``work`` as (left, top, right, bottom) in its own pixels."""
+        return [(r.left(), r.top(), r.right(), r.bottom()) for r in self.detector(work, upsample)]
 
     # --- per frame --------------------------------------------------------------------
 
@@ -208,7 +250,7 @@ class DlibFaceEngine:
             self.stats["gated"] += 1
             return result
         self._since_wide += 1
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # only now: an idle frame never needs it
+        gray = self._detection_image(image)  # only now: an idle frame never needs it
         if not self._tracks or news or self._since_wide >= self.p.rescan_every:
             result.detected = True
             self._since_wide = 0
@@ -253,12 +295,12 @@ class DlibFaceEngine:
 
     def _detect_wide(self, gray: np.ndarray) -> list[Box]:
         h, w = gray.shape[:2]
-        k = self.p.detect_scale()
+        k = self.p.detect_scale(self.WINDOW_PX)
         work = gray
         if k != 1.0:
             interp = cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA
             work = cv2.resize(gray, (round(w * k), round(h * k)), interpolation=interp)
-        return [self._scale_box(r, 1 / k, w, h, 0, 0) for r in self.detector(work, 0)]
+        return [self._scale_box(r, 1 / k, w, h, 0, 0) for r in self._find(work)]
 
     def _follow(self, gray: np.ndarray, result: FrameResult, everyone: bool) -> list[int]:
         """Find tracked faces again in the area around their boxes (they moved a little)."""
@@ -273,14 +315,14 @@ class DlibFaceEngine:
             m = fw // 2
             y0, y1 = max(0, top - m), min(h, bottom + m)
             x0, x1 = max(0, left - m), min(w, right + m)
-            k = ROI_FACE_PX / fw
+            k = self.ROI_FACE_PX / fw
             roi = gray[y0:y1, x0:x1]
             if k != 1.0:
                 interp = cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA
                 roi = cv2.resize(
                     roi, (round((x1 - x0) * k), round((y1 - y0) * k)), interpolation=interp
                 )
-            found = [self._scale_box(r, 1 / k, w, h, x0, y0) for r in self.detector(roi, 0)]
+            found = [self._scale_box(r, 1 / k, w, h, x0, y0) for r in self._find(roi)]
             best = max(found, key=lambda b: iou(b, tr.box), default=None)
             if best is not None and iou(best, tr.box) >= self.p.iou_match:
                 tr.box, tr.missed = best, 0
@@ -294,12 +336,13 @@ class DlibFaceEngine:
         return ended
 
     @staticmethod
-    def _scale_box(r: dlib.rectangle, k: float, w: int, h: int, x0: int, y0: int) -> Box:
+    def _scale_box(r: tuple[int, int, int, int], k: float, w: int, h: int, x0: int, y0: int) -> Box:
+        left, top, right, bottom = r
         return (
-            max(0, y0 + round(r.top() * k)),
-            min(w, x0 + round(r.right() * k)),
-            min(h, y0 + round(r.bottom() * k)),
-            max(0, x0 + round(r.left() * k)),
+            max(0, y0 + round(top * k)),
+            min(w, x0 + round(right * k)),
+            min(h, y0 + round(bottom * k)),
+            max(0, x0 + round(left * k)),
         )
 
     def _associate(self, boxes: list[Box], result: FrameResult) -> list[int]:
@@ -371,22 +414,34 @@ class DlibFaceEngine:
     def _encode(
         self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None = None
     ) -> tuple[str | None, np.ndarray | None]:
-        # Detector boxes of one face vary by ~10 % between frames: a face found at all near
-        # the configured size is worth encoding; clearly smaller ones are not.
-        floor = min_face_px if min_face_px is not None else 0.8 * self.p.min_face_px
-        if box[1] - box[3] < floor:
-            return "too_small", None
-        gray = cv2.cvtColor(
-            crop[rect.top() : rect.bottom(), rect.left() : rect.right()], cv2.COLOR_RGB2GRAY
-        )
-        if gray.size == 0 or sharpness(gray) < self.p.min_sharpness:
-            return "blurred", None
+        problem = self._too_small_or_blurred(crop, rect, box, min_face_px)
+        if problem is not None:
+            return problem, None
         shape = self.sp5(crop, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         if yaw_ratio(pts) > self.p.max_yaw:
             return "turned", None
         enc = np.asarray(self.encoder.compute_face_descriptor(crop, shape), dtype=np.float32)
         return None, enc
+
+    def _too_small_or_blurred(
+        self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None
+    ) -> str | None:
+        """The quality checks before any landmark: size and sharpness (same for every model)."""
+        # Detector boxes of one face vary by ~10 % between frames: a face found at all near
+        # the configured size is worth encoding; clearly smaller ones are not.
+        floor = min_face_px if min_face_px is not None else 0.8 * self.p.min_face_px
+        if box[1] - box[3] < floor:
+            return "too_small"
+        top, right, bottom, left = self._sharpness_region(rect)
+        gray = cv2.cvtColor(crop[top:bottom, left:right], cv2.COLOR_RGB2GRAY)
+        if gray.size == 0 or sharpness(gray) < self.p.min_sharpness:
+            return "blurred"
+        return None
+
+    def _sharpness_region(self, rect: dlib.rectangle) -> Box:
+        """Where sharpness is measured: HOG's box, which holds the face and little else."""
+        return rect.top(), rect.right(), rect.bottom(), rect.left()
 
     def settle(self, track_id: int, settled: bool = True) -> None:
         tr = self._tracks.get(track_id)
@@ -413,8 +468,10 @@ class DlibFaceEngine:
             if k < 1
             else image
         )
-        gray = cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
-        boxes = [self._scale_box(r, 1 / k, w, h, 0, 0) for r in self.detector(gray, 1)]
+        boxes = [
+            self._scale_box(r, 1 / k, w, h, 0, 0)
+            for r in self._find(self._detection_image(work), upsample=1)
+        ]
         if not boxes:
             return boxes, None, "no_face"
         if len(boxes) > 1:

@@ -84,9 +84,18 @@ def photo_encoding(name: str) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _enrol_engine():
-    from drivers.faces import DlibFaceEngine
+    """The enrolment engine of the shipped recognizer (agent/recognition.py build_engine)."""
+    from agent.config import AttendanceSection
+    from agent.recognition import build_engine
 
-    return DlibFaceEngine()
+    return build_engine(AttendanceSection(camera="test"), for_photos=True)
+
+
+def shipped_model() -> str:
+    from agent.config import AttendanceSection
+    from agent.recognition import model_id
+
+    return model_id(AttendanceSection(camera="test"))
 
 
 # Who is who in the pinned photos (obama2.jpg and 32bit.png are the same picture). The six
@@ -119,7 +128,9 @@ def gallery_of(*staff: str):
         for name in ENROL[sid]:
             encs.append(photo_encoding(name))
             owners.append(sid)
-    return Gallery.from_arrays(np.vstack(encs), owners, {s: s.title() for s in staff})
+    return Gallery.from_arrays(
+        np.vstack(encs), owners, {s: s.title() for s in staff}, shipped_model()
+    )
 
 
 # --- the distance set: several people at 0.3-2 m and more, at two camera resolutions -------
