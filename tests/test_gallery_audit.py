@@ -1,0 +1,158 @@
+"""``hall-agent gallery audit`` (agent/gallery_audit.py) on real dlib encodings of the East
+Asian set (tests/eastasian.py), under the dlib decision rule (0.5 / 0.06).
+
+The people are real look-alikes of that set, found by encoding it: Hu Jintao and Wen Jiabao
+come within 0.38 of each other with dlib (below 0.5 + 0.06); Lucy Liu and Yao Ming are
+never nearer than 0.78. Encodings are made once per module (about half a second a photo).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.gallery import Gallery
+from agent.gallery_audit import audit, lookalikes_of
+from drivers.face_models import RECOGNIZERS, DecisionRule
+from tests import eastasian as ea
+
+pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
+
+ROOT = Path(__file__).resolve().parents[1]
+DLIB = RECOGNIZERS["dlib"]
+RULE = DLIB.rule  # tolerance 0.5, margin 0.06
+HU, WEN, LUCY, YAO = "Hu_Jintao", "Wen_Jiabao", "Lucy_Liu", "Yao_Ming"
+ENROLLED = {HU: 3, WEN: 3, LUCY: 3, YAO: 3}  # each person's first photos
+# A photo of Wen Jiabao that, with Hu and Wen enrolled, is nearest to one of Hu's photos
+# but too close to Wen's as well to be accepted: an unknown face whose nearest is Hu.
+WEN_UNKNOWN = "Wen_Jiabao_0006.jpg"
+
+
+@pytest.fixture(scope="module")
+def enc() -> dict[str, np.ndarray]:
+    """Photo file -> dlib encoding, for the photos these tests use."""
+    from drivers.faces import DlibFaceEngine
+
+    engine = DlibFaceEngine()
+    files = [f for person, n in ENROLLED.items() for f in ea.people()[person][:n]]
+    out = {}
+    for file in [*files, WEN_UNKNOWN]:
+        _, encoding, reason = engine.encode_photo(ea.load_face(file))
+        assert reason is None, (file, reason)
+        out[file] = encoding
+    return out
+
+
+def gallery(enc: dict[str, np.ndarray], **photos: int | list[str]) -> Gallery:
+    """A dlib gallery: staff id -> how many of their first photos (or which photo files)."""
+    rows, owners = [], []
+    for person, which in photos.items():
+        files = ea.people()[person][:which] if isinstance(which, int) else which
+        rows += [enc[f] for f in files]
+        owners += [person] * len(files)
+    return Gallery.from_arrays(np.vstack(rows), owners, model=DLIB.model_id)
+
+
+def closest(enc: dict[str, np.ndarray], a: str, b: str) -> float:
+    """The smallest distance between a photo of a and one of b, one pair at a time."""
+    fa, fb = ea.people()[a][: ENROLLED[a]], ea.people()[b][: ENROLLED[b]]
+    return min(float(np.linalg.norm(enc[x] - enc[y])) for x in fa for y in fb)
+
+
+# --- look-alike pairs ------------------------------------------------------------------
+
+
+def test_a_real_lookalike_pair_is_found_and_a_clearly_different_pair_is_not(enc) -> None:
+    hu_wen, lucy_yao = closest(enc, HU, WEN), closest(enc, LUCY, YAO)
+    assert hu_wen < RULE.tolerance + RULE.margin < lucy_yao  # the premise, from the photos
+    report = audit(gallery(enc, **ENROLLED), RULE)
+    pairs = {(p.a, p.b): p.distance for p in report.lookalikes}
+    assert pairs[(HU, WEN)] == pytest.approx(hu_wen, abs=1e-4)
+    assert (LUCY, YAO) not in pairs
+    assert [p.distance for p in report.lookalikes] == sorted(pairs.values())
+    assert not report.clean
+    assert report.point.closest is not None
+    assert (report.point.closest.a, report.point.closest.b) == (HU, WEN)
+    text = "\n".join(report.lines())
+    assert f"{hu_wen:.3f}  {HU}  ~  {WEN}" in text
+    assert "estimates from the enrolment photos themselves" in text
+    as_json = json.loads(json.dumps(report.as_dict()))
+    assert {"a": HU, "b": WEN, "distance": round(hu_wen, 4)} in as_json["lookalikes"]
+    assert as_json["rule"] == {"tolerance": 0.5, "margin": 0.06, "votes": 3}
+    # The rule decides: with a tolerance below their distance (and the margin), no pair.
+    strict = DecisionRule(tolerance=hu_wen - RULE.margin - 0.01, margin=RULE.margin, votes=3)
+    assert audit(gallery(enc, **ENROLLED), strict).lookalikes == ()
+
+
+def test_lookalikes_of_someone_just_enrolled_name_them_first(enc) -> None:
+    g = gallery(enc, **ENROLLED)
+    [pair] = lookalikes_of(g, [WEN], RULE)
+    assert (pair.a, pair.b) == (WEN, HU)
+    assert lookalikes_of(g, [YAO], RULE) == []
+    assert lookalikes_of(g, [WEN], None) == []
+    # The sface rule (tolerance 1.0) is off the scale of dlib's distances: no judgement,
+    # rather than every pair of the gallery called a look-alike.
+    assert lookalikes_of(g, [WEN], RECOGNIZERS["sface"].rule) == []
+
+
+# --- weak enrolments -------------------------------------------------------------------
+
+
+def test_people_enrolled_from_one_or_two_photos_are_weak(enc) -> None:
+    report = audit(gallery(enc, **{HU: 3, LUCY: 2, YAO: 1}), RULE)
+    weak = {w.staff_id: w for w in report.weak}
+    assert set(weak) == {LUCY, YAO}  # Hu, three photos, no look-alike here: fine
+    assert weak[LUCY].encodings == 2 and "too few photos (2" in weak[LUCY].problems[0]
+    assert weak[YAO].encodings == 1 and "too few photos (1" in weak[YAO].problems[0]
+    # Yao's only encoding, left out, leaves nothing of him to match.
+    assert any("1 of 1 encodings" in p for p in weak[YAO].problems)
+    assert report.lookalikes == () and not report.clean
+
+
+def test_a_mixed_up_photo_spreads_a_persons_encodings(enc) -> None:
+    hu = list(ea.people()[HU][:2])
+    mixed = [*hu, ea.people()[YAO][0]]  # somebody else's photo in Hu's folder
+    report = audit(gallery(enc, **{HU: mixed, WEN: 3, LUCY: 3}), RULE)
+    [hu_weak] = [w for w in report.weak if w.staff_id == HU]
+    spread = max(float(np.linalg.norm(enc[a] - enc[b])) for a in mixed for b in mixed)
+    assert spread > RULE.tolerance
+    assert any(p.startswith(f"own photos spread {spread:.3f}") for p in hu_weak.problems)
+    # The same person from three of their own photos is not spread.
+    clean = audit(gallery(enc, **{HU: 3, LUCY: 3}), RULE)
+    assert [w.staff_id for w in clean.weak] == [LUCY]  # Lucy's own photos: 0.51 apart
+    assert "spread" in clean.weak[0].problems[0]
+
+
+# --- the operating point ---------------------------------------------------------------
+
+
+def test_leave_one_out_numbers_match_a_count_by_hand(enc) -> None:
+    """The audit's counts against Gallery.match on galleries rebuilt without the left-out
+    encodings: the kiosk's own matching, one encoding at a time."""
+    people = {HU: 3, WEN: 3, YAO: 3}
+    files = {p: list(ea.people()[p][:n]) for p, n in people.items()}
+    rows = [(p, f) for p in people for f in files[p]]
+
+    def without(drop: set[str]) -> Gallery:
+        kept = [(p, f) for p, f in rows if f not in drop]
+        return Gallery.from_arrays(np.vstack([enc[f] for _, f in kept]), [p for p, _ in kept])
+
+    genuine = sum(
+        without({f}).match(enc[f], RULE.tolerance, RULE.margin).staff_id == p for p, f in rows
+    )
+    strangers = sum(
+        without(set(files[p])).match(enc[f], RULE.tolerance, RULE.margin).staff_id is not None
+        for p, f in rows
+    )
+    point = audit(gallery(enc, **people), RULE).point
+    assert (point.genuine_accepted, point.genuine_total) == (genuine, 9)
+    assert (point.stranger_accepted, point.stranger_total) == (strangers, 9)
+    # Not a trivial gallery: the look-alikes cost genuine accepts and let strangers in.
+    assert 0 < genuine < 9 and 0 < strangers < 9
+    assert point.genuine_rate == round(genuine / 9, 4)
+    assert point.closest is not None and point.closest.distance == pytest.approx(
+        closest(enc, HU, WEN), abs=1e-4
+    )
