@@ -303,6 +303,13 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 print(f"{p.staff_id}\t{name}\t{p.encodings} encodings\t{role}")
             print(f"{len(people)} people, {gallery.rows} encodings")
             return 0
+        if args.gallery_command == "audit":
+            from agent.gallery_audit import AuditError, main_audit
+
+            try:
+                return main_audit(cfg, getattr(args, "json", False))
+            except AuditError as exc:
+                raise _cli_error(f"gallery audit: {exc}", 2) from exc
         if args.gallery_command == "remove":
             with locked(data_dir) as path:
                 gallery = Gallery.load(path)

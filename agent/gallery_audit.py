@@ -21,12 +21,14 @@ better than a camera's frames. numpy only: no vision library is loaded.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from agent.config import AgentConfig
     from agent.gallery import Gallery
     from drivers.face_models import DecisionRule
 
@@ -327,3 +329,42 @@ def _count(n: int, noun: str) -> str:
 
 def _rounded_pair(p: LookAlike) -> dict[str, Any]:
     return {**asdict(p), "distance": round(p.distance, 4)}
+
+
+# --- hall-agent gallery audit ------------------------------------------------------------
+
+
+class AuditError(Exception):
+    """The gallery cannot be judged (the command exits 2): the message says why."""
+
+
+def main_audit(cfg: AgentConfig, as_json: bool = False) -> int:
+    """Print the report for the kiosk's gallery under its rule in force; 0 clean, 1 look-alike
+    pairs or weak enrolments. Raises :class:`AuditError` when it cannot be judged."""
+    from agent.gallery import Gallery, GalleryError, gallery_path, reenrol_hint
+    from drivers.face_models import RECOGNIZERS
+
+    att = cfg.attendance
+    if att is None:
+        raise AuditError("this device has no [attendance] section (not a kiosk)")
+    path = gallery_path(cfg.device.data_dir)
+    try:
+        gallery = Gallery.load(path)
+    except GalleryError as exc:
+        raise AuditError(str(exc)) from exc
+    model = RECOGNIZERS[att.recognizer].model_id
+    if gallery.rows and gallery.model != model:
+        # Distances of two models are on different scales: the rule means nothing here.
+        raise AuditError(
+            f"{path} was enrolled with the {gallery.model} model, the kiosk is configured for "
+            f"{att.recognizer} ({model}): its decision rule does not apply to these "
+            "encodings. " + reenrol_hint(gallery.model or "")
+        )
+    report = audit(gallery, att.rule())
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    elif not gallery.rows:
+        print(f"{path}: nobody enrolled; nothing to audit")
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.clean else 1

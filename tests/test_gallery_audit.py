@@ -9,12 +9,14 @@ never nearer than 0.78. Encodings are made once per module (about half a second 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.gallery import Gallery
+from agent.gallery import Gallery, gallery_path
 from agent.gallery_audit import audit, lookalikes_of
 from drivers.face_models import RECOGNIZERS, DecisionRule
 from tests import eastasian as ea
@@ -156,3 +158,63 @@ def test_leave_one_out_numbers_match_a_count_by_hand(enc) -> None:
     assert point.closest is not None and point.closest.distance == pytest.approx(
         closest(enc, HU, WEN), abs=1e-4
     )
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+def kiosk_config(tmp_path: Path, recognizer: str = "dlib", attendance: bool = True) -> Path:
+    data = tmp_path / "data"
+    text = f'[device]\nid = "kiosk-01"\nsite = "jiedong"\ndata_dir = "{data}"\n'
+    if attendance:
+        text += f'\n[attendance]\ncamera = "0"\nrecognizer = "{recognizer}"\n'
+    path = tmp_path / f"agent-{recognizer}-{attendance}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(cfg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "-c", str(cfg), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_gallery_audit_exit_codes_and_json(enc, tmp_path) -> None:
+    cfg = kiosk_config(tmp_path)
+    path = gallery_path(tmp_path / "data")
+    gallery(enc, **{HU: 3, YAO: 3}).save(path)
+    r = cli(cfg, "gallery", "audit")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "look-alike pairs: none" in r.stdout and "result: clean" in r.stdout
+    assert "genuine accept      6 of 6" in r.stdout
+
+    gallery(enc, **{HU: 3, WEN: 3, YAO: 3}).save(path)
+    r = cli(cfg, "gallery", "audit")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{HU}  ~  {WEN}" in r.stdout
+    r = cli(cfg, "gallery", "audit", "--json")
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert [(p["a"], p["b"]) for p in report["lookalikes"]] == [(HU, WEN)]
+    assert report["clean"] is False and report["people"] == 3 and report["encodings"] == 9
+    assert report["operating_point"]["estimate_from"] == "enrolment photos"
+
+    # A person from one photo only: a weak enrolment is enough for 1.
+    gallery(enc, **{HU: 3, YAO: 1}).save(path)
+    r = cli(cfg, "gallery", "audit", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["weak"][0]["staff_id"] == YAO
+
+    # Cannot be judged: 2 and one line that says why.
+    r = cli(kiosk_config(tmp_path, recognizer="sface"), "gallery", "audit")
+    assert r.returncode == 2 and "dlib-resnet-v1" in r.stderr and "sface" in r.stderr
+    path.write_bytes(b"not a gallery")
+    r = cli(cfg, "gallery", "audit")
+    assert r.returncode == 2 and "not a readable gallery file" in r.stderr
+    r = cli(kiosk_config(tmp_path, attendance=False), "gallery", "audit")
+    assert r.returncode == 2 and "no [attendance] section" in r.stderr
+    helptext = cli(cfg, "gallery", "audit", "--help").stdout
+    assert "0 clean; 1 look-alike pairs or weak" in " ".join(helptext.split())
