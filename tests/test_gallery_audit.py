@@ -218,3 +218,19 @@ def test_gallery_audit_exit_codes_and_json(enc, tmp_path) -> None:
     assert r.returncode == 2 and "no [attendance] section" in r.stderr
     helptext = cli(cfg, "gallery", "audit", "--help").stdout
     assert "0 clean; 1 look-alike pairs or weak" in " ".join(helptext.split())
+
+
+def test_check_warns_on_a_lookalike_pair(enc, tmp_path) -> None:
+    cfg = kiosk_config(tmp_path)
+    path = gallery_path(tmp_path / "data")
+    gallery(enc, **{HU: 3, YAO: 3}).save(path)
+    r = cli(cfg, "check", "--only", "gallery")
+    assert r.returncode == 0 and "[ ok ] gallery: 2 people, 6 encodings" in r.stdout, r.stdout
+
+    gallery(enc, **{HU: 3, WEN: 3, YAO: 3}).save(path)
+    r = cli(cfg, "check", "--only", "gallery")
+    assert r.returncode == 0, r.stdout + r.stderr  # a warning, not a failure
+    [line] = [line for line in r.stdout.splitlines() if "gallery:" in line]
+    assert line.startswith("[WARN] gallery: 3 people, 9 encodings; look-alike:")
+    assert f"{HU} and {WEN} at distance {closest(enc, HU, WEN):.3f}" in line
+    assert "hall-agent gallery audit" in line
