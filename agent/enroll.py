@@ -27,6 +27,7 @@ from contract import is_staff_id
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
     from agent.gallery import Person
+    from drivers.face_models import DecisionRule
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,9 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         results.append((staff_id, display, accepted))
 
     if results:
-        store_encodings(data_dir, results, getattr(args, "append", False))
+        store_encodings(
+            data_dir, results, getattr(args, "append", False), rule=cfg.attendance.rule()
+        )
     if failures:
         print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
         return 1
@@ -201,12 +204,18 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def store_encodings(
-    data_dir: Path, results: list[tuple[str, str, list[Any]]], append: bool
+    data_dir: Path,
+    results: list[tuple[str, str, list[Any]]],
+    append: bool,
+    *,
+    rule: DecisionRule | None = None,
 ) -> None:
-    """Add (or replace) people's encodings in the gallery, under its lock."""
+    """Add (or replace) people's encodings in the gallery, under its lock; with the kiosk's
+    decision ``rule``, warn when someone just enrolled is a look-alike of someone else."""
     import numpy as np
 
     from agent.gallery import Gallery, GalleryError, locked
+    from agent.gallery_audit import lookalikes_of, warn_lookalikes
 
     try:
         with locked(data_dir) as path:
@@ -216,6 +225,7 @@ def store_encodings(
                     gallery.remove([staff_id])
                 gallery.add(staff_id, display, np.vstack(encodings))
             gallery.save(path)
+            lookalikes = lookalikes_of(gallery, [sid for sid, _, _ in results], rule)
     except GalleryError as exc:
         raise _cli_error(
             f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
@@ -226,6 +236,7 @@ def store_encodings(
     for staff_id, display, encodings in results:
         named = f" ({display})" if display != staff_id else ""
         print(f"enrolled {staff_id}{named}: {len(encodings)} encodings")
+    warn_lookalikes(lookalikes)
 
 
 def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
@@ -257,7 +268,12 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if problem:
         print(f"refused {staff_id}: {problem}; nothing stored", file=sys.stderr)
         return 1
-    store_encodings(data_dir, [(staff_id, display, encodings)], getattr(args, "append", False))
+    store_encodings(
+        data_dir,
+        [(staff_id, display, encodings)],
+        getattr(args, "append", False),
+        rule=cfg.attendance.rule(),
+    )
     return 0
 
 

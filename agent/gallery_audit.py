@@ -22,6 +22,7 @@ better than a camera's frames. numpy only: no vision library is loaded.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,20 @@ def lookalikes_of(
         for p in _closest_pairs(dist, owner, ids)
         if p.distance < rule.tolerance + rule.margin and ({p.a, p.b} & wanted)
     ]
+
+
+def warn_lookalikes(pairs: list[LookAlike]) -> None:
+    """After enrolment: name each look-alike pair on stderr, and what a technician can do."""
+    for p in pairs:
+        print(
+            f"warning: {p.a}, just enrolled, and {p.b} look alike to the recognizer: "
+            f"their closest photos are at distance {p.distance:.3f}, below tolerance + "
+            "margin. The kiosk may refuse both, or take one for the other, when they stand "
+            "near the threshold. Enrol more and better photos of both (other days, light, "
+            "glasses on and off), or accept that the kiosk may refuse them; "
+            "`hall-agent gallery audit` judges the whole gallery (docs/attendance.md)",
+            file=sys.stderr,
+        )
 
 
 def rule_fits(gallery: Gallery, rule: DecisionRule) -> bool:

@@ -234,3 +234,33 @@ def test_check_warns_on_a_lookalike_pair(enc, tmp_path) -> None:
     assert line.startswith("[WARN] gallery: 3 people, 9 encodings; look-alike:")
     assert f"{HU} and {WEN} at distance {closest(enc, HU, WEN):.3f}" in line
     assert "hall-agent gallery audit" in line
+
+
+def test_enroll_warns_when_a_new_person_looks_like_someone_enrolled(tmp_path) -> None:
+    cfg = kiosk_config(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+
+    def crops(person: str) -> list[Path]:
+        import cv2
+
+        out = []
+        for file in ea.people()[person][:3]:
+            path = photos / (Path(file).stem + ".png")  # lossless: the pixels load_face gave
+            cv2.imwrite(str(path), ea.load_face(file))
+            out.append(path)
+        return out
+
+    r = cli(cfg, "enroll", "--staff-id", HU, *crops(HU))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    r = cli(cfg, "enroll", "--staff-id", YAO, *crops(YAO))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    r = cli(cfg, "enroll", "--staff-id", WEN, *crops(WEN))
+    assert r.returncode == 0, r.stderr  # stored: a warning, not a refusal
+    assert f"enrolled {WEN}: 3 encodings" in r.stdout
+    [warning] = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert f"warning: {WEN}, just enrolled, and {HU} look alike" in warning
+    assert "at distance 0.3" in warning  # Hu and Wen: 0.38 apart on these photos
+    assert "Enrol more and better photos" in warning and "may refuse" in warning
+    enrolled = Gallery.load(gallery_path(tmp_path / "data"))
+    assert [p.staff_id for p in enrolled.people()] == [HU, WEN, YAO]
