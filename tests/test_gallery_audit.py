@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -264,3 +267,83 @@ def test_enroll_warns_when_a_new_person_looks_like_someone_enrolled(tmp_path) ->
     assert "Enrol more and better photos" in warning and "may refuse" in warning
     enrolled = Gallery.load(gallery_path(tmp_path / "data"))
     assert [p.staff_id for p in enrolled.people()] == [HU, WEN, YAO]
+
+
+# --- the kiosk screen never names the nearest person of an unknown face -----------------
+
+
+class OneFaceEngine:
+    """The engine's part faked: one face, the same real encoding, every frame."""
+
+    def __init__(self, encoding: np.ndarray):
+        self.encoding = encoding
+
+    def process(self, image: Any) -> Any:
+        from drivers.faces import Face, FrameResult
+
+        return FrameResult(faces=[Face(1, (10, 110, 110, 10), encoding=self.encoding)], ended=[])
+
+    def settle(self, track_id: int, settled: bool = True) -> None:
+        pass
+
+
+def test_an_unknown_faces_look_and_page_text_never_name_the_nearest_person(
+    enc, tmp_path, write_config
+) -> None:
+    from agent.attendance import AttendancePipeline
+    from agent.config import AttendanceSection, load_agent_config
+    from agent.recognition import wall_clock_for
+    from agent.screen import ScreenHub
+    from contract.schedule import Schedule
+    from drivers.camera import Frame
+
+    names = {"S001": "胡锦涛", "S002": "温家宝", "S003": "姚明"}
+    people = {"S001": HU, "S002": WEN, "S003": YAO}
+    files = {sid: ea.people()[person][:3] for sid, person in people.items()}
+    g = Gallery.from_arrays(
+        np.vstack([enc[f] for sid in files for f in files[sid]]),
+        [sid for sid in files for _ in files[sid]],
+        names=names,
+        model=DLIB.model_id,
+    )
+    probe = enc[WEN_UNKNOWN]
+    match = g.match(probe, RULE.tolerance, RULE.margin)
+    assert match.staff_id is None and match.nearest_id == "S001"  # the premise: Hu is nearest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    staff = [{"id": k, "name": v, "role": "staff", "window": "A01"} for k, v in names.items()]
+    roster = {"v": 1, "version": 1, "staff": staff}
+    (data / "roster.json").write_text(json.dumps(roster, ensure_ascii=False), encoding="utf-8")
+    cfg = load_agent_config(
+        write_config(
+            f'[device]\nid = "kiosk-01"\nsite = "jiedong"\ndata_dir = "{data}"\n'
+            '[attendance]\ncamera = "0"\nrecognizer = "dlib"\n'
+        )
+    )
+    att = cfg.attendance
+    assert isinstance(att, AttendanceSection)
+    events: list[tuple[str, dict[str, Any]]] = []
+    looks: list[dict[str, Any]] = []
+    tz = ZoneInfo("Asia/Shanghai")
+    pipeline = AttendancePipeline(
+        att,
+        OneFaceEngine(probe),
+        g,
+        Schedule(att.schedule),
+        lambda t, d, at: events.append((t, d)),
+        wall_clock_for(tz, datetime(2026, 11, 25, 8, 20, tzinfo=tz)),
+    )
+    pipeline.on_look = looks.append
+    img = np.zeros((4, 4, 3), np.uint8)
+    for i in range(2 * att.votes):
+        pipeline.process(Frame(img, i + 1, i * 0.04, float(i)))
+    assert [look["kind"] for look in looks] == ["unknown_face"]
+    assert [t for t, _ in events] == ["attendance.rejected"]
+    page = ScreenHub(cfg).render(looks[0])
+    assert page["title"] == "未识别" and page["staff_id"] is None and page["name"] == ""
+    shown = json.dumps([looks, events, page], ensure_ascii=False)
+    for sid, name in names.items():
+        assert sid not in shown and name not in shown, (sid, shown)
+    for person in people.values():
+        assert person not in shown
