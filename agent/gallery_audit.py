@@ -245,7 +245,7 @@ def _distances(gallery: Gallery) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def _pairwise(enc: np.ndarray) -> np.ndarray:
     """Euclidean distances between every two rows (float64; the diagonal is 0)."""
-    x = enc.astype(np.float64).reshape(len(enc), -1)
+    x = enc.astype(np.float64)
     sq = np.einsum("ij,ij->i", x, x)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     np.fill_diagonal(d2, 0.0)
@@ -334,7 +334,7 @@ def _share(part: int, total: int) -> float | None:
 
 def _ratio(part: int, total: int) -> str:
     if not total:
-        return "      -"
+        return f"{'-':>4}{'':<16}"
     return f"{part:>4} of {total:<4} {100 * part / total:5.1f} %"
 
 

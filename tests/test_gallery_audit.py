@@ -188,6 +188,9 @@ def cli(cfg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_gallery_audit_exit_codes_and_json(enc, tmp_path) -> None:
     cfg = kiosk_config(tmp_path)
+    r = cli(cfg, "gallery", "audit", "--json")  # nobody enrolled yet: nothing wrong to show
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["people"] == 0
     path = gallery_path(tmp_path / "data")
     gallery(enc, **{HU: 3, YAO: 3}).save(path)
     r = cli(cfg, "gallery", "audit")
