@@ -15,11 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent.config import AgentConfig
 from agent.envelope import CLOCK_FLOOR_UNIX, system_clock_state
 from sync.cli_common import ProbeResult
+
+if TYPE_CHECKING:  # numpy only where a gallery is opened
+    from agent.gallery import Gallery
+    from agent.gallery_audit import LookAlike
 
 
 def probe_disk(cfg: AgentConfig) -> list[ProbeResult]:
@@ -413,7 +418,38 @@ def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
                 "`hall-agent enroll --staff-id ID --name NAME PHOTO…` (docs/attendance.md)",
             )
         ]
-    return [ProbeResult("gallery", True, f"{len(gallery)} people, {gallery.rows} encodings")]
+    counts = f"{len(gallery)} people, {gallery.rows} encodings"
+    pairs = _lookalike_pairs(cfg, gallery)
+    if not pairs:
+        return [ProbeResult("gallery", True, counts)]
+    # A warning, not a failure: the kiosk refuses rather than guesses between two people it
+    # cannot tell apart, but the technician should know who they are and what to do.
+    rule = cfg.attendance.rule()
+    closest = pairs[0]
+    more = f" (and {len(pairs) - 1} more pairs)" if len(pairs) > 1 else ""
+    return [
+        ProbeResult(
+            "gallery",
+            True,
+            f"{counts}; look-alike: {closest.a} and {closest.b} at distance "
+            f"{closest.distance:.3f}, below tolerance + margin "
+            f"{rule.tolerance + rule.margin:.2f}{more}: the kiosk may refuse them or take "
+            "one for the other; run `hall-agent gallery audit` (docs/attendance.md)",
+            warn=True,
+        )
+    ]
+
+
+def _lookalike_pairs(cfg: AgentConfig, gallery: Gallery) -> list[LookAlike]:
+    """Pairs of enrolled people the decision rule cannot safely separate, closest first;
+    none when the gallery is another recognizer's (its distances are on another scale)."""
+    from agent.gallery_audit import lookalikes_of
+    from drivers.face_models import RECOGNIZERS
+
+    att = cfg.attendance
+    if att is None or gallery.model != RECOGNIZERS[att.recognizer].model_id:
+        return []
+    return lookalikes_of(gallery, [p.staff_id for p in gallery.people()], att.rule())
 
 
 def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "gallery",
-        help="list or remove enrolled people",
-        description="List or remove people in the kiosk's face gallery.",
+        help="list, remove or audit enrolled people",
+        description="List, remove or audit people in the kiosk's face gallery.",
     )
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION")
     gsub.required = True
@@ -140,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete a person's encodings from the gallery.",
     )
     g.add_argument("staff_id", help="staff id to remove")
+    g = gsub.add_parser(
+        "audit",
+        help="judge the gallery against the decision rule: look-alike pairs, weak enrolments",
+        description="Judge the kiosk's gallery against its decision rule ([attendance] "
+        "recognizer, tolerance, margin): pairs of people the rule cannot safely tell apart, "
+        "people enrolled from too few, spread or unrecognisable photos, and the accept rates "
+        "estimated from the enrolment photos themselves (docs/attendance.md). Exit status: 0 "
+        "clean; 1 look-alike pairs or weak enrolments; 2 the gallery cannot be judged (no "
+        "[attendance] section, a damaged gallery, or one of another recognizer).",
+    )
+    g.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser(
         "simulate", help="simulators for demos and tests", description="Hardware simulators."

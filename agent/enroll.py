@@ -27,6 +27,7 @@ from contract import is_staff_id
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
     from agent.gallery import Person
+    from drivers.face_models import DecisionRule
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,13 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         results.append((staff_id, display, accepted))
 
     if results:
-        store_encodings(data_dir, results, getattr(args, "append", False), _model(cfg))
+        store_encodings(
+            data_dir,
+            results,
+            getattr(args, "append", False),
+            _model(cfg),
+            rule=cfg.attendance.rule(),
+        )
     if failures:
         print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
         return 1
@@ -203,12 +210,20 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def store_encodings(
-    data_dir: Path, results: list[tuple[str, str, list[Any]]], append: bool, model: str
+    data_dir: Path,
+    results: list[tuple[str, str, list[Any]]],
+    append: bool,
+    model: str,
+    *,
+    rule: DecisionRule | None = None,
 ) -> None:
-    """Add (or replace) people's encodings, made by recognizer ``model``, under the lock."""
+    """Add (or replace) people's encodings, made by recognizer ``model``, under the lock;
+    with the kiosk's decision ``rule``, warn when someone just enrolled is a look-alike of
+    someone else."""
     import numpy as np
 
     from agent.gallery import Gallery, GalleryError, GalleryModelError, locked
+    from agent.gallery_audit import lookalikes_of, warn_lookalikes
 
     try:
         with locked(data_dir) as path:
@@ -219,6 +234,7 @@ def store_encodings(
                     gallery.remove([staff_id])
                 gallery.add(staff_id, display, np.vstack(encodings), model=model)
             gallery.save(path)
+            lookalikes = lookalikes_of(gallery, [sid for sid, _, _ in results], rule)
     except GalleryModelError as exc:
         raise _cli_error(f"enroll: {exc} Nothing stored.") from exc
     except GalleryError as exc:
@@ -231,6 +247,7 @@ def store_encodings(
     for staff_id, display, encodings in results:
         named = f" ({display})" if display != staff_id else ""
         print(f"enrolled {staff_id}{named}: {len(encodings)} encodings")
+    warn_lookalikes(lookalikes)
 
 
 def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
@@ -263,7 +280,11 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
         print(f"refused {staff_id}: {problem}; nothing stored", file=sys.stderr)
         return 1
     store_encodings(
-        data_dir, [(staff_id, display, encodings)], getattr(args, "append", False), _model(cfg)
+        data_dir,
+        [(staff_id, display, encodings)],
+        getattr(args, "append", False),
+        _model(cfg),
+        rule=cfg.attendance.rule(),
     )
     return 0
 
@@ -310,6 +331,13 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 print(f"{p.staff_id}\t{name}\t{p.encodings} encodings\t{role}")
             print(f"{len(people)} people, {gallery.rows} encodings")
             return 0
+        if args.gallery_command == "audit":
+            from agent.gallery_audit import AuditError, main_audit
+
+            try:
+                return main_audit(cfg, getattr(args, "json", False))
+            except AuditError as exc:
+                raise _cli_error(f"gallery audit: {exc}", 2) from exc
         if args.gallery_command == "remove":
             with locked(data_dir) as path:
                 gallery = Gallery.load(path)

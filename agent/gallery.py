@@ -134,6 +134,10 @@ class Gallery:
             for sid, n in zip(self._ids, counts, strict=True)
         ]
 
+    def arrays(self) -> tuple[np.ndarray, list[str]]:
+        """(encodings, the staff id of each row): copies, for analysis (agent/gallery_audit.py)."""
+        return self._enc.copy(), [self._ids[i] for i in self._owner]
+
     def __len__(self) -> int:
         return len(self._ids)
 
