@@ -419,6 +419,21 @@ def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
             )
         ]
     counts = f"{len(gallery)} people, {gallery.rows} encodings"
+    from agent.gallery import reenrol_hint
+    from agent.recognition import model_id
+
+    model = model_id(cfg.attendance)
+    if gallery.model != model:
+        # The kiosk recognises nobody with this gallery (agent/recognition.py _load_gallery).
+        return [
+            ProbeResult(
+                "gallery",
+                False,
+                f"{path}: {counts} enrolled with the {gallery.model} model, but [attendance] "
+                f"recognizer = {cfg.attendance.recognizer!r} ({model}): nobody will be "
+                "recognised. " + reenrol_hint(gallery.model or ""),
+            )
+        ]
     pairs = _lookalike_pairs(cfg, gallery)
     if not pairs:
         return [ProbeResult("gallery", True, counts)]
@@ -450,6 +465,24 @@ def _lookalike_pairs(cfg: AgentConfig, gallery: Gallery) -> list[LookAlike]:
     if att is None or gallery.model != RECOGNIZERS[att.recognizer].model_id:
         return []
     return lookalikes_of(gallery, [p.staff_id for p in gallery.people()], att.rule())
+
+
+def probe_models(cfg: AgentConfig) -> list[ProbeResult]:
+    """Kiosks: the configured recognizer's model files, present and the pinned ones."""
+    if cfg.attendance is None:
+        return []
+    from drivers.face_models import RECOGNIZERS, ModelError, default_models_dir, locate
+
+    spec = RECOGNIZERS[cfg.attendance.recognizer]
+    if not spec.files:
+        return [ProbeResult("models", True, f"recognizer {spec.name}: models of its package")]
+    directory = cfg.attendance.models_dir or default_models_dir()
+    try:
+        locate(spec, directory)
+    except ModelError as exc:
+        return [ProbeResult("models", False, str(exc))]
+    names = ", ".join(m.name for m in spec.files)
+    return [ProbeResult("models", True, f"recognizer {spec.name}: {names} in {directory}")]
 
 
 def probe_roster(cfg: AgentConfig) -> list[ProbeResult]:
@@ -588,6 +621,7 @@ PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "broker": probe_broker,
     "pads": probe_pads,
     "camera": probe_camera,
+    "models": probe_models,
     "gallery": probe_gallery,
     "roster": probe_roster,
     "screen": probe_screen,

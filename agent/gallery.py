@@ -163,7 +163,9 @@ class Gallery:
         d2 += float(q @ q)
         return d2
 
-    def match(self, encoding: np.ndarray, tolerance: float = 0.5, margin: float = 0.06) -> Match:
+    def match(self, encoding: np.ndarray, tolerance: float, margin: float) -> Match:
+        """Nearest person under the rule; ``tolerance`` and ``margin`` are on the scale of
+        the gallery's model (drivers/face_models.py), so they have no defaults here."""
         if not len(self._enc):
             return Match(None, None, None, None)
         d2 = self._squared(encoding)  # squared distances: the square root only for two values

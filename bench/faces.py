@@ -247,7 +247,7 @@ def gallery_match(people: int, per_person: int = 3, repeats: int = 50) -> tuple[
     queries = enc[rng.integers(0, len(enc), repeats)] + rng.normal(
         scale=0.01, size=(repeats, 128)
     ).astype(np.float32)
-    g.match(queries[0])
+    g.match(queries[0], 0.5, 0.06)
     times = []
     for q in queries:
         t0 = time.perf_counter()

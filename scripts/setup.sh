@@ -51,7 +51,9 @@ case " $extras " in
   *" kiosk "*)
     # face_recognition declares `dlib`, which would build from source for many minutes;
     # dlib-bin (from the kiosk extra) provides the same module, so install it without deps.
-    .venv/bin/python -m pip install -q --no-deps "face_recognition==1.3.0" ;;
+    .venv/bin/python -m pip install -q --no-deps "face_recognition==1.3.0"
+    # The sface recognizer's pinned ONNX files (drivers/face_models.py), checked by sha256.
+    .venv/bin/python -m drivers.face_models install ;;
 esac
 rm -f .venv/.hall-setup-*
 printf '%s\n' $extras > "$stamp"

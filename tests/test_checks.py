@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent.checks import serial_adapters
+from tests import media
 from tests.conftest import require_or_skip
 from tests.support import Mosquitto, free_port, make_password_file, make_test_ca
 
@@ -251,7 +252,7 @@ def test_kiosk_fails_on_empty_gallery_and_missing_roster(tmp_path):
     from agent.gallery import Gallery, gallery_path
 
     g = Gallery()
-    g.add("S001", "张三", np.full((2, 128), 0.1, dtype=np.float32))
+    g.add("S001", "张三", np.full((2, 128), 0.1, dtype=np.float32), model=media.shipped_model())
     g.save(gallery_path(data))
     (data / "roster.json").write_text(
         '{"v":1,"version":3,"staff":[{"id":"S001","name":"张三","role":"staff","window":"A01"}]}'

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.config import AttendanceSection
 from agent.gallery import Gallery, gallery_path
 from tests import media
 
@@ -274,7 +275,11 @@ def test_enroll_from_the_camera_keeps_encodings_only(tmp_path, write_config) -> 
     assert files == ["gallery/.lock", "gallery/gallery.npz"]  # no frame was written
     # The encodings recognise the person in another photo of him.
     gallery = Gallery.load(gallery_path(data))
-    assert gallery.match(media.photo_encoding("obama.jpg"), 0.5, 0.06).staff_id == "s001"
+    rule = AttendanceSection(camera="t").rule()  # the shipped recognizer's, as enrolment's
+    assert (
+        gallery.match(media.photo_encoding("obama.jpg"), rule.tolerance, rule.margin).staff_id
+        == "s001"
+    )
 
 
 def test_enroll_from_a_camera_without_a_face_stores_nothing(tmp_path, write_config) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.config import AttendanceSection
 from agent.gallery import (
     Gallery,
     GalleryError,
@@ -87,19 +88,22 @@ def test_tolerance_rejects_a_far_face() -> None:
     far = unit(rng, 1)[0] * 2
     m = g.match(far, 0.5, 0.06)
     assert m.staff_id is None and m.distance is not None and m.distance > 0.5
-    assert Gallery().match(far) == Match(None, None, None, None)
+    assert Gallery().match(far, 0.5, 0.06) == Match(None, None, None, None)
 
 
 def test_real_photos_match_the_right_person() -> None:
     media.require_photos()
+    rule = AttendanceSection(camera="t").rule()  # the shipped recognizer's calibrated rule
+    tol, margin = rule.tolerance, rule.margin
     g = media.gallery_of("obama")
-    m = g.match(media.photo_encoding("obama2.jpg"))  # a photo not used for enrolment
-    assert m.staff_id == "obama" and m.distance is not None and m.distance < 0.5
-    unknown = g.match(media.photo_encoding("biden.jpg"))
-    assert unknown.staff_id is None and unknown.distance is not None and unknown.distance > 0.6
+    m = g.match(media.photo_encoding("obama2.jpg"), tol, margin)  # not used for enrolment
+    assert m.staff_id == "obama" and m.distance is not None and m.distance < tol
+    unknown = g.match(media.photo_encoding("biden.jpg"), tol, margin)
+    assert unknown.staff_id is None and unknown.distance is not None
+    assert unknown.distance > tol + margin
     both = media.gallery_of("obama", "biden")
-    m = both.match(media.photo_encoding("obama2.jpg"))
-    assert m.staff_id == "obama" and m.second is not None and m.second - m.distance > 0.06
+    m = both.match(media.photo_encoding("obama2.jpg"), tol, margin)
+    assert m.staff_id == "obama" and m.second is not None and m.second - m.distance > margin
 
 
 def test_vote_needs_agreeing_frames() -> None:
