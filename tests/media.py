@@ -74,28 +74,33 @@ def cached_video(name: str, actors: Sequence[Actor], duration_s: float, fps: flo
     return sample_media.cached_video(name, actors, duration_s, fps)
 
 
-@lru_cache(maxsize=8)
-def photo_encoding(name: str) -> np.ndarray:
-    """The 128-d encoding of a photo's only face, through the real engine's enrolment path."""
-    _, enc, reason = _enrol_engine().encode_photo(load_bgr(name))
+@lru_cache(maxsize=32)
+def photo_encoding(name: str, recognizer: str | None = None) -> np.ndarray:
+    """The 128-d encoding of a photo's only face, through the real engine's enrolment path
+    (of ``recognizer``; default: the shipped one)."""
+    _, enc, reason = _enrol_engine(recognizer).encode_photo(load_bgr(name))
     assert reason is None and enc is not None, f"{name}: {reason}"
     return enc
 
 
-@lru_cache(maxsize=1)
-def _enrol_engine():
-    """The enrolment engine of the shipped recognizer (agent/recognition.py build_engine)."""
+@lru_cache(maxsize=2)
+def _enrol_engine(recognizer: str | None = None):
+    """The enrolment engine of a recognizer (agent/recognition.py build_engine)."""
     from agent.config import AttendanceSection
     from agent.recognition import build_engine
 
-    return build_engine(AttendanceSection(camera="test"), for_photos=True)
+    att = AttendanceSection(camera="test", **({"recognizer": recognizer} if recognizer else {}))
+    return build_engine(att, for_photos=True)
 
 
-def shipped_model() -> str:
+def shipped_model(recognizer: str | None = None) -> str:
+    """The model id a gallery records for ``recognizer`` (default: the shipped one)."""
     from agent.config import AttendanceSection
     from agent.recognition import model_id
 
-    return model_id(AttendanceSection(camera="test"))
+    return model_id(
+        AttendanceSection(camera="test", **({"recognizer": recognizer} if recognizer else {}))
+    )
 
 
 # Who is who in the pinned photos (obama2.jpg and 32bit.png are the same picture). The six
@@ -119,17 +124,18 @@ SHOWN = {
 }
 
 
-def gallery_of(*staff: str):
-    """A Gallery with the given people enrolled from their ENROL photos (staff id = key)."""
+def gallery_of(*staff: str, recognizer: str | None = None):
+    """A Gallery with the given people enrolled from their ENROL photos (staff id = key), by
+    ``recognizer`` (default: the shipped one)."""
     from agent.gallery import Gallery
 
     encs, owners = [], []
     for sid in staff:
         for name in ENROL[sid]:
-            encs.append(photo_encoding(name))
+            encs.append(photo_encoding(name, recognizer))
             owners.append(sid)
     return Gallery.from_arrays(
-        np.vstack(encs), owners, {s: s.title() for s in staff}, shipped_model()
+        np.vstack(encs), owners, {s: s.title() for s in staff}, shipped_model(recognizer)
     )
 
 
