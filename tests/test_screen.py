@@ -181,7 +181,9 @@ def test_the_codes_the_drivers_report_are_the_contracts():
     source = (ROOT / "agent/attendance_worker.py").read_text(encoding="utf-8")
     worker = set(re.findall(r'"state": "(\w+)"', source))
     assert worker and camera | worker <= set(get_args(CameraState))
-    quality = quoted_in("drivers/faces.py", r'^\s+return "\w+", None')
+    quality = set()
+    for engine in ("drivers/faces.py", "drivers/faces_sface.py"):  # every recognizer's
+        quality |= quoted_in(engine, r'^\s+return "\w+"(, None)?$')
     assert quality and quality == set(get_args(FaceQuality))
 
 
