@@ -109,25 +109,6 @@ class FaceEngine(Protocol):
 
     def process(self, image: np.ndarray) -> FrameResult: ...
 
-    def _too_small_or_blurred(
-        self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None
-    ) -> str | None:
-        """The quality checks before any landmark: size and sharpness (same for every model)."""
-        # Detector boxes of one face vary by ~10 % between frames: a face found at all near
-        # the configured size is worth encoding; clearly smaller ones are not.
-        floor = min_face_px if min_face_px is not None else 0.8 * self.p.min_face_px
-        if box[1] - box[3] < floor:
-            return "too_small"
-        top, right, bottom, left = self._sharpness_region(rect)
-        gray = cv2.cvtColor(crop[top:bottom, left:right], cv2.COLOR_RGB2GRAY)
-        if gray.size == 0 or sharpness(gray) < self.p.min_sharpness:
-            return "blurred"
-        return None
-
-    def _sharpness_region(self, rect: dlib.rectangle) -> Box:
-        """Where sharpness is measured: HOG's box, which holds the face and little else."""
-        return rect.top(), rect.right(), rect.bottom(), rect.left()
-
     def settle(self, track_id: int, settled: bool = True) -> None: ...
 
     def encode_photo(self, image: np.ndarray) -> tuple[list[Box], np.ndarray | None, str | None]:
@@ -418,11 +399,15 @@ class DlibFaceEngine:
         if problem is not None:
             return problem, None
         shape = self.sp5(crop, rect)
-        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        if yaw_ratio(pts) > self.p.max_yaw:
+        if self._turned(shape):
             return "turned", None
         enc = np.asarray(self.encoder.compute_face_descriptor(crop, shape), dtype=np.float32)
         return None, enc
+
+    def _turned(self, shape: dlib.full_object_detection) -> bool:
+        """dlib's 5 points say the head is turned past ``max_yaw``."""
+        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return yaw_ratio(pts) > self.p.max_yaw
 
     def _too_small_or_blurred(
         self, crop: np.ndarray, rect: dlib.rectangle, box: Box, min_face_px: int | None

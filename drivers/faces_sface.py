@@ -28,7 +28,7 @@ import face_recognition_models
 import numpy as np
 
 from drivers.face_models import RECOGNIZERS, SFACE, YUNET, locate
-from drivers.faces import Box, DlibFaceEngine, EngineParams, iou, yaw_ratio
+from drivers.faces import Box, DlibFaceEngine, EngineParams, iou
 
 # YuNet finds faces from ~10 px, reliably from ~20 px; a face this wide where the frame is
 # searched keeps distant faces found with a margin while the search stays small.
@@ -137,9 +137,7 @@ class SfaceFaceEngine(DlibFaceEngine):
         # The turn is measured with dlib's 5-point model (~1 ms) on HOG's box, as the dlib
         # engine does: YuNet's nose tip stands further off the face than dlib's nose base (its
         # ratio reads 0.6 on a face dlib reads 0.26), so ``max_yaw`` keeps one meaning.
-        shape = self.sp5(crop, self._hog_like(rect))
-        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        if yaw_ratio(pts) > self.p.max_yaw:
+        if self._turned(self.sp5(crop, self._hog_like(rect))):
             return "turned", None
         aligned = self.sface.alignCrop(bgr, row)
         feature = self.sface.feature(aligned).reshape(-1).astype(np.float32)

@@ -9,8 +9,6 @@ never nearer than 0.78. Encodings are made once per module (about half a second 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from agent.gallery import Gallery, gallery_path
 from agent.gallery_audit import audit, lookalikes_of
 from drivers.face_models import RECOGNIZERS, DecisionRule
 from tests import eastasian as ea
+from tests.test_enroll import cli
 
 pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
 
@@ -174,16 +173,6 @@ def kiosk_config(tmp_path: Path, recognizer: str = "dlib", attendance: bool = Tr
     path = tmp_path / f"agent-{recognizer}-{attendance}.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def cli(cfg: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "-c", str(cfg), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_gallery_audit_exit_codes_and_json(enc, tmp_path) -> None:
