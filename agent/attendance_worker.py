@@ -106,6 +106,8 @@ class AttendanceWorker:
             # 0: the recognition loop encodes no preview frame at all (docs/attendance.md).
             "preview_fps": self.cfg.screen.preview_fps if self._preview_wanted else 0,
             "preview_width": self.cfg.screen.preview_width,
+            # The child clears a fault it did not see itself (agent/recognition.py).
+            "open_faults": sorted(self.open_faults),
         }
 
     @property

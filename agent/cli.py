@@ -17,6 +17,7 @@ from pathlib import Path
 from agent.config import (
     DEFAULT_AGENT_CONFIG,
     AgentConfig,
+    ConfigError,
     agent_schema,
     load_agent_config,
 )
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="LIST",
         help="comma-separated probes: "
-        "config,user,disk,clock,broker,pads,camera,gallery,roster,screen,calendar",
+        "config,user,disk,clock,broker,pads,camera,models,gallery,roster,screen,calendar",
     )
     p.add_argument(
         "--as-user",
@@ -361,8 +362,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     directory = args.dir
     if directory is None and os.path.exists(args.config):
-        cfg = _load(args)  # [attendance] models_dir, when the kiosk's config sets one
-        directory = cfg.attendance.models_dir if cfg.attendance is not None else None
+        # [attendance] models_dir, when the kiosk's config sets one. A config this version
+        # refuses (e.g. an old tolerance) must not stop the models being installed.
+        try:
+            cfg = load_agent_config(args.config)
+        except ConfigError as exc:
+            print(
+                f"hall-agent models: {args.config} not usable ({exc.problems[0]}); "
+                "using the default models directory",
+                file=sys.stderr,
+            )
+        else:
+            directory = cfg.attendance.models_dir if cfg.attendance is not None else None
     return run(args.models_command, directory, getattr(args, "wheel", None))
 
 

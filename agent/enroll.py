@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -344,7 +345,13 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
                 if not gallery.rows:
                     print("the gallery is empty: nothing to set aside")
                     return 0
-                backup = path.with_name(f"{path.name}.{gallery.model}.bak")
+                # A second reset must not overwrite the first one's backup.
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                backup = path.with_name(f"{path.name}.{gallery.model}.{stamp}.bak")
+                n = 1
+                while backup.exists():
+                    n += 1
+                    backup = path.with_name(f"{path.name}.{gallery.model}.{stamp}-{n}.bak")
                 path.replace(backup)
             print(
                 f"moved the gallery ({len(gallery)} people, model {gallery.model}) to {backup}; "

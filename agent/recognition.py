@@ -123,6 +123,7 @@ def run_loop(
     from agent.roster import roster_path
     from contract.schedule import Schedule
     from drivers.camera import Camera, describe_range
+    from drivers.face_models import ModelError
 
     cfg = AttendanceSection.model_validate(spec["attendance"])
     data_dir = Path(spec["data_dir"])
@@ -152,10 +153,26 @@ def run_loop(
     def gallery_fault(kind: str, detail: str) -> None:
         fault(kind)("gallery", detail)
 
+    try:
+        engine = build_engine(cfg)
+    except ModelError as exc:
+        # Missing or changed model files do not come back by restarting: report the fault
+        # once (it reaches the centre and the kiosk page) and wait for a stop, instead of
+        # crash-looping the recognition process.
+        logger.error("recognizer %s: %s", cfg.recognizer, exc)
+        fault("fault")("models", str(exc))
+        send(("error", f"face models: {exc}"))
+        while not stop.is_set():
+            send(("health", {"state": "fault", "detail": f"face models: {exc}"}))
+            stop.wait(1.0)
+        return None
+    # A gallery fault still open in the parent (an earlier recognition process saw another
+    # model's gallery) is cleared by the first good gallery this one loads.
+    start = Gallery(_MISMATCH) if "gallery" in spec.get("open_faults", ()) else Gallery()
     pipeline = AttendancePipeline(
         cfg,
-        build_engine(cfg),
-        _load_gallery(gfile.path, Gallery(), model, gallery_fault),
+        engine,
+        _load_gallery(gfile.path, start, model, gallery_fault),
         Schedule(cfg.schedule),
         emit,
         wall_clock_for(tz, epoch),
@@ -285,7 +302,9 @@ def _load_gallery(
         logger.error("%s; keeping the %d people loaded before (re-enrol to fix)", exc, len(current))
         return current
     if fault is not None and current.model == _MISMATCH:
-        fault("recovered", "gallery of this recognizer's model loaded")
+        if not len(gallery):  # set aside to re-enrol: still nobody to recognise
+            return Gallery(_MISMATCH)
+        fault("recovered", f"gallery of this recognizer's model loaded ({len(gallery)} people)")
     logger.info(
         "gallery loaded: %d people, %d encodings (model %s)",
         len(gallery),

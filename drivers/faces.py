@@ -370,7 +370,7 @@ class DlibFaceEngine:
             tr.since_encode += 1
             crop, rect = self._crop(image, face.box)
             if self.sp68 is not None:
-                shape = self.sp68(crop, rect)
+                shape = self.sp68(crop, self._landmark_rect(rect))
                 pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
                 face.ear = (
                     eye_aspect_ratio(pts[_RIGHT_EYE]) + eye_aspect_ratio(pts[_LEFT_EYE])
@@ -426,7 +426,12 @@ class DlibFaceEngine:
 
     def _sharpness_region(self, rect: dlib.rectangle) -> Box:
         """Where sharpness is measured: HOG's box, which holds the face and little else."""
-        return rect.top(), rect.right(), rect.bottom(), rect.left()
+        r = self._landmark_rect(rect)
+        return r.top(), r.right(), r.bottom(), r.left()
+
+    def _landmark_rect(self, rect: dlib.rectangle) -> dlib.rectangle:
+        """The box dlib's landmark models (5 and 68 points) were trained on: HOG's."""
+        return rect
 
     def settle(self, track_id: int, settled: bool = True) -> None:
         tr = self._tracks.get(track_id)

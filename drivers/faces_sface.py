@@ -78,18 +78,14 @@ class SfaceFaceEngine(DlibFaceEngine):
         _, rows = self.yunet.detect(bgr)
         return rows if rows is not None else np.zeros((0, 15), dtype=np.float32)
 
-    def _sharpness_region(self, rect: dlib.rectangle) -> Box:
-        """Sharpness is measured where HOG's box would be (:meth:`_hog_like`): YuNet's box
-        also holds the forehead and hair line, whose edges stay sharp in a blurred face."""
-        r = self._hog_like(rect)
-        return r.top(), r.right(), r.bottom(), r.left()
-
-    def _hog_like(self, rect: dlib.rectangle) -> dlib.rectangle:
+    def _landmark_rect(self, rect: dlib.rectangle) -> dlib.rectangle:
         """The box dlib's HOG gives for the face YuNet boxed as ``rect``: HOG's box starts
         lower (brows, not forehead) and is shorter; measured on the pinned sample photos,
         its top is 0.14 and its bottom 0.93 of YuNet's height down, left and right alike.
-        The quality checks (``min_sharpness``, ``max_yaw``) were set on HOG's boxes, so they
-        keep their meaning. A box from HOG itself (enrolment photos) is returned as it is.
+        Sharpness (``min_sharpness``: YuNet's box also holds the hair line, whose edges stay
+        sharp in a blurred face), the turn (``max_yaw``) and the blink's eye landmarks are
+        measured on it, as they were set on HOG's boxes. A box from HOG itself (enrolment
+        photos) is returned as it is.
         """
         if self._photo:
             return rect
@@ -137,7 +133,7 @@ class SfaceFaceEngine(DlibFaceEngine):
         # The turn is measured with dlib's 5-point model (~1 ms) on HOG's box, as the dlib
         # engine does: YuNet's nose tip stands further off the face than dlib's nose base (its
         # ratio reads 0.6 on a face dlib reads 0.26), so ``max_yaw`` keeps one meaning.
-        if self._turned(self.sp5(crop, self._hog_like(rect))):
+        if self._turned(self.sp5(crop, self._landmark_rect(rect))):
             return "turned", None
         aligned = self.sface.alignCrop(bgr, row)
         feature = self.sface.feature(aligned).reshape(-1).astype(np.float32)

