@@ -85,7 +85,9 @@ RECOGNIZERS: dict[str, RecognizerSpec] = {
     "sface": RecognizerSpec(
         "sface",
         "sface-2021dec",
-        # Zero errors on the East Asian set from 0.98 to 1.04 (docs/attendance.md): the middle.
+        # No error on the East Asian set from 1.00 to 1.04, the first false accept at 1.06
+        # (docs/attendance.md "Accuracy on East Asian faces"): the low end of the band, a
+        # margin's width below it; a miss on one look is retried, a stranger's punch is not.
         DecisionRule(tolerance=1.0, margin=0.06, votes=3),
         (0.7, 1.3),
         (YUNET, SFACE),
