@@ -56,12 +56,17 @@ class SfaceFaceEngine(DlibFaceEngine):
     def _load_models(self) -> None:
         paths = locate(RECOGNIZERS["sface"], self._models_dir)
         # OpenCV 5 warns on every load that its new DNN engine ignores the (default) target:
-        # noise in the kiosk's journal, not a problem. Its errors are still logged.
+        # noise in the kiosk's journal, not a problem. Quiet for the loads only, so that the
+        # camera's own warnings still reach the journal.
+        level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        self.yunet = cv2.FaceDetectorYN.create(
-            str(paths[YUNET.name]), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD, 5000
-        )
-        self.sface = cv2.FaceRecognizerSF.create(str(paths[SFACE.name]), "")
+        try:
+            self.yunet = cv2.FaceDetectorYN.create(
+                str(paths[YUNET.name]), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD, 5000
+            )
+            self.sface = cv2.FaceRecognizerSF.create(str(paths[SFACE.name]), "")
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         self.sp5 = dlib.shape_predictor(  # for the turn check only (``_encode``)
             face_recognition_models.pose_predictor_five_point_model_location()
         )
