@@ -163,7 +163,9 @@ def run_loop(
         fault("fault")("models", str(exc))
         send(("error", f"face models: {exc}"))
         while not stop.is_set():
-            send(("health", {"state": "fault", "detail": f"face models: {exc}"}))
+            send(
+                ("health", {"state": "fault", "blocked": "models", "detail": f"face models: {exc}"})
+            )
             stop.wait(1.0)
         return None
     # A gallery fault still open in the parent (an earlier recognition process saw another
@@ -188,7 +190,10 @@ def run_loop(
     ended_sent = False
 
     def health() -> dict[str, Any]:
-        return {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
+        out = {**camera.health(), **pipeline.counters, "people": len(pipeline.gallery)}
+        if pipeline.gallery.model == _MISMATCH:  # another model's gallery: nobody punches
+            out["blocked"] = "gallery"
+        return out
 
     try:
         while not stop.is_set():

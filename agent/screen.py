@@ -100,6 +100,12 @@ CAMERA_TEXT: dict[str, tuple[str, bool]] = {
 }
 # Any component's state (contract ComponentState), on /tech.
 COMPONENT_TEXT: dict[str, str] = {"ok": "正常", "degraded": "降级", "fault": "故障"}
+# Recognition blocked although the camera works (agent/recognition.py health "blocked"):
+# the model files are missing, or the gallery was enrolled with another recognizer.
+BLOCKED_TEXT: dict[str, str] = {
+    "models": "人脸识别模型缺失或损坏",
+    "gallery": "人脸库需用新模型重新录入",
+}
 FAULT_TITLE = "打卡暂不可用"
 FAULT_DETAIL = "请联系管理员"
 PUNCH_MARK = {"on_time": "✓", "late": "迟到", "early_leave": "早退"}
@@ -147,6 +153,9 @@ def camera_state(health: dict[str, Any]) -> dict[str, Any]:
         return {"state": None, "text": "", "fault": False}
     state = str(att.get("state"))
     text, fault = _state_words(state)
+    blocked = BLOCKED_TEXT.get(str(att.get("blocked")))
+    if blocked is not None:  # the camera may be fine: say what really stops the punches
+        text, fault = blocked, True
     out: dict[str, Any] = {"state": state, "text": text, "fault": fault}
     if fault:
         out.update(title=FAULT_TITLE, detail=f"{text}，{FAULT_DETAIL}")

@@ -200,5 +200,7 @@ def test_missing_models_are_one_fault_not_a_crash_loop(tmp_path, write_config) -
     faults = [m for m in sent if m[0] == "event" and m[1] == "device.fault"]
     assert len(faults) == 1 and faults[0][2]["component"] == "models"
     assert "hall-agent models install" in faults[0][2]["detail"]
-    assert any(m[0] == "health" and m[1]["state"] == "fault" for m in sent)
+    assert any(
+        m[0] == "health" and m[1]["state"] == "fault" and m[1]["blocked"] == "models" for m in sent
+    )
     assert sent[-1] == ("returned", None)

@@ -752,3 +752,15 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
     if keep:
         Path(keep).parent.mkdir(parents=True, exist_ok=True)
         Path(keep).write_bytes(png)
+
+
+def test_blocked_recognition_says_why_on_the_page():
+    """Missing model files or another model's gallery stop every punch although the camera
+    works: the page says which, in Chinese, as a fault (not 摄像头故障, not 正常)."""
+    from agent.screen import BLOCKED_TEXT
+
+    for reason in ("models", "gallery"):
+        shown = camera_state({"attendance": {"state": "ok", "blocked": reason}})
+        assert shown["fault"] is True and shown["text"] == BLOCKED_TEXT[reason]
+        assert "摄像头" not in shown["detail"] and not re.search(r"[A-Za-z]", shown["detail"])
+    assert camera_state({"attendance": {"state": "ok"}})["fault"] is False
