@@ -204,3 +204,42 @@ def test_missing_models_are_one_fault_not_a_crash_loop(tmp_path, write_config) -
         m[0] == "health" and m[1]["state"] == "fault" and m[1]["blocked"] == "models" for m in sent
     )
     assert sent[-1] == ("returned", None)
+
+
+def test_a_running_kiosk_with_a_dlib_gallery_punches_nobody_and_says_why(
+    write_config, tmp_path
+) -> None:
+    """End to end, in the recognition child process: obama enrolled with dlib, the kiosk on
+    sface. No punch, a `gallery` device.fault in the outbox, and the worker's health names
+    the block (the page's 人脸库需用新模型重新录入)."""
+    import json
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from agent.attendance_worker import AttendanceWorker
+    from agent.outbox import Outbox
+    from agent.screen import BLOCKED_TEXT, camera_state
+    from tests.test_attendance import OBAMA_WALK, WAIT, kiosk_config
+
+    video = media.cached_video("walk", OBAMA_WALK, 4.0)
+    cfg = kiosk_config(write_config, tmp_path / "data", video)
+    media.gallery_of("obama", recognizer="dlib").save(gallery_path(cfg.data_dir))
+    outbox = Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0)
+    tz = ZoneInfo("Asia/Shanghai")
+    worker = AttendanceWorker(cfg, outbox, media_epoch=datetime(2026, 11, 25, 8, 20, tzinfo=tz))
+    worker.start()
+    try:
+        assert worker.ended.wait(WAIT), worker.health()
+        health = worker.health()
+        assert health["punches"] == 0 and health["people"] == 0
+        assert health["blocked"] == "gallery"
+        shown = camera_state({"attendance": health})
+        assert shown["fault"] and shown["text"] == BLOCKED_TEXT["gallery"]
+    finally:
+        worker.stop()
+    rows = [json.loads(p.body) for p in outbox.pending(100)]
+    assert not [e for e in rows if e["type"] == "attendance.punch"]
+    faults = [e["data"] for e in rows if e["type"] == "device.fault"]
+    assert [f["component"] for f in faults] == ["gallery"]
+    assert "dlib-resnet-v1" in faults[0]["detail"] and "gallery reset" in faults[0]["detail"]
+    outbox.close()
