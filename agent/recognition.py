@@ -134,8 +134,12 @@ def run_loop(
         send(("event", event_type, data, at.isoformat()))
 
     def fault(kind: str) -> Callable[[str, str], None]:
+        # The contract caps a fault's detail at 1024 characters (long model paths, a
+        # gallery message with its re-enrolment advice): cut, never refused.
         return lambda component, detail: emit(
-            f"device.{kind}", {"component": component, "detail": detail}, datetime.now(tz)
+            f"device.{kind}",
+            {"component": component, "detail": detail[:1024]},
+            datetime.now(tz),
         )
 
     camera = Camera(
