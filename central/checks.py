@@ -60,7 +60,9 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
                     )
                 ]
     try:
-        store = open_store(url, cfg.store.pg_schema, cfg.store.password)
+        store = open_store(
+            url, cfg.store.pg_schema, cfg.store.password, timezone=cfg.central.timezone
+        )
     except Exception as exc:
         return [ProbeResult("store", False, f"{shown}: cannot open: {exc}")]
     try:

@@ -203,7 +203,9 @@ def _open(cfg: CentralConfig, create: bool = True) -> Any:
 
     if not create:
         return open_existing(cfg)
-    return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
+    return open_store(
+        cfg.store.url, cfg.store.pg_schema, cfg.store.password, timezone=cfg.central.timezone
+    )
 
 
 def cmd_roster(cfg: CentralConfig, args: argparse.Namespace) -> int:

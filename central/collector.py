@@ -86,7 +86,9 @@ class Collector:
     def __init__(self, cfg: CentralConfig, store: Store | None = None, client_id: str = ""):
         self.cfg = cfg
         self.prefix = cfg.mqtt.prefix
-        self.store = store or open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password)
+        self.store = store or open_store(
+            cfg.store.url, cfg.store.pg_schema, cfg.store.password, timezone=cfg.central.timezone
+        )
         self._own_store = store is None
         self.client_id = client_id or f"{cfg.central.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.events_filter = f"$share/{SHARE_GROUP}/{self.prefix}/+/+/events"

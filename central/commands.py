@@ -84,7 +84,13 @@ def open_existing(cfg: CentralConfig) -> Any:
     from central.store import StoreMissingError, open_store
 
     try:
-        return open_store(cfg.store.url, cfg.store.pg_schema, cfg.store.password, create=False)
+        return open_store(
+            cfg.store.url,
+            cfg.store.pg_schema,
+            cfg.store.password,
+            create=False,
+            timezone=cfg.central.timezone,
+        )
     except StoreMissingError as exc:
         raise CliError(str(exc)) from None
 
@@ -319,7 +325,7 @@ def device_lines(rows: list[dict[str, Any]], tz: ZoneInfo, now: datetime) -> lis
     if untimed:
         lines.append(
             f"last event at '-': no event with a confirmed clock yet ({len(untimed)} device(s); "
-            "clock unsynced, or more than a day off the centre's); 'last received' is when the "
+            "clock unsynced, ahead of the centre's, or before 2024); 'last received' is when the "
             f"centre last stored an event from it; times in {tz.key} (docs/sync.md)"
         )
     return lines

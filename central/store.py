@@ -26,10 +26,12 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +105,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def plausible(at: datetime, clock: str, received_at: datetime) -> bool:
-    """docs/sync.md: a synced clock and within a day of when the centre received it; the
-    store's views apply the same rule in SQL (SQLITE_PLAUSIBLE, PG_PLAUSIBLE)."""
-    return clock == "synced" and abs(at - received_at) <= PLAUSIBLE
+def plausible(at: datetime, clock: str, received_at: datetime, tz: tzinfo) -> bool:
+    """docs/sync.md: a synced clock, `at` at most PLAUSIBLE_AHEAD after when the centre
+    received it and not before PLAUSIBLE_FROM in the hall's timezone ``tz``. The store's views
+    apply the same rule in SQL (SQLITE_PLAUSIBLE, PG_PLAUSIBLE)."""
+    return clock == "synced" and plausible_from(tz) <= at <= received_at + PLAUSIBLE_AHEAD
 
 
-def latest_plausible(events: list[EventRow], received_at: datetime) -> EventRow | None:
+def latest_plausible(events: list[EventRow], received_at: datetime, tz: tzinfo) -> EventRow | None:
     """The event that may move ``devices.last_event_at``: an implausible one never does."""
-    good = [e for e in events if plausible(e.at, e.clock, received_at)]
+    good = [e for e in events if plausible(e.at, e.clock, received_at, tz)]
     return max(good, key=lambda e: e.at) if good else None
 
 
@@ -264,37 +267,36 @@ _PG_V2 = [
 ]
 
 # v3: `filed_at` in the typed views, the time reports file an event under (docs/sync.md): `at`
-# when it is plausible, else the centre's `received_at`. Implausible = clock `unsynced`, or more
-# than PLAUSIBLE_S from `received_at` (a kiosk that lost its RTC stamps 1970; a bad clock or a
-# hostile device can send year 9999). `at` itself stays as sent. Also repairs
+# when it is plausible, else the centre's `received_at`. v3's rule (superseded by v6, below;
+# kept only because a shipped migration is never edited): implausible = clock `unsynced`, or
+# more than a day from `received_at`. `at` itself stays as sent. Also repairs
 # `devices.last_event_at`, which an implausible `at` used to pin for good (PostgreSQL
 # `greatest()` kept a year-10000 value that no client can read back).
-PLAUSIBLE_S = 24 * 3600
-PLAUSIBLE = timedelta(seconds=PLAUSIBLE_S)
+_V3_PLAUSIBLE_S = 24 * 3600
 
 # SQLite keeps `at` as text with the device's offset and `received_at` as UTC text; julianday()
-# reads both (and is NULL for a time outside 0000-9999, which counts as implausible). An
-# implausible event is filed at `received_at` shown in the device's own offset, so that
-# substr(filed_at, 1, 7) is the hall's month like substr(at, 1, 7) is for a plausible one.
+# reads both (and is NULL for a time outside 0000-9999, which counts as implausible). v3 filed
+# an implausible event at `received_at` shown in the device's own offset.
 _SQLITE_OFFSET = "(CASE WHEN at LIKE '%Z' THEN '+00:00' ELSE substr(at, -6) END)"
 _SQLITE_OFFSET_MIN = (
     f"((CASE substr({_SQLITE_OFFSET}, 1, 1) WHEN '-' THEN -1 ELSE 1 END) * "
     f"(CAST(substr({_SQLITE_OFFSET}, 2, 2) AS INTEGER) * 60 + "
     f"CAST(substr({_SQLITE_OFFSET}, 5, 2) AS INTEGER)))"
 )
-SQLITE_PLAUSIBLE = (
-    f"(clock = 'synced' AND abs(julianday(at) - julianday(received_at)) <= {PLAUSIBLE_S / 86400:g})"
+_V3_SQLITE_PLAUSIBLE = (
+    "(clock = 'synced' AND abs(julianday(at) - julianday(received_at)) <= "
+    f"{_V3_PLAUSIBLE_S / 86400:g})"
 )
-_SQLITE_FILED_AT = (
-    f"CASE WHEN {SQLITE_PLAUSIBLE} THEN at ELSE "
+_V3_SQLITE_FILED_AT = (
+    f"CASE WHEN {_V3_SQLITE_PLAUSIBLE} THEN at ELSE "
     f"strftime('%Y-%m-%dT%H:%M:%f', received_at, {_SQLITE_OFFSET_MIN} || ' minutes') "
     f"|| {_SQLITE_OFFSET} END AS filed_at"
 )
-PG_PLAUSIBLE = (
+_V3_PG_PLAUSIBLE = (
     "(clock = 'synced' AND at BETWEEN received_at - interval '1 day' "
     "AND received_at + interval '1 day')"
 )
-_PG_FILED_AT = f"CASE WHEN {PG_PLAUSIBLE} THEN at ELSE received_at END AS filed_at"
+_V3_PG_FILED_AT = f"CASE WHEN {_V3_PG_PLAUSIBLE} THEN at ELSE received_at END AS filed_at"
 
 
 def _with_filed_at(steps: list[str], view: str, filed_at: str, replace: bool = False) -> str:
@@ -307,8 +309,8 @@ def _with_filed_at(steps: list[str], view: str, filed_at: str, replace: bool = F
 _SQLITE_V3 = [
     "DROP VIEW punches",
     "DROP VIEW ratings",
-    _with_filed_at(_SQLITE_V1, "punches", _SQLITE_FILED_AT),
-    _with_filed_at(_SQLITE_V1, "ratings", _SQLITE_FILED_AT),
+    _with_filed_at(_SQLITE_V1, "punches", _V3_SQLITE_FILED_AT),
+    _with_filed_at(_SQLITE_V1, "ratings", _V3_SQLITE_FILED_AT),
     """UPDATE devices SET last_event_at = (
         SELECT e.at FROM events e WHERE e.site = devices.site AND e.device = devices.device
         AND e.clock = 'synced' AND abs(julianday(e.at) - julianday(e.received_at)) <= 1
@@ -317,8 +319,8 @@ _SQLITE_V3 = [
 
 _PG_V3 = [
     # CREATE OR REPLACE VIEW may add columns at the end, which is where filed_at goes.
-    _with_filed_at(_PG_V1, "punches", _PG_FILED_AT, replace=True),
-    _with_filed_at(_PG_V1, "ratings", _PG_FILED_AT, replace=True),
+    _with_filed_at(_PG_V1, "punches", _V3_PG_FILED_AT, replace=True),
+    _with_filed_at(_PG_V1, "ratings", _V3_PG_FILED_AT, replace=True),
     """UPDATE devices SET last_event_at = (
         SELECT max(e.at) FROM events e WHERE e.site = devices.site AND e.device = devices.device
         AND e.clock = 'synced' AND e.at BETWEEN e.received_at - interval '1 day'
@@ -416,10 +418,139 @@ _PG_V5 = [
     f"ALTER TABLE leave ADD CONSTRAINT leave_slot_key {_LEAVE_V5_KEY}",
 ]
 
+# v6 "plausible_window" (docs/sync.md "Implausible times"): an `at` is implausible only when its
+# clock is `unsynced`, when it is more than PLAUSIBLE_AHEAD after `received_at`, or before
+# PLAUSIBLE_FROM (midnight in the hall's timezone). A synced kiosk that was offline over a
+# weekend delivers Friday's punches on Monday, and they are filed on Friday. `filed_at` is in
+# the hall's timezone on both stores, whatever offset the device stamped:
+# - The hall's timezone is `central.timezone`, which the store writes into table `hall_zone`
+#   each time hall-central opens it (Store.set_hall_zone); the views read it from there, so a
+#   changed timezone needs no migration. Until then it holds the config's default zone.
+# - SQLite has no time zone database: `hall_zone` holds the zone's UTC offsets, one row per
+#   change (`since`: the UTC instant from which `offset_min` applies, ISO text; the first row's
+#   `since` is '0000-01-01T00:00:00'), computed by Python's zoneinfo from 2024 to 2100.
+#   `filed_at` is text, the instant shown in the hall's offset then
+#   (2026-11-30T17:35:00.000+08:00), so substr(filed_at, 1, 7) is the hall's month and
+#   substr(filed_at, 1, 10) its date. PLAUSIBLE_FROM is compared as the instant 2024-01-01T00:00
+#   in the hall's offset in force at 2024-01-01T00:00 UTC.
+# - PostgreSQL: `hall_zone` holds the zone's name; `filed_at` is a `timestamp` (without time
+#   zone), the hall's wall time, so to_char(filed_at, 'YYYY-MM') is the hall's month whatever
+#   the session's TimeZone. (v3's was a `timestamptz`; a view column cannot change its type in
+#   place, so the views are dropped and created again.)
+# Also recomputes `devices.last_event_at` from the events plausible under the new rule.
+PLAUSIBLE_AHEAD_S = 600
+PLAUSIBLE_AHEAD = timedelta(seconds=PLAUSIBLE_AHEAD_S)
+PLAUSIBLE_FROM = date(2024, 1, 1)
+HALL_TIMEZONE = "Asia/Shanghai"  # central.timezone's default (central/config.py)
+
+
+def plausible_from(tz: tzinfo) -> datetime:
+    """The first plausible instant: PLAUSIBLE_FROM at midnight in the hall's timezone."""
+    return datetime.combine(PLAUSIBLE_FROM, time(), tz)
+
+
+_ZONE_FIRST = "0000-01-01T00:00:00"
+
+
+def _sqlite_hall_offset(instant: str) -> str:
+    """SQL: the hall's UTC offset in minutes at ``instant`` (SQL text julianday() reads)."""
+    return (
+        "(SELECT offset_min FROM hall_zone WHERE since <= "
+        f"strftime('%Y-%m-%dT%H:%M:%S', {instant}) ORDER BY since DESC LIMIT 1)"
+    )
+
+
+SQLITE_PLAUSIBLE = (
+    "(clock = 'synced' AND julianday(at) <= julianday(received_at) + "
+    f"{PLAUSIBLE_AHEAD_S} / 86400.0 AND julianday(at) >= julianday('{PLAUSIBLE_FROM}') - "
+    f"{_sqlite_hall_offset(repr(PLAUSIBLE_FROM.isoformat()))} / 1440.0)"
+)
+_SQLITE_FILED = f"(CASE WHEN {SQLITE_PLAUSIBLE} THEN at ELSE received_at END)"
+_SQLITE_FILED_OFFSET = _sqlite_hall_offset(_SQLITE_FILED)
+_SQLITE_FILED_AT = (
+    f"strftime('%Y-%m-%dT%H:%M:%f', {_SQLITE_FILED}, {_SQLITE_FILED_OFFSET} || ' minutes') || "
+    f"printf('%s%02d:%02d', CASE WHEN {_SQLITE_FILED_OFFSET} < 0 THEN '-' ELSE '+' END, "
+    f"abs({_SQLITE_FILED_OFFSET}) / 60, abs({_SQLITE_FILED_OFFSET}) % 60) AS filed_at"
+)
+_PG_HALL_ZONE = "(SELECT timezone FROM hall_zone)"
+PG_PLAUSIBLE = (
+    f"(clock = 'synced' AND at <= received_at + interval '{PLAUSIBLE_AHEAD_S} seconds' "
+    f"AND at >= timestamp '{PLAUSIBLE_FROM} 00:00' AT TIME ZONE {_PG_HALL_ZONE})"
+)
+_PG_FILED_AT = (
+    f"(CASE WHEN {PG_PLAUSIBLE} THEN at ELSE received_at END) AT TIME ZONE {_PG_HALL_ZONE} "
+    "AS filed_at"
+)
+
+
+@lru_cache(maxsize=8)
+def sqlite_hall_zone(name: str) -> tuple[tuple[str, int], ...]:
+    """``hall_zone``'s rows on SQLite for the IANA zone ``name``: (since, offset_min), the
+    first from the start of time, then one per change of offset from 2024 to 2100."""
+    tz = ZoneInfo(name)
+
+    def offset(second: int) -> int:
+        moment = datetime.fromtimestamp(second, UTC).astimezone(tz)
+        return int(moment.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+
+    start = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+    day = 86400
+    current = offset(start)
+    rows = [(_ZONE_FIRST, current)]
+    for t in range(start, end, day):
+        if offset(t + day) == current:
+            continue
+        lo, hi = t, t + day  # lo has the old offset, hi the new: bisect to the second
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if offset(mid) == current else (lo, mid)
+        current = offset(hi)
+        rows.append((datetime.fromtimestamp(hi, UTC).strftime("%Y-%m-%dT%H:%M:%S"), current))
+    return tuple(rows)
+
+
+_SQLITE_V6 = [
+    "CREATE TABLE hall_zone (since TEXT PRIMARY KEY, offset_min INTEGER NOT NULL)",
+    *[
+        f"INSERT INTO hall_zone (since, offset_min) VALUES ('{since}', {minutes})"
+        for since, minutes in sqlite_hall_zone(HALL_TIMEZONE)
+    ],
+    "DROP VIEW punches",
+    "DROP VIEW ratings",
+    _with_filed_at(_SQLITE_V1, "punches", _SQLITE_FILED_AT),
+    _with_filed_at(_SQLITE_V1, "ratings", _SQLITE_FILED_AT),
+    # Unqualified columns in the subquery are the events' (the innermost scope).
+    f"""UPDATE devices SET last_event_at = (
+        SELECT at FROM events WHERE site = devices.site AND device = devices.device
+        AND {SQLITE_PLAUSIBLE}
+        ORDER BY julianday(at) DESC LIMIT 1)""",
+]
+
+_PG_V6 = [
+    "CREATE TABLE hall_zone (timezone text NOT NULL)",
+    f"INSERT INTO hall_zone (timezone) VALUES ('{HALL_TIMEZONE}')",
+    "DROP VIEW punches",
+    "DROP VIEW ratings",
+    _with_filed_at(_PG_V1, "punches", _PG_FILED_AT),
+    _with_filed_at(_PG_V1, "ratings", _PG_FILED_AT),
+    f"""UPDATE devices SET last_event_at = (
+        SELECT max(at) FROM events WHERE site = devices.site AND device = devices.device
+        AND {PG_PLAUSIBLE})""",
+]
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
-# Names, in order: v1 events, v2 rosters, v3 filed_at views, v4 leave, v5 leave_slot.
-SQLITE_MIGRATIONS: list[list[str]] = [_SQLITE_V1, _SQLITE_V2, _SQLITE_V3, _SQLITE_V4, _SQLITE_V5]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5]
+# Names, in order: v1 events, v2 rosters, v3 filed_at views, v4 leave, v5 leave_slot,
+# v6 plausible_window.
+SQLITE_MIGRATIONS: list[list[str]] = [
+    _SQLITE_V1,
+    _SQLITE_V2,
+    _SQLITE_V3,
+    _SQLITE_V4,
+    _SQLITE_V5,
+    _SQLITE_V6,
+]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5, _PG_V6]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -669,8 +800,9 @@ ON CONFLICT (site, device) DO UPDATE SET
 
 
 class SqliteStore(Store):
-    def __init__(self, url: str, create: bool = True):
+    def __init__(self, url: str, create: bool = True, timezone: str = HALL_TIMEZONE):
         self.url = url
+        self.tz = ZoneInfo(timezone)
         path = url[len("sqlite:///") :]
         self.path = Path(unquote(path))
         self._lock = threading.Lock()
@@ -728,6 +860,10 @@ class SqliteStore(Store):
                     c.execute(sql)
                 c.execute(f"PRAGMA user_version = {step + 1}")
                 logger.info("store %s: schema migrated to version %d", self.path, step + 1)
+            zone = sqlite_hall_zone(self.tz.key)
+            if tuple(c.execute("SELECT since, offset_min FROM hall_zone ORDER BY since")) != zone:
+                c.execute("DELETE FROM hall_zone")
+                c.executemany("INSERT INTO hall_zone (since, offset_min) VALUES (?, ?)", zone)
             c.execute("COMMIT")
         except BaseException:
             rollback(c)
@@ -755,7 +891,7 @@ class SqliteStore(Store):
                             for e in events
                         ],
                     )
-                    last = latest_plausible(events, received)
+                    last = latest_plausible(events, received, self.tz)
                     c.execute(
                         _DEVICE_SQL_SQLITE,
                         (
@@ -949,6 +1085,7 @@ class PostgresStore(Store):
         schema: str | None = None,
         password: str | None = None,
         create: bool = True,
+        timezone: str = HALL_TIMEZONE,
     ):
         try:
             import psycopg
@@ -959,6 +1096,7 @@ class PostgresStore(Store):
 
         self.url = url
         self.schema = schema
+        self.tz = ZoneInfo(timezone)
         self._lock = threading.Lock()
         self._psycopg = psycopg
         # store.password_file (docs/config.md: never inline in the URL); None: the URL, the
@@ -1020,6 +1158,10 @@ class PostgresStore(Store):
                     c.execute(sql)
                 c.execute("UPDATE hall_schema SET version = %s", (step + 1,))
                 logger.info("store: PostgreSQL schema migrated to version %d", step + 1)
+            c.execute(
+                "UPDATE hall_zone SET timezone = %s WHERE timezone IS DISTINCT FROM %s",
+                (self.tz.key, self.tz.key),
+            )
 
     def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
         with self._lock:
@@ -1041,9 +1183,9 @@ class PostgresStore(Store):
                 events = [e for e in events if e.id not in taken]
                 rejects = [*rejects, *conflict_rejects(conflicts)]
         if events:
-            # now() of this transaction is received_at; the client's clock is close enough
-            # for a one-day window.
-            last = latest_plausible(events, utcnow())
+            # now() of this transaction is received_at; the client's clock stands in for it
+            # (the same host's, or one kept in step by NTP: the window ahead is 10 minutes).
+            last = latest_plausible(events, utcnow(), self.tz)
             cur.execute(
                 _DEVICE_SQL_PG, (events[0].site, events[0].device, last.at if last else None)
             )
@@ -1169,18 +1311,23 @@ class PostgresStore(Store):
 
 
 def open_store(
-    url: str, schema: str | None = None, password: str | None = None, create: bool = True
+    url: str,
+    schema: str | None = None,
+    password: str | None = None,
+    create: bool = True,
+    timezone: str = HALL_TIMEZONE,
 ) -> Store:
     """Open (and create or migrate) the store at ``url`` (``sqlite:///…`` or ``postgresql://…``).
 
     ``password`` is ``cfg.store.password`` (read from ``store.password_file``), PostgreSQL only.
     ``create=False`` (read-only commands): a missing or empty store raises
     :class:`StoreMissingError` naming it; an existing store of an older schema is migrated,
-    as the collector would on its next start.
+    as the collector would on its next start. ``timezone`` is ``central.timezone``, the hall's:
+    the views' ``filed_at`` is in it (table ``hall_zone``, rewritten on open when it changed).
     """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        return SqliteStore(url, create)
+        return SqliteStore(url, create, timezone)
     if scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, schema, password, create)
+        return PostgresStore(url, schema, password, create, timezone)
     raise ValueError(f"store url: expected sqlite:///PATH or postgresql://…, got {url!r}")

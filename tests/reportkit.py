@@ -75,8 +75,8 @@ class Month:
     def flush(self) -> None:
         """Write the events as if each arrived when it was made (received_at = at).
 
-        The store stamps received_at with the real clock; left so, every event of a past
-        month would be more than a day from it and filed by received_at (docs/sync.md).
+        The store stamps received_at with the real clock; left so, a synced event would still
+        be filed by its `at` (docs/sync.md), but an `unsynced` one by today.
         """
         self.store.write_batch(self.rows, [])
         ids = [r.id for r in self.rows if r.clock == "synced"]

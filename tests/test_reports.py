@@ -486,3 +486,31 @@ def test_a_correction_stored_before_slots_keeps_its_half_day(store):
     day = next(d for d in s1.days if d.plan.day == date(2026, 10, 8))
     assert [c.text() for c in day.cells][:2] == ["补卡", "补卡"]
     assert (s1.corrections, s1.missing) == (2, 0)
+
+
+def test_a_synced_backlog_is_reported_on_its_own_days(store):
+    """A synced kiosk offline from Friday 27 to Tuesday 1 December 2026 delivers everything at
+    09:00 on the 1st: Friday and Monday show their punches (no 缺卡), nothing moves to
+    December, and 1 December's punch is not November's."""
+    roster(store, "jiedong", [("S001", "王芳", "staff", None)])
+    ev = Events(store)
+    for d in (27, 28, 29, 30):  # Saturday 28 and Sunday 29 are days off
+        ev.day("S001", date(2026, 11, d))
+    ev.punch("S001", date(2026, 12, 1), time(8, 20))
+    store.write_batch(ev.rows, [])  # not flush(): every event keeps the real received_at
+    received = datetime(2026, 12, 1, 9, 0, tzinfo=CST)
+    store.query(
+        "UPDATE events SET received_at = %s RETURNING id",
+        (received.astimezone(UTC).isoformat() if "sqlite" in store.url else received,),
+    )
+    nov = attendance.compute(store, Month(2026, 11, TZ), Schedule(), now=NOW)
+    s1 = person(nov, "S001")
+    days = {d.plan.day: d for d in s1.days}
+    for d in (27, 30):
+        cells = [c.text() for c in days[date(2026, 11, d)].cells]
+        assert "缺卡" not in cells and cells[0] == "08:25", (d, cells)
+        assert days[date(2026, 11, d)].extra == 0
+    assert days[date(2026, 11, 28)].extra == 4 and days[date(2026, 11, 29)].extra == 4
+    assert s1.records == 16 and s1.suspect == 0 and s1.off_day_punches == 8
+    dec = attendance.compute(store, Month(2026, 12, TZ), Schedule(), now=NOW)
+    assert person(dec, "S001").records == 1

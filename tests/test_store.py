@@ -14,6 +14,7 @@ import subprocess
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -212,7 +213,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 5
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
 
 
 def test_concurrent_first_open_postgres(pg_schema):
@@ -498,9 +499,10 @@ def _is_pg(store) -> bool:
 
 
 def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices(store):
-    """docs/sync.md: an `at` with clock `unsynced` or more than a day from `received_at` is
-    stored as sent and filed by `received_at`. Year 9999 at -14:00 (year 10000 in UTC) used to
-    pin `devices.last_event_at` through greatest() and break `hall-central devices`."""
+    """docs/sync.md: an `at` with clock `unsynced`, more than 10 minutes after `received_at` or
+    before 2024 is stored as sent and filed by `received_at`. Year 9999 at -14:00 (year 10000
+    in UTC) used to pin `devices.last_event_at` through greatest() and break `hall-central
+    devices`."""
     now = datetime.now(TZ).replace(microsecond=120000)
     fine = row(1, at=now - timedelta(minutes=5))
     far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
@@ -519,7 +521,9 @@ def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices
         years = store.query("SELECT seq, extract(year FROM at)::int FROM events ORDER BY seq")
         assert years[1:4] == [(2, 10000), (3, 1970), (4, 1970)]  # kept as sent (UTC years)
         filed = store.query(
-            "SELECT seq, filed_at = at, filed_at = received_at FROM ratings ORDER BY seq"
+            "SELECT seq, filed_at = at AT TIME ZONE z.timezone, "
+            "filed_at = received_at AT TIME ZONE z.timezone FROM ratings, hall_zone z "
+            "ORDER BY seq"
         )
     else:
         ats = store.query("SELECT at FROM events ORDER BY seq")
@@ -531,16 +535,10 @@ def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices
             "abs(julianday(filed_at) - julianday(received_at)) * 86400 < 0.002 FROM ratings "
             "ORDER BY seq"
         )
-        # Filed in the device's own offset, so substr(filed_at, 1, 7) is the hall's month.
+        # Filed in the hall's offset whatever the device's: substr(filed_at, 1, 7) is the
+        # hall's month (v3 wrote the event's own offset, -14:00 for the year-9999 one).
         offsets = store.query("SELECT substr(filed_at, -6) FROM ratings ORDER BY seq")
-        assert [o[0] for o in offsets] == [
-            "+08:00",
-            "-14:00",
-            "+08:00",
-            "+08:00",
-            "+08:00",
-            "+08:00",
-        ]
+        assert [o[0] for o in offsets] == ["+08:00"] * 6
     assert [(seq, bool(a), bool(b)) for seq, a, b in filed] == [
         (1, True, False),
         (2, False, True),
@@ -661,3 +659,160 @@ def test_views_carry_exactly_the_contract_fields(store):
             rows = store.query(f"SELECT name FROM pragma_table_info('{view}')")
         columns = [r[0] for r in rows]
         assert columns == [*envelope, *model.model_fields, "filed_at"], view
+
+
+# --- filed_at: the plausible window and the hall's timezone (schema v6) ---------------------
+
+HALL = ZoneInfo("Asia/Shanghai")  # open_store's default hall timezone (central.timezone)
+RECEIVED = datetime(2026, 12, 1, 9, 0, tzinfo=TZ)  # Tuesday morning, the kiosk is back
+
+
+def _receive_all_at(store, received: datetime) -> None:
+    """Pretend every stored event arrived at ``received`` (the store stamps the real clock)."""
+    value = received.astimezone(UTC).isoformat(timespec="milliseconds")
+    store.query(
+        "UPDATE events SET received_at = %s RETURNING id",
+        (value if not _is_pg(store) else received,),
+    )
+
+
+def _filed(store, view: str = "punches") -> dict[int, str]:
+    """seq → filed_at as the hall's wall time, ``YYYY-MM-DDTHH:MM:SS.mmm``, read by SQL alone.
+
+    SQLite: the text itself, which must carry the hall's offset (+08:00). PostgreSQL:
+    to_char() of the column, which must not depend on the session's TimeZone (set to UTC).
+    """
+    if _is_pg(store):
+        store.query("SELECT set_config('TimeZone', 'UTC', false)")
+        rows = store.query(
+            f"""SELECT seq, to_char(filed_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS') FROM {view}"""
+        )
+        return dict(rows)
+    rows = store.query(f"SELECT seq, filed_at FROM {view}")
+    assert all(f.endswith("+08:00") for _, f in rows), rows
+    return {seq: f[:23] for seq, f in rows}
+
+
+def _wall(moment: datetime) -> str:
+    return moment.astimezone(HALL).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+
+
+def _backlog() -> list[datetime]:
+    """A synced kiosk offline from Friday 27 November to Tuesday 1 December 2026."""
+    days = [datetime(2026, 11, d, tzinfo=TZ) for d in (27, 28, 29, 30)]
+    times = [(8, 25), (11, 35), (14, 25), (17, 35)]
+    out = [d.replace(hour=h, minute=m) for d in days for h, m in times]
+    return [*out, datetime(2026, 12, 1, 8, 20, tzinfo=TZ)]
+
+
+def test_a_synced_backlog_across_a_month_end_is_filed_by_its_own_at(store):
+    """A synced kiosk offline over a weekend: each punch is filed on its own day, and the
+    2026-11-30 punches stay in November (they used to move to 1 December)."""
+    ats = _backlog()
+    store.write_batch([row(i, "attendance.punch", {}, at=at) for i, at in enumerate(ats)], [])
+    _receive_all_at(store, RECEIVED)
+    filed = _filed(store)
+    assert filed == {i: _wall(at) for i, at in enumerate(ats)}
+    month = "to_char(filed_at, 'YYYY-MM')" if _is_pg(store) else "substr(filed_at, 1, 7)"
+    months = store.query(f"SELECT {month}, count(*) FROM punches GROUP BY 1 ORDER BY 1")
+    assert months == [("2026-11", 16), ("2026-12", 1)]
+
+
+def test_the_plausible_window_is_ten_minutes_ahead_and_not_before_2024(store):
+    """Implausible only when unsynced, more than 10 minutes after received_at, or before
+    2024-01-01T00:00 in the hall's timezone; a late synced event is filed by its own at."""
+    cases = {
+        1: (RECEIVED - timedelta(minutes=1), "unsynced", "received"),
+        2: (RECEIVED + timedelta(minutes=11), "synced", "received"),
+        3: (RECEIVED + timedelta(minutes=9), "synced", "at"),
+        4: (datetime(2023, 12, 31, 23, 59, 59, tzinfo=TZ), "synced", "received"),
+        5: (datetime(2024, 1, 1, 0, 0, tzinfo=TZ), "synced", "at"),  # the hall's midnight
+        6: (datetime(2024, 1, 1, 0, 0, tzinfo=UTC), "synced", "at"),
+        7: (RECEIVED - timedelta(days=3, hours=1), "synced", "at"),  # offline over a weekend
+        8: (RECEIVED - timedelta(days=400), "synced", "at"),
+    }
+    rows = [row(seq, at=at, clock=clock) for seq, (at, clock, _) in cases.items()]
+    store.write_batch(rows, [])
+    _receive_all_at(store, RECEIVED)
+    expected = {seq: _wall(at if by == "at" else RECEIVED) for seq, (at, _, by) in cases.items()}
+    assert _filed(store, "ratings") == expected
+
+
+def test_filed_at_is_in_the_halls_month_whatever_the_devices_offset(store):
+    """Offsets -14:00 and +14:00 near a month end: substr(filed_at, 1, 7) (SQLite) and
+    to_char(filed_at, 'YYYY-MM') (PostgreSQL) are the hall's month, for events filed by `at`
+    and by `received_at` alike."""
+    minus14, plus14 = timezone(timedelta(hours=-14)), timezone(timedelta(hours=14))
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=minus14)
+    rows = [
+        # 2026-11-30 10:30 at -14:00 is 1 December 08:30 in the hall: December.
+        row(1, at=datetime(2026, 11, 30, 10, 30, tzinfo=minus14)),
+        # 2026-12-01 00:30 at +14:00 is 30 November 18:30 in the hall: November.
+        row(2, at=datetime(2026, 12, 1, 0, 30, tzinfo=plus14)),
+        # Filed by received_at (1 December 09:00 in the hall, still 30 November at -14:00).
+        row(3, at=far, at_text="9999-12-31T23:59:59-14:00"),
+        row(4, at=datetime(2026, 11, 30, 10, 0, tzinfo=minus14), clock="unsynced"),
+    ]
+    store.write_batch(rows, [])
+    _receive_all_at(store, RECEIVED)
+    month = "to_char(filed_at, 'YYYY-MM')" if _is_pg(store) else "substr(filed_at, 1, 7)"
+    if _is_pg(store):
+        store.query("SELECT set_config('TimeZone', 'UTC', false)")
+    got = dict(store.query(f"SELECT seq, {month} FROM ratings"))
+    assert got == {1: "2026-12", 2: "2026-11", 3: "2026-12", 4: "2026-12"}
+    assert _filed(store, "ratings") == {
+        1: "2026-12-01T08:30:00.000",
+        2: "2026-11-30T18:30:00.000",
+        3: "2026-12-01T09:00:00.000",
+        4: "2026-12-01T09:00:00.000",
+    }
+
+
+def _backlog_sql_rows() -> list[tuple[str, str]]:
+    return [(str(uuid.uuid4()), at.isoformat(timespec="milliseconds")) for at in _backlog()]
+
+
+def test_sqlite_v5_store_gets_the_new_filed_at_views_on_open(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for step in SQLITE_MIGRATIONS[:5]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 5")
+    received = RECEIVED.astimezone(UTC).isoformat(timespec="milliseconds")
+    for seq, (eid, at) in enumerate(_backlog_sql_rows()):
+        conn.execute(
+            "INSERT INTO events VALUES (?, 'kiosk-01', 'jiedong', ?, 'attendance.punch', ?, "
+            "'synced', ?, '{}')",
+            (eid, seq, at, received),
+        )
+    conn.commit()
+    conn.close()
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION >= 6
+        assert _filed(s) == {i: _wall(at) for i, at in enumerate(_backlog())}
+
+
+def test_postgres_v5_store_gets_the_new_filed_at_views_on_open(pg_schema):
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        conn.execute(f'SET search_path TO "{pg_schema}"')
+        for step in PG_MIGRATIONS[:5]:
+            for sql in step:
+                conn.execute(sql)
+        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO hall_schema (version) VALUES (5)")
+        for seq, (eid, at) in enumerate(_backlog_sql_rows()):
+            conn.execute(
+                "INSERT INTO events (id, device, site, seq, type, at, clock, received_at, data) "
+                "VALUES (%s, 'kiosk-01', 'jiedong', %s, 'attendance.punch', %s, 'synced', %s, "
+                "'{}')",
+                (eid, seq, at, RECEIVED),
+            )
+    with PostgresStore(PG_URL, pg_schema) as s:
+        assert s.query("SELECT version FROM hall_schema")[0][0] == SCHEMA_VERSION >= 6
+        assert _filed(s) == {i: _wall(at) for i, at in enumerate(_backlog())}

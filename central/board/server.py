@@ -219,6 +219,8 @@ class BoardServer:
             self.cfg.store.url,
             self.cfg.store.pg_schema,
             self.cfg.store.password,
+            True,
+            self.cfg.central.timezone,
         )
         board = Board(self.cfg, store, self._clock)
         runner = web.AppRunner(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from central.store import plausible
@@ -63,13 +63,15 @@ class Month:
         return local.year == self.year and local.month == self.month
 
 
-def filed_at(at: datetime, clock: str, received_at: datetime) -> tuple[datetime, bool]:
+def filed_at(at: datetime, clock: str, received_at: datetime, tz: tzinfo) -> tuple[datetime, bool]:
     """The instant a report files an event under, and whether that is ``received_at``.
 
-    The one place the plausible-time rule (docs/sync.md) is applied in the reports: an event
-    whose `at` is implausible (clock `unsynced`, or more than a day from `received_at`) is kept
-    as sent and filed by `received_at`, as the store's views file it.
+    The one place the plausible-time rule (docs/sync.md; ``central.store.plausible``) is
+    applied in the reports: an event whose `at` is implausible (clock `unsynced`, more than 10
+    minutes after `received_at`, or before 2024-01-01 in the hall's timezone ``tz``) is kept as
+    sent and filed by `received_at`, as the store's views file it. A synced event that arrives
+    late (a kiosk offline over a weekend) is filed by its own `at`.
     """
-    if not plausible(at, clock, received_at):
+    if not plausible(at, clock, received_at, tz):
         return received_at, True
     return at, False

@@ -59,7 +59,7 @@ def month_events(
         params += (site,)
     out = []
     for eid, esite, device, etype, at, clock, received, data in store.query(sql, params):
-        moment, suspect = filed_at(_moment(at), clock, _moment(received))
+        moment, suspect = filed_at(_moment(at), clock, _moment(received), month.tz)
         if not month.contains(moment):
             continue
         body = json.loads(data) if isinstance(data, str | bytes) else data
