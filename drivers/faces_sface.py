@@ -70,7 +70,7 @@ class SfaceFaceEngine(DlibFaceEngine):
         self.sp5 = dlib.shape_predictor(  # for the turn check only (``_encode``)
             face_recognition_models.pose_predictor_five_point_model_location()
         )
-        self.hog = dlib.get_frontal_face_detector()  # enrolment photos (``encode_photo``)
+        self.detector = dlib.get_frontal_face_detector()  # enrolment photos (``encode_photo``)
         self._photo = False
         self._input_size = (320, 320)
 
@@ -115,9 +115,8 @@ class SfaceFaceEngine(DlibFaceEngine):
         return image  # YuNet takes the colour frame
 
     def _find(self, work: np.ndarray, upsample: int = 0) -> list[tuple[int, int, int, int]]:
-        if self._photo:
-            gray = cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
-            return [(r.left(), r.top(), r.right(), r.bottom()) for r in self.hog(gray, upsample)]
+        if self._photo:  # HOG, as the dlib engine finds faces
+            return super()._find(cv2.cvtColor(work, cv2.COLOR_BGR2GRAY), upsample)
         return [
             (round(x), round(y), round(x + bw), round(y + bh))
             for x, y, bw, bh in self._detect_rows(work)[:, :4]
@@ -171,7 +170,7 @@ class SfaceFaceEngine(DlibFaceEngine):
             overlap = iou(target, (round(y), round(x + bw), round(y + bh), round(x)))
             if overlap > best_iou:
                 best, best_iou = r, overlap
-        if best is None or best_iou < 0.3:
+        if best is None or best_iou < self.p.iou_match:
             return None
         out = best.copy()
         out[:14] /= k  # box and landmarks back to the crop's pixels; the score stays
