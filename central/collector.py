@@ -3,18 +3,20 @@
 - Subscribes with a shared subscription, ``$share/hall-central/{prefix}/+/+/events``, so that
   several collectors can run side by side (the broker gives each batch to one of them), and to
   the retained ``{prefix}/+/+/status`` topics to know each device's state and backlog.
+- paho's thread only queues each message in its device's lane (central/lanes.py); the store
+  thread serves the lanes round-robin and writes a group of batches in one transaction, so one
+  device's flood or backlog costs the others at most one group's wait, and a batch the store
+  refuses parks only its own device's lane (docs/sync.md "Fairness and isolation").
 - Every batch is validated (:func:`check_batch`): JSON, schema, topic device = payload device.
-  A batch over ``central.max_batch_events`` / ``max_payload_kb`` is taken in part: the events
-  beyond the limits are left out of the ack (the device resends them), never rejected; only an
-  event too large for any batch is rejected, by id. Good events are written in one
-  transaction with ``ON CONFLICT (id) DO NOTHING``; bad ones go to ``rejected`` with their
-  reason in the same transaction; then the ack
+  A message over MAX_MESSAGE_BYTES is not parsed at all. A batch over
+  ``central.max_batch_events`` / ``max_payload_kb`` is taken in part: the events beyond the
+  limits are left out of the ack (the device resends them), never rejected; only an event too
+  large for any batch is rejected, by id. Good events are written with
+  ``ON CONFLICT (id) DO NOTHING``; bad ones go to ``rejected`` with their reason in the same
+  transaction (within the device's hourly budget, then only counted); then the ack
   ``{"v":1,"ids":[…],"rejected":[{"id","reason"}]}`` goes to ``{prefix}/{site}/{device}/ack``.
-- The collector never dies on bad input: anything that cannot be parsed is recorded in
-  ``rejected`` (with the topic's device) and the loop goes on.
-- paho acks the broker's delivery (PUBACK) only after the store has committed (``manual_ack``):
-  the broker then never has more than its in-flight limit outstanding with us, which is the
-  flow control when the store is slower than the hall.
+- The collector never dies on bad input: anything that cannot be parsed is recorded as
+  rejected (with the topic's device) and the loop goes on.
 - On every connect (the first one included) it republishes every roster of the store's
   ``rosters`` table retained (docs/topics.md ``{prefix}/{site}/roster``): a broker that lost its
   retained messages (restarted without persistence, replaced) gets them back without anyone
@@ -26,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -34,8 +35,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from central.config import CentralConfig
+from central.lanes import Inbound, LaneKey, Lanes
 from central.store import (
     CONFLICT,
+    BatchWrite,
     Reject,
     Store,
     StoredRoster,
@@ -59,24 +62,37 @@ SHARE_GROUP = "hall-central"
 
 _REPUBLISH = object()  # queued by on_connect: the collector thread republishes the rosters
 _ANNOUNCE = object()  # queued by the events SUBACK: the collector thread says it is online
+_STOP = object()
 ROSTER_PUBACK_TIMEOUT_S = 5.0
-# The collector's own queue (paho's thread → the store thread). QoS 1 is bounded by the broker:
-# at most RECEIVE_MAXIMUM unacknowledged with us (MQTT 5 Receive Maximum; 3.1.1: the broker's
-# max_inflight_messages, 20 in config/mosquitto.conf), and we PUBACK only after handling. QoS 0
-# has no flow control at all (a flood of 4 MB messages grew the collector without bound), so it
-# gets only what is left of a small budget and is dropped, counted, beyond it. Agents never
-# publish QoS 0 (docs/topics.md).
+# MQTT 5 Receive Maximum: at most this many QoS 1 messages unacknowledged with us. paho
+# PUBACKs each message as soon as on_message has queued it (or dropped it): the bounds of
+# the queue below are the flow control, per device, so a broker's window to us is never
+# held by one device's batches (docs/sync.md "Fairness and isolation").
 RECEIVE_MAXIMUM = 50
+# The inbound queue (central/lanes.py). A device has at most sync.max_in_flight (≤ 64)
+# batches unacknowledged, of at most sync.max_batch_kb (≤ 4096 KiB), so a lane of 64 messages
+# and 16 MiB holds every legitimate device's window; more is a flood, and is not taken (its
+# device resends after its ack timeout). QoS 0 has no flow control at all (a flood of 4 MB
+# messages grew the collector without bound): it gets only what is left of a small budget.
+# Agents never publish QoS 0 (docs/topics.md).
+LANE_MAX_MESSAGES = 64
+LANE_MAX_BYTES = 16 * 1024 * 1024
+QUEUE_MAX_BYTES = 256 * 1024 * 1024
 QOS0_MAX_MESSAGES = 100
 QOS0_MAX_BYTES = 16 * 1024 * 1024
-# Whatever the broker does, the queue never holds more than this; a QoS 1 batch beyond it is
-# PUBACKed and dropped, and its device resends it after its ack timeout.
-QUEUE_MAX_BYTES = 256 * 1024 * 1024
+# No batch an agent sends is larger (sync.max_batch_kb ≤ 4096 KiB, agent/config.py); the
+# shipped broker config's message_size_limit is the same (config/mosquitto.conf). A larger
+# message is not parsed: its first bytes are kept as a reject, within the device's budget.
+MAX_MESSAGE_BYTES = 4096 * 1024
+OVERSIZE_KEPT_BYTES = 1024
+# A group written in one transaction: a round-robin pass over the devices with messages,
+# repeated while there is room (one fsync for all; docs/sync.md "Throughput").
+GROUP_MAX_MESSAGES = 32
+GROUP_MAX_BYTES = 4 * 1024 * 1024
 DROP_LOG_EVERY_S = 60.0
 STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database is not hammered
-# How long the collector retries one batch itself before leaving it to the device's resend:
-# below the devices' default ack timeout (sync.ack_timeout_s = 30), so both rarely overlap
-# (and when they do, the store keeps one row per id).
+# How long a refused batch is retried before it is left to its device's resend: below the
+# devices' default ack timeout (sync.ack_timeout_s = 30), by which the device has resent it.
 STORE_RETRY_FOR_S = 20.0
 
 
@@ -89,11 +105,20 @@ class Collector:
         self.store = store or open_store(
             cfg.store.url, cfg.store.pg_schema, cfg.store.password, timezone=cfg.central.timezone
         )
+        self.store.rejected_kept_per_hour = cfg.central.rejected_kept_per_hour
         self._own_store = store is None
         self.client_id = client_id or f"{cfg.central.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.events_filter = f"$share/{SHARE_GROUP}/{self.prefix}/+/+/events"
         self.status_filter = f"{self.prefix}/+/+/status"
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.lanes = Lanes(
+            lane_messages=LANE_MAX_MESSAGES,
+            lane_bytes=LANE_MAX_BYTES,
+            total_bytes=QUEUE_MAX_BYTES,
+            qos0_messages=QOS0_MAX_MESSAGES,
+            qos0_bytes=QOS0_MAX_BYTES,
+            retry_s=STORE_RETRY_S,
+            give_up_s=STORE_RETRY_FOR_S,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._events_mid: int | None = None
@@ -106,18 +131,14 @@ class Collector:
             on_connect=self._on_connect,
             on_message=self._on_message,
             on_subscribe=self._on_subscribe,
-            manual_ack=True,
             max_inflight=100,
             max_queued=10000,
             receive_maximum=RECEIVE_MAXIMUM,
             name="collector",
         )
-        self._q_lock = threading.Lock()
-        self._q_messages = 0  # messages in self._q, and their payload bytes
-        self._q_bytes = 0
-        self.dropped = 0  # messages not taken: the queue's budget was spent (QoS 0 floods)
+        self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
-        self._drop_log_at = 0.0
+        self._drop_log_at = -DROP_LOG_EVERY_S
         # device -> (last logged at, inputs left out since)
         self._garbage_log: dict[str | None, tuple[float, int]] = {}
         self.batches = 0
@@ -125,7 +146,7 @@ class Collector:
         self.rejected = 0
         self.deferred = 0
         self.errors = 0
-        self.store_errors = 0  # batches the store failed or refused (not acked, resent later)
+        self.store_errors = 0  # writes the store failed or refused (retried, not acked)
         self.rosters_republished = 0  # rosters the broker acknowledged (PUBACK)
         self.roster_rounds = 0  # connects whose roster republish has finished
 
@@ -135,44 +156,48 @@ class Collector:
         client.subscribe(self.status_filter, qos=1)
         # The store read and the PUBACK waits happen on the collector thread, never here
         # (paho's thread: docs/architecture.md#mqtt-callbacks).
-        self._q.put(_REPUBLISH)
+        self.lanes.put_control(_REPUBLISH)
 
     def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
         if mid == self._events_mid and not any(
             getattr(rc, "is_failure", False) for rc in reason_codes
         ):
             self.ready.set()
-            self._q.put(_ANNOUNCE)
+            self.lanes.put_control(_ANNOUNCE)
 
-    def _on_message(self, client: Any, _userdata: Any, msg: Any) -> None:
-        # paho's thread: never block. Admit the message within the queue's budget or drop it.
-        size = len(msg.payload)
-        with self._q_lock:
-            if msg.qos == 0:
-                admit = (
-                    self._q_messages < QOS0_MAX_MESSAGES and self._q_bytes + size <= QOS0_MAX_BYTES
-                )
-            else:
-                admit = self._q_bytes + size <= QUEUE_MAX_BYTES
-            if admit:
-                self._q_messages += 1
-                self._q_bytes += size
-            else:
-                self.dropped += 1
-        if admit:
-            self._q.put(msg)
+    def _lane_of(self, topic: str) -> LaneKey:
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[0] == self.prefix:
+            return parts[1][:64], parts[2][:64]
+        return "", ""
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        # paho's thread: never block, never parse. Queue the message in its device's lane,
+        # only a prefix of one over MAX_MESSAGE_BYTES, or drop it when a bound says no.
+        payload = msg.payload
+        size = len(payload)
+        if size > MAX_MESSAGE_BYTES:
+            payload = payload[:OVERSIZE_KEPT_BYTES]
+        item = Inbound(
+            msg.topic,
+            payload,
+            msg.qos,
+            bool(getattr(msg, "retain", False)),
+            size,
+            self._lane_of(msg.topic),
+        )
+        if self.lanes.put(item):
             return
-        if msg.qos > 0:
-            # PUBACK it anyway, or the broker's window to us shrinks for good; its device
-            # resends the batch after its ack timeout (no end-to-end ack was sent).
-            client.ack(msg.mid, msg.qos)
+        self.dropped += 1
         now = time.monotonic()
         if now - self._drop_log_at >= DROP_LOG_EVERY_S:
+            messages, queued = self.lanes.queued()
             logger.warning(
-                "collector: queue full (%d messages, %d bytes queued); dropped %d messages "
-                "since the last report (%d in all), latest on %s (QoS %d, %d bytes)",
-                self._q_messages,
-                self._q_bytes,
+                "collector: queue bound reached (%d messages, %d bytes queued); dropped %d "
+                "messages since the last report (%d in all), latest on %s (QoS %d, %d bytes); "
+                "their devices resend them",
+                messages,
+                queued,
                 self.dropped - self._dropped_logged,
                 self.dropped,
                 msg.topic,
@@ -188,7 +213,7 @@ class Collector:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._q.put(None)
+        self.lanes.put_control(_STOP)
         self.link.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -205,92 +230,142 @@ class Collector:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msg = self._q.get()
-            if msg is None:
+            job = self.lanes.take(GROUP_MAX_MESSAGES, GROUP_MAX_BYTES)
+            if job is _STOP:
                 break
-            if msg is _ANNOUNCE:
+            if job is _ANNOUNCE:
                 self._announce()
-                continue
-            if msg is _REPUBLISH:
+            elif job is _REPUBLISH:
                 try:
                     self.republish_rosters()
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
-                continue
-            with self._q_lock:
-                self._q_messages -= 1
-                self._q_bytes -= len(msg.payload)
-            self._handle_until_stored(msg)
-            # The broker's PUBACK goes out either way: the end-to-end ack above is what
-            # settles an event; holding PUBACKs would only shrink the broker's window to us.
-            with self.link.publish_lock:
-                self.link.client.ack(msg.mid, msg.qos)
+            elif job:
+                try:
+                    self._write_group(job)
+                except Exception:  # a bug here must not end the thread; the devices resend
+                    self.errors += 1
+                    logger.exception("collector: a group of %d messages failed", len(job))
 
-    def _handle_until_stored(self, msg: Any) -> None:
-        """Handle one message; when the store fails or refuses the write (PostgreSQL
-        restarting, a constraint, disk full, read-only), retry it every STORE_RETRY_S for up
-        to STORE_RETRY_FOR_S, so that a store that comes back drains within a second instead
-        of at each device's ack timeout (docs/reliability.md). Nothing is acked meanwhile;
-        after the retry window the device's own resend takes over. Bad input never gets
-        here: check_batch turns every parse or validation failure into a verdict."""
-        deadline = time.monotonic() + STORE_RETRY_FOR_S
-        failures = 0
-        while True:
-            try:
-                self.handle(msg.topic, msg.payload, retained=bool(getattr(msg, "retain", False)))
-                if failures:
-                    logger.info(
-                        "collector: store took the batch on %s after %d retries",
-                        msg.topic,
-                        failures,
-                    )
-                return
-            except Exception as exc:
-                self.errors += 1
-                self.store_errors += 1
-                failures += 1
-                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                if failures == 1:
-                    logger.error(
-                        "collector: store did not take a batch on %s (%s); retrying, not acked",
-                        msg.topic,
-                        why,
-                    )
-                # A dead database is not hammered: one try per STORE_RETRY_S.
-                if time.monotonic() >= deadline or self._stop.wait(STORE_RETRY_S):
-                    logger.error(
-                        "collector: store still refuses the batch on %s (%s); left to the "
-                        "device's resend",
-                        msg.topic,
-                        why,
-                    )
-                    return
+    def _write_group(self, items: list[Inbound]) -> None:
+        """Validate, write in one transaction, then ack every batch of ``items``.
 
-    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        if topic.endswith("/status"):
-            self._handle_status(topic, payload, retained)
+        A store that fails or refuses the write (PostgreSQL restarting, a constraint or
+        trigger, disk full, read-only) has said nothing about the events: nothing is acked,
+        and the group is written again device by device, so that only the devices whose
+        batches the store refuses wait (their lanes are parked and retried alone every
+        STORE_RETRY_S, docs/reliability.md). Bad input never gets here: check_batch turns
+        every parse or validation failure into a verdict."""
+        work: list[tuple[Inbound, Verdict]] = []
+        for item in items:
+            if item.topic.endswith("/status"):
+                self._handle_status(item.topic, item.payload, item.retain)
+            else:
+                work.append((item, self.verdict(item)))
+        if not work:
+            self.lanes.done({item.lane for item in items})
             return
         try:
-            verdict = check_batch(
-                topic,
-                payload,
+            self._write([v for _, v in work])
+        except Exception as exc:
+            self._store_failed(exc, work)
+            return
+        self.lanes.done({item.lane for item in items})
+        for _item, verdict in work:
+            self._settle(verdict)
+
+    def _store_failed(self, exc: Exception, work: list[tuple[Inbound, Verdict]]) -> None:
+        self.errors += 1
+        self.store_errors += 1
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        by_lane: dict[LaneKey, list[tuple[Inbound, Verdict]]] = {}
+        for item, verdict in work:
+            by_lane.setdefault(item.lane, []).append((item, verdict))
+        if len(by_lane) == 1:
+            [(key, lane_work)] = by_lane.items()
+            self._park(key, lane_work, why)
+            return
+        # Which device's batch did the store refuse? Each device on its own.
+        refused = 0
+        for key, lane_work in by_lane.items():
+            try:
+                self._write([v for _, v in lane_work])
+            except Exception as again:
+                refused += 1
+                self.store_errors += 1
+                self._park(key, lane_work, str(again).splitlines()[0] or type(again).__name__)
+                continue
+            self.lanes.done({key})
+            for _item, verdict in lane_work:
+                self._settle(verdict)
+        if refused == len(by_lane):
+            logger.error("collector: the store takes no batch (%s); retrying once a second", why)
+            self.lanes.store_down()
+
+    def _park(self, key: LaneKey, lane_work: list[tuple[Inbound, Verdict]], why: str) -> None:
+        failures = self.lanes.park(key, [item for item, _ in lane_work])
+        if failures == 1:
+            logger.error(
+                "collector: store did not take %d batch(es) of %s/%s (%s); retrying that "
+                "device alone every %.0f s for up to %.0f s, not acked; other devices go on",
+                len(lane_work),
+                key[0],
+                key[1],
+                why,
+                STORE_RETRY_S,
+                STORE_RETRY_FOR_S,
+            )
+
+    def verdict(self, item: Inbound) -> Verdict:
+        """The validation verdict of one events message; never raises."""
+        if item.oversize:
+            where = parse_device_topic(item.topic, self.prefix, "events")
+            verdict = Verdict(*(where or (None, None)))
+            verdict.rejects = [
+                Reject(
+                    None,
+                    verdict.device,
+                    f"batch: {item.size} bytes; expected at most {MAX_MESSAGE_BYTES} "
+                    "(not read; the largest batch an agent sends)",
+                    item.payload.decode("utf-8", errors="replace"),
+                    item.size,
+                )
+            ]
+            return verdict
+        try:
+            return check_batch(
+                item.topic,
+                item.payload,
                 prefix=self.prefix,
                 max_bytes=self.cfg.central.max_payload_kb * 1024,
                 max_events=self.cfg.central.max_batch_events,
             )
         except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
-            logger.exception("check_batch failed on %s", topic)
-            where = parse_device_topic(topic, self.prefix, "events")
+            logger.exception("check_batch failed on %s", item.topic)
+            where = parse_device_topic(item.topic, self.prefix, "events")
             verdict = Verdict(*(where or (None, None)))
             verdict.rejects = [
                 Reject(
                     None,
                     verdict.device,
                     f"invalid batch ({type(exc).__name__})",
-                    payload[:MAX_REJECT_PAYLOAD].decode("utf-8", errors="replace"),
+                    item.payload[:MAX_REJECT_PAYLOAD].decode("utf-8", errors="replace"),
+                    item.size,
                 )
             ]
-        self._write(verdict)  # returns after the commit
+            return verdict
+
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """One message, synchronously (validate, write, ack); raises when the store fails."""
+        if topic.endswith("/status"):
+            self._handle_status(topic, payload, retained)
+            return
+        verdict = self.verdict(Inbound(topic, payload, 1, retained, len(payload), ("", "")))
+        self._write([verdict])
+        self._settle(verdict)
+
+    def _settle(self, verdict: Verdict) -> None:
+        """After the commit: counters, logs and the end-to-end ack of one batch."""
         self.batches += 1
         self.events_stored += len(verdict.good)
         self.rejected += len(verdict.rejects)
@@ -301,7 +376,13 @@ class Collector:
         if verdict.site is None or verdict.device is None or not (body["ids"] or body["rejected"]):
             return  # no device to answer to, or nothing it could match
         ack = json.dumps(body, separators=(",", ":")).encode()
-        self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+        try:
+            self.link.publish(f"{self.prefix}/{verdict.site}/{verdict.device}/ack", ack, qos=1)
+        except (RuntimeError, ValueError) as exc:  # paho: not connected, queue full
+            # Stored; the device resends after its ack timeout and is acked then.
+            logger.warning(
+                "collector: ack to %s/%s not sent: %s", verdict.site, verdict.device, exc
+            )
 
     def _log_reject(self, r: Reject, verdict: Verdict) -> None:
         """One line per named reject; garbage that names no event (a hostile flood) at most once
@@ -325,21 +406,24 @@ class Collector:
             f" ({left_out} more such inputs not logged)" if left_out else "",
         )
 
-    def _write(self, verdict: Verdict) -> None:
-        """Write a batch in one transaction; returns after the commit, raises on any failure.
+    def _write(self, verdicts: list[Verdict]) -> None:
+        """Write batches in one transaction; returns after the commit, raises on any failure.
 
         Only validation rejects (docs/topics.md). A store that fails or refuses the write (a
         constraint or trigger, disk full, read-only file, PostgreSQL down) has said nothing
-        about the events: the exception propagates, nothing is acked, and the device resends
-        the batch after its ack timeout. Turning such a refusal into ``rejected`` rows would
-        move good events to the devices' dead letters for good.
+        about the events: the exception propagates and nothing is acked. Turning such a
+        refusal into ``rejected`` rows would move good events to the devices' dead letters
+        for good.
         """
-        conflicts = self.store.write_batch(verdict.good, verdict.rejects)
-        if conflicts:
-            taken = {e.id for e in conflicts}
+        batches = [BatchWrite(v.good, v.rejects) for v in verdicts]
+        self.store.write_batches(batches)
+        for verdict, batch in zip(verdicts, batches, strict=True):
+            if not batch.conflicts:
+                continue
+            taken = {e.id for e in batch.conflicts}
             verdict.good = [e for e in verdict.good if e.id not in taken]
-            verdict.rejects.extend(conflict_rejects(conflicts))
-            for e in conflicts:
+            verdict.rejects = [*verdict.rejects, *conflict_rejects(batch.conflicts)]
+            for e in batch.conflicts:
                 logger.error(
                     "event %s from %s/%s (seq %d) reuses an id stored with different content: "
                     "rejected as %s",

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.config import CentralConfig
-from central.store import stored_time
+from central.store import DEVICE_KEYS, stored_time
 from contract import ID_PATTERN, is_id
 from sync.cli_common import CliError
 
@@ -331,14 +331,54 @@ def device_lines(rows: list[dict[str, Any]], tz: ZoneInfo, now: datetime) -> lis
     return lines
 
 
+DEVICE_JSON_KEYS = (*DEVICE_KEYS, "rejected_24h")
+REJECTED_HEADERS = ("device", "rejected", "kept whole", "MiB", "reasons")
+
+
+def rejected_lines(summary: dict[str, dict[str, Any]], kept_per_hour: int) -> list[str]:
+    """``hall-central devices``: rejected inputs of the last 24 hours per device (docs/sync.md
+    "Rejected inputs"), the most frequent reasons first."""
+    if not summary:
+        return []
+    table = []
+    for device, r in sorted(summary.items(), key=lambda kv: -kv[1]["count"]):
+        reasons = sorted(r["reasons"].items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{kind} ×{n}" for kind, n in reasons[:3])
+        if len(reasons) > 3:
+            shown += f", {len(reasons) - 3} more"
+        table.append(
+            (
+                device or "(no device)",
+                str(r["count"]),
+                str(r["kept"]),
+                f"{r['bytes'] / 2**20:.1f}",
+                shown,
+            )
+        )
+    return [
+        "",
+        f"rejected in the last 24 h (each device's first {kept_per_hour} an hour are kept "
+        "whole in table rejected, the rest only counted):",
+        *aligned(REJECTED_HEADERS, table),
+    ]
+
+
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
     with open_existing(cfg) as store:
         rows = store.devices()
+        summary = store.rejected_summary(24)
     if args.json:
+        left = dict(summary)
+        for row in rows:
+            row["rejected_24h"] = left.pop(row["device"], None)
+        for device, r in sorted(left.items()):  # devices with nothing but rejected input
+            rows.append({**dict.fromkeys(DEVICE_JSON_KEYS), "device": device, "rejected_24h": r})
         print(json.dumps(rows, default=_iso, ensure_ascii=False))
         return 0
     now = datetime.now(UTC)
     for line in device_lines(rows, ZoneInfo(cfg.central.timezone), now):
+        print(line)
+    for line in rejected_lines(summary, cfg.central.rejected_kept_per_hour):
         print(line)
     return 0
 

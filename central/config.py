@@ -85,6 +85,14 @@ class CentralSection(Section):
     max_batch_events: int = Field(
         5000, ge=1, le=100000, description="Batches with more events are rejected"
     )
+    # docs/sync.md "Rejected inputs": a broken or hostile device cannot fill the centre's
+    # disk; beyond this many an hour its rejected inputs are counted, not kept.
+    rejected_kept_per_hour: int = Field(
+        100,
+        ge=0,
+        le=100000,
+        description="Rejected inputs kept whole per device and hour (the rest only counted)",
+    )
 
 
 class BoardSection(Section):

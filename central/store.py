@@ -42,6 +42,58 @@ class Reject:
     device: str | None
     reason: str
     payload: str
+    # Bytes received for this input (the whole message for one that names no event); None:
+    # the payload's own length. Counted in ``rejected_counts`` whether or not kept whole.
+    size: int | None = None
+
+
+@dataclass
+class BatchWrite:
+    """One validated batch of one device for :meth:`Store.write_batches`.
+
+    ``conflicts`` is filled by the write: events whose id is stored with other content."""
+
+    events: list[EventRow]
+    rejects: list[Reject]
+    conflicts: list[EventRow] = field(default_factory=list)
+
+
+# docs/sync.md "Rejected inputs": of one device's rejected inputs, the first this many in each
+# hour (the hall's) are kept whole in ``rejected``; beyond them only their number and size,
+# per reason, in ``rejected_counts``. A broken or hostile device cannot fill the centre's disk.
+REJECTED_KEPT_PER_HOUR = 100
+
+
+def reason_kind(reason: str) -> str:
+    """The part of a reject reason that names what was wrong (``batch``, ``id``, ``data``,
+    ``conflict`` …), without the input's own text: the key of ``rejected_counts``."""
+    return reason.split(":", 1)[0].split(" (", 1)[0][:40] or "?"
+
+
+def hour_of(moment: datetime, tz: tzinfo) -> str:
+    """The hall's hour of ``moment`` as ``rejected_counts.hour``: 2026-12-04T09."""
+    return moment.astimezone(tz).strftime("%Y-%m-%dT%H")
+
+
+def budget_rejects(rejects: list[Reject], room: int) -> tuple[list[Reject], dict[str, list[int]]]:
+    """One device's rejects → (those kept whole: the first ``room``, per reason counts
+    ``[count, bytes, kept]`` of all of them)."""
+    whole = rejects[: max(room, 0)]
+    tallies: dict[str, list[int]] = {}
+    for i, r in enumerate(rejects):
+        tally = tallies.setdefault(reason_kind(r.reason), [0, 0, 0])
+        tally[0] += 1
+        tally[1] += r.size if r.size is not None else len(r.payload or "")
+        tally[2] += 1 if i < len(whole) else 0
+    return whole, tallies
+
+
+def by_device(rejects: list[Reject]) -> dict[str, list[Reject]]:
+    """Rejects grouped by device, in order; '' for input that names no device."""
+    out: dict[str, list[Reject]] = {}
+    for r in rejects:
+        out.setdefault(r.device or "", []).append(r)
+    return out
 
 
 @dataclass(frozen=True)
@@ -539,9 +591,33 @@ _PG_V6 = [
         AND {PG_PLAUSIBLE})""",
 ]
 
+# v7 "rejected_budget" (docs/sync.md "Rejected inputs"): per device (topic's device, '' when
+# the topic names none), hour of the hall ('2026-12-04T09') and reason kind (reason_kind), how
+# many inputs were rejected, their bytes, and how many of them ``rejected`` keeps whole.
+_REJECTED_COUNTS = """CREATE TABLE rejected_counts (
+        device {text} NOT NULL,
+        hour {text} NOT NULL,
+        reason {text} NOT NULL,
+        count {int} NOT NULL,
+        bytes {int} NOT NULL,
+        kept {int} NOT NULL,
+        PRIMARY KEY (device, hour, reason)
+    )"""
+_SQLITE_V7 = [_REJECTED_COUNTS.format(text="TEXT", int="INTEGER")]
+_PG_V7 = [_REJECTED_COUNTS.format(text="text", int="bigint")]
+_COUNT_REJECTS_SQL = """
+INSERT INTO rejected_counts (device, hour, reason, count, bytes, kept)
+VALUES ({m}, {m}, {m}, {m}, {m}, {m})
+ON CONFLICT (device, hour, reason) DO UPDATE SET
+  count = rejected_counts.count + excluded.count,
+  bytes = rejected_counts.bytes + excluded.bytes,
+  kept = rejected_counts.kept + excluded.kept
+"""
+_KEPT_SQL = "SELECT coalesce(sum(kept), 0) FROM rejected_counts WHERE device = {m} AND hour = {m}"
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
 # Names, in order: v1 events, v2 rosters, v3 filed_at views, v4 leave, v5 leave_slot,
-# v6 plausible_window.
+# v6 plausible_window, v7 rejected_budget.
 SQLITE_MIGRATIONS: list[list[str]] = [
     _SQLITE_V1,
     _SQLITE_V2,
@@ -549,8 +625,9 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     _SQLITE_V4,
     _SQLITE_V5,
     _SQLITE_V6,
+    _SQLITE_V7,
 ]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5, _PG_V6]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5, _PG_V6, _PG_V7]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -675,6 +752,7 @@ class Store:
     """Common interface of the two stores."""
 
     url: str
+    rejected_kept_per_hour: int = REJECTED_KEPT_PER_HOUR  # central.rejected_kept_per_hour
 
     def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
         """Store ``events`` and ``rejects`` in one transaction; returns after the commit.
@@ -684,6 +762,15 @@ class Store:
         and is returned: it is recorded in ``rejected`` with reason ``conflict`` in the same
         transaction (docs/topics.md), and the caller rejects it in the ack.
         """
+        batch = BatchWrite(events, rejects)
+        self.write_batches([batch])
+        return batch.conflicts
+
+    def write_batches(self, batches: list[BatchWrite]) -> None:
+        """Store several batches, each of one device, in ONE transaction (a group commit:
+        one fsync for all); returns after the commit, raises on any failure (nothing of any
+        of them is then stored). Each batch as :meth:`write_batch`; its conflicts are set on
+        it. Rejects beyond a device's hourly budget are counted, not kept whole."""
         raise NotImplementedError
 
     def record_rejects(self, rejects: list[Reject]) -> None:
@@ -707,6 +794,24 @@ class Store:
             "last_event_at, last_received_at FROM devices ORDER BY site, device"
         )
         return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in rows]
+
+    def rejected_summary(self, hours: int = 24) -> dict[str, dict[str, Any]]:
+        """Per device ('' for input naming none), rejected inputs of the last ``hours`` hours
+        of the hall: ``count``, ``kept`` (whole in ``rejected``), ``bytes`` and per reason kind
+        ``reasons`` {kind: count}, from ``rejected_counts``."""
+        since = hour_of(utcnow() - timedelta(hours=hours - 1), self.tz)
+        out: dict[str, dict[str, Any]] = {}
+        for device, kind, count, size, kept in self.query(
+            "SELECT device, reason, sum(count), sum(bytes), sum(kept) FROM rejected_counts "
+            "WHERE hour >= %s GROUP BY device, reason ORDER BY device, reason",
+            (since,),
+        ):
+            row = out.setdefault(device, {"count": 0, "kept": 0, "bytes": 0, "reasons": {}})
+            row["count"] += int(count)
+            row["kept"] += int(kept)
+            row["bytes"] += int(size)
+            row["reasons"][kind] = int(count)
+        return out
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -869,52 +974,60 @@ class SqliteStore(Store):
             rollback(c)
             raise
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+    def write_batches(self, batches: list[BatchWrite]) -> None:
         received = utcnow()
         now = _iso(received)
+        hour = hour_of(received, self.tz)
         with self._lock:
             c = self.conn
             c.execute("BEGIN IMMEDIATE")
             try:
-                conflicts = self._conflicts(c, events)
-                if conflicts:
-                    taken = {e.id for e in conflicts}
-                    events = [e for e in events if e.id not in taken]
-                    rejects = [*rejects, *conflict_rejects(conflicts)]
-                if events:
-                    c.executemany(
-                        "INSERT INTO events (id, device, site, seq, type, at, clock, "
-                        "received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (id) DO NOTHING",
-                        [
-                            (e.id, e.device, e.site, e.seq, e.type, e.at_text, e.clock, now, e.data)
-                            for e in events
-                        ],
-                    )
-                    last = latest_plausible(events, received, self.tz)
-                    c.execute(
-                        _DEVICE_SQL_SQLITE,
-                        (
-                            events[0].site,
-                            events[0].device,
-                            last.at_text if last else None,
-                            now,
-                        ),
-                    )
-                if rejects:
-                    c.executemany(
-                        "INSERT INTO rejected (id, device, reason, payload, received_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                        [
-                            (storable(r.id), r.device, storable(r.reason), storable(r.payload), now)
-                            for r in rejects
-                        ],
-                    )
+                for batch in batches:
+                    self._write(c, batch, received, now, hour)
                 c.execute("COMMIT")
             except BaseException:
                 rollback(c)
                 raise
-        return conflicts
+
+    def _write(
+        self, c: sqlite3.Connection, batch: BatchWrite, received: datetime, now: str, hour: str
+    ) -> None:
+        events, rejects = batch.events, batch.rejects
+        batch.conflicts = conflicts = self._conflicts(c, events) if events else []
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            events = [e for e in events if e.id not in taken]
+            rejects = [*rejects, *conflict_rejects(conflicts)]
+        if events:
+            c.executemany(
+                "INSERT INTO events (id, device, site, seq, type, at, clock, "
+                "received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                [
+                    (e.id, e.device, e.site, e.seq, e.type, e.at_text, e.clock, now, e.data)
+                    for e in events
+                ],
+            )
+            last = latest_plausible(events, received, self.tz)
+            c.execute(
+                _DEVICE_SQL_SQLITE,
+                (events[0].site, events[0].device, last.at_text if last else None, now),
+            )
+        for device, group in by_device(rejects).items():
+            kept = c.execute(_KEPT_SQL.format(m="?"), (device, hour)).fetchone()[0]
+            whole, tallies = budget_rejects(group, self.rejected_kept_per_hour - int(kept))
+            c.executemany(
+                _COUNT_REJECTS_SQL.format(m="?"),
+                [(device, hour, kind, *tally) for kind, tally in tallies.items()],
+            )
+            c.executemany(
+                "INSERT INTO rejected (id, device, reason, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                [
+                    (storable(r.id), r.device, storable(r.reason), storable(r.payload), now)
+                    for r in whole
+                ],
+            )
 
     @staticmethod
     def _conflicts(c: sqlite3.Connection, events: list[EventRow]) -> list[EventRow]:
@@ -1163,21 +1276,25 @@ class PostgresStore(Store):
                 (self.tz.key, self.tz.key),
             )
 
-    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+    def write_batches(self, batches: list[BatchWrite]) -> None:
+        hour = hour_of(utcnow(), self.tz)
         with self._lock:
             conn = self._conn()
             with conn.transaction():
-                return self._write(conn.cursor(), events, rejects)
+                cur = conn.cursor()
+                for batch in batches:
+                    self._write(cur, batch, hour)
 
-    def _write(self, cur: Any, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
-        conflicts: list[EventRow] = []
+    def _write(self, cur: Any, batch: BatchWrite, hour: str) -> None:
+        events, rejects = batch.events, batch.rejects
+        batch.conflicts = conflicts = []
         if events:
             # One statement inserts the batch and names the ids it took; only the others (a
             # resend after a lost ack, or an id reused with other content) are compared with
             # what is stored, so a batch of new events costs no lookup at all.
             inserted = {r[0] for r in cur.execute(_INSERT_EVENTS_PG, _columns(events))}
             again = [e for e in events if e.id not in inserted]
-            conflicts = self._conflicts(cur, again) if again else []
+            batch.conflicts = conflicts = self._conflicts(cur, again) if again else []
             if conflicts:
                 taken = {e.id for e in conflicts}
                 events = [e for e in events if e.id not in taken]
@@ -1189,17 +1306,23 @@ class PostgresStore(Store):
             cur.execute(
                 _DEVICE_SQL_PG, (events[0].site, events[0].device, last.at if last else None)
             )
-        if rejects:
+        for device, group in by_device(rejects).items():
+            kept = cur.execute(_KEPT_SQL.format(m="%s"), (device, hour)).fetchone()[0]
+            whole, tallies = budget_rejects(group, self.rejected_kept_per_hour - int(kept))
             cur.executemany(
-                "INSERT INTO rejected (id, device, reason, payload) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING",
-                # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
-                [
-                    (storable(r.id), r.device, storable(r.reason), storable(r.payload))
-                    for r in rejects
-                ],
+                _COUNT_REJECTS_SQL.format(m="%s"),
+                [(device, hour, kind, *tally) for kind, tally in tallies.items()],
             )
-        return conflicts
+            if whole:
+                cur.executemany(
+                    "INSERT INTO rejected (id, device, reason, payload) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    # PostgreSQL text cannot hold NUL; garbage payloads may contain it.
+                    [
+                        (storable(r.id), r.device, storable(r.reason), storable(r.payload))
+                        for r in whole
+                    ],
+                )
 
     @staticmethod
     def _conflicts(cur: Any, events: list[EventRow]) -> list[EventRow]:

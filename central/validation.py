@@ -168,7 +168,7 @@ def check_batch(
         if isinstance(events, list):
             named = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)]
         verdict.rejects = [Reject(e["id"], device, reason, _as_received(e)) for e in named] or [
-            Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD])
+            Reject(None, device, reason, text[:MAX_REJECT_PAYLOAD], len(payload))
         ]
         return verdict
 

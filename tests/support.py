@@ -155,6 +155,8 @@ class Mosquitto:
             "max_queued_messages 1000",
             # A 5000-event batch is well under 4 MiB; the header adds a few bytes.
             "max_packet_size 4194400",
+            "message_size_limit 4194304",
+            "max_queued_bytes 67108864",
             # mosquitto started as root switches to user "mosquitto", which could not read
             # the test's files: stay who we are.
             f"user {getpass.getuser()}",

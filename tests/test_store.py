@@ -213,7 +213,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
 
 
 def test_concurrent_first_open_postgres(pg_schema):

@@ -385,14 +385,13 @@ def test_batches_stay_under_max_batch_kb(tmp_path, broker):
     ccfg.central.max_payload_kb = 16
     collector = Collector(ccfg)
     sizes: list[int] = []
-    handle = collector.handle
+    verdict = collector.verdict
 
-    def measuring(topic, payload, retained=False):
-        if topic.endswith("/events"):
-            sizes.append(len(payload))
-        handle(topic, payload, retained)
+    def measuring(item):
+        sizes.append(len(item.payload))
+        return verdict(item)
 
-    collector.handle = measuring
+    collector.verdict = measuring
     collector.start()
     assert collector.wait_connected(10)
     note = "评价" * 400  # ~2.4 KB of UTF-8 per event: 60 events are ~150 KB
