@@ -263,16 +263,25 @@ class Collector:
             else:
                 work.append((item, self.verdict(item)))
         if not work:
-            self.lanes.done({item.lane for item in items})
+            self._done({item.lane for item in items})
             return
         try:
             self._write([v for _, v in work])
         except Exception as exc:
             self._store_failed(exc, work)
             return
-        self.lanes.done({item.lane for item in items})
+        self._done({item.lane for item in items})
         for _item, verdict in work:
             self._settle(verdict)
+
+    def _done(self, keys: set[LaneKey]) -> None:
+        for (site, device), failures in self.lanes.done(keys).items():
+            logger.info(
+                "collector: store takes the batches of %s/%s again after %d failed tries",
+                site,
+                device,
+                failures,
+            )
 
     def _store_failed(self, exc: Exception, work: list[tuple[Inbound, Verdict]]) -> None:
         self.errors += 1
@@ -295,7 +304,7 @@ class Collector:
                 self.store_errors += 1
                 self._park(key, lane_work, str(again).splitlines()[0] or type(again).__name__)
                 continue
-            self.lanes.done({key})
+            self._done({key})
             for _item, verdict in lane_work:
                 self._settle(verdict)
         if refused == len(by_lane):
@@ -304,7 +313,17 @@ class Collector:
 
     def _park(self, key: LaneKey, lane_work: list[tuple[Inbound, Verdict]], why: str) -> None:
         failures = self.lanes.park(key, [item for item, _ in lane_work])
-        if failures == 1:
+        if failures % 60 == 0:
+            logger.error(
+                "collector: store still refuses the batches of %s/%s (%s) after %d tries; "
+                "those waiting over %.0f s are left to the device's resend",
+                key[0],
+                key[1],
+                why,
+                failures,
+                STORE_RETRY_FOR_S,
+            )
+        elif failures == 1:
             logger.error(
                 "collector: store did not take %d batch(es) of %s/%s (%s); retrying that "
                 "device alone every %.0f s for up to %.0f s, not acked; other devices go on",

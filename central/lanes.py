@@ -206,19 +206,23 @@ class Lanes:
             return [item]
         return []
 
-    def done(self, keys: set[LaneKey]) -> None:
+    def done(self, keys: set[LaneKey]) -> dict[LaneKey, int]:
         """Writes of these lanes' messages succeeded: unpark them (and, if the store was
-        down, every lane)."""
+        down, every lane). Returns the failed tries of each lane that was parked."""
+        unparked: dict[LaneKey, int] = {}
         with self._cond:
             if self._store_down_until is not None:
                 self._store_down_until = None
                 for lane in self._parked():
+                    unparked[lane.key] = lane.failures
                     self._unpark(lane)
             for key in keys:
                 lane = self._lanes.get(key)
                 if lane is not None and lane.parked_until is not None:
+                    unparked[lane.key] = lane.failures
                     self._unpark(lane)
             self._cond.notify()
+        return unparked
 
     def _unpark(self, lane: Lane) -> None:
         lane.parked_until, lane.failures = None, 0
