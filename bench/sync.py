@@ -66,7 +66,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-def start_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: str | None):
+def write_conf(workdir: Path, broker: Mosquitto, store_url: str, schema: str | None) -> Path:
     conf = workdir / "central.toml"
     text = f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "{store_url}"\n'
     # The hall board reads today's window and rating events every second; the bench stamps
@@ -78,12 +78,42 @@ def start_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: st
     conf.write_text(text)
     # Create the schema before the collector subscribes, so its start-up is not timed.
     open_store(store_url, schema).close()
+    return conf
+
+
+def start_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: str | None):
+    conf = write_conf(workdir, broker, store_url, schema)
     proc = subprocess.Popen(
         [sys.executable, "-m", "central.cli", "-c", str(conf), "run"],
         cwd=ROOT,
         stderr=open(workdir / "central.log", "wb"),  # noqa: SIM115
     )
     return proc
+
+
+def start_min_collector(workdir: Path, broker: Mosquitto, store_url: str, schema: str | None):
+    """bench/min_collector.py on its own store; returns once it has subscribed."""
+    conf = write_conf(workdir, broker, store_url, schema)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "min_collector.py"), "-c", str(conf)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(workdir / "min_collector.log", "wb"),  # noqa: SIM115
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":  # blocks until SUBACK or exit
+        proc.kill()
+        raise SystemExit(f"bench: min_collector did not start; see {workdir}/min_collector.log")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def count_rows(store_url: str, schema: str | None, device: str) -> int:
@@ -158,6 +188,8 @@ def run_store(
     broker: Mosquitto,
     store_url: str,
     schema: str | None,
+    ceiling_url: str,
+    ceiling_schema: str | None,
     args: argparse.Namespace,
 ) -> dict:
     print(f"{name}: store {store_url}{' schema ' + schema if schema else ''}")
@@ -183,12 +215,29 @@ def run_store(
         if count_rows(store_url, schema, f"naive-{name}") != args.naive:
             raise SystemExit(f"bench: {name}: naive rows missing")
     finally:
-        collector.terminate()
-        collector.wait(15)
+        stop(collector)
+    # The ceiling: the same backlog, uplink and broker, drained by bench/min_collector.py
+    # into a store of its own (same schema, empty as the real collector's was).
+    ceiling_dir = workdir / "ceiling"
+    ceiling_dir.mkdir()
+    minimal = start_min_collector(ceiling_dir, broker, ceiling_url, ceiling_schema)
+    try:
+        ceiling = drain(ceiling_dir, broker, f"ceil-{name}", args.events)
+    finally:
+        stop(minimal)
+    if count_rows(ceiling_url, ceiling_schema, f"ceil-{name}") != args.events:
+        raise SystemExit(f"bench: {name}: ceiling rows missing")
+    ratio_to_ceiling = batched["per_s"] / ceiling["per_s"]
+    print(
+        f"  ceiling (bench/min_collector.py: json.loads, one executemany, commit, ack): "
+        f"{ceiling['per_s']:.0f} events/s; the collector reaches {ratio_to_ceiling:.2f}x of it"
+    )
     return {
         "per_s": batched["per_s"],
         "naive": naive["per_s"],
         "ratio": batched["per_s"] / naive["per_s"],
+        "ceiling": ceiling["per_s"],
+        "ratio_to_ceiling": ratio_to_ceiling,
         "rss_before": batched["rss_before"],
         "rss_peak": batched["rss_peak"],
         "rss_after": batched["rss_after"],
@@ -213,13 +262,22 @@ def main() -> int:
             sqlite_dir = workdir / "sqlite"
             sqlite_dir.mkdir()
             results["sqlite"] = run_store(
-                "sqlite", sqlite_dir, broker, f"sqlite:///{workdir}/hall.db", None, args
+                "sqlite",
+                sqlite_dir,
+                broker,
+                f"sqlite:///{workdir}/hall.db",
+                None,
+                f"sqlite:///{workdir}/ceiling.db",
+                None,
+                args,
             )
             if pg_available(args.pg_url):
                 pg_dir = workdir / "pg"
                 pg_dir.mkdir()
-                with pg_schema(args.pg_url) as schema:
-                    results["pg"] = run_store("pg", pg_dir, broker, args.pg_url, schema, args)
+                with pg_schema(args.pg_url) as schema, pg_schema(args.pg_url) as ceiling:
+                    results["pg"] = run_store(
+                        "pg", pg_dir, broker, args.pg_url, schema, args.pg_url, ceiling, args
+                    )
             else:
                 print(f"pg: skipped, PostgreSQL not reachable at {args.pg_url}")
     s = results["sqlite"]
@@ -227,6 +285,8 @@ def main() -> int:
         "sqlite_events_per_s": f"{s['per_s']:.0f}",
         "sqlite_naive_per_s": f"{s['naive']:.0f}",
         "sqlite_ratio": f"{s['ratio']:.1f}",
+        "sqlite_ceiling_per_s": f"{s['ceiling']:.0f}",
+        "sqlite_ratio_to_ceiling": f"{s['ratio_to_ceiling']:.2f}",
     }
     if "pg" in results:
         p = results["pg"]
@@ -234,6 +294,8 @@ def main() -> int:
             pg_events_per_s=f"{p['per_s']:.0f}",
             pg_naive_per_s=f"{p['naive']:.0f}",
             pg_ratio=f"{p['ratio']:.1f}",
+            pg_ceiling_per_s=f"{p['ceiling']:.0f}",
+            pg_ratio_to_ceiling=f"{p['ratio_to_ceiling']:.2f}",
         )
     figures.update(
         rss_before_mb=f"{s['rss_before']:.1f}",
