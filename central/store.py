@@ -166,7 +166,13 @@ def plausible(at: datetime, clock: str, received_at: datetime, tz: tzinfo) -> bo
 
 def latest_plausible(events: list[EventRow], received_at: datetime, tz: tzinfo) -> EventRow | None:
     """The event that may move ``devices.last_event_at``: an implausible one never does."""
-    good = [e for e in events if plausible(e.at, e.clock, received_at, tz)]
+    # plausible(), with both bounds computed once per batch. The latest event is nearly
+    # always plausible: check it alone first, filter only when it is not.
+    lo, hi = plausible_from(tz).astimezone(UTC), received_at + PLAUSIBLE_AHEAD
+    latest = max(events, key=lambda e: e.at, default=None)
+    if latest is None or (latest.clock == "synced" and lo <= latest.at <= hi):
+        return latest
+    good = [e for e in events if e.clock == "synced" and lo <= e.at <= hi]
     return max(good, key=lambda e: e.at) if good else None
 
 
@@ -993,12 +999,12 @@ class SqliteStore(Store):
         self, c: sqlite3.Connection, batch: BatchWrite, received: datetime, now: str, hour: str
     ) -> None:
         events, rejects = batch.events, batch.rejects
-        batch.conflicts = conflicts = self._conflicts(c, events) if events else []
-        if conflicts:
-            taken = {e.id for e in conflicts}
-            events = [e for e in events if e.id not in taken]
-            rejects = [*rejects, *conflict_rejects(conflicts)]
+        conflicts: list[EventRow] = []
         if events:
+            # Insert first: a batch of new events (total_changes grew by its size) needs no
+            # lookup. Otherwise some ids were stored before: compare them all (the rows just
+            # inserted equal themselves; ON CONFLICT left the others alone).
+            before = c.total_changes
             c.executemany(
                 "INSERT INTO events (id, device, site, seq, type, at, clock, "
                 "received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -1008,6 +1014,14 @@ class SqliteStore(Store):
                     for e in events
                 ],
             )
+            if c.total_changes - before != len(events):
+                conflicts = self._conflicts(c, events)
+        batch.conflicts = conflicts
+        if conflicts:
+            taken = {e.id for e in conflicts}
+            events = [e for e in events if e.id not in taken]
+            rejects = [*rejects, *conflict_rejects(conflicts)]
+        if events:
             last = latest_plausible(events, received, self.tz)
             c.execute(
                 _DEVICE_SQL_SQLITE,
@@ -1157,8 +1171,8 @@ ON CONFLICT (site, device) DO UPDATE SET
 # this statement stored; ON CONFLICT leaves the others to PostgresStore._conflicts.
 _INSERT_EVENTS_PG = """
 INSERT INTO events (id, device, site, seq, type, at, clock, data)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-                     %s::timestamptz[], %s::text[], %s::jsonb[])
+SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::bigint[], %b::text[],
+                     %b::timestamptz[], %b::text[], %b::jsonb[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id::text
 """
@@ -1293,7 +1307,14 @@ class PostgresStore(Store):
             # resend after a lost ack, or an id reused with other content) are compared with
             # what is stored, so a batch of new events costs no lookup at all.
             inserted = {r[0] for r in cur.execute(_INSERT_EVENTS_PG, _columns(events))}
-            again = [e for e in events if e.id not in inserted]
+            # A later copy of an id within the batch was not inserted either (ON CONFLICT
+            # skips it), though RETURNING names its id for the first copy.
+            seen: set[str] = set()
+            again = []
+            for e in events:
+                if e.id not in inserted or e.id in seen:
+                    again.append(e)
+                seen.add(e.id)
             batch.conflicts = conflicts = self._conflicts(cur, again) if again else []
             if conflicts:
                 taken = {e.id for e in conflicts}

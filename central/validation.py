@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 # (2026-11-26T09:12:03.120+08:00). fromisoformat also takes the basic form
 # (20261126T091203+0800), which the reports could not file: only the extended form passes.
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+# The canonical lower-case UUID text, as str(uuid.UUID(x)) == x checked it: one regex instead
+# of parsing and formatting a UUID object per event.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+_ENVELOPE = frozenset(("id", "seq", "type", "at", "clock", "device", "site", "data"))
+# json.dumps with non-default arguments builds a new JSONEncoder per call.
+_DATA_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 MAX_REJECT_PAYLOAD = 64 * 1024  # of a payload kept for a technician to look at
 # A JSON-escaped NUL (\u0000 after an even number of backslashes), not the text "\u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -56,11 +62,11 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     if not isinstance(ev, dict):
         return None, f"event: expected an object, got {type(ev).__name__}"
     event_id = ev.get("id")
-    try:
-        parsed = uuid.UUID(event_id)
-    except (TypeError, ValueError, AttributeError):
-        return None, f"id: expected a UUID, got {event_id!r}"
-    if str(parsed) != event_id:
+    if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
+        try:
+            uuid.UUID(event_id)
+        except (TypeError, ValueError, AttributeError):
+            return None, f"id: expected a UUID, got {event_id!r}"
         return None, f"id: expected the canonical lower-case UUID form, got {event_id!r}"
     if ev.get("device") != device:
         return None, f"device: {ev.get('device')!r} does not match the topic's device {device!r}"
@@ -88,12 +94,12 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
         return None, f"data: expected an object, got {type(data).__name__}"
     if depth_over(data, MAX_DATA_DEPTH):
         return None, f"data: nested deeper than {MAX_DATA_DEPTH} levels"
-    extra = set(ev) - {"id", "seq", "type", "at", "clock", "device", "site", "data"}
+    extra = ev.keys() - _ENVELOPE
     if extra:
         return None, f"unknown envelope key(s) {sorted(extra)}"
     # What no store can hold is named as such, before the model's own messages.
     try:
-        data_text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data_text = _DATA_TEXT(data)
     except ValueError:
         return None, "data: contains NaN or Infinity; expected finite numbers (RFC 8259 JSON)"
     try:

@@ -816,3 +816,39 @@ def test_postgres_v5_store_gets_the_new_filed_at_views_on_open(pg_schema):
     with PostgresStore(PG_URL, pg_schema) as s:
         assert s.query("SELECT version FROM hall_schema")[0][0] == SCHEMA_VERSION >= 6
         assert _filed(s) == {i: _wall(at) for i, at in enumerate(_backlog())}
+
+
+def test_one_id_twice_in_a_batch_with_other_content_is_a_conflict_on_both_stores(store):
+    """The first copy is stored; the second, with other content, is a conflict (as an id
+    reused across batches), whether the store inserts first (both do) or looks up first."""
+    first = row(1)
+    forged = dataclasses.replace(first, seq=2)
+    assert store.write_batch([first, forged], []) == [forged]
+    assert store.query("SELECT seq FROM events") == [(1,)]
+    assert store.query("SELECT reason FROM rejected") == [("conflict",)]
+    # The same content twice is one row and no conflict.
+    again = row(3)
+    assert store.write_batch([again, again], []) == []
+    assert count(store) == 2
+
+
+def test_a_group_commit_is_all_or_nothing_and_budgets_rejects_per_device(store):
+    from central.store import BatchWrite, Reject
+
+    store.rejected_kept_per_hour = 3
+    garbage = [Reject(None, "evil-01", f"batch: not JSON ({i})", "x" * 10, 100) for i in range(5)]
+    batches = [BatchWrite([row(1)], []), BatchWrite([], garbage), BatchWrite([row(2)], [])]
+    store.write_batches(batches)
+    assert count(store) == 2 and count(store, "rejected") == 3
+    summary = store.rejected_summary()
+    assert summary == {
+        "evil-01": {"count": 5, "kept": 3, "bytes": 500, "reasons": {"batch": 5}}
+    }
+    store.write_batches([BatchWrite([], garbage[:1])])  # over budget: counted only
+    assert count(store, "rejected") == 3
+    assert store.rejected_summary()["evil-01"]["count"] == 6
+    # A batch the store refuses takes the whole group with it: nothing of it is stored.
+    broken = dataclasses.replace(row(3), data="{not json")
+    with pytest.raises(Exception):  # noqa: B017 - either store's own error type
+        store.write_batches([BatchWrite([row(4)], []), BatchWrite([broken], [])])
+    assert count(store) == 2
