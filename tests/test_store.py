@@ -841,9 +841,7 @@ def test_a_group_commit_is_all_or_nothing_and_budgets_rejects_per_device(store):
     store.write_batches(batches)
     assert count(store) == 2 and count(store, "rejected") == 3
     summary = store.rejected_summary()
-    assert summary == {
-        "evil-01": {"count": 5, "kept": 3, "bytes": 500, "reasons": {"batch": 5}}
-    }
+    assert summary == {"evil-01": {"count": 5, "kept": 3, "bytes": 500, "reasons": {"batch": 5}}}
     store.write_batches([BatchWrite([], garbage[:1])])  # over budget: counted only
     assert count(store, "rejected") == 3
     assert store.rejected_summary()["evil-01"]["count"] == 6
