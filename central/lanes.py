@@ -24,6 +24,8 @@ False and the caller counts it; its device resends after its ack timeout.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from collections import deque
@@ -78,7 +80,12 @@ class Lanes:
         self.qos0_bytes = qos0_bytes
         self.retry_s = retry_s
         self.give_up_s = give_up_s
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()
+        # The store thread sleeps on this doorbell, not on a Condition: a put() rings it only
+        # when the store thread is (about to be) asleep, and a ring is one C-level queue
+        # hand-off, the cheapest wake-up on a ping's round trip (docs/sync.md "ping").
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._sleeping = False
         self._lanes: dict[LaneKey, Lane] = {}
         self._ready: deque[Lane] = deque()  # lanes with messages, not parked, in serving order
         self._controls: deque[Any] = deque()
@@ -86,6 +93,12 @@ class Lanes:
         self._bytes = 0
         self._store_down_until: float | None = None
         self._gave_up = 0
+
+    def _ring(self) -> None:
+        """Wake the store thread if it sleeps (called with the lock held)."""
+        if self._sleeping:
+            self._sleeping = False
+            self._bell.put(None)
 
     # -- paho's thread ---------------------------------------------------------------------
 
@@ -117,14 +130,14 @@ class Lanes:
             self._bytes += size
             if len(lane.queue) == 1 and lane.parked_until is None:
                 self._ready.append(lane)
-            self._cond.notify()
+            self._ring()
             return True
 
     def put_control(self, token: Any) -> None:
         """A job for the store thread ahead of any message (roster republish, stop)."""
         with self._cond:
             self._controls.append(token)
-            self._cond.notify()
+            self._ring()
 
     # -- the store thread ------------------------------------------------------------------
 
@@ -145,7 +158,14 @@ class Lanes:
                 wake = min(deadline, self._next_retry_at())
                 if now >= deadline:
                     return []
-                self._cond.wait(max(0.0, wake - now))
+                self._sleeping = True
+                self._cond.release()
+                try:
+                    with contextlib.suppress(queue.Empty):
+                        self._bell.get(timeout=max(0.0, wake - now))
+                finally:
+                    self._cond.acquire()
+                    self._sleeping = False
 
     def _group(self, max_messages: int, max_bytes: int) -> list[Inbound]:
         group: list[Inbound] = []
@@ -221,7 +241,7 @@ class Lanes:
                 if lane is not None and lane.parked_until is not None:
                     unparked[lane.key] = lane.failures
                     self._unpark(lane)
-            self._cond.notify()
+            self._ring()
         return unparked
 
     def _unpark(self, lane: Lane) -> None:
