@@ -242,33 +242,58 @@ class MqttLink:
     def _run(self) -> None:
         delays = backoff_delays()
         while not self._stop.is_set():
-            self.last_activity = time.monotonic()
-            self._down.clear()
             try:
-                with self.publish_lock:
-                    self.client.connect(**connect_kwargs(self.section, self.receive_maximum))
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                where = f"{self.section.host}:{self.section.port}"
-                self.last_error = f"cannot connect to {where}: {exc}"
-                logger.warning("%s: %s", self.name, self.last_error)
-                self._stop.wait(next(delays))
-                continue
-            before = self.connects
-            self.client.loop_start()
-            while not self._down.wait(1.0):
-                self.last_activity = time.monotonic()
-                if self._stop.is_set():
-                    break
-            if self._stop.is_set():
-                break
-            self.client.loop_stop()
+                reached = self._connect_once()
+            except Exception:
+                # The keeper is the only thing that brings the link back: a bug or a library
+                # surprise in one round must cost one backoff, not a device that never
+                # reconnects (docs/reliability.md#the-link-keeper).
+                logger.exception("%s: connection round failed; retrying", self.name)
+                reached = False
             # A connection that reached CONNACK resets the backoff; a refused one does not.
-            if self.connects != before:
+            if reached:
                 delays = backoff_delays()
-            self._stop.wait(next(delays))
+            if not self._stop.is_set():
+                self._stop.wait(next(delays))
         with self.publish_lock, contextlib.suppress(Exception):  # best effort on the way out
             self.client.disconnect()
-        self.client.loop_stop()
+        self._stop_network()
+
+    def _connect_once(self) -> bool:
+        """One connection: connect, run paho's network thread until the link drops or the
+        link is stopped; True when it reached CONNACK."""
+        self.last_activity = time.monotonic()
+        self._down.clear()
+        try:
+            with self.publish_lock:
+                self.client.connect(**connect_kwargs(self.section, self.receive_maximum))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            where = f"{self.section.host}:{self.section.port}"
+            self.last_error = f"cannot connect to {where}: {exc}"
+            logger.warning("%s: %s", self.name, self.last_error)
+            return False
+        before = self.connects
+        self.client.loop_start()
+        while not self._down.wait(1.0):
+            self.last_activity = time.monotonic()
+            if self._stop.is_set():
+                break
+        if not self._stop.is_set():
+            self._stop_network()
+        return self.connects != before
+
+    def _stop_network(self) -> None:
+        """Stop paho's network thread and wait for it to end.
+
+        paho's ``loop_stop`` reads ``client._thread`` twice (``is None``, then ``.join()``)
+        while the network thread sets it to None as it ends after a disconnect; losing that
+        race raises AttributeError. Take the thread first and join it here.
+        """
+        thread = getattr(self.client, "_thread", None)
+        with contextlib.suppress(AttributeError):  # the race above: the thread is ending
+            self.client.loop_stop()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -9,8 +9,11 @@ from __future__ import annotations
 import random
 import shutil
 import socket
+import sys
+import threading
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 
 from sync.mqtt import BACKOFF_MAX_S, MqttLink, backoff_delays, make_client
@@ -111,6 +114,47 @@ def test_link_reconnects_after_broker_restart(tmp_path):
         assert not link.alive()
     finally:
         broker.stop()
+
+
+class _RacyClient(paho.Client):
+    """paho's Client with loop_stop's race lost every time: the network thread ends (and
+    clears ``_thread``) between loop_stop's ``is None`` check and its ``join()``."""
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        if sys._getframe(1).f_code.co_name == "loop_stop":
+            reads = self.__dict__.setdefault("_racy_reads", [0])
+            reads[0] += 1
+            # The check and the current-thread test see the thread, the join sees None.
+            return None if reads[0] % 3 == 0 else self.__dict__.get("_racy_last")
+        return self.__dict__.get("_racy_thread")
+
+    @_thread.setter
+    def _thread(self, value: threading.Thread | None) -> None:
+        self.__dict__["_racy_thread"] = value
+        if value is not None:
+            self.__dict__["_racy_last"] = value
+
+
+def test_link_survives_paho_loop_stop_race(tmp_path, broker):
+    """A dropped connection must be followed by a reconnect even when paho's loop_stop
+    loses its race with the ending network thread (it raised AttributeError in the link
+    thread, which then died and left the device offline for good)."""
+    cfg = agent_config(tmp_path, broker.url)
+    connects = []
+    link = MqttLink(cfg.mqtt, "racy-link", on_connect=lambda c: connects.append(1))
+    link.client.__class__ = _RacyClient
+    link.client._thread = None
+    link.start()
+    try:
+        assert link.connected.wait(5)
+        link.client.disconnect()  # the network thread ends on its own, as after a drop
+        assert wait_for(lambda: len(connects) == 2, 10), "the link did not reconnect"
+        assert link.alive()
+        assert link.client.__dict__["_racy_reads"][0] >= 3  # the race was really taken
+    finally:
+        link.stop()
+    assert not link.alive()
 
 
 @skip_unless(shutil.which("openssl") is not None, "needs openssl")
