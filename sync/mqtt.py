@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract.config import MqttSection
+from sync.paho_loop import stop_loop
 from sync.probe import AUTH_CODES
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class MqttLink:
                 self._stop.wait(next(delays))
         with self.publish_lock, contextlib.suppress(Exception):  # best effort on the way out
             self.client.disconnect()
-        self._stop_network()
+        stop_loop(self.client)
 
     def _connect_once(self) -> bool:
         """One connection: connect, run paho's network thread until the link drops or the
@@ -279,21 +280,8 @@ class MqttLink:
             if self._stop.is_set():
                 break
         if not self._stop.is_set():
-            self._stop_network()
+            stop_loop(self.client)
         return self.connects != before
-
-    def _stop_network(self) -> None:
-        """Stop paho's network thread and wait for it to end.
-
-        paho's ``loop_stop`` reads ``client._thread`` twice (``is None``, then ``.join()``)
-        while the network thread sets it to None as it ends after a disconnect; losing that
-        race raises AttributeError. Take the thread first and join it here.
-        """
-        thread = getattr(self.client, "_thread", None)
-        with contextlib.suppress(AttributeError):  # the race above: the thread is ending
-            self.client.loop_stop()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

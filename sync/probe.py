@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.config import MqttSection
+from sync.paho_loop import stop_loop
 
 # CONNACK reason codes meaning "who you are is not accepted" (MQTT 5 §3.2.2.2): bad user name
 # or password, not authorised, bad auth method. paho's VERSION2 callbacks hand MQTT 3.1.1
@@ -189,7 +190,7 @@ def probe_broker(
         return BrokerProbe(True, "connected", f"{host}:{port}: {proto} connected{tls}")
     finally:
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
 
 
 def probe_acl(
@@ -301,4 +302,4 @@ def probe_acl(
         return out
     finally:
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
