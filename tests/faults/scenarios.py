@@ -890,10 +890,10 @@ def backlog_3day(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         time.sleep(max(8.0, 3 * scale) if straddles else 3 * scale)
     offline = dev.pending()
     out.extra["backlog_events"] = offline
-    hall.proxy.pass_()  # the link is back on Tuesday: the backlog drains while pads rate
-    t_back = time.monotonic()
+    hall.proxy.pass_()  # the link is back on Tuesday morning
+    _recovered(hall, time.monotonic(), out)
+    hall.rate_everywhere()  # and the hall works on, online, on Tuesday
     time.sleep(2)
-    _recovered(hall, t_back, out)
     _finish(hall, out, dev, before)
 
     with contextlib.closing(hall.open_store()) as store:
@@ -915,6 +915,17 @@ def backlog_3day(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
                     f"rating {event_id} at {at.astimezone(tz)} filed on {filed_day}"
                 )
         out.extra["ratings_per_day"] = {str(d): n for d, n in sorted(days.items())}
+        # The Monday-evening stretch really crossed midnight: ratings in the month's last
+        # minute and in the next month's first, a few seconds apart.
+        local = [at.astimezone(tz) for at in events.values() if at is not None]
+        last_minute = sum(1 for t in local if t.date() == monday and t.hour == 23)
+        first_minute = sum(1 for t in local if t.date() == tuesday and t.hour == 0)
+        out.extra["ratings_around_midnight"] = f"{last_minute}+{first_minute}"
+        if not last_minute or not first_minute:
+            out.problems.append(
+                f"the ratings did not straddle midnight {monday}/{tuesday}: "
+                f"{last_minute} before, {first_minute} after"
+            )
         for d in (saturday, saturday + timedelta(days=1), monday, tuesday):
             if not days.get(d):
                 out.problems.append(f"no rating recorded on {d} (the clock steps did not take)")
