@@ -628,13 +628,12 @@ def device_refused(hall: Hall, rng: random.Random, scale: float, out: Outcome) -
     t_end = time.monotonic()
     _refuse_device(hall, refused, on=False)
     t_back = time.monotonic()
-    # The trigger really refused: nothing of win-02 first seen during the fault was acked
-    # before it was lifted (a lane retry that succeeded would show here).
+    # The trigger really refused: no ack for win-02 from half a second into the fault (its
+    # events committed just before it may be acked then) until the lift.
     acked_during = spy.acks(refused, t_fault + 0.5, t_end)
     out.extra["refused_acked_during_fault"] = acked_during
     if acked_during:
         out.problems.append(f"{refused} had {acked_during} events acked while refused")
-    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
     dev = hall.devices[refused]
     out.extra["refused_pending_at_lift"] = dev.pending()
     hall.stop_rating()
@@ -645,6 +644,8 @@ def device_refused(hall: Hall, rng: random.Random, scale: float, out: Outcome) -
     else:
         out.extra["refused_drain_s"] = round(time.monotonic() - t_back, 2)
     _recovered(hall, t_back, out)
+    # Compared once everything is acked: an event held up by the fault counts in full.
+    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
     _finish(hall, out, None, None)
 
 
@@ -748,7 +749,6 @@ def device_flood(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     flood.stop()
     out.extra["flood_messages"] = flood.sent
     out.extra["flood_mb"] = round(flood.sent * len(payload) / 2**20, 1)
-    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
 
     def counted() -> tuple[int, int, int, int]:
         with contextlib.closing(hall.open_store()) as store:
@@ -804,6 +804,7 @@ def device_flood(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     if size != count * len(payload):
         out.problems.append(f"rejected_counts.bytes {size}, expected {count} × {len(payload)}")
     _recovered(hall, time.monotonic(), out)
+    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
     _finish(hall, out, None, None)
 
 
