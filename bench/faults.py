@@ -57,6 +57,20 @@ DEFAULT_SYNC = {
     "status_interval_s": SyncSection.model_fields["status_interval_s"].default,
 }
 
+# A scenario's own figures worth a look in the round's line (the isolation scenarios' ack
+# p99 before and during the fault, the flood's store growth against its budget, the days a
+# weekend's backlog was filed on).
+FIGURES = (
+    "others_ack_p99_baseline_ms",
+    "others_ack_p99_fault_ms",
+    "others_ack_p99_ratio",
+    "refused_drain_s",
+    "rejected_counted",
+    "store_growth_mb",
+    "store_budget_mb",
+    "ratings_per_day",
+)
+
 
 def available(kiosk: bool) -> tuple[list[str], list[str]]:
     """Scenarios this machine can run, and why others cannot."""
@@ -215,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             f"[{(time.monotonic() - started) / 60:5.1f} min] {name} {store} scale={scale} "
             f"seed={seed} took={time.monotonic() - t0:.0f}s "
             f"{h if h else ''} recovery_s={out.recovery_s} wait_cpu={out.wait_cpu_pct} "
-            f"problems={out.problems + (h.problems if h else [])}",
+            + "".join(f"{k}={out.extra[k]} " for k in FIGURES if k in out.extra)
+            + f"problems={out.problems + (h.problems if h else [])}",
             flush=True,
         )
 
