@@ -113,6 +113,48 @@ def test_link_reconnects_after_broker_restart(tmp_path):
         broker.stop()
 
 
+def test_link_survives_paho_loop_stop_racing_its_network_threads_own_end(tmp_path):
+    """paho's loop_stop() checks ``_thread is None`` and then joins ``_thread``; the network
+    thread, ending by itself after a lost connection (reconnect_on_failure off), sets it to
+    None in between. Forced here at the exact point (the thread's ``!=`` comparison that
+    paho makes in between); before, the AttributeError ended the link's keeper thread and the
+    device never reconnected."""
+    broker = Mosquitto(tmp_path / "b").start()
+    try:
+        cfg = agent_config(tmp_path, broker.url)
+        link = MqttLink(cfg.mqtt, "race-test")
+        paho_loop_stop = link.client.loop_stop
+        raced = []
+
+        class EndsNow:
+            """Stands in for paho's network thread while loop_stop compares it."""
+
+            __hash__ = None  # type: ignore[assignment]
+
+            def __ne__(self, other: object) -> bool:
+                link.client._thread = None  # the network thread's own `finally`
+                raced.append(1)
+                return True
+
+        def racing_loop_stop():
+            if not raced:
+                link.client._thread = EndsNow()
+            return paho_loop_stop()
+
+        link.client.loop_stop = racing_loop_stop
+        link.start()
+        assert link.connected.wait(5)
+        broker.stop()
+        assert wait_for(lambda: not link.connected.is_set(), 10)
+        broker.start()
+        assert link.connected.wait(10)
+        assert raced and link.alive()
+        link.stop()
+        assert not link.alive()
+    finally:
+        broker.stop()
+
+
 @skip_unless(shutil.which("openssl") is not None, "needs openssl")
 def test_mqtts_with_ca_and_client_certificate(tmp_path):
     pki = make_test_ca(tmp_path / "pki")
