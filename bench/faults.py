@@ -7,8 +7,10 @@ Each round builds a hall of real processes (Mosquitto on a free port, ``hall-cen
 one fault scenario dealt from a shuffled deck (tests/faults/scenarios.py: broker down, collector
 SIGKILL, store refusing writes, store read-only or full, device disk full, agent SIGKILL
 storm, partition, hard link loss, added latency, clock steps, hostile pad bytes, hostile MQTT
-payloads, process-group SIGTERM on a kiosk, SIGKILL of a kiosk's parent), and checks the
-history: every acked rating and every recorded event stored exactly once.
+payloads, one device's events refused by the store, one device account flooding invalid
+payloads, a weekend's backlog across a month end, process-group SIGTERM on a kiosk, SIGKILL of
+a kiosk's parent), and checks the history: every acked rating and every recorded event stored
+exactly once.
 
 Unlike the tests, the devices run with the default sync settings (``ack_timeout_s`` 30), so
 the recovery time is what a hall would see. The no-fault baseline runs first, in the same run,
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from agent.config import SyncSection  # noqa: E402
 from tests.faults.disks import can_mount  # noqa: E402
 from tests.faults.scenarios import (  # noqa: E402
+    FAKETIME,
     KIOSK,
     NEEDS_MOUNT,
     NEEDS_STORE_DISK,
@@ -54,6 +57,20 @@ DEFAULT_SYNC = {
     "status_interval_s": SyncSection.model_fields["status_interval_s"].default,
 }
 
+# A scenario's own figures worth a look in the round's line (the isolation scenarios' ack
+# p99 before and during the fault, the flood's store growth against its budget, the days a
+# weekend's backlog was filed on).
+FIGURES = (
+    "others_ack_p99_baseline_ms",
+    "others_ack_p99_fault_ms",
+    "others_ack_p99_ratio",
+    "refused_drain_s",
+    "rejected_counted",
+    "store_growth_mb",
+    "store_budget_mb",
+    "ratings_per_day",
+)
+
 
 def available(kiosk: bool) -> tuple[list[str], list[str]]:
     """Scenarios this machine can run, and why others cannot."""
@@ -63,8 +80,8 @@ def available(kiosk: bool) -> tuple[list[str], list[str]]:
         skipped += [f"{n} (needs root and a loop device)" for n in sorted(NEEDS_MOUNT)]
         names = [n for n in names if n not in NEEDS_MOUNT]
     if faketime_lib() is None:
-        skipped.append("clock_steps (needs libfaketime)")
-        names.remove("clock_steps")
+        skipped += [f"{n} (needs libfaketime)" for n in sorted(FAKETIME)]
+        names = [n for n in names if n not in FAKETIME]
     if not kiosk:
         skipped += [f"{n} (needs the vision stack and the pinned photos)" for n in sorted(KIOSK)]
         names = [n for n in names if n not in KIOSK]
@@ -212,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             f"[{(time.monotonic() - started) / 60:5.1f} min] {name} {store} scale={scale} "
             f"seed={seed} took={time.monotonic() - t0:.0f}s "
             f"{h if h else ''} recovery_s={out.recovery_s} wait_cpu={out.wait_cpu_pct} "
-            f"problems={out.problems + (h.problems if h else [])}",
+            + "".join(f"{k}={out.extra[k]} " for k in FIGURES if k in out.extra)
+            + f"problems={out.problems + (h.problems if h else [])}",
             flush=True,
         )
 

@@ -292,6 +292,11 @@ class MqttLink:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def died(self) -> bool:
+        """The keeper thread was started and ended without being stopped."""
+        thread = self._thread
+        return thread is not None and not thread.is_alive() and not self._stop.is_set()
+
     def publish(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> paho.MQTTMessageInfo:

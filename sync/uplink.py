@@ -205,7 +205,12 @@ class Uplink:
             self._thread.join(timeout)
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        # The link's keeper thread counts too: a device whose keeper died would look alive
+        # while never reconnecting; the supervisor restarts the worker, which builds a new
+        # link (docs/reliability.md#the-link-keeper).
+        link = self.link
+        link_died = link is not None and link.died()
+        return self._thread is not None and self._thread.is_alive() and not link_died
 
     def last_activity(self) -> float:
         return self._last

@@ -475,3 +475,20 @@ def test_in_flight_is_resent_at_once_when_a_collector_comes_online(tmp_path, bro
         up.stop()
         collector.stop()
         box.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # on purpose
+def test_uplink_is_not_alive_when_its_link_keeper_died(agent):
+    """A keeper thread that ends without being stopped leaves a device that never reconnects;
+    the worker must say it is dead so that the supervisor restarts it with a new link."""
+    up, _box = agent()
+    assert wait_for(lambda: up.link is not None and up.link.connected.is_set(), 10)
+    assert up.alive()
+
+    def killed() -> bool:
+        raise SystemExit  # not an Exception: the keeper's own guard does not catch it
+
+    up.link._connect_once = killed
+    up.link.client.disconnect()  # the next round runs the patched connect and ends the keeper
+    assert wait_for(lambda: up.link.died(), 10)
+    assert not up.alive()

@@ -233,6 +233,7 @@ class Hall:
         self.faults = 0  # injected, for the bench's table
         self.cleanups: list[Any] = []  # run after every process has stopped (unmounts)
         self.store_disk: Any = None  # the SmallDisk under store_dir, for file-system faults
+        self.central_conf = workdir / "central.toml"  # the collector's config, written by start()
 
     # --- central side ------------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class Hall:
     def start(self) -> Hall:
         self.broker.start()
         self.proxy = FaultProxy(self.broker.port).start()
-        conf = self.workdir / "central.toml"
+        conf = self.central_conf
         store = f'url = "{self.store_url}"\n'
         if self.pg_schema:
             store += f'pg_schema = "{self.pg_schema}"\n'

@@ -9,6 +9,7 @@ use more).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -20,9 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from tests.faults.acks import AckSpy, p99
 from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
@@ -523,6 +528,422 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
 
 
+# --- one device against the others (docs/sync.md "Fairness and isolation") -------------------
+
+ISOLATION_DEVICES = ("win-01", "win-02", "win-03", "win-04")
+# A p99 of a few milliseconds doubles on scheduling noise alone (two cores shared by four
+# agents, their pads, the broker, the collector and this process): the bound is twice the
+# baseline's p99 or the baseline plus 50 ms, whichever is larger. A device held up behind
+# another's refused batch waits its 1 s retry or its 5 s resend, far beyond either.
+ISOLATION_FLOOR_MS = 50.0
+
+
+def _isolation_hall(hall: Hall, out: Outcome) -> tuple[list[Device], AckSpy]:
+    """Four window devices of one pad each, rating, and a spy timing the centre's acks."""
+    devs = [hall.add_window(name, ("A01",)) for name in ISOLATION_DEVICES]
+    for dev in devs:
+        if not hall.wait_connected(dev, 30):
+            out.problems.append(f"{dev.name} never came online")
+    spy = AckSpy(hall.broker.port, "jiedong", list(ISOLATION_DEVICES)).start()
+    hall.cleanups.append(spy.close)
+    hall.rate_everywhere()
+    time.sleep(2)
+    return devs, spy
+
+
+def _compare_acks(
+    out: Outcome,
+    spy: AckSpy,
+    others: set[str],
+    base: tuple[float, float],
+    fault: tuple[float, float],
+) -> None:
+    """The other devices' ack p99 during the fault against their own before it."""
+    before = spy.latencies(others, *base)
+    during = spy.latencies(others, *fault)
+    b99, f99 = p99(before), p99(during)
+    out.extra["ack_samples_baseline"] = len(before)
+    out.extra["ack_samples_fault"] = len(during)
+    if b99 is None or f99 is None or len(before) < 20 or len(during) < 20:
+        out.problems.append(
+            f"too few acks of {sorted(others)} to compare: {len(before)} before the fault, "
+            f"{len(during)} during it"
+        )
+        return
+    bound = max(2 * b99, b99 + ISOLATION_FLOOR_MS)
+    out.extra["others_ack_p50_baseline_ms"] = round(sorted(before)[len(before) // 2], 1)
+    out.extra["others_ack_p99_baseline_ms"] = round(b99, 1)
+    out.extra["others_ack_p50_fault_ms"] = round(sorted(during)[len(during) // 2], 1)
+    out.extra["others_ack_p99_fault_ms"] = round(f99, 1)
+    out.extra["others_ack_p99_ratio"] = round(f99 / b99, 2) if b99 > 0 else None
+    out.extra["others_ack_p99_bound_ms"] = round(bound, 1)
+    if f99 > bound:
+        out.problems.append(
+            f"the other devices' ack p99 rose from {b99:.1f} ms to {f99:.1f} ms during the "
+            f"fault (bound {bound:.1f} ms)"
+        )
+
+
+def _refuse_device(hall: Hall, device: str, on: bool) -> None:
+    """A trigger refusing every event of one device: an SQLite BEFORE INSERT trigger, a
+    PostgreSQL trigger function (a DBA's rule gone wrong for one device's data)."""
+    if hall.store_kind == "sqlite":
+        _sqlite_exec(
+            hall,
+            f"CREATE TRIGGER fault_refuse_device BEFORE INSERT ON events WHEN NEW.device = "
+            f"'{device}' BEGIN SELECT RAISE(ABORT, 'refused by the fault test'); END"
+            if on
+            else "DROP TRIGGER fault_refuse_device",
+        )
+    elif on:
+        _pg_exec(
+            hall,
+            "CREATE FUNCTION fault_refuse_device() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.device = '{device}' THEN RAISE EXCEPTION 'refused by the fault test'; "
+            "END IF; RETURN NEW; END $$",
+        )
+        _pg_exec(
+            hall,
+            "CREATE TRIGGER fault_refuse_device BEFORE INSERT ON events FOR EACH ROW "
+            "EXECUTE FUNCTION fault_refuse_device()",
+        )
+    else:
+        _pg_exec(hall, "DROP TRIGGER fault_refuse_device ON events")
+        _pg_exec(hall, "DROP FUNCTION fault_refuse_device()")
+
+
+def device_refused(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """Four window devices rate; after a ``10·scale`` s baseline the store refuses every event
+    of win-02 alone for ``10·scale`` s, then takes them again. The others' ack p99 must stay
+    within twice their baseline's (or +50 ms); win-02 must drain once the trigger is gone."""
+    refused = "win-02"
+    devs, spy = _isolation_hall(hall, out)
+    others = {d.name for d in devs} - {refused}
+    t_base = time.monotonic()
+    time.sleep(10 * scale)
+    t_fault = time.monotonic()
+    _refuse_device(hall, refused, on=True)
+    hall.faults += 1
+    time.sleep(10 * scale)
+    t_end = time.monotonic()
+    _refuse_device(hall, refused, on=False)
+    t_back = time.monotonic()
+    # The trigger really refused: no ack for win-02 from half a second into the fault (its
+    # events committed just before it may be acked then) until the lift.
+    acked_during = spy.acks(refused, t_fault + 0.5, t_end)
+    out.extra["refused_acked_during_fault"] = acked_during
+    if acked_during:
+        out.problems.append(f"{refused} had {acked_during} events acked while refused")
+    dev = hall.devices[refused]
+    out.extra["refused_pending_at_lift"] = dev.pending()
+    hall.stop_rating()
+    while dev.pending() and time.monotonic() - t_back < DRAIN_BOUND_S * 2:
+        time.sleep(0.05)
+    if dev.pending():
+        out.problems.append(f"{refused} not drained {DRAIN_BOUND_S * 2:.0f} s after the lift")
+    else:
+        out.extra["refused_drain_s"] = round(time.monotonic() - t_back, 2)
+    _recovered(hall, t_back, out)
+    # Compared once everything is acked: an event held up by the fault counts in full.
+    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
+    _finish(hall, out, None, None)
+
+
+# One client sending invalid 100 kB payloads grew the store by 20 MiB/s before the budget
+# (docs/sync.md "Rejected inputs"): 200 a second is that flood, a compromised device on a LAN.
+FLOOD_BYTES = 100_000
+FLOOD_PER_S = 200
+
+
+class _Flood:
+    """A client with a device's account publishing one invalid payload at QoS 1 on the
+    device's own uplink topic, ``FLOOD_PER_S`` a second; ``sent`` counts those the broker
+    acknowledged (PUBACK), i.e. took for delivery to the collector."""
+
+    def __init__(self, port: int, topic: str, payload: bytes):
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"fault-flood-{port}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.client.max_inflight_messages_set(20)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.topic, self.payload = topic, payload
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flood", daemon=True)
+
+    def _run(self) -> None:
+        infos: list[Any] = []
+        t0 = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            infos.append(self.client.publish(self.topic, self.payload, qos=1))
+            n += 1
+            # Paced, not as fast as Python can: the rate of a hostile device on the LAN.
+            self._stop.wait(max(0.0, t0 + n / FLOOD_PER_S - time.monotonic()))
+            done = [i for i in infos if i.is_published()]
+            self.sent += len(done)
+            infos = [i for i in infos if not i.is_published()]
+        for info in infos:
+            info.wait_for_publish(10)
+            self.sent += info.is_published()
+
+    def start(self) -> _Flood:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(20)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _store_bytes(hall: Hall) -> int:
+    """What the store takes on disk: SQLite's file and its WAL; PostgreSQL's tables of the
+    hall's schema with their indexes and TOAST."""
+    if hall.store_kind == "sqlite":
+        db = hall.store_dir / "hall.db"
+        return sum(p.stat().st_size for p in (db, db.with_name("hall.db-wal")) if p.exists())
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as c:
+        row = c.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(t.oid)), 0) FROM pg_class t "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = %s AND t.relkind IN ('r', 'm')",
+            (hall.pg_schema,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def device_flood(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """Four window devices rate; after a ``10·scale`` s baseline a client with win-04's
+    account floods win-04's uplink topic with invalid ~100 kB payloads (QoS 1, 200 a second)
+    for ``10·scale`` s while the real win-04 rates too. The others' ack p99 must stay within
+    twice their baseline's (or +50 ms), the store may grow by about the hourly budget of kept
+    rejects of one device (``central.rejected_kept_per_hour``), and every flood message the
+    broker took must be counted in ``rejected_counts``."""
+    from central.config import load_central_config
+    from central.validation import MAX_REJECT_PAYLOAD
+
+    hostile = "win-04"
+    devs, spy = _isolation_hall(hall, out)
+    others = {d.name for d in devs} - {hostile}
+    kept_per_hour = load_central_config(hall.central_conf).central.rejected_kept_per_hour
+    # Random text does not compress: PostgreSQL's TOAST cannot make the kept rows small.
+    payload = b"{" + base64.b64encode(rng.randbytes(FLOOD_BYTES * 3 // 4))[: FLOOD_BYTES - 1]
+    t_base = time.monotonic()
+    time.sleep(10 * scale)
+    size_before = _store_bytes(hall)
+    t_fault = time.monotonic()
+    flood = _Flood(hall.broker.port, f"hall/jiedong/{hostile}/events", payload).start()
+    hall.faults += 1
+    time.sleep(10 * scale)
+    t_end = time.monotonic()
+    flood.stop()
+    out.extra["flood_messages"] = flood.sent
+    out.extra["flood_mb"] = round(flood.sent * len(payload) / 2**20, 1)
+
+    def counted() -> tuple[int, int, int, int]:
+        with contextlib.closing(hall.open_store()) as store:
+            row = store.query(
+                "SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0), "
+                "coalesce(sum(kept), 0), count(DISTINCT hour) FROM rejected_counts "
+                f"WHERE device = '{hostile}'"
+            )[0]
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+    # The collector works through what the broker took; wait until the count stops moving.
+    deadline, last, n = time.monotonic() + DRAIN_BOUND_S, None, (0, 0, 0, 0)
+    while time.monotonic() < deadline:
+        n = counted()
+        if n[0] >= flood.sent or n == last:
+            break
+        last = n
+        time.sleep(1)
+    count, size, kept, hours = n
+    growth = _store_bytes(hall) - size_before
+    # The budget: per device and hour of the hall, kept_per_hour inputs kept whole (cut at
+    # MAX_REJECT_PAYLOAD); beyond them one counted row per reason. A flood crossing an hour
+    # boundary has the budget of both hours.
+    budget = max(hours, 1) * kept_per_hour * min(len(payload), MAX_REJECT_PAYLOAD)
+    # Allowed: twice the budget plus 2 MiB. SQLite holds a page in the WAL and again in the
+    # file once checkpointed (the WAL is reused, not truncated); PostgreSQL's TOAST chunks
+    # and the dead versions of the counted rows' upserts; both take the legitimate
+    # devices' rows of the same stretch. Without the budget the flood is ~60 times this.
+    allowed = 2 * budget + 2 * 2**20
+    out.extra.update(
+        rejected_kept_per_hour=kept_per_hour,
+        rejected_counted=count,
+        rejected_kept=kept,
+        store_growth_mb=round(growth / 2**20, 2),
+        store_budget_mb=round(budget / 2**20, 2),
+        store_growth_to_budget=round(growth / budget, 2) if budget else None,
+    )
+    if growth > allowed:
+        out.problems.append(
+            f"the store grew {growth / 2**20:.1f} MiB under the flood; budget "
+            f"{budget / 2**20:.1f} MiB (allowed {allowed / 2**20:.1f} MiB)"
+        )
+    if kept != min(count, max(hours, 1) * kept_per_hour):
+        out.problems.append(f"{kept} flood inputs kept whole, expected the first {kept_per_hour}")
+    if count != flood.sent:
+        assert hall.collector is not None
+        # The collector may refuse a message its queue bound has no room for (logged); it
+        # never takes one without counting it.
+        if count > flood.sent or "queue bound reached" not in hall.collector.log_text():
+            out.problems.append(
+                f"rejected_counts has {count} inputs of {hostile}; the broker took {flood.sent}"
+            )
+    if size != count * len(payload):
+        out.problems.append(f"rejected_counts.bytes {size}, expected {count} × {len(payload)}")
+    _recovered(hall, time.monotonic(), out)
+    _compare_acks(out, spy, others, (t_base, t_fault), (t_fault, t_end))
+    _finish(hall, out, None, None)
+
+
+# --- a weekend offline ------------------------------------------------------------------------
+
+
+def _faketime_env(offset_file: Path) -> dict[str, str]:
+    """libfaketime preloaded with its offset in ``offset_file`` (re-read every second);
+    monotonic clocks stay real, as a real wall-clock step leaves them (clock_steps)."""
+    lib = faketime_lib()
+    if lib is None:
+        raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
+    return {
+        "LD_PRELOAD": lib,
+        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+        "FAKETIME_CACHE_DURATION": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
+def _set_clock(offset_file: Path, moment: datetime) -> None:
+    """Make the preloaded clock read ``moment`` now (an offset in seconds from real time)."""
+    offset_file.write_text(f"{round(moment.timestamp() - time.time()):+d}\n")
+
+
+def _month_end_weekend(tz: ZoneInfo, now: datetime) -> date:
+    """The latest month's last day that is a Monday and whose Tuesday morning is past:
+    Saturday to Tuesday then holds a day of each month. 2026-11-30 on the day this was
+    written. The centre keeps the host's true clock, so the weekend must be over."""
+    day = now.astimezone(tz).date()
+    while True:
+        day = day.replace(day=1) - timedelta(days=1)  # the previous month's last day
+        tuesday = datetime.combine(day + timedelta(days=1), dtime(9, 0), tz)
+        if day.weekday() == 0 and tuesday < now:
+            return day
+
+
+def _filed_day(value: Any) -> date | None:
+    """The hall's date of a view's ``filed_at``: SQLite's text in the hall's offset
+    (2026-11-30T17:35:00.000+08:00), PostgreSQL's timestamp of the hall's wall time."""
+    if isinstance(value, str):
+        return date.fromisoformat(value[:10])
+    return value.date() if isinstance(value, datetime) else None
+
+
+def backlog_3day(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
+    """A window device with a synced clock loses its link on a Saturday morning at a month's
+    end and records over the weekend: Saturday, Sunday, Monday into Tuesday past midnight (the
+    new month), Tuesday morning; then the link comes back and the three days' backlog drains.
+    Every event must be filed on its own day (its ``at`` in the hall's timezone): the views'
+    ``filed_at`` and the monthly ratings report, November's in November. The device's clock is
+    libfaketime's (an offset re-read every second); the collector and the store keep the
+    host's clock, days later, as on the real Tuesday the backlog arrives late."""
+    from central.config import load_central_config
+    from central.reports.month import Month
+    from central.reports.ratings import compute
+    from central.reports.source import month_events
+    from central.store import stored_time
+
+    tz = ZoneInfo(load_central_config(hall.central_conf).central.timezone)
+    monday = _month_end_weekend(tz, datetime.now(tz))
+    saturday, tuesday = monday - timedelta(days=2), monday + timedelta(days=1)
+    out.extra["weekend"] = f"{saturday}..{tuesday}"
+    offset = hall.workdir / "faketime.rc"
+    _set_clock(offset, datetime.combine(saturday, dtime(9, 0), tz))
+    dev = hall.add_window("win-01", ("A01", "A02"), env=_faketime_env(offset))
+    before = _warm_up(hall, dev, out)  # Saturday morning, online: delivered at once
+    assert hall.proxy is not None
+    hall.proxy.drop()
+    hall.faults += 1
+    time.sleep(3 * scale)  # Saturday, offline
+    steps = [
+        datetime.combine(saturday + timedelta(days=1), dtime(10, 0), tz),  # Sunday
+        datetime.combine(monday, dtime(16, 0), tz),
+        # Monday evening into Tuesday: the ratings straddle midnight and the month's end
+        # (libfaketime takes up to a second to read the new offset: 4 s before midnight).
+        datetime.combine(tuesday, dtime(0, 0), tz) - timedelta(seconds=4),
+        datetime.combine(tuesday, dtime(8, 30), tz),  # Tuesday morning, still offline
+    ]
+    for moment in steps:
+        _set_clock(offset, moment)
+        hall.faults += 1
+        straddles = moment.date() == monday and moment.hour == 23
+        time.sleep(max(8.0, 3 * scale) if straddles else 3 * scale)
+    offline = dev.pending()
+    out.extra["backlog_events"] = offline
+    hall.proxy.pass_()  # the link is back on Tuesday morning
+    _recovered(hall, time.monotonic(), out)
+    hall.rate_everywhere()  # and the hall works on, online, on Tuesday
+    time.sleep(2)
+    _finish(hall, out, dev, before)
+
+    with contextlib.closing(hall.open_store()) as store:
+        events = {
+            str(i): stored_time(at)
+            for i, at in store.query(
+                "SELECT id, at FROM events WHERE device = 'win-01' AND type = 'rating.submitted'"
+            )
+        }
+        filed = {str(i): f for i, f in store.query("SELECT id, filed_at FROM ratings")}
+        days: dict[date, int] = {}
+        for event_id, at in events.items():
+            assert at is not None
+            day = at.astimezone(tz).date()
+            days[day] = days.get(day, 0) + 1
+            filed_day = _filed_day(filed.get(event_id))
+            if filed_day != day:
+                out.problems.append(
+                    f"rating {event_id} at {at.astimezone(tz)} filed on {filed_day}"
+                )
+        out.extra["ratings_per_day"] = {str(d): n for d, n in sorted(days.items())}
+        # The Monday-evening stretch really crossed midnight: ratings in the month's last
+        # minute and in the next month's first, a few seconds apart.
+        local = [at.astimezone(tz) for at in events.values() if at is not None]
+        last_minute = sum(1 for t in local if t.date() == monday and t.hour == 23)
+        first_minute = sum(1 for t in local if t.date() == tuesday and t.hour == 0)
+        out.extra["ratings_around_midnight"] = f"{last_minute}+{first_minute}"
+        if not last_minute or not first_minute:
+            out.problems.append(
+                f"the ratings did not straddle midnight {monday}/{tuesday}: "
+                f"{last_minute} before, {first_minute} after"
+            )
+        for d in (saturday, saturday + timedelta(days=1), monday, tuesday):
+            if not days.get(d):
+                out.problems.append(f"no rating recorded on {d} (the clock steps did not take)")
+        # The monthly reports read each day where it was: nothing of November in December.
+        for month in {Month(d.year, d.month, tz) for d in days}:
+            report = compute(store, month, "jiedong")
+            want = {
+                d: n for d, n in days.items() if month.contains(datetime.combine(d, dtime(12), tz))
+            }
+            got = {d: t.total for d, t in report.per_day.items()}
+            if got != want:
+                out.problems.append(f"report {month.label} per day {got}, expected {want}")
+            suspect = [e.id for e in month_events(store, month, ("rating.submitted",)) if e.suspect]
+            if suspect:
+                out.problems.append(f"{len(suspect)} ratings filed by received_at in {month.label}")
+
+
 def _punches(hall: Hall) -> int:
     with contextlib.closing(hall.open_store()) as store:
         rows = store.query("SELECT count(*) FROM events WHERE type = 'attendance.punch'")
@@ -640,12 +1061,16 @@ SCENARIOS: dict[str, Scenario] = {
     "clock_steps": clock_steps,
     "hostile_pad": hostile_pad,
     "hostile_mqtt": hostile_mqtt,
+    "device_refused": device_refused,
+    "device_flood": device_flood,
+    "backlog_3day": backlog_3day,
     "kiosk_killpg": kiosk_killpg,
     "kiosk_parent_killed": kiosk_parent_killed,
 }
 NEEDS_STORE_DISK = {"store_read_only", "store_disk_full"}
 NEEDS_MOUNT = NEEDS_STORE_DISK | {"device_disk_full"}
 KIOSK = {"kiosk_killpg", "kiosk_parent_killed"}
+FAKETIME = {"clock_steps", "backlog_3day"}  # need libfaketime
 
 
 def run_scenario(

@@ -14,6 +14,7 @@ from tests.faults.disks import can_mount
 from tests.faults.prereq import need
 from tests.faults.scenarios import (
     DRAIN_BOUND_S,
+    FAKETIME,
     KIOSK,
     NEEDS_MOUNT,
     Outcome,
@@ -37,7 +38,7 @@ def run(name: str, tmp_path, scale: float, store: str = "sqlite", seed: int = SE
     need(
         name not in NEEDS_MOUNT or can_mount(), "needs root and a loop device to mount a small ext4"
     )
-    need(name != "clock_steps" or faketime_lib() is not None, "needs libfaketime (apt faketime)")
+    need(name not in FAKETIME or faketime_lib() is not None, "needs libfaketime (apt faketime)")
     if name in KIOSK:
         import importlib.util
 
@@ -94,8 +95,17 @@ SQLITE_SCENARIOS = [
     "clock_steps",
     "hostile_pad",
     "hostile_mqtt",
+    "device_refused",
+    "device_flood",
+    "backlog_3day",
 ]
-PG_SCENARIOS = ["store_refuses", "collector_killed"]
+PG_SCENARIOS = [
+    "store_refuses",
+    "collector_killed",
+    "device_refused",
+    "device_flood",
+    "backlog_3day",
+]
 
 
 @pytest.mark.slow
