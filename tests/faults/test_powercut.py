@@ -50,6 +50,7 @@ import signal
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,11 @@ def acked_tags(dev: Device) -> dict[str, set[int]]:
 
 
 def check_image(
-    what: str, db: Path, acked_before: dict[str, set[int]], hall: Hall, problems: list[str]
+    what: str,
+    db: Path,
+    acked_before: dict[str, set[int]],
+    stored_tags: Callable[[], dict[str, set[int]]],
+    problems: list[str],
 ) -> tuple[set[str], dict[str, set[int]]]:
     """The checks every image gets (snapshot or crash); returns its event ids and rating tags.
 
@@ -162,7 +167,7 @@ def check_image(
         return set(), {}
     # Read after the copy: what left the outbox before it was stored before it (the collector
     # acks only what it stored), and the store only grows. Each pad numbers its own tags.
-    _, in_store = stored(hall)
+    in_store = stored_tags()
     for window, acked in acked_before.items():
         missing = acked - tags.get(window, set()) - in_store.get(window, set())
         if missing:
@@ -187,6 +192,10 @@ def test_power_cut_during_outbox_writes(tmp_path, record_property):
     drops: list[str | None] = []
     torn = snapshots = resent_stored = pad_resends = 0
     t_start = time.monotonic()
+
+    def tags_in() -> dict[str, set[int]]:
+        return stored(hall)[1]
+
     try:
         dev = hall.add_window("win-01", ("A01", "A02"))
         assert hall.wait_connected(dev, 30)
@@ -200,7 +209,7 @@ def test_power_cut_during_outbox_writes(tmp_path, record_property):
                 db = snapshot_live(dev.data_dir, tmp_path / f"snap-{cycle}-{n}")
                 snapshots += 1
                 torn += wal_torn(db)
-                check_image(f"cycle {cycle} snapshot {n}", db, before, hall, problems)
+                check_image(f"cycle {cycle} snapshot {n}", db, before, tags_in, problems)
 
             # 2. the cut: what the outbox held just before, the kill, the caches
             time.sleep(rng.uniform(0.05, 1.0))
@@ -212,7 +221,7 @@ def test_power_cut_during_outbox_writes(tmp_path, record_property):
             hall.faults += 1
             drops.append(drop_caches())
             db = copy_outbox(dev.data_dir, tmp_path / f"crash-{cycle}")
-            ids, tags = check_image(f"cycle {cycle} crash", db, before, hall, problems)
+            ids, tags = check_image(f"cycle {cycle} crash", db, before, tags_in, problems)
             in_store, _ = stored(hall)
             # The two resends the restart makes, counted so that a run shows they happened:
             # events the centre stored whose ack died with the agent (resent, dedupe by id),
@@ -273,3 +282,41 @@ def test_power_cut_during_outbox_writes(tmp_path, record_property):
     assert not twice, f"event ids stored twice: {twice[:10]}"
     assert history.lost == 0 and history.duplicated == 0 and history.ok, str(history)
     assert history.acked > 0 and history.stored >= history.acked, str(history)
+
+
+def test_the_image_checks_see_a_torn_or_emptied_outbox(tmp_path):
+    """The checks can fail: a copy with a page of garbage is moved aside by the agent's open
+    (or fails integrity_check), and a rating acked to its pad that is neither in the copy nor
+    in the store is reported as gone."""
+    from agent.outbox import Outbox
+
+    data = tmp_path / "data"
+    box = Outbox(data / "outbox.db", device="win-01", site="jiedong", min_free_bytes=0)
+    for tag in range(1, 201):
+        box.append("rating.submitted", {"window": "A01", "pad": 1, "level": 5, "invite_id": tag})
+    box.close()
+
+    problems: list[str] = []
+    good = copy_outbox(data, tmp_path / "good")
+    ids, tags = check_image("good", good, {"A01": {1, 2, 200}}, dict, problems)
+    assert not problems and len(ids) == 200 and tags["A01"] == set(range(1, 201))
+    check_image("store", copy_outbox(data, tmp_path / "s"), {"A01": {201}}, dict, problems)
+    assert problems == ["store: A01 ratings acked to the pad are gone: [201]"]
+    check_image(
+        "stored",
+        copy_outbox(data, tmp_path / "t"),
+        {"A01": {201}},
+        lambda: {"A01": {201}},
+        problems,
+    )
+    assert len(problems) == 1  # stored centrally: not gone
+
+    problems.clear()
+    torn = copy_outbox(data, tmp_path / "torn")
+    with contextlib.closing(sqlite3.connect(torn)) as conn:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outbox'").fetchone()
+    with open(torn, "r+b") as f:
+        f.seek(4096 * (root[0] - 1))  # the outbox table's root page, header and cells
+        f.write(b"\xa5" * 4096)
+    check_image("torn", torn, {"A01": {1}}, dict, problems)
+    assert len(problems) == 1 and problems[0].startswith("torn: "), problems
