@@ -216,7 +216,11 @@ class Hall:
         store_dir: Path | None = None,
         seed: int = 0,
         sync: dict[str, Any] | None = None,
+        broker_persistence: bool = False,
     ):
+        """``broker_persistence``: Mosquitto keeps ``broker/mosquitto.db`` (retained and queued
+        messages), for the biometric scan of the broker's file; off by default, because it
+        changes what a broker restart keeps (the broker_down scenario)."""
         self.workdir = workdir
         self.seed = seed
         self.rng = random.Random(seed)
@@ -225,7 +229,7 @@ class Hall:
         self.store_dir = store_dir or workdir / "central"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.sync = {"ack_timeout_s": 10, "status_interval_s": 30, **(sync or {})}
-        self.broker = Mosquitto(workdir / "broker", persistence=False)
+        self.broker = Mosquitto(workdir / "broker", persistence=broker_persistence)
         self.proxy: FaultProxy | None = None
         self.sampler = Sampler()
         self.devices: dict[str, Device] = {}

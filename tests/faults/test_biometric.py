@@ -3,8 +3,8 @@
 A kiosk enrolled from a real photo (``hall-agent enroll``) runs on a camera video where the
 enrolled person and a stranger walk past, as ``hall-agent run`` with a collector and a broker.
 Then every MQTT payload (a ``mosquitto_sub -t '#'`` spy on the broker), every log line, and
-every file and outbox row in the kiosk's data_dir except the gallery file are scanned for
-encodings and images. The same detectors must find the encodings in the gallery file: that
+every file and outbox row in the kiosk's data_dir except the gallery file, the central store
+and the broker's persistence file are scanned for encodings and images. The same detectors must find the encodings in the gallery file: that
 is the proof that they can see what they look for.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.biometric import findings, scan_tree
+from tests.faults.biometric import findings, scan_broker_db, scan_store, scan_tree
 from tests.faults.hall import Hall
 from tests.faults.prereq import need
 
@@ -69,7 +69,7 @@ def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
 
     media.require_photos()
 
-    hall = Hall(tmp_path / "hall", seed=1).start()
+    hall = Hall(tmp_path / "hall", seed=1, broker_persistence=True).start()
     spy_file = tmp_path / "mqtt.txt"
     spy = _spy(hall.broker.port, spy_file)
     outbox_rows: list[bytes] = []
@@ -133,6 +133,14 @@ def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
     problems += found
     assert files >= 2  # outbox.db and the state files at least
 
+    # What the centre and the broker keep on disk (written on the broker's exit).
+    found, places = scan_store(hall)
+    problems += found
+    assert places >= 4
+    found, files = scan_broker_db(hall)
+    problems += found
+    assert files == 1
+
     assert not problems, "\n".join(problems[:20])
     # The detectors see encodings where they are meant to be.
     assert any("raw floats" in f for f in findings(gallery.read_bytes(), "gallery"))
@@ -169,3 +177,113 @@ def test_detectors_see_an_encoding_in_every_form_and_not_in_ordinary_text():
     ]
     for text in ordinary:
         assert not findings(text.encode(), "ordinary"), text[:80]
+
+
+def _encoding() -> list[float]:
+    import numpy as np
+
+    # Shaped like a dlib descriptor: 128 values, magnitudes well below 1.
+    return [float(x) for x in np.random.default_rng(11).normal(0, 0.08, 128)]
+
+
+def _publish(port: int, topic: str, payload: bytes) -> None:
+    # -r: retained, so the broker keeps it in mosquitto.db; -n: the empty payload clears it.
+    args = ["-n"] if not payload else ["-s"]
+    subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-r", "-t", topic, *args],
+        input=payload or None,
+        timeout=20,
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_scan_covers_the_central_store_and_the_broker_db(tmp_path, store):
+    """A window device rates through a hall whose broker keeps ``mosquitto.db``: the scan of
+    the store (SQLite file, -wal, rows; or the PostgreSQL schema's tables), of the broker's
+    file and of the whole hall finds nothing. Then an encoding planted in each place is found
+    there: as raw float32 in a retained message (the broker's file, rewritten on SIGUSR1, and
+    clean again once the message is cleared), and as a JSON list in a stored event's data
+    (for SQLite first in the -wal, then in the main file after the checkpoint)."""
+    import json
+
+    import numpy as np
+
+    from tests.faults.biometric import scan_broker_db, scan_hall, scan_store
+    from tests.support import PG_URL, pg_available, pg_schema
+
+    if store == "postgresql":
+        need(pg_available(), "PostgreSQL not reachable")
+    enc = _encoding()
+    with pg_schema() if store == "postgresql" else contextlib.nullcontext() as schema:
+        hall = Hall(
+            tmp_path / "hall", store=store, pg_schema=schema, seed=2, broker_persistence=True
+        ).start()
+        try:
+            dev = hall.add_window("win-01")
+            assert hall.wait_connected(dev, 30)
+            hall.rate_everywhere(0.05)
+            time.sleep(3)
+            hall.stop_rating()
+            assert hall.wait_drained(30) is not None
+            with contextlib.closing(hall.open_store()) as st:
+                ratings = st.query("SELECT count(*) FROM events WHERE type = 'rating.submitted'")
+            assert ratings[0][0] >= 3  # the store holds what a hall stores
+
+            # Clean: nothing anywhere, and each place was really read.
+            found, places = scan_store(hall)
+            assert not found, "\n".join(found[:20])
+            assert places >= 4  # events, rejected, devices, ... (+ the files for SQLite)
+            found, files = scan_broker_db(hall)
+            assert files == 1 and not found, found
+            assert (hall.workdir / "broker" / "mosquitto.db").stat().st_size > 0
+            assert not scan_hall(hall)
+
+            # Planted in the broker: a device publishing an encoding, retained.
+            topic = "hall/jiedong/win-01/debug/face"
+            _publish(hall.broker.port, topic, np.asarray(enc, np.float32).tobytes())
+            found, _ = scan_broker_db(hall)
+            assert any("mosquitto.db" in f and "raw floats" in f for f in found), found
+            assert any("mosquitto.db" in f for f in scan_hall(hall))
+            _publish(hall.broker.port, topic, b"")
+            found, _ = scan_broker_db(hall)
+            assert not found, found  # the file is rewritten, not a stale copy
+        finally:
+            hall.close()
+
+        # Planted in the store, with the collector stopped: this test's connection is the
+        # only one, so the change sits in the WAL until it closes.
+        found, _ = scan_store(hall)
+        assert not found, found
+        plant = json.dumps(enc)
+        if store == "sqlite":
+            db = hall.store_dir / "hall.db"
+            conn = sqlite3.connect(db, isolation_level=None)
+            try:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute(
+                    "UPDATE events SET data = json_set(data, '$.encoding', json(?)) "
+                    "WHERE rowid = (SELECT min(rowid) FROM events)",
+                    (plant,),
+                )
+                found, _ = scan_store(hall)
+                assert any(f.startswith(f"{db}-wal:") for f in found), found
+                assert any("table events" in f for f in found), found
+            finally:
+                conn.close()  # the last connection checkpoints into hall.db and drops the WAL
+            found, _ = scan_store(hall)
+            assert any(f.startswith(f"{db}:") for f in found), found
+        else:
+            import psycopg
+
+            with psycopg.connect(PG_URL, autocommit=True) as pg:
+                pg.execute(
+                    f'UPDATE "{schema}".events SET data = data || '
+                    "jsonb_build_object('encoding', %s::jsonb) "
+                    f'WHERE id = (SELECT id FROM "{schema}".events LIMIT 1)',
+                    (plant,),
+                )
+            found, _ = scan_store(hall)
+            assert any(f"pg {schema}.events" in f for f in found), found
