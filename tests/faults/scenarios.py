@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.faults.acks import AckSpy, p99
+from tests.faults.biometric import scan_hall
 from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
@@ -1094,7 +1095,14 @@ def run_scenario(
         disk = SmallDisk(workdir / "store-disk", 48)
         store_dir = disk.path
     hall = Hall(
-        workdir, store=store, pg_schema=pg_schema, store_dir=store_dir, seed=seed, sync=sync
+        workdir,
+        store=store,
+        pg_schema=pg_schema,
+        store_dir=store_dir,
+        seed=seed,
+        sync=sync,
+        # The kiosk scenarios end with the face-data scan, which reads the broker's file too.
+        broker_persistence=name in KIOSK,
     )
     hall.store_disk = disk
     if disk is not None:
@@ -1102,6 +1110,8 @@ def run_scenario(
     try:
         hall.start()
         SCENARIOS[name](hall, random.Random(seed), scale, out)
+        if name in KIOSK:  # no face data in the store, the broker's file, data dirs or logs
+            out.problems += scan_hall(hall)
     finally:
         hall.close()
     return out
