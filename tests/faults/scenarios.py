@@ -26,6 +26,7 @@ from typing import Any
 from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
+from tests.faults.procs import thread_deaths
 from tests.support import PG_URL
 
 # How long a drain may take in the assertions (the goal, 5 s, is reported by the bench).
@@ -110,6 +111,18 @@ def _recovered(hall: Hall, t_back: float, out: Outcome) -> None:
     hall.stop_rating()
     drained = hall.wait_drained(DRAIN_BOUND_S * 2)
     out.recovery_s = None if drained is None else round(time.monotonic() - t_back, 2)
+
+
+def _thread_deaths(hall: Hall, out: Outcome) -> None:
+    """A problem for every thread of an agent or of the collector that died of an uncaught
+    exception during the scenario (their stderr is their log). A dead link keeper leaves
+    the agent running but without a connection; a dead uplink, recording but never sending:
+    the drain may still come from a restart or luck, so the history alone is not enough."""
+    procs = [d.agent for d in hall.devices.values()]
+    procs += [hall.collector] if hall.collector is not None else []
+    for proc in procs:
+        for thread, error in thread_deaths(proc.log_text()):
+            out.problems.append(f"{proc.name}: thread {thread} died: {error}")
 
 
 def _warm_up(hall: Hall, dev: Device, out: Outcome) -> tuple[int, int] | None:
@@ -679,4 +692,6 @@ def run_scenario(
         SCENARIOS[name](hall, random.Random(seed), scale, out)
     finally:
         hall.close()
+    # Read after close(): a thread that dies while its program shuts down counts too.
+    _thread_deaths(hall, out)
     return out
