@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from central.store import CONFLICT
 from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
-from tests.faults.procs import thread_deaths
+from tests.faults.procs import CLK_TCK, Sample, thread_deaths
 from tests.support import PG_URL
 
 # How long a drain may take in the assertions (the goal, 5 s, is reported by the bench).
@@ -111,6 +112,11 @@ def _recovered(hall: Hall, t_back: float, out: Outcome) -> None:
     hall.stop_rating()
     drained = hall.wait_drained(DRAIN_BOUND_S * 2)
     out.recovery_s = None if drained is None else round(time.monotonic() - t_back, 2)
+
+
+def _json(value: Any) -> Any:
+    """A stored JSON column: text in SQLite, already decoded by psycopg from jsonb."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _thread_deaths(hall: Hall, out: Outcome) -> None:
@@ -312,6 +318,33 @@ def agent_kill_storm(hall: Hall, rng: random.Random, scale: float, out: Outcome)
     _finish(hall, out, dev, None)
 
 
+# The agent's CPU over the whole partition, pads rating in its first half (% of one core).
+# Held without RST or FIN, the connection looks alive to paho until its keepalive gives up
+# (a PINGREQ after keepalive_s = 30 s of silence, then as long again for the PINGRESP:
+# longer than the short form's 9 s hold), so no reconnect back-off paces the agent: a loop
+# that resends or polls while "connected" spins freely, and only CPU shows it.
+# Recording ratings costs a few % (baseline: ~2 % idle, < 20 % peak with the collector
+# beside it); one spinning Python thread costs 50-100 %. 30 % lies between, with room for a
+# busy CI machine's accounting noise.
+PARTITION_CPU_BOUND = 30.0
+
+
+def _partition_cpu(dev: Device, held: Sample | None, out: Outcome) -> None:
+    """CPU of the agent (with its children) from the hold until now, read straight from
+    /proc/PID/stat (utime + stime), the same process throughout."""
+    now = dev.agent.sample()
+    if held is None or now is None or held.pids[0] != now.pids[0] or now.t <= held.t:
+        out.problems.append("partition: the agent was not running throughout the hold")
+        return
+    pct = round(100.0 * (now.ticks - held.ticks) / CLK_TCK / (now.t - held.t), 1)
+    out.extra["partition_cpu_pct"] = pct
+    if pct > PARTITION_CPU_BOUND:
+        out.problems.append(
+            f"the agent used {pct} % of a core over the {now.t - held.t:.0f} s partition "
+            f"(bound {PARTITION_CPU_BOUND:g} %): a loop spinning while paho thinks it is connected"
+        )
+
+
 def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
     """The LAN between device and broker stops forwarding for ``15·scale`` s (no RST, no
     FIN), then heals; pads rate throughout the first half, then the device waits."""
@@ -319,6 +352,7 @@ def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> Non
     before = _warm_up(hall, dev, out)
     assert hall.proxy is not None
     hall.proxy.hold()
+    held = dev.agent.sample()
     hall.faults += 1
     outage = 15 * scale
     time.sleep(outage / 2)
@@ -326,6 +360,7 @@ def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> Non
     t0 = time.monotonic()
     time.sleep(outage / 2)
     out.wait_cpu_pct = _cpu(hall, dev, t0 + 1, time.monotonic())
+    _partition_cpu(dev, held, out)
     hall.proxy.pass_()
     _recovered(hall, time.monotonic(), out)
     hall.rate_everywhere()
@@ -530,10 +565,26 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
             "WHERE device = 'evil-01'"
         )[0]
         stored = store.query("SELECT data FROM events WHERE device = 'evil-01'")
+        # rejected_counts counts every reject, also beyond the hourly budget that rejected
+        # keeps whole (docs/sync.md "Rejected inputs"): the conflict cannot hide there.
+        conflicts = store.query(
+            "SELECT coalesce(sum(count), 0) FROM rejected_counts "
+            "WHERE device = 'evil-01' AND reason = %s",
+            (CONFLICT,),
+        )[0][0]
     out.extra["rogue_rejected_rows"] = n
     out.extra["rogue_rejected_mb"] = round(int(size) / 2**20, 1)  # what one rogue costs the store
+    out.extra["rogue_conflicts"] = int(conflicts)
     if len(stored) != 1:
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
+    elif _json(stored[0][0]) != event["data"]:
+        # The first content stays: a reused id must not overwrite what was stored under it.
+        out.problems.append(f"rogue event id stored as {stored[0][0]!r}, not its first content")
+    # docs/topics.md: an id stored with other content is rejected as a conflict (in the ack
+    # and in rejected), not acked as a resend; ON CONFLICT DO NOTHING alone would keep one
+    # row and ack the second content as stored, which the device would then drop.
+    if not conflicts:
+        out.problems.append("the reused event id with other content was not counted a conflict")
 
 
 def _punches(hall: Hall) -> int:
