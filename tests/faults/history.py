@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from tests.faults.hall import Hall, Pad, Rated
 
 # The agent stamps ``at`` when it commits the frame, after the pad was told to rate and
-# before the pad prints its ack; the slack covers only the ms rounding of ``at`` and the test
-# reading the pad's line late (a scheduler on a busy CI machine), never a real shift: a
-# wrong time zone is hours, a stamp taken at publish time is the outage's length.
+# before the pad prints its ack. Both bounds already lean the safe way (the send time is
+# taken before the pad is told, the ack time after its line is read, however late a busy
+# machine schedules that), so the slack is for the ms rounding of ``at`` and nothing else
+# real: a wrong time zone is hours off, a stamp taken at publish time the outage's length.
 AT_SLACK_S = 1.0
 
 
