@@ -17,7 +17,9 @@ the recovery time is what a hall would see. The no-fault baseline runs first, in
 for each store: its pad-ack latency and idle CPU are the reference the ratios are taken to.
 
 Writes the results table into docs/reliability.md (between the ``bench:faults`` markers) and
-prints one line per round; the last line holds the totals as key=value.
+prints one line per round; the last line holds the totals as key=value. Exits 1 when any
+round (the baselines included) lost, duplicated or altered an event or had a problem, after
+naming each such round (its number, scenario, store, seed and scale); 0 otherwise.
 """
 
 from __future__ import annotations
@@ -140,17 +142,18 @@ def table(outcomes: list[Outcome], baselines: dict[str, Outcome]) -> str:
     for o in outcomes:
         groups.setdefault((o.scenario, o.store), []).append(o)
     head = (
-        "| scenario | store | runs | sent | acked | stored | lost | dup | faults "
+        "| scenario | store | runs | sent | acked | stored | lost | dup | altered | faults "
         "| recovery s (p50 / max) | wait CPU % (max) | peak CPU % | peak RSS MB "
         "| RSS growth MB | problems |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for (name, store), runs in sorted(
         {**groups, **{(b.scenario, b.store): [b] for b in baselines.values()}}.items()
     ):
         h = [r.history.as_dict() for r in runs if r.history]
-        total = {k: sum(x[k] for x in h) for k in ("sent", "acked", "stored", "lost", "duplicated")}
+        keys = ("sent", "acked", "stored", "lost", "duplicated", "altered")
+        total = {k: sum(x[k] for x in h) for k in keys}
         rec = [r.recovery_s for r in runs if r.recovery_s is not None]
         cpu = [r.wait_cpu_pct for r in runs if r.wait_cpu_pct is not None]
         growth = [r.rss_growth_mb for r in runs if r.rss_growth_mb is not None]
@@ -159,7 +162,7 @@ def table(outcomes: list[Outcome], baselines: dict[str, Outcome]) -> str:
         )
         lines.append(
             f"| {name} | {store} | {len(runs)} | {total['sent']} | {total['acked']} "
-            f"| {total['stored']} | {total['lost']} | {total['duplicated']} "
+            f"| {total['stored']} | {total['lost']} | {total['duplicated']} | {total['altered']} "
             f"| {sum(r.faults for r in runs)} "
             f"| {fmt(statistics.median(rec) if rec else None)} / {fmt(max(rec) if rec else None)} "
             f"| {fmt(max(cpu) if cpu else None)} | {fmt(max(r.peak_cpu_pct for r in runs))} "
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         baselines[store] = b
         print(f"baseline {store}: {b.row()}", flush=True)
     outcomes: list[Outcome] = []
+    rounds: list[tuple[str, Outcome]] = [(f"baseline {b.store}", b) for b in baselines.values()]
     budget = args.minutes * 60
     started = time.monotonic()  # the budget is for the fault rounds, after the baselines
     deck: list[str] = []
@@ -224,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         out = one(name, store, seed, scale, workroot)
         outcomes.append(out)
+        rounds.append((f"round {len(outcomes)}", out))
         h = out.history
         print(
-            f"[{(time.monotonic() - started) / 60:5.1f} min] {name} {store} scale={scale} "
+            f"[{(time.monotonic() - started) / 60:5.1f} min] #{len(outcomes)} {name} {store} "
+            f"scale={scale} "
             f"seed={seed} took={time.monotonic() - t0:.0f}s "
             f"{h if h else ''} recovery_s={out.recovery_s} wait_cpu={out.wait_cpu_pct} "
             + "".join(f"{k}={out.extra[k]} " for k in FIGURES if k in out.extra)
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    if all(o.ok for o in outcomes):
+    if all(o.ok for _, o in rounds):
         shutil.rmtree(workroot, ignore_errors=True)
     else:
         print(f"work directories of the failed rounds are kept under {workroot}", flush=True)
@@ -267,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "stored": sum(h.stored for h in hs),
         "lost": sum(h.lost for h in hs),
         "duplicated": sum(h.duplicated for h in hs),
+        "altered": sum(h.altered for h in hs),
         "faults": sum(o.faults for o in outcomes),
         "recovery_p50_s": fmt(rec[len(rec) // 2] if rec else None, 2),
         "recovery_max_s": fmt(rec[-1] if rec else None, 2),
@@ -280,8 +287,22 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "problems": problems,
     }
+    # A soak that lost an event must not look like a pass to whoever runs it from a script
+    # or CI: name every failed round (its scenario, store, seed and scale, to run it again
+    # through run_scenario), keep the totals line last, and say it in the exit status.
+    failed = [(label, o) for label, o in rounds if not o.ok]
+    for label, o in failed:
+        h = o.history
+        counts = f"lost={h.lost} duplicated={h.duplicated} altered={h.altered} " if h else ""
+        print(
+            f"FAILED {label}: {o.scenario} {o.store} seed={o.seed} scale={o.scale} {counts}"
+            f"problems={o.problems + (h.problems if h else [])}"
+            + (f" workdir={o.extra['workdir']}" if "workdir" in o.extra else ""),
+            flush=True,
+        )
+    totals["failed_rounds"] = len(failed)
     print(" ".join(f"{k}={v}" for k, v in totals.items()))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

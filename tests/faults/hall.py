@@ -35,6 +35,18 @@ from tests.faults.proxy import FaultProxy
 from tests.support import PG_URL, Mosquitto
 
 RESULT = re.compile(r"^-> rate (\d)(?: reasons=\S+)? invite=(\d+) seq=(\d+): (acked|NOT acked)")
+LOGIN = re.compile(r"^-> login (\S+) seq=\d+: (acked|NOT acked)")
+
+
+@dataclass
+class Rated:
+    """What the pad sent for one tag, for the history's content check: the agent must record
+    exactly this (level, reasons), stamped between the send and the pad's verdict."""
+
+    level: int
+    reasons: tuple[int, ...]  # bit numbers, as on the wire
+    sent_at: float  # wall clock (time.time()) just before the pad was told to rate
+    verdict_at: float | None = None  # wall clock when the pad printed acked / NOT acked
 
 
 # --- a pad ------------------------------------------------------------------------------------
@@ -69,6 +81,10 @@ class Pad:
         self.next_tag = 1
         self.sent: set[int] = set()
         self.acked: set[int] = set()
+        self.ratings: dict[int, Rated] = {}  # tag -> what was sent
+        # The staff logged in at this window, as the pad saw its LOGIN acked (None: nobody),
+        # so that every rating row can be checked for the staff it is filed under.
+        self.staff: str | None = None
         self._results: dict[int, bool] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -79,9 +95,18 @@ class Pad:
         self.proc.start()
         read_lines(self.proc.popen.stdout, self._on_line)  # type: ignore[union-attr]
         self.command("hello SIM-1.0")
+        # A staff member at the window: every rating is filed under them (the content check
+        # compares it), not under None, which a store dropping the field would also give.
+        self.command(f"login S-{self.window}")
         return self
 
     def _on_line(self, line: str) -> None:
+        login = LOGIN.match(line)
+        if login:
+            if login.group(2) == "acked":
+                with self._cond:
+                    self.staff = login.group(1)
+            return
         m = RESULT.match(line)
         if not m:
             return
@@ -89,6 +114,8 @@ class Pad:
         lat = re.search(r"acked in ([\d.]+) ms", line)
         with self._cond:
             self._results[tag] = ok
+            if tag in self.ratings:
+                self.ratings[tag].verdict_at = time.time()
             if ok:
                 self.acked.add(tag)
             if lat:
@@ -105,9 +132,11 @@ class Pad:
         tag = self.next_tag
         self.next_tag += 1
         level = self.rng.choice((1, 2, 3, 4, 5, 5, 5, 4))
-        reasons = " reasons=0,2" if level <= 2 else ""
+        bits = (0, 2) if level <= 2 else ()
+        reasons = f" reasons={','.join(map(str, bits))}" if bits else ""
         with self._cond:
             self.sent.add(tag)
+            self.ratings[tag] = Rated(level, bits, time.time())
         self.command(f"rate {level}{reasons} invite={tag}")
         with self._cond:
             self._cond.wait_for(lambda: tag in self._results or self._stop.is_set(), timeout)
@@ -154,6 +183,12 @@ class Device:
     pads: list[Pad] = field(default_factory=list)
     socats: list[Proc] = field(default_factory=list)
     expect_rejected: set[str] = field(default_factory=set)  # ids a scenario made invalid
+
+    @property
+    def clock_faked(self) -> bool:
+        """The agent runs under libfaketime (clock_steps): its ``at`` stamps are off on
+        purpose, so the history cannot hold them to the test's own clock."""
+        return "faketime" in self.agent.env.get("LD_PRELOAD", "")
 
     def start(self) -> Device:
         self.agent.start()

@@ -9,7 +9,12 @@ docs/topics.md and docs/pads.md together promise, per device:
    either stored exactly once or was rejected by validation: it then sits in the device's
    dead letters and in the centre's ``rejected`` table, and the scenario meant it to be
    invalid. A dead letter the scenario did not make invalid is a store failure taken for a
-   verdict, i.e. a lost event.
+   verdict, i.e. a lost event;
+3. what is stored is what was recorded: each stored rating carries the level, reasons,
+   window, pad and staff the pad sent (the staff it logged in), its ``at`` lies between the
+   moment the pad was told to rate and the pad's ack (same machine, same clock; not checked
+   for an agent under libfaketime), and each ``window.login`` names the staff the pad sent.
+   A row that differs is ``altered``: stored once, but not what the hall was promised.
 
 Central rows are read after the scenario, once the outboxes are empty.
 """
@@ -20,10 +25,20 @@ import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from contract import DEFAULT_REASON_LABELS, LEVEL_LABELS, EventType
+
 if TYPE_CHECKING:
-    from tests.faults.hall import Hall
+    from tests.faults.hall import Hall, Pad, Rated
+
+# The agent stamps ``at`` when it commits the frame, after the pad was told to rate and
+# before the pad prints its ack. Both bounds already lean the safe way (the send time is
+# taken before the pad is told, the ack time after its line is read, however late a busy
+# machine schedules that), so the slack is for the ms rounding of ``at`` and nothing else
+# real: a wrong time zone is hours off, a stamp taken at publish time the outage's length.
+AT_SLACK_S = 1.0
 
 
 @dataclass
@@ -34,11 +49,12 @@ class History:
     stored: int = 0  # central rows of these devices
     lost: int = 0
     duplicated: int = 0
+    altered: int = 0  # stored rows whose content differs from what the pad sent
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not (self.lost or self.duplicated or self.altered)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -48,6 +64,7 @@ class History:
             "stored": self.stored,
             "lost": self.lost,
             "duplicated": self.duplicated,
+            "altered": self.altered,
         }
 
     def __str__(self) -> str:
@@ -59,14 +76,59 @@ def _data(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
+def _epoch(at: Any) -> float | None:
+    """A stored ``at`` (SQLite: ISO text with the device's offset; PostgreSQL: an aware
+    datetime) as seconds since the epoch; None if unreadable (itself a difference)."""
+    try:
+        moment = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.timestamp()
+
+
+def _iso(t: float | None) -> str:
+    if t is None:
+        return "?"
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
+
+
+def rating_differences(
+    pad: Pad, rated: Rated, data: dict[str, Any], at: Any, *, check_at: bool = True
+) -> list[str]:
+    """How a stored rating differs from what ``pad`` sent for it (empty: it does not)."""
+    reasons = [DEFAULT_REASON_LABELS[b] for b in rated.reasons] if rated.level <= 2 else []
+    want = {
+        "level": rated.level,
+        "label": LEVEL_LABELS.get(rated.level),
+        "reasons": reasons,
+        "window": pad.window,
+        "pad": pad.address,
+        "staff_id": pad.staff,
+    }
+    out = [f"{k} {data.get(k)!r} != sent {v!r}" for k, v in want.items() if data.get(k) != v]
+    if check_at:
+        t = _epoch(at)
+        lo, hi = rated.sent_at - AT_SLACK_S, None
+        # A rating the pad gave up on may be recorded later from the resends still in the
+        # line: only an acked one has an upper bound (the commit precedes the ack).
+        if rated.verdict_at is not None and data.get("invite_id") in pad.acked:
+            hi = rated.verdict_at + AT_SLACK_S
+        if t is None or t < lo or (hi is not None and t > hi):
+            out.append(
+                f"at {at!s} outside the pad's send..ack {_iso(rated.sent_at)}.."
+                f"{_iso(rated.verdict_at) if hi is not None else '(not acked)'}"
+            )
+    return out
+
+
 def check_history(hall: Hall) -> History:
     h = History()
     with contextlib.closing(hall.open_store()) as store:
-        rows = store.query("SELECT id, device, seq, type, data FROM events")
+        rows = store.query("SELECT id, device, seq, type, at, data FROM events")
         rejected = {str(r[0]): r[1] for r in store.query("SELECT id, reason FROM rejected")}
-    by_device: dict[str, list[tuple[str, int, str, dict[str, Any]]]] = {}
-    for event_id, device, seq, etype, data in rows:
-        by_device.setdefault(device, []).append((str(event_id), int(seq), etype, _data(data)))
+    by_device: dict[str, list[tuple[str, int, str, dict[str, Any], Any]]] = {}
+    for event_id, device, seq, etype, at, data in rows:
+        by_device.setdefault(device, []).append((str(event_id), int(seq), etype, _data(data), at))
 
     for name, dev in hall.devices.items():
         mine = by_device.get(name, [])
@@ -74,7 +136,7 @@ def check_history(hall: Hall) -> History:
         # 2. the outbox's own account: seq 1..last_seq, each stored once or rejected.
         last = dev.last_seq()
         h.recorded += last
-        seqs = Counter(seq for _, seq, _, _ in mine)
+        seqs = Counter(seq for _, seq, _, _, _ in mine)
         dup = {s: n for s, n in seqs.items() if n > 1}
         if dup:
             h.duplicated += sum(n - 1 for n in dup.values())
@@ -105,9 +167,27 @@ def check_history(hall: Hall) -> History:
         for pad in dev.pads:
             tags = Counter(
                 d.get("invite_id")
-                for _, _, etype, d in mine
+                for _, _, etype, d, _ in mine
                 if etype == "rating.submitted" and d.get("window") == pad.window
             )
+            # 3. content: what the pad sent is what is stored.
+            altered: list[str] = []
+            for _, seq, etype, d, at in mine:
+                if d.get("window") != pad.window:
+                    continue
+                if etype == EventType.RATING and d.get("invite_id") in pad.ratings:
+                    rated = pad.ratings[d["invite_id"]]
+                    diff = rating_differences(pad, rated, d, at, check_at=not dev.clock_faked)
+                    if diff:
+                        altered.append(f"seq {seq} tag {d['invite_id']}: {'; '.join(diff)}")
+                elif etype == EventType.LOGIN and d.get("staff_id") != pad.staff:
+                    altered.append(f"seq {seq} login of {d.get('staff_id')!r} != {pad.staff!r}")
+            if altered:
+                h.altered += len(altered)
+                h.problems.append(
+                    f"{name}/{pad.window}: {len(altered)} stored events differ from what the "
+                    f"pad sent: {altered[:3]}"
+                )
             h.sent += len(pad.sent)
             h.acked += len(pad.acked)
             lost = sorted(pad.acked - set(tags))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,49 @@ def is_zombie_or_gone(pid: int) -> bool:
     except OSError:
         return True
     return state == "Z"
+
+
+# What CPython prints on stderr when a thread or a multiprocessing child dies of an uncaught
+# exception (threading.excepthook; _thread's unraisable hook; multiprocessing's
+# BaseProcess._bootstrap). The process lives on without that thread, often silently deaf
+# (a link keeper, an uplink): the scenario may still drain by luck, so the log must say it.
+_DEATH = re.compile(
+    r"^(?:Exception in thread (?P<thread>.+?):"
+    r"|Exception ignored in thread started by: (?P<started>.+)"
+    r"|Process (?P<process>[\w.-]+):)\s*$"
+)
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]")  # sync/cli_common.py setup_logging's asctime
+_NOT_THE_ERROR = ("Traceback (", "During handling of", "The above exception")
+
+
+def thread_deaths(text: str) -> list[tuple[str, str]]:
+    """(thread, its last exception line) for every thread (or multiprocessing child) that
+    died of an uncaught exception in a program's stderr ``text``. Tracebacks that a logger
+    printed (``logger.exception``: handled, the thread carries on) are not deaths."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        m = _DEATH.match(line)
+        if m is None:
+            continue
+        # The traceback follows, up to the next log line or death; its last unindented line
+        # is the exception that ended the thread (after any "During handling of …" chain).
+        error, prev = "?", ""
+        for follow in lines[i + 1 : i + 400]:
+            if _LOG_LINE.match(follow) or _DEATH.match(follow):
+                break
+            if (
+                follow.startswith("Traceback (")
+                and error != "?"
+                and not prev.startswith(_NOT_THE_ERROR)
+            ):
+                break  # someone else's traceback (a child's stderr is the same file)
+            if follow and not follow[0].isspace() and not follow.startswith(_NOT_THE_ERROR):
+                error = follow.strip()
+            prev = follow if follow.strip() else prev
+        name = m.group("thread") or m.group("started") or f"process {m.group('process')}"
+        out.append((name, error))
+    return out
 
 
 @dataclass

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from central.store import CONFLICT
 from tests.faults.acks import AckSpy, p99
 from tests.faults.biometric import scan_hall
 from tests.faults.disks import SmallDisk
 from tests.faults.hall import Device, Hall
 from tests.faults.history import History, check_history
+from tests.faults.procs import CLK_TCK, Sample, thread_deaths
 from tests.support import PG_URL
 
 # How long a drain may take in the assertions (the goal, 5 s, is reported by the bench).
@@ -116,6 +119,23 @@ def _recovered(hall: Hall, t_back: float, out: Outcome) -> None:
     hall.stop_rating()
     drained = hall.wait_drained(DRAIN_BOUND_S * 2)
     out.recovery_s = None if drained is None else round(time.monotonic() - t_back, 2)
+
+
+def _json(value: Any) -> Any:
+    """A stored JSON column: text in SQLite, already decoded by psycopg from jsonb."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _thread_deaths(hall: Hall, out: Outcome) -> None:
+    """A problem for every thread of an agent or of the collector that died of an uncaught
+    exception during the scenario (their stderr is their log). A dead link keeper leaves
+    the agent running but without a connection; a dead uplink, recording but never sending:
+    the drain may still come from a restart or luck, so the history alone is not enough."""
+    procs = [d.agent for d in hall.devices.values()]
+    procs += [hall.collector] if hall.collector is not None else []
+    for proc in procs:
+        for thread, error in thread_deaths(proc.log_text()):
+            out.problems.append(f"{proc.name}: thread {thread} died: {error}")
 
 
 def _warm_up(hall: Hall, dev: Device, out: Outcome) -> tuple[int, int] | None:
@@ -305,6 +325,33 @@ def agent_kill_storm(hall: Hall, rng: random.Random, scale: float, out: Outcome)
     _finish(hall, out, dev, None)
 
 
+# The agent's CPU over the whole partition, pads rating in its first half (% of one core).
+# Held without RST or FIN, the connection looks alive to paho until its keepalive gives up
+# (a PINGREQ after keepalive_s = 30 s of silence, then as long again for the PINGRESP:
+# longer than the short form's 9 s hold), so no reconnect back-off paces the agent: a loop
+# that resends or polls while "connected" spins freely, and only CPU shows it.
+# Recording ratings costs a few % (baseline: ~2 % idle, < 20 % peak with the collector
+# beside it); one spinning Python thread costs 50-100 %. 30 % lies between, with room for a
+# busy CI machine's accounting noise.
+PARTITION_CPU_BOUND = 30.0
+
+
+def _partition_cpu(dev: Device, held: Sample | None, out: Outcome) -> None:
+    """CPU of the agent (with its children) from the hold until now, read straight from
+    /proc/PID/stat (utime + stime), the same process throughout."""
+    now = dev.agent.sample()
+    if held is None or now is None or held.pids[0] != now.pids[0] or now.t <= held.t:
+        out.problems.append("partition: the agent was not running throughout the hold")
+        return
+    pct = round(100.0 * (now.ticks - held.ticks) / CLK_TCK / (now.t - held.t), 1)
+    out.extra["partition_cpu_pct"] = pct
+    if pct > PARTITION_CPU_BOUND:
+        out.problems.append(
+            f"the agent used {pct} % of a core over the {now.t - held.t:.0f} s partition "
+            f"(bound {PARTITION_CPU_BOUND:g} %): a loop spinning while paho thinks it is connected"
+        )
+
+
 def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> None:
     """The LAN between device and broker stops forwarding for ``15·scale`` s (no RST, no
     FIN), then heals; pads rate throughout the first half, then the device waits."""
@@ -312,6 +359,7 @@ def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> Non
     before = _warm_up(hall, dev, out)
     assert hall.proxy is not None
     hall.proxy.hold()
+    held = dev.agent.sample()
     hall.faults += 1
     outage = 15 * scale
     time.sleep(outage / 2)
@@ -319,6 +367,7 @@ def partition(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> Non
     t0 = time.monotonic()
     time.sleep(outage / 2)
     out.wait_cpu_pct = _cpu(hall, dev, t0 + 1, time.monotonic())
+    _partition_cpu(dev, held, out)
     hall.proxy.pass_()
     _recovered(hall, time.monotonic(), out)
     hall.rate_everywhere()
@@ -523,10 +572,26 @@ def hostile_mqtt(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
             "WHERE device = 'evil-01'"
         )[0]
         stored = store.query("SELECT data FROM events WHERE device = 'evil-01'")
+        # rejected_counts counts every reject, also beyond the hourly budget that rejected
+        # keeps whole (docs/sync.md "Rejected inputs"): the conflict cannot hide there.
+        conflicts = store.query(
+            "SELECT coalesce(sum(count), 0) FROM rejected_counts "
+            "WHERE device = 'evil-01' AND reason = %s",
+            (CONFLICT,),
+        )[0][0]
     out.extra["rogue_rejected_rows"] = n
     out.extra["rogue_rejected_mb"] = round(int(size) / 2**20, 1)  # what one rogue costs the store
+    out.extra["rogue_conflicts"] = int(conflicts)
     if len(stored) != 1:
         out.problems.append(f"rogue event id stored {len(stored)} times, expected once")
+    elif _json(stored[0][0]) != event["data"]:
+        # The first content stays: a reused id must not overwrite what was stored under it.
+        out.problems.append(f"rogue event id stored as {stored[0][0]!r}, not its first content")
+    # docs/topics.md: an id stored with other content is rejected as a conflict (in the ack
+    # and in rejected), not acked as a resend; ON CONFLICT DO NOTHING alone would keep one
+    # row and ack the second content as stored, which the device would then drop.
+    if not conflicts:
+        out.problems.append("the reused event id with other content was not counted a conflict")
 
 
 # --- one device against the others (docs/sync.md "Fairness and isolation") -------------------
@@ -962,6 +1027,51 @@ def _wait_punch(hall: Hall, out: Outcome, timeout: float = 90.0) -> None:
     out.problems.append(f"no punch reached the centre within {timeout:.0f} s of the start")
 
 
+# What the kiosk logs (agent/recognition.py, drivers/camera.py) when its recognition child
+# has the first frame of the video in hand (models loaded, camera open), and when the camera
+# file ended (a file camera does not loop: every frame was taken).
+KIOSK_FIRST_FRAME = re.compile(rb"\[recognition\]: camera .*: faces from")
+KIOSK_VIDEO_END = re.compile(rb"\[recognition\]: camera .*: end of file after")
+
+
+def _log_size(dev: Device) -> int:
+    try:
+        return dev.agent.log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_log(dev: Device, since: int, pattern: re.Pattern[bytes], timeout: float) -> bool:
+    """Wait until the agent's log shows ``pattern`` after byte offset ``since``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(dev.agent.log, "rb") as f:
+            f.seek(since)
+            if pattern.search(f.read()):
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def _kiosk_growth_span(hall: Hall, dev: Device, out: Outcome, since: int) -> tuple[int, int] | None:
+    """Let the (re)started kiosk work through the whole video and return its RSS and fds
+    from the start of that work, for _finish's growth figures (its leak bounds).
+
+    Both samples are of the same kiosk lifetime (after its last restart: growth across a
+    restart is a new process, not a leak) and summed over the agent and its descendants
+    (Proc.sample): the models, frames and camera live in the recognition child, not in the
+    process the test started. The first sample is taken 2 s into the video (after the first
+    frames allocated the models' buffers), the second after the camera file ended."""
+    if not _wait_log(dev, since, KIOSK_FIRST_FRAME, 90):
+        out.problems.append("the restarted kiosk had no camera frame within 90 s")
+        return None
+    time.sleep(2)
+    before = _sample_now(hall, dev)
+    if not _wait_log(dev, since, KIOSK_VIDEO_END, 90):
+        out.problems.append("the restarted kiosk did not get through its video within 90 s")
+    return before
+
+
 def _kiosk_worked(hall: Hall, out: Outcome) -> None:
     """The kiosk really recognised someone: at least one punch reached the centre."""
     with contextlib.closing(hall.open_store()) as store:
@@ -978,7 +1088,6 @@ def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
     from tests.faults.kiosk import add_enrolled_kiosk
 
     dev = add_enrolled_kiosk(hall)
-    before = None
     if not hall.wait_connected(dev, 60):
         out.problems.append("kiosk never came online")
     _wait_punch(hall, out)
@@ -1006,8 +1115,9 @@ def kiosk_killpg(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         if left:
             out.problems.append(f"processes left after the kiosk stopped: {left}")
             dev.agent.reap_group()
+        since = _log_size(dev)
         dev.agent.start()
-    time.sleep(3)
+    before = _kiosk_growth_span(hall, dev, out, since)
     _recovered(hall, time.monotonic(), out)
     _finish(hall, out, dev, before)
     _kiosk_worked(hall, out)
@@ -1036,10 +1146,11 @@ def kiosk_parent_killed(hall: Hall, rng: random.Random, scale: float, out: Outco
         out.problems.append(f"recognition child(ren) {left} outlived their SIGKILLed parent 15 s")
     dev.agent.reap_group()
     dev.agent.wait(5)
+    since = _log_size(dev)
     dev.agent.start()
-    time.sleep(3)
+    before = _kiosk_growth_span(hall, dev, out, since)
     _recovered(hall, time.monotonic(), out)
-    _finish(hall, out, dev, None)
+    _finish(hall, out, dev, before)
     _kiosk_worked(hall, out)
 
 
@@ -1114,4 +1225,6 @@ def run_scenario(
             out.problems += scan_hall(hall)
     finally:
         hall.close()
+    # Read after close(): a thread that dies while its program shuts down counts too.
+    _thread_deaths(hall, out)
     return out

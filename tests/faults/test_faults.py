@@ -66,7 +66,7 @@ def check(out: Outcome) -> None:
     assert h is not None
     detail = f"{out.scenario}: {out.row()}\n{h}\n{out.problems}"
     assert out.faults >= 1, detail
-    assert h.lost == 0 and h.duplicated == 0, detail
+    assert h.lost == 0 and h.duplicated == 0 and h.altered == 0, detail
     assert h.ok, detail
     assert not out.problems, detail
     if out.scenario not in KIOSK:
