@@ -338,19 +338,12 @@ class Collector:
     def verdict(self, item: Inbound) -> Verdict:
         """The validation verdict of one events message; never raises."""
         if item.oversize:
-            where = parse_device_topic(item.topic, self.prefix, "events")
-            verdict = Verdict(*(where or (None, None)))
-            verdict.rejects = [
-                Reject(
-                    None,
-                    verdict.device,
-                    f"batch: {item.size} bytes; expected at most {MAX_MESSAGE_BYTES} "
-                    "(not read; the largest batch an agent sends)",
-                    item.payload.decode("utf-8", errors="replace"),
-                    item.size,
-                )
-            ]
-            return verdict
+            return self._whole_batch_rejected(
+                item,
+                f"batch: {item.size} bytes; expected at most {MAX_MESSAGE_BYTES} "
+                "(not read; the largest batch an agent sends)",
+                item.payload,
+            )
         try:
             return check_batch(
                 item.topic,
@@ -361,18 +354,18 @@ class Collector:
             )
         except Exception as exc:  # a check we got wrong: a verdict, never a store back-off
             logger.exception("check_batch failed on %s", item.topic)
-            where = parse_device_topic(item.topic, self.prefix, "events")
-            verdict = Verdict(*(where or (None, None)))
-            verdict.rejects = [
-                Reject(
-                    None,
-                    verdict.device,
-                    f"invalid batch ({type(exc).__name__})",
-                    item.payload[:MAX_REJECT_PAYLOAD].decode("utf-8", errors="replace"),
-                    item.size,
-                )
-            ]
-            return verdict
+            return self._whole_batch_rejected(
+                item, f"invalid batch ({type(exc).__name__})", item.payload[:MAX_REJECT_PAYLOAD]
+            )
+
+    def _whole_batch_rejected(self, item: Inbound, reason: str, kept: bytes) -> Verdict:
+        """A verdict rejecting the whole message, ``kept`` being what `rejected` may hold."""
+        where = parse_device_topic(item.topic, self.prefix, "events")
+        verdict = Verdict(*(where or (None, None)))
+        verdict.rejects = [
+            Reject(None, verdict.device, reason, kept.decode("utf-8", errors="replace"), item.size)
+        ]
+        return verdict
 
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """One message, synchronously (validate, write, ack); raises when the store fails."""
