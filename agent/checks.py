@@ -708,8 +708,14 @@ def run_as_user(user: str, probes: Callable[[], list[ProbeResult]]) -> list[Prob
             data = json.dumps([r.__dict__ for r in results]).encode()
             with os.fdopen(write_fd, "wb") as out:
                 out.write(data)
-        except BaseException:
+        except BaseException as exc:
+            # The parent sees only the exit code ("the probes could not run as USER"): say why
+            # on the stderr both share. Not through logging: the child ends with os._exit,
+            # which flushes no handler.
             code = 1
+            with contextlib.suppress(BaseException):
+                sys.stderr.write(f"check as {user}: {exc!r}\n")
+                sys.stderr.flush()
         finally:
             os._exit(code)
     os.close(write_fd)

@@ -15,13 +15,25 @@ import tempfile
 from pathlib import Path
 
 
-def write_durably(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``; raises OSError (disk full, read-only) leaving the old."""
+def write_durably(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` with ``data``; raises OSError (disk full, read-only) leaving the old.
+
+    ``owner`` (uid, gid) is given to the file before the rename, so no reader ever sees it
+    with another owner (``sudo hall-agent enroll`` writing a file the agent must read).
+    """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -14,14 +14,16 @@ A file written before galleries recorded it was made by dlib.
 
 Storage (docs/topics.md privacy, PIPL art. 28-29): ``<data_dir>/gallery/gallery.npz`` holds the
 encodings, the staff ids and display names, nothing else: never a photo or a crop. It is
-written atomically (temporary file + rename) under an advisory lock, so ``hall-agent enroll``
-can run beside the agent, which reloads the file when it changes.
+written durably (agent/durable.py: temporary file, fsync, rename, directory fsync) under an
+advisory lock, so ``hall-agent enroll`` can run beside the agent, which reloads the file when
+it changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import logging
 import math
 import os
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.durable import write_durably
 from drivers.face_models import LEGACY_MODEL_ID
 
 logger = logging.getLogger(__name__)
@@ -186,27 +189,23 @@ class Gallery:
     # --- storage ----------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
+        """Write the gallery durably (agent/durable.py): a reader sees the old file or the
+        new, owner-only (biometric data), owned by the data directory's owner."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         owners = np.asarray([self._ids[i] for i in self._owner], dtype=str)
         ids = np.asarray(list(self.names), dtype=str)
         names = np.asarray([self.names[i] for i in self.names], dtype=str)
-        with tmp.open("wb") as f:
-            np.savez(
-                f,
-                encodings=self._enc,
-                owners=owners,
-                ids=ids,
-                names=names,
-                model=np.str_(self.model or ""),
-                version=np.int32(2),
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # biometric data: owner only
-        _give_to_data_dir_owner(tmp, path.parent.parent)
-        tmp.replace(path)
-        _fsync_dir(path.parent)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            encodings=self._enc,
+            owners=owners,
+            ids=ids,
+            names=names,
+            model=np.str_(self.model or ""),
+            version=np.int32(2),
+        )
+        write_durably(path, buf.getvalue(), mode=0o600, owner=_data_dir_owner(path.parent.parent))
 
     @classmethod
     def load(cls, path: Path) -> Gallery:
@@ -266,38 +265,30 @@ def _recognizer_name(model_id: str) -> str:
     return spec.name if spec is not None else model_id
 
 
-def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:
-    """``sudo hall-agent enroll`` must not leave root-owned files the agent cannot read.
+def _data_dir_owner(data_dir: Path) -> tuple[int, int] | None:
+    """(uid, gid) that root must give the files it writes for the agent, else None.
 
-    The agent runs as the owner of ``data_dir`` (user hall-agent, docs/attendance.md); when
-    root writes a gallery file, the lock or the gallery directory, it hands them to that
-    owner. A no-op for anyone but root.
+    ``sudo hall-agent enroll`` must not leave root-owned files the agent cannot read: the
+    agent runs as the owner of ``data_dir`` (user hall-agent, docs/attendance.md). None for
+    anyone but root, and when root owns the data directory.
     """
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return
+        return None
     try:
-        owner = os.stat(data_dir)
+        st = os.stat(data_dir)
     except OSError:
-        return
-    if owner.st_uid == 0:
+        return None
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
+def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:
+    """Hand ``path`` (the lock, the gallery directory) to the data directory's owner."""
+    owner = _data_dir_owner(data_dir)
+    if owner is None:
         return
     st = os.stat(path)
-    if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-        os.chown(path, owner.st_uid, owner.st_gid)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable: a power cut must not bring the old file back."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("fsync of %s failed", directory, exc_info=True)
-    finally:
-        os.close(fd)
+    if (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner)
 
 
 def gallery_path(data_dir: Path) -> Path:

@@ -37,6 +37,7 @@ import sqlite_utils
 
 from agent.envelope import CLOCK_FLOOR_UNIX, ClockState, make_event, system_clock_state
 from contract import EventType, FaultData, event_data
+from contract.sqlite_tx import rollback
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,6 @@ DEDUPE_TTL_S = 24 * 3600  # dedupe keys older than this cannot be resent any mor
 # row header and the index entries (id, type+seq); see docs/outbox.md for the measurement.
 ROW_OVERHEAD = 190
 RECOUNT_EVERY = 1000  # appends between exact recounts of the pending bytes
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open, never raising over the error being handled.
-
-    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
-    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
-    not "database or disk is full", is what the user got to see.
-    """
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 def free_bytes(directory: str | os.PathLike[str]) -> int:

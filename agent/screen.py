@@ -48,6 +48,7 @@ from agent.config import AgentConfig, is_loopback_listen
 from agent.roster import RosterWatch
 from contract import SLOT_LABELS
 from contract.schedule import DAILY_SLOTS
+from contract.site_thread import SiteThread
 
 logger = logging.getLogger(__name__)
 
@@ -629,51 +630,23 @@ def preview_enabled(cfg: AgentConfig) -> bool:
     return cfg.screen.preview and cfg.screen.preview_fps > 0
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
+class ScreenServer(SiteThread):
+    """The kiosk page on its own thread and event loop; ``start`` returns once it listens.
 
-
-class ScreenServer:
-    """The kiosk page on its own thread and event loop; ``start`` returns once it listens."""
+    A screen that cannot start is logged and the kiosk punches on without its page."""
 
     def __init__(self, hub: ScreenHub, listen: str):
+        super().__init__("screen", listen, "set [screen] listen, or '' for no page")
         self.hub = hub
-        self.listen = listen
         # Access and preview follow the hub's [screen] section (docs/attendance.md).
         self.token = hub.cfg.screen.token
         self.preview = preview_enabled(hub.cfg)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self.error: str | None = None
-        self.port: int | None = None
 
-    def start(self, timeout: float = 10.0) -> bool:
-        self._thread = threading.Thread(target=self._main, name="screen", daemon=True)
-        self._thread.start()
-        self._started.wait(timeout)
-        return self.port is not None
+    def _ended(self) -> None:
+        self.hub.attach(None)
 
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except Exception as exc:  # the kiosk punches on without its page
-            self.error = str(exc)
-            logger.warning(
-                "screen: not serving on %s: %s (set [screen] listen, or '' for no page)",
-                self.listen,
-                exc,
-            )
-        finally:
-            self.hub.attach(None)
-            self._started.set()
-
-    async def _serve(self) -> None:
+    async def _serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._stop = asyncio.Event()
         if not self.token and not is_loopback_listen(self.listen):
             # The config refuses this (ScreenSection); a caller that built its own must not
             # put the live camera image on the network either.
@@ -681,47 +654,35 @@ class ScreenServer:
                 f"{self.listen} is not loopback and [screen] token_file is not set: the live "
                 "camera image would be open to the network"
             )
-        app = make_app(self.hub, self.token, self.preview)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            host, port = split_listen(self.listen)
-            await web.TCPSite(runner, host, port).start()
-            self.port = runner.addresses[0][1]
-            self.hub.attach(loop)
-            logger.info(
-                "screen: http://%s:%d/ (technician: /tech; %s; preview %s)",
-                host,
-                self.port,
-                "token required" if self.token else "no token",
-                "on" if self.preview else "off",
-            )
-            self._started.set()
-            while not self._stop.is_set():
-                status = await loop.run_in_executor(None, self.hub.status)
-                self.hub.publish_status("main", status)
-                if self.hub._subs["tech"]:
-                    tech = await loop.run_in_executor(None, self.hub.tech, status)
-                    self.hub.publish_status("tech", tech)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), STATUS_S)
-        finally:
-            self.hub.attach(None)
-            for subs in self.hub._subs.values():
-                for q in list(subs):
-                    q.put_nowait("")
-            for fq in list(self.hub._frame_subs):
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    fq.get_nowait()
-                fq.put_nowait(b"")
-            await runner.cleanup()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        async with self._site(make_app(self.hub, self.token, self.preview)) as host:
+            try:
+                self.hub.attach(loop)
+                logger.info(
+                    "screen: http://%s:%d/ (technician: /tech; %s; preview %s)",
+                    host,
+                    self.port,
+                    "token required" if self.token else "no token",
+                    "on" if self.preview else "off",
+                )
+                self._listening()
+                while not stop.is_set():
+                    status = await loop.run_in_executor(None, self.hub.status)
+                    self.hub.publish_status("main", status)
+                    if self.hub._subs["tech"]:
+                        tech = await loop.run_in_executor(None, self.hub.tech, status)
+                        self.hub.publish_status("tech", tech)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), STATUS_S)
+            finally:
+                # Open streams never end by themselves: end them before the runner waits.
+                self.hub.attach(None)
+                for subs in self.hub._subs.values():
+                    for q in list(subs):
+                        q.put_nowait("")
+                for fq in list(self.hub._frame_subs):
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        fq.get_nowait()
+                    fq.put_nowait(b"")
 
 
 def status_source(outbox: Any, health: Callable[[], dict[str, Any]]) -> Callable[[], dict]:

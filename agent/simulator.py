@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import select
@@ -41,6 +42,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # docs/pads.md command codes, written out again here on purpose (see module docstring).
 # The reader thread reports frames while the main thread prints the summary: one lock and one
@@ -213,6 +216,7 @@ class SimPad:
             try:
                 data = read_available(self.port)
             except Exception:  # port closed under us: the pad is "unplugged"
+                logger.debug("simulated pad %d: reader ends", self.address, exc_info=True)
                 return
             if data:
                 self._buf += data
@@ -365,7 +369,8 @@ class SimBus:
         while not self._stop.is_set():
             try:
                 data = read_available(self.port)
-            except Exception:
+            except Exception:  # port closed under us: the bus is "unplugged"
+                logger.debug("simulated bus: reader ends", exc_info=True)
                 return
             if data:
                 self._buf += data

@@ -31,13 +31,8 @@ PROBE_SITE = "hall-central-check"  # a site id no device has: the ACL probe's to
 
 
 def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
-    from central.store import (
-        PG_MIGRATIONS,
-        SQLITE_MIGRATIONS,
-        SqliteStore,
-        open_store,
-        rollback,
-    )
+    from central.store import PG_MIGRATIONS, SQLITE_MIGRATIONS, SqliteStore, open_store
+    from contract.sqlite_tx import rollback
 
     url = cfg.store.url
     shown = cfg.store.url_shown

@@ -485,7 +485,13 @@ class Collector:
                     break
                 try:
                     again = self.store.roster(stored.site)
-                except Exception:
+                except Exception as exc:  # the one just published stands until the next connect
+                    logger.warning(
+                        "collector: roster of %s not read again after its publish (%s); "
+                        "a newer one is published on the next connect",
+                        stored.site,
+                        exc,
+                    )
                     break
                 if again is None or again.payload == stored.payload:
                     break

@@ -20,7 +20,6 @@ soon as the ack arrives, so a commit that a power cut could undo would lose the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
+
+from contract.sqlite_tx import rollback
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +140,6 @@ def as_received(event: EventRow) -> str:
 def conflict_rejects(conflicts: list[EventRow]) -> list[Reject]:
     """The ``rejected`` rows of events whose id is stored with different content."""
     return [Reject(e.id, e.device, CONFLICT, as_received(e)) for e in conflicts]
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open, never raising over the error being handled.
-
-    SQLite rolls a transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a
-    plain ROLLBACK then raises "cannot rollback - no transaction is active", and that error,
-    not "database or disk is full", is what the user got to see.
-    """
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 def utcnow() -> datetime:

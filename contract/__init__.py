@@ -7,6 +7,9 @@ payload; :mod:`contract.config` the rules every config file follows (docs/config
 :mod:`contract.schedule` the hall's hours and working days (regulation, docs/attendance.md).
 A change here is a change of the wire format: bump ``PAYLOAD_VERSION`` and say so in
 docs/topics.md.
+
+:mod:`contract.site_thread` and :mod:`contract.sqlite_tx` are plumbing, not contract: a device
+module that may not import ``sync`` and the centre both need them, and only here may both.
 """
 
 from __future__ import annotations

@@ -50,3 +50,22 @@ def test_directory_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "fsync", fsync)
     durable.write_durably(tmp_path / "s", b"x")
     assert order == ["file", "rename", "dir"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_owner_is_given_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # `sudo hall-agent enroll`: a reader must never see the new file still owned by root.
+    seen: list[tuple[int, int]] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        st = os.stat(src)
+        seen.append((st.st_uid, st.st_gid))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "gallery.npz"
+    durable.write_durably(target, b"x", owner=(12345, 12346))
+    assert seen == [(12345, 12346)]
+    assert (target.stat().st_uid, target.stat().st_gid) == (12345, 12346)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600

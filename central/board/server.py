@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -33,6 +32,7 @@ from aiohttp import web
 from central.board import state
 from central.config import CentralConfig
 from contract.schedule import Schedule
+from contract.site_thread import SiteThread
 
 logger = logging.getLogger(__name__)
 
@@ -168,52 +168,22 @@ def make_app(board: Board) -> web.Application:
     return app
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
+class BoardServer(SiteThread):
+    """The board on its own thread and event loop; ``start`` returns once it listens.
 
-
-class BoardServer:
-    """The board on its own thread and event loop; ``start`` returns once it listens."""
+    A board that cannot start is logged and the collector's job goes on without it."""
 
     def __init__(self, cfg: CentralConfig, store: Any = None, clock: Clock | None = None):
+        super().__init__("board", cfg.board.listen, "set [board] listen, or '' for no board")
         self.cfg = cfg
         self._store = store
         self._clock = clock  # tests set the hall's time; the board reads it once a second
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self.error: str | None = None
-        self.port: int | None = None
 
-    def start(self, timeout: float = 10.0) -> bool:
-        self._thread = threading.Thread(target=self._main, name="board", daemon=True)
-        self._thread.start()
-        self._started.wait(timeout)
-        return self.port is not None
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except Exception as exc:
-            # The collector's job goes on without the board; a warning, not an error.
-            self.error = str(exc)
-            logger.warning(
-                "board: not serving on %s: %s (set [board] listen, or '' for no board)",
-                self.cfg.board.listen,
-                exc,
-            )
-        finally:
-            self._started.set()
-
-    async def _serve(self) -> None:
+    async def _serve(self, stop: asyncio.Event) -> None:
         from central.store import open_store
 
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         own = self._store is None
-        store = self._store or await self._loop.run_in_executor(
+        store = self._store or await asyncio.get_running_loop().run_in_executor(
             None,
             open_store,
             self.cfg.store.url,
@@ -223,30 +193,18 @@ class BoardServer:
             self.cfg.central.timezone,
         )
         board = Board(self.cfg, store, self._clock)
-        runner = web.AppRunner(
-            make_app(board), handle_signals=False, access_log=None, shutdown_timeout=1.0
-        )
-        await runner.setup()
         try:
-            host, port = split_listen(self.cfg.board.listen)
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            self.port = runner.addresses[0][1]
-            logger.info("board: http://%s:%d/", host, self.port)
-            self._started.set()
-            await board.run(self._stop)
+            async with self._site(make_app(board)) as host:
+                try:
+                    logger.info("board: http://%s:%d/", host, self.port)
+                    self._listening()
+                    await board.run(stop)
+                finally:
+                    # Open event streams never end by themselves: end them before the runner
+                    # waits.
+                    for queue in list(board.subscribers):
+                        queue.put_nowait("")
         finally:
-            # Open event streams never end by themselves: end them before the runner waits.
-            for queue in list(board.subscribers):
-                queue.put_nowait("")
-            await runner.cleanup()
             board.close()
             if own:
                 store.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
