@@ -141,7 +141,9 @@ def test_the_product_and_scripts_never_import_tests() -> None:
 def test_the_demo_loads_nothing_of_tests() -> None:
     """Through any chain of imports, not only its own statements (``scripts/`` modules may
     import each other and the product)."""
-    loaded = _loaded_after("import scripts.demo, scripts.sample_media, scripts.local_broker")
+    loaded = _loaded_after(
+        "import scripts.demo, scripts.sample_media, scripts.local_broker, scripts.loopback"
+    )
     assert "tests" not in loaded and "bench" not in loaded, loaded
 
 
