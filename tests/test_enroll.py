@@ -247,9 +247,8 @@ def test_enrolment_encodes_with_the_kiosks_engine(
     dropped for enrolment. Engines are stand-ins: only what they are built with matters."""
     import drivers.faces
     import drivers.faces_sface
-    from agent.cli import build_parser
+    from agent.cli import build_parser, cmd_enroll
     from agent.config import load_agent_config
-    from agent.enroll import main_enroll
     from agent.recognition import build_engine
     from drivers.faces import EngineParams
 
@@ -285,14 +284,14 @@ def test_enrolment_encodes_with_the_kiosks_engine(
         liveness = "blink"
         """
     )
-    cfg = load_agent_config(path)
-    assert cfg.attendance is not None
     args = build_parser().parse_args(["-c", str(path), "enroll", "--staff-id", "s1", str(photo)])
-    assert main_enroll(cfg, args) == 1  # the stand-in finds no face: nothing stored
+    assert cmd_enroll(args) == 1  # the stand-in finds no face: nothing stored
     assert "no face found" in capsys.readouterr().err
     enrolment = built.pop()
     assert used and type(used[0]).__name__ == enrolment[0]  # the photo went through it
-    build_engine(cfg.attendance)  # the recognition process's engine
+    attendance = load_agent_config(path).attendance
+    assert attendance is not None
+    build_engine(attendance)  # the recognition process's engine, from the same section
     kiosk = built.pop()
     assert enrolment == kiosk and kiosk[0] == recognizer.capitalize()
     assert kiosk[1].landmarks68
