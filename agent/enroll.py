@@ -1,47 +1,35 @@
-"""``hall-agent enroll`` and ``hall-agent gallery``: the kiosk's local face gallery.
+"""``hall-agent enroll`` and ``hall-agent gallery``: the commands on the kiosk's face gallery.
 
-Only encodings are stored, never the photo (docs/topics.md; PIPL art. 28-29): a photo is read,
-encoded in memory and dropped. Enrolment of a person is all-or-nothing: when one of their
-photos is refused (no face, several faces, too small / blurred / turned) nothing is stored for
-them and the reason is printed, so a re-run never leaves half a person behind. Enrolling a
-staff id again replaces their encodings unless ``--append``.
+An entry point: the arguments, the roster's say on who may be enrolled, the messages and exit
+codes. The work is in agent/enrolment.py (photos to encodings, storing, the roster prune) and
+agent/screen_enroll.py (from the kiosk's camera): other modules import those, never this one.
 
-The roster (``<data_dir>/roster.json``, docs/topics.md roster payload written by the sync
-downlink) names the staff; when it exists, only staff it lists can be enrolled, and a person
-it no longer lists has their encodings deleted (:func:`prune_to_roster`, also run by the
-attendance worker whenever the roster file changes).
+Enrolment of a person is all-or-nothing: when one of their photos is refused (no face,
+several faces, too small / blurred / turned) nothing is stored for them and the reason is
+printed, so a re-run never leaves half a person behind. Enrolling a staff id again replaces
+their encodings unless ``--append``. When the roster from the centre exists, only staff it
+lists can be enrolled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig
+from agent.enrolment import REASONS, EnrolmentError, encode_photos, prune_to_roster, store_encodings
 from agent.roster import staff_by_id
 from contract import is_staff_id
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
     from agent.gallery import Person
-    from drivers.face_models import DecisionRule
-
-logger = logging.getLogger(__name__)
+    from drivers.faces import FaceEngine
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-REASONS = {
-    "no_face": "no face found",
-    "several_faces": "several faces in the photo (expected exactly one)",
-    "too_small": "face too small (move closer or use a larger photo)",
-    "blurred": "face too blurred",
-    "turned": "face turned away (look straight into the camera)",
-    "unreadable": "not a readable image file",
-}
 
 
 def _cli_error(message: str, code: int = 1) -> Exception:
@@ -50,38 +38,13 @@ def _cli_error(message: str, code: int = 1) -> Exception:
     return CliError(message, code)
 
 
-# --- roster ------------------------------------------------------------------------------
-
-
-def prune_to_roster(data_dir: Path) -> list[str]:
-    """Delete the encodings of everyone the roster no longer lists; returns their ids."""
-    from agent.gallery import Gallery, locked
-
-    roster = staff_by_id(data_dir)
-    if roster is None:
-        return []
-    if not roster:
-        # An empty roster is more likely a centre-side mistake than a hall without staff.
-        logger.warning("roster lists nobody; keeping the gallery as it is")
-        return []
-    with locked(data_dir) as path:
-        gallery = Gallery.load(path)
-        gone = gallery.remove([p.staff_id for p in gallery.people() if p.staff_id not in roster])
-        if gone:
-            gallery.save(path)
-    for sid in gone:
-        logger.warning("staff %s left the roster: face encodings deleted", sid)
-    return gone
-
-
-# --- enrolment ---------------------------------------------------------------------------
-
-
-def _engine(cfg: AgentConfig):
+def _engine(cfg: AgentConfig) -> FaceEngine:
+    """The kiosk's own engine (the factory the recognition process uses), so enrolment
+    honours every option of ``[attendance]`` the kiosk does."""
     from agent.recognition import build_engine
 
     assert cfg.attendance is not None
-    return build_engine(cfg.attendance, for_photos=True)
+    return build_engine(cfg.attendance)
 
 
 def _model(cfg: AgentConfig) -> str:
@@ -89,26 +52,6 @@ def _model(cfg: AgentConfig) -> str:
 
     assert cfg.attendance is not None
     return model_id(cfg.attendance)
-
-
-def encode_photos(engine: Any, photos: list[Path]) -> tuple[list[Any], list[tuple[Path, str]]]:
-    """(encodings of accepted photos, [(photo, refusal reason)])."""
-    import cv2
-
-    accepted = []
-    refused: list[tuple[Path, str]] = []
-    for photo in photos:
-        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if image is None:
-            refused.append((photo, "unreadable"))
-            continue
-        _, encoding, reason = engine.encode_photo(image)
-        del image  # the photo itself is never kept
-        if reason is not None:
-            refused.append((photo, reason))
-        else:
-            accepted.append(encoding)
-    return accepted, refused
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -197,54 +140,24 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         results.append((staff_id, display, accepted))
 
     if results:
-        store_encodings(
-            data_dir,
-            results,
-            getattr(args, "append", False),
-            _model(cfg),
-            rule=cfg.attendance.rule(),
-        )
+        _store(cfg, results, getattr(args, "append", False))
     if failures:
         print(f"{failures} of {len(jobs)} people refused", file=sys.stderr)
         return 1
     return 0
 
 
-def store_encodings(
-    data_dir: Path,
-    results: list[tuple[str, str, list[Any]]],
-    append: bool,
-    model: str,
-    *,
-    rule: DecisionRule | None = None,
-) -> None:
-    """Add (or replace) people's encodings, made by recognizer ``model``, under the lock;
-    with the kiosk's decision ``rule``, warn when someone just enrolled is a look-alike of
-    someone else."""
-    import numpy as np
+def _store(cfg: AgentConfig, results: list[tuple[str, str, list[Any]]], append: bool) -> None:
+    """Store under the kiosk's rule, then say who was enrolled and who looks alike."""
+    from agent.gallery_audit import warn_lookalikes
 
-    from agent.gallery import Gallery, GalleryError, GalleryModelError, locked
-    from agent.gallery_audit import lookalikes_of, warn_lookalikes
-
+    assert cfg.attendance is not None
     try:
-        with locked(data_dir) as path:
-            gallery = Gallery.load(path)
-            gallery.require_model(model)  # before any change: all or nothing
-            for staff_id, display, encodings in results:
-                if staff_id in gallery and not append:
-                    gallery.remove([staff_id])
-                gallery.add(staff_id, display, np.vstack(encodings), model=model)
-            gallery.save(path)
-            lookalikes = lookalikes_of(gallery, [sid for sid, _, _ in results], rule)
-    except GalleryModelError as exc:
-        raise _cli_error(f"enroll: {exc} Nothing stored.") from exc
-    except GalleryError as exc:
-        raise _cli_error(
-            f"enroll: {exc}; nothing stored. Move the damaged file away and enrol "
-            "everyone again (the agent keeps the people it loaded before)"
-        ) from exc
-    except OSError as exc:
-        raise _cli_error(f"enroll: cannot write the gallery in {data_dir}: {exc}") from exc
+        lookalikes = store_encodings(
+            cfg.device.data_dir, results, append, _model(cfg), rule=cfg.attendance.rule()
+        )
+    except EnrolmentError as exc:
+        raise _cli_error(f"enroll: {exc}") from exc
     for staff_id, display, encodings in results:
         named = f" ({display})" if display != staff_id else ""
         print(f"enrolled {staff_id}{named}: {len(encodings)} encodings")
@@ -280,13 +193,7 @@ def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if problem:
         print(f"refused {staff_id}: {problem}; nothing stored", file=sys.stderr)
         return 1
-    store_encodings(
-        data_dir,
-        [(staff_id, display, encodings)],
-        getattr(args, "append", False),
-        _model(cfg),
-        rule=cfg.attendance.rule(),
-    )
+    _store(cfg, [(staff_id, display, encodings)], getattr(args, "append", False))
     return 0
 
 

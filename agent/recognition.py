@@ -44,16 +44,17 @@ IDLE_INTERVAL_S = 0.1
 # --- building the pipeline ---------------------------------------------------------------
 
 
-def build_engine(cfg: AttendanceSection, for_photos: bool = False) -> FaceEngine:
-    """The configured recognizer's engine (drivers/face_models.py); ``for_photos``: for
-    enrolment, without the blink check's landmark model."""
+def build_engine(cfg: AttendanceSection) -> FaceEngine:
+    """The configured recognizer's engine (drivers/face_models.py). The one factory: the
+    kiosk and enrolment (agent/enroll.py) build theirs here from the same section, so an
+    option is never honoured by one and dropped by the other."""
     from drivers.faces import DlibFaceEngine, EngineParams
 
     params = EngineParams(
         min_face_px=cfg.min_face_px,
         min_sharpness=cfg.min_sharpness,
         max_yaw=cfg.max_yaw,
-        landmarks68=cfg.liveness == "blink" and not for_photos,
+        landmarks68=cfg.liveness == "blink",
     )
     if cfg.recognizer == "sface":
         from drivers.faces_sface import SfaceFaceEngine
@@ -118,7 +119,7 @@ def run_loop(
     Returns ``"camera_stuck"`` when the camera gave up on readers stuck in the driver: only
     a new process frees them, so the caller ends and the supervisor starts a fresh one.
     """
-    from agent.enroll import prune_to_roster
+    from agent.enrolment import prune_to_roster
     from agent.gallery import Gallery, gallery_path
     from agent.roster import roster_path
     from contract.schedule import Schedule

@@ -86,7 +86,7 @@ def capture_encodings(
     timeout_s: float = TIMEOUT_S,
 ) -> tuple[list[Any], str | None]:
     """(encodings, None) or ([], why it failed). Frames are never stored."""
-    from agent.enroll import REASONS
+    from agent.enrolment import REASONS
     from drivers.camera import Camera
 
     att = cfg.attendance

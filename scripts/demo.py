@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,7 +40,9 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a file (scripts/demo.sh): the repository's packages
+from scripts.loopback import free_port, port_answers  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SITE = "demo"
 ROSTER = {
@@ -58,30 +59,8 @@ ROSTER = {
 ENROL = {"s001": ("obama.jpg", "obama3.jpg"), "s002": ("biden.jpg",)}
 
 
-def free_port(preferred: int = 0) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError("no free port")
-
-
 def say(text: str) -> None:
     print(f"== {text}", flush=True)
-
-
-def port_answers(port: int, within_s: float) -> bool:
-    """True once something accepts connections on 127.0.0.1:``port``, False after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
 
 
 class Procs:

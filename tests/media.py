@@ -90,7 +90,7 @@ def _enrol_engine(recognizer: str | None = None):
     from agent.recognition import build_engine
 
     att = AttendanceSection(camera="test", **({"recognizer": recognizer} if recognizer else {}))
-    return build_engine(att, for_photos=True)
+    return build_engine(att)
 
 
 def shipped_model(recognizer: str | None = None) -> str:

@@ -12,19 +12,13 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from scripts.local_broker import HALL_BROKER, shipped_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scripts.loopback import free_port, port_answers
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -106,14 +100,6 @@ def make_test_ca(workdir: str | os.PathLike[str]) -> dict[str, Path]:
     }
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 class Mosquitto:
     """One mosquitto process on 127.0.0.1:port, configured like config/mosquitto.conf."""
 
@@ -181,7 +167,7 @@ class Mosquitto:
             ["mosquitto", "-c", str(self.conf)], stdout=log, stderr=log, start_new_session=True
         )
         log.close()
-        if not wait_for(lambda: _port_open(self.port), timeout):
+        if not port_answers(self.port, timeout, interval=0.02):
             self.stop()
             raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
         return self

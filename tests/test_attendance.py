@@ -746,7 +746,7 @@ def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
     # Stat/open errors other than "missing" (PermissionError on a
     # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
     # the watcher and the roster prune.
-    from agent.enroll import prune_to_roster
+    from agent.enrolment import prune_to_roster
     from agent.gallery import Gallery
     from agent.recognition import _load_gallery, _prune, _Watched
 

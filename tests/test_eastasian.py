@@ -40,7 +40,7 @@ def test_the_shipped_recognizer_meets_the_targets_on_east_asian_photos():
     from agent.recognition import build_engine, model_id
 
     att = AttendanceSection(camera="test")
-    engine = build_engine(att, for_photos=True)
+    engine = build_engine(att)
     rule = att.rule()
 
     def encode(file: str) -> np.ndarray:

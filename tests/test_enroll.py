@@ -238,6 +238,65 @@ def test_enroll_needs_a_kiosk_config(tmp_path, write_config) -> None:
     assert r.returncode == 2
 
 
+@pytest.mark.parametrize("recognizer", ["sface", "dlib"])
+def test_enrolment_encodes_with_the_kiosks_engine(
+    recognizer, tmp_path, write_config, monkeypatch, capsys
+) -> None:
+    """Enrolment builds its engine with the kiosk's factory from the same [attendance]
+    section: an option the kiosk honours (here the blink check's 68-point landmarks) is not
+    dropped for enrolment. Engines are stand-ins: only what they are built with matters."""
+    import drivers.faces
+    import drivers.faces_sface
+    from agent.cli import build_parser, cmd_enroll
+    from agent.config import load_agent_config
+    from agent.recognition import build_engine
+    from drivers.faces import EngineParams
+
+    built: list[tuple[str, EngineParams]] = []
+    used: list[object] = []
+
+    class Stand:
+        def __init__(self, params: EngineParams, models_dir: Path | None = None) -> None:
+            built.append((type(self).__name__, params))
+
+        def encode_photo(self, image):
+            used.append(self)
+            return [], None, "no_face"
+
+    class Dlib(Stand): ...
+
+    class Sface(Stand): ...
+
+    monkeypatch.setattr(drivers.faces, "DlibFaceEngine", Dlib)
+    monkeypatch.setattr(drivers.faces_sface, "SfaceFaceEngine", Sface)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.zeros((8, 8, 3), np.uint8))
+    path = write_config(
+        f"""
+        [device]
+        id = "kiosk-01"
+        site = "jiedong"
+        data_dir = "{tmp_path / "data"}"
+
+        [attendance]
+        camera = "0"
+        recognizer = "{recognizer}"
+        liveness = "blink"
+        """
+    )
+    args = build_parser().parse_args(["-c", str(path), "enroll", "--staff-id", "s1", str(photo)])
+    assert cmd_enroll(args) == 1  # the stand-in finds no face: nothing stored
+    assert "no face found" in capsys.readouterr().err
+    enrolment = built.pop()
+    assert used and type(used[0]).__name__ == enrolment[0]  # the photo went through it
+    attendance = load_agent_config(path).attendance
+    assert attendance is not None
+    build_engine(attendance)  # the recognition process's engine, from the same section
+    kiosk = built.pop()
+    assert enrolment == kiosk and kiosk[0] == recognizer.capitalize()
+    assert kiosk[1].landmarks68
+
+
 # --- enrolment from the kiosk's own camera (a video file stands in for it) ---------------
 
 

@@ -9,6 +9,8 @@
 - The product and ``scripts/`` never import ``tests``: the Quick start runs on a kiosk install
   (``scripts/setup.sh --kiosk``), which has no pytest. ``bench/`` may: benchmarks are dev-only
   (they run in the dev install and reuse the tests' services and media).
+- Entry points are not libraries: only the CLI's dispatch imports ``agent.enroll``; what
+  others need of enrolment is in ``agent/enrolment.py``.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ def test_the_central_install_pulls_no_device_library() -> None:
 NO_TESTS_HERE = ("agent", "central", "contract", "drivers", "sync", "scripts")
 
 
-def _imports_of_tests(root: Path, packages: tuple[str, ...]) -> dict[str, list[int]]:
-    """{file: line numbers} of every import of ``tests``: statements, lazy ones included, and
-    importlib.import_module / __import__ calls with a literal name."""
+def _imports_of(root: Path, packages: tuple[str, ...], module: str) -> dict[str, list[int]]:
+    """{file: line numbers} of every import of ``module`` or a module under it: statements
+    (``from agent import enroll`` too), lazy ones included, and importlib.import_module /
+    __import__ calls with a literal name."""
     found: dict[str, list[int]] = {}
     for package in packages:
         for path in sorted((root / package).rglob("*.py")):
@@ -115,7 +118,7 @@ def _imports_of_tests(root: Path, packages: tuple[str, ...]) -> dict[str, list[i
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names = [node.module]
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
                 elif (
                     isinstance(node, ast.Call)
                     and ast.unparse(node.func) in ("importlib.import_module", "__import__")
@@ -123,7 +126,7 @@ def _imports_of_tests(root: Path, packages: tuple[str, ...]) -> dict[str, list[i
                     and isinstance(node.args[0], ast.Constant)
                 ):
                     names = [str(node.args[0].value)]
-                if any(name.split(".")[0] == "tests" for name in names):
+                if any(name == module or name.startswith(f"{module}.") for name in names):
                     lines.append(node.lineno)
             if lines:
                 found[str(path.relative_to(root))] = lines
@@ -131,8 +134,30 @@ def _imports_of_tests(root: Path, packages: tuple[str, ...]) -> dict[str, list[i
 
 
 def test_the_product_and_scripts_never_import_tests() -> None:
-    bad = _imports_of_tests(ROOT, NO_TESTS_HERE)
+    bad = _imports_of(ROOT, NO_TESTS_HERE, "tests")
     assert not bad, f"imports of tests/ where the dev extra is not installed: {bad}"
+
+
+def test_the_demo_loads_nothing_of_tests() -> None:
+    """Through any chain of imports, not only its own statements (``scripts/`` modules may
+    import each other and the product)."""
+    loaded = _loaded_after(
+        "import scripts.demo, scripts.sample_media, scripts.local_broker, scripts.loopback"
+    )
+    assert "tests" not in loaded and "bench" not in loaded, loaded
+
+
+# ``hall-agent enroll`` is an entry point, not a library: its work is in agent/enrolment.py
+# and agent/screen_enroll.py, which the recognition process, the camera enrolment and the
+# tests import instead. Everywhere, the tests and the benchmarks included.
+EVERYWHERE = (*NO_TESTS_HERE, "bench", "tests")
+
+
+def test_only_the_cli_dispatch_imports_the_enroll_command() -> None:
+    found = _imports_of(ROOT, EVERYWHERE, "agent.enroll")
+    bad = {f: lines for f, lines in found.items() if f != "agent/cli.py"}
+    assert not bad, f"agent/enroll.py is an entry point; import agent/enrolment.py: {bad}"
+    assert found.get("agent/cli.py"), "the scan no longer sees the CLI's dispatch"
 
 
 def test_the_tests_import_scan_finds_every_form(tmp_path: Path) -> None:
@@ -148,5 +173,21 @@ def test_the_tests_import_scan_finds_every_form(tmp_path: Path) -> None:
         "    __import__('tests')\n"
         "from testsuite import x\n"  # another package: not ours
     )
-    found = _imports_of_tests(tmp_path, ("scripts",))
+    found = _imports_of(tmp_path, ("scripts",), "tests")
     assert found == {tool.relative_to(tmp_path).as_posix(): [2, 4, 5, 6, 7]}
+
+
+def test_the_enroll_import_scan_finds_every_form(tmp_path: Path) -> None:
+    (tmp_path / "agent").mkdir()
+    lib = tmp_path / "agent" / "lib.py"
+    lib.write_text(
+        "from agent.enrolment import REASONS\n"  # the library: allowed
+        "from agent import enroll\n"
+        "def later():\n"
+        "    from agent.enroll import main_enroll\n"
+        "    import agent.enroll\n"
+        "    importlib.import_module('agent.enroll')\n"
+        "from agent import config, enrolment\n"
+    )
+    found = _imports_of(tmp_path, ("agent",), "agent.enroll")
+    assert found == {lib.relative_to(tmp_path).as_posix(): [2, 4, 5, 6]}
