@@ -954,7 +954,9 @@ def backlog_3day(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> 
         _set_clock(offset, moment)
         hall.faults += 1
         straddles = moment.date() == monday and moment.hour == 23
-        time.sleep(max(8.0, 3 * scale) if straddles else 3 * scale)
+        # Each day needs ratings of its own: libfaketime takes up to a second to read the
+        # new offset and the pads rate every few hundred ms, so no stretch is under 4 s.
+        time.sleep(max(8.0, 3 * scale) if straddles else max(4.0, 3 * scale))
     offline = dev.pending()
     out.extra["backlog_events"] = offline
     hall.proxy.pass_()  # the link is back on Tuesday morning
