@@ -37,6 +37,7 @@ from central.collector import RECEIVE_MAXIMUM, SHARE_GROUP  # noqa: E402
 from central.config import load_central_config  # noqa: E402
 from central.store import open_store  # noqa: E402
 from sync.mqtt import connect_kwargs, make_client  # noqa: E402
+from sync.paho_loop import stop_loop  # noqa: E402
 
 # The columns central/store.py write_batch gives each dialect (PostgreSQL: received_at is the
 # column's default, now(); SQLite: the centre's clock as ISO text).
@@ -145,7 +146,7 @@ def main() -> int:
         stop.wait()
     finally:
         client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
         store.close()
     return 0
 

@@ -13,6 +13,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from sync.paho_loop import stop_loop
+
 
 class Peer:
     def __init__(
@@ -94,7 +96,7 @@ class Peer:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
     def __enter__(self) -> Peer:
         return self

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.outbox import Outbox
 from central.collector import MAX_MESSAGE_BYTES, OVERSIZE_KEPT_BYTES, Collector
+from sync.paho_loop import stop_loop
 from sync.uplink import Uplink
 from tests.conftest import require_or_skip
 from tests.support import PG_URL, agent_config, central_config, pg_available, pg_schema, wait_for
@@ -146,7 +147,7 @@ class Flood:
         self._stop.set()
         self._thread.join(10)
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def test_a_flooding_device_costs_at_most_its_budget_and_others_flow(tmp_path, broker, central):

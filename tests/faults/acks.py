@@ -22,6 +22,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from sync.paho_loop import stop_loop
+
 
 @dataclass(frozen=True)
 class AckSample:
@@ -66,7 +68,7 @@ class AckSpy:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         now = time.monotonic()

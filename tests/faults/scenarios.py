@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.store import CONFLICT
+from sync.paho_loop import stop_loop
 from tests.faults.acks import AckSpy, p99
 from tests.faults.biometric import scan_hall
 from tests.faults.disks import SmallDisk
@@ -767,7 +768,7 @@ class _Flood:
         self._stop.set()
         self._thread.join(20)
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def _store_bytes(hall: Hall) -> int:
