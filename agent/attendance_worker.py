@@ -120,12 +120,13 @@ class AttendanceWorker:
     def start(self) -> None:
         self._activity = time.monotonic()
         assert self.cfg.attendance is not None
-        from contract.schedule import warn_calendar_gaps
+        from agent.schedule_file import schedule_status
 
         # In the parent's log too, not only the recognition child's.
-        warn_calendar_gaps(
-            self.cfg.attendance.schedule, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
+        text, warn = schedule_status(
+            self.cfg.device.data_dir, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
         )
+        (logger.warning if warn else logger.info)("schedule: %s", text)
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="LIST",
         help="comma-separated probes: "
-        "config,user,disk,clock,broker,pads,camera,models,gallery,roster,screen,calendar",
+        "config,user,disk,clock,broker,pads,camera,models,gallery,roster,screen,schedule",
     )
     p.add_argument(
         "--as-user",

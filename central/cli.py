@@ -12,6 +12,8 @@
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
+- ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
+  kiosks (central/schedule_cli.py).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
 store: a missing or empty one is an error naming it.
@@ -111,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     from central.commands import add_parsers
+    from central.schedule_cli import add_parser as add_schedule_parser
 
     add_parsers(sub)
+    add_schedule_parser(sub)
     return parser
 
 
@@ -342,8 +346,15 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return leave(cfg, args)
 
 
+def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.schedule_cli import cmd_schedule as schedule
+
+    return schedule(cfg, args)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "schedule": cmd_schedule,
     "check": cmd_check,
     "roster": cmd_roster,
     "devices": cmd_devices,

@@ -610,6 +610,16 @@ ON CONFLICT (device, hour, reason) DO UPDATE SET
 """
 _KEPT_SQL = "SELECT coalesce(sum(kept), 0) FROM rejected_counts WHERE device = {m} AND hour = {m}"
 
+# v8: the schedule versions the centre published (docs/attendance.md "One schedule").
+_SCHEDULES = """CREATE TABLE schedules (
+        version {int} PRIMARY KEY,
+        digest {text} NOT NULL,
+        body {json} NOT NULL,
+        published_at {ts} NOT NULL
+    )"""
+_SQLITE_V8 = [_SCHEDULES.format(int="INTEGER", text="TEXT", json="TEXT", ts="TEXT")]
+_PG_V8 = [_SCHEDULES.format(int="bigint", text="text", json="jsonb", ts="timestamptz")]
+
 # Index i brings the schema from version i to i + 1. Append only; never edit a shipped step.
 # Names, in order: v1 events, v2 rosters, v3 filed_at views, v4 leave, v5 leave_slot,
 # v6 plausible_window, v7 rejected_budget.
@@ -621,8 +631,9 @@ SQLITE_MIGRATIONS: list[list[str]] = [
     _SQLITE_V5,
     _SQLITE_V6,
     _SQLITE_V7,
+    _SQLITE_V8,
 ]
-PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5, _PG_V6, _PG_V7]
+PG_MIGRATIONS: list[list[str]] = [_PG_V1, _PG_V2, _PG_V3, _PG_V4, _PG_V5, _PG_V6, _PG_V7, _PG_V8]
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
 DEVICE_KEYS = (
@@ -685,6 +696,20 @@ class StoredRoster:
     @property
     def payload(self) -> str:
         return roster_json(self.roster)
+
+
+@dataclass(frozen=True)
+class StoredSchedule:
+    version: int
+    digest: str
+    body: dict[str, Any]
+    published_at: datetime
+
+
+def _stored_schedule(row: tuple[Any, ...]) -> StoredSchedule:
+    body = row[2] if isinstance(row[2], dict) else json.loads(row[2])
+    at = row[3] if isinstance(row[3], datetime) else datetime.fromisoformat(row[3])
+    return StoredSchedule(int(row[0]), row[1], body, at)
 
 
 class RosterVersionError(ValueError):
@@ -835,6 +860,27 @@ class Store:
             )
             for r in rows
         ]
+
+    def record_schedule(self, digest: str, body: dict[str, Any], at: datetime) -> tuple[int, bool]:
+        """The version of ``body``: the latest one when its digest matches, else a new one."""
+        raise NotImplementedError
+
+    def schedules(self) -> list[StoredSchedule]:
+        rows = self.query(
+            "SELECT version, digest, body, published_at FROM schedules ORDER BY version"
+        )
+        return [_stored_schedule(r) for r in rows]
+
+    def latest_schedule(self) -> StoredSchedule | None:
+        rows = self.query(
+            "SELECT version, digest, body, published_at FROM schedules "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        return _stored_schedule(rows[0]) if rows else None
+
+    def sites(self) -> list[str]:
+        rows = self.query("SELECT site FROM rosters UNION SELECT site FROM devices ORDER BY 1")
+        return [r[0] for r in rows]
 
     def roster(self, site: str) -> StoredRoster | None:
         found = self.rosters(site)
@@ -1099,6 +1145,29 @@ class SqliteStore(Store):
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self.conn.execute(sql.replace("%s", "?"), params).fetchall()
+
+    def record_schedule(self, digest: str, body: dict[str, Any], at: datetime) -> tuple[int, bool]:
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute(
+                    "SELECT version, digest FROM schedules ORDER BY version DESC LIMIT 1"
+                ).fetchone()
+                if row is not None and row[1] == digest:
+                    c.execute("COMMIT")
+                    return int(row[0]), False
+                version = 1 if row is None else int(row[0]) + 1
+                c.execute(
+                    "INSERT INTO schedules (version, digest, body, published_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (version, digest, json.dumps(body, ensure_ascii=False), at.isoformat()),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                rollback(c)
+                raise
+        return version, True
 
     def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
         now = _iso(utcnow())
@@ -1397,6 +1466,26 @@ class PostgresStore(Store):
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn().execute(sql, params).fetchall()
+
+    def record_schedule(self, digest: str, body: dict[str, Any], at: datetime) -> tuple[int, bool]:
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext('schedules'))", (_PG_LOCK_KEY,)
+                )
+                row = conn.execute(
+                    "SELECT version, digest FROM schedules ORDER BY version DESC LIMIT 1"
+                ).fetchone()
+                if row is not None and row[1] == digest:
+                    return int(row[0]), False
+                version = 1 if row is None else int(row[0]) + 1
+                conn.execute(
+                    "INSERT INTO schedules (version, digest, body, published_at) "
+                    "VALUES (%s, %s, %s::jsonb, %s)",
+                    (version, digest, json.dumps(body, ensure_ascii=False), at),
+                )
+        return version, True
 
     def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
         with self._lock:

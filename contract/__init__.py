@@ -137,6 +137,10 @@ class PunchData(BaseModel):
     minutes_off: Annotated[int, Field(ge=0)] | None
     distance: Number | None
     liveness: Liveness
+    # The centre's schedule version the kiosk classified by (docs/attendance.md "One
+    # schedule"); null before its first. Optional, unlike the rest: punches recorded by a
+    # kiosk before it knew of published schedules are still in outboxes.
+    schedule_version: Annotated[int, Field(ge=1)] | None = None
 
 
 class FaceRejectedData(BaseModel):
