@@ -363,7 +363,7 @@ def run_video(
         att,
         rec.build_engine(att),
         ps.gallery,
-        Schedule(att.schedule),
+        Schedule(),
         emit,
         wall_clock_for(TZ, EPOCH),
     )

@@ -106,7 +106,7 @@ def make_pipeline(emit, staff=FULL, liveness: str = "off", recognizer: str = "sf
         att,
         build_engine(att),
         media.gallery_of(*staff, recognizer=recognizer),
-        Schedule(att.schedule),
+        Schedule(),
         emit,
         wall_clock_for(TZ, EPOCH),
     )

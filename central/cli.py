@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "events and status, publish ack and roster). Exit 0 when all pass, 1 when a probe "
         "fails, 78 on a config error.",
     )
-    p.add_argument("--only", metavar="LIST", help="comma-separated probes: config,store,broker,acl")
+    p.add_argument(
+        "--only", metavar="LIST", help="comma-separated probes: config,store,broker,acl,schedule"
+    )
     p = sub.add_parser("roster", help="staff roster tools", description="Staff roster tools.")
     rsub = p.add_subparsers(dest="roster_command", metavar="ACTION")
     rsub.required = True

@@ -14,7 +14,7 @@
 - Slots by time band: by default each band is derived from the day's hours (an in-band runs
   from ``early_in_min`` before the start to the middle of the session, an out-band from there
   to the middle of the lunch break, or ``late_out_min`` after the end); a site may set any band
-  explicitly (``[attendance.schedule.bands]``). A punch in no band is ``extra`` /
+  explicitly (``[schedule.bands]``). A punch in no band is ``extra`` /
   ``outside_hours``; any punch on a day off is ``extra`` / ``holiday``.
 - Status: ``late`` after start + ``grace_min``, ``early_leave`` before end - ``grace_min``,
   else ``on_time``; ``minutes_off`` is how late or early, in whole minutes (rounded up).

@@ -79,6 +79,7 @@ case "$cmd" in
     acl hall-collector publishClientReceive "$PREFIX/+/+/status"
     acl hall-collector publishClientSend "$PREFIX/+/+/ack"
     acl hall-collector publishClientSend "$PREFIX/+/roster"
+    acl hall-collector publishClientSend "$PREFIX/+/schedule"
     acl hall-collector publishClientSend "$PREFIX/_central/status"
     ctrl createGroup hall-collectors
     ctrl addGroupRole hall-collectors hall-collector
@@ -100,13 +101,13 @@ case "$cmd" in
     ctrl createRole "$role"
     acl "$role" publishClientSend "$base/events"
     acl "$role" publishClientSend "$base/status"  # also the will (offline)
-    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/_central/status"; do
+    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/$site/schedule" "$PREFIX/_central/status"; do
       acl "$role" subscribeLiteral "$topic"
       acl "$role" publishClientReceive "$topic"
     done
     ctrl createClient "$device" -p "$(read_password "$3")"
     ctrl addClientRole "$device" "$role"
-    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack and $PREFIX/$site/roster"
+    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack, $PREFIX/$site/roster and $PREFIX/$site/schedule"
     ;;
   remove-device)
     [ $# -eq 2 ] || die "usage: remove-device SITE DEVICE"
