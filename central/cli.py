@@ -156,7 +156,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
     """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
     import os
 
-    from central.store import roster_json
+    from contract import roster_json
     from sync.mqtt import MqttLink
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
@@ -176,7 +176,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
             done.set()
 
         link.client.on_publish = on_publish
-        # The canonical text the store keeps and the collector republishes (central.store).
+        # The canonical text the store keeps and the collector republishes (contract.roster).
         payload = roster_json(roster).encode("utf-8")
         info = link.publish(topic, payload, qos=1, retain=True)
         if not done.wait(timeout):
