@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AttendanceSection
+from contract import EventType
 
 if TYPE_CHECKING:
     from agent.gallery import Gallery
@@ -227,7 +228,7 @@ class AttendancePipeline:
             "distance": _rounded(distance),
             "liveness": liveness,
         }
-        self.emit("attendance.punch", data, at)
+        self.emit(EventType.PUNCH, data, at)
         self._look(st, "punch", **data, at=at.isoformat())
         st.punched = True
         self.last_punch[sid] = frame.t
@@ -258,7 +259,7 @@ class AttendancePipeline:
             return
         self.last_reject[reason] = frame.t
         data = {"reason": reason, "distance": _rounded(distance)}
-        self.emit("attendance.rejected", data, self.wall_clock(frame))
+        self.emit(EventType.FACE_REJECTED, data, self.wall_clock(frame))
         self.counters["rejected"] += 1
 
     def _look(self, st: _TrackState, kind: str, **data: Any) -> None:
