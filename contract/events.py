@@ -2,7 +2,8 @@
 
 The devices build every event's data from these models (:func:`event_data`) and the collector
 checks every event it receives against the same models (:func:`check_data`), so a body that
-one side writes the other always reads.
+one side writes the other always reads. Everywhere else an event type is named through
+:class:`EventType`, never spelled as a string (tests/test_event_type_literals.py).
 """
 
 from __future__ import annotations
