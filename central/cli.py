@@ -12,6 +12,7 @@
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
+- ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
 store: a missing or empty one is an error naming it.
@@ -22,6 +23,7 @@ Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -30,7 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
+from central.config import (
+    DEFAULT_CENTRAL_CONFIG,
+    CentralConfig,
+    central_schema,
+    load_central_config,
+)
 from contract import ID_PATTERN, is_id
 from sync.cli_common import (
     CliError,
@@ -110,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         "hall's timezone (central.timezone).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("config", help="config tools", description="Config tools.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    csub.add_parser(
+        "schema",
+        help="print the JSON schema of central.toml (for editors)",
+        description="Print the JSON schema of central.toml; no config file is read.",
+    )
     from central.commands import add_parsers
 
     add_parsers(sub)
@@ -342,6 +357,14 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return leave(cfg, args)
 
 
+def cmd_config(_args: argparse.Namespace) -> int:
+    print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+# Commands that describe the config file rather than run with one: they work before it exists.
+CONFIGLESS = {"config": cmd_config}
+
 COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
@@ -356,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose if args.command != "run" else max(1, args.verbose))
+    if args.command in CONFIGLESS:
+        return run_command("hall-central", args, lambda: CONFIGLESS[args.command](args))
     return run_command(
         "hall-central",
         args,
