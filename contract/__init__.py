@@ -12,10 +12,12 @@ shared vocabulary from here. One module a part of the contract, each re-exported
 - :mod:`contract.labels`: the words people read (slots, rating levels, reasons);
 - :mod:`contract.status`: the states a device reports about itself.
 
+A change to the events, ids, topics or roster is a change of the wire format: bump
+``PAYLOAD_VERSION`` and say so in docs/topics.md.
+
 :mod:`contract.config` holds the rules every config file follows (docs/config.md), and
 :mod:`contract.schedule` the hall's hours and working days (regulation, docs/attendance.md);
-they are imported by their own names. A change in any of these is a change of the wire format:
-bump ``PAYLOAD_VERSION`` and say so in docs/topics.md.
+they are imported by their own names.
 
 :mod:`contract.site_thread` and :mod:`contract.sqlite_tx` are plumbing, not contract: a device
 module that may not import ``sync`` and the centre both need them, and only here may both.
