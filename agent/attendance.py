@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import AttendanceSection
 from contract import PunchData
+from contract import EventType
 
 if TYPE_CHECKING:
     from agent.gallery import Gallery
@@ -231,7 +232,7 @@ class AttendancePipeline:
             liveness=liveness,
             schedule_version=schedule.version,
         ).model_dump()
-        self.emit("attendance.punch", data, at)
+        self.emit(EventType.PUNCH, data, at)
         self._look(st, "punch", **data, at=at.isoformat())
         st.punched = True
         self.last_punch[sid] = frame.t
@@ -262,7 +263,7 @@ class AttendancePipeline:
             return
         self.last_reject[reason] = frame.t
         data = {"reason": reason, "distance": _rounded(distance)}
-        self.emit("attendance.rejected", data, self.wall_clock(frame))
+        self.emit(EventType.FACE_REJECTED, data, self.wall_clock(frame))
         self.counters["rejected"] += 1
 
     def _look(self, st: _TrackState, kind: str, **data: Any) -> None:

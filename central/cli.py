@@ -14,6 +14,7 @@
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
 - ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
   kiosks (central/schedule_cli.py).
+- ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
 store: a missing or empty one is an error naming it.
@@ -24,6 +25,7 @@ Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -32,7 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
+from central.config import (
+    DEFAULT_CENTRAL_CONFIG,
+    CentralConfig,
+    central_schema,
+    load_central_config,
+)
 from contract import ID_PATTERN, is_id
 from sync.cli_common import (
     CliError,
@@ -114,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "hall's timezone (central.timezone).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("config", help="config tools", description="Config tools.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    csub.add_parser(
+        "schema",
+        help="print the JSON schema of central.toml (for editors)",
+        description="Print the JSON schema of central.toml; no config file is read.",
+    )
     from central.commands import add_parsers
     from central.schedule_cli import add_parser as add_schedule_parser
 
@@ -162,7 +177,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
     """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
     import os
 
-    from central.store import roster_json
+    from contract import roster_json
     from sync.mqtt import MqttLink
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
@@ -182,7 +197,7 @@ def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeou
             done.set()
 
         link.client.on_publish = on_publish
-        # The canonical text the store keeps and the collector republishes (central.store).
+        # The canonical text the store keeps and the collector republishes (contract.roster).
         payload = roster_json(roster).encode("utf-8")
         info = link.publish(topic, payload, qos=1, retain=True)
         if not done.wait(timeout):
@@ -354,6 +369,14 @@ def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return schedule(cfg, args)
 
 
+def cmd_config(_args: argparse.Namespace) -> int:
+    print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+# Commands that describe the config file rather than run with one: they work before it exists.
+CONFIGLESS = {"config": cmd_config}
+
 COMMANDS = {
     "run": cmd_run,
     "schedule": cmd_schedule,
@@ -369,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose if args.command != "run" else max(1, args.verbose))
+    if args.command in CONFIGLESS:
+        return run_command("hall-central", args, lambda: CONFIGLESS[args.command](args))
     return run_command(
         "hall-central",
         args,

@@ -42,7 +42,7 @@ from central.reports.model import (
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
 from central.store import Store
-from contract import SLOT_LABELS
+from contract import SLOT_LABELS, EventType
 from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, ScheduleHistory, rule_for_role
 
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
@@ -174,7 +174,7 @@ def compute(
     plans = {d: schedule.plan(d, month.tz) for d in month.days()}
     people = roster_people(store, site)
     punches: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    for e in month_events(store, month, ("attendance.punch",), site):
+    for e in month_events(store, month, (EventType.PUNCH,), site):
         sid = e.data.get("staff_id")
         if not isinstance(sid, str):
             continue
