@@ -32,8 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AttendanceSection
-from contract import PunchData
-from contract import EventType
+from contract import EventType, PunchData
 
 if TYPE_CHECKING:
     from agent.gallery import Gallery

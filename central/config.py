@@ -130,7 +130,8 @@ class CentralConfig(Section):
     # The hall's hours, holidays and 调休 days: the one source. The collector publishes them
     # to the kiosks, which classify by them (docs/attendance.md "One schedule").
     schedule: ScheduleSection = Field(
-        default_factory=ScheduleSection, description="The hall's hours and days, published to every kiosk"
+        default_factory=ScheduleSection,
+        description="The hall's hours and days, published to every kiosk",
     )
 
 
