@@ -175,40 +175,13 @@ def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
 def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeout: float) -> str:
     """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
-    import os
-
+    from central.publish_retained import publish_retained
     from contract import roster_json
-    from sync.mqtt import MqttLink
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
-    link = MqttLink(cfg.mqtt, f"{cfg.central.id}-roster-{os.getpid()}", name="roster")
-    link.start()
-    try:
-        if not link.connected.wait(timeout):
-            raise CliError(
-                f"roster publish: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
-                f"{timeout:.0f} s ({link.last_error or 'no answer'})"
-            )
-        done = threading.Event()
-        result: dict[str, Any] = {}
-
-        def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-            result["rc"] = rc
-            done.set()
-
-        link.client.on_publish = on_publish
-        # The canonical text the store keeps and the collector republishes (contract.roster).
-        payload = roster_json(roster).encode("utf-8")
-        info = link.publish(topic, payload, qos=1, retain=True)
-        if not done.wait(timeout):
-            raise CliError(f"roster publish: no PUBACK for {topic} within {timeout:.0f} s")
-        rc = result["rc"]
-        if getattr(rc, "is_failure", False):
-            raise CliError(f"roster publish: broker refused {topic}: {rc}")
-        del info
-        return topic
-    finally:
-        link.stop()
+    # The canonical text the store keeps and the collector republishes (contract.roster).
+    publish_retained(cfg, "roster publish", [(topic, roster_json(roster).encode("utf-8"))], timeout)
+    return topic
 
 
 def _site(args: argparse.Namespace) -> str:

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import threading
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -107,36 +105,8 @@ def _print(published: Any, tz: ZoneInfo) -> None:
 
 
 def _publish(cfg: CentralConfig, sites: list[str], payload: bytes, timeout: float) -> None:
+    from central.publish_retained import publish_retained
     from contract.published_schedule import schedule_topic
-    from sync.mqtt import MqttLink
 
-    link = MqttLink(cfg.mqtt, f"{cfg.central.id}-schedule-{os.getpid()}", name="schedule")
-    link.start()
-    try:
-        if not link.connected.wait(timeout):
-            raise CliError(
-                f"schedule publish: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
-                f"{timeout:.0f} s ({link.last_error or 'no answer'})"
-            )
-        acks: dict[int, Any] = {}
-        acked = threading.Condition()
-
-        def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-            with acked:
-                acks[mid] = rc
-                acked.notify_all()
-
-        link.client.on_publish = on_publish
-        for site in sites:
-            topic = schedule_topic(cfg.mqtt.prefix, site)
-            info = link.publish(topic, payload, qos=1, retain=True)
-            with acked:
-                if not acked.wait_for(lambda mid=info.mid: mid in acks, timeout):
-                    raise CliError(
-                        f"schedule publish: no PUBACK for {topic} within {timeout:.0f} s"
-                    )
-                rc = acks[info.mid]
-            if getattr(rc, "is_failure", False):
-                raise CliError(f"schedule publish: broker refused {topic}: {rc}")
-    finally:
-        link.stop()
+    topics = [schedule_topic(cfg.mqtt.prefix, site) for site in sites]
+    publish_retained(cfg, "schedule publish", [(t, payload) for t in topics], timeout)
