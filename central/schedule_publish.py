@@ -11,6 +11,7 @@ year changes the body by itself); ``hall-central schedule publish`` does the sam
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +109,10 @@ class SchedulePublisher:
         tz: ZoneInfo,
         prefix: str,
         publish: Any,  # MqttLink.publish
+        today: Callable[[], date] | None = None,  # the hall's date; tests set it
     ) -> None:
         self.store, self.cfg, self.tz, self.prefix = store, cfg, tz, prefix
+        self._today = today or (lambda: datetime.now(tz).date())
         self._publish = publish
         self.version: int | None = None  # the version retained on every site's topic
         self._sites: list[str] = []
@@ -117,6 +120,7 @@ class SchedulePublisher:
         self._warned_on: date | None = None
         self.published = 0  # PUBACKed schedule messages
         self.errors = 0
+        self._warn_daily()  # at startup, before any broker: the log says it at once
 
     def site_seen(self, site: str) -> None:
         """A device's status: a site not yet served gets the schedule on the next tick."""
@@ -171,7 +175,7 @@ class SchedulePublisher:
             self._due = time.monotonic() + 60.0
 
     def _warn_daily(self) -> None:
-        today = datetime.now(self.tz).date()
+        today = self._today()
         if self._warned_on == today:
             return
         self._warned_on = today

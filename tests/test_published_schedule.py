@@ -277,3 +277,16 @@ def test_year_days_keep_their_days_in_their_year():
                 },
             },
         )
+
+
+def test_the_collector_warns_at_startup_when_next_years_days_are_missing(tmp_path, caplog):
+    import logging
+
+    from central.schedule_publish import SchedulePublisher
+    from central.store import open_store
+
+    with open_store(f"sqlite:///{tmp_path}/hall.db") as store, caplog.at_level(logging.WARNING):
+        SchedulePublisher(store, ScheduleSection(), TZ, "hall", None, lambda: date(KNOWN, 11, 30))
+        assert "no statutory holidays" not in caplog.text
+        SchedulePublisher(store, ScheduleSection(), TZ, "hall", None, lambda: date(KNOWN, 12, 1))
+    assert f"schedule: no statutory holidays or 调休 days for {UNKNOWN}" in caplog.text
