@@ -317,7 +317,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     if args.count < 1 or args.count > 100_000:
         raise CliError(f"ping --count: expected 1..100000, got {args.count}", 2)
     cfg = _load(args)
-    from sync.ping import run_ping
+    from agent.link.ping import run_ping
 
     outbox = _open_outbox(cfg)
     try:

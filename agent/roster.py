@@ -1,7 +1,7 @@
 """The staff roster on a device: load it, watch it, look names up (docs/topics.md, roster).
 
 The centre publishes the roster retained on ``{prefix}/{site}/roster``; the downlink
-(sync/downlink.py) validates it with :func:`contract.validate_roster` and writes it to
+(agent/link/downlink.py) validates it with :func:`contract.validate_roster` and writes it to
 ``<data_dir>/roster.json`` in exactly the payload format. Everything on the device that needs
 it (the pad display's names, enrolment, the kiosk's gallery pruning) reads it through this
 module, which imports neither paho nor MQTT.

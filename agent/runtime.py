@@ -35,7 +35,7 @@ def build_workers(
         from agent.attendance_worker import attendance_worker_factories
 
         factories.update(attendance_worker_factories(cfg, outbox, screen))
-    from sync.uplink import uplink_worker_factories
+    from agent.link.uplink import uplink_worker_factories
 
     factories.update(uplink_worker_factories(cfg, outbox, supervisor_health))
     return factories

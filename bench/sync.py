@@ -46,11 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.link.ping import measure  # noqa: E402
+from agent.link.uplink import Uplink  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
 from central.store import open_store  # noqa: E402
 from contract import EventType  # noqa: E402
-from sync.ping import measure  # noqa: E402
-from sync.uplink import Uplink  # noqa: E402
 from tests.support import (  # noqa: E402
     PG_URL,
     Mosquitto,

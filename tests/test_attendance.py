@@ -416,7 +416,7 @@ def test_pad_only_startup_never_loads_the_vision_stack() -> None:
         "import sys, importlib\n"
         "import agent.runtime, agent.cli, agent.checks, agent.config, agent.supervisor\n"
         "import agent.attendance, agent.attendance_worker, contract.schedule\n"
-        "for m in ('agent.windows', 'sync.uplink'):\n"
+        "for m in ('agent.windows', 'agent.link.uplink'):\n"
         "    try:\n"
         "        importlib.import_module(m)\n"
         "    except ImportError:\n"

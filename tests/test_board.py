@@ -82,7 +82,7 @@ def rows_of(events: list[EventRow]) -> list[tuple[Any, ...]]:
 
 
 def status(state: str, at: datetime) -> dict[str, Any]:
-    """A device's retained status as sync/uplink.py publishes it (docs/topics.md)."""
+    """A device's retained status as agent/link/uplink.py publishes it (docs/topics.md)."""
     return {
         "v": 1,
         "state": state,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.envelope import uuid7
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from central.collector import Collector
-from sync.uplink import Uplink
 from tests.mqttkit import Peer, refused
 from tests.support import HallBroker, agent_config, central_config, make_test_ca, wait_for
 

@@ -16,10 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from central.collector import MAX_MESSAGE_BYTES, OVERSIZE_KEPT_BYTES, Collector
 from sync.paho_loop import stop_loop
-from sync.uplink import Uplink
 from tests.conftest import require_or_skip
 from tests.support import PG_URL, agent_config, central_config, pg_available, pg_schema, wait_for
 

@@ -1,4 +1,4 @@
-"""sync/downlink.py: roster validation and storage; end to end from ``hall-central roster
+"""agent/link/downlink.py: roster validation and storage; end to end from ``hall-central roster
 publish`` through a real broker to ``<data_dir>/roster.json``."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.link.downlink import RosterKeeper
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from agent.roster import load_roster
 from contract import RosterError, parse_roster, validate_roster
-from sync.downlink import RosterKeeper
-from sync.uplink import Uplink
 from tests.conftest import skip_unless
 from tests.support import Mosquitto, agent_config, mosquitto_pub, wait_for
 
@@ -98,7 +98,7 @@ def test_load_roster_treats_damaged_file_as_absent(tmp_path):
 
 
 def test_roster_module_does_not_import_paho():
-    code = "import sys, sync.downlink; print('paho' in ' '.join(sys.modules))"
+    code = "import sys, agent.link.downlink; print('paho' in ' '.join(sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout

@@ -204,7 +204,7 @@ def test_roster_limits_enrolment_and_prunes_leavers(kiosk) -> None:
     r = cli(cfg, "enroll", "--staff-id", "s002", "--name", "B", media.photo("biden.jpg"))
     assert r.returncode == 1 and "s002 is not in the roster" in r.stderr
     (data / "roster.json").write_text("{broken", encoding="utf-8")
-    # A damaged roster counts as none (logged), like sync.downlink.load_roster: nothing is
+    # A damaged roster counts as none (logged), like agent.link.downlink.load_roster: nothing is
     # pruned and the kiosk keeps working.
     r = cli(cfg, "gallery", "list")
     assert r.returncode == 0 and "unreadable" in r.stderr and "ignoring it" in r.stderr

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.link.lock import uplink_running
 from central.collector import Collector
-from sync.lock import uplink_running
 from tests.conftest import skip_unless
 from tests.support import central_config, free_port, wait_for
 
@@ -83,7 +83,7 @@ def test_ping_times_out_without_a_broker(tmp_path):
 
 
 def test_ping_advice_beside_a_running_agent_names_that_agent_first(tmp_path):
-    from sync.ping import PingError, advice
+    from agent.link.ping import PingError, advice
     from tests.support import agent_config
 
     cfg = agent_config(tmp_path, "mqtt://127.0.0.1:1883", device="win-01")

@@ -20,6 +20,7 @@ import pytest
 
 from agent.attendance_worker import AttendanceWorker
 from agent.gallery import gallery_path
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from agent.schedule_file import load_published, schedule_path
 from central.collector import Collector
@@ -29,7 +30,6 @@ from central.reports.month import Month
 from central.schedule_publish import history
 from central.store import open_store
 from contract.schedule import Schedule
-from sync.uplink import Uplink
 from tests import media
 from tests.conftest import skip_unless
 from tests.media import Actor

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from central.collector import Collector
-from sync.uplink import Uplink
 from tests.conftest import require_or_skip, skip_unless
 from tests.support import (
     PG_URL,
@@ -242,7 +242,7 @@ BURST = textwrap.dedent(
     import sys, threading
     from agent.outbox import Outbox
     from tests.support import agent_config
-    from sync.uplink import Uplink
+    from agent.link.uplink import Uplink
 
     data_dir, url = sys.argv[1], sys.argv[2]
     cfg = agent_config(data_dir, url, sync={"batch_size": 50, "ack_timeout_s": 2})

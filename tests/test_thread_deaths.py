@@ -80,13 +80,13 @@ def test_a_chained_traceback_ends_in_its_last_exception() -> None:
     text = (
         "Exception in thread uplink:\n"
         "Traceback (most recent call last):\n"
-        '  File "sync/uplink.py", line 1, in _run\n'
+        '  File "agent/link/uplink.py", line 1, in _run\n'
         "KeyError: 'x'\n"
         "\n"
         "During handling of the above exception, another exception occurred:\n"
         "\n"
         "Traceback (most recent call last):\n"
-        '  File "sync/uplink.py", line 3, in _run\n'
+        '  File "agent/link/uplink.py", line 3, in _run\n'
         "ValueError: bad batch\n"
         "Traceback (most recent call last):\n"
         "OSError: a child's own, printed next in the same file\n"

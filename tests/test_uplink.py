@@ -1,4 +1,4 @@
-"""sync/uplink.py against a real Mosquitto; the centre is either our collector or a peer made
+"""agent/link/uplink.py against a real Mosquitto; the centre is either our collector or a peer made
 of mosquitto_sub/mosquitto_pub (docs/topics.md checked against code that is not ours)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import AttendanceSection
+from agent.link.uplink import Uplink, uplink_worker_factories
 from agent.outbox import Outbox
 from central.collector import Collector
-from sync.uplink import Uplink, uplink_worker_factories
 from tests.conftest import skip_unless
 from tests.support import (
     HallBroker,

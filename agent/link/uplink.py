@@ -16,7 +16,7 @@
 - Retained status with a will (``offline``), republished on every connect and every
   ``sync.status_interval_s``; an explicit ``offline`` is published on a clean stop.
 - The roster (downlink) arrives on the same connection and is handed to
-  :class:`sync.downlink.RosterKeeper`; on a kiosk the hall's schedule likewise, to
+  :class:`agent.link.downlink.RosterKeeper`; on a kiosk the hall's schedule likewise, to
   :class:`agent.schedule_file.ScheduleKeeper`.
 - One uplink per outbox: the worker holds an exclusive ``flock`` on ``<data_dir>/uplink.lock``
   while it runs. ``hall-agent ping`` uses it to tell whether a running agent will deliver its
@@ -42,14 +42,14 @@ from zoneinfo import ZoneInfo
 from paho.mqtt.enums import MQTTErrorCode
 
 from agent.config import AgentConfig
+from agent.link.downlink import RosterKeeper
 from agent.outbox import Outbox, PendingEvent
 from contract import __version__, central_status_topic, device_topic, roster_topic
 from contract.published_schedule import schedule_topic
-from sync.downlink import RosterKeeper
 
 if TYPE_CHECKING:
     from agent.schedule_file import ScheduleKeeper
-from sync.lock import UplinkLock
+from agent.link.lock import UplinkLock
 from sync.mqtt import MqttLink, describe_rc
 
 logger = logging.getLogger(__name__)

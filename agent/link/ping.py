@@ -5,7 +5,7 @@ time, and waits for the centre's ack to remove each before recording the next, s
 figure is one full round trip: outbox → broker → collector commit → ack → outbox delete.
 
 Who delivers the events: the uplink holds an exclusive lock on ``<data_dir>/uplink.lock``
-while it runs (sync/uplink.py). If the lock is held, a running agent shares this outbox file
+while it runs (agent/link/uplink.py). If the lock is held, a running agent shares this outbox file
 and its uplink delivers ping's events (it polls the outbox every 20 ms for rows appended by
 other processes); otherwise ping starts an uplink in this process for the duration.
 """
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
+from agent.link.lock import uplink_running
+from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from contract import EventType, TestData, event_data
-from sync.lock import uplink_running
-from sync.uplink import Uplink
 
 PING_MARGIN_S = 10.0
 
