@@ -2,7 +2,7 @@
 
 The centre publishes the hall's hours and calendar retained on ``{prefix}/{site}/schedule``
 (docs/topics.md; docs/attendance.md "One schedule"). The uplink hands each payload to
-:class:`ScheduleKeeper`, which validates it and writes it durably to
+:class:`agent.link.downlink.ScheduleKeeper`, which validates it and writes it durably to
 ``<data_dir>/schedule.json``; a bad one, or one that cannot be written, is logged, shown in
 the uplink's status and the last good one stays. Everything that classifies or shows the day
 (the recognition process, the kiosk screen, ``check``) reads it through :class:`ScheduleWatch`,
@@ -19,7 +19,6 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from agent.durable import write_durably
 from contract.published_schedule import PublishedSchedule, ScheduleError, parse_schedule
 from contract.schedule import Schedule
 
@@ -43,50 +42,6 @@ def load_published(data_dir: str | os.PathLike[str]) -> PublishedSchedule | None
     except (OSError, ScheduleError) as exc:
         logger.error("schedule %s unreadable (%s); using the regulation's hours", path, exc)
         return None
-
-
-class ScheduleKeeper:
-    """Validates incoming schedule payloads and keeps the last good one on disk."""
-
-    def __init__(self, data_dir: str | os.PathLike[str]):
-        self.path = schedule_path(data_dir)
-        current = load_published(data_dir)
-        self.version: int | None = None if current is None else current.version
-        self._digest: str | None = None if current is None else current.digest
-        self.last_error: str | None = None
-
-    def handle(self, payload: bytes) -> bool:
-        """Store a schedule payload if valid; True when the file was (re)written."""
-        if not payload:
-            return False  # the retained schedule was cleared: keep the last good one
-        try:
-            schedule = parse_schedule(payload)
-        except ScheduleError as exc:
-            self.last_error = f"schedule refused: {exc}"
-            logger.error("%s; keeping version %s", self.last_error, self.version)
-            return False
-        if schedule.version == self.version and schedule.digest == self._digest:
-            return False  # the same retained schedule again after a reconnect
-        if self.version is not None and schedule.version < self.version:
-            # Taken anyway: the retained schedule is the centre's truth (a store rebuilt from
-            # scratch numbers from 1 again), but a step back is worth a line in the log.
-            logger.warning(
-                "schedule version went back from %s to %s", self.version, schedule.version
-            )
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_durably(self.path, schedule.to_json().encode("utf-8"))
-        except OSError as exc:
-            # Disk full or read-only: it is retained, so it comes again on every reconnect.
-            self.last_error = (
-                f"schedule version {schedule.version} not stored in {self.path}: {exc}"
-            )
-            logger.error("%s; keeping version %s", self.last_error, self.version)
-            return False
-        self.version, self._digest = schedule.version, schedule.digest
-        self.last_error = None
-        logger.info("schedule version %s stored", schedule.version)
-        return True
 
 
 class ScheduleWatch:

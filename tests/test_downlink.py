@@ -90,6 +90,21 @@ def test_keeper_stores_atomically_and_keeps_last_good(tmp_path):
     assert not list(tmp_path.glob(".roster-*"))  # no temp files left behind
 
 
+def test_keeper_log_lines(tmp_path, caplog):
+    """The texts technicians grep the journal for (one base with the schedule's keeper)."""
+    caplog.set_level("INFO", logger="agent.link.downlink")
+    keeper = RosterKeeper(tmp_path)
+    keeper.handle(payload(ROSTER))
+    keeper.handle(payload(dict(ROSTER, version=2)))
+    keeper.handle(payload(dict(ROSTER, v=2)))
+    assert [r.getMessage() for r in caplog.records] == [
+        "roster version 3 stored (2 staff)",
+        "roster version went back from 3 to 2",
+        "roster version 2 stored (2 staff)",
+        "roster refused: v: expected 1, got 2; keeping version 2",
+    ]
+
+
 def test_load_roster_treats_damaged_file_as_absent(tmp_path):
     (tmp_path / "roster.json").write_text("{ half a file")
     assert load_roster(tmp_path) is None

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.link.downlink import ScheduleKeeper
 from agent.schedule_file import (
-    ScheduleKeeper,
     ScheduleWatch,
     load_published,
     schedule_path,
@@ -137,6 +137,19 @@ def test_the_kiosk_keeps_the_last_good_schedule_and_watches_it(tmp_path, caplog)
     schedule_path(tmp_path).write_text("garbage", encoding="utf-8")
     assert watch.current().version is None  # damaged file: the regulation's hours, logged
     assert "unreadable" in caplog.text
+
+
+def test_the_schedule_keeper_log_lines(tmp_path, caplog):
+    caplog.set_level("INFO", logger="agent.link.downlink")
+    keeper = ScheduleKeeper(tmp_path)
+    keeper.handle(published(version=2).to_json().encode())
+    keeper.handle(published(version=2).to_json().encode())  # the retained one again: silent
+    keeper.handle(published(version=1).to_json().encode())
+    assert [r.getMessage() for r in caplog.records] == [
+        "schedule version 2 stored",
+        "schedule version went back from 2 to 1",
+        "schedule version 1 stored",
+    ]
 
 
 def test_a_schedule_that_cannot_be_written_keeps_the_old_one_and_says_why(tmp_path):

@@ -1,14 +1,21 @@
-"""Downlink: the staff roster from the centre (docs/topics.md, ``{prefix}/{site}/roster``).
+"""Downlink: what the centre publishes retained for a site's devices (docs/topics.md).
 
-The roster is retained on the broker, so a device gets the current one on every connect. It is
-validated (:func:`contract.parse_roster`) and written durably to ``<data_dir>/roster.json``
-in exactly the payload format; a bad roster, or one that cannot be written (disk full,
-read-only), is logged and kept in ``last_error`` (shown in the uplink's status), and the last
-good one stays. Face encodings never travel (PIPL art. 28-29): a roster entry with any key
-beyond ``id/name/role/window`` is refused as a whole, so a centre that starts sending
-biometric data by mistake cannot get it stored on a device.
+- The staff roster (``{prefix}/{site}/roster``), on every device: validated
+  (:func:`contract.parse_roster`) and written to ``<data_dir>/roster.json`` in exactly the
+  payload format. Face encodings never travel (PIPL art. 28-29): a roster entry with any key
+  beyond ``id/name/role/window`` is refused as a whole, so a centre that starts sending
+  biometric data by mistake cannot get it stored on a device.
+- The hall's hours and calendar (``{prefix}/{site}/schedule``), on a kiosk: validated
+  (:func:`contract.published_schedule.parse_schedule`) and written to
+  ``<data_dir>/schedule.json`` (docs/attendance.md "One schedule").
 
-This module only writes the file; the device reads it through :mod:`agent.roster`.
+Both are retained on the broker, so a device gets the current one on every connect; one
+:class:`RetainedFileKeeper` per topic writes it durably. A bad payload, or one that cannot be
+written (disk full, read-only), is logged and kept in ``last_error`` (shown in the uplink's
+status), and the last good file stays.
+
+This module only writes the files; the device reads them through :mod:`agent.roster` and
+:mod:`agent.schedule_file`.
 """
 
 from __future__ import annotations
@@ -16,54 +23,140 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
 
 from agent.durable import write_durably
 from agent.roster import load_roster, roster_path
+from agent.schedule_file import load_published, schedule_path
 from contract import RosterError, parse_roster
+from contract.published_schedule import PublishedSchedule, ScheduleError, parse_schedule
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class RosterKeeper:
-    """Validates incoming roster payloads and keeps the last good one on disk."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]):
-        self.path = roster_path(data_dir)
-        current = load_roster(data_dir)
-        self.version: int | None = None if current is None else current["version"]
+class RetainedFileKeeper(Generic[T]):
+    """Validates the payloads of one retained topic and keeps the last good one on disk.
+
+    A subclass says what the payload is: its parser (:meth:`parse`, raising ``refused``), its
+    version, its bytes on disk and when a delivery is the one already stored."""
+
+    what: ClassVar[str]  # "roster", "schedule": the first word of its log lines and errors
+    refused: ClassVar[type[Exception]]
+
+    def __init__(self, path: Path, current: T | None):
+        self.path = path
+        self.version: int | None = None if current is None else self.version_of(current)
         self.last_error: str | None = None
 
+    def parse(self, payload: bytes) -> T:
+        raise NotImplementedError
+
+    def version_of(self, item: T) -> int:
+        raise NotImplementedError
+
+    def encode(self, item: T) -> bytes:
+        raise NotImplementedError
+
+    def unchanged(self, item: T) -> bool:
+        """The stored one again (a reconnect delivers the retained payload each time)."""
+        raise NotImplementedError
+
+    def kept(self, item: T) -> None:
+        """Called once ``item`` is stored."""
+
+    def detail(self, item: T) -> str:
+        """What the "stored" log line adds after the version."""
+        return ""
+
     def handle(self, payload: bytes) -> bool:
-        """Store a roster payload if valid; returns True when the file was (re)written."""
+        """Store a payload if valid; returns True when the file was (re)written."""
         if not payload:
-            return False  # the retained roster was cleared: keep the last good one
+            return False  # the retained message was cleared: keep the last good one
         try:
-            roster = parse_roster(payload)
-        except RosterError as exc:
-            self.last_error = f"roster refused: {exc}"
+            item = self.parse(payload)
+        except self.refused as exc:
+            self.last_error = f"{self.what} refused: {exc}"
             logger.error("%s; keeping version %s", self.last_error, self.version)
             return False
-        if self.version is not None and roster["version"] < self.version:
-            # Accepted anyway: the retained roster is the centre's truth (it may have been
-            # re-created), but a step backwards is worth a line in the log.
-            logger.warning(
-                "roster version went back from %s to %s", self.version, roster["version"]
-            )
-        if roster["version"] == self.version and load_roster(self.path.parent) == roster:
-            return False  # the same retained roster again after a reconnect
+        version = self.version_of(item)
+        if self.unchanged(item):
+            return False
+        if self.version is not None and version < self.version:
+            # Taken anyway: the retained payload is the centre's truth (a store rebuilt from
+            # scratch numbers from 1 again, a roster rolled back with --force), but a step
+            # back is worth a line in the log.
+            logger.warning("%s version went back from %s to %s", self.what, self.version, version)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Stored in exactly the docs/topics.md payload format (re-serialised from the
-            # validated object so that the file is canonical UTF-8 JSON).
-            write_durably(self.path, json.dumps(roster, ensure_ascii=False).encode("utf-8"))
+            write_durably(self.path, self.encode(item))
         except OSError as exc:
-            # Disk full, read-only or not ours: the roster is retained, so it comes again on
-            # every reconnect; raising would end the uplink each time. Keep the last good
-            # file, show the fault in status (Uplink.health) and try again next delivery.
-            self.last_error = f"roster version {roster['version']} not stored in {self.path}: {exc}"
+            # Disk full, read-only or not ours: it is retained, so it comes again on every
+            # reconnect; raising would end the uplink each time. Keep the last good file,
+            # show the fault in status (Uplink.health) and try again next delivery.
+            self.last_error = f"{self.what} version {version} not stored in {self.path}: {exc}"
             logger.error("%s; keeping version %s", self.last_error, self.version)
             return False
-        self.version = roster["version"]
+        self.version = version
+        self.kept(item)
         self.last_error = None
-        logger.info("roster version %s stored (%d staff)", roster["version"], len(roster["staff"]))
+        logger.info("%s version %s stored%s", self.what, version, self.detail(item))
         return True
+
+
+class RosterKeeper(RetainedFileKeeper[dict[str, Any]]):
+    """The staff roster in ``<data_dir>/roster.json``."""
+
+    what = "roster"
+    refused = RosterError
+
+    def __init__(self, data_dir: str | os.PathLike[str]):
+        super().__init__(roster_path(data_dir), load_roster(data_dir))
+
+    def parse(self, payload: bytes) -> dict[str, Any]:
+        return parse_roster(payload)
+
+    def version_of(self, item: dict[str, Any]) -> int:
+        return item["version"]
+
+    def encode(self, item: dict[str, Any]) -> bytes:
+        # Stored in exactly the docs/topics.md payload format (re-serialised from the
+        # validated object so that the file is canonical UTF-8 JSON).
+        return json.dumps(item, ensure_ascii=False).encode("utf-8")
+
+    def unchanged(self, item: dict[str, Any]) -> bool:
+        # Compared with the file, not memory: a roster.json lost or damaged since is written
+        # again on the next delivery.
+        return item["version"] == self.version and load_roster(self.path.parent) == item
+
+    def detail(self, item: dict[str, Any]) -> str:
+        return f" ({len(item['staff'])} staff)"
+
+
+class ScheduleKeeper(RetainedFileKeeper[PublishedSchedule]):
+    """The hall's schedule in ``<data_dir>/schedule.json`` (kiosks only)."""
+
+    what = "schedule"
+    refused = ScheduleError
+
+    def __init__(self, data_dir: str | os.PathLike[str]):
+        current = load_published(data_dir)
+        super().__init__(schedule_path(data_dir), current)
+        self._digest: str | None = None if current is None else current.digest
+
+    def parse(self, payload: bytes) -> PublishedSchedule:
+        return parse_schedule(payload)
+
+    def version_of(self, item: PublishedSchedule) -> int:
+        return item.version
+
+    def encode(self, item: PublishedSchedule) -> bytes:
+        return item.to_json().encode("utf-8")
+
+    def unchanged(self, item: PublishedSchedule) -> bool:
+        return item.version == self.version and item.digest == self._digest
+
+    def kept(self, item: PublishedSchedule) -> None:
+        self._digest = item.digest

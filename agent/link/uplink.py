@@ -17,7 +17,7 @@
   ``sync.status_interval_s``; an explicit ``offline`` is published on a clean stop.
 - The roster (downlink) arrives on the same connection and is handed to
   :class:`agent.link.downlink.RosterKeeper`; on a kiosk the hall's schedule likewise, to
-  :class:`agent.schedule_file.ScheduleKeeper`.
+  :class:`agent.link.downlink.ScheduleKeeper`.
 - One uplink per outbox: the worker holds an exclusive ``flock`` on ``<data_dir>/uplink.lock``
   while it runs. ``hall-agent ping`` uses it to tell whether a running agent will deliver its
   events or whether it has to start an uplink itself (docs/sync.md, "ping").
@@ -36,20 +36,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from paho.mqtt.enums import MQTTErrorCode
 
 from agent.config import AgentConfig
-from agent.link.downlink import RosterKeeper
+from agent.link.downlink import RosterKeeper, ScheduleKeeper
+from agent.link.lock import UplinkLock
 from agent.outbox import Outbox, PendingEvent
 from contract import __version__, central_status_topic, device_topic, roster_topic
 from contract.published_schedule import schedule_topic
-
-if TYPE_CHECKING:
-    from agent.schedule_file import ScheduleKeeper
-from agent.link.lock import UplinkLock
 from sync.mqtt import MqttLink, describe_rc
 
 logger = logging.getLogger(__name__)
@@ -180,8 +177,6 @@ class Uplink:
         # Kiosks only: the hall's hours they classify punches by (docs/attendance.md).
         self.schedule: ScheduleKeeper | None = None
         if cfg.attendance is not None:
-            from agent.schedule_file import ScheduleKeeper
-
             self.schedule = ScheduleKeeper(cfg.device.data_dir)
         self._subscribed = ("ack", "roster", "central") + (
             ("schedule",) if self.schedule is not None else ()
