@@ -23,8 +23,8 @@ from agent.envelope import CLOCK_FLOOR_UNIX, system_clock_state
 from sync.cli_common import ProbeResult
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
-    from agent.gallery import Gallery
-    from agent.gallery_audit import LookAlike
+    from agent.kiosk.gallery import Gallery
+    from agent.kiosk.gallery_audit import LookAlike
 
 
 def probe_disk(cfg: AgentConfig) -> list[ProbeResult]:
@@ -401,7 +401,7 @@ def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
     if cfg.attendance is None:
         return []
     try:
-        from agent.gallery import Gallery, GalleryError, gallery_path
+        from agent.kiosk.gallery import Gallery, GalleryError, gallery_path
     except ImportError:
         return [ProbeResult("gallery", False, "numpy is not installed (kiosk extra)")]
     path = gallery_path(cfg.device.data_dir)
@@ -419,12 +419,12 @@ def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
             )
         ]
     counts = f"{len(gallery)} people, {gallery.rows} encodings"
-    from agent.gallery import reenrol_hint
-    from agent.recognition import model_id
+    from agent.kiosk.gallery import reenrol_hint
+    from agent.kiosk.recognition import model_id
 
     model = model_id(cfg.attendance)
     if gallery.model != model:
-        # The kiosk recognises nobody with this gallery (agent/recognition.py _load_gallery).
+        # The kiosk recognises nobody with this gallery (agent/kiosk/recognition.py _load_gallery).
         return [
             ProbeResult(
                 "gallery",
@@ -458,7 +458,7 @@ def probe_gallery(cfg: AgentConfig) -> list[ProbeResult]:
 def _lookalike_pairs(cfg: AgentConfig, gallery: Gallery) -> list[LookAlike]:
     """Pairs of enrolled people the decision rule cannot safely separate, closest first;
     none when the gallery is another recognizer's (its distances are on another scale)."""
-    from agent.gallery_audit import lookalikes_of
+    from agent.kiosk.gallery_audit import lookalikes_of
     from drivers.face_models import RECOGNIZERS
 
     att = cfg.attendance
@@ -664,7 +664,7 @@ def _preload() -> None:
         "agent.roster",
         "agent.schedule_file",
         "contract.schedule",
-        "agent.gallery",
+        "agent.kiosk.gallery",
         "agent.config",
     ):
         # e.g. numpy on a window device: the gallery probe says so itself.

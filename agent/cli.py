@@ -348,14 +348,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from agent.enroll import main_enroll
+    from agent.kiosk.enroll import main_enroll
 
     return main_enroll(cfg, args)
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from agent.enroll import main_gallery
+    from agent.kiosk.enroll import main_gallery
 
     return main_gallery(cfg, args)
 
@@ -381,7 +381,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.simulator import main_simulate
+    from agent.windows.simulator import main_simulate
 
     return main_simulate(args)
 

@@ -228,7 +228,7 @@ def is_loopback_listen(listen: str) -> bool:
 
 
 class ScreenSection(Section):
-    """The kiosk's own screen (agent/screen.py, docs/attendance.md "Kiosk screen").
+    """The kiosk's own screen (agent/kiosk/screen.py, docs/attendance.md "Kiosk screen").
 
     Only used on a kiosk (an ``[attendance]`` section). Preview frames stay in memory: they
     are never written to disk and never leave the device (PIPL art. 28-29). A page served
@@ -323,7 +323,7 @@ class PadSection(Section):
 
 
 class WindowsSection(Section):
-    """Window pads policy (agent/windows.py); only used when there are [[pad]] tables."""
+    """Window pads policy (agent/windows/state.py); only used when there are [[pad]] tables."""
 
     invite_timeout_s: float = Field(
         120, ge=1, le=3600, description="An INVITE not answered this long yields rating.expired"

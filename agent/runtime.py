@@ -28,11 +28,11 @@ def build_workers(
 ) -> WorkerFactories:
     factories: WorkerFactories = {}
     if cfg.pad:
-        from agent.windows import window_worker_factories
+        from agent.windows.state import window_worker_factories
 
         factories.update(window_worker_factories(cfg, outbox))
     if cfg.attendance is not None:
-        from agent.attendance_worker import attendance_worker_factories
+        from agent.kiosk.attendance_worker import attendance_worker_factories
 
         factories.update(attendance_worker_factories(cfg, outbox, screen))
     from agent.link.uplink import uplink_worker_factories
@@ -46,7 +46,7 @@ def start_screen(cfg: AgentConfig, outbox: Outbox, health: Callable[[], dict]) -
     ``listen = ""``, or when the port is taken (logged; the kiosk punches on without it)."""
     if cfg.attendance is None or not cfg.screen.listen:
         return None
-    from agent.screen import ScreenHub, ScreenServer, status_source
+    from agent.kiosk.screen import ScreenHub, ScreenServer, status_source
 
     hub = ScreenHub(cfg, status_source(outbox, health), health)
     server = ScreenServer(hub, cfg.screen.listen)

@@ -6,7 +6,7 @@ The East Asian evaluation set (tests/eastasian.py: 226 vendored LFW photos of 47
 19 people are enrolled from their first three photos, the 28 others are strangers.
 
 - per photo: every photo not used for enrolment is matched against the gallery, as the
-  kiosk matches (agent/gallery.py ``Gallery.match``: the nearest person within the
+  kiosk matches (agent/kiosk/gallery.py ``Gallery.match``: the nearest person within the
   tolerance, and the second-nearest person at least the margin farther). Genuine accept
   (GA): an enrolled person's photo matched to them; false accept (FA): a stranger's photo
   matched to anyone; wrong: an enrolled person's photo matched to someone else. Swept over
@@ -16,7 +16,7 @@ The East Asian evaluation set (tests/eastasian.py: 226 vendored LFW photos of 47
   between photos of the same person and of different people.
 - on the kiosk videos (640x480 and 1280x720: six enrolled people and eleven strangers, one
   at a time for 3 s, faces 160/100/70/55 px, one stranger standing 10 s, one stranger beside
-  a staff member, a shaking camera): the real kiosk pipeline (agent/attendance.py, the
+  a staff member, a shaking camera): the real kiosk pipeline (agent/kiosk/attendance.py, the
   shipped tolerance, margin and votes, liveness off: the photos cannot blink) on every frame,
   with all 19 enrolled; staff visits punched, strangers punched (a punch for anyone not in
   view), time from a person's first frame to their punch, frames/s. Beside it, in the same
@@ -71,7 +71,7 @@ class Recognizer:
 
 
 def _dlib() -> Recognizer:
-    from agent.recognition import build_engine
+    from agent.kiosk.recognition import build_engine
     from drivers.faces import DlibFaceEngine
 
     engine = DlibFaceEngine()
@@ -84,7 +84,7 @@ def _dlib() -> Recognizer:
 
 
 def _sface() -> Recognizer:
-    from agent.recognition import build_engine
+    from agent.kiosk.recognition import build_engine
     from drivers.faces_sface import SfaceFaceEngine
 
     engine = SfaceFaceEngine()
@@ -121,7 +121,7 @@ def tolerances(recognizer: str) -> np.ndarray:
 
 @dataclass
 class PhotoSet:
-    gallery: object  # agent.gallery.Gallery
+    gallery: object  # agent.kiosk.gallery.Gallery
     genuine: list[tuple[str, np.ndarray]]  # (person, encoding) of enrolled people's probes
     strangers: list[tuple[str, np.ndarray]]
     refused: list[str] = field(default_factory=list)  # photos the recognizer would not encode
@@ -129,7 +129,7 @@ class PhotoSet:
 
 
 def encode_set(rec: Recognizer) -> PhotoSet:
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
 
     enrolled, strangers = ea.split()
     refused: list[str] = []
@@ -337,9 +337,9 @@ class Naive:
 def run_video(
     rec: Recognizer, ps: PhotoSet, size: tuple[int, int], naive_every: int
 ) -> tuple[VideoResult, VideoResult | None]:
-    from agent.attendance import AttendancePipeline
     from agent.config import AttendanceSection
-    from agent.recognition import wall_clock_for
+    from agent.kiosk.attendance import AttendancePipeline
+    from agent.kiosk.recognition import wall_clock_for
     from contract import EventType
     from contract.schedule import Schedule
     from drivers.camera import Camera

@@ -90,9 +90,9 @@ def score(scenes, punches: list[tuple[str, float]], staff) -> tuple[float, int]:
 
 
 def make_pipeline(emit, staff=FULL, liveness: str = "off", recognizer: str = "sface"):
-    from agent.attendance import AttendancePipeline
     from agent.config import AttendanceSection
-    from agent.recognition import build_engine, wall_clock_for
+    from agent.kiosk.attendance import AttendancePipeline
+    from agent.kiosk.recognition import build_engine, wall_clock_for
     from contract.schedule import Schedule
 
     att = AttendanceSection(
@@ -184,7 +184,7 @@ def proc_cpu_s(pid: int) -> float:
 
 def idle_cpu(seconds: float = 10.0, recognizer: str = "sface") -> tuple[float, float]:
     """(child %, parent %) of a kiosk worker watching an empty hall at 25 fps."""
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     video = media.empty_video((640, 480), seconds + 15)
@@ -214,11 +214,11 @@ def first_punch(
     """ms from the first frame showing ``who`` alone at ``face_px`` to the punch, at 25 fps.
 
     The loop is the recognition process's: newest frame only, and while nobody is in view
-    the motion gate looks only every IDLE_INTERVAL_S (agent/recognition.py), which is part of
+    the motion gate looks only every IDLE_INTERVAL_S (agent/kiosk/recognition.py), which is part of
     the delay. The first frame showing the person is the one due at the scene's start (the
     file is paced at its frame rate), whether or not the loop took that frame.
     """
-    from agent.recognition import IDLE_INTERVAL_S
+    from agent.kiosk.recognition import IDLE_INTERVAL_S
     from drivers.camera import Camera
 
     scene = media.Scene(0.6, 3.5, ((who, face_px),))
@@ -252,7 +252,7 @@ def first_punch(
 def gallery_match(people: int, per_person: int = 3, repeats: int = 50) -> tuple[float, float]:
     import face_recognition
 
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
 
     rng = np.random.default_rng(1)
     enc = rng.normal(scale=0.09, size=(people * per_person, 128)).astype(np.float32)
@@ -338,7 +338,7 @@ recognizer = "{recognizer}"
         encoding="utf-8",
     )
     c = load_agent_config(cfg)
-    from agent.gallery import gallery_path
+    from agent.kiosk.gallery import gallery_path
 
     target = gallery_path(c.data_dir)
     if gallery is not None:  # copy bytes: the probe's parent must not load dlib for this
@@ -350,7 +350,7 @@ recognizer = "{recognizer}"
 
 
 def gil_stall(video: Path, isolation: str) -> tuple[float, float]:
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -381,7 +381,7 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 def memory_probe(video: Path, gallery: Path) -> None:
     """Run in a fresh interpreter: a kiosk worker (process isolation, blink) on the video."""
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
 
     with tempfile.TemporaryDirectory() as tmp:

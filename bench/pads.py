@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from agent.config import AgentConfig  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
-from agent.simulator import FdPort, SimPad  # noqa: E402
-from agent.windows import window_worker_factories  # noqa: E402
+from agent.windows.simulator import FdPort, SimPad  # noqa: E402
+from agent.windows.state import window_worker_factories  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hall-agent" / "bench"
 
@@ -283,7 +283,7 @@ def main() -> int:
             f"  {passes.get(name.split('/')[0], 0):.1f}"
         )
     # The target holds for the arrangement the agent runs in: recognition in its own process
-    # (agent/recognition.py, isolation = "process"). face-thread is the counter-example that
+    # (agent/kiosk/recognition.py, isolation = "process"). face-thread is the counter-example that
     # shows why: dlib holds the GIL for tens of ms per call.
     ok = True
     for name, r in results.items():

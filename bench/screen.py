@@ -1,6 +1,6 @@
 """The kiosk page: from a look's decision reaching the agent to its text on the screen.
 
-A real ScreenServer (agent/screen.py) and Debian's headless ``chromium`` on the kiosk page,
+A real ScreenServer (agent/kiosk/screen.py) and Debian's headless ``chromium`` on the kiosk page,
 driven over the DevTools protocol. A MutationObserver in the page stamps the wall clock
 whenever the result box changes; the bench stamps the wall clock just before
 ``ScreenHub.look`` (what the attendance worker calls when the recognition process's look
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import AgentConfig  # noqa: E402
-from agent.screen import ScreenHub, ScreenServer  # noqa: E402
+from agent.kiosk.screen import ScreenHub, ScreenServer  # noqa: E402
 
 OBSERVE = """
 window.__shown = [];

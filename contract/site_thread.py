@@ -1,12 +1,12 @@
 """An aiohttp site on its own thread and event loop: the kiosk screen and the hall board.
 
-Both programs serve a page beside their real work (agent/screen.py on a kiosk,
+Both programs serve a page beside their real work (agent/kiosk/screen.py on a kiosk,
 central/board/server.py beside the collector) in the same way: a daemon thread runs an event
 loop, ``start`` returns once the site listens (or could not), ``stop`` ends it from any
 thread, and a site that cannot start (port taken) is logged with a hint and leaves the
 program running. :class:`SiteThread` is that part once; a subclass writes ``_serve``.
 
-Why here in ``contract``: it is the only package that both ``agent/screen.py`` and
+Why here in ``contract``: it is the only package that both ``agent/kiosk/screen.py`` and
 ``central/`` may import (tests/test_imports.py): ``central`` never imports ``agent``, and
 ``agent`` reaches ``sync`` only from its entry points, which the screen is not. It stays a
 leaf (it imports nothing of the project), and aiohttp is a dependency of every install;

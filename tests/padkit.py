@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.simulator import FdPort, SimPad
+from agent.windows.simulator import FdPort, SimPad
 
 
 class PtyPort:
@@ -95,7 +95,7 @@ class Agent:
     """The window workers of a config, started against an outbox; stop() at the end."""
 
     def __init__(self, cfg: Any, outbox: Any, **kwargs: Any):
-        from agent.windows import window_worker_factories
+        from agent.windows.state import window_worker_factories
 
         self.factories = window_worker_factories(cfg, outbox, **kwargs)
         self.workers = {name: make() for name, make in self.factories.items()}

@@ -1,4 +1,4 @@
-"""agent/attendance.py: real composed videos through OpenCV → punches and rejections.
+"""agent/kiosk/attendance.py: real composed videos through OpenCV → punches and rejections.
 
 The videos are built from the pinned face_recognition test photos (tests/media.py). "obama"
 is enrolled from obama.jpg and obama3.jpg and appears on video from obama2.jpg, a different
@@ -23,13 +23,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.attendance import AttendancePipeline, BlinkDetector
-from agent.attendance_worker import AttendanceWorker, attendance_worker_factories
 from agent.config import AttendanceSection, load_agent_config
-from agent.gallery import gallery_path
+from agent.kiosk.attendance import AttendancePipeline, BlinkDetector
+from agent.kiosk.attendance_worker import AttendanceWorker, attendance_worker_factories
+from agent.kiosk.gallery import gallery_path
+from agent.kiosk.punch_files import dedupe_key_for
+from agent.kiosk.recognition import build_engine, wall_clock_for
 from agent.outbox import Outbox
-from agent.punch_files import dedupe_key_for
-from agent.recognition import build_engine, wall_clock_for
 from contract.schedule import Schedule
 from drivers.camera import Camera
 from tests import media
@@ -358,7 +358,7 @@ def test_roster_removal_deletes_encodings_in_the_running_worker(write_config, tm
         assert worker.ended.wait(WAIT)
     finally:
         worker.stop()
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
 
     assert [p.staff_id for p in Gallery.load(gallery_path(data)).people()] == ["obama"]
     outbox.close()
@@ -415,14 +415,14 @@ def test_pad_only_startup_never_loads_the_vision_stack() -> None:
     code = (
         "import sys, importlib\n"
         "import agent.runtime, agent.cli, agent.checks, agent.config, agent.supervisor\n"
-        "import agent.attendance, agent.attendance_worker, contract.schedule\n"
-        "for m in ('agent.windows', 'agent.link.uplink'):\n"
+        "import agent.kiosk.attendance, agent.kiosk.attendance_worker, contract.schedule\n"
+        "for m in ('agent.windows.state', 'agent.link.uplink'):\n"
         "    try:\n"
         "        importlib.import_module(m)\n"
         "    except ImportError:\n"
         "        pass\n"
         "heavy = [m for m in ('cv2', 'dlib', 'face_recognition', 'face_recognition_models',\n"
-        "         'drivers.camera', 'drivers.faces', 'agent.gallery') if m in sys.modules]\n"
+        "         'drivers.camera', 'drivers.faces', 'agent.kiosk.gallery') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run(
@@ -486,7 +486,7 @@ class ScriptedEngine:
 def scripted(script, **cfg):
     import numpy as np
 
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from drivers.camera import Frame
 
     a = np.zeros(128, np.float32)
@@ -577,7 +577,7 @@ class EarScript:
 def run_ear_script(faces, frames: int, start: datetime, dt: float = 0.1, **cfg):
     import numpy as np
 
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from drivers.camera import Frame
 
     att = AttendanceSection(**{"recognizer": "dlib", **cfg})  # the vectors are on dlib's scale
@@ -755,9 +755,9 @@ def test_an_unreadable_gallery_is_logged_not_fatal(tmp_path, caplog) -> None:
     # Stat/open errors other than "missing" (PermissionError on a
     # root-owned 0700 directory; here a symlink loop, which root cannot bypass) used to crash
     # the watcher and the roster prune.
-    from agent.enrolment import prune_to_roster
-    from agent.gallery import Gallery
-    from agent.recognition import _load_gallery, _prune, _Watched
+    from agent.kiosk.enrolment import prune_to_roster
+    from agent.kiosk.gallery import Gallery
+    from agent.kiosk.recognition import _load_gallery, _prune, _Watched
 
     data = tmp_path / "data"
     gallery_path(data).parent.mkdir(parents=True)
@@ -815,7 +815,7 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
     import functools
 
     import drivers.camera
-    from agent.recognition import run_loop
+    from agent.kiosk.recognition import run_loop
     from tests.test_camera import FakeCapture
 
     captures: list[FakeCapture] = []
@@ -854,7 +854,7 @@ def test_recognition_ends_for_a_restart_when_camera_readers_are_stuck(monkeypatc
 def test_debounce_survives_a_restart_of_the_whole_agent(write_config, tmp_path, caplog) -> None:
     # A new agent process (new factories, new workers) still knows who
     # punched a moment ago, from a small file in data_dir.
-    from agent.punch_files import debounce_path
+    from agent.kiosk.punch_files import debounce_path
 
     data = tmp_path / "data"
     cfg = kiosk_config(write_config, data, tmp_path / "x.avi", isolation="thread", debounce_s=600)
@@ -969,7 +969,7 @@ def test_punches_that_cannot_be_saved_are_logged_by_name(write_config, tmp_path,
     worker = attendance_worker_factories(cfg, outbox)["attendance"]()
     (data_dir / "attendance-pending.json").mkdir(parents=True)  # cannot be replaced by a file
     worker._handle(_punch_msg("s008"))
-    with caplog.at_level(logging.ERROR, logger="agent.attendance"):
+    with caplog.at_level(logging.ERROR, logger="agent.kiosk.attendance"):
         worker.stop(timeout=0.5)
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("s008" in m and "08:29:00" in m for m in lost), lost
@@ -981,7 +981,7 @@ def test_the_worker_says_when_its_process_left_for_a_respawn(write_config, tmp_p
     # not count it against max_restarts. Any other exit is an ordinary death.
     import multiprocessing as mp
 
-    from agent.recognition import EXIT_RESPAWN
+    from agent.kiosk.recognition import EXIT_RESPAWN
 
     cfg = kiosk_config(write_config, tmp_path / "data", tmp_path / "x.avi")
     ctx = mp.get_context("spawn")
@@ -1002,7 +1002,7 @@ def test_debounce_file_is_written_safely_and_future_times_expire(tmp_path, monke
     import stat
     import time
 
-    from agent.punch_files import debounce_path, load_debounce, save_debounce
+    from agent.kiosk.punch_files import debounce_path, load_debounce, save_debounce
 
     path = debounce_path(tmp_path)
     (tmp_path / (path.name + ".tmp")).mkdir()  # what a fixed temporary name trips over
@@ -1134,7 +1134,7 @@ def test_an_undecided_track_of_unusable_faces_tells_the_screen_what_to_change() 
     # was recognised.
     import numpy as np
 
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from drivers.camera import Frame
 
     looks: list[dict] = []

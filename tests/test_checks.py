@@ -249,7 +249,7 @@ def test_kiosk_fails_on_empty_gallery_and_missing_roster(tmp_path):
     roster = line_of(result.stdout, "roster")
     assert roster.startswith("[FAIL]") and "no roster yet" in roster
 
-    from agent.gallery import Gallery, gallery_path
+    from agent.kiosk.gallery import Gallery, gallery_path
 
     g = Gallery()
     g.add("S001", "张三", np.full((2, 128), 0.1, dtype=np.float32), model=media.shipped_model())

@@ -36,8 +36,8 @@ def test_the_shipped_recognizer_meets_the_targets_on_east_asian_photos():
     import numpy as np
 
     from agent.config import AttendanceSection
-    from agent.gallery import Gallery
-    from agent.recognition import build_engine, model_id
+    from agent.kiosk.gallery import Gallery
+    from agent.kiosk.recognition import build_engine, model_id
 
     att = AttendanceSection(camera="test")
     engine = build_engine(att)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agent.config import AttendanceSection
-from agent.gallery import Gallery, gallery_path
+from agent.kiosk.gallery import Gallery, gallery_path
 from tests import media
 
 pytestmark = pytest.mark.kiosk  # needs the vision stack (cv2, dlib)
@@ -249,7 +249,7 @@ def test_enrolment_encodes_with_the_kiosks_engine(
     import drivers.faces_sface
     from agent.cli import build_parser, cmd_enroll
     from agent.config import load_agent_config
-    from agent.recognition import build_engine
+    from agent.kiosk.recognition import build_engine
     from drivers.faces import EngineParams
 
     built: list[tuple[str, EngineParams]] = []

@@ -1,4 +1,4 @@
-"""agent/gallery.py: matrix matching with tolerance and margin, voting, storage."""
+"""agent/kiosk/gallery.py: matrix matching with tolerance and margin, voting, storage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import AttendanceSection
-from agent.gallery import (
+from agent.kiosk.gallery import (
     Gallery,
     GalleryError,
     GalleryModelError,
@@ -207,7 +207,7 @@ def test_root_hands_new_gallery_files_to_the_data_dir_owner(tmp_path) -> None:
 def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> None:
     # Without it a power cut right after enrolment can bring the old
     # gallery back (the rename lives in the directory).
-    import agent.gallery
+    import agent.kiosk.gallery
 
     synced: list[bool] = []
     real = os.fsync
@@ -216,7 +216,7 @@ def test_save_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch) -> No
         synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
         real(fd)
 
-    monkeypatch.setattr(agent.gallery.os, "fsync", spy)
+    monkeypatch.setattr(agent.kiosk.gallery.os, "fsync", spy)
     Gallery.from_arrays(unit(np.random.default_rng(3), 2), ["a", "b"]).save(gallery_path(tmp_path))
     assert synced == [False, True]  # the file's data, then the directory entry
 

@@ -1,4 +1,4 @@
-"""``hall-agent gallery audit`` (agent/gallery_audit.py) on real dlib encodings of the East
+"""``hall-agent gallery audit`` (agent/kiosk/gallery_audit.py) on real dlib encodings of the East
 Asian set (tests/eastasian.py), under the dlib decision rule (0.5 / 0.06).
 
 The people are real look-alikes of that set, found by encoding it: Hu Jintao and Wen Jiabao
@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from agent.gallery import Gallery, gallery_path
-from agent.gallery_audit import audit, lookalikes_of
+from agent.kiosk.gallery import Gallery, gallery_path
+from agent.kiosk.gallery_audit import audit, lookalikes_of
 from drivers.face_models import RECOGNIZERS, DecisionRule
 from tests import eastasian as ea
 from tests.test_enroll import cli
@@ -282,10 +282,10 @@ class OneFaceEngine:
 def test_an_unknown_faces_look_and_page_text_never_name_the_nearest_person(
     enc, tmp_path, write_config
 ) -> None:
-    from agent.attendance import AttendancePipeline
     from agent.config import AttendanceSection, load_agent_config
-    from agent.recognition import wall_clock_for
-    from agent.screen import ScreenHub
+    from agent.kiosk.attendance import AttendancePipeline
+    from agent.kiosk.recognition import wall_clock_for
+    from agent.kiosk.screen import ScreenHub
     from contract.schedule import Schedule
     from drivers.camera import Frame
 

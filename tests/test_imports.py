@@ -10,8 +10,8 @@
 - The product and ``scripts/`` never import ``tests``: the Quick start runs on a kiosk install
   (``scripts/setup.sh --kiosk``), which has no pytest. ``bench/`` may: benchmarks are dev-only
   (they run in the dev install and reuse the tests' services and media).
-- Entry points are not libraries: only the CLI's dispatch imports ``agent.enroll``; what
-  others need of enrolment is in ``agent/enrolment.py``.
+- Entry points are not libraries: only the CLI's dispatch imports ``agent.kiosk.enroll``; what
+  others need of enrolment is in ``agent/kiosk/enrolment.py``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,12 @@ def test_static_imports_stay_inside_the_boundaries(package: str, allowed: set[st
 
 
 # The entry points of the device: they wire workers or run a command (README.md "Layout").
-AGENT_ENTRY_POINTS = {"agent/cli.py", "agent/runtime.py", "agent/checks.py", "agent/enroll.py"}
+AGENT_ENTRY_POINTS = {
+    "agent/cli.py",
+    "agent/runtime.py",
+    "agent/checks.py",
+    "agent/kiosk/enroll.py",
+}
 
 
 def test_agent_reaches_sync_only_from_its_entry_points_and_link() -> None:
@@ -88,7 +93,7 @@ def test_the_central_program_loads_no_device_code() -> None:
 
 def test_a_pad_only_agent_loads_no_vision_stack() -> None:
     loaded = _loaded_after(
-        "import agent.cli, agent.runtime, agent.windows, drivers.pad.link, agent.link.uplink\n"
+        "import agent.cli, agent.runtime, agent.windows.state, drivers.pad.link, agent.link.uplink\n"
         "agent.cli.build_parser()"
     )
     assert not loaded & {"cv2", "dlib", "face_recognition", "central"}, loaded
@@ -111,7 +116,7 @@ NO_TESTS_HERE = ("agent", "central", "contract", "drivers", "sync", "scripts")
 
 def _imports_of(root: Path, packages: tuple[str, ...], module: str) -> dict[str, list[int]]:
     """{file: line numbers} of every import of ``module`` or a module under it: statements
-    (``from agent import enroll`` too), lazy ones included, and importlib.import_module /
+    (``from agent.kiosk import enroll`` too), lazy ones included, and importlib.import_module /
     __import__ calls with a literal name."""
     found: dict[str, list[int]] = {}
     for package in packages:
@@ -151,16 +156,18 @@ def test_the_demo_loads_nothing_of_tests() -> None:
     assert "tests" not in loaded and "bench" not in loaded, loaded
 
 
-# ``hall-agent enroll`` is an entry point, not a library: its work is in agent/enrolment.py
-# and agent/screen_enroll.py, which the recognition process, the camera enrolment and the
+# ``hall-agent enroll`` is an entry point, not a library: its work is in agent/kiosk/enrolment.py
+# and agent/kiosk/screen_enroll.py, which the recognition process, the camera enrolment and the
 # tests import instead. Everywhere, the tests and the benchmarks included.
 EVERYWHERE = (*NO_TESTS_HERE, "bench", "tests")
 
 
 def test_only_the_cli_dispatch_imports_the_enroll_command() -> None:
-    found = _imports_of(ROOT, EVERYWHERE, "agent.enroll")
+    found = _imports_of(ROOT, EVERYWHERE, "agent.kiosk.enroll")
     bad = {f: lines for f, lines in found.items() if f != "agent/cli.py"}
-    assert not bad, f"agent/enroll.py is an entry point; import agent/enrolment.py: {bad}"
+    assert not bad, (
+        f"agent/kiosk/enroll.py is an entry point; import agent/kiosk/enrolment.py: {bad}"
+    )
     assert found.get("agent/cli.py"), "the scan no longer sees the CLI's dispatch"
 
 
@@ -185,13 +192,13 @@ def test_the_enroll_import_scan_finds_every_form(tmp_path: Path) -> None:
     (tmp_path / "agent").mkdir()
     lib = tmp_path / "agent" / "lib.py"
     lib.write_text(
-        "from agent.enrolment import REASONS\n"  # the library: allowed
-        "from agent import enroll\n"
+        "from agent.kiosk.enrolment import REASONS\n"  # the library: allowed
+        "from agent.kiosk import enroll\n"
         "def later():\n"
-        "    from agent.enroll import main_enroll\n"
-        "    import agent.enroll\n"
-        "    importlib.import_module('agent.enroll')\n"
-        "from agent import config, enrolment\n"
+        "    from agent.kiosk.enroll import main_enroll\n"
+        "    import agent.kiosk.enroll\n"
+        "    importlib.import_module('agent.kiosk.enroll')\n"
+        "from agent.kiosk import enrolment, gallery\n"
     )
-    found = _imports_of(tmp_path, ("agent",), "agent.enroll")
+    found = _imports_of(tmp_path, ("agent",), "agent.kiosk.enroll")
     assert found == {lib.relative_to(tmp_path).as_posix(): [2, 4, 5, 6]}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import simulator
+from agent.windows import simulator
 from contract import STAFF_ID_PATTERN
 from drivers.pad import codec
 from drivers.pad.codec import (

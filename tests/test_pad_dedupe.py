@@ -1,4 +1,4 @@
-"""The exactly-once rule of agent/windows.py as a property: any pad behaviour within the
+"""The exactly-once rule of agent/windows/state.py as a property: any pad behaviour within the
 protocol (stop-and-wait, resends of the unacked frame, heartbeats, seq wraps, HELLO after a
 reboot, a reboot whose HELLO was lost) and any number of agent restarts record each rating
 exactly once.
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from agent.config import PadSection, WindowsSection
 from agent.outbox import Outbox
 from agent.roster import RosterWatch
-from agent.windows import PadBus, StateFile
+from agent.windows.state import PadBus, StateFile
 from drivers.pad.codec import Ack, Heartbeat, Hello, Message, Rating
 
 

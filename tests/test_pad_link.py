@@ -1,4 +1,4 @@
-"""drivers/pad/link.py + agent/windows.py over real ptys, with the simulator as the pad."""
+"""drivers/pad/link.py + agent/windows/state.py over real ptys, with the simulator as the pad."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import serial
 
 from agent.outbox import Outbox
-from agent.simulator import CMD, SimBus, build_frame
+from agent.windows.simulator import CMD, SimBus, build_frame
 from drivers.pad.codec import Display, FrameParser, Message, Time, encode
 from drivers.pad.link import HallPadLink
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
@@ -83,7 +83,7 @@ def test_agent_crash_after_commit_before_ack_records_once(
         import os, sys, threading
         from agent.config import load_agent_config
         from agent.outbox import Outbox
-        from agent.windows import window_worker_factories
+        from agent.windows.state import window_worker_factories
         from drivers.pad.link import HallPadLink
         crash = sys.argv[1] == "crash"
         class CrashingLink(HallPadLink):
@@ -215,7 +215,7 @@ def test_several_pads_on_one_bus_and_one_usb_port_per_pad(
     try:
         assert sorted(agent.workers) == [f"pads:{bus_port.link}", f"pads:{usb_port.link}"]
         agent.wait_up()
-        from agent.simulator import FdPort
+        from agent.windows.simulator import FdPort
 
         bus = SimBus(FdPort(bus_port.master), [1, 2], resend_s=0.1)
         bus_port._sims.append(bus)  # type: ignore[arg-type]  # closed by unplug()
@@ -345,7 +345,7 @@ def test_socket_url_reaches_a_pad_behind_a_serial_server(
 ) -> None:
     import socket
 
-    from agent.simulator import SimPad
+    from agent.windows.simulator import SimPad
     from tests.conftest import free_port
 
     port = free_port()
@@ -528,7 +528,7 @@ def test_valid_crc_nonsense_is_counted_but_its_log_lines_are_limited(
 ) -> None:
     """A pad sending valid-CRC nonsense used to log one warning per frame (67 MB in 15 s).
     Every frame is still counted; the lines per pad are limited and say how many were left."""
-    from agent.simulator import build_frame
+    from agent.windows.simulator import build_frame
 
     caplog.set_level("WARNING", logger="drivers.pad.link")
     n = 2000

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agent.config import AttendanceSection
-from agent.gallery import Gallery, gallery_path
+from agent.kiosk.gallery import Gallery, gallery_path
 from drivers import face_models
 from drivers.face_models import RECOGNIZERS, SFACE, YUNET, ModelError
 from tests import media
@@ -142,7 +142,7 @@ def test_a_change_of_recognizer_refuses_to_mix_and_says_how_to_re_enrol(dlib_the
 
 
 def test_the_kiosk_recognises_nobody_with_another_models_gallery(tmp_path) -> None:
-    from agent.recognition import _load_gallery
+    from agent.kiosk.recognition import _load_gallery
 
     path = gallery_path(tmp_path)
     rng = np.random.default_rng(3)
@@ -173,7 +173,7 @@ def test_missing_models_are_one_fault_not_a_crash_loop(tmp_path, write_config) -
     import threading
 
     from agent.config import load_agent_config
-    from agent.recognition import run_loop
+    from agent.kiosk.recognition import run_loop
 
     cfg = load_agent_config(
         write_config(
@@ -216,9 +216,9 @@ def test_a_running_kiosk_with_a_dlib_gallery_punches_nobody_and_says_why(
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
+    from agent.kiosk.screen import BLOCKED_TEXT, camera_state
     from agent.outbox import Outbox
-    from agent.screen import BLOCKED_TEXT, camera_state
     from tests.test_attendance import OBAMA_WALK, WAIT, kiosk_config
 
     video = media.cached_video("walk", OBAMA_WALK, 4.0)

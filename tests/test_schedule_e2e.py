@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.attendance_worker import AttendanceWorker
-from agent.gallery import gallery_path
+from agent.kiosk.attendance_worker import AttendanceWorker
+from agent.kiosk.gallery import gallery_path
 from agent.link.uplink import Uplink
 from agent.outbox import Outbox
 from agent.schedule_file import load_published, schedule_path

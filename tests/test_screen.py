@@ -1,4 +1,4 @@
-"""The kiosk screen (agent/screen.py): texts, the page in headless Chromium, a real kiosk.
+"""The kiosk screen (agent/kiosk/screen.py): texts, the page in headless Chromium, a real kiosk.
 
 The browser tests drive Debian's ``chromium`` over the DevTools protocol, as
 tests/test_board.py does. Most feed the screen's hub directly (a look as the recognition
@@ -31,7 +31,7 @@ import aiohttp
 import pytest
 
 from agent.config import AgentConfig, load_agent_config
-from agent.screen import (
+from agent.kiosk.screen import (
     CAMERA_TEXT,
     COMPONENT_TEXT,
     PUNCH_TEXT,
@@ -178,7 +178,7 @@ def test_the_codes_the_drivers_report_are_the_contracts():
     # quality problem a driver reports without one would reach the page as a raw code.
     camera = quoted_in("drivers/camera.py", r"^\s+state = ")
     assert camera >= {"ok", "fault", "ended", "recovering"}
-    source = (ROOT / "agent/attendance_worker.py").read_text(encoding="utf-8")
+    source = (ROOT / "agent/kiosk/attendance_worker.py").read_text(encoding="utf-8")
     worker = set(re.findall(r'"state": "(\w+)"', source))
     assert worker and camera | worker <= set(get_args(CameraState))
     quality = set()
@@ -188,9 +188,9 @@ def test_the_codes_the_drivers_report_are_the_contracts():
 
 
 def test_todays_punches_are_kept_per_day_and_survive_a_restart(write_config, tmp_path):
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
+    from agent.kiosk.punch_files import TodayPunches, today_path
     from agent.outbox import Outbox
-    from agent.punch_files import TodayPunches, today_path
 
     data = tmp_path / "data"
     cfg = kiosk_cfg(write_config, data)
@@ -394,7 +394,7 @@ BOX_BGR = {"green": (80, 200, 60), "amber": (0, 190, 255), "red": (60, 60, 230)}
 
 
 def preview_jpeg(box: str, far: bool = False) -> bytes:
-    """A preview frame as the recognition process draws it (agent/recognition.py: green
+    """A preview frame as the recognition process draws it (agent/kiosk/recognition.py: green
     punched, amber looking, red not recognised): a face photo of the test media, or (media
     not fetched) a plain frame. ``far``: the face small, as for "please come closer"."""
     import cv2
@@ -648,8 +648,8 @@ def test_tech_view_reports_outbox_camera_pads_and_problems(write_config, tmp_pat
 
 
 def test_the_indicator_reads_the_outbox_pending_count_and_the_uplink(tmp_path):
+    from agent.kiosk.screen import status_source
     from agent.outbox import Outbox
-    from agent.screen import status_source
 
     with Outbox(tmp_path / "outbox.db", device="kiosk-01", site="jiedong", min_free_bytes=0) as box:
         read = status_source(box, lambda: {"uplink": {"connected": True}})
@@ -684,8 +684,8 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
     tmp_path,
     chromium,  # noqa: F811
 ):
-    from agent.attendance_worker import AttendanceWorker
-    from agent.gallery import gallery_path
+    from agent.kiosk.attendance_worker import AttendanceWorker
+    from agent.kiosk.gallery import gallery_path
     from agent.outbox import Outbox
     from tests import media
     from tests.media import Actor
@@ -757,7 +757,7 @@ def test_a_real_kiosk_punch_reaches_the_page_and_no_image_reaches_the_disk(
 def test_blocked_recognition_says_why_on_the_page():
     """Missing model files or another model's gallery stop every punch although the camera
     works: the page says which, in Chinese, as a fault (not 摄像头故障, not 正常)."""
-    from agent.screen import BLOCKED_TEXT
+    from agent.kiosk.screen import BLOCKED_TEXT
 
     for reason in ("models", "gallery"):
         shown = camera_state({"attendance": {"state": "ok", "blocked": reason}})

@@ -1,4 +1,4 @@
-"""Who can see the kiosk page (agent/screen.py ScreenServer, docs/attendance.md "Access and
+"""Who can see the kiosk page (agent/kiosk/screen.py ScreenServer, docs/attendance.md "Access and
 preview"): the access token, the cookie it leaves, and the preview switched off.
 
 Real servers on free loopback ports, real HTTP requests (aiohttp's client) and, for what a
@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from agent.config import AgentConfig, load_agent_config
-from agent.screen import COOKIE, ScreenHub, ScreenServer, cookie_value
+from agent.kiosk.screen import COOKIE, ScreenHub, ScreenServer, cookie_value
 from tests.support import free_port
 from tests.test_board import Cdp, chromium  # noqa: F401  (the fixture)
 
@@ -364,7 +364,7 @@ def test_with_the_preview_off_the_recognition_loop_encodes_no_frame(
 ):
     import cv2
 
-    from agent.attendance_worker import AttendanceWorker
+    from agent.kiosk.attendance_worker import AttendanceWorker
     from agent.outbox import Outbox
     from tests.test_camera import write_numbered_video
 

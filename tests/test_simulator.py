@@ -1,4 +1,4 @@
-"""agent/simulator.py: the pad simulator as a library and as ``hall-agent simulate pad``."""
+"""agent/windows/simulator.py: the pad simulator as a library and as ``hall-agent simulate pad``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import Outbox
-from agent.simulator import CMD, FdPort, SimPad, build_frame
+from agent.windows.simulator import CMD, FdPort, SimPad, build_frame
 from tests.padkit import Agent, PtyBridge, PtyPort, events, pad_config
 
 ROOT = Path(__file__).resolve().parents[1]

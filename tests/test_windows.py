@@ -1,4 +1,4 @@
-"""agent/windows.py: log-in/out, pause/resume, invitations, ratings, TIME, state, config."""
+"""agent/windows/state.py: log-in/out, pause/resume, invitations, ratings, TIME, state, config."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import serial
 
-from agent import windows
 from agent.config import ConfigError, PadSection, WindowsSection
 from agent.outbox import Outbox
 from agent.roster import RosterWatch
+from agent.windows import state as window_state
 from drivers.pad.codec import Ack, Expired
 from tests.padkit import Agent, PtyPort, events, pad_config, wait_until
 
@@ -173,7 +173,7 @@ def test_pad_expired_and_agent_timeout_record_one_expiry(
         # Crash between the commit and the state save: the invitation is still open on disk
         # and the agent's timer fires for it later. The shared invite key keeps it single.
         state = agent.bus.pads[1].state
-        state.invites[invite_id] = windows.Invitation(deadline=time.time() - 1, staff_id=None)
+        state.invites[invite_id] = window_state.Invitation(deadline=time.time() - 1, staff_id=None)
         wait_until(lambda: state.invites == {})
         assert len(events(outbox, "rating.expired")) == 1
     finally:
@@ -237,7 +237,7 @@ def test_stale_dedupe_key_after_a_reboot_without_hello(
     # The pad rebooted while the agent was down and its HELLO was lost: its seq restarts at
     # 0 without a HELLO. A key older than any possible resend is stale and must not eat a
     # new frame, even one with the same content (same level, no reasons) at the same seq.
-    monkeypatch.setattr(windows, "DUPLICATE_HORIZON_S", 0.3)
+    monkeypatch.setattr(window_state, "DUPLICATE_HORIZON_S", 0.3)
     agent = start(tmp_path, write_config, outbox, pty)
     try:
         pad = pty.sim(1, resend_s=0.1)
@@ -297,7 +297,7 @@ def test_factories_one_worker_per_port(tmp_path: Path, write_config, outbox: Out
         tmp_path / "data",
         [("loop://", 1, "A01"), ("loop://", 2, "A02"), ("/dev/ttyUSB7", 1, "B01")],
     )
-    factories = windows.window_worker_factories(cfg, outbox)
+    factories = window_state.window_worker_factories(cfg, outbox)
     assert sorted(factories) == ["pads:/dev/ttyUSB7", "pads:loop://"]
     worker = factories["pads:loop://"]()
     assert worker.name == "pads:loop://" and not worker.alive()
@@ -359,7 +359,7 @@ def test_time_withheld_while_the_clock_is_implausible(
     tmp_path: Path, write_config, outbox: Outbox, pty: PtyPort, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A device that lost its RTC says 1970: the pads keep their own clock rather than that.
-    monkeypatch.setattr(windows, "CLOCK_FLOOR_UNIX", int(time.time()) + 10**6)
+    monkeypatch.setattr(window_state, "CLOCK_FLOOR_UNIX", int(time.time()) + 10**6)
     agent = start(tmp_path, write_config, outbox, pty)
     try:
         pad = pty.sim(1)
@@ -367,7 +367,7 @@ def test_time_withheld_while_the_clock_is_implausible(
         # HELLO is answered with TIME then DISPLAY: the display arrives, the time does not.
         assert pad.wait_for(lambda g: len(g.displays) >= 2)
         assert pad.got.times == []
-        monkeypatch.setattr(windows, "CLOCK_FLOOR_UNIX", 0)  # NTP fixed the clock
+        monkeypatch.setattr(window_state, "CLOCK_FLOOR_UNIX", 0)  # NTP fixed the clock
         agent.bus._next_time = 0.0
         assert pad.wait_for(lambda g: g.times)
         assert pad.got.times and abs(pad.got.times[0] - time.time()) < 5
@@ -381,7 +381,7 @@ def test_workers_run_under_the_supervisor(
     from agent.supervisor import Supervisor
 
     cfg = pad_config(write_config, tmp_path / "data", [(str(pty.link), 1, "A03")])
-    sup = Supervisor(windows.window_worker_factories(cfg, outbox), tick_s=0.05)
+    sup = Supervisor(window_state.window_worker_factories(cfg, outbox), tick_s=0.05)
     sup.start_all()
     try:
         name = f"pads:{pty.link}"
@@ -416,13 +416,13 @@ def test_a_failed_display_write_on_link_up_leaves_no_pad_half_recovered(
     tmp_path: Path, outbox: Outbox
 ) -> None:
     pads = [PadSection(port=UnwritableDriver.port, address=a, window=f"B0{a}") for a in (1, 2)]
-    bus = windows.PadBus(
+    bus = window_state.PadBus(
         UnwritableDriver.port,
         pads,
         UnwritableDriver(),  # type: ignore[arg-type]
         outbox,
         WindowsSection(),
-        windows.StateFile(tmp_path / "windows-state.json"),
+        window_state.StateFile(tmp_path / "windows-state.json"),
         RosterWatch(tmp_path),
     )
     bus.on_link(False, "unplugged")
@@ -451,18 +451,18 @@ class ListDriver:
 
 
 def test_an_invite_id_issued_again_expires_again(tmp_path: Path, outbox: Outbox) -> None:
-    def new_bus(state_file: str) -> windows.PadBus:
-        return windows.PadBus(
+    def new_bus(state_file: str) -> window_state.PadBus:
+        return window_state.PadBus(
             ListDriver.port,
             [PadSection(port=ListDriver.port, address=1, window="B01")],
             ListDriver(),  # type: ignore[arg-type]
             outbox,
             WindowsSection(),
-            windows.StateFile(tmp_path / state_file),
+            window_state.StateFile(tmp_path / state_file),
             RosterWatch(tmp_path),
         )
 
-    def let_it_expire(bus: windows.PadBus, invite_id: int) -> None:
+    def let_it_expire(bus: window_state.PadBus, invite_id: int) -> None:
         bus.pads[1].state.invites[invite_id].deadline = 0.0  # the timeout passed
         bus.on_tick(time.monotonic())
 

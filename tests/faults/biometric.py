@@ -234,7 +234,7 @@ def scan_hall(hall: Hall) -> list[str]:
     """Everything of a hall where face data must not be, for a scenario's last step: the
     central store, the broker's persistence file, every device's data_dir except its gallery
     file, and every log of the hall. Works while the hall runs (and after ``close()``)."""
-    from agent.gallery import gallery_path
+    from agent.kiosk.gallery import gallery_path
 
     out, _ = scan_store(hall)
     out += scan_broker_db(hall)[0]

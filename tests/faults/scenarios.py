@@ -470,7 +470,7 @@ def hostile_pad(hall: Hall, rng: random.Random, scale: float, out: Outcome) -> N
     """A third pad port carries noise and well-formed nonsense (valid CRC, unknown commands,
     out-of-range levels, short payloads) at full speed for ``10·scale`` s, and the real pads'
     simulators inject garbage, bad CRCs and half frames between their ratings."""
-    from agent.simulator import build_frame
+    from agent.windows.simulator import build_frame
 
     dev = hall.add_window("win-01", ("A01", "A02", "A03"))
     hostile = dev.pads.pop()  # A03's port is written raw below; no ratings from it
@@ -1030,7 +1030,7 @@ def _wait_punch(hall: Hall, out: Outcome, timeout: float = 90.0) -> None:
     out.problems.append(f"no punch reached the centre within {timeout:.0f} s of the start")
 
 
-# What the kiosk logs (agent/recognition.py, drivers/camera.py) when its recognition child
+# What the kiosk logs (agent/kiosk/recognition.py, drivers/camera.py) when its recognition child
 # has the first frame of the video in hand (models loaded, camera open), and when the camera
 # file ended (a file camera does not loop: every frame was taken).
 KIOSK_FIRST_FRAME = re.compile(rb"\[recognition\]: camera .*: faces from")

@@ -63,7 +63,7 @@ def test_no_encoding_or_image_leaves_the_gallery(tmp_path):
     import importlib.util
 
     need(importlib.util.find_spec("face_recognition") is not None, "needs face_recognition")
-    from agent.gallery import gallery_path
+    from agent.kiosk.gallery import gallery_path
     from tests import media
     from tests.faults.kiosk import add_enrolled_kiosk
 

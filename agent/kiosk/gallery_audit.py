@@ -1,7 +1,7 @@
 """``hall-agent gallery audit``: judge a kiosk's gallery against the decision rule in force.
 
 A face is accepted as person P when its nearest enrolled encoding is P's within ``tolerance``
-and the nearest encoding of anybody else is at least ``margin`` further (agent/gallery.py).
+and the nearest encoding of anybody else is at least ``margin`` further (agent/kiosk/gallery.py).
 The audit asks what that rule makes of the gallery itself (docs/attendance.md "Calibration at
 the hall: gallery audit"):
 
@@ -30,7 +30,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from drivers.face_models import DecisionRule
 
 MIN_ENCODINGS = 3  # fewer photos than this: "too few photos"
@@ -197,7 +197,7 @@ def lookalikes_of(
 
     Nothing when there is no rule, or when the rule's tolerance is off the scale of the
     model that made the gallery's encodings (a kiosk configured for another recognizer: it
-    refuses such a gallery anyway, agent/gallery.py GalleryModelError)."""
+    refuses such a gallery anyway, agent/kiosk/gallery.py GalleryModelError)."""
     if rule is None or not rule_fits(gallery, rule):
         return []
     wanted = set(staff_ids)
@@ -257,7 +257,7 @@ def _closest_pairs(dist: np.ndarray, owner: np.ndarray, ids: list[str]) -> list[
     first (ties by staff id, so the order is stable)."""
     if len(ids) < 2:
         return []
-    # A gallery's rows are grouped by person (agent/gallery.py): the block minima of the
+    # A gallery's rows are grouped by person (agent/kiosk/gallery.py): the block minima of the
     # distance matrix, one reduction along each axis, are the person-to-person minima.
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     block = np.minimum.reduceat(np.minimum.reduceat(dist, starts, axis=0), starts, axis=1)
@@ -356,7 +356,7 @@ class AuditError(Exception):
 def main_audit(cfg: AgentConfig, as_json: bool = False) -> int:
     """Print the report for the kiosk's gallery under its rule in force; 0 clean, 1 look-alike
     pairs or weak enrolments. Raises :class:`AuditError` when it cannot be judged."""
-    from agent.gallery import Gallery, GalleryError, gallery_path, reenrol_hint
+    from agent.kiosk.gallery import Gallery, GalleryError, gallery_path, reenrol_hint
     from drivers.face_models import RECOGNIZERS
 
     att = cfg.attendance

@@ -2,7 +2,7 @@
 
 :class:`AttendancePipeline` turns frames into ``attendance.punch`` / ``attendance.rejected``
 events:
-- a track's encodings vote (``attendance.votes`` agreeing frames, :class:`agent.gallery.Vote`)
+- a track's encodings vote (``attendance.votes`` agreeing frames, :class:`agent.kiosk.gallery.Vote`)
   against the gallery (``tolerance``, ``margin``); one decision per track;
 - ``liveness = "blink"``: the recognised track must also show a blink (eye aspect ratio dip
   from the 68-point landmarks, :class:`BlinkDetector`) before it punches; without a blink
@@ -15,9 +15,9 @@ events:
   no embedding ever leave the pipeline (docs/topics.md; PIPL art. 28-29).
 
 This module is the decision policy only. The recognition process that feeds it frames is
-agent/recognition.py; the worker that records its events in the outbox for ``hall-agent run``
-is agent/attendance_worker.py; what survives a restart on disk is agent/punch_files.py. The
-agent's own process never imports cv2, dlib or numpy.
+agent/kiosk/recognition.py; the worker that records its events in the outbox for
+``hall-agent run`` is agent/kiosk/attendance_worker.py; what survives a restart on disk is
+agent/kiosk/punch_files.py. The agent's own process never imports cv2, dlib or numpy.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from agent.config import AttendanceSection
 from contract import EventType, PunchData
 
 if TYPE_CHECKING:
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from contract.schedule import ScheduleSource
     from drivers.camera import Frame
     from drivers.faces import FaceEngine
@@ -121,7 +121,7 @@ class AttendancePipeline:
         self.punch_log: list[tuple[str, float, float]] = []  # (staff, first captured, emitted)
         self.counters = {"frames": 0, "punches": 0, "rejected": 0, "suppressed": 0}
         self.idle = False  # the last frame showed nobody and nothing moving
-        # The kiosk screen (agent/screen.py): each look's outcome, and this frame's boxes.
+        # The kiosk screen (agent/kiosk/screen.py): each look's outcome, and this frame's boxes.
         self.on_look: Callable[[dict[str, Any]], None] | None = None
         self.frame_boxes: list[tuple[Any, int]] = []  # (box, track id)
 
@@ -131,7 +131,7 @@ class AttendancePipeline:
             self.last_punch[sid] = now_t - ago
 
     def process(self, frame: Frame) -> None:
-        from agent.gallery import Vote
+        from agent.kiosk.gallery import Vote
 
         self.counters["frames"] += 1
         result = self.engine.process(frame.image)

@@ -138,7 +138,8 @@ class Gallery:
         ]
 
     def arrays(self) -> tuple[np.ndarray, list[str]]:
-        """(encodings, the staff id of each row): copies, for analysis (agent/gallery_audit.py)."""
+        """(encodings, the staff id of each row): copies, for analysis
+        (agent/kiosk/gallery_audit.py)."""
         return self._enc.copy(), [self._ids[i] for i in self._owner]
 
     def __len__(self) -> int:

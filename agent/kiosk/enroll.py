@@ -1,8 +1,8 @@
 """``hall-agent enroll`` and ``hall-agent gallery``: the commands on the kiosk's face gallery.
 
 An entry point: the arguments, the roster's say on who may be enrolled, the messages and exit
-codes. The work is in agent/enrolment.py (photos to encodings, storing, the roster prune) and
-agent/screen_enroll.py (from the kiosk's camera): other modules import those, never this one.
+codes. The work is in agent/kiosk/enrolment.py (photos to encodings, storing, the roster prune) and
+agent/kiosk/screen_enroll.py (from the kiosk's camera): other modules import those, never this one.
 
 Enrolment of a person is all-or-nothing: when one of their photos is refused (no face,
 several faces, too small / blurred / turned) nothing is stored for them and the reason is
@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig
-from agent.enrolment import REASONS, EnrolmentError, encode_photos, prune_to_roster, store_encodings
+from agent.kiosk.enrolment import (
+    REASONS,
+    EnrolmentError,
+    encode_photos,
+    prune_to_roster,
+    store_encodings,
+)
 from agent.roster import staff_by_id
 from contract import is_staff_id
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
-    from agent.gallery import Person
+    from agent.kiosk.gallery import Person
     from drivers.faces import FaceEngine
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -41,14 +47,14 @@ def _cli_error(message: str, code: int = 1) -> Exception:
 def _engine(cfg: AgentConfig) -> FaceEngine:
     """The kiosk's own engine (the factory the recognition process uses), so enrolment
     honours every option of ``[attendance]`` the kiosk does."""
-    from agent.recognition import build_engine
+    from agent.kiosk.recognition import build_engine
 
     assert cfg.attendance is not None
     return build_engine(cfg.attendance)
 
 
 def _model(cfg: AgentConfig) -> str:
-    from agent.recognition import model_id
+    from agent.kiosk.recognition import model_id
 
     assert cfg.attendance is not None
     return model_id(cfg.attendance)
@@ -149,7 +155,7 @@ def main_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 def _store(cfg: AgentConfig, results: list[tuple[str, str, list[Any]]], append: bool) -> None:
     """Store under the kiosk's rule, then say who was enrolled and who looks alike."""
-    from agent.gallery_audit import warn_lookalikes
+    from agent.kiosk.gallery_audit import warn_lookalikes
 
     assert cfg.attendance is not None
     try:
@@ -166,8 +172,8 @@ def _store(cfg: AgentConfig, results: list[tuple[str, str, list[Any]]], append: 
 
 def enroll_from_camera(cfg: AgentConfig, args: argparse.Namespace) -> int:
     """``enroll --staff-id ID --camera``: a few good frames from the kiosk's own camera,
-    encodings only (agent/screen_enroll.py)."""
-    from agent.screen_enroll import capture_encodings, start_page
+    encodings only (agent/kiosk/screen_enroll.py)."""
+    from agent.kiosk.screen_enroll import capture_encodings, start_page
 
     if not args.staff_id or args.photos or args.from_dir is not None:
         raise _cli_error(
@@ -206,7 +212,7 @@ def _known_name(person: Person, roster: dict[str, dict[str, Any]] | None) -> str
 
 
 def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
-    from agent.gallery import Gallery, GalleryError, locked
+    from agent.kiosk.gallery import Gallery, GalleryError, locked
 
     data_dir = cfg.device.data_dir
     try:
@@ -240,7 +246,7 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
             print(f"{len(people)} people, {gallery.rows} encodings")
             return 0
         if args.gallery_command == "audit":
-            from agent.gallery_audit import AuditError, main_audit
+            from agent.kiosk.gallery_audit import AuditError, main_audit
 
             try:
                 return main_audit(cfg, getattr(args, "json", False))
@@ -281,6 +287,6 @@ def main_gallery(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def _gallery_file(data_dir: Path) -> Path:
-    from agent.gallery import gallery_path
+    from agent.kiosk.gallery import gallery_path
 
     return gallery_path(data_dir)

@@ -4,7 +4,7 @@ dlib's encoder holds the GIL for ~80 ms per face (measured in bench/faces.py), w
 delay the pad and sync threads of the agent; with ``isolation = "process"`` (the default)
 :func:`run_loop` therefore runs in a child process (:func:`child_main`, spawned, so no locks
 are inherited from threads) and only small event tuples, looks and preview frames cross
-bounded queues to the parent (agent/attendance_worker.py), which records them in the outbox.
+bounded queues to the parent (agent/kiosk/attendance_worker.py), which records them in the outbox.
 The child ends with its parent (a pipe's end of file, ``PR_SET_PDEATHSIG``) and its signal
 handlers only set a flag (agent/stopflag.py).
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from agent.attendance import AttendancePipeline
 from agent.config import AttendanceSection
+from agent.kiosk.attendance import AttendancePipeline
 
 if TYPE_CHECKING:
-    from agent.gallery import Gallery
+    from agent.kiosk.gallery import Gallery
     from drivers.camera import Frame
     from drivers.faces import FaceEngine
 
@@ -46,7 +46,7 @@ IDLE_INTERVAL_S = 0.1
 
 def build_engine(cfg: AttendanceSection) -> FaceEngine:
     """The configured recognizer's engine (drivers/face_models.py). The one factory: the
-    kiosk and enrolment (agent/enroll.py) build theirs here from the same section, so an
+    kiosk and enrolment (agent/kiosk/enroll.py) build theirs here from the same section, so an
     option is never honoured by one and dropped by the other."""
     from drivers.faces import DlibFaceEngine, EngineParams
 
@@ -119,8 +119,8 @@ def run_loop(
     Returns ``"camera_stuck"`` when the camera gave up on readers stuck in the driver: only
     a new process frees them, so the caller ends and the supervisor starts a fresh one.
     """
-    from agent.enrolment import prune_to_roster
-    from agent.gallery import Gallery, gallery_path
+    from agent.kiosk.enrolment import prune_to_roster
+    from agent.kiosk.gallery import Gallery, gallery_path
     from agent.roster import roster_path
     from agent.schedule_file import ScheduleWatch
     from drivers.camera import Camera, describe_range
@@ -298,7 +298,7 @@ def _load_gallery(
     nothing here): the kiosk recognises nobody, logs how to re-enrol and reports a fault of
     component ``gallery`` (cleared when a gallery of the right model is loaded).
     """
-    from agent.gallery import Gallery, GalleryError, GalleryModelError
+    from agent.kiosk.gallery import Gallery, GalleryError, GalleryModelError
 
     try:
         gallery = Gallery.load(path)

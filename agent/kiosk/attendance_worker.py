@@ -1,6 +1,6 @@
-"""The kiosk's worker for ``hall-agent run``: runs the recognition (agent/recognition.py)
+"""The kiosk's worker for ``hall-agent run``: runs the recognition (agent/kiosk/recognition.py)
 in a child process or a thread, records what it decides in the outbox, keeps what the
-outbox refused (agent/punch_files.py) and reports camera faults once across restarts."""
+outbox refused (agent/kiosk/punch_files.py) and reports camera faults once across restarts."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.config import AgentConfig
-from agent.outbox import Outbox, OutboxError
-from agent.punch_files import (
+from agent.kiosk.punch_files import (
     FUTURE_SLACK_S,
     PendingEvents,
     TodayPunches,
@@ -29,7 +28,8 @@ from agent.punch_files import (
     save_debounce,
     today_path,
 )
-from agent.recognition import EXIT_RESPAWN, child_main, run_loop
+from agent.kiosk.recognition import EXIT_RESPAWN, child_main, run_loop
+from agent.outbox import Outbox, OutboxError
 from contract import EventType
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class AttendanceWorker:
         today: TodayPunches | None = None,
     ):
         assert cfg.attendance is not None
-        # The kiosk screen (agent/screen.py ScreenHub): look(dict) and frame(jpeg bytes).
+        # The kiosk screen (agent/kiosk/screen.py ScreenHub): look(dict) and frame(jpeg bytes).
         self.screen = screen
         # Components with a device.fault not yet followed by device.recovered. Shared by the
         # workers of one kiosk: a recognition process respawned for a camera that stays stuck
@@ -107,7 +107,7 @@ class AttendanceWorker:
             # 0: the recognition loop encodes no preview frame at all (docs/attendance.md).
             "preview_fps": self.cfg.screen.preview_fps if self._preview_wanted else 0,
             "preview_width": self.cfg.screen.preview_width,
-            # The child clears a fault it did not see itself (agent/recognition.py).
+            # The child clears a fault it did not see itself (agent/kiosk/recognition.py).
             "open_faults": sorted(self.open_faults),
         }
 

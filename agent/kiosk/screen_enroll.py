@@ -5,7 +5,7 @@ terminal) to look straight, a bit to one side, then a bit to the other; for each
 frames that pass the enrolment quality gates of drivers/faces.py (exactly one face, large
 enough, sharp, not turned too far: ``encode_photo``) are encoded. Only the encodings are
 kept: frames live in memory and are dropped (docs/topics.md; PIPL art. 28-29); the preview on
-the page is the same in-memory MJPEG stream as during recognition (agent/screen.py).
+the page is the same in-memory MJPEG stream as during recognition (agent/kiosk/screen.py).
 
 The running agent holds the camera, so enrolment is done with the agent stopped
 (``systemctl stop hall-agent``); its page port is then free and this command serves the
@@ -86,7 +86,7 @@ def capture_encodings(
     timeout_s: float = TIMEOUT_S,
 ) -> tuple[list[Any], str | None]:
     """(encodings, None) or ([], why it failed). Frames are never stored."""
-    from agent.enrolment import REASONS
+    from agent.kiosk.enrolment import REASONS
     from drivers.camera import Camera
 
     att = cfg.attendance
@@ -184,7 +184,7 @@ def start_page(cfg: AgentConfig) -> tuple[Any, Any]:
     """(hub, server) when the kiosk page can be served here, else (None, None)."""
     if not cfg.screen.listen:
         return None, None
-    from agent.screen import ScreenHub, ScreenServer
+    from agent.kiosk.screen import ScreenHub, ScreenServer
 
     hub = ScreenHub(cfg)
     server = ScreenServer(hub, cfg.screen.listen)

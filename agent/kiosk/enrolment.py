@@ -1,13 +1,13 @@
 """Enrolment as a library: photos to encodings, encodings into the gallery, the roster prune.
 
-Used by the ``hall-agent enroll`` command (agent/enroll.py, an entry point), by the camera
-enrolment (agent/screen_enroll.py) and by the recognition process (agent/recognition.py
+Used by the ``hall-agent enroll`` command (agent/kiosk/enroll.py, an entry point), by the camera
+enrolment (agent/kiosk/screen_enroll.py) and by the recognition process (agent/kiosk/recognition.py
 applies the roster), so that none of them imports an entry point.
 
 Only encodings are stored, never the photo (docs/topics.md; PIPL art. 28-29): a photo is read,
 encoded in memory and dropped. Storing is all-or-nothing: nothing changes when the gallery
 cannot take every person of a call. Faces are encoded by the kiosk's own engine, built from
-the same ``[attendance]`` section by :func:`agent.recognition.build_engine`, so a photo is
+the same ``[attendance]`` section by :func:`agent.kiosk.recognition.build_engine`, so a photo is
 judged by the quality checks the kiosk applies to a face in front of it.
 
 The roster (``<data_dir>/roster.json``, docs/topics.md roster payload written by the sync
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent.roster import staff_by_id
 
 if TYPE_CHECKING:  # numpy only where a gallery is opened
-    from agent.gallery_audit import LookAlike
+    from agent.kiosk.gallery_audit import LookAlike
     from drivers.face_models import DecisionRule
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class EnrolmentError(Exception):
 
 def prune_to_roster(data_dir: Path) -> list[str]:
     """Delete the encodings of everyone the roster no longer lists; returns their ids."""
-    from agent.gallery import Gallery, locked
+    from agent.kiosk.gallery import Gallery, locked
 
     roster = staff_by_id(data_dir)
     if roster is None:
@@ -97,11 +97,11 @@ def store_encodings(
 ) -> list[LookAlike]:
     """Add (or replace, unless ``append``) people's encodings, made by recognizer ``model``,
     under the gallery's lock. Returns, under the kiosk's decision ``rule``, the look-alike
-    pairs that involve someone just stored (agent/gallery_audit.py)."""
+    pairs that involve someone just stored (agent/kiosk/gallery_audit.py)."""
     import numpy as np
 
-    from agent.gallery import Gallery, GalleryError, GalleryModelError, locked
-    from agent.gallery_audit import lookalikes_of
+    from agent.kiosk.gallery import Gallery, GalleryError, GalleryModelError, locked
+    from agent.kiosk.gallery_audit import lookalikes_of
 
     try:
         with locked(data_dir) as path:

@@ -101,7 +101,7 @@ CAMERA_TEXT: dict[str, tuple[str, bool]] = {
 }
 # Any component's state (contract ComponentState), on /tech.
 COMPONENT_TEXT: dict[str, str] = {"ok": "正常", "degraded": "降级", "fault": "故障"}
-# Recognition blocked although the camera works (agent/recognition.py health "blocked"):
+# Recognition blocked although the camera works (agent/kiosk/recognition.py health "blocked"):
 # the model files are missing, or the gallery was enrolled with another recognizer.
 BLOCKED_TEXT: dict[str, str] = {
     "models": "人脸识别模型缺失或损坏",
@@ -517,7 +517,7 @@ def token_middleware(token: str) -> Any:
 
 
 def _html(name: str, preview: bool = True) -> web.Response:
-    body = resources.files("agent").joinpath(name).read_bytes()
+    body = resources.files("agent.kiosk").joinpath(name).read_bytes()
     if not preview:
         # The page hides its video area and never asks for the stream (screen_page.html).
         body = body.replace(b"<html ", b'<html data-preview="off" ', 1)
