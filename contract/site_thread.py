@@ -8,10 +8,10 @@ program running. :class:`SiteThread` is that part once; a subclass writes ``_ser
 
 Why here in ``contract``: it is the only package that both ``agent/kiosk/screen.py`` and
 ``central/`` may import (tests/test_imports.py): ``central`` never imports ``agent``, and
-``agent`` reaches ``sync`` only from its entry points, which the screen is not. It stays a
-leaf (it imports nothing of the project), and aiohttp is a dependency of every install;
-nothing in ``contract`` imports this module, so a program that serves no page never loads
-aiohttp through it.
+``agent`` reaches ``sync`` only from its entry points and agent/link/, which the screen is
+not. It stays a leaf (it imports nothing of the project), and aiohttp is a dependency of every
+install; nothing in ``contract`` imports this module, so a program that serves no page never
+loads aiohttp through it.
 """
 
 from __future__ import annotations

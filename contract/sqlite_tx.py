@@ -2,7 +2,8 @@
 
 Here in ``contract`` because it is the only package both ``agent/outbox.py`` and
 ``central/store.py`` may import (tests/test_imports.py: ``central`` never imports ``agent``,
-and ``agent`` reaches ``sync`` only from its entry points). Standard library only.
+and ``agent`` reaches ``sync`` only from its entry points and agent/link/). Standard library
+only.
 """
 
 from __future__ import annotations
