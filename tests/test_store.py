@@ -1,4 +1,4 @@
-"""central/store.py against real SQLite files and the real PostgreSQL (own schema per run).
+"""central/store/ against real SQLite files and the real PostgreSQL (own schema per run).
 
 The tables and views are also read back with the ``sqlite3`` and ``psql`` command-line tools:
 a peer that does not share this project's code (docs/sync.md).
