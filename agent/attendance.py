@@ -32,10 +32,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.config import AttendanceSection
+from contract import EventType, PunchData
 
 if TYPE_CHECKING:
     from agent.gallery import Gallery
-    from contract.schedule import Schedule
+    from contract.schedule import ScheduleSource
     from drivers.camera import Frame
     from drivers.faces import FaceEngine
 
@@ -103,7 +104,7 @@ class AttendancePipeline:
         cfg: AttendanceSection,
         engine: FaceEngine,
         gallery: Gallery,
-        schedule: Schedule,
+        schedule: ScheduleSource,
         emit: Emit,
         wall_clock: Callable[[Frame], datetime],
     ):
@@ -217,17 +218,20 @@ class AttendancePipeline:
         # and the blink finished: arriving at 08:29:57 and blinking at 08:30:02 is on time
         # (docs/attendance.md "Punch time").
         at = st.arrived
-        c = self.schedule.classify(at)
-        distance = st.vote.distance(sid)
-        data = {
-            "staff_id": sid,
-            "slot": c.slot,
-            "status": c.status,
-            "minutes_off": c.minutes_off,
-            "distance": _rounded(distance),
-            "liveness": liveness,
-        }
-        self.emit("attendance.punch", data, at)
+        # The centre's schedule as last received (docs/attendance.md "One schedule"); the
+        # punch names its version so that the report judges it by the same one.
+        schedule = self.schedule.current()
+        c = schedule.classify(at)
+        data = PunchData(
+            staff_id=sid,
+            slot=c.slot,
+            status=c.status,
+            minutes_off=c.minutes_off,
+            distance=_rounded(st.vote.distance(sid)),
+            liveness=liveness,
+            schedule_version=schedule.version,
+        ).model_dump()
+        self.emit(EventType.PUNCH, data, at)
         self._look(st, "punch", **data, at=at.isoformat())
         st.punched = True
         self.last_punch[sid] = frame.t
@@ -258,7 +262,7 @@ class AttendancePipeline:
             return
         self.last_reject[reason] = frame.t
         data = {"reason": reason, "distance": _rounded(distance)}
-        self.emit("attendance.rejected", data, self.wall_clock(frame))
+        self.emit(EventType.FACE_REJECTED, data, self.wall_clock(frame))
         self.counters["rejected"] += 1
 
     def _look(self, st: _TrackState, kind: str, **data: Any) -> None:

@@ -30,6 +30,7 @@ from agent.punch_files import (
     today_path,
 )
 from agent.recognition import EXIT_RESPAWN, child_main, run_loop
+from contract import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +121,13 @@ class AttendanceWorker:
     def start(self) -> None:
         self._activity = time.monotonic()
         assert self.cfg.attendance is not None
-        from contract.schedule import warn_calendar_gaps
+        from agent.schedule_file import schedule_status
 
         # In the parent's log too, not only the recognition child's.
-        warn_calendar_gaps(
-            self.cfg.attendance.schedule, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
+        text, warn = schedule_status(
+            self.cfg.device.data_dir, datetime.now(ZoneInfo(self.cfg.device.timezone)).date()
         )
+        (logger.warning if warn else logger.info)("schedule: %s", text)
         if self.isolation == "process":
             ctx = mp.get_context("spawn")
             self._queue = ctx.Queue()
@@ -237,14 +239,14 @@ class AttendanceWorker:
     def _fault_is_news(self, event_type: str, data: dict[str, Any]) -> bool:
         """False for a repeated fault (or a recovery without a fault) of the same component."""
         component = str(data.get("component"))
-        if event_type == "device.fault":
+        if event_type == EventType.FAULT:
             if component in self.open_faults:
                 logger.info(
                     "%s still faulty (%s); not recorded again", component, data.get("detail")
                 )
                 return False
             self.open_faults.add(component)
-        elif event_type == "device.recovered":
+        elif event_type == EventType.RECOVERED:
             if component not in self.open_faults:
                 return False
             self.open_faults.discard(component)
@@ -255,7 +257,7 @@ class AttendanceWorker:
             self.pending.items.append((event_type, data, at, dedupe_key_for(event_type, data, at)))
         if not self._stop.is_set():  # stop() flushes once, with a bound, at its end
             self._flush_retry()
-        if event_type == "attendance.punch":
+        if event_type == EventType.PUNCH:
             if self.screen is not None:  # the list exists only for the page to show
                 self.today.record(
                     data["staff_id"], data["slot"], data["status"], at.astimezone(self.tz)

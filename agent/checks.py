@@ -599,19 +599,17 @@ def probe_screen(cfg: AgentConfig) -> list[ProbeResult]:
     return [ProbeResult("screen", True, f"{what} on {listen}, {token}")]
 
 
-def probe_calendar(cfg: AgentConfig, today: date | None = None) -> list[ProbeResult]:
-    """Kiosks: does chinesecalendar (or the config) know this year's holidays (and next)?"""
+def probe_schedule(cfg: AgentConfig, today: date | None = None) -> list[ProbeResult]:
+    """Kiosks: which of the centre's schedule versions classifies punches, and does its
+    calendar cover this year (and from December the next)?"""
     if cfg.attendance is None:
         return []
-    from contract.schedule import calendar_advice, calendar_gaps
+    from agent.schedule_file import schedule_status
 
     if today is None:
         today = datetime.now(ZoneInfo(cfg.device.timezone)).date()
-    gaps = calendar_gaps(today, cfg.attendance.schedule)
-    if gaps:
-        return [ProbeResult("calendar", True, calendar_advice(gaps), warn=True)]
-    years = f"{today.year}" + (f" and {today.year + 1}" if today.month == 12 else "")
-    return [ProbeResult("calendar", True, f"holiday data covers {years}")]
+    text, warn = schedule_status(cfg.device.data_dir, today)
+    return [ProbeResult("schedule", True, text, warn=warn)]
 
 
 PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
@@ -625,7 +623,7 @@ PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "gallery": probe_gallery,
     "roster": probe_roster,
     "screen": probe_screen,
-    "calendar": probe_calendar,
+    "schedule": probe_schedule,
 }
 
 

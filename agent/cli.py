@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="LIST",
         help="comma-separated probes: "
-        "config,user,disk,clock,broker,pads,camera,models,gallery,roster,screen,calendar",
+        "config,user,disk,clock,broker,pads,camera,models,gallery,roster,screen,schedule",
     )
     p.add_argument(
         "--as-user",
@@ -97,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = csub.add_parser(
         "schema",
         help="print the JSON schema of the config file (for editors)",
-        description="Print the JSON schema of agent.toml (or central.toml).",
+        description="Print the JSON schema of agent.toml (central.toml's: hall-central config "
+        "schema).",
     )
-    s.add_argument("--central", action="store_true", help="schema of central.toml instead")
+    # Hidden: the collector's schema moved to its own program, which a device does not import;
+    # the flag stays only to say where, instead of argparse's bare "unrecognized arguments".
+    s.add_argument("--central", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser(
         "enroll",
@@ -327,12 +330,12 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.central:
-        from central.config import central_schema  # pydantic only: no collector code
-
-        schema = central_schema()
-    else:
-        schema = agent_schema()
-    print(json.dumps(schema, indent=2, ensure_ascii=False))
+        raise CliError(
+            "config schema --central: the collector prints its own schema: run "
+            "'hall-central config schema'",
+            2,
+        )
+    print(json.dumps(agent_schema(), indent=2, ensure_ascii=False))
     return 0
 
 

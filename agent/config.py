@@ -25,7 +25,6 @@ from contract.config import (
     EX_CONFIG,
     ConfigError,
     MqttSection,
-    ScheduleSection,
     Section,
     check_mqtt_files,
     parse_model,
@@ -43,7 +42,6 @@ __all__ = [
     "DeviceSection",
     "MqttSection",
     "PadSection",
-    "ScheduleSection",
     "ScreenSection",
     "SyncSection",
     "WindowsSection",
@@ -151,7 +149,22 @@ class AttendanceSection(Section):
     )
     realtime: bool = Field(True, description="Play a video file at its frame rate")
     stale_after_s: float = Field(5.0, gt=0, le=600, description="Camera fault after no frame")
-    schedule: ScheduleSection = Field(default_factory=ScheduleSection, description="Hours")
+    # Moved to the centre, the one source of the hall's hours (docs/attendance.md "One
+    # schedule"). Kept only to say so by name instead of a bare "unknown key".
+    schedule: SkipJsonSchema[dict[str, Any] | None] = Field(None, exclude=True)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_moved(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "no longer read here: the centre publishes the hall's hours and holidays to "
+                "every kiosk, so that the screen and the report judge a punch alike "
+                '(docs/attendance.md "One schedule"). Move the keys of this table, unchanged, '
+                "to [schedule] in the centre's central.toml, delete [attendance.schedule] "
+                "from this file, then run 'hall-central schedule publish' on the centre"
+            )
+        return None
 
     @field_validator("detect_width")
     @classmethod

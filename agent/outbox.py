@@ -61,6 +61,12 @@ def free_bytes(directory: str | os.PathLike[str]) -> int:
 DISK_FULL_BYTES = 1024 * 1024
 
 
+# What the cap may drop: device.* events, but never the disk fault that says events were
+# dropped. The type is a parameter from EventType, not a literal in the SQL text.
+_DROPPABLE = "type LIKE 'device.%' AND NOT (type = ? AND body LIKE ?)"
+_DROPPABLE_ARGS = (EventType.FAULT.value, '%"component":"disk"%')
+
+
 def _disk(event: EventType, detail: str) -> dict[str, Any]:
     """A device.fault / device.recovered body about the outbox's own disk."""
     return event_data(event, FaultData(component="disk", detail=detail))
@@ -493,8 +499,7 @@ class Outbox:
         # Free a fifth of the cap at once so that a full outbox does not drop one row per append.
         excess = used - self.max_bytes * 0.8
         rows = conn.execute(
-            "SELECT seq, size FROM outbox WHERE type LIKE 'device.%' AND NOT "
-            "(type = 'device.fault' AND body LIKE '%\"component\":\"disk\"%') ORDER BY seq"
+            f"SELECT seq, size FROM outbox WHERE {_DROPPABLE} ORDER BY seq", _DROPPABLE_ARGS
         ).fetchall()
         dropped, freed, last = 0, 0, None
         for row_seq, size in rows:
@@ -506,9 +511,7 @@ class Outbox:
         if last is not None:
             self._save_last_seq(conn)
             conn.execute(
-                "DELETE FROM outbox WHERE seq <= ? AND type LIKE 'device.%' AND NOT "
-                "(type = 'device.fault' AND body LIKE '%\"component\":\"disk\"%')",
-                (last,),
+                f"DELETE FROM outbox WHERE seq <= ? AND {_DROPPABLE}", (last, *_DROPPABLE_ARGS)
             )
             used -= freed
         if not faulted:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.durable import write_durably
+from contract import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def pending_path(data_dir: Path) -> Path:
 
 def dedupe_key_for(event_type: str, data: dict[str, Any], at: datetime) -> str:
     """A punch is one person at one first-seen time; any other event gets a fresh key."""
-    if event_type == "attendance.punch":
+    if event_type == EventType.PUNCH:
         return f"punch:{data['staff_id']}:{at.isoformat()}"
     return f"{event_type}:{uuid.uuid4().hex}"
 

@@ -122,7 +122,7 @@ def run_loop(
     from agent.enrolment import prune_to_roster
     from agent.gallery import Gallery, gallery_path
     from agent.roster import roster_path
-    from contract.schedule import Schedule
+    from agent.schedule_file import ScheduleWatch
     from drivers.camera import Camera, describe_range
     from drivers.face_models import ModelError
 
@@ -180,7 +180,7 @@ def run_loop(
         cfg,
         engine,
         _load_gallery(gfile.path, start, model, gallery_fault),
-        Schedule(cfg.schedule),
+        ScheduleWatch(data_dir),  # the centre's, as last received (docs/attendance.md)
         emit,
         wall_clock_for(tz, epoch),
     )

@@ -196,12 +196,11 @@ class ScreenHub:
         status: Callable[[], dict[str, Any]] | None = None,
         health: Callable[[], dict[str, Any]] | None = None,
     ):
-        from contract.schedule import Schedule
+        from agent.schedule_file import ScheduleWatch
 
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.device.timezone)
-        att = cfg.attendance
-        self.schedule = Schedule(att.schedule if att is not None else None)
+        self.schedule = ScheduleWatch(cfg.device.data_dir)  # the centre's, as the punches
         self.roster = RosterWatch(cfg.device.data_dir)
         self.status_source = status
         self.health_source = health
@@ -295,14 +294,15 @@ class ScreenHub:
 
     def today(self, now: datetime | None = None) -> dict[str, Any]:
         now = now or datetime.now(self.tz)
-        plan = self.schedule.plan(now.date())
+        schedule = self.schedule.current()
+        plan = schedule.plan(now.date())
         out: dict[str, Any] = {"working": plan.working}
         if plan.working:
             m, a = plan.morning, plan.afternoon
             out["hours"] = (
                 f"上午 {m.start:%H:%M}-{m.end:%H:%M} · 下午 {a.start:%H:%M}-{a.end:%H:%M}"
             )
-            slot = self.schedule.classify(now).slot
+            slot = schedule.classify(now, plan).slot
             out["slot"] = SLOT_LABELS.get(slot, slot) if slot != "extra" else "非工作时段"
         else:
             out["hours"] = "今日休息"

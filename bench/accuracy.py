@@ -340,6 +340,7 @@ def run_video(
     from agent.attendance import AttendancePipeline
     from agent.config import AttendanceSection
     from agent.recognition import wall_clock_for
+    from contract import EventType
     from contract.schedule import Schedule
     from drivers.camera import Camera
 
@@ -351,9 +352,9 @@ def run_video(
     rejected: list[tuple[float, str, float | None]] = []  # (media t, reason, distance)
 
     def emit(kind, data, at) -> None:
-        if kind == "attendance.punch":
+        if kind == EventType.PUNCH:
             raw.append((data["staff_id"], (at - EPOCH).total_seconds(), now["t"]))
-        elif kind == "attendance.rejected":
+        elif kind == EventType.FACE_REJECTED:
             rejected.append((now["t"], data["reason"], data.get("distance")))
 
     att = AttendanceSection(
@@ -363,7 +364,7 @@ def run_video(
         att,
         rec.build_engine(att),
         ps.gallery,
-        Schedule(att.schedule),
+        Schedule(),
         emit,
         wall_clock_for(TZ, EPOCH),
     )

@@ -106,17 +106,19 @@ def make_pipeline(emit, staff=FULL, liveness: str = "off", recognizer: str = "sf
         att,
         build_engine(att),
         media.gallery_of(*staff, recognizer=recognizer),
-        Schedule(att.schedule),
+        Schedule(),
         emit,
         wall_clock_for(TZ, EPOCH),
     )
 
 
 def ours(all_frames: list, scenes, staff, recognizer: str) -> dict:
+    from contract import EventType
+
     punches: list[tuple[str, float]] = []
 
     def emit(t, d, at) -> None:
-        if t == "attendance.punch":
+        if t == EventType.PUNCH:
             punches.append((d["staff_id"], (at - EPOCH).total_seconds()))
 
     p = make_pipeline(emit, staff, recognizer=recognizer)

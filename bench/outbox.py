@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.outbox import Outbox
+from contract import EventType
 
 DATA = {
     "window": "A03",
@@ -48,7 +49,7 @@ def bare(path: Path, n: int, batch: int) -> float:
         {
             "id": str(uuid.uuid4()),
             "seq": 1,
-            "type": "rating.submitted",
+            "type": EventType.RATING,
             "at": "2026-11-26T09:12:03.120+08:00",
             "clock": "synced",
             "device": "pad-a03",
@@ -65,7 +66,7 @@ def bare(path: Path, n: int, batch: int) -> float:
             seq += 1
             conn.execute(
                 "INSERT INTO outbox (seq, id, type, created, size, body) VALUES (?,?,?,?,?,?)",
-                (seq, str(uuid.uuid4()), "rating.submitted", time.time(), len(body), body),
+                (seq, str(uuid.uuid4()), EventType.RATING, time.time(), len(body), body),
             )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
@@ -78,10 +79,10 @@ def outbox(path: Path, n: int, batch: int) -> float:
     start = time.perf_counter()
     if batch == 1:
         for _ in range(n):
-            box.append("rating.submitted", DATA)
+            box.append(EventType.RATING, DATA)
     else:
         for _ in range(n // batch):
-            box.append_many([("rating.submitted", DATA, None, None)] * batch)
+            box.append_many([(EventType.RATING, DATA, None, None)] * batch)
     elapsed = time.perf_counter() - start
     box.close()
     return (n // batch) * batch / elapsed

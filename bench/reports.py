@@ -42,6 +42,7 @@ from central.reports import build, render  # noqa: E402
 from central.reports.month import Month  # noqa: E402
 from central.reports.source import month_events  # noqa: E402
 from central.store import EventRow, Store, open_store  # noqa: E402
+from contract import EventType  # noqa: E402
 from contract.schedule import DayPlan, Schedule  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -111,16 +112,16 @@ def generate(
                 if first_day or rnd.random() < 0.02:
                     forgotten.append((p["id"], d, slot, moment.strftime("%H:%M")))
                     continue
-                rows.append(("attendance.punch", moment, _punch(p), "kiosk-01"))
+                rows.append((EventType.PUNCH, moment, _punch(p), "kiosk-01"))
         for w in range(windows):
             device, window = f"pad-{w // 8:02d}", f"W{w:02d}"
             base = {"window": window, "pad": w % 8 + 1, "staff_id": people[w % staff]["id"]}
-            rows.append(("window.login", at(d, 8, 30, 5), base, device))
+            rows.append((EventType.LOGIN, at(d, 8, 30, 5), base, device))
             for hh in (10, 15):
                 start = at(d, hh, 0, 30)
-                rows.append(("window.paused", start, base, device))
-                rows.append(("window.resumed", start + timedelta(minutes=8), base, device))
-            rows.append(("window.logout", at(d, 17, 30, 5), base, device))
+                rows.append((EventType.PAUSED, start, base, device))
+                rows.append((EventType.RESUMED, start + timedelta(minutes=8), base, device))
+            rows.append((EventType.LOGOUT, at(d, 17, 30, 5), base, device))
         for i in range(ratings):
             w = rnd.randrange(windows)
             level = rnd.choices((5, 4, 3, 2, 1), (60, 25, 5, 6, 4))[0]
@@ -134,10 +135,10 @@ def generate(
                 "invite_id": i % 65535 + 1 if rnd.random() < 0.7 else None,
             }
             moment = at(d, 9 + i % 8, 0, 25)
-            rows.append(("rating.submitted", moment, data, f"pad-{w // 8:02d}"))
+            rows.append((EventType.RATING, moment, data, f"pad-{w // 8:02d}"))
             if rnd.random() < 0.1:
                 expired = {k: data[k] for k in ("window", "pad", "staff_id", "invite_id")}
-                rows.append(("rating.expired", moment, expired, f"pad-{w // 8:02d}"))
+                rows.append((EventType.RATING_EXPIRED, moment, expired, f"pad-{w // 8:02d}"))
     rows = [r for r in rows if r[1] < now]  # a month still running: nothing from the future
     leave = _leave_rows(rnd, people, workdays, forgotten, leaves, joins)
     return rows, {"v": 1, "version": 1, "staff": people}, leave
@@ -270,7 +271,7 @@ def measure(store: Store, rounds: int) -> dict[str, float]:
         out = io.BytesIO()
         render(build(kind, store, MONTH, None, now=NOW), fmt, out)
 
-    types = ("attendance.punch", "rating.submitted", "rating.expired", "window.paused")
+    types = (EventType.PUNCH, EventType.RATING, EventType.RATING_EXPIRED, EventType.PAUSED)
     return {
         "baseline": best(lambda: month_events(store, MONTH, types), rounds),
         "attendance": best(lambda: report("attendance", "table"), rounds),

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.outbox import Outbox  # noqa: E402
 from central.store import open_store  # noqa: E402
+from contract import EventType  # noqa: E402
 from sync.ping import measure  # noqa: E402
 from sync.uplink import Uplink  # noqa: E402
 from tests.support import (  # noqa: E402
@@ -135,7 +136,7 @@ def count_rows(store_url: str, schema: str | None, device: str) -> int:
 def fill(box: Outbox, n: int) -> None:
     chunk = 1000
     for start in range(0, n, chunk):
-        box.append_many([("rating.submitted", RATING, None, None)] * min(chunk, n - start))
+        box.append_many([(EventType.RATING, RATING, None, None)] * min(chunk, n - start))
 
 
 def drain(workdir: Path, broker: Mosquitto, device: str, n: int, **sync) -> dict:

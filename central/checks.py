@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -117,15 +118,59 @@ def probe_acl(cfg: CentralConfig) -> list[ProbeResult]:
         cfg.mqtt,
         client_id=f"{cfg.central.id}-acl-{os.getpid()}",
         subscribe=[f"$share/{SHARE_GROUP}/{prefix}/+/+/events", f"{prefix}/+/+/status"],
-        publish=[f"{prefix}/{PROBE_SITE}/check/ack", f"{prefix}/{PROBE_SITE}/roster"],
+        publish=[
+            f"{prefix}/{PROBE_SITE}/check/ack",
+            f"{prefix}/{PROBE_SITE}/roster",
+            f"{prefix}/{PROBE_SITE}/schedule",
+        ],
     )
     return [ProbeResult(f"acl {what}", ok, detail, warn) for what, ok, warn, detail in out]
+
+
+def probe_schedule(cfg: CentralConfig, today: date | None = None) -> list[ProbeResult]:
+    """The hall's hours the kiosks get (docs/attendance.md "One schedule"): the version
+    recorded, whether the config changed since, and whether next year's holidays are known."""
+    from zoneinfo import ZoneInfo
+
+    from central.commands import open_existing
+    from central.schedule_publish import calendar_warning, current_body
+    from contract.published_schedule import body_digest
+
+    tz = ZoneInfo(cfg.central.timezone)
+    today = today or datetime.now(tz).date()
+    try:
+        with open_existing(cfg) as store:
+            latest = store.latest_schedule()
+    except Exception as exc:  # the store probe says why
+        latest, where = None, f"store not readable ({exc})"
+    else:
+        where = "no version recorded yet (the collector records one when it starts)"
+    results = []
+    if latest is None:
+        results.append(ProbeResult("schedule", True, where, warn=True))
+    elif latest.digest != body_digest(current_body(cfg.schedule, today)):
+        results.append(
+            ProbeResult(
+                "schedule",
+                True,
+                f"version {latest.version} published; [schedule] has changed since: run "
+                "'hall-central schedule publish' or restart hall-central",
+                warn=True,
+            )
+        )
+    else:
+        results.append(ProbeResult("schedule", True, f"version {latest.version} published"))
+    warning = calendar_warning(cfg.schedule, today)
+    if warning:
+        results.append(ProbeResult("calendar", True, warning, warn=True))
+    return results
 
 
 PROBES: dict[str, Callable[[CentralConfig], list[ProbeResult]]] = {
     "store": probe_store,
     "broker": probe_broker,
     "acl": probe_acl,
+    "schedule": probe_schedule,
 }
 
 

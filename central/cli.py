@@ -12,6 +12,9 @@
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
+- ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
+  kiosks (central/schedule_cli.py).
+- ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
 store: a missing or empty one is an error naming it.
@@ -22,6 +25,7 @@ Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -30,7 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central.config import DEFAULT_CENTRAL_CONFIG, CentralConfig, load_central_config
+from central.config import (
+    DEFAULT_CENTRAL_CONFIG,
+    CentralConfig,
+    central_schema,
+    load_central_config,
+)
 from contract import ID_PATTERN, is_id
 from sync.cli_common import (
     CliError,
@@ -63,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "events and status, publish ack and roster). Exit 0 when all pass, 1 when a probe "
         "fails, 78 on a config error.",
     )
-    p.add_argument("--only", metavar="LIST", help="comma-separated probes: config,store,broker,acl")
+    p.add_argument(
+        "--only", metavar="LIST", help="comma-separated probes: config,store,broker,acl,schedule"
+    )
     p = sub.add_parser("roster", help="staff roster tools", description="Staff roster tools.")
     rsub = p.add_subparsers(dest="roster_command", metavar="ACTION")
     rsub.required = True
@@ -110,9 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
         "hall's timezone (central.timezone).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("config", help="config tools", description="Config tools.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    csub.add_parser(
+        "schema",
+        help="print the JSON schema of central.toml (for editors)",
+        description="Print the JSON schema of central.toml; no config file is read.",
+    )
     from central.commands import add_parsers
+    from central.schedule_cli import add_parser as add_schedule_parser
 
     add_parsers(sub)
+    add_schedule_parser(sub)
     return parser
 
 
@@ -154,40 +175,13 @@ def cmd_check(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
 def publish_roster(cfg: CentralConfig, site: str, roster: dict[str, Any], timeout: float) -> str:
     """Publish a validated roster retained; returns the topic. Raises CliError on failure."""
-    import os
-
-    from central.store import roster_json
-    from sync.mqtt import MqttLink
+    from central.publish_retained import publish_retained
+    from contract import roster_json
 
     topic = f"{cfg.mqtt.prefix}/{site}/roster"
-    link = MqttLink(cfg.mqtt, f"{cfg.central.id}-roster-{os.getpid()}", name="roster")
-    link.start()
-    try:
-        if not link.connected.wait(timeout):
-            raise CliError(
-                f"roster publish: not connected to {cfg.mqtt.host}:{cfg.mqtt.port} within "
-                f"{timeout:.0f} s ({link.last_error or 'no answer'})"
-            )
-        done = threading.Event()
-        result: dict[str, Any] = {}
-
-        def on_publish(_c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-            result["rc"] = rc
-            done.set()
-
-        link.client.on_publish = on_publish
-        # The canonical text the store keeps and the collector republishes (central.store).
-        payload = roster_json(roster).encode("utf-8")
-        info = link.publish(topic, payload, qos=1, retain=True)
-        if not done.wait(timeout):
-            raise CliError(f"roster publish: no PUBACK for {topic} within {timeout:.0f} s")
-        rc = result["rc"]
-        if getattr(rc, "is_failure", False):
-            raise CliError(f"roster publish: broker refused {topic}: {rc}")
-        del info
-        return topic
-    finally:
-        link.stop()
+    # The canonical text the store keeps and the collector republishes (contract.roster).
+    publish_retained(cfg, "roster publish", [(topic, roster_json(roster).encode("utf-8"))], timeout)
+    return topic
 
 
 def _site(args: argparse.Namespace) -> str:
@@ -342,8 +336,23 @@ def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return leave(cfg, args)
 
 
+def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.schedule_cli import cmd_schedule as schedule
+
+    return schedule(cfg, args)
+
+
+def cmd_config(_args: argparse.Namespace) -> int:
+    print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+# Commands that describe the config file rather than run with one: they work before it exists.
+CONFIGLESS = {"config": cmd_config}
+
 COMMANDS = {
     "run": cmd_run,
+    "schedule": cmd_schedule,
     "check": cmd_check,
     "roster": cmd_roster,
     "devices": cmd_devices,
@@ -356,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose if args.command != "run" else max(1, args.verbose))
+    if args.command in CONFIGLESS:
+        return run_command("hall-central", args, lambda: CONFIGLESS[args.command](args))
     return run_command(
         "hall-central",
         args,

@@ -20,7 +20,8 @@
 - On every connect (the first one included) it republishes every roster of the store's
   ``rosters`` table retained (docs/topics.md ``{prefix}/{site}/roster``): a broker that lost its
   retained messages (restarted without persistence, replaced) gets them back without anyone
-  running ``hall-central roster publish`` again.
+  running ``hall-central roster publish`` again. The hall's schedule likewise
+  (central/schedule_publish.py), re-checked every few minutes.
 """
 
 from __future__ import annotations
@@ -136,6 +137,18 @@ class Collector:
             receive_maximum=RECEIVE_MAXIMUM,
             name="collector",
         )
+        from zoneinfo import ZoneInfo
+
+        from central.schedule_publish import SchedulePublisher
+
+        # The hall's hours: recorded and published from here, the one source (docs/attendance.md).
+        self.schedules = SchedulePublisher(
+            self.store,
+            cfg.schedule,
+            ZoneInfo(cfg.central.timezone),
+            self.prefix,
+            self.link.publish,
+        )
         self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
         self._drop_log_at = -DROP_LOG_EVERY_S
@@ -240,12 +253,15 @@ class Collector:
                     self.republish_rosters()
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
+                self.schedules.publish(force=True)
             elif job:
                 try:
                     self._write_group(job)
                 except Exception:  # a bug here must not end the thread; the devices resend
                     self.errors += 1
                     logger.exception("collector: a group of %d messages failed", len(job))
+            if self.link.connected.is_set():
+                self.schedules.tick(time.monotonic())
 
     def _write_group(self, items: list[Inbound]) -> None:
         """Validate, write in one transaction, then ack every batch of ``items``.
@@ -553,6 +569,8 @@ class Collector:
         except Exception as exc:
             self.errors += 1
             logger.warning("status on %s not stored: %s", topic, exc)
+            return
+        self.schedules.site_seen(where[0])
 
 
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:

@@ -127,11 +127,11 @@ class CentralConfig(Section):
     mqtt: MqttSection = Field(default_factory=MqttSection)
     store: StoreSection = Field(default_factory=StoreSection)
     board: BoardSection = Field(default_factory=BoardSection)
-    # Not in the shipped central.toml before 0.2 (additive, docs/reports.md): the hours,
-    # holidays and 调休 days the attendance report judges punches by; the same section as the
-    # kiosks' attendance.schedule and meant to hold the same values.
+    # The hall's hours, holidays and 调休 days: the one source. The collector publishes them
+    # to the kiosks, which classify by them (docs/attendance.md "One schedule").
     schedule: ScheduleSection = Field(
-        default_factory=ScheduleSection, description="Working hours for the attendance report"
+        default_factory=ScheduleSection,
+        description="The hall's hours and days, published to every kiosk",
     )
 
 

@@ -2,16 +2,19 @@
 
 - Hours: summer (May–Oct) and winter (Nov–Apr) staff duty hours, Friday afternoons apart,
   from the centre's 2024 regulation (docs/attendance.md table); a site overrides any of them in
-  ``[attendance.schedule]`` (``agent/config.py`` ``ScheduleSection``).
+  central.toml ``[schedule]`` (:class:`contract.config.ScheduleSection`). The centre publishes
+  them with the resolved calendar (:mod:`contract.published_schedule`); kiosks classify by the
+  published version and the report by the version each punch names (:class:`ScheduleHistory`).
 - Working days: statutory holidays are off and China's adjusted working days (调休) are on,
   from the ``chinesecalendar`` package (State Council notices, data up to its release year),
-  then the config's ``holidays`` / ``workdays`` lists, which win. For a year the package does
-  not know, Monday–Friday are working days and a warning is logged once.
+  then the config's ``holidays`` / ``workdays`` lists, which win; the centre resolves them
+  (:func:`resolve_year`). For a year nobody knows, Monday–Friday are working days and a
+  warning is logged once.
   An adjusted working day that falls on a weekend uses the Monday–Thursday hours.
 - Slots by time band: by default each band is derived from the day's hours (an in-band runs
   from ``early_in_min`` before the start to the middle of the session, an out-band from there
   to the middle of the lunch break, or ``late_out_min`` after the end); a site may set any band
-  explicitly (``[attendance.schedule.bands]``). A punch in no band is ``extra`` /
+  explicitly (``[schedule.bands]``). A punch in no band is ``extra`` /
   ``outside_hours``; any punch on a day off is ``extra`` / ``holiday``.
 - Status: ``late`` after start + ``grace_min``, ``early_leave`` before end - ``grace_min``,
   else ``on_time``; ``minutes_off`` is how late or early, in whole minutes (rounded up).
@@ -26,9 +29,13 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING, Protocol
 
 from contract.config import HoursSection, ScheduleSection
+
+if TYPE_CHECKING:
+    from contract.published_schedule import PublishedSchedule, YearDays
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +91,10 @@ def rule_for_role(role: str | None) -> Rule:
     return Rule("daily")
 
 
+def _weekday_rule(day: date) -> tuple[bool, str]:
+    return (True, "weekday") if day.weekday() < 5 else (False, "weekend")
+
+
 def _minutes(t: time) -> int:
     return t.hour * 60 + t.minute
 
@@ -106,47 +117,115 @@ def calendar_knows(year: int) -> bool:
     return True
 
 
-def calendar_gaps(today: date, cfg: ScheduleSection | None = None) -> list[int]:
-    """Years needed now (this one; from December also the next) that nobody covers.
+def resolve_year(year: int, cfg: ScheduleSection) -> YearDays | None:
+    """One year's days off and adjusted working days as the centre publishes them.
 
-    A year is covered by chinesecalendar's data or by ``covered_years``: the site declares
-    that it listed the year's statutory holidays and 调休 days in ``holidays`` / ``workdays``
-    itself (when the package lags behind the State Council's notice, usually published in
-    November-December). One entry in ``holidays`` (a local day off) does not cover a year.
-    An uncovered year would silently become plain Monday-Friday, so
-    ``hall-agent check`` and the agent warn (docs/attendance.md).
+    From chinesecalendar when it has the year, then the config's ``holidays`` / ``workdays``
+    on top (they win). A year the package lacks is complete only when listed in
+    ``covered_years``; without any day at all it is None (plain Monday-Friday).
     """
-    years = [today.year] + ([today.year + 1] if today.month == 12 else [])
-    covered = set(cfg.covered_years) if cfg is not None else set()
-    return [y for y in years if y not in covered and not calendar_knows(y)]
+    from contract.published_schedule import YearDays
 
+    days_off: dict[date, str] = {}
+    workdays: dict[date, str] = {}
+    sources = []
+    known = calendar_knows(year)
+    if known:
+        import chinese_calendar
 
-def calendar_advice(gaps: list[int]) -> str:
-    years = ", ".join(map(str, gaps))
-    return (
-        f"chinesecalendar has no holiday data for {years}: statutory holidays and adjusted "
-        "working days (调休) would be treated as plain Mon-Fri. Upgrade it "
-        "(pip install -U chinesecalendar) or list the year's days off and adjusted working "
-        f"days in [attendance.schedule] holidays / workdays and add the year to covered_years "
-        f"(covered_years = [{gaps[0]}])"
+        sources.append(f"chinesecalendar {_package_version()}")
+        day = date(year, 1, 1)
+        while day.year == year:
+            holiday, name = chinese_calendar.get_holiday_detail(day)
+            if holiday and day.weekday() < 5:
+                days_off[day] = str(name or "holiday")
+            elif not holiday and day.weekday() >= 5:
+                workdays[day] = str(name or "调休")
+            day += timedelta(days=1)
+    listed = [d for d in (*cfg.holidays, *cfg.workdays) if d.year == year]
+    if listed or year in cfg.covered_years:
+        sources.append("central.toml [schedule]")
+    for d in cfg.holidays:
+        if d.year == year:
+            workdays.pop(d, None)
+            if d.weekday() < 5:
+                days_off[d] = "holiday (config)"
+    for d in cfg.workdays:
+        if d.year == year:
+            days_off.pop(d, None)
+            if d.weekday() >= 5:
+                workdays[d] = "working day (config)"
+    if not sources:
+        return None
+    return YearDays(
+        complete=known or year in cfg.covered_years,
+        source=", ".join(sources),
+        days_off=dict(sorted(days_off.items())),
+        workdays=dict(sorted(workdays.items())),
     )
 
 
-def warn_calendar_gaps(cfg: ScheduleSection, today: date) -> list[int]:
-    gaps = calendar_gaps(today, cfg)
-    if gaps:
-        logger.warning("%s", calendar_advice(gaps))
-    return gaps
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chinesecalendar")
+    except PackageNotFoundError:
+        return "?"
+
+
+def published_gaps(today: date, calendar: dict[int, YearDays]) -> list[int]:
+    """Years needed now (this one; from December also the next) that a published calendar
+    does not cover completely: a kiosk would treat their holidays as plain days."""
+    years = [today.year] + ([today.year + 1] if today.month == 12 else [])
+    return [y for y in years if y not in calendar or not calendar[y].complete]
+
+
+class ScheduleSource(Protocol):
+    """Where a kiosk gets the schedule in force now: a fixed :class:`Schedule`, or the
+    centre's latest as stored on the kiosk (agent/schedule_file.py ``ScheduleWatch``)."""
+
+    def current(self) -> Schedule: ...
 
 
 class Schedule:
-    def __init__(self, cfg: ScheduleSection | None = None):
+    """The hall's hours and working days, and how a punch is classified by them.
+
+    ``calendar`` is a published schedule's (:mod:`contract.published_schedule`): the days it
+    lists are the whole truth and chinesecalendar is not consulted (the centre resolved them).
+    Without it (the centre resolving, or a kiosk before its first schedule) the config's lists
+    and the installed package decide.
+    """
+
+    def __init__(
+        self,
+        cfg: ScheduleSection | None = None,
+        calendar: dict[int, YearDays] | None = None,
+        version: int | None = None,
+    ):
         self.cfg = cfg or ScheduleSection()
+        self.calendar = calendar
+        self.version = version  # the centre's schedule version; None: built-in defaults
         self._warned_years: set[int] = set()
+
+    @classmethod
+    def published(cls, schedule: PublishedSchedule) -> Schedule:
+        return cls(schedule.hours, dict(schedule.calendar), schedule.version)
+
+    def current(self) -> Schedule:
+        """A fixed schedule is its own current one (:class:`ScheduleSource`)."""
+        return self
 
     # --- days -------------------------------------------------------------------------
 
+    def _warn_once(self, year: int, text: str) -> None:
+        if year not in self._warned_years:
+            self._warned_years.add(year)
+            logger.warning(text, year)
+
     def working_day(self, day: date) -> tuple[bool, str]:
+        if self.calendar is not None:
+            return self._published_working_day(day)
         if day in self.cfg.holidays:
             return False, "holiday (config)"
         if day in self.cfg.workdays:
@@ -161,14 +240,29 @@ class Schedule:
                 return True, f"adjusted working day (调休): {name}"
             return True, "weekday"
         except NotImplementedError:
-            if day.year not in self._warned_years:
-                self._warned_years.add(day.year)
-                logger.warning(
-                    "chinesecalendar has no data for %d: Mon-Fri are working days; list the "
-                    "year's holidays in attendance.schedule.holidays/workdays or upgrade it",
-                    day.year,
-                )
-            return day.weekday() < 5, "weekday" if day.weekday() < 5 else "weekend"
+            self._warn_once(
+                day.year,
+                "chinesecalendar has no data for %d: Mon-Fri are working days; list the "
+                "year's holidays in [schedule] holidays/workdays or upgrade it",
+            )
+            return _weekday_rule(day)
+
+    def _published_working_day(self, day: date) -> tuple[bool, str]:
+        assert self.calendar is not None
+        year = self.calendar.get(day.year)
+        if year is not None:
+            if day in year.days_off:
+                return False, f"holiday: {year.days_off[day]}"
+            if day in year.workdays:
+                return True, f"adjusted working day (调休): {year.workdays[day]}"
+        if year is None or not year.complete:
+            self._warn_once(
+                day.year,
+                "the centre's schedule has no complete calendar for %d: its statutory holidays "
+                "and 调休 days are treated as plain days (docs/attendance.md \"Next year's "
+                'holidays")',
+            )
+        return _weekday_rule(day)
 
     def plan(self, day: date) -> DayPlan:
         working, reason = self.working_day(day)
@@ -217,6 +311,47 @@ class Schedule:
             if early > timedelta(0):
                 return Classified(slot, "early_leave", math.ceil((due - at).total_seconds() / 60))
         return Classified(slot, "on_time", 0)
+
+
+class ScheduleHistory:
+    """Every schedule version the centre published, for judging punches after the fact.
+
+    A punch is classified by the version it names (the one its kiosk used); a punch without
+    one (recorded before the kiosk's first schedule, or by an older kiosk) by the version in
+    effect when it was filed. A day's plan (working or not, its bands) is the version in effect
+    at the end of that day. Without any published version, ``fallback`` (the centre's config).
+    """
+
+    def __init__(self, versions: Iterable[tuple[datetime, Schedule]], fallback: Schedule) -> None:
+        self._versions = sorted(versions, key=lambda pair: pair[0])
+        self._by_number = {s.version: s for _, s in self._versions if s.version is not None}
+        self.fallback = fallback
+
+    @classmethod
+    def single(cls, schedule: Schedule) -> ScheduleHistory:
+        return cls((), schedule)
+
+    def by_version(self, version: int | None) -> Schedule | None:
+        return None if version is None else self._by_number.get(version)
+
+    def in_effect(self, moment: datetime) -> Schedule:
+        current: Schedule | None = None
+        for published_at, schedule in self._versions:
+            if published_at > moment:
+                break
+            current = schedule
+        if current is None:  # before the first version: the first is the best guess
+            return self._versions[0][1] if self._versions else self.fallback
+        return current
+
+    def for_punch(self, version: int | None, filed_at: datetime) -> Schedule:
+        return self.by_version(version) or self.in_effect(filed_at)
+
+    def for_day(self, day: date, tz: tzinfo) -> Schedule:
+        return self.in_effect(datetime.combine(day + timedelta(days=1), time(0), tz))
+
+    def plan(self, day: date, tz: tzinfo) -> DayPlan:
+        return self.for_day(day, tz).plan(day)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file (scripts/demo.sh): the repository's packages
+from contract import EventType  # noqa: E402
 from scripts.loopback import free_port, port_answers  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -243,18 +244,18 @@ def sample_media(work: Path) -> Path:
 
 # What the people watching the demo read (Chinese, contract.LEVEL_LABELS/SLOT_LABELS for the
 # national 好差评 levels and the regulation's punch slots); the codes follow in brackets.
-KIND_TEXT = {
-    "attendance.punch": "打卡",
-    "attendance.rejected": "未通过",
-    "rating.submitted": "评价",
-    "rating.expired": "评价超时",
-    "window.login": "登录",
-    "window.logout": "退出",
-    "window.paused": "暂停服务",
-    "window.resumed": "恢复服务",
-    "device.fault": "设备故障",
-    "device.recovered": "设备恢复",
-    "device.test": "测试",
+KIND_TEXT: dict[str, str] = {
+    EventType.PUNCH: "打卡",
+    EventType.FACE_REJECTED: "未通过",
+    EventType.RATING: "评价",
+    EventType.RATING_EXPIRED: "评价超时",
+    EventType.LOGIN: "登录",
+    EventType.LOGOUT: "退出",
+    EventType.PAUSED: "暂停服务",
+    EventType.RESUMED: "恢复服务",
+    EventType.FAULT: "设备故障",
+    EventType.RECOVERED: "设备恢复",
+    EventType.TEST: "测试",
 }
 REJECT_TEXT = {
     "unknown_face": "未识别的人",
@@ -295,13 +296,13 @@ def event_detail(kind: str, data: dict[str, object], names: dict[str, str]) -> s
 
     sid = data.get("staff_id")
     who = names.get(str(sid), str(sid)) if sid else ""
-    if kind == "attendance.punch":
+    if kind == EventType.PUNCH:
         slot = SLOT_LABELS.get(str(data.get("slot")), str(data.get("slot")))
         return f"{who} · {slot} · {punch_status_text(data)}"
-    if kind == "attendance.rejected":
+    if kind == EventType.FACE_REJECTED:
         reason = str(data.get("reason"))
         return f"{REJECT_TEXT.get(reason, reason)}({reason})"
-    if kind == "rating.submitted":
+    if kind == EventType.RATING:
         level = data.get("level")
         level_text = LEVEL_LABELS.get(level, "?") if isinstance(level, int) else "?"
         parts = [str(data.get("window")), who, f"{level_text}({level})"]
@@ -311,7 +312,7 @@ def event_detail(kind: str, data: dict[str, object], names: dict[str, str]) -> s
         return " · ".join(p for p in parts if p)
     if "window" in data:
         return " · ".join(p for p in (str(data["window"]), who) if p)
-    if kind in ("device.fault", "device.recovered"):
+    if kind in (EventType.FAULT, EventType.RECOVERED):
         return f"{data.get('component')}: {data.get('detail')}"
     return str(data.get("note", ""))
 

@@ -45,7 +45,8 @@ ctrl() {
   # shellcheck disable=SC2086  # MOSQUITTO_CTRL_OPTS is a list of options on purpose
   out=$(mosquitto_ctrl ${MOSQUITTO_CTRL_OPTS:-} dynsec "$@" 2>&1) || die "mosquitto_ctrl $1 failed: $out"
   if grep -q 'Error:' <<<"$out"; then
-    grep -q 'already exists' <<<"$out" && return 0
+    # Run again (an upgrade that adds rules): what exists already is kept as it is.
+    grep -qE 'already exists|already in this (group|role)' <<<"$out" && return 0
     die "$1 ${2:-}: $(grep 'Error:' <<<"$out")"
   fi
 }
@@ -79,6 +80,7 @@ case "$cmd" in
     acl hall-collector publishClientReceive "$PREFIX/+/+/status"
     acl hall-collector publishClientSend "$PREFIX/+/+/ack"
     acl hall-collector publishClientSend "$PREFIX/+/roster"
+    acl hall-collector publishClientSend "$PREFIX/+/schedule"
     acl hall-collector publishClientSend "$PREFIX/_central/status"
     ctrl createGroup hall-collectors
     ctrl addGroupRole hall-collectors hall-collector
@@ -100,13 +102,20 @@ case "$cmd" in
     ctrl createRole "$role"
     acl "$role" publishClientSend "$base/events"
     acl "$role" publishClientSend "$base/status"  # also the will (offline)
-    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/_central/status"; do
+    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/$site/schedule" "$PREFIX/_central/status"; do
       acl "$role" subscribeLiteral "$topic"
       acl "$role" publishClientReceive "$topic"
     done
     ctrl createClient "$device" -p "$(read_password "$3")"
-    ctrl addClientRole "$device" "$role"
-    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack and $PREFIX/$site/roster"
+    # Run again for an existing device (docs/broker.md, upgrades): its role gets the rules of
+    # this release and the account keeps its password; mosquitto_ctrl answers a role given
+    # twice with "Internal error", so it is given only when missing.
+    # shellcheck disable=SC2086  # as in ctrl()
+    held=$(mosquitto_ctrl ${MOSQUITTO_CTRL_OPTS:-} dynsec getClient "$device" 2>/dev/null || true)
+    if ! grep -qE "[[:space:]]$role \(priority" <<<"$held"; then
+      ctrl addClientRole "$device" "$role"
+    fi
+    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack, $PREFIX/$site/roster and $PREFIX/$site/schedule"
     ;;
   remove-device)
     [ $# -eq 2 ] || die "usage: remove-device SITE DEVICE"

@@ -16,7 +16,8 @@
 - Retained status with a will (``offline``), republished on every connect and every
   ``sync.status_interval_s``; an explicit ``offline`` is published on a clean stop.
 - The roster (downlink) arrives on the same connection and is handed to
-  :class:`sync.downlink.RosterKeeper`.
+  :class:`sync.downlink.RosterKeeper`; on a kiosk the hall's schedule likewise, to
+  :class:`agent.schedule_file.ScheduleKeeper`.
 - One uplink per outbox: the worker holds an exclusive ``flock`` on ``<data_dir>/uplink.lock``
   while it runs. ``hall-agent ping`` uses it to tell whether a running agent will deliver its
   events or whether it has to start an uplink itself (docs/sync.md, "ping").
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from paho.mqtt.enums import MQTTErrorCode
@@ -43,7 +44,11 @@ from paho.mqtt.enums import MQTTErrorCode
 from agent.config import AgentConfig
 from agent.outbox import Outbox, PendingEvent
 from contract import __version__, central_status_topic, device_topic, roster_topic
+from contract.published_schedule import schedule_topic
 from sync.downlink import RosterKeeper
+
+if TYPE_CHECKING:
+    from agent.schedule_file import ScheduleKeeper
 from sync.lock import UplinkLock
 from sync.mqtt import MqttLink, describe_rc
 
@@ -71,6 +76,7 @@ def topics(prefix: str, site: str, device: str) -> dict[str, str]:
         "ack": device_topic(prefix, site, device, "ack"),
         "status": device_topic(prefix, site, device, "status"),
         "roster": roster_topic(prefix, site),
+        "schedule": schedule_topic(prefix, site),
         # A collector's "online" announcement: resend in-flight now.
         "central": central_status_topic(prefix),
     }
@@ -171,6 +177,15 @@ class Uplink:
         )
         self.lock = UplinkLock(cfg.device.data_dir)
         self.roster = RosterKeeper(cfg.device.data_dir)
+        # Kiosks only: the hall's hours they classify punches by (docs/attendance.md).
+        self.schedule: ScheduleKeeper | None = None
+        if cfg.attendance is not None:
+            from agent.schedule_file import ScheduleKeeper
+
+            self.schedule = ScheduleKeeper(cfg.device.data_dir)
+        self._subscribed = ("ack", "roster", "central") + (
+            ("schedule",) if self.schedule is not None else ()
+        )
         self._q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
         self._wake_pending = threading.Event()
         self._stop = threading.Event()
@@ -229,6 +244,10 @@ class Uplink:
         )
         if self.roster.last_error:
             out["roster"] = self.roster.last_error
+        if self.schedule is not None and self.schedule.last_error:
+            out["schedule"] = self.schedule.last_error
+            if out["state"] == "ok":
+                out["state"] = "degraded"
         if self.lock_error or self.refused_error or deaf:
             out["state"] = "fault"
         elif not connected:
@@ -250,19 +269,27 @@ class Uplink:
 
     def _on_connect(self, client: Any) -> None:
         # paho's thread: subscribing does not block; everything else goes to the queue.
-        # One SUBSCRIBE, so that one SUBACK says which of the three the broker granted.
-        _rc, self._sub_mid = client.subscribe(
-            [(self.topics[t], 1) for t in ("ack", "roster", "central")]
-        )
+        # One SUBSCRIBE, so that one SUBACK says which of them the broker granted.
+        _rc, self._sub_mid = client.subscribe([(self.topics[t], 1) for t in self._subscribed])
         self._q.put(Connected())
 
     def _on_subscribe(self, mid: int, reason_codes: list[Any]) -> None:
         """paho's thread. Without acks (or the roster) the uplink is deaf: a fault, as the link
         recorded. The collectors' announcements are optional (a broker whose ACL predates them
         refuses that one subscription): resends then wait for the ack timeout, nothing worse."""
-        if mid != self._sub_mid or self.link is None or len(reason_codes) != 3:
+        if mid != self._sub_mid or self.link is None:
+            return
+        if len(reason_codes) != len(self._subscribed):
             return
         refused = [getattr(rc, "is_failure", False) for rc in reason_codes]
+        if len(refused) > 3 and refused[3] and self.schedule is not None:
+            # A broker account set up before schedules were published: the kiosk keeps
+            # classifying by the last schedule it stored (or the regulation's hours).
+            self.schedule.last_error = (
+                f"broker refused {self.topics['schedule']} ({describe_rc(reason_codes[3])}): "
+                "run 'hall-broker.sh add-device' for this device again (docs/broker.md)"
+            )
+            logger.error("%s", self.schedule.last_error)
         if refused[2]:
             logger.info(
                 "broker refused %s (%s): in-flight batches are resent after the ack timeout "
@@ -393,6 +420,8 @@ class Uplink:
                     self._on_ack(payload)
                 elif topic == self.topics["roster"]:
                     self.roster.handle(payload)
+                elif topic == self.topics["schedule"] and self.schedule is not None:
+                    self.schedule.handle(payload)
                 elif topic == self.topics["central"] and not retained:
                     self._on_central_online(payload)
             case Stop():

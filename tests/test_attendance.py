@@ -57,7 +57,7 @@ def run_video(
         att,
         build_engine(att),
         media.gallery_of(*gallery_people),
-        Schedule(att.schedule),
+        Schedule(),
         lambda t, d, at: events.append((t, d, at)),
         wall_clock_for(TZ, epoch or datetime(2026, 11, 25, 8, 20, tzinfo=TZ)),
     )
@@ -96,7 +96,16 @@ def test_known_person_punches_once_with_slot_and_status() -> None:
     assert not of_type(events, "attendance.rejected")
     # Privacy (docs/topics.md): punch data is exactly the contract's keys; no image, no
     # embedding, no name.
-    assert set(p) == {"staff_id", "slot", "status", "minutes_off", "distance", "liveness"}
+    assert set(p) == {
+        "staff_id",
+        "slot",
+        "status",
+        "minutes_off",
+        "distance",
+        "liveness",
+        "schedule_version",
+    }
+    assert p["schedule_version"] is None  # a fixed schedule, not one the centre published
     afternoon, _ = run_video(video, epoch=datetime(2026, 11, 25, 17, 10, tzinfo=TZ))
     p = of_type(afternoon, "attendance.punch")[0]
     assert (p["slot"], p["status"], p["minutes_off"]) == ("afternoon_out", "early_leave", 20)
@@ -577,7 +586,7 @@ def run_ear_script(faces, frames: int, start: datetime, dt: float = 0.1, **cfg):
         att,
         EarScript(faces),
         Gallery.from_arrays(np.vstack([ALICE, BOB]), ["alice", "bob"]),
-        Schedule(att.schedule),
+        Schedule(),
         lambda t, d, at: events.append((t, d, at)),
         wall_clock_for(TZ, start),
     )

@@ -807,3 +807,37 @@ def test_hall_central_run_serves_the_board(tmp_path):
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def test_the_technician_view_shows_the_schedule_and_next_years_gap(tmp_path):
+    """/tech (docs/attendance.md "Next year's holidays"): the version the kiosks have and,
+    from December 1, the warning that next year's holidays are missing; the hall's own page
+    never shows it."""
+    from central.schedule_publish import record_current
+    from contract.schedule import calendar_knows
+
+    known = max(y for y in range(2024, 2040) if calendar_knows(y))
+    cfg = board_config(tmp_path, free_port())
+    store = open_store(cfg.store.url)
+    record_current(store, cfg.schedule, ZoneInfo(cfg.central.timezone))
+    clock = Clock(datetime(known, 11, 30, 10, tzinfo=ZoneInfo("Asia/Shanghai")))
+    server = BoardServer(cfg, clock=clock)
+    assert server.start(), server.error
+    try:
+
+        async def get(path: str) -> tuple[str, str]:
+            url = f"http://127.0.0.1:{server.port}{path}"
+            async with aiohttp.ClientSession() as http, http.get(url) as r:
+                return r.headers["Content-Type"], await r.text()
+
+        _, text = asyncio.run(get("/tech.json"))
+        assert json.loads(text) == {"schedule_version": 1, "notices": [], "store_errors": 0}
+        clock.at = datetime(known, 12, 1, 10, tzinfo=ZoneInfo("Asia/Shanghai"))
+        tech = json.loads(asyncio.run(get("/tech.json"))[1])
+        assert len(tech["notices"]) == 1 and str(known + 1) in tech["notices"][0]
+        kind, page = asyncio.run(get("/tech"))
+        assert kind.startswith("text/html") and "技术人员视图" in page and str(known + 1) in page
+        assert str(known + 1) not in asyncio.run(get("/board.json"))[1]
+    finally:
+        server.stop()
+        store.close()

@@ -107,6 +107,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
         # Own topics: granted.
         assert not refused(device.subscribe("hall/jiedong/pad-a03/ack"))
         assert not refused(device.subscribe("hall/jiedong/roster"))
+        assert not refused(device.subscribe("hall/jiedong/schedule"))
         assert not refused(device.publish("hall/jiedong/pad-a03/events", batch("pad-a03", 1)))
         assert not refused(device.publish("hall/jiedong/pad-a03/status", b"{}"))
         # Another device's topics, the collector's topics, wildcards: refused by the broker.
@@ -116,6 +117,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
             "hall/jiedong/+/events",
             "hall/#",
             "hall/chengxi/roster",
+            "hall/chengxi/schedule",
             "$share/hall-central/hall/jiedong/pad-a03/events",
         ):
             assert refused(device.subscribe(topic)), topic
@@ -124,6 +126,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
             "hall/jiedong/pad-b01/status",
             "hall/jiedong/pad-a03/ack",  # only the collector writes acks
             "hall/jiedong/roster",  # and rosters
+            "hall/jiedong/schedule",  # and schedules
             "hall/_central/status",
         ):
             assert refused(device.publish(topic, b"{}")), topic
@@ -132,6 +135,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
         assert not refused(central.subscribe("$share/hall-central/hall/+/+/events"))
         assert not refused(central.publish("hall/jiedong/pad-a03/ack", b"{}"))
         assert not refused(central.publish("hall/jiedong/roster", b"{}"))
+        assert not refused(central.publish("hall/jiedong/schedule", b"{}"))
         assert refused(central.publish("hall/jiedong/pad-a03/events", b"{}"))
 
 
@@ -313,3 +317,18 @@ def test_uplink_health_after_a_refused_subscription(tmp_path, hall, topic, fault
         up.stop()
         c.stop()
         box.close()
+
+
+def test_setup_and_accounts_can_be_run_again_for_an_upgrade(hall):
+    """docs/broker.md: a newer release adds rules by running the same commands again; an
+    account keeps its password (the new one given is ignored) and works as before."""
+    hall.script("setup")
+    hall.script("add-collector", "central-1", str(hall._secret("other-c", "new-pw")))
+    out = hall.script("add-device", "jiedong", "pad-a03", str(hall._secret("other-d", "new-pw")))
+    assert "device account pad-a03 ready" in out.stdout
+    for name in ("central-1", "pad-a03"):
+        with peer(hall, name) as client:
+            assert not refused(client.connect())
+    with peer(hall, "pad-a03") as device:
+        assert not refused(device.connect())
+        assert not refused(device.subscribe("hall/jiedong/schedule"))

@@ -393,6 +393,27 @@ def test_central_cli_config_error_exits_78(tmp_path):
     assert "store.url" in r.stderr and "expected sqlite:///PATH" in r.stderr
 
 
+def test_central_cli_config_schema_reads_no_config(tmp_path):
+    """`hall-central config schema` describes central.toml for editors, before the file exists."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "central.cli",
+            "-c",
+            str(tmp_path / "none.toml"),
+            "config",
+            "schema",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(r.stdout)
+    assert schema["additionalProperties"] is False and "store" in schema["properties"]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_conf(request, tmp_path):
     """(store, config text) for a fresh SQLite file or a throw-away PostgreSQL schema."""

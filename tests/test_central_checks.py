@@ -77,11 +77,15 @@ def test_collector_credentials_pass_every_probe(tmp_path, acl_broker):
     assert "(current), writable, 0 events" in store
     assert lines(result.stdout, "broker")[0].startswith("[ ok ]")
     acl = lines(result.stdout, "acl")
-    assert len(acl) == 4, result.stdout
+    assert len(acl) == 5, result.stdout
     assert acl[0].startswith("[WARN] acl subscribe $share/hall-central/hall/+/+/events: granted")
     assert acl[1] == "[ ok ] acl subscribe hall/+/+/status: read: 1 messages arrived"
     assert acl[2] == "[ ok ] acl publish hall/hall-central-check/check/ack: allowed"
     assert acl[3] == "[ ok ] acl publish hall/hall-central-check/roster: allowed"
+    assert acl[4] == "[ ok ] acl publish hall/hall-central-check/schedule: allowed"
+    # No schedule recorded yet in a new store: said, not failed (the collector records one).
+    [schedule] = lines(result.stdout, "schedule")
+    assert schedule.startswith("[WARN]") and "no version recorded" in schedule
     # The probe's write was rolled back: nothing left in the store.
     assert sqlite3.connect(db).execute("SELECT count(*) FROM rejected").fetchone() == (0,)
 
@@ -100,6 +104,7 @@ def test_a_device_account_fails_the_acl_probe(tmp_path, acl_broker):
     assert shared.startswith("[FAIL]") and "refused" in shared
     assert acl["acl publish hall/hall-central-check/check/ack"].startswith("[FAIL]")
     assert "Not authorized" in acl["acl publish hall/hall-central-check/roster"]
+    assert "Not authorized" in acl["acl publish hall/hall-central-check/schedule"]
 
 
 def test_wrong_password_is_auth_failed_and_skips_the_acl(tmp_path, acl_broker):

@@ -120,8 +120,12 @@ def test_config_schema_is_json():
     result = hall_agent("config", "schema")
     assert result.returncode == 0
     assert json.loads(result.stdout)["additionalProperties"] is False
-    central = json.loads(hall_agent("config", "schema", "--central").stdout)
-    assert "store" in central["properties"]
+
+
+def test_config_schema_central_points_to_the_collectors_program():
+    result = hall_agent("config", "schema", "--central")
+    assert result.returncode == 2 and not result.stdout
+    assert "'hall-central config schema'" in result.stderr
 
 
 def test_check_unconfirmed_clock_is_a_warning_not_a_failure(write_config):

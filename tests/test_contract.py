@@ -1,4 +1,4 @@
-"""contract.py: the event data models, ids and topics every side shares (docs/topics.md)."""
+"""contract/: the event data models, ids, topics and roster every side shares (docs/topics.md)."""
 
 from __future__ import annotations
 

@@ -322,7 +322,7 @@ def test_an_unknown_faces_look_and_page_text_never_name_the_nearest_person(
         att,
         OneFaceEngine(probe),
         g,
-        Schedule(att.schedule),
+        Schedule(),
         lambda t, d, at: events.append((t, d)),
         wall_clock_for(tz, datetime(2026, 11, 25, 8, 20, tzinfo=tz)),
     )

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import ConfigError, ScheduleSection, load_agent_config
+from central.config import load_central_config
+from contract.config import ConfigError, ScheduleSection
 from contract.schedule import Schedule, month_summary, rule_for_role
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -108,31 +109,21 @@ def test_adjusted_working_days() -> None:
 
 def test_config_overrides(write_config, tmp_path) -> None:
     path = write_config(
-        f"""
-        [device]
-        id = "kiosk-01"
-        site = "jiedong"
-        data_dir = "{tmp_path}"
-
-        [attendance]
-        camera = "0"
-
-        [attendance.schedule]
+        """
+        [schedule]
         grace_min = 5
         summer_months = [6, 7, 8]
         holidays = [2026-06-10]
         workdays = ["2026-06-13"]
 
-        [attendance.schedule.summer]
+        [schedule.summer]
         morning = "09:00-12:00"
 
-        [attendance.schedule.bands]
+        [schedule.bands]
         morning_in = "07:00-09:30"
         """
     )
-    cfg = load_agent_config(path)
-    assert cfg.attendance is not None
-    s = Schedule(cfg.attendance.schedule)
+    s = Schedule(load_central_config(path).schedule)
     assert s.classify(at("2026-06-10", "09:00")).status == "holiday"  # config holiday
     # Config workday on a Saturday, summer hours from the override, 5 minutes of grace.
     table(
@@ -153,55 +144,39 @@ def test_config_overrides(write_config, tmp_path) -> None:
 
 def test_overriding_one_winter_key_keeps_the_other_winter_defaults(write_config, tmp_path) -> None:
     path = write_config(
-        f"""
-        [device]
-        id = "kiosk-01"
-        site = "jiedong"
-        data_dir = "{tmp_path}"
-
-        [attendance.schedule.winter]
+        """
+        [schedule.winter]
         morning = "09:00-12:00"
         """
     )
-    cfg = load_agent_config(path)
-    assert cfg.attendance is not None
-    winter = cfg.attendance.schedule.winter
+    cfg = load_central_config(path)
+    winter = cfg.schedule.winter
     assert (winter.morning, winter.afternoon, winter.friday_afternoon) == (
         "09:00-12:00",
         "14:00-17:30",
         "14:30-17:30",
     )
-    table(Schedule(cfg.attendance.schedule), "2026-11-25", [("14:10", "afternoon_in", "late", 10)])
+    table(Schedule(cfg.schedule), "2026-11-25", [("14:10", "afternoon_in", "late", 10)])
 
 
 def test_bad_schedule_config_names_the_key(write_config, tmp_path) -> None:
     path = write_config(
-        f"""
-        [device]
-        id = "kiosk-01"
-        site = "jiedong"
-        data_dir = "{tmp_path}"
-
-        [attendance.schedule.winter]
+        """
+        [schedule.winter]
         morning = "8:30 to 11:30"
         """
     )
     with pytest.raises(ConfigError) as err:
-        load_agent_config(path)
-    assert "attendance.schedule.winter.morning" in str(err.value)
+        load_central_config(path)
+    assert "schedule.winter.morning" in str(err.value)
     path = write_config(
-        f"""
-        [device]
-        id = "kiosk-01"
-        site = "jiedong"
-        data_dir = "{tmp_path}"
-
-        [attendance.schedule]
+        """
+        [schedule]
         summer_months = [5, 13]
         """
     )
     with pytest.raises(ConfigError, match=r"summer_months: expected months 1-12, got \[13\]"):
-        load_agent_config(path)
+        load_central_config(path)
 
 
 def test_year_without_calendar_data_falls_back_to_weekdays(caplog) -> None:
@@ -227,93 +202,16 @@ def test_chief_follows_the_monthly_rule() -> None:
     assert date(2026, 11, 3) in staff.missing and staff.late == 4
 
 
-def test_years_without_holiday_data_are_warned_about_in_advance(write_config, tmp_path, caplog):
-    # A year chinesecalendar does not know must not silently become plain
-    # Mon-Fri. The installed package knows 2026 (and years before), not 2031.
-    from agent.checks import probe_calendar
-    from contract.schedule import calendar_gaps, calendar_knows, warn_calendar_gaps
-
-    assert calendar_knows(2026) and not calendar_knows(2031)
-    known = max(y for y in range(2026, 2040) if calendar_knows(y))
-    assert calendar_gaps(date(known, 11, 26)) == []
-    assert calendar_gaps(date(known, 12, 1)) == [known + 1]  # December looks ahead
-    assert calendar_gaps(date(2031, 3, 1)) == [2031]
-    # One local day off listed for a year does not cover it ...
-    one_day = ScheduleSection(holidays=[date(known + 1, 1, 1)])
-    assert calendar_gaps(date(known, 12, 1), one_day) == [known + 1]
-    # ... the site's explicit statement that it listed the whole year does.
-    listed = ScheduleSection(holidays=[date(known + 1, 1, 1)], covered_years=[known + 1])
-    assert calendar_gaps(date(known, 12, 1), listed) == []
-    with pytest.raises(ValueError, match="2000-2100"):
-        ScheduleSection(covered_years=[27])
-    with caplog.at_level(logging.WARNING):
-        assert warn_calendar_gaps(ScheduleSection(), date(known, 12, 1)) == [known + 1]
-    assert f"no holiday data for {known + 1}" in caplog.text and "upgrade" in caplog.text.lower()
-
-    cfg = load_agent_config(
-        write_config(
-            f"""
-            [device]
-            id = "kiosk-01"
-            site = "jiedong"
-            data_dir = "{tmp_path}"
-
-            [attendance]
-            camera = "0"
-            """
-        )
-    )
-    [warn] = probe_calendar(cfg, today=date(known, 12, 1))
-    assert warn.label == "WARN" and f"{known + 1}" in warn.detail and "workdays" in warn.detail
-    [ok] = probe_calendar(cfg, today=date(known, 11, 26))
-    assert ok.label.strip() == "ok" and str(known) in ok.detail
-    covered = load_agent_config(
-        write_config(
-            f"""
-            [device]
-            id = "kiosk-01"
-            site = "jiedong"
-            data_dir = "{tmp_path}"
-
-            [attendance]
-            camera = "0"
-
-            [attendance.schedule]
-            holidays = [{known + 1}-01-01]
-            covered_years = [{known + 1}]
-            """
-        )
-    )
-    [ok] = probe_calendar(covered, today=date(known, 12, 1))
-    assert ok.label.strip() == "ok"
-    window = load_agent_config(
-        write_config(f'[device]\nid = "win-01"\nsite = "jiedong"\ndata_dir = "{tmp_path}"\n')
-    )
-    assert probe_calendar(window) == []  # not a kiosk: no attendance, no calendar
-
-
 @pytest.mark.parametrize(
     ("section", "key"),
     [
-        ('[attendance.schedule.summer]\nmorning = "11:30-08:30"', "summer.morning"),
-        ('[attendance.schedule.winter]\nfriday_afternoon = "17:30-17:30"', "friday_afternoon"),
-        ('[attendance.schedule.bands]\nmorning_in = "10:00-06:30"', "bands.morning_in"),
+        ('[schedule.summer]\nmorning = "11:30-08:30"', "summer.morning"),
+        ('[schedule.winter]\nfriday_afternoon = "17:30-17:30"', "friday_afternoon"),
+        ('[schedule.bands]\nmorning_in = "10:00-06:30"', "bands.morning_in"),
     ],
 )
 def test_a_range_must_start_before_it_ends(write_config, tmp_path, section, key) -> None:
     # A swapped range must be refused: it would make every punch "extra".
-    path = write_config(
-        f"""
-        [device]
-        id = "kiosk-01"
-        site = "jiedong"
-        data_dir = "{tmp_path}"
-
-        [attendance]
-        camera = "0"
-
-        {section}
-        """
-    )
+    path = write_config(section + "\n")
     with pytest.raises(ConfigError, match=rf"{key}.*expected the start before the end"):
-        load_agent_config(path)
+        load_central_config(path)

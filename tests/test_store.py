@@ -622,7 +622,7 @@ def test_postgres_resend_lookups_stay_indexed_as_the_table_grows(pg_schema):
 
 def test_views_carry_exactly_the_contract_fields(store):
     """The views `punches` and `ratings` unpack `data` under the field names of the contract's
-    models (contract/__init__.py), no more and no fewer: a field added to a model without a
+    models (contract/events.py), no more and no fewer: a field added to a model without a
     store migration shows here, not in a report that reads NULL."""
     envelope = ["id", "site", "device", "seq", "at", "clock", "received_at"]
     for view, model in (("punches", PunchData), ("ratings", RatingData)):

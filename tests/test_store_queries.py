@@ -142,15 +142,16 @@ def test_concurrent_publishers_never_share_a_version_postgres(pg_schema):
 # --- sites ---------------------------------------------------------------------------------
 
 
-def test_sites_are_those_with_a_roster_or_an_event(store):
+def test_sites_are_those_with_a_roster_a_heard_device_or_an_event(store):
     assert store.sites() == []
     now = datetime.now(HALL)
     store.put_roster("zeta", ROSTER)
     store.put_roster("jiedong", ROSTER)
     store.write_batch([event(i, now, site="jiedong", device=f"pad-{i}") for i in range(3)], [])
     store.write_batch([event(1, now, site="alpha", device="kiosk-01")], [])
-    store.upsert_status("status-only", "pad-9", {"v": 1, "state": "online"})
-    assert store.sites() == ["alpha", "jiedong", "zeta"]
+    # A device heard only by its status: its site gets the schedule before its first event.
+    store.upsert_status("beta", "pad-9", {"v": 1, "state": "online"})
+    assert store.sites() == ["alpha", "beta", "jiedong", "zeta"]
 
 
 def test_sites_walk_the_index_on_sqlite(tmp_path):

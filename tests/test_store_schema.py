@@ -1,14 +1,16 @@
 """central/store/schema.py and migrations.py: named migrations, and stores from the numbered era.
 
-tests/data/legacy_store holds what the last release that numbered its migrations (schema
-version 7) wrote: an sqlite3 dump and a pg_dump of a store its collector filled. Each is opened
-here by the current code, which must adopt it in place: every row kept, no released step run
-again, only the new steps run, and the result shaped exactly like a store created today.
+tests/data/legacy_store holds what releases that numbered their migrations wrote: an sqlite3
+dump and a pg_dump of a store their collector filled, at schema version 7 (before the schedule)
+and 8 (the last numbered release). Each is opened here by the current code, which must adopt it
+in place: every row kept, no released step run again, only the new steps run, and the result
+shaped exactly like a store created today.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,12 @@ from tests.storekit import fully_migrated, numbered_sqlite
 from tests.support import PG_URL, pg_available
 
 LEGACY = Path(__file__).parent / "data" / "legacy_store"
-# What this release adds to a store of the numbered era (tables, their indexes).
-NEW_TABLES = {"hall_migrations", "schedules"}
+VERSIONS = (7, 8)
+
+
+def new_tables(version: int) -> set[str]:
+    """The tables this release adds to a store of numbered ``version``."""
+    return {"hall_migrations"} | ({"schedules"} if version < 8 else set())
 
 
 @pytest.fixture
@@ -45,15 +51,15 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
     assert names == [m.name for m in PG_MIGRATIONS]
     assert len(set(names)) == len(names)
     assert names[: len(LEGACY_NAMES)] == list(LEGACY_NAMES)
-    assert names[len(LEGACY_NAMES) :] == ["schedules"]
+    assert names[len(LEGACY_NAMES) :] == ["schedules_digest"]
 
 
 # --- SQLite --------------------------------------------------------------------------------
 
 
-def _sqlite_legacy(path: Path) -> None:
+def _sqlite_legacy(path: Path, version: int) -> None:
     conn = sqlite3.connect(path)
-    conn.executescript((LEGACY / "store_v7.sqlite.sql").read_text(encoding="utf-8"))
+    conn.executescript((LEGACY / f"store_v{version}.sqlite.sql").read_text(encoding="utf-8"))
     conn.close()
 
 
@@ -61,13 +67,37 @@ def _sqlite_shape(path: Path) -> set[tuple[str, str, str | None]]:
     """Every table, index and view: (type, name, its SQL as stored)."""
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
-            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
         ).fetchall()
-    return {(kind, name, sql) for kind, name, table, sql in rows if table not in NEW_TABLES}
+    return set(rows)
 
 
-def _sqlite_contents(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table's and view's rows, sorted (views too: filed_at is computed)."""
+Contents = dict[str, list[dict[str, Any]]]
+
+
+def _rows(cursor: Any) -> list[dict[str, Any]]:
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _kept(after: Contents, before: Contents, added: set[str]) -> Contents:
+    """``after`` as ``before`` saw it: its tables and views but ``added``, their columns only
+    (a migration may add a column to a view), rows in a stable order."""
+
+    def key(row: dict[str, Any]) -> str:
+        return repr(tuple(row.values()))
+
+    out = {}
+    for name, rows in after.items():
+        if name in added:
+            continue
+        columns = list(before[name][0]) if before.get(name) else list(rows[0] if rows else [])
+        out[name] = sorted(({c: r[c] for c in columns} for r in rows), key=key)
+    return out
+
+
+def _sqlite_contents(path: Path) -> Contents:
+    """Every table's and view's rows (views too: filed_at is computed)."""
     with sqlite3.connect(path) as conn:
         names = [
             r[0]
@@ -75,26 +105,28 @@ def _sqlite_contents(path: Path) -> dict[str, list[tuple[Any, ...]]]:
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
             )
         ]
-        return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+        return {n: _rows(conn.execute(f'SELECT * FROM "{n}"')) for n in names}
 
 
-def test_a_numbered_sqlite_store_is_adopted_in_place_keeping_every_row(tmp_path):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_numbered_sqlite_store_is_adopted_in_place_keeping_every_row(tmp_path, version):
     path = tmp_path / "hall.db"
-    _sqlite_legacy(path)
+    _sqlite_legacy(path, version)
     before = _sqlite_contents(path)
     assert before["events"] and before["leave"] and before["rejected_counts"]
     with open_store(f"sqlite:///{path}") as s:
         applied = s.applied_migrations()
         assert [m.name for m in applied] == [m.name for m in SQLITE_MIGRATIONS]
-        # The numbered steps ran under the old release: when is not known; only the new one
+        # The numbered steps ran under the old release: when is not known; only the new ones
         # ran now.
-        assert [m.applied_at for m in applied[: len(LEGACY_NAMES)]] == [None] * len(LEGACY_NAMES)
-        assert all(m.applied_at is not None for m in applied[len(LEGACY_NAMES) :])
+        assert [m.applied_at for m in applied[:version]] == [None] * version
+        assert all(m.applied_at is not None for m in applied[version:])
         # The number an older hall-central reads: now past its own list, so it refuses.
         assert s.query("PRAGMA user_version") == [(len(SQLITE_MIGRATIONS),)]
-        assert s.schedules() == [] and s.sites() == ["chengxi", "jiedong"]
+        assert s.sites() == ["chengxi", "jiedong"]
+        _check_schedules(s, version)
     after = _sqlite_contents(path)
-    assert {name: rows for name, rows in after.items() if name not in NEW_TABLES} == before
+    assert _kept(after, before, new_tables(version)) == _kept(before, before, set())
     # A leave id, once removed, is still never reused after the adoption.
     with open_store(f"sqlite:///{path}") as s:
         assert [r["id"] for r in s.leaves()] == [1, 2]
@@ -103,19 +135,36 @@ def test_a_numbered_sqlite_store_is_adopted_in_place_keeping_every_row(tmp_path)
         assert sorted(r["id"] for r in s.leaves()) == [1, 2, 4]
 
 
-def test_a_fresh_sqlite_store_is_shaped_like_an_adopted_one(tmp_path):
-    """Created today, step by step, the store has exactly the tables, indexes and views the
-    numbered release made (with the same SQL text: no released step was edited), plus the new
-    migrations' own."""
-    _sqlite_legacy(tmp_path / "old.db")
+def _check_schedules(store, version: int) -> None:
+    """Version 8's schedules read back typed; a version-7 store starts with none."""
+    found = store.schedules()
+    if version < 8:
+        assert found == []
+        return
+    assert [(s.version, s.digest) for s in found] == [
+        (1, "digest-a"),
+        (2, "digest-b"),
+        (3, "digest-a"),
+    ]
+    assert found[0].body == {
+        "hours": {"grace_min": 0},
+        "calendar": {"2026": {"holidays": ["2026-10-01"]}},
+    }
+    assert found[0].published_at == datetime(2026, 12, 1, 1, 0, 0, 123456, tzinfo=UTC)
+    assert store.record_schedule("digest-a", found[0].body, datetime.now(UTC)) == (3, False)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_fresh_sqlite_store_is_shaped_like_an_adopted_one(tmp_path, version):
+    """Created today, step by step, the store has exactly the tables, indexes and views (with
+    the same SQL text: no released step was edited) of one a numbered release created and this
+    release then migrated."""
+    _sqlite_legacy(tmp_path / "old.db", version)
     open_store(f"sqlite:///{tmp_path}/old.db").close()
     open_store(f"sqlite:///{tmp_path}/new.db").close()
     shape = _sqlite_shape(tmp_path / "new.db")
     assert {kind for kind, _, _ in shape} == {"table", "index", "view"}
     assert shape == _sqlite_shape(tmp_path / "old.db")
-    with sqlite3.connect(tmp_path / "new.db") as new, sqlite3.connect(tmp_path / "old.db") as old:
-        query = "SELECT type, name, sql FROM sqlite_master WHERE tbl_name IN ('schedules')"
-        assert new.execute(query).fetchall() == old.execute(query).fetchall() != []
 
 
 @pytest.mark.parametrize("version", range(len(LEGACY_NAMES) + 1))
@@ -155,15 +204,15 @@ def test_a_numbered_store_beyond_the_last_numbered_release_is_refused(tmp_path):
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
-def _pg_legacy(schema: str) -> None:
+def _pg_legacy(schema: str, version: int) -> None:
     import psycopg
 
-    dump = (LEGACY / "store_v7.postgres.sql").read_text(encoding="utf-8")
+    dump = (LEGACY / f"store_v{version}.postgres.sql").read_text(encoding="utf-8")
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(dump.replace("hall_legacy", schema))
 
 
-def _pg_contents(schema: str) -> dict[str, list[tuple[Any, ...]]]:
+def _pg_contents(schema: str) -> Contents:
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -175,10 +224,7 @@ def _pg_contents(schema: str) -> dict[str, list[tuple[Any, ...]]]:
                 (schema,),
             )
         ]
-        return {
-            n: sorted(conn.execute(f'SELECT * FROM "{schema}"."{n}"').fetchall(), key=repr)
-            for n in names
-        }
+        return {n: _rows(conn.execute(f'SELECT * FROM "{schema}"."{n}"')) for n in names}
 
 
 def _pg_shape(schema: str) -> dict[str, set[tuple[Any, ...]]]:
@@ -208,35 +254,38 @@ def _pg_shape(schema: str) -> dict[str, set[tuple[Any, ...]]]:
             "SELECT viewname, definition FROM pg_views WHERE schemaname = %s", (schema,)
         ).fetchall()
     return {
-        "columns": {c for c in columns if c[0] not in NEW_TABLES},
-        "constraints": {(plain(t), n, d) for t, n, d in constraints if plain(t) not in NEW_TABLES},
-        "indexes": {(t, n, plain(d)) for t, n, d in indexes if t not in NEW_TABLES},
+        "columns": set(columns),
+        "constraints": {(plain(t), n, d) for t, n, d in constraints},
+        "indexes": {(t, n, plain(d)) for t, n, d in indexes},
         "views": {(v, plain(d)) for v, d in views},
     }
 
 
-def test_a_numbered_postgres_store_is_adopted_in_place_keeping_every_row(pg_schema):
-    _pg_legacy(pg_schema)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_numbered_postgres_store_is_adopted_in_place_keeping_every_row(pg_schema, version):
+    _pg_legacy(pg_schema, version)
     before = _pg_contents(pg_schema)
-    assert before["events"] and before["leave"] and before["hall_schema"] == [(7,)]
+    assert before["events"] and before["leave"] and before["hall_schema"] == [{"version": version}]
     with PostgresStore(PG_URL, pg_schema) as s:
         applied = s.applied_migrations()
         assert [m.name for m in applied] == [m.name for m in PG_MIGRATIONS]
-        assert [m.applied_at for m in applied[: len(LEGACY_NAMES)]] == [None] * len(LEGACY_NAMES)
-        assert all(m.applied_at is not None for m in applied[len(LEGACY_NAMES) :])
+        assert [m.applied_at for m in applied[:version]] == [None] * version
+        assert all(m.applied_at is not None for m in applied[version:])
         assert s.query("SELECT version FROM hall_schema") == [(len(PG_MIGRATIONS),)]
-        assert s.schedules() == [] and s.sites() == ["chengxi", "jiedong"]
+        assert s.sites() == ["chengxi", "jiedong"]
+        _check_schedules(s, version)
     after = _pg_contents(pg_schema)
-    kept = {n: rows for n, rows in after.items() if n not in NEW_TABLES | {"hall_schema"}}
-    assert kept == {n: rows for n, rows in before.items() if n != "hall_schema"}
+    changed = new_tables(version) | {"hall_schema"}
+    assert _kept(after, before, changed) == _kept(before, before, {"hall_schema"})
     with PostgresStore(PG_URL, pg_schema) as s:
         row = dict(s.leaves()[0], note="again", starts_half="am")
         assert s.add_leaves([row], "office") == 1
         assert sorted(r["id"] for r in s.leaves()) == [1, 2, 4]
 
 
-def test_a_fresh_postgres_store_is_shaped_like_an_adopted_one(pg_schema):
-    _pg_legacy(pg_schema)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_fresh_postgres_store_is_shaped_like_an_adopted_one(pg_schema, version):
+    _pg_legacy(pg_schema, version)
     PostgresStore(PG_URL, pg_schema).close()
     with testing.pg_schema() as fresh:
         PostgresStore(PG_URL, fresh).close()

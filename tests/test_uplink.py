@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import AttendanceSection
 from agent.outbox import Outbox
 from central.collector import Collector
 from sync.uplink import Uplink, uplink_worker_factories
@@ -193,6 +194,51 @@ def test_acl_refusal_0x87_keeps_events_and_shows_fault(tmp_path):
             assert h["state"] == "fault"
             assert "0x87" in h["detail"] and "kiosk-01/events" in h["detail"]
             assert box.stats().pending == 1 and box.stats().dead_letter == 0
+        finally:
+            up.stop()
+            box.close()
+
+
+def test_a_kiosk_account_older_than_the_schedule_says_so_until_add_device_again(tmp_path):
+    """An account provisioned before kiosks read the schedule topic: the broker refuses that
+    one subscription; the kiosk still sends (degraded, not fault) and says what to run; after
+    `hall-broker.sh add-device` again it receives the schedule on its next connect."""
+    import subprocess as sp
+
+    with HallBroker(tmp_path / "b") as broker:
+        broker.add_device("jiedong", "kiosk-01", "pw")
+        ctrl = [
+            "mosquitto_ctrl", "-h", "127.0.0.1", "-p", str(broker.port), "-u", broker.ADMIN,
+            "-P", broker.ADMIN_PASSWORD, "dynsec", "removeRoleACL", "device-jiedong-kiosk-01",
+        ]  # fmt: skip
+        for kind in ("subscribeLiteral", "publishClientReceive"):
+            sp.run([*ctrl, kind, "hall/jiedong/schedule"], check=True, capture_output=True)
+        cfg = agent_config(
+            tmp_path / "data",
+            broker.url,
+            device="kiosk-01",
+            mqtt={"username": "kiosk-01"},
+            password="pw",
+        )
+        cfg = cfg.model_copy(update={"attendance": AttendanceSection(camera="0")})
+        box = Outbox.for_config(cfg, clock=lambda: "synced")
+        up = Uplink(cfg, box)
+        up.start()
+        try:
+            assert wait_for(lambda: "schedule" in up.health(), 10)
+            h = up.health()
+            assert h["state"] == "degraded" and "add-device" in h["schedule"]
+            box.append("device.test", {"note": "still sent"})
+            assert wait_for(lambda: up.counters.events_sent >= 1, 10)
+            assert up.counters.refused == 0 and up.health()["state"] == "degraded"
+        finally:
+            up.stop()
+        broker.add_device("jiedong", "kiosk-01", "pw")  # the fix: keeps the password
+        up = Uplink(cfg, box)
+        up.start()
+        try:
+            assert wait_for(lambda: up.health().get("connected"), 10)
+            assert wait_for(lambda: "schedule" not in up.health(), 10), up.health()
         finally:
             up.stop()
             box.close()

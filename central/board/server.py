@@ -59,13 +59,36 @@ class Board:
         self.store = store
         self.clock = clock or _utc_now
         self.tz = ZoneInfo(cfg.central.timezone)
-        self.schedule = Schedule(cfg.schedule)  # the hall's hours: 设备离线 in them, 未开放 after
+        # The hall's hours (设备离线 in them, 未开放 after): the version the kiosks have.
+        self.schedule = Schedule(cfg.schedule)
         self.current: str = ""
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.errors = 0
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="board-store")
 
+    def _current_schedule(self) -> Schedule:
+        from central.schedule_publish import as_published
+
+        latest = self.store.latest_schedule()
+        if latest is not None and latest.version != self.schedule.version:
+            self.schedule = Schedule.published(as_published(latest))
+        return self.schedule
+
+    def technician(self) -> dict[str, Any]:
+        """What a technician checks at the board (``/tech``), never shown to the hall."""
+        from central.schedule_publish import calendar_warning
+
+        schedule = self._current_schedule()
+        today = self.clock().astimezone(self.tz).date()
+        notices = [w for w in (calendar_warning(self.cfg.schedule, today),) if w]
+        return {
+            "schedule_version": schedule.version,
+            "notices": notices,
+            "store_errors": self.errors,
+        }
+
     def _read(self) -> str:
+        self._current_schedule()
         board = state.load(
             self.store,
             self.tz,
@@ -159,12 +182,38 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _tech(request: web.Request) -> web.Response:
+    """The technician view: the schedule version and what needs doing, plain HTML."""
+    import html
+
+    board: Board = request.app[BOARD]
+    loop = asyncio.get_running_loop()
+    info = await loop.run_in_executor(board._db, board.technician)
+    version = info["schedule_version"]
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in info["notices"]) or "<li>无</li>"
+    body = (
+        '<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>技术人员视图</title>'
+        "<h1>技术人员视图</h1>"
+        f"<p>作息时间版本 (schedule version): {version if version is not None else '未发布'}</p>"
+        f"<h2>提醒 (notices)</h2><ul>{items}</ul></html>"
+    )
+    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def _tech_json(request: web.Request) -> web.Response:
+    board: Board = request.app[BOARD]
+    info = await asyncio.get_running_loop().run_in_executor(board._db, board.technician)
+    return web.json_response(info)
+
+
 def make_app(board: Board) -> web.Application:
     app = web.Application()
     app[BOARD] = board
     app.router.add_get("/", _index)
     app.router.add_get("/board.json", _json)
     app.router.add_get("/events", _events)
+    app.router.add_get("/tech", _tech)
+    app.router.add_get("/tech.json", _tech_json)
     return app
 
 

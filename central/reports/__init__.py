@@ -27,10 +27,13 @@ def build(
 ) -> Report:
     if kind == "attendance":
         from central.reports import attendance
-        from contract.schedule import Schedule
+        from central.schedule_publish import history
+        from contract.config import ScheduleSection
 
-        schedule = Schedule(schedule_cfg)  # type: ignore[arg-type]
-        return attendance.to_report(attendance.compute(store, month, schedule, site, now))
+        # Each punch judged by the schedule version its kiosk used (docs/attendance.md).
+        cfg = schedule_cfg if isinstance(schedule_cfg, ScheduleSection) else ScheduleSection()
+        schedules = history(store, cfg)
+        return attendance.to_report(attendance.compute(store, month, schedules, site, now))
     if kind == "ratings":
         from central.reports import ratings
 

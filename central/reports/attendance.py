@@ -14,8 +14,10 @@ Only days that are over are judged (``Day.judged``), and only days within the ro
 shows it neutral.
 
 Slots, lateness, working days and holidays are recomputed from the filed time with the
-kiosks' own schedule code (:mod:`contract.schedule`), so a punch filed by ``received_at``
-(implausible device clock, docs/sync.md) is judged like any other and flagged "†".
+kiosks' own schedule code (:mod:`contract.schedule`) and the schedule version the punch names
+(the one its kiosk classified by, docs/attendance.md "One schedule"), so the report agrees with
+the kiosk's screen, and a punch filed by ``received_at`` (implausible device clock,
+docs/sync.md) is judged like any other and flagged "†".
 Definitions of every column: docs/reports.md.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from central.reports.model import (
@@ -40,8 +42,8 @@ from central.reports.model import (
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
 from central.store import Store
-from contract import SLOT_LABELS
-from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, rule_for_role
+from contract import SLOT_LABELS, EventType
+from contract.schedule import DAILY_SLOTS, DayPlan, Schedule, ScheduleHistory, rule_for_role
 
 HALF_OF = {"morning_in": "am", "morning_out": "am", "afternoon_in": "pm", "afternoon_out": "pm"}
 SLOTS_OF = {"am": ("morning_in", "morning_out"), "pm": ("afternoon_in", "afternoon_out")}
@@ -162,15 +164,17 @@ def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, da
 def compute(
     store: Store,
     month: Month,
-    schedule: Schedule,
+    schedule: Schedule | ScheduleHistory,
     site: str | None = None,
     now: datetime | None = None,
 ) -> Attendance:
     today = (now or datetime.now(month.tz)).astimezone(month.tz).date()
-    plans = {d: schedule.plan(d) for d in month.days()}
+    if isinstance(schedule, Schedule):
+        schedule = ScheduleHistory.single(schedule)
+    plans = {d: schedule.plan(d, month.tz) for d in month.days()}
     people = roster_people(store, site)
     punches: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    for e in month_events(store, month, ("attendance.punch",), site):
+    for e in month_events(store, month, (EventType.PUNCH,), site):
         sid = e.data.get("staff_id")
         if not isinstance(sid, str):
             continue
@@ -209,7 +213,7 @@ def _person_month(
     person: Person,
     events: list[Event],
     plans: dict[date, DayPlan],
-    schedule: Schedule,
+    schedule: ScheduleHistory,
     excused: dict[tuple[str, date, str], Excuse],
     today: date,
 ) -> PersonMonth:
@@ -291,7 +295,7 @@ def _cells(
     person: Person,
     events: list[Event],
     plan: DayPlan,
-    schedule: Schedule,
+    schedules: ScheduleHistory,
     excused: dict[tuple[str, date, str], Excuse],
     judged: bool,
     daily: bool,
@@ -301,7 +305,10 @@ def _cells(
     cells = {s: Cell(s) for s in DAILY_SLOTS}
     extra = 0
     for e in events:
-        c = schedule.classify(e.at, plan)
+        version = e.data.get("schedule_version")
+        schedule = schedules.for_punch(version if isinstance(version, int) else None, e.at)
+        planned_by = schedules.for_day(day, e.at.tzinfo or UTC)  # the one ``plan`` came from
+        c = schedule.classify(e.at, plan if schedule is planned_by else None)
         if c.slot not in cells:
             extra += 1
             continue

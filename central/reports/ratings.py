@@ -18,17 +18,17 @@ from central.reports.model import BAD, SUSPECT_NOTE, Rate, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
 from central.store import Store
-from contract import LEVEL_LABELS, POOR_LEVELS
+from contract import LEVEL_LABELS, POOR_LEVELS, EventType
 
 LEVELS = (5, 4, 3, 2, 1)
 GOOD = (5, 4, 3)  # 满意率 counts 基本满意 and better: the national scheme's 差评 are 1-2
 _TYPES = (
-    "rating.submitted",
-    "rating.expired",
-    "window.login",
-    "window.logout",
-    "window.paused",
-    "window.resumed",
+    EventType.RATING,
+    EventType.RATING_EXPIRED,
+    EventType.LOGIN,
+    EventType.LOGOUT,
+    EventType.PAUSED,
+    EventType.RESUMED,
 )
 
 
@@ -78,7 +78,7 @@ def compute(
         if not isinstance(window, str):
             continue
         key = (e.site, window)
-        if e.type == "rating.submitted":
+        if e.type == EventType.RATING:
             level = e.data.get("level")
             if not isinstance(level, int) or level not in LEVEL_LABELS:
                 continue
@@ -88,7 +88,7 @@ def compute(
                 tally.answered += e.data.get("invite_id") is not None
             if level in POOR_LEVELS:
                 bad.append(e)
-        elif e.type == "rating.expired":
+        elif e.type == EventType.RATING_EXPIRED:
             windows[key].expired += 1
             staff[(e.site, e.data.get("staff_id"))].expired += 1
         else:
@@ -97,7 +97,7 @@ def compute(
             since = paused_since.pop(pad, None)
             if since is not None:
                 windows[key].paused += e.at - since
-            if e.type == "window.paused":
+            if e.type == EventType.PAUSED:
                 paused_since[pad] = e.at
             else:
                 windows.setdefault(key, Tally())

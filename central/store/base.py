@@ -55,9 +55,11 @@ LEAVE_INSERT = (
 
 _EVENT_COLUMNS = "id, site, device, seq, type, at, clock, received_at, data"
 
-# Every site that sent an event, by walking the (site, device, seq) index from one site to the
-# next (a "loose index scan"): one index probe per site, however many events the table holds,
-# where SELECT DISTINCT would read the whole index. The same SQL on both dialects.
+# Every site of a roster, of a device the centre heard (`devices`: its status, or its events,
+# whose batch upserts the row) or of any stored event. Events are found by walking the
+# (site, device, seq) index from one site to the next (a "loose index scan"): one index probe
+# per site, however many events the table holds, where SELECT DISTINCT would read the whole
+# index. The same SQL on both dialects.
 _SITES_SQL = """
 WITH RECURSIVE seen(site) AS (
     SELECT min(site) FROM events
@@ -68,6 +70,8 @@ WITH RECURSIVE seen(site) AS (
 SELECT site FROM seen WHERE site IS NOT NULL
 UNION
 SELECT site FROM rosters
+UNION
+SELECT site FROM devices
 """
 
 
@@ -268,7 +272,8 @@ class Store:
         return int(self.query("SELECT count(*) FROM events WHERE device = %s", (device,))[0][0])
 
     def sites(self) -> list[str]:
-        """Every site that has a stored roster or has sent an event, sorted."""
+        """Every site with a stored roster, a device the centre heard (a status or events) or a
+        stored event, sorted: the sites the hall's schedule is published to."""
         return sorted({row[0] for row in self.query(_SITES_SQL)})
 
     # --- devices and rejects ---------------------------------------------------------------

@@ -399,36 +399,29 @@ _REJECTED_COUNTS = """CREATE TABLE rejected_counts (
 _SQLITE_V7 = [_REJECTED_COUNTS.format(text="TEXT", int="INTEGER")]
 _PG_V7 = [_REJECTED_COUNTS.format(text="text", int="bigint")]
 
-# "schedules": the hall's published schedule (hours and calendar), one row per version. A
-# version is published again whenever the body changes, so an earlier body can come back under
-# a new version (A, B, A): `digest` is indexed, not unique. `body` is the published JSON.
-_SQLITE_SCHEDULES = [
-    """CREATE TABLE schedules (
-        version INTEGER PRIMARY KEY,
-        digest TEXT NOT NULL,
-        body TEXT NOT NULL CHECK (json_valid(body)),
-        published_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX schedules_digest ON schedules (digest)",
-]
+# v8 "schedules" (docs/attendance.md "One schedule"): the schedule versions the centre published,
+# one row per version. A version is recorded whenever the body changes, so an earlier body can
+# come back under a new version (A, B, A): `digest` is not unique. Released as numbered v8.
+_SCHEDULES = """CREATE TABLE schedules (
+        version {int} PRIMARY KEY,
+        digest {text} NOT NULL,
+        body {json} NOT NULL,
+        published_at {ts} NOT NULL
+    )"""
+_SQLITE_V8 = [_SCHEDULES.format(int="INTEGER", text="TEXT", json="TEXT", ts="TEXT")]
+_PG_V8 = [_SCHEDULES.format(int="bigint", text="text", json="jsonb", ts="timestamptz")]
 
-_PG_SCHEDULES = [
-    """CREATE TABLE schedules (
-        version integer PRIMARY KEY,
-        digest text NOT NULL,
-        body jsonb NOT NULL,
-        published_at timestamptz NOT NULL
-    )""",
-    "CREATE INDEX schedules_digest ON schedules (digest)",
-]
+# "schedules_digest": `digest` names a body; finding the versions that carried one (an audit of
+# what the kiosks were told, a body coming back) stays an index probe as versions accumulate.
+_SCHEDULES_DIGEST = ["CREATE INDEX schedules_digest ON schedules (digest)"]
 
 
 def _named(*steps: tuple[str, list[str]]) -> tuple[Migration, ...]:
     return tuple(Migration(name, tuple(sql)) for name, sql in steps)
 
 
-# Append only; never edit or reorder a released step. The first seven ran under version
-# numbers 1..7 (PRAGMA user_version, table hall_schema) before the store recorded names:
+# Append only; never edit or reorder a released step. The first eight ran under version
+# numbers 1..8 (PRAGMA user_version, table hall_schema) before the store recorded names:
 # LEGACY_NAMES maps such a number to the names it stands for.
 SQLITE_MIGRATIONS = _named(
     ("events", _SQLITE_V1),
@@ -438,7 +431,8 @@ SQLITE_MIGRATIONS = _named(
     ("leave_slot", _SQLITE_V5),
     ("plausible_window", _SQLITE_V6),
     ("rejected_budget", _SQLITE_V7),
-    ("schedules", _SQLITE_SCHEDULES),
+    ("schedules", _SQLITE_V8),
+    ("schedules_digest", _SCHEDULES_DIGEST),
 )
 PG_MIGRATIONS = _named(
     ("events", _PG_V1),
@@ -448,7 +442,8 @@ PG_MIGRATIONS = _named(
     ("leave_slot", _PG_V5),
     ("plausible_window", _PG_V6),
     ("rejected_budget", _PG_V7),
-    ("schedules", _PG_SCHEDULES),
+    ("schedules", _PG_V8),
+    ("schedules_digest", _SCHEDULES_DIGEST),
 )
 LEGACY_NAMES = (
     "events",
@@ -458,4 +453,5 @@ LEGACY_NAMES = (
     "leave_slot",
     "plausible_window",
     "rejected_budget",
+    "schedules",
 )

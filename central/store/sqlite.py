@@ -289,7 +289,7 @@ class SqliteStore(Store):
         return StoredRoster(site, roster["version"], json.loads(payload), required_time(now))
 
     def record_schedule(self, digest: str, body: dict[str, Any], at: datetime) -> tuple[int, bool]:
-        published = iso(aware(at).astimezone(UTC))
+        published = aware(at).isoformat()  # the publisher's own offset, as released
         text = schedule_json(body)
         with self._lock:
             c = self.conn

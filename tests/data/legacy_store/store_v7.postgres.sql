@@ -1,6 +1,6 @@
--- A central store made by hall-central at commit 0c2ed9d (schema version 7, the last
--- release that numbered its migrations): pg_dump --schema=hall_legacy --inserts of a
--- store the collector filled. tests/test_store_schema.py loads it into a schema of its own.
+-- A central store made by hall-central at commit 0c2ed9d (schema version 7, before the
+-- schedule was stored): pg_dump --schema=hall_legacy --inserts of a
+-- store filled through its write methods. tests/test_store_schema.py loads it into a schema of its own.
 --
 -- PostgreSQL database dump
 --

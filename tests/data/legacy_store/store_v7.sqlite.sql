@@ -1,5 +1,5 @@
--- A central store made by hall-central at commit 0c2ed9d (schema version 7, the last
--- release that numbered its migrations): sqlite3 .dump of a store the collector filled.
+-- A central store made by hall-central at commit 0c2ed9d (schema version 7, before the
+-- schedule was stored): sqlite3 .dump of a store filled through its write methods.
 -- tests/test_store_schema.py loads it and opens it with the current code.
 PRAGMA user_version = 7;
 BEGIN TRANSACTION;
