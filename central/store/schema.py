@@ -416,6 +416,35 @@ _PG_V8 = [_SCHEDULES.format(int="bigint", text="text", json="jsonb", ts="timesta
 _SCHEDULES_DIGEST = ["CREATE INDEX schedules_digest ON schedules (digest)"]
 
 
+# "punch_schedule_version": attendance.punch gained `schedule_version` (docs/attendance.md "One
+# schedule": the centre's schedule version the kiosk classified by; absent from punches recorded
+# before, which the view shows as NULL). The view's columns are the contract's fields, then
+# `filed_at` last; a column cannot be inserted into a view in place, so it is created again.
+def _punches_with(steps: list[str], column: str, filed_at: str) -> str:
+    """``steps``' punches view with ``column`` after the contract's fields and ``filed_at``."""
+    with_column = [
+        q.replace("\n      FROM events", f",\n        {column}\n      FROM events")
+        if q.startswith("CREATE VIEW punches ")
+        else q
+        for q in steps
+    ]
+    return _with_filed_at(with_column, "punches", filed_at)
+
+
+_SQLITE_PUNCH_SCHEDULE = [
+    "DROP VIEW punches",
+    _punches_with(
+        _SQLITE_V1,
+        "json_extract(data, '$.schedule_version') AS schedule_version",
+        _SQLITE_FILED_AT,
+    ),
+]
+_PG_PUNCH_SCHEDULE = [
+    "DROP VIEW punches",
+    _punches_with(_PG_V1, "(data->>'schedule_version')::integer AS schedule_version", _PG_FILED_AT),
+]
+
+
 def _named(*steps: tuple[str, list[str]]) -> tuple[Migration, ...]:
     return tuple(Migration(name, tuple(sql)) for name, sql in steps)
 
@@ -433,6 +462,7 @@ SQLITE_MIGRATIONS = _named(
     ("rejected_budget", _SQLITE_V7),
     ("schedules", _SQLITE_V8),
     ("schedules_digest", _SCHEDULES_DIGEST),
+    ("punch_schedule_version", _SQLITE_PUNCH_SCHEDULE),
 )
 PG_MIGRATIONS = _named(
     ("events", _PG_V1),
@@ -444,6 +474,7 @@ PG_MIGRATIONS = _named(
     ("rejected_budget", _PG_V7),
     ("schedules", _PG_V8),
     ("schedules_digest", _SCHEDULES_DIGEST),
+    ("punch_schedule_version", _PG_PUNCH_SCHEDULE),
 )
 LEGACY_NAMES = (
     "events",
