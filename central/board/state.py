@@ -34,10 +34,10 @@ from zoneinfo import ZoneInfo
 
 from central.reports.ratings import LEVELS, Tally
 from central.store import Store, StoredEvent
-from contract import LEVEL_LABELS
+from contract import LEVEL_LABELS, EventType
 from contract.schedule import Schedule
 
-WINDOW_TYPES = ("window.login", "window.logout", "window.paused", "window.resumed")
+WINDOW_TYPES = (EventType.LOGIN, EventType.LOGOUT, EventType.PAUSED, EventType.RESUMED)
 ROLE_LABELS = {"chief": "首席代表", "staff": "窗口工作人员"}
 STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放", "offline": "设备离线"}
 _DAY = timedelta(days=1)
@@ -93,7 +93,7 @@ def _data(raw: Any) -> dict[str, Any]:
 def fetch_rows(store: Store, day: date, tz: ZoneInfo) -> list[StoredEvent]:
     """Today's window and rating events, by the time each device stamped them."""
     start = datetime.combine(day, time.min, tz)
-    return store.events_at_between((*WINDOW_TYPES, "rating.submitted"), start, start + _DAY)
+    return store.events_at_between((*WINDOW_TYPES, EventType.RATING), start, start + _DAY)
 
 
 def compute(
@@ -135,21 +135,21 @@ def compute(
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     for moment, device, _seq, kind, s, window, data in events:
         w = board(s, window)
-        if kind == "rating.submitted":
+        if kind == EventType.RATING:
             level = data.get("level")
             if isinstance(level, int) and level in LEVEL_LABELS:
                 w.ratings.levels[level] += 1
             continue
         w.device = device
-        if kind == "window.login":
+        if kind == EventType.LOGIN:
             w.state, w.staff_id = "open", data.get("staff_id") or None
-        elif kind == "window.paused":
+        elif kind == EventType.PAUSED:
             w.state = "paused"
             w.staff_id = data.get("staff_id") or w.staff_id
-        elif kind == "window.resumed":
+        elif kind == EventType.RESUMED:
             w.state = "open"
             w.staff_id = data.get("staff_id") or w.staff_id
-        elif kind == "window.logout":
+        elif kind == EventType.LOGOUT:
             w.state, w.staff_id = "closed", None
         w.since = moment.strftime("%H:%M")
 

@@ -22,6 +22,7 @@ from central.store.hallzone import (
     sqlite_hall_offset,
     sqlite_hall_zone,
 )
+from contract import EventType
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class Migration:
 
 
 # --- events: docs/sync.md's tables and views, and `devices` ---------------------------------
+
+# The typed views' types, named through the contract (the SQL text is what it always was).
+_PUNCH = EventType.PUNCH.value
+_RATING = EventType.RATING.value
 
 _SQLITE_V1 = [
     """CREATE TABLE events (
@@ -70,7 +75,7 @@ _SQLITE_V1 = [
         last_received_at TEXT,
         PRIMARY KEY (site, device)
     )""",
-    """CREATE VIEW punches AS SELECT
+    f"""CREATE VIEW punches AS SELECT
         id, site, device, seq, at, clock, received_at,
         json_extract(data, '$.staff_id') AS staff_id,
         json_extract(data, '$.slot') AS slot,
@@ -78,8 +83,8 @@ _SQLITE_V1 = [
         json_extract(data, '$.minutes_off') AS minutes_off,
         json_extract(data, '$.distance') AS distance,
         json_extract(data, '$.liveness') AS liveness
-      FROM events WHERE type = 'attendance.punch'""",
-    """CREATE VIEW ratings AS SELECT
+      FROM events WHERE type = '{_PUNCH}'""",
+    f"""CREATE VIEW ratings AS SELECT
         id, site, device, seq, at, clock, received_at,
         json_extract(data, '$.window') AS window,
         json_extract(data, '$.pad') AS pad,
@@ -88,7 +93,7 @@ _SQLITE_V1 = [
         json_extract(data, '$.label') AS label,
         json_extract(data, '$.reasons') AS reasons,
         json_extract(data, '$.invite_id') AS invite_id
-      FROM events WHERE type = 'rating.submitted'""",
+      FROM events WHERE type = '{_RATING}'""",
 ]
 
 _PG_V1 = [
@@ -127,7 +132,7 @@ _PG_V1 = [
         PRIMARY KEY (site, device)
     )""",
     # Casts through numeric: the collector checks these are JSON numbers (central/collector.py).
-    """CREATE VIEW punches AS SELECT
+    f"""CREATE VIEW punches AS SELECT
         id, site, device, seq, at, clock, received_at,
         data->>'staff_id' AS staff_id,
         data->>'slot' AS slot,
@@ -135,8 +140,8 @@ _PG_V1 = [
         (data->>'minutes_off')::numeric AS minutes_off,
         (data->>'distance')::double precision AS distance,
         data->>'liveness' AS liveness
-      FROM events WHERE type = 'attendance.punch'""",
-    """CREATE VIEW ratings AS SELECT
+      FROM events WHERE type = '{_PUNCH}'""",
+    f"""CREATE VIEW ratings AS SELECT
         id, site, device, seq, at, clock, received_at,
         data->>'window' AS "window",
         (data->>'pad')::integer AS pad,
@@ -145,7 +150,7 @@ _PG_V1 = [
         data->>'label' AS label,
         data->'reasons' AS reasons,
         (data->>'invite_id')::integer AS invite_id
-      FROM events WHERE type = 'rating.submitted'""",
+      FROM events WHERE type = '{_RATING}'""",
 ]
 
 # v2: the roster per site (not in docs/sync.md, an addition like `devices`). `payload` is exactly
