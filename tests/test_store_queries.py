@@ -255,3 +255,9 @@ def test_device_states_are_typed(store):
     )
     assert d.status_at == heard and d.last_event_at == at
     assert d.last_received_at is not None and d.last_received_at.tzinfo is not None
+
+
+def test_a_probe_write_leaves_nothing(store):
+    store.probe_write()
+    store.probe_write()  # the same id again: nothing was kept to collide with
+    assert store.query("SELECT count(*) FROM rejected") == [(0,)]

@@ -149,6 +149,11 @@ class Store:
         """True when ``exc`` says the store is unavailable (retry later), not the data bad."""
         raise NotImplementedError
 
+    def probe_write(self) -> None:
+        """Prove the store writable with a write that is rolled back (``hall-central check``):
+        returns when a ``rejected`` row could be inserted, raises what the insert raised."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 

@@ -390,6 +390,15 @@ class PostgresStore(Store):
             )
         return None if row is None else leave_row(row)
 
+    def probe_write(self) -> None:
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction(force_rollback=True):
+                conn.execute(
+                    "INSERT INTO rejected (id, device, reason, payload) "
+                    "VALUES ('hall-central-check', NULL, 'check', NULL)"
+                )
+
     def close(self) -> None:
         with self._lock:
             self.conn.close()

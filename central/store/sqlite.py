@@ -66,6 +66,12 @@ ON CONFLICT (site, device) DO UPDATE SET
   status_at = excluded.status_at
 """
 
+# hall-central check's write: a rejected input no device can send (its id is not a UUID).
+_PROBE_SQL = (
+    "INSERT INTO rejected (id, device, reason, payload, received_at) "
+    "VALUES ('hall-central-check', NULL, 'check', NULL, ?)"
+)
+
 _MIGRATIONS_TABLE = f"CREATE TABLE {migrations.TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)"
 
 # `at` is the device's text with its own offset (within ±14 h of UTC) and `received_at` UTC
@@ -355,6 +361,15 @@ class SqliteStore(Store):
                 f"DELETE FROM leave WHERE id = ? RETURNING {', '.join(LEAVE_KEYS)}", (leave_id,)
             ).fetchone()
         return None if row is None else leave_row(row)
+
+    def probe_write(self) -> None:
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(_PROBE_SQL, (iso(utcnow()),))
+            finally:
+                rollback(c)
 
     def close(self) -> None:
         with self._lock:
