@@ -6,7 +6,7 @@ Reads the same config as ``hall-central run`` (broker, store, prefix), connects 
 MQTT settings (sync.mqtt.make_client: protocol, TCP_NODELAY; Receive Maximum as
 central/collector.py) and subscribes to the same shared filter,
 ``$share/hall-central/{prefix}/+/+/events``. Per batch, on paho's own thread (no queue, no
-second thread): ``json.loads``, ONE transaction of one insert of the columns central/store.py
+second thread): ``json.loads``, ONE transaction of one insert of the columns central/store/
 writes (SQLite: a plain ``executemany``; PostgreSQL: the store's own single ``INSERT … SELECT
 FROM unnest`` of binary arrays), ``ON CONFLICT (id) DO NOTHING``, commit, then
 the ack ``{"v":1,"ids":[…],"rejected":[]}`` on ``{prefix}/{site}/{device}/ack`` (QoS 1);
@@ -39,8 +39,8 @@ from central.store import open_store  # noqa: E402
 from sync.mqtt import connect_kwargs, make_client  # noqa: E402
 from sync.paho_loop import stop_loop  # noqa: E402
 
-# The columns central/store.py write_batch gives each dialect (PostgreSQL: received_at is the
-# column's default, now(); SQLite: the centre's clock as ISO text).
+# The columns the store's write_batch gives each dialect (central/store/sqlite.py, postgres.py;
+# PostgreSQL: received_at is the column's default, now(); SQLite: the centre's clock as text).
 SQLITE_INSERT = (
     "INSERT INTO events (id, device, site, seq, type, at, clock, received_at, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
@@ -67,7 +67,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def write(events: list[dict[str, Any]]) -> None:
-        # One transaction per batch, as the real collector (central/store.py write_batch).
+        # One transaction per batch, as the real collector (central/store/ write_batch).
         if sqlite:
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
             conn.execute("BEGIN IMMEDIATE")

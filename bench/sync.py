@@ -130,7 +130,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def count_rows(store_url: str, schema: str | None, device: str) -> int:
     with open_store(store_url, schema) as store:
-        return store.query("SELECT count(*) FROM events WHERE device = %s", (device,))[0][0]
+        return store.event_count(device)
 
 
 def fill(box: Outbox, n: int) -> None:

@@ -1,7 +1,7 @@
 """SQLite transaction helpers that the device's outbox and the central store both need.
 
 Here in ``contract`` because it is the only package both ``agent/outbox.py`` and
-``central/store.py`` may import (tests/test_imports.py: ``central`` never imports ``agent``,
+``central/store/`` may import (tests/test_imports.py: ``central`` never imports ``agent``,
 and ``agent`` reaches ``sync`` only from its entry points and agent/link/). Standard library
 only.
 """

@@ -32,7 +32,7 @@ import pytest
 from central.board.server import BoardServer
 from central.board.state import DeviceStatus, Liveness, compute, hall_open
 from central.config import CentralConfig
-from central.store import EventRow, open_store
+from central.store import EventRow, StoredEvent, open_store
 from contract.schedule import Schedule
 from scripts.cdp import Cdp as PageCdp
 from scripts.cdp import headless_chromium
@@ -77,8 +77,13 @@ class Pad:
         )
 
 
-def rows_of(events: list[EventRow]) -> list[tuple[Any, ...]]:
-    return [(e.site, e.device, e.seq, e.type, e.at_text, e.data) for e in events]
+def rows_of(events: list[EventRow]) -> list[StoredEvent]:
+    """The events as the store returns them (received now: the board reads only `at`)."""
+    now = datetime.now(UTC)
+    return [
+        StoredEvent(e.id, e.site, e.device, e.seq, e.type, e.at, e.clock, now, json.loads(e.data))
+        for e in events
+    ]
 
 
 def status(state: str, at: datetime) -> dict[str, Any]:

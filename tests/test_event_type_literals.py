@@ -17,10 +17,9 @@ from contract import EVENT_TYPES
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("agent", "central", "drivers", "sync", "scripts", "bench")
 
-# Files that still spell types out because they are being split elsewhere: the store's SQL
-# views (WHERE type = '...') and the hall board's state. Listed only while they do: the test
-# fails once a listed file has no literal left, so the list cannot outlive them.
-ALLOWED = {"central/store.py", "central/board/state.py"}
+# Files allowed to spell types out. Listed only while they do: the test fails once a listed
+# file has no literal left, so the list cannot outlive them.
+ALLOWED: set[str] = set()
 
 
 def _literals(root: Path, packages: tuple[str, ...]) -> dict[str, list[int]]:

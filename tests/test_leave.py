@@ -15,6 +15,7 @@ from central.leave import LeaveError, parse_leave_file
 from central.store import StoreMissingError, open_store
 from tests import support as testing
 from tests.conftest import require_or_skip
+from tests.storekit import fully_migrated, numbered_postgres, numbered_sqlite
 from tests.support import PG_URL, pg_available
 
 REPO = Path(__file__).resolve().parent.parent
@@ -450,33 +451,21 @@ def _check_migrated(store) -> None:
 
 
 def test_sqlite_v4_leave_is_migrated_to_slots(tmp_path):
-    from central.store import SCHEMA_VERSION, SQLITE_MIGRATIONS
-
     path = tmp_path / "hall.db"
-    conn = sqlite3.connect(path)
-    for step in SQLITE_MIGRATIONS[:4]:
-        for sql in step:
-            conn.execute(sql)
-    conn.execute("PRAGMA user_version = 4")
+    conn = numbered_sqlite(path, 4)
     conn.execute(V4_LEAVE)
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as store:
-        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION >= 5
+        assert fully_migrated(store)
         _check_migrated(store)
 
 
 def test_sqlite_leave_migration_never_reuses_a_removed_id(tmp_path):
     """`leave remove 2` before the upgrade: the next row after it is 3, as PostgreSQL's
     identity would give, never 2 again (an id once printed names one approval)."""
-    from central.store import SQLITE_MIGRATIONS
-
     path = tmp_path / "hall.db"
-    conn = sqlite3.connect(path)
-    for step in SQLITE_MIGRATIONS[:4]:
-        for sql in step:
-            conn.execute(sql)
-    conn.execute("PRAGMA user_version = 4")
+    conn = numbered_sqlite(path, 4)
     conn.execute(V4_LEAVE)
     conn.execute(V4_LEAVE.replace("'2026-10-21'", "'2026-10-28'"))
     conn.execute("DELETE FROM leave WHERE id = 2")
@@ -510,18 +499,10 @@ def test_postgres_v4_leave_is_migrated_to_slots():
         require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
     import psycopg
 
-    from central.store import PG_MIGRATIONS, SCHEMA_VERSION
-
     with testing.pg_schema() as name:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{name}"')
-            conn.execute(f'SET search_path TO "{name}"')
-            for step in PG_MIGRATIONS[:4]:
-                for sql in step:
-                    conn.execute(sql)
-            conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
-            conn.execute("INSERT INTO hall_schema (version) VALUES (4)")
+            numbered_postgres(conn, name, 4)
             conn.execute(V4_LEAVE)
         with open_store(PG_URL, name) as store:
-            assert store.query("SELECT version FROM hall_schema") == [(SCHEMA_VERSION,)]
+            assert fully_migrated(store)
             _check_migrated(store)

@@ -1,4 +1,4 @@
-"""central/store.py against real SQLite files and the real PostgreSQL (own schema per run).
+"""central/store/ against real SQLite files and the real PostgreSQL (own schema per run).
 
 The tables and views are also read back with the ``sqlite3`` and ``psql`` command-line tools:
 a peer that does not share this project's code (docs/sync.md).
@@ -19,9 +19,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from central.store import (
-    PG_MIGRATIONS,
-    SCHEMA_VERSION,
-    SQLITE_MIGRATIONS,
     EventRow,
     PostgresStore,
     Reject,
@@ -33,6 +30,7 @@ from central.store import (
 from contract import PunchData, RatingData
 from tests import support as testing
 from tests.conftest import require_or_skip, skip_unless
+from tests.storekit import fully_migrated, numbered_postgres, numbered_sqlite
 from tests.support import PG_URL, pg_available
 
 TZ = timezone(timedelta(hours=8))
@@ -213,7 +211,7 @@ def test_reopen_does_not_migrate_again(tmp_path):
         s.write_batch([row(1)], [])
     with open_store(url) as s:
         assert count(s) == 1
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
+        assert fully_migrated(s)
 
 
 def test_concurrent_first_open_postgres(pg_schema):
@@ -399,13 +397,9 @@ def test_roster_is_stored_exactly_and_older_versions_are_refused(store):
 
 def test_sqlite_v1_store_is_migrated_keeping_its_data(tmp_path):
     """A store created by an earlier release (schema v1) gains `rosters` and `leave` on open."""
-    import sqlite3
 
     path = tmp_path / "hall.db"
-    conn = sqlite3.connect(path)
-    for sql in SQLITE_MIGRATIONS[0]:
-        conn.execute(sql)
-    conn.execute("PRAGMA user_version = 1")
+    conn = numbered_sqlite(path, 1)
     conn.execute(
         "INSERT INTO events VALUES ('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', "
         "'jiedong', 1, 'device.test', '2026-11-26T09:12:03.120+08:00', 'synced', "
@@ -414,7 +408,7 @@ def test_sqlite_v1_store_is_migrated_keeping_its_data(tmp_path):
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as s:
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+        assert fully_migrated(s)
         assert count(s) == 1 and s.leaves() == []
         s.put_roster("jiedong", ROSTER)
     out = subprocess.run(
@@ -430,19 +424,14 @@ def test_postgres_v1_store_is_migrated_keeping_its_data(pg_schema):
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(f'SET search_path TO "{pg_schema}"')
-        for sql in PG_MIGRATIONS[0]:
-            conn.execute(sql)
-        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO hall_schema (version) VALUES (1)")
+        numbered_postgres(conn, pg_schema, 1)
         conn.execute(
             "INSERT INTO events (id, device, site, seq, type, at, clock, data) VALUES "
             "('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', 'jiedong', 1, 'device.test', "
             "'2026-11-26T09:12:03.120+08:00', 'synced', '{}')"
         )
     with PostgresStore(PG_URL, pg_schema) as s:
-        assert s.query("SELECT version FROM hall_schema") == [(SCHEMA_VERSION,)]
+        assert fully_migrated(s)
         assert count(s) == 1 and s.leaves() == []
         s.put_roster("jiedong", ROSTER)
     # Read back by a peer (psql): jsonb holding exactly the roster.
@@ -552,13 +541,8 @@ def test_implausible_times_are_kept_filed_by_received_at_and_never_break_devices
 def test_sqlite_v2_store_with_a_pinned_last_event_is_repaired_on_open(tmp_path):
     """A store written before the fix holds an implausible last_event_at; v3 recomputes it."""
     path = tmp_path / "hall.db"
-    import sqlite3
 
-    conn = sqlite3.connect(path)
-    for step in SQLITE_MIGRATIONS[:2]:
-        for sql in step:
-            conn.execute(sql)
-    conn.execute("PRAGMA user_version = 2")
+    conn = numbered_sqlite(path, 2)
     recent = (datetime.now(TZ) - timedelta(hours=2)).isoformat(timespec="milliseconds")
     received = datetime.now(UTC).isoformat(timespec="milliseconds")
     conn.execute(
@@ -586,13 +570,7 @@ def test_postgres_v2_store_with_a_pinned_last_event_is_repaired_on_open(pg_schem
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(f'SET search_path TO "{pg_schema}"')
-        for step in PG_MIGRATIONS[:2]:
-            for sql in step:
-                conn.execute(sql)
-        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO hall_schema (version) VALUES (2)")
+        numbered_postgres(conn, pg_schema, 2)
         conn.execute(
             "INSERT INTO events (id, device, site, seq, type, at, clock, data) VALUES "
             "('0193a5c2-0000-7000-8000-000000000001', 'pad-a03', 'jiedong', 1, 'device.test', "
@@ -773,14 +751,9 @@ def _backlog_sql_rows() -> list[tuple[str, str]]:
 
 
 def test_sqlite_v5_store_gets_the_new_filed_at_views_on_open(tmp_path):
-    import sqlite3
 
     path = tmp_path / "hall.db"
-    conn = sqlite3.connect(path)
-    for step in SQLITE_MIGRATIONS[:5]:
-        for sql in step:
-            conn.execute(sql)
-    conn.execute("PRAGMA user_version = 5")
+    conn = numbered_sqlite(path, 5)
     received = RECEIVED.astimezone(UTC).isoformat(timespec="milliseconds")
     for seq, (eid, at) in enumerate(_backlog_sql_rows()):
         conn.execute(
@@ -791,7 +764,7 @@ def test_sqlite_v5_store_gets_the_new_filed_at_views_on_open(tmp_path):
     conn.commit()
     conn.close()
     with open_store(f"sqlite:///{path}") as s:
-        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION >= 6
+        assert fully_migrated(s)
         assert _filed(s) == {i: _wall(at) for i, at in enumerate(_backlog())}
 
 
@@ -799,13 +772,7 @@ def test_postgres_v5_store_gets_the_new_filed_at_views_on_open(pg_schema):
     import psycopg
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        conn.execute(f'SET search_path TO "{pg_schema}"')
-        for step in PG_MIGRATIONS[:5]:
-            for sql in step:
-                conn.execute(sql)
-        conn.execute("CREATE TABLE hall_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO hall_schema (version) VALUES (5)")
+        numbered_postgres(conn, pg_schema, 5)
         for seq, (eid, at) in enumerate(_backlog_sql_rows()):
             conn.execute(
                 "INSERT INTO events (id, device, site, seq, type, at, clock, received_at, data) "
@@ -814,7 +781,7 @@ def test_postgres_v5_store_gets_the_new_filed_at_views_on_open(pg_schema):
                 (eid, seq, at, RECEIVED),
             )
     with PostgresStore(PG_URL, pg_schema) as s:
-        assert s.query("SELECT version FROM hall_schema")[0][0] == SCHEMA_VERSION >= 6
+        assert fully_migrated(s)
         assert _filed(s) == {i: _wall(at) for i, at in enumerate(_backlog())}
 
 

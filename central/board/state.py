@@ -27,20 +27,20 @@ window is 设备离线 during the hall's hours and 未开放 outside them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from central.reports.ratings import LEVELS, Tally
-from central.store import stored_time
-from contract import LEVEL_LABELS
+from central.store import Store, StoredEvent
+from contract import LEVEL_LABELS, EventType
 from contract.schedule import Schedule
 
-WINDOW_TYPES = ("window.login", "window.logout", "window.paused", "window.resumed")
+WINDOW_TYPES = (EventType.LOGIN, EventType.LOGOUT, EventType.PAUSED, EventType.RESUMED)
 ROLE_LABELS = {"chief": "首席代表", "staff": "窗口工作人员"}
 STATE_LABELS = {"open": "服务中", "paused": "暂停服务", "closed": "未开放", "offline": "设备离线"}
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -86,64 +86,25 @@ class WindowBoard:
     ratings: Tally = field(default_factory=Tally)
 
 
-def _local(at: Any, tz: ZoneInfo) -> datetime | None:
-    if isinstance(at, datetime):
-        moment = at
-    else:
-        try:
-            moment = datetime.fromisoformat(str(at))
-        except ValueError:
-            return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(tz)
-
-
 def _data(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    return raw if isinstance(raw, dict) else {}
 
 
-def fetch_rows(store: Any, day: date, tz: ZoneInfo) -> list[tuple[Any, ...]]:
-    """Today's window and rating events: (site, device, seq, type, at, data)."""
-    from central.store import PostgresStore
-
-    types = (*WINDOW_TYPES, "rating.submitted")
-    marks = ", ".join(["%s"] * len(types))
+def fetch_rows(store: Store, day: date, tz: ZoneInfo) -> list[StoredEvent]:
+    """Today's window and rating events, by the time each device stamped them."""
     start = datetime.combine(day, time.min, tz)
-    end = start + timedelta(days=1)
-    if isinstance(store, PostgresStore):
-        params: tuple[Any, ...] = (*types, start, end)
-    else:
-        # SQLite keeps `at` as the device wrote it (docs/topics.md, hall-local offset): a day's
-        # events share its date prefix; a day either side is read and filtered below, so an
-        # offset other than the hall's is still placed correctly.
-        params = (
-            *types,
-            (day - timedelta(days=1)).isoformat(),
-            (day + timedelta(days=2)).isoformat(),
-        )
-    sql = (
-        f"SELECT site, device, seq, type, at, data FROM events WHERE type IN ({marks}) "
-        "AND at >= %s AND at < %s"
-    )
-    return store.query(sql, params)
+    return store.events_at_between((*WINDOW_TYPES, EventType.RATING), start, start + _DAY)
 
 
 def compute(
-    rows: list[tuple[Any, ...]],
+    rows: list[StoredEvent],
     rosters: dict[str, dict[str, Any]],
     day: date,
     tz: ZoneInfo,
     site: str | None = None,
     liveness: Liveness | None = None,
 ) -> dict[str, Any]:
-    """The board as JSON-ready data; pure (tests feed it rows directly). Without
+    """The board as JSON-ready data; pure (tests feed it events directly). Without
     ``liveness`` every device counts as heard (the window events alone)."""
     windows: dict[tuple[str, str], WindowBoard] = {}
 
@@ -160,35 +121,35 @@ def compute(
                 board(s, entry["window"]).assigned.append(entry["id"])
 
     events = []
-    for s, device, seq, kind, at, raw in rows:
-        if site is not None and s != site:
+    for e in rows:
+        if site is not None and e.site != site:
             continue
-        moment = _local(at, tz)
-        if moment is None or moment.date() != day:
+        moment = e.at.astimezone(tz)
+        if moment.date() != day:
             continue
-        data = _data(raw)
+        data = _data(e.data)
         window = data.get("window")
         if not isinstance(window, str) or not window:
             continue
-        events.append((moment, device, seq, kind, s, window, data))
+        events.append((moment, e.device, e.seq, e.type, e.site, window, data))
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     for moment, device, _seq, kind, s, window, data in events:
         w = board(s, window)
-        if kind == "rating.submitted":
+        if kind == EventType.RATING:
             level = data.get("level")
             if isinstance(level, int) and level in LEVEL_LABELS:
                 w.ratings.levels[level] += 1
             continue
         w.device = device
-        if kind == "window.login":
+        if kind == EventType.LOGIN:
             w.state, w.staff_id = "open", data.get("staff_id") or None
-        elif kind == "window.paused":
+        elif kind == EventType.PAUSED:
             w.state = "paused"
             w.staff_id = data.get("staff_id") or w.staff_id
-        elif kind == "window.resumed":
+        elif kind == EventType.RESUMED:
             w.state = "open"
             w.staff_id = data.get("staff_id") or w.staff_id
-        elif kind == "window.logout":
+        elif kind == EventType.LOGOUT:
             w.state, w.staff_id = "closed", None
         w.since = moment.strftime("%H:%M")
 
@@ -259,13 +220,9 @@ def _window_key(label: str) -> tuple[Any, ...]:
     return (head, int(tail) if tail else -1, label)
 
 
-def fetch_devices(store: Any) -> dict[tuple[str, str], DeviceStatus]:
+def fetch_devices(store: Store) -> dict[tuple[str, str], DeviceStatus]:
     """Every device's latest stored status: (site, device) -> :class:`DeviceStatus`."""
-    rows = store.query("SELECT site, device, state, status_at FROM devices")
-    return {
-        (site, device): DeviceStatus(dev_state, stored_time(status_at))
-        for site, device, dev_state, status_at in rows
-    }
+    return {(d.site, d.device): DeviceStatus(d.state, d.status_at) for d in store.device_states()}
 
 
 def hall_open(schedule: Schedule, moment: datetime) -> bool:
@@ -276,7 +233,7 @@ def hall_open(schedule: Schedule, moment: datetime) -> bool:
 
 
 def load(
-    store: Any,
+    store: Store,
     tz: ZoneInfo,
     site: str | None,
     now: datetime | None = None,

@@ -1,18 +1,17 @@
-"""The report month and the time an event is filed under, both in the hall's timezone.
+"""The report month, in the hall's timezone.
 
 Every instant is converted to the hall's timezone in Python, on both stores: SQLite keeps
 ``at`` as the device wrote it (with its own offset) and PostgreSQL as an instant, so grouping
-in SQL would put 2026-10-31T20:00Z in October on one and November on the other.
+in SQL would put 2026-10-31T20:00Z in October on one and November on the other. The time an
+event is filed under is the store's (central/store/filing.py).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
-
-from central.store import plausible
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -61,17 +60,3 @@ class Month:
     def contains(self, moment: datetime) -> bool:
         local = moment.astimezone(self.tz)
         return local.year == self.year and local.month == self.month
-
-
-def filed_at(at: datetime, clock: str, received_at: datetime, tz: tzinfo) -> tuple[datetime, bool]:
-    """The instant a report files an event under, and whether that is ``received_at``.
-
-    The one place the plausible-time rule (docs/sync.md; ``central.store.plausible``) is
-    applied in the reports: an event whose `at` is implausible (clock `unsynced`, more than 10
-    minutes after `received_at`, or before 2024-01-01 in the hall's timezone ``tz``) is kept as
-    sent and filed by `received_at`, as the store's views file it. A synced event that arrives
-    late (a kiosk offline over a weekend) is filed by its own `at`.
-    """
-    if not plausible(at, clock, received_at, tz):
-        return received_at, True
-    return at, False

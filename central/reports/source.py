@@ -1,21 +1,18 @@
-"""Reading a month of events, rosters and leave from either store, the same way on both.
+"""Reading a month of events, rosters and leave from the store, the same way on both dialects.
 
-The SQL only narrows the rows (by type, site and a margin of two days around the month, on
-``at`` or ``received_at``); the exact month and the hall-local day are decided in Python by
-:mod:`central.reports.month`, so both stores give identical reports.
+The store files each event by the plausible-time rule and returns those of the month
+(:meth:`central.store.Store.events_filed_between`); here they become the reports' hall-local
+:class:`Event`, and the stored rosters the reports' :class:`Person`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from central.reports.month import Month, filed_at
-from central.store import PostgresStore, Store, stored_time
-
-_MARGIN = timedelta(days=2)
+from central.reports.month import Month
+from central.store import Store
 
 
 @dataclass(frozen=True)
@@ -29,45 +26,15 @@ class Event:
     data: dict[str, Any]
 
 
-def _moment(value: Any) -> datetime:
-    moment = stored_time(value)
-    if moment is None:
-        raise ValueError(f"expected a stored time, got {value!r}")
-    return moment
-
-
 def month_events(
     store: Store, month: Month, types: tuple[str, ...], site: str | None = None
 ) -> list[Event]:
     """Events of ``types`` filed in ``month`` (hall time), ordered by time then id."""
-    lo, hi = month.start() - _MARGIN, month.end() + _MARGIN
-    if isinstance(store, PostgresStore):
-        bounds: tuple[Any, ...] = (lo, hi, lo, hi)
-    else:
-        # SQLite compares ISO text; the day margin absorbs any device offset (≤ ±14 h).
-        lo_text, hi_text = lo.date().isoformat(), hi.date().isoformat()
-        bounds = (lo_text, hi_text, lo_text, hi_text)
-    marks = ", ".join(["%s"] * len(types))
-    sql = (
-        "SELECT id, site, device, type, at, clock, received_at, data FROM events "
-        f"WHERE type IN ({marks}) AND ((at >= %s AND at < %s) "
-        "OR (received_at >= %s AND received_at < %s))"
-    )
-    params: tuple[Any, ...] = (*types, *bounds)
-    if site is not None:
-        sql += " AND site = %s"
-        params += (site,)
-    out = []
-    for eid, esite, device, etype, at, clock, received, data in store.query(sql, params):
-        moment, suspect = filed_at(_moment(at), clock, _moment(received), month.tz)
-        if not month.contains(moment):
-            continue
-        body = json.loads(data) if isinstance(data, str | bytes) else data
-        out.append(
-            Event(str(eid), esite, device, etype, moment.astimezone(month.tz), suspect, body)
-        )
-    out.sort(key=lambda e: (e.at, e.id))
-    return out
+    filed = store.events_filed_between(types, month.start(), month.end(), site)
+    return [
+        Event(e.id, e.site, e.device, e.type, e.filed_at.astimezone(month.tz), e.suspect, e.data)
+        for e in filed
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,433 @@
+"""What both stores share: the interface, and every query whose SQL reads the same on both.
+
+A dialect says how to run a statement (:meth:`Store.query`, with ``%s`` placeholders) and how to
+narrow by time (:meth:`Store._time_span`); everything else here is written once. Callers get
+frozen dataclasses (central/store/records.py), never rows: nothing outside the store branches
+on the dialect.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+from central.store.filing import filed_at
+from central.store.migrations import TABLE as MIGRATIONS_TABLE
+from central.store.records import (
+    DEVICE_KEYS,
+    LEAVE_KEYS,
+    AppliedMigration,
+    BatchWrite,
+    DeviceState,
+    EventRow,
+    FiledEvent,
+    Reject,
+    StoredEvent,
+    StoredRoster,
+    StoredSchedule,
+    required_time,
+    stored_json,
+    stored_time,
+    utcnow,
+)
+from central.store.rejects import REJECTED_KEPT_PER_HOUR, hour_of
+from central.store.schema import Migration
+
+# --- SQL both dialects write the same way ({m}: the placeholder) ------------------------------
+
+COUNT_REJECTS_SQL = """
+INSERT INTO rejected_counts (device, hour, reason, count, bytes, kept)
+VALUES ({m}, {m}, {m}, {m}, {m}, {m})
+ON CONFLICT (device, hour, reason) DO UPDATE SET
+  count = rejected_counts.count + excluded.count,
+  bytes = rejected_counts.bytes + excluded.bytes,
+  kept = rejected_counts.kept + excluded.kept
+"""
+KEPT_SQL = "SELECT coalesce(sum(kept), 0) FROM rejected_counts WHERE device = {m} AND hour = {m}"
+
+LEAVE_INSERT = (
+    "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
+    "imported_by, imported_at, source, slot, slot_time) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half, slot) DO NOTHING"
+)
+
+_EVENT_COLUMNS = "id, site, device, seq, type, at, clock, received_at, data"
+
+# Every site of a roster, of a device the centre heard (`devices`: its status, or its events,
+# whose batch upserts the row) or of any stored event. Events are found by walking the
+# (site, device, seq) index from one site to the next (a "loose index scan"): one index probe
+# per site, however many events the table holds, where SELECT DISTINCT would read the whole
+# index. The same SQL on both dialects.
+_SITES_SQL = """
+WITH RECURSIVE seen(site) AS (
+    SELECT min(site) FROM events
+    UNION ALL
+    SELECT (SELECT e.site FROM events e WHERE e.site > seen.site ORDER BY e.site LIMIT 1)
+    FROM seen WHERE seen.site IS NOT NULL
+)
+SELECT site FROM seen WHERE site IS NOT NULL
+UNION
+SELECT site FROM rosters
+UNION
+SELECT site FROM devices
+"""
+
+
+def status_fields(status: dict[str, Any]) -> tuple[Any, ...]:
+    """``devices`` columns (state, version, pending, oldest_s, dead_letter) from a retained
+    status; a field of the wrong type is stored as NULL, never refused."""
+    outbox = status.get("outbox") if isinstance(status.get("outbox"), dict) else {}
+
+    def num(value: Any) -> Any:
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    state = status.get("state")
+    version = status.get("version")
+    return (
+        state if isinstance(state, str) else None,
+        version if isinstance(version, str) else None,
+        num(outbox.get("pending")),
+        num(outbox.get("oldest_s")),
+        num(outbox.get("dead_letter")),
+    )
+
+
+def leave_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(LEAVE_KEYS, row, strict=True))
+    for key in ("starts", "ends"):  # SQLite keeps ISO text, PostgreSQL a date
+        if isinstance(out[key], str):
+            out[key] = date.fromisoformat(out[key])
+    return out
+
+
+def _event(row: tuple[Any, ...]) -> StoredEvent:
+    eid, site, device, seq, etype, at, clock, received, data = row
+    return StoredEvent(
+        str(eid),
+        site,
+        device,
+        seq,
+        etype,
+        required_time(at),
+        clock,
+        required_time(received),
+        stored_json(data),
+    )
+
+
+def _schedule(row: tuple[Any, ...]) -> StoredSchedule:
+    version, digest, body, published_at = row
+    return StoredSchedule(version, digest, stored_json(body), required_time(published_at))
+
+
+class Store:
+    """Common interface of the two stores."""
+
+    url: str
+    tz: tzinfo  # the hall's timezone (central.timezone)
+    migrations: tuple[Migration, ...]  # this dialect's, in order
+    rejected_kept_per_hour: int = REJECTED_KEPT_PER_HOUR  # central.rejected_kept_per_hour
+
+    # --- dialect ----------------------------------------------------------------------------
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (``%s`` placeholders on both dialects) and return its rows.
+
+        Product code calls the named methods below; this stays for the tests, benchmarks and
+        diagnostics that look at the tables directly."""
+        raise NotImplementedError
+
+    def _time_span(self, start: datetime, end: datetime) -> tuple[Any, Any]:
+        """Bounds that keep at least every row whose ``at`` or ``received_at`` lies in
+        [start, end): exact instants where the dialect stores instants, wider where it does
+        not. The caller filters the rows exactly."""
+        raise NotImplementedError
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the store is unavailable (retry later), not the data bad."""
+        raise NotImplementedError
+
+    def probe_write(self) -> None:
+        """Prove the store writable with a write that is rolled back (``hall-central check``):
+        returns when a ``rejected`` row could be inserted, raises what the insert raised."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- events in -------------------------------------------------------------------------
+
+    def write_batch(self, events: list[EventRow], rejects: list[Reject]) -> list[EventRow]:
+        """Store ``events`` and ``rejects`` in one transaction; returns after the commit.
+
+        An event whose id is stored already with the same content is a resend: ignored (the
+        caller acks it again). One whose id is stored with *different* content is not stored
+        and is returned: it is recorded in ``rejected`` with reason ``conflict`` in the same
+        transaction (docs/topics.md), and the caller rejects it in the ack.
+        """
+        batch = BatchWrite(events, rejects)
+        self.write_batches([batch])
+        return batch.conflicts
+
+    def write_batches(self, batches: list[BatchWrite]) -> None:
+        """Store several batches, each of one device, in ONE transaction (a group commit:
+        one fsync for all); returns after the commit, raises on any failure (nothing of any
+        of them is then stored). Each batch as :meth:`write_batch`; its conflicts are set on
+        it. Rejects beyond a device's hourly budget are counted, not kept whole."""
+        raise NotImplementedError
+
+    def record_rejects(self, rejects: list[Reject]) -> None:
+        self.write_batch([], rejects)
+
+    def upsert_status(
+        self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
+    ) -> None:
+        """Store a device's status; ``status_at`` is ``heard_at`` (aware), default now: when
+        the centre last heard the device (docs/board.md "Offline and stale devices")."""
+        raise NotImplementedError
+
+    # --- events out ------------------------------------------------------------------------
+
+    def _events_where(self, where: str, params: tuple[Any, ...]) -> list[StoredEvent]:
+        rows = self.query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where}", params)
+        return [_event(r) for r in rows]
+
+    def events_filed_between(
+        self, types: tuple[str, ...], start: datetime, end: datetime, site: str | None = None
+    ) -> list[FiledEvent]:
+        """Events of ``types`` that the plausible-time rule files in [start, end), ordered by
+        that time, then id (the reports' months; 差评 cases of a month).
+
+        The SQL only narrows (by type and site, and by ``at`` or ``received_at``); the rule
+        itself is applied here, once, by central/store/filing.py."""
+        lo, hi = self._time_span(start, end)
+        marks = ", ".join(["%s"] * len(types))
+        where = (
+            f"type IN ({marks}) AND ((at >= %s AND at < %s) "
+            "OR (received_at >= %s AND received_at < %s))"
+        )
+        params: tuple[Any, ...] = (*types, lo, hi, lo, hi)
+        if site is not None:
+            where += " AND site = %s"
+            params += (site,)
+        out = []
+        for eid, esite, device, seq, etype, at, clock, received, data in self.query(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where}", params
+        ):
+            at, received = required_time(at), required_time(received)
+            moment, suspect = filed_at(at, clock, received, self.tz)
+            if not start <= moment < end:
+                continue  # read for the margin only: its JSON is never parsed
+            out.append(
+                FiledEvent(
+                    str(eid),
+                    esite,
+                    device,
+                    seq,
+                    etype,
+                    at,
+                    clock,
+                    received,
+                    stored_json(data),
+                    moment.astimezone(self.tz),
+                    suspect,
+                )
+            )
+        out.sort(key=lambda e: (e.filed_at, e.id))
+        return out
+
+    def events_at_between(
+        self, types: tuple[str, ...], start: datetime, end: datetime
+    ) -> list[StoredEvent]:
+        """Events of ``types`` whose own ``at`` (as the device stamped it, believed or not) is
+        in [start, end), in no particular order: the hall board's day."""
+        lo, hi = self._time_span(start, end)
+        marks = ", ".join(["%s"] * len(types))
+        found = self._events_where(f"type IN ({marks}) AND at >= %s AND at < %s", (*types, lo, hi))
+        return [e for e in found if start <= e.at < end]
+
+    def event(self, event_id: str) -> StoredEvent | None:
+        """One event by id (a 差评 case's rating), or None."""
+        found = self._events_where("id = %s", (event_id,))
+        return found[0] if found else None
+
+    def device_events(
+        self, site: str, device: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """One device's events with ``seq`` > ``after_seq``, in ``seq`` order, at most
+        ``limit``: an audit walks a device's whole history page by page on the
+        (site, device, seq) index."""
+        return self._events_where(
+            "site = %s AND device = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (site, device, after_seq, limit),
+        )
+
+    def event_count(self, device: str | None = None) -> int:
+        """How many events are stored (of one ``device``)."""
+        if device is None:
+            return int(self.query("SELECT count(*) FROM events")[0][0])
+        return int(self.query("SELECT count(*) FROM events WHERE device = %s", (device,))[0][0])
+
+    def sites(self) -> list[str]:
+        """Every site with a stored roster, a device the centre heard (a status or events) or a
+        stored event, sorted: the sites the hall's schedule is published to."""
+        return sorted({row[0] for row in self.query(_SITES_SQL)})
+
+    # --- devices and rejects ---------------------------------------------------------------
+
+    def _device_rows(self) -> list[tuple[Any, ...]]:
+        return self.query(f"SELECT {', '.join(DEVICE_KEYS)} FROM devices ORDER BY site, device")
+
+    def devices(self) -> list[dict[str, Any]]:
+        """One row per device (DEVICE_KEYS), ordered by site and device, times as stored
+        (``hall-central devices`` prints them): prefer :meth:`device_states`."""
+        return [dict(zip(DEVICE_KEYS, row, strict=True)) for row in self._device_rows()]
+
+    def device_states(self) -> list[DeviceState]:
+        """Every device the centre heard of, ordered by site and device."""
+        out = []
+        for (
+            site,
+            device,
+            state,
+            version,
+            pending,
+            oldest,
+            dead,
+            status_at,
+            last,
+            received,
+        ) in self._device_rows():
+            out.append(
+                DeviceState(
+                    site,
+                    device,
+                    state,
+                    version,
+                    pending,
+                    oldest,
+                    dead,
+                    stored_time(status_at),
+                    stored_time(last),
+                    stored_time(received),
+                )
+            )
+        return out
+
+    def rejected_summary(self, hours: int = 24) -> dict[str, dict[str, Any]]:
+        """Per device ('' for input naming none), rejected inputs of the last ``hours`` hours
+        of the hall: ``count``, ``kept`` (whole in ``rejected``), ``bytes`` and per reason kind
+        ``reasons`` {kind: count}, from ``rejected_counts``."""
+        since = hour_of(utcnow() - timedelta(hours=hours - 1), self.tz)
+        out: dict[str, dict[str, Any]] = {}
+        for device, kind, count, size, kept in self.query(
+            "SELECT device, reason, sum(count), sum(bytes), sum(kept) FROM rejected_counts "
+            "WHERE hour >= %s GROUP BY device, reason ORDER BY device, reason",
+            (since,),
+        ):
+            row = out.setdefault(device, {"count": 0, "kept": 0, "bytes": 0, "reasons": {}})
+            row["count"] += int(count)
+            row["kept"] += int(kept)
+            row["bytes"] += int(size)
+            row["reasons"][kind] = int(count)
+        return out
+
+    # --- rosters ---------------------------------------------------------------------------
+
+    def put_roster(self, site: str, roster: dict[str, Any], force: bool = False) -> StoredRoster:
+        """Store a validated roster as ``site``'s current one, in one transaction.
+
+        Raises :class:`RosterVersionError` when the stored version is higher and not
+        ``force``; the same version again is accepted (a re-run of the same publish).
+        """
+        raise NotImplementedError
+
+    def rosters(self, site: str | None = None) -> list[StoredRoster]:
+        """The stored rosters (of one ``site``, or all), ordered by site."""
+        where, params = ("WHERE site = %s", (site,)) if site is not None else ("", ())
+        rows = self.query(
+            f"SELECT site, version, payload, published_at FROM rosters {where} ORDER BY site",
+            params,
+        )
+        return [StoredRoster(r[0], r[1], stored_json(r[2]), required_time(r[3])) for r in rows]
+
+    def roster(self, site: str) -> StoredRoster | None:
+        found = self.rosters(site)
+        return found[0] if found else None
+
+    # --- the hall's schedule ---------------------------------------------------------------
+
+    def record_schedule(self, digest: str, body: dict[str, Any], at: datetime) -> tuple[int, bool]:
+        """Record ``body`` (with its ``digest``) as the hall's schedule published at ``at``
+        (aware): returns (version, created). The latest version's digest again is that
+        version, not created; any other body, even one published before (A, B, A), becomes
+        version = latest + 1. Atomic against concurrent publishers."""
+        raise NotImplementedError
+
+    def latest_schedule(self) -> StoredSchedule | None:
+        rows = self.query(
+            "SELECT version, digest, body, published_at FROM schedules "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        return _schedule(rows[0]) if rows else None
+
+    def schedules(self) -> list[StoredSchedule]:
+        """Every published version, oldest first."""
+        rows = self.query(
+            "SELECT version, digest, body, published_at FROM schedules ORDER BY version"
+        )
+        return [_schedule(r) for r in rows]
+
+    # --- leave -----------------------------------------------------------------------------
+
+    def add_leaves(self, rows: list[dict[str, Any]], imported_by: str) -> int:
+        """Insert validated leave rows (central/leave.py) in ONE transaction: all or none.
+
+        A row equal to a stored one (same person, kind and half days) is skipped, so a file
+        imported twice adds nothing. Returns the number of rows added.
+        """
+        raise NotImplementedError
+
+    def leaves(self, first: date | None = None, last: date | None = None) -> list[dict[str, Any]]:
+        """Leave rows overlapping the dates ``first``..``last`` (inclusive), oldest first."""
+        clauses, params = [], []
+        if first is not None:
+            clauses.append("ends >= %s")
+            params.append(first.isoformat())
+        if last is not None:
+            clauses.append("starts <= %s")
+            params.append(last.isoformat())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.query(
+            f"SELECT {', '.join(LEAVE_KEYS)} FROM leave {where} ORDER BY starts, staff_id, id",
+            tuple(params),
+        )
+        return [leave_row(r) for r in rows]
+
+    def remove_leave(self, leave_id: int) -> dict[str, Any] | None:
+        """Delete one leave row; returns it, or None when there is no such id."""
+        raise NotImplementedError
+
+    # --- schema ----------------------------------------------------------------------------
+
+    def applied_migrations(self) -> list[AppliedMigration]:
+        """The migrations recorded in this store, in this release's order."""
+        rows = dict(self.query(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE}"))
+        return [
+            AppliedMigration(m.name, stored_time(rows[m.name]))
+            for m in self.migrations
+            if m.name in rows
+        ]
+
+
+def schedule_json(body: dict[str, Any]) -> str:
+    """The schedule body as stored: UTF-8 JSON text."""
+    return json.dumps(body, ensure_ascii=False)

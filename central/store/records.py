@@ -1,0 +1,212 @@
+"""The values that cross the store's boundary, as frozen dataclasses.
+
+Callers hand the store :class:`EventRow` and :class:`Reject` and get typed records back, never a
+driver's raw rows: SQLite returns ISO text and JSON text where PostgreSQL returns datetimes and
+parsed jsonb, and that difference ends here (:func:`stored_time`, :func:`stored_json`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A validated event on its way into ``events`` (central/validation.py builds it)."""
+
+    id: str
+    device: str
+    site: str
+    seq: int
+    type: str
+    at: datetime
+    at_text: str
+    clock: str
+    data: str  # JSON text
+    # The whole event as received (the parsed object), for `rejected.payload` should it be
+    # rejected as a conflict; serialised only then.
+    raw: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Reject:
+    id: str | None
+    device: str | None
+    reason: str
+    payload: str
+    # Bytes received for this input (the whole message for one that names no event); None:
+    # the payload's own length. Counted in ``rejected_counts`` whether or not kept whole.
+    size: int | None = None
+
+
+@dataclass
+class BatchWrite:
+    """One validated batch of one device for :meth:`Store.write_batches`.
+
+    ``conflicts`` is filled by the write: events whose id is stored with other content."""
+
+    events: list[EventRow]
+    rejects: list[Reject]
+    conflicts: list[EventRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored. ``at`` is the device's time as sent (SQLite keeps its offset,
+    PostgreSQL an instant); ``received_at`` the centre's clock when it arrived."""
+
+    id: str
+    site: str
+    device: str
+    seq: int
+    type: str
+    at: datetime
+    clock: str
+    received_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FiledEvent(StoredEvent):
+    """A stored event with the instant it is filed under (central/store/filing.py)."""
+
+    filed_at: datetime  # in the hall's timezone
+    suspect: bool  # filed by received_at: the device's clock was not believed
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """A device as the collector last heard it (table ``devices``)."""
+
+    site: str
+    device: str
+    state: str | None  # "online" | "offline" from its retained status (docs/topics.md)
+    version: str | None
+    pending: int | None
+    oldest_s: float | None
+    dead_letter: int | None
+    status_at: datetime | None  # when the centre last heard its status (centre's clock)
+    last_event_at: datetime | None  # the latest plausible `at` of its events
+    last_received_at: datetime | None  # when its events last arrived (centre's clock)
+
+
+ROSTER_KEYS = ("v", "version", "staff")
+STAFF_ORDER = ("id", "name", "role", "window", "starts", "ends")
+
+
+def roster_json(roster: dict[str, Any]) -> str:
+    """The roster as published and stored: docs/topics.md key order, compact UTF-8 JSON.
+
+    One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
+    reorders keys), so a republish from either store is byte-identical to the first publish.
+    ``roster`` must be validated (contract.validate_roster): only the contract's keys.
+    """
+    canonical = {
+        "v": roster["v"],
+        "version": roster["version"],
+        "staff": [{k: e[k] for k in STAFF_ORDER if k in e} for e in roster["staff"]],
+    }
+    return json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StoredRoster:
+    site: str
+    version: int
+    roster: dict[str, Any]  # the payload, parsed
+    published_at: datetime
+
+    @property
+    def payload(self) -> str:
+        return roster_json(self.roster)
+
+
+@dataclass(frozen=True)
+class StoredSchedule:
+    """One published version of the hall's schedule (table ``schedules``)."""
+
+    version: int
+    digest: str
+    body: dict[str, Any]
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """A row of ``hall_migrations``. ``applied_at`` is None for a step that a release which
+    numbered its migrations ran: when is not known."""
+
+    name: str
+    applied_at: datetime | None
+
+
+DEVICE_KEYS = (
+    "site",
+    "device",
+    "state",
+    "version",
+    "pending",
+    "oldest_s",
+    "dead_letter",
+    "status_at",
+    "last_event_at",
+    "last_received_at",
+)
+
+LEAVE_KEYS = (
+    "id",
+    "staff_id",
+    "kind",
+    "starts",
+    "starts_half",
+    "ends",
+    "ends_half",
+    "approver",
+    "note",
+    "imported_by",
+    "imported_at",
+    "source",
+    "slot",
+    "slot_time",
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """A time as SQLite keeps the centre's own times: ISO text to the millisecond."""
+    return moment.isoformat(timespec="milliseconds")
+
+
+def stored_time(value: Any) -> datetime | None:
+    """A time as a store returns it (a datetime from PostgreSQL, ISO text from SQLite) as an
+    aware datetime; a naive one is UTC, as the stores write them. None (or '') stays None."""
+    if value is None or value == "":
+        return None
+    found = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def required_time(value: Any) -> datetime:
+    """:func:`stored_time` of a NOT NULL column."""
+    moment = stored_time(value)
+    if moment is None:
+        raise ValueError(f"expected a stored time, got {value!r}")
+    return moment
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment``, refused when naive: the store never guesses a time's zone."""
+    if moment.tzinfo is None:
+        raise ValueError(f"expected a time with its zone, got {moment!r}")
+    return moment
+
+
+def stored_json(value: Any) -> Any:
+    """A JSON column as a store returns it (text from SQLite, parsed jsonb from PostgreSQL)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
