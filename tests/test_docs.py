@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -133,3 +134,60 @@ def test_the_reference_check_finds_a_missing_file():
     assert _resolves("docs/architecture.md", "")
     assert _resolves(brace, found[brace])
     assert _resolves("tests/mqttkit.Peer", "")
+
+
+def _readme_table(heading: str) -> list[list[str]]:
+    """The rows of the README table whose header row starts with ``heading``, as cells."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {heading} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def _defined_names(path: Path) -> set[str]:
+    """Module-level functions, classes and assigned names of a file (or of a package's files)."""
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    names: set[str] = set()
+    for f in files:
+        for node in ast.parse(f.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+    return names
+
+
+def test_every_row_of_the_readme_where_table_is_true_to_the_code() -> None:
+    """README "Layout": each file named exists, and each name given in brackets is defined in
+    one of the row's files (not merely imported there)."""
+    rows = _readme_table("where does … live")
+    assert len(rows) > 20
+    problems = []
+    for what, where in rows:
+        tokens = re.findall(r"`([^`]+)`", where)
+        paths = [t for t in tokens if "/" in t]
+        assert paths, f"row {what!r} names no file"
+        for p in paths:
+            if not (REPO / p).exists():
+                problems.append(f"{what!r}: {p} does not exist")
+        names = [t for t in tokens if "/" not in t]
+        defined = set().union(*(_defined_names(REPO / p) for p in paths if (REPO / p).exists()))
+        problems += [
+            f"{what!r}: {n} is defined in none of {paths}" for n in names if n not in defined
+        ]
+    assert not problems, problems
+
+
+def test_the_readme_lists_the_package_arrows_the_code_has() -> None:
+    from tests.test_imports import PROJECT, _imports
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`(\w+) → (\w+)`", text))
+    in_code = {(p, q) for p in PROJECT for names in _imports(p).values() for q in names}
+    assert listed == in_code, f"README lists {sorted(listed)}, the code has {sorted(in_code)}"
