@@ -32,8 +32,7 @@ PROBE_SITE = "hall-central-check"  # a site id no device has: the ACL probe's to
 
 
 def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
-    from central.store import PG_MIGRATIONS, SQLITE_MIGRATIONS, SqliteStore, open_store
-    from contract.sqlite_tx import rollback
+    from central.store import open_store
 
     url = cfg.store.url
     shown = cfg.store.url_shown
@@ -62,39 +61,21 @@ def probe_store(cfg: CentralConfig) -> list[ProbeResult]:
     except Exception as exc:
         return [ProbeResult("store", False, f"{shown}: cannot open: {exc}")]
     try:
-        if isinstance(store, SqliteStore):
-            version = store.query("PRAGMA user_version")[0][0]
-            current = len(SQLITE_MIGRATIONS)
-            c = store.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                c.execute(
-                    "INSERT INTO rejected (id, device, reason, payload, received_at) "
-                    "VALUES ('hall-central-check', NULL, 'check', NULL, '')"
-                )
-            finally:
-                rollback(c)
-        else:
-            version = store.query("SELECT version FROM hall_schema")[0][0]
-            current = len(PG_MIGRATIONS)
-            conn = store._conn()  # type: ignore[attr-defined]
-            with conn.transaction(force_rollback=True):
-                conn.execute(
-                    "INSERT INTO rejected (id, device, reason, payload) "
-                    "VALUES ('hall-central-check', NULL, 'check', NULL)"
-                )
-        events = store.query("SELECT count(*) FROM events")[0][0]
+        expected = [m.name for m in store.migrations]
+        missing = [n for n in expected if n not in {m.name for m in store.applied_migrations()}]
+        store.probe_write()  # rolled back: nothing is left in the store
+        events = store.event_count()
     except Exception as exc:
         return [ProbeResult("store", False, f"{shown}: not writable: {exc}")]
     finally:
         store.close()
-    if version != current:
-        return [
-            ProbeResult("store", False, f"{shown}: schema version {version}, expected {current}")
-        ]
+    if missing:
+        return [ProbeResult("store", False, f"{shown}: migrations not run: {', '.join(missing)}")]
     return [
         ProbeResult(
-            "store", True, f"{shown}: schema version {version} (current), writable, {events} events"
+            "store",
+            True,
+            f"{shown}: {len(expected)} migrations (current), writable, {events} events",
         )
     ]
 

@@ -45,7 +45,6 @@ from central.store import (
     StoredRoster,
     conflict_rejects,
     open_store,
-    roster_json,
 )
 from central.validation import (
     MAX_DATA_DEPTH,
@@ -54,7 +53,7 @@ from central.validation import (
     check_batch,
     depth_over,
 )
-from contract import ID_RE, central_status_topic, parse_device_topic
+from contract import ID_RE, central_status_topic, parse_device_topic, roster_json
 from sync.mqtt import MqttLink
 
 logger = logging.getLogger(__name__)

@@ -36,8 +36,6 @@ from central.store.postgres import PostgresStore
 from central.store.records import (
     DEVICE_KEYS,
     LEAVE_KEYS,
-    ROSTER_KEYS,
-    STAFF_ORDER,
     AppliedMigration,
     BatchWrite,
     DeviceState,
@@ -47,7 +45,6 @@ from central.store.records import (
     StoredEvent,
     StoredRoster,
     StoredSchedule,
-    roster_json,
     stored_time,
     utcnow,
 )
@@ -64,6 +61,9 @@ from central.store.rejects import (
 )
 from central.store.schema import LEGACY_NAMES, PG_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 from central.store.sqlite import SqliteStore
+
+# The roster's canonical text is the contract's (contract/roster.py); re-exported for old imports.
+from contract.roster import ROSTER_KEYS, STAFF_ORDER, roster_json
 
 __all__ = [
     "CONFLICT",

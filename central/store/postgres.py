@@ -36,11 +36,11 @@ from central.store.records import (
     StoredEvent,
     StoredRoster,
     aware,
-    roster_json,
     utcnow,
 )
 from central.store.rejects import budget_rejects, by_device, conflict_rejects, hour_of, storable
 from central.store.schema import PG_MIGRATIONS
+from contract.roster import roster_json
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from contract.roster import roster_json
+
 
 @dataclass(frozen=True)
 class EventRow:
@@ -91,25 +93,6 @@ class DeviceState:
     status_at: datetime | None  # when the centre last heard its status (centre's clock)
     last_event_at: datetime | None  # the latest plausible `at` of its events
     last_received_at: datetime | None  # when its events last arrived (centre's clock)
-
-
-ROSTER_KEYS = ("v", "version", "staff")
-STAFF_ORDER = ("id", "name", "role", "window", "starts", "ends")
-
-
-def roster_json(roster: dict[str, Any]) -> str:
-    """The roster as published and stored: docs/topics.md key order, compact UTF-8 JSON.
-
-    One canonical text whatever the source (a file, SQLite's text, PostgreSQL's jsonb, which
-    reorders keys), so a republish from either store is byte-identical to the first publish.
-    ``roster`` must be validated (contract.validate_roster): only the contract's keys.
-    """
-    canonical = {
-        "v": roster["v"],
-        "version": roster["version"],
-        "staff": [{k: e[k] for k in STAFF_ORDER if k in e} for e in roster["staff"]],
-    }
-    return json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,11 @@ from central.store.records import (
     aware,
     iso,
     required_time,
-    roster_json,
     utcnow,
 )
 from central.store.rejects import budget_rejects, by_device, conflict_rejects, hour_of, storable
 from central.store.schema import SQLITE_MIGRATIONS
+from contract.roster import roster_json
 from contract.sqlite_tx import rollback
 
 logger = logging.getLogger(__name__)
