@@ -106,7 +106,7 @@ def _print(published: Any, tz: ZoneInfo) -> None:
 
 def _publish(cfg: CentralConfig, sites: list[str], payload: bytes, timeout: float) -> None:
     from central.publish_retained import publish_retained
-    from contract.published_schedule import schedule_topic
+    from contract.topics import schedule_topic
 
     topics = [schedule_topic(cfg.mqtt.prefix, site) for site in sites]
     publish_retained(cfg, "schedule publish", [(t, payload) for t in topics], timeout)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 from contract.config import ScheduleSection
 from contract.published_schedule import (
     PublishedSchedule,
+    YearDays,
     body_digest,
     build_published,
     hours_json,
-    schedule_topic,
 )
 from contract.schedule import Schedule, ScheduleHistory, published_gaps, resolve_year
+from contract.topics import schedule_topic
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def current_body(cfg: ScheduleSection, today: date) -> dict[str, Any]:
-    """The body the centre publishes today: hours, and this year's and later years' days.
+def current_calendar(cfg: ScheduleSection, today: date) -> dict[int, YearDays]:
+    """The years the centre publishes today, each as far as it can resolve it.
 
     Years: this one and the next, and any later year the config lists days for. Earlier
     years are left out (no kiosk classifies a punch in the past), so the body, and with it
@@ -42,12 +43,17 @@ def current_body(cfg: ScheduleSection, today: date) -> dict[str, Any]:
     """
     later = {d.year for d in (*cfg.holidays, *cfg.workdays)} | set(cfg.covered_years)
     years = sorted({today.year, today.year + 1} | {y for y in later if y >= today.year})
-    calendar = {}
-    for year in years:
-        days = resolve_year(year, cfg)
-        if days is not None:
-            calendar[str(year)] = days.model_dump(mode="json")
-    return {"hours": hours_json(cfg), "calendar": calendar}
+    resolved = {year: resolve_year(year, cfg) for year in years}
+    return {year: days for year, days in resolved.items() if days is not None}
+
+
+def current_body(cfg: ScheduleSection, today: date) -> dict[str, Any]:
+    """The body the centre publishes today: hours, and :func:`current_calendar`'s days."""
+    calendar = current_calendar(cfg, today)
+    return {
+        "hours": hours_json(cfg),
+        "calendar": {str(y): days.model_dump(mode="json") for y, days in calendar.items()},
+    }
 
 
 def record_current(store: Store, cfg: ScheduleSection, tz: ZoneInfo) -> PublishedSchedule:
@@ -75,11 +81,7 @@ def history(store: Store, cfg: ScheduleSection) -> ScheduleHistory:
 def calendar_warning(cfg: ScheduleSection, today: date) -> str | None:
     """From December 1 (and all year for the current year): which years the centre cannot
     publish complete, and how to fix it. None when nothing is missing."""
-    body = current_body(cfg, today)
-    from contract.published_schedule import YearDays
-
-    calendar = {int(y): YearDays.model_validate(d) for y, d in body["calendar"].items()}
-    gaps = published_gaps(today, calendar)
+    gaps = published_gaps(today, current_calendar(cfg, today))
     if not gaps:
         return None
     years = ", ".join(map(str, gaps))

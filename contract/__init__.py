@@ -88,6 +88,7 @@ from contract.topics import (
     parse_device_topic,
     parse_roster_topic,
     roster_topic,
+    schedule_topic,
 )
 
 # A literal, not an import: setuptools reads it from this file without importing the package
@@ -151,5 +152,6 @@ __all__ = [
     "parse_roster_topic",
     "roster_json",
     "roster_topic",
+    "schedule_topic",
     "validate_roster",
 ]

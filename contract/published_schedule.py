@@ -126,15 +126,6 @@ class PublishedSchedule(BaseModel):
         )
 
 
-def schedule_topic(prefix: str, site: str) -> str:
-    from contract import is_id
-
-    for name, value in (("prefix", prefix), ("site", site)):
-        if not is_id(value):
-            raise ValueError(f"{name}: expected an id, got {value!r}")
-    return f"{prefix}/{site}/schedule"
-
-
 def hours_json(hours: ScheduleSection) -> dict[str, Any]:
     return hours.model_dump(mode="json", exclude=set(CALENDAR_KEYS))
 

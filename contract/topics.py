@@ -25,11 +25,21 @@ def device_topic(prefix: str, site: str, device: str, kind: TopicKind) -> str:
     return f"{prefix}/{site}/{device}/{kind}"
 
 
-def roster_topic(prefix: str, site: str) -> str:
+def _site_topic(prefix: str, site: str, kind: str) -> str:
+    """``{prefix}/{site}/{kind}``: what the centre publishes retained for a whole site."""
     for name, value in (("prefix", prefix), ("site", site)):
         if not is_id(value):
             raise ValueError(f"{name}: expected an id matching {ID_PATTERN}, got {value!r}")
-    return f"{prefix}/{site}/roster"
+    return f"{prefix}/{site}/{kind}"
+
+
+def roster_topic(prefix: str, site: str) -> str:
+    return _site_topic(prefix, site, "roster")
+
+
+def schedule_topic(prefix: str, site: str) -> str:
+    """The hall's hours and calendar (docs/topics.md, contract/published_schedule.py)."""
+    return _site_topic(prefix, site, "schedule")
 
 
 def parse_device_topic(topic: str, prefix: str, kind: TopicKind) -> tuple[str, str] | None:

@@ -46,7 +46,7 @@ from agent.link.downlink import RosterKeeper, ScheduleKeeper
 from agent.link.lock import UplinkLock
 from agent.outbox import Outbox, PendingEvent
 from contract import __version__, central_status_topic, device_topic, roster_topic
-from contract.published_schedule import schedule_topic
+from contract.topics import schedule_topic
 from sync.mqtt import MqttLink, describe_rc
 
 logger = logging.getLogger(__name__)

@@ -304,10 +304,11 @@ def _cells(
     day = plan.day
     cells = {s: Cell(s) for s in DAILY_SLOTS}
     extra = 0
+    planned_by = schedules.for_day(day, events[0].at.tzinfo or UTC) if events else None
     for e in events:
         version = e.data.get("schedule_version")
         schedule = schedules.for_punch(version if isinstance(version, int) else None, e.at)
-        planned_by = schedules.for_day(day, e.at.tzinfo or UTC)  # the one ``plan`` came from
+        # ``plan`` came from ``planned_by``; another version plans the day itself.
         c = schedule.classify(e.at, plan if schedule is planned_by else None)
         if c.slot not in cells:
             extra += 1
