@@ -134,6 +134,10 @@ def test_the_kiosk_keeps_the_last_good_schedule_and_watches_it(tmp_path, caplog)
     assert watch.current().version == 2 and watch.current().cfg.grace_min == 0
     # A new keeper (the agent restarted) knows what it has.
     assert ScheduleKeeper(tmp_path).version == 2
+    # The file lost since: the same retained schedule delivered again is written again.
+    schedule_path(tmp_path).unlink()
+    assert keeper.handle(second.to_json().encode())
+    assert load_published(tmp_path).version == 2
     schedule_path(tmp_path).write_text("garbage", encoding="utf-8")
     assert watch.current().version is None  # damaged file: the regulation's hours, logged
     assert "unreadable" in caplog.text

@@ -64,9 +64,6 @@ class RetainedFileKeeper(Generic[T]):
         """The stored one again (a reconnect delivers the retained payload each time)."""
         raise NotImplementedError
 
-    def kept(self, item: T) -> None:
-        """Called once ``item`` is stored."""
-
     def detail(self, item: T) -> str:
         """What the "stored" log line adds after the version."""
         return ""
@@ -100,7 +97,6 @@ class RetainedFileKeeper(Generic[T]):
             logger.error("%s; keeping version %s", self.last_error, self.version)
             return False
         self.version = version
-        self.kept(item)
         self.last_error = None
         logger.info("%s version %s stored%s", self.what, version, self.detail(item))
         return True
@@ -142,9 +138,7 @@ class ScheduleKeeper(RetainedFileKeeper[PublishedSchedule]):
     refused = ScheduleError
 
     def __init__(self, data_dir: str | os.PathLike[str]):
-        current = load_published(data_dir)
-        super().__init__(schedule_path(data_dir), current)
-        self._digest: str | None = None if current is None else current.digest
+        super().__init__(schedule_path(data_dir), load_published(data_dir))
 
     def parse(self, payload: bytes) -> PublishedSchedule:
         return parse_schedule(payload)
@@ -156,7 +150,7 @@ class ScheduleKeeper(RetainedFileKeeper[PublishedSchedule]):
         return item.to_json().encode("utf-8")
 
     def unchanged(self, item: PublishedSchedule) -> bool:
-        return item.version == self.version and item.digest == self._digest
-
-    def kept(self, item: PublishedSchedule) -> None:
-        self._digest = item.digest
+        # Compared with the file, as the roster is: a schedule.json lost or damaged since is
+        # written again on the next delivery instead of leaving the regulation's hours.
+        stored = load_published(self.path.parent) if item.version == self.version else None
+        return stored is not None and stored.digest == item.digest
