@@ -35,6 +35,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from central.cases.desk import use_config
 from central.config import CentralConfig
 from central.lanes import Inbound, LaneKey, Lanes
 from central.store import (
@@ -106,6 +107,8 @@ class Collector:
             cfg.store.url, cfg.store.pg_schema, cfg.store.password, timezone=cfg.central.timezone
         )
         self.store.rejected_kept_per_hour = cfg.central.rejected_kept_per_hour
+        # 差评 cases open with their rating, deadlines from [cases] on the hall's calendar.
+        use_config(self.store, cfg)
         self._own_store = store is None
         self.client_id = client_id or f"{cfg.central.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.events_filter = f"$share/{SHARE_GROUP}/{self.prefix}/+/+/events"

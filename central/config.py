@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, PrivateAttr, field_validator
 
+from central.cases.deadlines import DEFAULT_LIMITS, LIMIT_PATTERN
 from contract import ID_PATTERN
 from contract.config import (
     ConfigError,
@@ -122,6 +123,42 @@ class BoardSection(Section):
     )
 
 
+class CasesSection(Section):
+    """Deadlines of a 差评 case's steps (docs/cases.md "Deadlines"), each counted from the
+    case's opening on the hall's calendar; ``appeal_review`` from the appeal. The values are
+    examples: the centre sets its own under its 好差评 rules."""
+
+    verify: str = Field(
+        DEFAULT_LIMITS["verify"],
+        pattern=LIMIT_PATTERN,
+        description="核实: 'Nd' working days or 'Nh' working hours",
+    )
+    rectify: str = Field(
+        DEFAULT_LIMITS["rectify"], pattern=LIMIT_PATTERN, description="整改: working days or hours"
+    )
+    answer: str = Field(
+        DEFAULT_LIMITS["answer"],
+        pattern=LIMIT_PATTERN,
+        description="反馈 to the citizen: working days or hours",
+    )
+    follow_up: str = Field(
+        DEFAULT_LIMITS["follow_up"],
+        pattern=LIMIT_PATTERN,
+        description="回访: working days or hours",
+    )
+    close: str = Field(
+        DEFAULT_LIMITS["close"], pattern=LIMIT_PATTERN, description="办结: working days or hours"
+    )
+    appeal_review: str = Field(
+        DEFAULT_LIMITS["appeal_review"],
+        pattern=LIMIT_PATTERN,
+        description="申诉复核, counted from the appeal: working days or hours",
+    )
+
+    def limits(self) -> dict[str, str]:
+        return self.model_dump()
+
+
 class CentralConfig(Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -132,6 +169,9 @@ class CentralConfig(Section):
     schedule: ScheduleSection = Field(
         default_factory=ScheduleSection,
         description="The hall's hours and days, published to every kiosk",
+    )
+    cases: CasesSection = Field(
+        default_factory=CasesSection, description="差评 case deadlines (docs/cases.md)"
     )
 
 

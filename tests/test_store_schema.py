@@ -35,7 +35,8 @@ VERSIONS = (7, 8)
 
 def new_tables(version: int) -> set[str]:
     """The tables this release adds to a store of numbered ``version``."""
-    return {"hall_migrations"} | ({"schedules"} if version < 8 else set())
+    cases = {"cases", "case_log", "users", "audit_log"}
+    return {"hall_migrations", *cases} | ({"schedules"} if version < 8 else set())
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
     assert names == [m.name for m in PG_MIGRATIONS]
     assert len(set(names)) == len(names)
     assert names[: len(LEGACY_NAMES)] == list(LEGACY_NAMES)
-    assert names[len(LEGACY_NAMES) :] == ["schedules_digest", "punch_schedule_version"]
+    assert names[len(LEGACY_NAMES) :] == ["schedules_digest", "punch_schedule_version", "cases"]
 
 
 # --- SQLite --------------------------------------------------------------------------------
@@ -188,8 +189,8 @@ def test_reopening_runs_nothing(tmp_path):
 def test_a_store_migrated_by_a_newer_release_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path}/hall.db"
     with open_store(url) as s:
-        s.query("INSERT INTO hall_migrations (name, applied_at) VALUES ('cases', '2027-01-01')")
-    with pytest.raises(SchemaTooNewError, match="migrations cases are unknown"):
+        s.query("INSERT INTO hall_migrations (name, applied_at) VALUES ('from_the_future', '2027-01-01')")
+    with pytest.raises(SchemaTooNewError, match="migrations from_the_future are unknown"):
         open_store(url)
 
 
@@ -295,6 +296,6 @@ def test_a_fresh_postgres_store_is_shaped_like_an_adopted_one(pg_schema, version
 
 def test_a_postgres_store_migrated_by_a_newer_release_is_refused(pg_schema):
     with PostgresStore(PG_URL, pg_schema) as s:
-        s.query("INSERT INTO hall_migrations (name) VALUES ('cases') RETURNING name")
-    with pytest.raises(SchemaTooNewError, match="migrations cases are unknown"):
+        s.query("INSERT INTO hall_migrations (name) VALUES ('from_the_future') RETURNING name")
+    with pytest.raises(SchemaTooNewError, match="migrations from_the_future are unknown"):
         PostgresStore(PG_URL, pg_schema)

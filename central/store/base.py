@@ -9,16 +9,24 @@ on the dialect.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
+from central.store import cases as case_sql
+from central.store.cases import DeadlinePolicy, Run
+from central.store.errors import StoreError
 from central.store.filing import filed_at
 from central.store.migrations import TABLE as MIGRATIONS_TABLE
 from central.store.records import (
     DEVICE_KEYS,
     LEAVE_KEYS,
     AppliedMigration,
+    AuditEntry,
     BatchWrite,
+    CaseLogEntry,
+    CaseRecord,
     DeviceState,
     EventRow,
     FiledEvent,
@@ -26,6 +34,7 @@ from central.store.records import (
     StoredEvent,
     StoredRoster,
     StoredSchedule,
+    UserRecord,
     required_time,
     stored_json,
     stored_time,
@@ -417,6 +426,205 @@ class Store:
         raise NotImplementedError
 
     # --- schema ----------------------------------------------------------------------------
+
+    # --- 差评 cases (docs/cases.md) -------------------------------------------------------------
+
+    # The deadlines of a case opened at an instant: the collector sets them from central.toml
+    # [cases] and the hall's calendar; a store opened without (a test, a command) uses the
+    # documented example limits on the built-in calendar.
+    case_deadlines: DeadlinePolicy | None = None
+
+    def case_policy(self) -> DeadlinePolicy:
+        if self.case_deadlines is None:
+            from central.cases.deadlines import default_policy
+
+            self.case_deadlines = default_policy(self.tz)
+        return self.case_deadlines
+
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        """One write transaction; yields a ``Run`` taking ``%s`` placeholders."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def stamp(self, moment: datetime) -> Any:
+        """``moment`` (aware) as this dialect stores the centre's times."""
+        raise NotImplementedError
+
+    def cases(
+        self,
+        states: Iterable[str] | None = None,
+        rated_from: datetime | None = None,
+        rated_to: datetime | None = None,
+        site: str | None = None,
+        window: str | None = None,
+        staff_id: str | None = None,
+    ) -> list[CaseRecord]:
+        """Cases, oldest first; each filter narrows (``rated_*``: the rating's filed time in
+        [rated_from, rated_to))."""
+        where, params = ["1 = 1"], []
+        wanted = list(states) if states is not None else None
+        if wanted is not None:
+            if not wanted:
+                return []
+            where.append(f"state IN ({', '.join(['%s'] * len(wanted))})")
+            params.extend(wanted)
+        for column, value in (("site", site), ('"window"', window), ("staff_id", staff_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if rated_from is not None:
+            where.append("rated_at >= %s")
+            params.append(self.stamp(rated_from))
+        if rated_to is not None:
+            where.append("rated_at < %s")
+            params.append(self.stamp(rated_to))
+        rows = self.query(
+            f"SELECT {case_sql.CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} ORDER BY id",
+            tuple(params),
+        )
+        return [case_sql.case_record(r, self.tz) for r in rows]
+
+    def case(self, case_id: int) -> CaseRecord | None:
+        rows = self.query(f"SELECT {case_sql.CASE_COLUMNS} FROM cases WHERE id = %s", (case_id,))
+        return case_sql.case_record(rows[0], self.tz) if rows else None
+
+    def cases_for_ratings(self, rating_ids: Iterable[str]) -> dict[str, CaseRecord]:
+        """The case of each rating that has one, by rating id (500 ids a query)."""
+        ids = list(dict.fromkeys(rating_ids))
+        found: dict[str, CaseRecord] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.query(
+                f"SELECT {case_sql.CASE_COLUMNS} FROM cases "
+                f"WHERE rating_id IN ({', '.join(['%s'] * len(chunk))})",
+                tuple(chunk),
+            )
+            for row in rows:
+                case = case_sql.case_record(row, self.tz)
+                found[case.rating_id] = case
+        return found
+
+    def case_log(self, case_ids: Iterable[int]) -> dict[int, list[CaseLogEntry]]:
+        """Every transition of each case, in order, by case id."""
+        ids = list(dict.fromkeys(case_ids))
+        out: dict[int, list[CaseLogEntry]] = {i: [] for i in ids}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.query(
+                f"SELECT {case_sql.LOG_COLUMNS} FROM case_log "
+                f"WHERE case_id IN ({', '.join(['%s'] * len(chunk))}) ORDER BY case_id, id",
+                tuple(chunk),
+            )
+            for row in rows:
+                entry = case_sql.log_entry(row, self.tz)
+                out[entry.case_id].append(entry)
+        return out
+
+    def move_case(
+        self,
+        case_id: int,
+        from_state: str,
+        to_state: str,
+        by: str,
+        note: str,
+        at: datetime,
+        deadlines: dict[str, datetime] | None = None,
+        final: bool = False,
+        address: str = "",
+    ) -> bool:
+        """Move a case (central/cases/desk.py checks the move first), log and audit it in one
+        transaction. False: it was not in ``from_state`` any more, nothing written."""
+        with self.transaction() as run:
+            return case_sql.move_case(
+                run,
+                self.stamp,
+                case_id,
+                from_state,
+                to_state,
+                by,
+                note,
+                at,
+                deadlines,
+                final,
+                address,
+            )
+
+    # --- office accounts and the audit log ------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str, at: datetime) -> None:
+        """A new account; raises :class:`StoreError` if the name is taken. Audited."""
+        with self.transaction() as run:
+            if run("SELECT name FROM users WHERE name = %s", (name,)):
+                raise StoreError(f"user {name!r} exists already")
+            run(
+                f"INSERT INTO users ({case_sql.USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+                (name, role, password_hash, self.stamp(at), False),
+            )
+            run(
+                case_sql.INSERT_AUDIT,
+                (self.stamp(at), "shell", "user.add", f"user:{name}", f"role={role}", "shell"),
+            )
+
+    def update_user(
+        self,
+        name: str,
+        at: datetime,
+        by: str,
+        password_hash: str | None = None,
+        role: str | None = None,
+        disabled: bool | None = None,
+    ) -> bool:
+        """Change an account's password hash, role or disabled flag; audited. False: no such
+        account."""
+        sets, params, said = [], [], []
+        for column, value in (
+            ("password_hash", password_hash),
+            ("role", role),
+            ("disabled", disabled),
+        ):
+            if value is not None:
+                sets.append(f"{column} = %s")
+                params.append(value)
+                said.append("password" if column == "password_hash" else f"{column}={value}")
+        if not sets:
+            return self.user(name) is not None
+        with self.transaction() as run:
+            rows = run(
+                f"UPDATE users SET {', '.join(sets)} WHERE name = %s RETURNING name",
+                (*params, name),
+            )
+            if not rows:
+                return False
+            run(
+                case_sql.INSERT_AUDIT,
+                (self.stamp(at), by, "user.change", f"user:{name}", ", ".join(said), "shell"),
+            )
+        return True
+
+    def user(self, name: str) -> UserRecord | None:
+        rows = self.query(f"SELECT {case_sql.USER_COLUMNS} FROM users WHERE name = %s", (name,))
+        return case_sql.user_record(rows[0], self.tz) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        rows = self.query(f"SELECT {case_sql.USER_COLUMNS} FROM users ORDER BY name")
+        return [case_sql.user_record(r, self.tz) for r in rows]
+
+    def record_audit(
+        self, user: str, action: str, target: str, detail: str, address: str, at: datetime
+    ) -> None:
+        """One action of a person (a login, a failed login, an export) in ``audit_log``."""
+        with self.transaction() as run:
+            run(case_sql.INSERT_AUDIT, (self.stamp(at), user, action, target, detail, address))
+
+    def audit_log(self, limit: int = 200, user: str | None = None) -> list[AuditEntry]:
+        """The latest ``limit`` audit entries, newest first."""
+        where, params = ("WHERE user_name = %s", (user,)) if user is not None else ("", ())
+        rows = self.query(
+            f"SELECT {case_sql.AUDIT_COLUMNS} FROM audit_log {where} ORDER BY id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [case_sql.audit_entry(r, self.tz) for r in rows]
 
     def applied_migrations(self) -> list[AppliedMigration]:
         """The migrations recorded in this store, in this release's order."""

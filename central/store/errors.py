@@ -29,3 +29,7 @@ class RosterVersionError(ValueError):
             f"{published}); refusing the older version {version} "
             "(use --force to publish it anyway)"
         )
+
+
+class StoreError(ValueError):
+    """A write the store's data refuses (an account name taken): the request, not the store."""

@@ -12,6 +12,8 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +28,7 @@ from central.store.base import (
     schedule_json,
     status_fields,
 )
+from central.store.cases import Run, open_cases
 from central.store.errors import RosterVersionError, StoreMissingError
 from central.store.filing import latest_plausible
 from central.store.hallzone import HALL_TIMEZONE
@@ -202,6 +205,16 @@ class PostgresStore(Store):
         with self._lock:
             return self._conn().execute(sql, params).fetchall()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        with self._lock:
+            conn = self._conn()
+            with conn.transaction():
+                yield _runner(conn.cursor())
+
+    def stamp(self, moment: datetime) -> Any:
+        return aware(moment)
+
     def event(self, event_id: str) -> StoredEvent | None:
         try:
             uuid.UUID(event_id)
@@ -244,8 +257,10 @@ class PostgresStore(Store):
         if events:
             # now() of this transaction is received_at; the client's clock stands in for it
             # (the same host's, or one kept in step by NTP: the window ahead is 10 minutes).
-            last = latest_plausible(events, utcnow(), self.tz)
+            received = utcnow()
+            last = latest_plausible(events, received, self.tz)
             cur.execute(_DEVICE_SQL, (events[0].site, events[0].device, last.at if last else None))
+            open_cases(_runner(cur), self.stamp, events, received, self.tz, self.case_policy())
         for device, group in by_device(rejects).items():
             kept = cur.execute(KEPT_SQL.format(m="%s"), (device, hour)).fetchone()[0]
             whole, tallies = budget_rejects(group, self.rejected_kept_per_hour - int(kept))
@@ -402,3 +417,11 @@ class PostgresStore(Store):
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def _runner(cur: Any) -> Run:
+    def run(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur.execute(sql, params, prepare=False)
+        return cur.fetchall() if cur.description is not None else []
+
+    return run

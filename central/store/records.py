@@ -126,6 +126,63 @@ class AppliedMigration:
     applied_at: datetime | None
 
 
+@dataclass(frozen=True)
+class CaseRecord:
+    """A 差评 case (table ``cases``, docs/cases.md): one per rating at level 1-2."""
+
+    id: int
+    rating_id: str
+    site: str
+    window: str
+    staff_id: str | None
+    level: int
+    reasons: list[str]
+    rated_at: datetime  # the rating's filed time (central/store/filing.py), hall timezone
+    opened_at: datetime  # when the centre stored the rating: the deadlines count from it
+    state: str
+    deadlines: dict[str, datetime]  # step name -> instant (central/cases/states.py DUE_STEP)
+    updated_at: datetime
+    closed_at: datetime | None  # when it reached a final state (办结 or 作废)
+    case_no: str | None = None  # 办件编号 the rating's invitation carried
+    item_code: str | None = None  # 事项编码
+
+
+@dataclass(frozen=True)
+class CaseLogEntry:
+    """One transition of a case (table ``case_log``, never deleted)."""
+
+    case_id: int
+    at: datetime
+    by: str
+    from_state: str | None  # None: the case was opened
+    to_state: str
+    note: str
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """An office account (table ``users``) for the centre's pages."""
+
+    name: str
+    role: str  # "clerk" | "admin"
+    password_hash: str  # memory-hard (docs/office.md), never the password
+    created_at: datetime
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One action of a person on the centre's data (table ``audit_log``, never deleted)."""
+
+    id: int
+    at: datetime
+    user: str
+    action: str
+    target: str
+    detail: str
+    address: str
+
+
 DEVICE_KEYS = (
     "site",
     "device",

@@ -12,6 +12,8 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from central.store.base import (
     schedule_json,
     status_fields,
 )
+from central.store.cases import Run, open_cases
 from central.store.errors import RosterVersionError, StoreMissingError
 from central.store.filing import latest_plausible
 from central.store.hallzone import HALL_TIMEZONE, sqlite_hall_zone
@@ -163,6 +166,22 @@ class SqliteStore(Store):
         with self._lock:
             return self.conn.execute(sql.replace("%s", "?"), params).fetchall()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        with self._lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield _runner(c)
+                c.execute("COMMIT")
+            except BaseException:
+                rollback(c)
+                raise
+
+    def stamp(self, moment: datetime) -> Any:
+        # UTC text to the millisecond: one format, so text order is time order.
+        return iso(aware(moment).astimezone(UTC))
+
     def is_transient(self, exc: BaseException) -> bool:
         # "database is locked", "disk I/O error", "unable to open": the file, not the data.
         return isinstance(exc, sqlite3.OperationalError)
@@ -216,6 +235,7 @@ class SqliteStore(Store):
                 _DEVICE_SQL,
                 (events[0].site, events[0].device, last.at_text if last else None, now),
             )
+            open_cases(_runner(c), self.stamp, events, received, self.tz, self.case_policy())
         for device, group in by_device(rejects).items():
             kept = c.execute(KEPT_SQL.format(m="?"), (device, hour)).fetchone()[0]
             whole, tallies = budget_rejects(group, self.rejected_kept_per_hour - int(kept))
@@ -374,6 +394,13 @@ class SqliteStore(Store):
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def _runner(c: sqlite3.Connection) -> Run:
+    def run(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return c.execute(sql.replace("%s", "?"), params).fetchall()
+
+    return run
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
