@@ -14,6 +14,8 @@
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
 - ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
   kiosks (central/schedule_cli.py).
+- ``hall-central -c FILE cases list | show ID | move ID STATE --by NAME --note TEXT``: 差评
+  cases (central/cases/cli.py).
 - ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
@@ -129,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the JSON schema of central.toml (for editors)",
         description="Print the JSON schema of central.toml; no config file is read.",
     )
+    from central.cases.cli import add_parser as add_cases_parser
     from central.commands import add_parsers
     from central.schedule_cli import add_parser as add_schedule_parser
 
     add_parsers(sub)
     add_schedule_parser(sub)
+    add_cases_parser(sub)
     return parser
 
 
@@ -342,6 +346,12 @@ def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return schedule(cfg, args)
 
 
+def cmd_cases(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.cases.cli import cmd_cases as cases
+
+    return cases(cfg, args)
+
+
 def cmd_config(_args: argparse.Namespace) -> int:
     print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
     return 0
@@ -358,6 +368,7 @@ COMMANDS = {
     "devices": cmd_devices,
     "report": cmd_report,
     "leave": cmd_leave,
+    "cases": cmd_cases,
 }
 
 
