@@ -12,6 +12,7 @@ nothing: ``rating_id`` is unique and the insert skips it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
@@ -34,6 +35,11 @@ Stamp = Callable[[datetime], Any]
 # Deadlines of a case opened at an instant, by step (central/cases/deadlines.py).
 DeadlinePolicy = Callable[[datetime], dict[str, datetime]]
 
+# A rating that may be a 差评, found without parsing: every rating passes here on the
+# collector's hot path and most are not 差评. Only a candidate is parsed, and the parsed
+# level decides; the stored data text is compact JSON (central/validation.py), and an
+# unescaped quote is a key's, never inside a string.
+_MAYBE_BAD = re.compile(r'"level"\s*:\s*[12]\b')
 CASE_LEVELS = (1, 2)  # 差评: 非常不满意 and 不满意 (docs/cases.md)
 SYSTEM = "system"  # who opened a case: the collector, on ingest
 
@@ -126,7 +132,7 @@ def open_cases(
     rating's filed time (a pad that was offline for a day rated a day earlier)."""
     opened: list[int] = []
     for event in events:
-        if event.type != EventType.RATING:
+        if event.type != EventType.RATING or not _MAYBE_BAD.search(event.data):
             continue
         data = json.loads(event.data)
         level = data.get("level")
