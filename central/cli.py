@@ -11,6 +11,9 @@
   when the centre last received from each, in the hall's timezone (central/commands.py).
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
+- ``hall-central -c FILE export ratings [--month YYYY-MM] [--site S]
+  [--format csv|xlsx|json] [--out FILE]``: the month's ratings for the provincial 好差评
+  platform (central/export_ratings.py).
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
 - ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
   kiosks (central/schedule_cli.py).
@@ -18,8 +21,8 @@
   cases (central/cases/cli.py).
 - ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
-Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
-store: a missing or empty one is an error naming it.
+Read-only commands (``devices``, ``report``, ``export``, ``roster show``, ``leave list``) never
+create a store: a missing or empty one is an error naming it.
 
 Errors are one line on stderr; a config error exits 78 (EX_CONFIG).
 """
@@ -334,6 +337,12 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return report(cfg, args)
 
 
+def cmd_export(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.commands import cmd_export as export
+
+    return export(cfg, args)
+
+
 def cmd_leave(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from central.commands import cmd_leave as leave
 
@@ -367,6 +376,7 @@ COMMANDS = {
     "roster": cmd_roster,
     "devices": cmd_devices,
     "report": cmd_report,
+    "export": cmd_export,
     "leave": cmd_leave,
     "cases": cmd_cases,
 }

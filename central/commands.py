@@ -1,6 +1,6 @@
-"""``hall-central report …`` and ``hall-central leave …`` (README.md), wired into the
-central command line (central/cli.py) by :func:`add_parsers`; the ``devices`` table and the
-terminal-table helpers ``roster show`` uses too.
+"""``hall-central report …``, ``hall-central export …`` and ``hall-central leave …``
+(README.md), wired into the central command line (central/cli.py) by :func:`add_parsers`; the
+``devices`` table and the terminal-table helpers ``roster show`` uses too.
 
 All are read-only except ``leave import``/``leave remove``, and none creates a store: a
 wrong ``[store] url`` is an error naming it (central.store.StoreMissingError).
@@ -51,6 +51,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--site", help="one site (default: all sites)")
         r.add_argument("--format", choices=FORMATS, default="table", help="default: table")
         r.add_argument("--out", type=Path, help="write to this file (default: stdout)")
+    from central.export_ratings import FORMATS as EXPORT_FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="a month's data for the provincial 好差评 platform",
+        description="One row per item of the month for the provincial platform, Chinese "
+        "headings (JSON: English keys). Columns: docs/export.md.",
+    )
+    esub = p.add_subparsers(dest="export_command", metavar="DATA")
+    esub.required = True
+    text = "one row per rating filed in the month, with its 差评 case"
+    r = esub.add_parser("ratings", help=text, description=text.capitalize() + ".")
+    r.add_argument("--month", help="YYYY-MM (default: the current month in the hall's timezone)")
+    r.add_argument("--site", help="one site (default: all sites)")
+    r.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="default: csv")
+    r.add_argument("--out", type=Path, help="write to this file (default: stdout)")
     p = sub.add_parser(
         "leave",
         help="leave and corrections (请假, 公出, 补卡) from the office",
@@ -143,6 +159,36 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     else:
         _write_out(args.out, buffer.getvalue())
         print(f"{report.title}: {args.format} written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    import io
+
+    from central import export_ratings
+
+    what = f"export {args.export_command}"
+    month = _month(cfg, args.month, what)
+    if args.site is not None and not is_id(args.site):
+        raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
+    if args.format == "xlsx" and args.out is None and sys.stdout.isatty():
+        raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)
+    if args.out is not None and not args.out.parent.is_dir():
+        raise CliError(f"{what} --out: no such directory {args.out.parent}", 2)
+    with open_existing(cfg) as store:
+        export = export_ratings.compute(store, month, args.site)
+    buffer = io.BytesIO()
+    export_ratings.write(export, args.format, buffer)
+    if args.out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+    else:
+        _write_out(args.out, buffer.getvalue())
+        print(
+            f"{what} {month.label}: {len(export.rows)} row(s), {args.format} written to {args.out}",
+            file=sys.stderr,
+        )
     return 0
 
 

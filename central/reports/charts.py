@@ -124,4 +124,65 @@ def ratings_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
             }
         ],
     }
-    return [("各窗口评价分布", per_window), ("每日满意率", trend)]
+    return [("各窗口评价分布", per_window), ("每日满意率", trend), *notice_charts(r)]
+
+
+# 差评处置通报: one colour per count, the same in every chart.
+NOTICE_SERIES = (
+    ("有效差评", "valid", "#fc8452"),
+    ("已整改", "rectified", "#91cc75"),
+    ("按期办结", "in_time", "#3ba272"),
+    ("当前超期", "overdue", "#ee6666"),
+    ("作废", "void", "#b0b0b0"),
+)
+
+
+def notice_charts(r: Ratings) -> list[tuple[str, dict[str, Any]]]:
+    """The 通报 as charts: each window's 差评 and what became of them, and the windows
+    ranked by 满意率 (best at the top)."""
+    from central.reports.ratings import CaseTally
+
+    keys = sorted(key for key, t in r.windows.items() if t.total)
+    tallies = [r.window_cases.get(k, CaseTally()) for k in keys]
+    cases = {
+        "tooltip": {"trigger": "axis"},
+        "legend": {"top": 0},
+        "grid": {"left": 40, "right": 20, "top": 40, "bottom": 60},
+        "xAxis": {
+            "type": "category",
+            "data": [f"{site}/{window}" for site, window in keys],
+            "axisLabel": {"rotate": 45},
+        },
+        "yAxis": {"type": "value", "minInterval": 1},
+        "series": [
+            {
+                "name": name,
+                "type": "bar",
+                "itemStyle": {"color": colour},
+                "data": [getattr(t, attr) for t in tallies],
+                "animation": False,
+            }
+            for name, attr, colour in NOTICE_SERIES
+        ],
+    }
+    ranked = r.ranking()
+    ranking = {
+        "tooltip": {"trigger": "axis"},
+        "grid": {"left": 140, "right": 50, "top": 10, "bottom": 30},
+        "xAxis": {"type": "value", "min": 0, "max": 100, "axisLabel": {"formatter": "{value}%"}},
+        "yAxis": {
+            "type": "category",
+            "inverse": True,
+            "data": [f"{place}. {site}/{window}" for place, (site, window), _ in ranked],
+        },
+        "series": [
+            {
+                "type": "bar",
+                "data": [round(100 * (t.rate or 0.0), 1) for _, _, t in ranked],
+                "label": {"show": True, "position": "right", "formatter": "{c}%"},
+                "itemStyle": {"color": "#5470c6"},
+                "animation": False,
+            }
+        ],
+    }
+    return [("各窗口差评处置 (差评处置通报)", cases), ("窗口满意率排名", ranking)]

@@ -81,6 +81,8 @@ def _height(option: dict[str, Any]) -> int:
     series = option.get("series") or [{}]
     if series[0].get("type") == "heatmap":
         return 140 + 20 * len(option["yAxis"]["data"])
+    if option["yAxis"].get("type") == "category":  # a ranking: one bar per row
+        return 60 + 24 * len(option["yAxis"]["data"])
     return 260
 
 

@@ -6,6 +6,11 @@ was made, as the pad event records it): counts per level, the satisfaction rate,
 (levels 1–2) with reasons, window, staff and time for follow-up, invitations sent, answered and
 expired, and the time each window was paused (暂停服务). Windows are keyed by (site, label):
 two sites' "A03" are different windows. Definitions: docs/reports.md.
+
+The monthly 通报 on the month's 差评 cases (docs/cases.md), per window and per staff member:
+差评, 作废, 整改率, 按期办结率, overdue now, appeals and their outcomes, read from the cases
+and their logs (an appeal's outcome stays in the log after an upheld case moved on); and the
+windows ranked by 满意率.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from central.cases.desk import closed_in_time, due
+from central.cases.states import STATE_LABELS, CaseState
 from central.reports.model import BAD, SUSPECT_NOTE, Rate, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
 from central.store import Store
+from central.store.records import CaseLogEntry, CaseRecord
 from contract import LEVEL_LABELS, POOR_LEVELS, EventType
 
 LEVELS = (5, 4, 3, 2, 1)
@@ -53,6 +61,58 @@ class Tally:
         return self.answered + self.expired
 
 
+# A case that reached 整改 or any later step (the states never go back).
+RECTIFIED_OR_LATER = frozenset(
+    {CaseState.RECTIFIED, CaseState.ANSWERED, CaseState.FOLLOWED_UP, CaseState.CLOSED}
+)
+
+
+@dataclass
+class CaseTally:
+    """The 通报 of one window or staff member: the month's 差评 cases and what became of them."""
+
+    total: int = 0  # 差评: the cases of the month's ratings at levels 1-2
+    void: int = 0  # 作废: voided by an appeal (申诉成立)
+    rectified: int = 0  # not void, at 已整改 or a later step
+    in_time: int = 0  # 按期办结: closed by the close deadline
+    overdue: int = 0  # open and past the deadline of the step it is working towards, now
+    appeals: int = 0  # cases appealed (申诉)
+    appeals_void: int = 0  # 申诉成立（差评作废）: the appeal succeeded
+    appeals_upheld: int = 0  # 申诉驳回（差评维持）: the appeal failed, the 差评 stands
+    appeals_pending: int = 0  # 申诉中: not reviewed yet
+
+    @property
+    def valid(self) -> int:
+        return self.total - self.void
+
+    @property
+    def rectified_rate(self) -> float | None:
+        return self.rectified / self.valid if self.valid else None
+
+    @property
+    def in_time_rate(self) -> float | None:
+        return self.in_time / self.valid if self.valid else None
+
+    def add(self, case: CaseRecord, log: list[CaseLogEntry], now: datetime) -> None:
+        state = CaseState(case.state)
+        self.total += 1
+        if state is CaseState.VOID:
+            self.void += 1
+        elif state in RECTIFIED_OR_LATER:
+            self.rectified += 1
+        self.in_time += closed_in_time(case) is True
+        self.overdue += due(case, now).overdue
+        reached = {entry.to_state for entry in log} | {case.state}
+        if CaseState.APPEALED in reached:
+            self.appeals += 1
+            if CaseState.VOID in reached:
+                self.appeals_void += 1
+            elif CaseState.UPHELD in reached:
+                self.appeals_upheld += 1
+            else:
+                self.appeals_pending += 1
+
+
 @dataclass
 class Ratings:
     month: Month
@@ -62,6 +122,21 @@ class Ratings:
     bad: list[Event]
     per_day: dict[date, Tally]
     names: dict[tuple[str, str], str]
+    # The 通报: cases of the month's 差评, per window and per staff member, as of ``now``.
+    window_cases: dict[tuple[str, str], CaseTally] = field(default_factory=dict)
+    staff_cases: dict[tuple[str, str | None], CaseTally] = field(default_factory=dict)
+    now: datetime | None = None
+
+    def ranking(self) -> list[tuple[int, tuple[str, str], Tally]]:
+        """Windows with ratings by 满意率, best first (equal rates share a rank: 1, 2, 2, 4);
+        among equals the one with more ratings first."""
+        rated = [(key, t) for key, t in self.windows.items() if t.total]
+        rated.sort(key=lambda kv: (-(kv[1].rate or 0.0), -kv[1].total, kv[0]))
+        out = []
+        for i, (key, t) in enumerate(rated):
+            same = out and out[-1][2].rate == t.rate
+            out.append((out[-1][0] if same else i + 1, key, t))
+        return out
 
 
 def compute(
@@ -106,7 +181,34 @@ def compute(
     for (site_id, _device, window), since in paused_since.items():
         windows[(site_id, window)].paused += max(until - since, timedelta(0))
     names = {key: p.name for key, p in roster_people(store, site).items()}
-    return Ratings(month, site, dict(windows), dict(staff), bad, dict(per_day), names)
+    at = (now or datetime.now(month.tz)).astimezone(month.tz)
+    # The month's 差评 are its ratings at levels 1-2; their cases are looked up by rating, so
+    # the 通报 counts exactly the 差评 of this report, filed by the same rule.
+    cases = store.cases_for_ratings(e.id for e in bad)
+    logs = store.case_log(c.id for c in cases.values())
+    window_cases: dict[tuple[str, str], CaseTally] = defaultdict(CaseTally)
+    staff_cases: dict[tuple[str, str | None], CaseTally] = defaultdict(CaseTally)
+    for e in bad:
+        case = cases.get(e.id)
+        if case is None:  # stored before cases existed: no case to report on
+            continue
+        for tally in (
+            window_cases[(e.site, e.data["window"])],
+            staff_cases[(e.site, e.data.get("staff_id"))],
+        ):
+            tally.add(case, logs.get(case.id, []), at)
+    return Ratings(
+        month,
+        site,
+        dict(windows),
+        dict(staff),
+        bad,
+        dict(per_day),
+        names,
+        dict(window_cases),
+        dict(staff_cases),
+        at,
+    )
 
 
 def _rate(tally: Tally) -> Rate | str:
@@ -123,6 +225,77 @@ def _when(e: Event) -> datetime | str:
 
 def _minutes(delta: timedelta) -> int:
     return round(delta.total_seconds() / 60)
+
+
+def _fraction(value: float | None) -> Rate | str:
+    return "" if value is None else Rate(value)
+
+
+APPEAL_VOID = STATE_LABELS[CaseState.VOID]  # 申诉成立（差评作废）
+APPEAL_UPHELD = STATE_LABELS[CaseState.UPHELD]  # 申诉驳回（差评维持）
+NOTICE_HEADERS = [
+    "差评",
+    "作废",
+    "有效差评",
+    "已整改",
+    "整改率",
+    "按期办结",
+    "按期办结率",
+    "当前超期",
+    "申诉",
+    APPEAL_VOID,
+    APPEAL_UPHELD,
+    "申诉复核中",
+]
+NOTICE_NOTES = [
+    "差评处置通报: 差评 = 本月评价中不满意、非常不满意的件数; 作废 = 经申诉复核作废的差评; "
+    "有效差评 = 差评 - 作废",
+    "整改率 = 已整改 (已整改、已反馈、已回访、已办结) / 有效差评; "
+    "按期办结率 = 在办结时限内办结 / 有效差评",
+    f"申诉: 提出申诉的差评; {APPEAL_VOID} = 申诉成立, 差评不计入考核; "
+    f"{APPEAL_UPHELD} = 申诉不成立, 差评照常整改",
+]
+
+
+def _notice_cells(t: CaseTally) -> list[object]:
+    return [
+        t.total,
+        t.void,
+        t.valid,
+        t.rectified,
+        _fraction(t.rectified_rate),
+        t.in_time,
+        _fraction(t.in_time_rate),
+        t.overdue,
+        t.appeals,
+        t.appeals_void,
+        t.appeals_upheld,
+        t.appeals_pending,
+    ]
+
+
+def notice_sheets(r: Ratings) -> list[Sheet]:
+    """差评处置通报 per window and per staff member, and the windows ranked by 满意率."""
+    win = Sheet("差评处置通报（窗口）", ["站点", "窗口", *NOTICE_HEADERS], [])
+    keys = sorted(key for key, t in r.windows.items() if t.total)
+    for i, key in enumerate(keys):
+        t = r.window_cases.get(key, CaseTally())
+        win.rows.append([*key, *_notice_cells(t)])
+        if t.overdue:
+            win.mark(i, "当前超期", BAD)
+    people = Sheet("差评处置通报（人员）", ["站点", "工号", "姓名", *NOTICE_HEADERS], [])
+    staff = sorted((k for k, t in r.staff.items() if t.total), key=lambda k: (k[0], k[1] or ""))
+    for i, (site, sid) in enumerate(staff):
+        t = r.staff_cases.get((site, sid), CaseTally())
+        name = r.names.get((site, sid), "") if sid else "(未登录)"
+        people.rows.append([site, sid or "", name, *_notice_cells(t)])
+        if t.overdue:
+            people.mark(i, "当前超期", BAD)
+    rank = Sheet("窗口满意率排名", ["排名", "站点", "窗口", "合计", "满意率", "差评"], [])
+    for place, (site, window), t in r.ranking():
+        nbad = sum(t.levels[lv] for lv in POOR_LEVELS)
+        rank.rows.append([place, site, window, t.total, _rate(t), nbad])
+    return [win, people, rank]
 
 
 def to_report(r: Ratings) -> Report:
@@ -190,12 +363,18 @@ def to_report(r: Ratings) -> Report:
         t = r.per_day[day]
         trend.rows.append([day, t.total, _rate(t)])
     where = f" {r.site}" if r.site else ""
+    as_of = ""
+    if r.now is not None:
+        as_of = f"当前超期: 截至 {r.now:%Y-%m-%d %H:%M}, 未办结且已过当前环节时限的差评"
     return Report(
         f"{r.month.label}{where} 好差评月报",
-        [win, per_staff, bad, trend],
+        [win, per_staff, bad, trend, *notice_sheets(r)],
         notes=[
             "满意率 = (非常满意 + 满意 + 基本满意) / 合计; 差评 = 不满意 + 非常不满意",
             f"邀请 = 已评 + 超时; {SUSPECT_NOTE}",
+            *NOTICE_NOTES,
+            *([as_of] if as_of else []),
+            "窗口满意率排名: 按满意率从高到低, 满意率相同的名次相同, 评价多者在前",
         ],
         charts=charts.ratings_charts(r),
     )
