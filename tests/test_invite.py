@@ -156,6 +156,14 @@ BAD_REQUESTS = [
     (
         "POST",
         "/invite",
+        b'{"window": 3}',
+        "application/json",
+        400,
+        "window: expected a valid string, got 3",
+    ),
+    (
+        "POST",
+        "/invite",
         b'{"window": "A 03"}',
         "application/json",
         400,

@@ -85,7 +85,8 @@ def _field_error(exc: ValidationError) -> str:
         else:
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             msg = msg.replace("Input should be", "expected")
-            parts.append(f"{key}: {msg}, got {err.get('input')!r:.80} (null when there is none)")
+            optional = " (null when there is none)" if key in ("case_no", "item_code") else ""
+            parts.append(f"{key}: {msg}, got {err.get('input')!r:.80}{optional}")
     return "; ".join(parts)
 
 
