@@ -227,6 +227,16 @@ def is_loopback_listen(listen: str) -> bool:
         return False
 
 
+def check_listen(value: str, example: str) -> str:
+    """A ``listen`` key: ``host:port``, or '' for nothing served."""
+    if value == "":
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as '{example}' or '', got {value!r}")
+    return value
+
+
 class ScreenSection(Section):
     """The kiosk's own screen (agent/kiosk/screen.py, docs/attendance.md "Kiosk screen").
 
@@ -258,12 +268,7 @@ class ScreenSection(Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        if value == "":
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected host:port such as '127.0.0.1:8080' or '', got {value!r}")
-        return value
+        return check_listen(value, "127.0.0.1:8080")
 
     @model_validator(mode="after")
     def _exposed_page_needs_a_token(self) -> ScreenSection:
@@ -340,6 +345,17 @@ class WindowsSection(Section):
         max_length=16,
         description="Label of reason bit i (u16 bitmask, docs/pads.md)",
     )
+    invite_listen: str = Field(
+        "127.0.0.1:8091",
+        description="host:port of the invitation endpoint (POST /invite with the case number, "
+        "docs/pads.md); it has no access control: keep it on loopback unless a firewall "
+        "admits only the case system; '' = off",
+    )
+
+    @field_validator("invite_listen")
+    @classmethod
+    def _invite_host_port(cls, value: str) -> str:
+        return check_listen(value, "127.0.0.1:8091")
 
     @field_validator("reason_labels")
     @classmethod

@@ -1,7 +1,8 @@
 """``hall-agent run``: open the outbox, build the workers this device needs, supervise them.
 
-Which workers run follows from the config: the uplink always; a pad bus per serial port when
-there are ``[[pad]]`` tables; the camera pipeline when there is an ``[attendance]`` section.
+Which workers run follows from the config: the uplink always; a pad bus per serial port and
+the invitation endpoint (``[windows] invite_listen``) when there are ``[[pad]]`` tables; the
+camera pipeline when there is an ``[attendance]`` section.
 The vision stack is imported only in the last case (docs/architecture.md: a pad-only device
 must start without loading cv2 or dlib).
 """
@@ -28,9 +29,12 @@ def build_workers(
 ) -> WorkerFactories:
     factories: WorkerFactories = {}
     if cfg.pad:
-        from agent.windows.state import window_worker_factories
+        from agent.windows.invite_http import invite_worker_factories
+        from agent.windows.state import PadBuses, window_worker_factories
 
-        factories.update(window_worker_factories(cfg, outbox))
+        buses = PadBuses()  # the invitation endpoint reaches the buses' current workers
+        factories.update(window_worker_factories(cfg, outbox, buses=buses))
+        factories.update(invite_worker_factories(cfg, buses))
     if cfg.attendance is not None:
         from agent.kiosk.attendance_worker import attendance_worker_factories
 

@@ -5,7 +5,7 @@ drivers, the uplink, the central collector, the store's views and the reports al
 shared vocabulary from here. One module a part of the contract, each re-exported here so that
 ``from contract import X`` names the contract, not the file it sits in:
 
-- :mod:`contract.ids`: site, device, staff, window, pad and invitation ids;
+- :mod:`contract.ids`: site, device, staff, window, pad and invitation ids, case numbers;
 - :mod:`contract.events`: :class:`EventType` and each type's ``data`` model;
 - :mod:`contract.topics`: MQTT topics and the payload version;
 - :mod:`contract.roster`: the roster payload's rules and its canonical text;
@@ -45,17 +45,22 @@ from contract.events import (
     event_data,
 )
 from contract.ids import (
+    CASE_NO_MAX,
     ID_PATTERN,
     ID_RE,
+    ITEM_CODE_PATTERN,
     STAFF_ID_PATTERN,
     STAFF_ID_RE,
     WINDOW_PATTERN,
     WINDOW_RE,
+    CaseNo,
     Id,
     InviteId,
+    ItemCode,
     PadAddress,
     StaffId,
     Window,
+    case_no_problem,
     is_id,
     is_staff_id,
 )
@@ -96,11 +101,13 @@ from contract.topics import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CASE_NO_MAX",
     "DATA_MODELS",
     "DEFAULT_REASON_LABELS",
     "EVENT_TYPES",
     "ID_PATTERN",
     "ID_RE",
+    "ITEM_CODE_PATTERN",
     "LEVEL_LABELS",
     "MAX_ROSTER_BYTES",
     "PAUSED_TEXT",
@@ -116,6 +123,7 @@ __all__ = [
     "WINDOW_RE",
     "Ack",
     "CameraState",
+    "CaseNo",
     "Clock",
     "ComponentState",
     "EventType",
@@ -124,6 +132,7 @@ __all__ = [
     "FaultData",
     "Id",
     "InviteId",
+    "ItemCode",
     "Liveness",
     "PadAddress",
     "PunchData",
@@ -140,6 +149,7 @@ __all__ = [
     "Window",
     "WindowData",
     "__version__",
+    "case_no_problem",
     "central_status_topic",
     "check_data",
     "device_topic",

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.ids import InviteId, PadAddress, StaffId, Window
+from contract.ids import CaseNo, InviteId, ItemCode, PadAddress, StaffId, Window
 
 
 class EventType(StrEnum):
@@ -73,6 +73,11 @@ class RatingData(BaseModel):
     label: str
     reasons: list[Annotated[str, Field(max_length=64)]]
     invite_id: InviteId | None
+    # The case the rating is about (办件编号, 事项编码), as the window's case-handling system
+    # gave them with the invitation; null for a rating without one. Optional, unlike the
+    # rest: ratings of agents older than invitations with a case are still in outboxes.
+    case_no: CaseNo | None = None
+    item_code: ItemCode | None = None
 
 
 class RatingExpiredData(BaseModel):
@@ -161,4 +166,5 @@ def _first_error(exc: ValueError) -> str:
     where = ".".join(str(p) for p in first.get("loc", ())) or "data"
     got = first.get("input")
     msg = str(first.get("msg", "invalid")).replace("Input should be", "expected")
+    msg = msg.removeprefix("Value error, ")  # a validator's own ValueError says it all
     return f"data.{where}: {msg}, got {got!r:.80}"

@@ -38,8 +38,36 @@ def test_rating_body_round_trips():
         "label": "不满意",
         "reasons": ["态度不好"],
         "invite_id": 17,
+        "case_no": None,
+        "item_code": None,
     }
     assert c.check_data("rating.submitted", body) is None
+
+
+def test_rating_case_is_optional_and_checked():
+    # Ratings of agents older than invitations with a case lack both keys: still valid.
+    assert c.check_data("rating.submitted", RATING) is None
+    case = {
+        "case_no": "穗天政办〔2026〕SQ-000123号",
+        "item_code": "11440106MB2C94563X4440111009000",
+    }
+    assert c.check_data("rating.submitted", {**RATING, **case}) is None
+    assert c.check_data("rating.submitted", {**RATING, "case_no": None, "item_code": None}) is None
+    for key, value, why in (
+        ("case_no", "", "expected 1-64 characters, it has 0"),
+        ("case_no", "x" * 65, "expected 1-64 characters, it has 65"),
+        ("case_no", "SQ\x00001", None),
+        ("case_no", "SQ\n001", "expected printable characters, it has U+000A at index 2"),
+        ("case_no", "SQ001\u202e", "expected printable characters, it has U+202E at index 5"),
+        ("case_no", " SQ001", "expected no spaces at its start or end"),
+        ("case_no", 123, "expected a valid string"),
+        ("item_code", "0002 0100", "expected 1-64 characters of A-Z a-z 0-9 _ . -"),
+        ("item_code", "事项", "expected 1-64 characters of A-Z a-z 0-9 _ . -"),
+        ("item_code", "A" * 65, "expected 1-64 characters of A-Z a-z 0-9 _ . -"),
+    ):
+        problem = c.check_data("rating.submitted", {**RATING, key: value})
+        assert problem is not None and problem.startswith(f"data.{key}: "), problem
+        assert why is None or why in problem, problem
 
 
 def test_event_data_refuses_the_wrong_model():

@@ -24,6 +24,10 @@ Exactly once per (pad, seq) (docs/pads.md), also across a crash of the agent:
 - A pad resends for at most 10 x 500 ms; a key older than :data:`DUPLICATE_HORIZON_S` cannot
   belong to a resend any more, so it is treated as stale and forgotten before the append.
   This covers a pad that rebooted unheard and sends the same content at an old seq.
+- A RATING that answers an open invitation carries the invitation's case (办件编号, 事项编码)
+  and closes it in the same step that records it (``on_commit``). A resend of it finds the
+  invitation gone and builds its body without the case, but it is a duplicate: the outbox
+  keeps the first copy, which has it, and records nothing.
 - Invitation expiry uses its own key ``inv:<port>:<addr>:<invite_id>`` for both the pad's
   EXPIRED frame and the agent's own timeout, so one invitation expires at most once. The
   key lives as long as its invitation: issuing an invite id again forgets it first.
@@ -48,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from agent.config import AgentConfig, PadSection, WindowsSection
 from agent.durable import write_durably
 from agent.envelope import CLOCK_FLOOR_UNIX
@@ -57,8 +63,10 @@ from agent.supervisor import Worker
 from contract import (
     LEVEL_LABELS,
     PAUSED_TEXT,
+    CaseNo,
     EventType,
     FaultData,
+    ItemCode,
     RatingData,
     RatingExpiredData,
     WindowData,
@@ -116,6 +124,46 @@ class Invitation:
 
     deadline: float  # wall clock (unix seconds): it must survive an agent restart
     staff_id: str | None  # logged in when the citizen was invited
+    # The case the citizen is asked about, from the window's case-handling system; the
+    # rating that answers the invitation carries them (rating.submitted).
+    case_no: str | None = None
+    item_code: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deadline": self.deadline,
+            "staff_id": self.staff_id,
+            "case_no": self.case_no,
+            "item_code": self.item_code,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Invitation:
+        """Raises KeyError/TypeError/ValueError when unusable. A case that no longer passes
+        the contract (an edited file) is dropped rather than the invitation: the rating that
+        answers it must be recordable, and it still expires in time."""
+        inv = cls(float(raw["deadline"]), raw.get("staff_id"))
+        case = case_problem(raw.get("case_no"), raw.get("item_code"))
+        if case:
+            logger.warning("window state: invitation case unreadable (%s), dropped", case)
+        else:
+            inv.case_no, inv.item_code = raw.get("case_no"), raw.get("item_code")
+        return inv
+
+
+_CASE_CHECK = TypeAdapter(tuple[CaseNo | None, ItemCode | None], config={"strict": True})
+
+
+def case_problem(case_no: object, item_code: object) -> str | None:
+    """None when both are null or fit the contract (contract.ids), else what is wrong."""
+    try:
+        _CASE_CHECK.validate_python((case_no, item_code))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        which = ("case_no", "item_code")[int(first["loc"][0])]
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        return f"{which}: {msg.replace('Input should be', 'expected')}, got {first['input']!r:.80}"
+    return None
 
 
 @dataclass
@@ -133,10 +181,7 @@ class WindowState:
         return {
             "staff_id": self.staff_id,
             "paused": self.paused,
-            "invites": {
-                str(k): {"deadline": v.deadline, "staff_id": v.staff_id}
-                for k, v in self.invites.items()
-            },
+            "invites": {str(k): v.to_json() for k, v in self.invites.items()},
             "next_invite": self.next_invite,
         }
 
@@ -152,7 +197,7 @@ class WindowState:
         invites = raw.get("invites") or {}
         for key, inv in invites.items() if isinstance(invites, dict) else ():
             try:
-                st.invites[int(key)] = Invitation(float(inv["deadline"]), inv.get("staff_id"))
+                st.invites[int(key)] = Invitation.from_json(inv)
             except (KeyError, TypeError, ValueError):
                 logger.warning("window state: invitation %r unreadable, dropped", key)
         nxt = raw.get("next_invite")
@@ -414,6 +459,10 @@ class PadBus:
 
     def _handle_rating(self, pad: PadState, addr: int, seq: int, msg: Rating) -> None:
         st = pad.state
+        with self._lock:
+            # An unknown id (expired, answered already, or from before a lost state file)
+            # has no case to carry: the rating is recorded all the same, with nulls.
+            answered = st.invites.get(msg.invite_id) if msg.invite_id else None
         labels = self.settings.reason_labels
         reasons = []
         if msg.level <= 2:  # reasons are asked for 差评 only (levels 1-2)
@@ -428,6 +477,8 @@ class PadBus:
             label=LEVEL_LABELS[msg.level],
             reasons=reasons,
             invite_id=msg.invite_id or None,
+            case_no=answered.case_no if answered else None,
+            item_code=answered.item_code if answered else None,
         )
 
         def close_invite() -> None:
@@ -509,14 +560,29 @@ class PadBus:
 
     # --- invitations ----------------------------------------------------------------------
 
-    def invite(self, window: str) -> int:
+    def invite(self, window: str, case_no: str | None = None, item_code: str | None = None) -> int:
         """Ask the citizen at ``window`` to rate (INVITE); returns the invite id. Thread-safe.
 
-        Not answered within ``windows.invite_timeout_s`` -> ``rating.expired``.
+        ``case_no`` (办件编号) and ``item_code`` (事项编码) name the case the rating is
+        about; the ``rating.submitted`` that answers the invitation carries them. Not
+        answered within ``windows.invite_timeout_s`` -> ``rating.expired``.
         """
+        return self.send_invite(window, case_no, item_code)[0]
+
+    def send_invite(
+        self, window: str, case_no: str | None = None, item_code: str | None = None
+    ) -> tuple[int, Invitation]:
+        """:meth:`invite`, also returning the invitation (its deadline, for the caller).
+
+        Raises KeyError for a window without a pad on this bus, ValueError for a case that
+        does not fit the contract: checked here, because a rating whose body cannot be built
+        could never be recorded, and the pad would give up on it."""
         addr = self.by_window.get(window)
         if addr is None:
             raise KeyError(f"window {window!r} has no pad on {self.port}")
+        problem = case_problem(case_no, item_code)
+        if problem:
+            raise ValueError(problem)
         st = self.pads[addr].state
         with self._lock:
             invite_id = st.next_invite or 1
@@ -525,13 +591,19 @@ class PadBus:
         # counter): the key of its previous use must not swallow this invitation's expiry.
         self.outbox.forget_dedupe(invite_key(self.port, addr, invite_id))
         with self._lock:
-            st.invites[invite_id] = Invitation(
-                deadline=time.time() + self.settings.invite_timeout_s, staff_id=st.staff_id
+            inv = Invitation(
+                deadline=time.time() + self.settings.invite_timeout_s,
+                staff_id=st.staff_id,
+                case_no=case_no,
+                item_code=item_code,
             )
+            st.invites[invite_id] = inv
+        # Saved before the INVITE goes out: a rating that answers it after an agent restart
+        # still finds its case.
         self.state_file.save()
         name = fit_text(self.roster.name(st.staff_id), 62)
         self.driver.send(addr, Invite(invite_id, name))
-        return invite_id
+        return invite_id, inv
 
     def _expire_invites(self, now: float) -> None:
         wall = time.time()
@@ -638,6 +710,32 @@ class PadBusWorker:
         return self.bus.health()
 
 
+class PadBuses:
+    """The running pad bus worker of each window, for callers outside the buses' threads
+    (the invitation endpoint, agent/windows/invite_http.py). Thread-safe.
+
+    The supervisor replaces a worker that died with a new one, and the new one has a new
+    :class:`PadBus`: the factories register each worker they make, so a caller always
+    reaches the current one, never a bus whose thread has ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workers: dict[str, PadBusWorker] = {}
+
+    def register(self, worker: PadBusWorker) -> None:
+        with self._lock:
+            for window in worker.bus.by_window:
+                self._workers[window] = worker
+
+    def get(self, window: str) -> PadBusWorker | None:
+        with self._lock:
+            return self._workers.get(window)
+
+    def windows(self) -> dict[str, PadBusWorker]:
+        with self._lock:
+            return dict(sorted(self._workers.items()))
+
+
 def group_by_port(pads: list[PadSection]) -> dict[str, list[PadSection]]:
     groups: dict[str, list[PadSection]] = {}
     for pad in pads:
@@ -656,8 +754,11 @@ def window_worker_factories(
     outbox: Outbox,
     *,
     driver_factory: Callable[[str, int], PadDriver] = default_driver,
+    buses: PadBuses | None = None,
 ) -> dict[str, Callable[[], Worker]]:
-    """One worker per serial port from the ``[[pad]]`` tables (used by agent/runtime.py)."""
+    """One worker per serial port from the ``[[pad]]`` tables (used by agent/runtime.py).
+
+    Each worker made is registered in ``buses`` when given (the invitation endpoint)."""
     data_dir = Path(cfg.device.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     state_file = StateFile(data_dir / "windows-state.json")
@@ -668,7 +769,10 @@ def window_worker_factories(
         def make(port: str = port, pads: list[PadSection] = pads) -> Worker:
             driver = driver_factory(port, pads[0].baud)
             bus = PadBus(port, pads, driver, outbox, cfg.windows, state_file, roster)
-            return PadBusWorker(bus, driver)
+            worker = PadBusWorker(bus, driver)
+            if buses is not None:
+                buses.register(worker)
+            return worker
 
         factories[f"pads:{port}"] = make
     return factories
