@@ -177,6 +177,11 @@ def test_the_case_carries_the_invitations_case_number(store):
     store.write_batches([BatchWrite([row], [])])
     (case,) = store.cases()
     assert (case.case_no, case.item_code) == ("JD-2026-000123", "11445200MB2D0001XK")
+    # The typed view shows them too (migration ratings_case_no); NULL for a rating without.
+    store.write_batches([BatchWrite([rating_row(5, seq=2)], [])])
+    assert sorted(store.query("SELECT case_no, item_code FROM ratings"), key=str) == sorted(
+        [("JD-2026-000123", "11445200MB2D0001XK"), (None, None)], key=str
+    )
 
 
 def test_a_case_left_alone_becomes_overdue_across_a_weekend_and_a_holiday(store):

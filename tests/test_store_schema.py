@@ -52,7 +52,12 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
     assert names == [m.name for m in PG_MIGRATIONS]
     assert len(set(names)) == len(names)
     assert names[: len(LEGACY_NAMES)] == list(LEGACY_NAMES)
-    assert names[len(LEGACY_NAMES) :] == ["schedules_digest", "punch_schedule_version", "cases"]
+    assert names[len(LEGACY_NAMES) :] == [
+        "schedules_digest",
+        "punch_schedule_version",
+        "cases",
+        "ratings_case_no",
+    ]
 
 
 # --- SQLite --------------------------------------------------------------------------------

@@ -425,15 +425,19 @@ _SCHEDULES_DIGEST = ["CREATE INDEX schedules_digest ON schedules (digest)"]
 # schedule": the centre's schedule version the kiosk classified by; absent from punches recorded
 # before, which the view shows as NULL). The view's columns are the contract's fields, then
 # `filed_at` last; a column cannot be inserted into a view in place, so it is created again.
-def _punches_with(steps: list[str], column: str, filed_at: str) -> str:
-    """``steps``' punches view with ``column`` after the contract's fields and ``filed_at``."""
+def _view_with(steps: list[str], view: str, columns: str, filed_at: str) -> str:
+    """``steps``' ``view`` with ``columns`` after the contract's fields and ``filed_at``."""
     with_column = [
-        q.replace("\n      FROM events", f",\n        {column}\n      FROM events")
-        if q.startswith("CREATE VIEW punches ")
+        q.replace("\n      FROM events", f",\n        {columns}\n      FROM events")
+        if q.startswith(f"CREATE VIEW {view} ")
         else q
         for q in steps
     ]
-    return _with_filed_at(with_column, "punches", filed_at)
+    return _with_filed_at(with_column, view, filed_at)
+
+
+def _punches_with(steps: list[str], column: str, filed_at: str) -> str:
+    return _view_with(steps, "punches", column, filed_at)
 
 
 _SQLITE_PUNCH_SCHEDULE = [
@@ -527,6 +531,29 @@ _PG_CASES = [
 ]
 
 
+# "ratings_case_no": rating.submitted gained `case_no` (办件编号) and `item_code` (事项编码)
+# from the invitation it answered (docs/pads.md "Invitations"); NULL for ratings without.
+_SQLITE_RATINGS_CASE_NO = [
+    "DROP VIEW ratings",
+    _view_with(
+        _SQLITE_V1,
+        "ratings",
+        "json_extract(data, '$.case_no') AS case_no,\n"
+        "        json_extract(data, '$.item_code') AS item_code",
+        _SQLITE_FILED_AT,
+    ),
+]
+_PG_RATINGS_CASE_NO = [
+    "DROP VIEW ratings",
+    _view_with(
+        _PG_V1,
+        "ratings",
+        "data->>'case_no' AS case_no,\n        data->>'item_code' AS item_code",
+        _PG_FILED_AT,
+    ),
+]
+
+
 def _named(*steps: tuple[str, list[str]]) -> tuple[Migration, ...]:
     return tuple(Migration(name, tuple(sql)) for name, sql in steps)
 
@@ -546,6 +573,7 @@ SQLITE_MIGRATIONS = _named(
     ("schedules_digest", _SCHEDULES_DIGEST),
     ("punch_schedule_version", _SQLITE_PUNCH_SCHEDULE),
     ("cases", _SQLITE_CASES),
+    ("ratings_case_no", _SQLITE_RATINGS_CASE_NO),
 )
 PG_MIGRATIONS = _named(
     ("events", _PG_V1),
@@ -559,6 +587,7 @@ PG_MIGRATIONS = _named(
     ("schedules_digest", _SCHEDULES_DIGEST),
     ("punch_schedule_version", _PG_PUNCH_SCHEDULE),
     ("cases", _PG_CASES),
+    ("ratings_case_no", _PG_RATINGS_CASE_NO),
 )
 LEGACY_NAMES = (
     "events",
