@@ -135,6 +135,26 @@ def _write_out(path: Path, data: bytes) -> None:
         raise
 
 
+def check_output(what: str, fmt: str, out: Path | None) -> None:
+    """Refuse, before any work, an output that cannot be written: binary xlsx to a terminal,
+    a file in a directory that does not exist."""
+    if fmt == "xlsx" and out is None and sys.stdout.isatty():
+        raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)
+    if out is not None and not out.parent.is_dir():
+        raise CliError(f"{what} --out: no such directory {out.parent}", 2)
+
+
+def emit(data: bytes, out: Path | None, written: str) -> None:
+    """``data`` to stdout, or whole to ``out`` (then ``written`` and the path on stderr)."""
+    if out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_out(out, data)
+        print(f"{written} written to {out}", file=sys.stderr)
+
+
 def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     import io
 
@@ -144,21 +164,12 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
     month = _month(cfg, args.month, what)
     if args.site is not None and not is_id(args.site):
         raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
-    if args.format in ("xlsx",) and args.out is None and sys.stdout.isatty():
-        raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)
-    if args.out is not None and not args.out.parent.is_dir():
-        raise CliError(f"{what} --out: no such directory {args.out.parent}", 2)
+    check_output(what, args.format, args.out)
     with open_existing(cfg) as store:
         report = build(args.report_command, store, month, cfg.schedule, args.site)
     buffer = io.BytesIO()
     render(report, args.format, buffer)
-    if args.out is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
-    else:
-        _write_out(args.out, buffer.getvalue())
-        print(f"{report.title}: {args.format} written to {args.out}", file=sys.stderr)
+    emit(buffer.getvalue(), args.out, f"{report.title}: {args.format}")
     return 0
 
 
@@ -171,24 +182,16 @@ def cmd_export(cfg: CentralConfig, args: argparse.Namespace) -> int:
     month = _month(cfg, args.month, what)
     if args.site is not None and not is_id(args.site):
         raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
-    if args.format == "xlsx" and args.out is None and sys.stdout.isatty():
-        raise CliError(f"{what} --format xlsx: give --out FILE (binary output)", 2)
-    if args.out is not None and not args.out.parent.is_dir():
-        raise CliError(f"{what} --out: no such directory {args.out.parent}", 2)
+    check_output(what, args.format, args.out)
     with open_existing(cfg) as store:
         export = export_ratings.compute(store, month, args.site)
     buffer = io.BytesIO()
     export_ratings.write(export, args.format, buffer)
-    if args.out is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
-    else:
-        _write_out(args.out, buffer.getvalue())
-        print(
-            f"{what} {month.label}: {len(export.rows)} row(s), {args.format} written to {args.out}",
-            file=sys.stderr,
-        )
+    emit(
+        buffer.getvalue(),
+        args.out,
+        f"{what} {month.label}: {len(export.rows)} row(s), {args.format}",
+    )
     return 0
 
 

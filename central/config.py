@@ -123,37 +123,25 @@ class BoardSection(Section):
     )
 
 
+def _limit(step: str, what: str) -> Any:
+    return Field(
+        DEFAULT_LIMITS[step],
+        pattern=LIMIT_PATTERN,
+        description=f"{what}: 'Nd' working days or 'Nh' working hours",
+    )
+
+
 class CasesSection(Section):
     """Deadlines of a 差评 case's steps (docs/cases.md "Deadlines"), each counted from the
     case's opening on the hall's calendar; ``appeal_review`` from the appeal. The values are
     examples: the centre sets its own under its 好差评 rules."""
 
-    verify: str = Field(
-        DEFAULT_LIMITS["verify"],
-        pattern=LIMIT_PATTERN,
-        description="核实: 'Nd' working days or 'Nh' working hours",
-    )
-    rectify: str = Field(
-        DEFAULT_LIMITS["rectify"], pattern=LIMIT_PATTERN, description="整改: working days or hours"
-    )
-    answer: str = Field(
-        DEFAULT_LIMITS["answer"],
-        pattern=LIMIT_PATTERN,
-        description="反馈 to the citizen: working days or hours",
-    )
-    follow_up: str = Field(
-        DEFAULT_LIMITS["follow_up"],
-        pattern=LIMIT_PATTERN,
-        description="回访: working days or hours",
-    )
-    close: str = Field(
-        DEFAULT_LIMITS["close"], pattern=LIMIT_PATTERN, description="办结: working days or hours"
-    )
-    appeal_review: str = Field(
-        DEFAULT_LIMITS["appeal_review"],
-        pattern=LIMIT_PATTERN,
-        description="申诉复核, counted from the appeal: working days or hours",
-    )
+    verify: str = _limit("verify", "核实")
+    rectify: str = _limit("rectify", "整改")
+    answer: str = _limit("answer", "反馈 to the citizen")
+    follow_up: str = _limit("follow_up", "回访")
+    close: str = _limit("close", "办结")
+    appeal_review: str = _limit("appeal_review", "申诉复核, counted from the appeal")
 
     def limits(self) -> dict[str, str]:
         return self.model_dump()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +111,10 @@ def cmd_cases(cfg: CentralConfig, args: argparse.Namespace) -> int:
         state = CaseState(case.state)
         print(f"case {case.id}: {state.value} ({STATE_LABELS[state]})")
         return 0
+    if args.cases_command == "list":
+        from central.commands import check_output
+
+        check_output("cases list", args.format, args.out)
     with open_existing(cfg) as store:
         if args.cases_command == "show":
             case = store.case(args.id)
@@ -200,12 +203,10 @@ def _list(
     args: argparse.Namespace,
     tz: ZoneInfo,
 ) -> None:
-    from central.commands import _write_out
+    from central.commands import emit
     from central.reports import render
     from central.reports.model import BAD, Report, Sheet
 
-    if args.format == "xlsx" and args.out is None and sys.stdout.isatty():
-        raise CliError("cases list --format xlsx: give --out FILE (binary output)", 2)
     now = utcnow()
     sheet = Sheet("差评件", HEADERS, [_row(c, names, now) for c in cases])
     for i, case in enumerate(cases):
@@ -214,13 +215,7 @@ def _list(
     report = Report(f"差评件 ({len(cases)} 件)", [sheet])
     buffer = io.BytesIO()
     render(report, args.format, buffer)
-    if args.out is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
-    else:
-        _write_out(args.out, buffer.getvalue())
-        print(f"{len(cases)} cases: {args.format} written to {args.out}", file=sys.stderr)
+    emit(buffer.getvalue(), args.out, f"{len(cases)} cases: {args.format}")
 
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> str:
