@@ -14,6 +14,8 @@
 - ``hall-central -c FILE leave import FILE | list | remove ID``: leave (central/leave.py).
 - ``hall-central -c FILE schedule show | publish``: the hall's hours as published to the
   kiosks (central/schedule_cli.py).
+- ``hall-central -c FILE users add NAME --role clerk|admin | list | passwd NAME | disable NAME
+  | enable NAME``: the office's accounts (central/office/users_cli.py).
 - ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``roster show``, ``leave list``) never create a
@@ -130,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the JSON schema of central.toml; no config file is read.",
     )
     from central.commands import add_parsers
+    from central.office.users_cli import add_parser as add_users_parser
     from central.schedule_cli import add_parser as add_schedule_parser
 
     add_parsers(sub)
     add_schedule_parser(sub)
+    add_users_parser(sub)
     return parser
 
 
@@ -154,9 +158,17 @@ def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
 
         board = BoardServer(cfg)
         board.start()  # a board that cannot listen is logged; the collector still runs
+    office = None
+    if cfg.office.listen:  # the office's 差评 pages (docs/office.md); '' turns them off
+        from central.office.server import OfficeServer
+
+        office = OfficeServer(cfg)
+        office.start()  # pages that cannot listen are logged; the collector still runs
     try:
         return run_collector(cfg, stop)
     finally:
+        if office is not None:
+            office.stop()
         if board is not None:
             board.stop()
 
@@ -342,6 +354,12 @@ def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return schedule(cfg, args)
 
 
+def cmd_users(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.office.users_cli import cmd_users as users
+
+    return users(cfg, args)
+
+
 def cmd_config(_args: argparse.Namespace) -> int:
     print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
     return 0
@@ -358,6 +376,7 @@ COMMANDS = {
     "devices": cmd_devices,
     "report": cmd_report,
     "leave": cmd_leave,
+    "users": cmd_users,
 }
 
 
