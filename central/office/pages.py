@@ -167,10 +167,12 @@ def case_page(
     now: datetime,
     tz: tzinfo,
     staff_name: str,
-    csrf: str,
     error: str | None = None,
     notice: str | None = None,
-    **frame: str | None,
+    *,
+    user: str,
+    role: str,
+    csrf: str,
 ) -> str:
     d = due(case, now)
     staff = case.staff_id or ""
@@ -228,13 +230,13 @@ def case_page(
         "</table>"
     )
     back = '<p><a href="/cases">← 返回案件列表</a></p>'
-    return layout(f"案件 {case.id}", back + alert + facts + actions + table, **frame)
+    return layout(f"案件 {case.id}", back + alert + facts + actions + table, user, role, csrf)
 
 
-def audit_page(entries: list[AuditEntry], tz: tzinfo, user: str, **frame: str | None) -> str:
+def audit_page(entries: list[AuditEntry], tz: tzinfo, who: str, **frame: str | None) -> str:
     form = (
         '<form class="filters" method="get" action="/audit">'
-        f'<label>用户<input name="user" value="{e(user)}" size="12"></label>'
+        f'<label>用户<input name="user" value="{e(who)}" size="12"></label>'
         '<button type="submit">筛选</button></form>'
     )
     rows = "".join(

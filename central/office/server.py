@@ -393,7 +393,6 @@ async def _render_case(
         office.clock(),
         office.tz,
         name,
-        session.csrf,
         error,
         notice,
         **_frame(session),
