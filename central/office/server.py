@@ -260,6 +260,7 @@ async def _login_post(request: web.Request) -> web.Response:
             return _login_form(office, too_many, name, 429)
         return _login_form(office, "用户名或密码错误。", name, 401)
     office.limiter.succeed([f"user:{name}"])
+    office.sessions.end(request.cookies.get(COOKIE))  # the browser's earlier session, if any
     session_token = office.sessions.create(user.name, user.role, user.password_hash, now)
     await office.audit(user.name, "login.ok", f"user:{user.name}", user.role, address)
     response = _redirect("/cases")
