@@ -19,6 +19,8 @@
   kiosks (central/schedule_cli.py).
 - ``hall-central -c FILE cases list | show ID | move ID STATE --by NAME --note TEXT``: 差评
   cases (central/cases/cli.py).
+- ``hall-central -c FILE users add NAME --role clerk|admin | list | passwd NAME | disable NAME
+  | enable NAME``: the office's accounts (central/office/users_cli.py).
 - ``hall-central config schema``: the JSON schema of central.toml, for editors (reads no config).
 
 Read-only commands (``devices``, ``report``, ``export``, ``roster show``, ``leave list``) never
@@ -136,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from central.cases.cli import add_parser as add_cases_parser
     from central.commands import add_parsers
+    from central.office.users_cli import add_parser as add_users_parser
     from central.schedule_cli import add_parser as add_schedule_parser
 
     add_parsers(sub)
     add_schedule_parser(sub)
     add_cases_parser(sub)
+    add_users_parser(sub)
     return parser
 
 
@@ -161,9 +165,17 @@ def cmd_run(cfg: CentralConfig, _args: argparse.Namespace) -> int:
 
         board = BoardServer(cfg)
         board.start()  # a board that cannot listen is logged; the collector still runs
+    office = None
+    if cfg.office.listen:  # the office's 差评 pages (docs/office.md); '' turns them off
+        from central.office.server import OfficeServer
+
+        office = OfficeServer(cfg)
+        office.start()  # pages that cannot listen are logged; the collector still runs
     try:
         return run_collector(cfg, stop)
     finally:
+        if office is not None:
+            office.stop()
         if board is not None:
             board.stop()
 
@@ -361,6 +373,12 @@ def cmd_cases(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return cases(cfg, args)
 
 
+def cmd_users(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.office.users_cli import cmd_users as users
+
+    return users(cfg, args)
+
+
 def cmd_config(_args: argparse.Namespace) -> int:
     print(json.dumps(central_schema(), indent=2, ensure_ascii=False))
     return 0
@@ -379,6 +397,7 @@ COMMANDS = {
     "export": cmd_export,
     "leave": cmd_leave,
     "cases": cmd_cases,
+    "users": cmd_users,
 }
 
 

@@ -123,6 +123,44 @@ class BoardSection(Section):
     )
 
 
+class OfficeSection(Section):
+    """The office's pages for 差评 cases (docs/office.md): logins, sessions, the audit log."""
+
+    # Loopback by default: the hall LAN reaches it through a TLS proxy (docs/office.md).
+    listen: str = Field(
+        "127.0.0.1:8092",
+        pattern=r"^$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+        description="host:port the office's pages listen on ('' turns them off)",
+    )
+    session_idle_min: int = Field(
+        30, ge=5, le=480, description="A session unused this many minutes ends (log in again)"
+    )
+    session_max_hours: int = Field(
+        10, ge=1, le=24, description="A session ends this many hours after its login, used or not"
+    )
+    login_attempts: int = Field(
+        5,
+        ge=3,
+        le=50,
+        description="Failed logins per address and per user name before logins are refused",
+    )
+    login_window_min: int = Field(
+        15,
+        ge=1,
+        le=1440,
+        description="Minutes the failed logins are counted over (and refused for)",
+    )
+    secure_cookies: bool = Field(
+        False,
+        description="Mark the session cookie Secure: set it when TLS terminates in front",
+    )
+    behind_proxy: bool = Field(
+        False,
+        description="Take the client's address from X-Real-IP on requests from loopback "
+        "(a proxy on the same host sets it)",
+    )
+
+
 def _limit(step: str, what: str) -> Any:
     return Field(
         DEFAULT_LIMITS[step],
@@ -160,6 +198,10 @@ class CentralConfig(Section):
     )
     cases: CasesSection = Field(
         default_factory=CasesSection, description="差评 case deadlines (docs/cases.md)"
+    )
+    office: OfficeSection = Field(
+        default_factory=OfficeSection,
+        description="The office's pages for 差评 cases (docs/office.md)",
     )
 
 
