@@ -1,5 +1,6 @@
-"""The HTML of the office's pages: Chinese for the 政务服务股's staff, server-rendered, no
-script (the Content-Security-Policy allows none), every value escaped."""
+"""The HTML of the office's pages: Chinese for the 政务服务股's staff, server-rendered, every
+value escaped. Only ``/today`` loads a script, the app's own ``/today.js`` (the
+Content-Security-Policy allows no inline script and nothing from elsewhere)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,16 @@ def state_label(state: str) -> str:
 
 
 def layout(
-    title: str, body: str, user: str | None = None, role: str | None = None, csrf: str | None = None
+    title: str,
+    body: str,
+    user: str | None = None,
+    role: str | None = None,
+    csrf: str | None = None,
+    script: str | None = None,
 ) -> str:
     nav = ""
     if user is not None:
-        links = ['<a href="/cases">差评案件</a>']
+        links = ['<a href="/cases">差评案件</a>', '<a href="/today">今日在岗</a>']
         if role == "admin":
             links += ['<a href="/audit">操作日志</a>', '<a href="/users">账号</a>']
         nav = (
@@ -68,7 +74,8 @@ def layout(
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{e(title)} - 差评办理</title><link rel="stylesheet" href="/office.css">'
-        f"</head><body><header><h1>差评办理 · {e(title)}</h1>{nav}</header>"
+        + (f'<script src="{e(script)}" defer></script>' if script else "")
+        + f"</head><body><header><h1>差评办理 · {e(title)}</h1>{nav}</header>"
         f"<main>{body}</main></body></html>"
     )
 
@@ -272,3 +279,122 @@ def message_page(title: str, text: str, **frame: str | None) -> str:
         f'<p class="error" role="alert">{e(text)}</p><p><a href="/cases">返回</a></p>',
         **frame,
     )
+
+
+# --- today (central/office/today.py) -----------------------------------------------------
+
+TODAY_SECTIONS = ("people", "windows", "absences")
+
+
+def _who(person: Mapping[str, object] | None) -> str:
+    if not person:
+        return "—"
+    return f"{person.get('name', '')} {person.get('id', '')}".strip()
+
+
+def _half_cell(half: Mapping[str, object]) -> str:
+    parts = []
+    if half.get("punch"):
+        parts.append(e(half["punch"]))
+    elif half.get("correction") is not None:
+        parts.append(f"补卡 {e(half['correction'])}".strip())
+    if half.get("late") is not None:
+        parts.append(f'<span class="flag">迟到 {e(half["late"])} 分</span>')
+    if half.get("leave"):
+        parts.append(f'<span class="leave">{e(half["leave"])}</span>')
+    if half.get("absent"):
+        parts.append('<span class="flag">缺勤</span>')
+    return " ".join(parts) or "未打卡"
+
+
+def today_people(state: Mapping[str, object]) -> str:
+    people = state.get("people") or []
+    assert isinstance(people, list)
+    note = "" if state.get("working") else "<p>今天不是工作日，不判定迟到和缺勤。</p>"
+    rows = []
+    for p in people:
+        halves = p["halves"]
+        marks = []
+        for half, label in (("am", "上午"), ("pm", "下午")):
+            h = halves[half]
+            if h.get("late") is not None:
+                marks.append(f"{label}迟到 {h['late']} 分")
+            if h.get("leave"):
+                marks.append(f"{label}{h['leave']}")
+            if h.get("absent"):
+                marks.append(f"{label}缺勤")
+        if p.get("chief"):
+            marks.append("首席代表（按月考核）")
+        status = "、".join(marks) or "正常"
+        rows.append(
+            f'<tr data-staff="{e(p["id"])}" data-site="{e(p["site"])}">'
+            f"<td>{e(p['name'])}</td><td>{e(p['id'])}</td><td>{e(p['window'] or '—')}</td>"
+            f"<td>{_half_cell(halves['am'])}</td><td>{_half_cell(halves['pm'])}</td>"
+            f'<td class="status">{e(status)}</td></tr>'
+        )
+    return note + (
+        "<table><thead><tr><th>姓名</th><th>工号</th><th>窗口</th><th>上午上班</th>"
+        "<th>下午上班</th><th>状态</th></tr></thead>"
+        f"<tbody>{''.join(rows) or '<tr><td colspan=6>没有人员名单</td></tr>'}</tbody></table>"
+    )
+
+
+def today_windows(state: Mapping[str, object]) -> str:
+    windows = state.get("windows") or []
+    assert isinstance(windows, list)
+    rows = []
+    for w in windows:
+        label = w["state_label"]
+        if w["state"] in ("open", "paused") and w.get("since"):
+            label = f"{label}（自 {w['since']}）"
+        assigned = "、".join(_who(a) for a in w.get("assigned") or []) or "—"
+        rows.append(
+            f'<tr data-window="{e(w["window"])}" data-state="{e(w["state"])}">'
+            f'<td>{e(w["window"])}</td><td class="state-{e(w["state"])}">{e(label)}</td>'
+            f"<td>{e(_who(w.get('staff')))}</td><td>{e(assigned)}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>窗口</th><th>状态</th><th>当前工作人员</th><th>排班人员</th>"
+        f"</tr></thead><tbody>{''.join(rows) or '<tr><td colspan=4>没有窗口</td></tr>'}"
+        "</tbody></table>"
+    )
+
+
+def today_absences(state: Mapping[str, object]) -> str:
+    absences = state.get("absences") or []
+    assert isinstance(absences, list)
+    if not absences:
+        return '<p class="none">当前没有脱岗。</p>'
+    rows = "".join(
+        f'<tr data-staff="{e(a["id"])}"><td>{e(a["name"])} {e(a["id"])}</td>'
+        f"<td>{e(a['window'] or '—')}</td><td>{e(a['cause'])}</td><td>{e(a['since'])}</td>"
+        f"<td>{e(a['minutes'])} 分钟</td></tr>"
+        for a in absences
+    )
+    return (
+        "<table><thead><tr><th>人员</th><th>窗口</th><th>原因</th><th>开始</th><th>已持续</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def today_sections(state: Mapping[str, object]) -> dict[str, str]:
+    """Each section's HTML: the page's first render and every push (the script swaps them)."""
+    return {
+        "people": today_people(state),
+        "windows": today_windows(state),
+        "absences": today_absences(state),
+        "as_of": e(state.get("as_of") or ""),
+    }
+
+
+def today_page(state: Mapping[str, object], **frame: str | None) -> str:
+    sections = today_sections(state)
+    body = (
+        f'<p class="live"><span id="today-status">{e(state.get("date"))} '
+        f'数据时间 <span id="today-as_of">{sections["as_of"]}</span></span> '
+        '<span id="today-live" data-state="connecting">正在连接实时更新…</span></p>'
+        f'<h2>人员</h2><div id="today-people">{sections["people"]}</div>'
+        f'<h2>窗口</h2><div id="today-windows">{sections["windows"]}</div>'
+        f'<h2>脱岗</h2><div id="today-absences">{sections["absences"]}</div>'
+    )
+    return layout("今日在岗", body, script="/today.js", **frame)

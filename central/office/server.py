@@ -5,6 +5,10 @@ its own store connection used from one worker thread (the stores are synchronous
 checks (scrypt: tens of milliseconds, 32 MiB each) run on two more threads, so a login never
 stalls the pages and no more than two checks hold memory at once.
 
+``/today`` (central/office/today.py) is live: its stream ``/today/events`` (Server-Sent
+Events, as the hall board's) needs the session too, checks it again every few seconds and
+ends when it ends.
+
 Every page needs a session (central/office/sessions.py); every POST also needs the session's
 CSRF token (the login form: the token of its own cookie) and, when the browser names one, an
 Origin (or Referer) of this host. A refused POST changes nothing.
@@ -16,6 +20,7 @@ import asyncio
 import concurrent.futures
 import functools
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -41,6 +46,7 @@ from central.config import CentralConfig
 from central.office import pages
 from central.office.passwords import dummy_hash, verify_password
 from central.office.sessions import LoginLimiter, Session, Sessions, same_token
+from central.office.today import TodayFeed
 from contract.site_thread import SiteThread
 
 logger = logging.getLogger(__name__)
@@ -48,6 +54,8 @@ logger = logging.getLogger(__name__)
 COOKIE = "hall_office"
 LOGIN_COOKIE = "hall_office_login"  # the login form's own CSRF token (no session yet)
 MAX_BODY = 64 * 1024
+SESSION_CHECK_S = 5.0  # an open /today/events stream checks its session this often
+KEEPALIVE_S = 15.0  # an SSE comment so proxies and the browser keep the stream open
 AUDIT_SHOWN = 200
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _FILTER_TEXT = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
@@ -88,6 +96,7 @@ class Office:
         )
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="office-store")
         self._hashes = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="office-hash")
+        self.today = TodayFeed(cfg, store, self.clock, self._db, pages.today_sections)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -485,6 +494,87 @@ async def _users(request: web.Request) -> web.Response:
     return _html(pages.users_page(users, office.tz, **_frame(found)))
 
 
+# --- today, live -----------------------------------------------------------------------------
+
+
+async def _today(request: web.Request) -> web.Response:
+    office = request.app[OFFICE]
+    session = await session_of(request)
+    if session is None:
+        return _redirect("/login")
+    await office.today.refresh()
+    state = json.loads(office.today.current)["state"] if office.today.current else {}
+    return _html(pages.today_page(state, **_frame(session)))
+
+
+async def _still_signed_in(office: Office, token: str | None) -> bool:
+    """The stream's session is live (without restarting its idle time) and its account
+    unchanged; otherwise the session ends, as on any request."""
+    session = office.sessions.peek(token, office.clock())
+    if session is None:
+        return False
+    user = await office.db(office.store.user, session.user)
+    if user is None or user.disabled or user.password_hash != session.password_hash:
+        office.sessions.end(token)
+        return False
+    return True
+
+
+async def _today_events(request: web.Request) -> web.StreamResponse:
+    office = request.app[OFFICE]
+    if await session_of(request) is None:
+        return web.Response(status=401, text="请先登录。", content_type="text/plain")
+    token = request.cookies.get(COOKIE)
+    response = web.StreamResponse(
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    feed = office.today
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    feed.subscribers.add(queue)
+    loop = asyncio.get_running_loop()
+    checked = quiet = loop.time()
+    try:
+        if not feed.current:
+            await feed.refresh()
+        if feed.current:
+            await response.write(f"data: {feed.current}\n\n".encode())
+        while True:
+            try:
+                text = await asyncio.wait_for(queue.get(), SESSION_CHECK_S)
+            except TimeoutError:
+                text = None
+            now = loop.time()
+            if now - checked >= SESSION_CHECK_S:
+                checked = now
+                if not await _still_signed_in(office, token):
+                    await response.write(b"event: ended\ndata: session\n\n")
+                    break
+            if text == "":  # the server is stopping
+                break
+            if text is not None:
+                await response.write(f"data: {text}\n\n".encode())
+                quiet = now
+            elif now - quiet >= KEEPALIVE_S:
+                await response.write(b": keepalive\n\n")
+                quiet = now
+    except ConnectionResetError:
+        pass
+    finally:
+        feed.subscribers.discard(queue)
+    return response
+
+
+async def _today_js(_request: web.Request) -> web.Response:
+    js = resources.files("central.office").joinpath("today.js").read_text("utf-8")
+    return web.Response(text=js, content_type="text/javascript", charset="utf-8")
+
+
 async def _index(request: web.Request) -> web.Response:
     return _redirect("/cases")
 
@@ -506,7 +596,7 @@ async def _headers(
         logger.exception("office: %s %s failed", request.method, request.path)
         response = _html(pages.message_page("错误", "服务器内部错误，请稍后重试。"), 500)
     response.headers.update(SECURITY_HEADERS)
-    if request.path != "/office.css":
+    if request.path not in ("/office.css", "/today.js"):
         response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -522,6 +612,9 @@ def make_app(office: Office) -> web.Application:
     app.router.add_get("/cases", _cases)
     app.router.add_get("/cases/{case_id}", _case)
     app.router.add_post("/cases/{case_id}/move", _move)
+    app.router.add_get("/today", _today)
+    app.router.add_get("/today/events", _today_events)
+    app.router.add_get("/today.js", _today_js)
     app.router.add_get("/audit", _audit)
     app.router.add_get("/users", _users)
     return app
@@ -557,7 +650,12 @@ class OfficeServer(SiteThread):
             async with self._site(make_app(office)) as host:
                 logger.info("office: http://%s:%d/", host, self.port)
                 self._listening()
-                await stop.wait()
+                try:
+                    await office.today.run(stop)
+                finally:
+                    # Open event streams never end by themselves: end them before the runner
+                    # waits.
+                    office.today.end_all()
         finally:
             office.close()
             store.close()

@@ -83,6 +83,21 @@ class Sessions:
             session.seen = now
             return session
 
+    def peek(self, token: str | None, now: datetime) -> Session | None:
+        """The live session of a token without restarting its idle time: an open live page
+        (``/today/events``) is not a use of the session."""
+        if not token:
+            return None
+        key = _key(token)
+        with self._lock:
+            session = self._by_key.get(key)
+            if session is None:
+                return None
+            if self._expired(session, now):
+                del self._by_key[key]
+                return None
+            return session
+
     def end(self, token: str | None) -> Session | None:
         if not token:
             return None
