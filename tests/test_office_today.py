@@ -243,7 +243,8 @@ def test_the_page_and_its_stream_need_a_session(hall):
     assert js.headers["Content-Type"].startswith("text/javascript")
 
 
-def test_the_stream_ends_when_the_session_ends(hall):
+@pytest.mark.parametrize("how", ["logout", "idle"])
+def test_the_stream_ends_when_the_session_ends(hall, how):
     add_user(hall.store, "zhang")
     client = Client(hall.port)
     client.login("zhang")
@@ -262,10 +263,13 @@ def test_the_stream_ends_when_the_session_ends(hall):
             first = (await r.content.readline()).decode()
             assert first.startswith("data: ")
             assert "迟到 11 分" in json.loads(first[6:])["html"]["people"]
-            # Log out elsewhere (the same session): the stream says so and ends.
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: client.post("/logout", {"csrf": token})
-            )
+            if how == "logout":  # elsewhere, the same session: the stream says so and ends
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: client.post("/logout", {"csrf": token})
+                )
+            else:  # an open stream is no use of the session: it ends when idle
+                idle = timedelta(minutes=hall.cfg.office.session_idle_min)
+                hall.clock.at = NOW + idle + timedelta(seconds=1)
             async with asyncio.timeout(15):
                 async for raw in r.content:
                     lines.append(raw.decode())
