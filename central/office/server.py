@@ -535,13 +535,13 @@ async def _today_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     feed = office.today
+    if not feed.subscribers:  # nobody listened: what the feed holds may be old
+        await feed.refresh()
     queue: asyncio.Queue[str] = asyncio.Queue()
     feed.subscribers.add(queue)
     loop = asyncio.get_running_loop()
     checked = quiet = loop.time()
     try:
-        if not feed.current:
-            await feed.refresh()
         if feed.current:
             await response.write(f"data: {feed.current}\n\n".encode())
         while True:

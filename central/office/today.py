@@ -38,6 +38,7 @@ from central.config import CentralConfig
 from central.post.model import Cause, Episode, EpisodeKind
 from central.reports.source import Person, roster_people
 from central.schedule_publish import history
+from central.store import StoredEvent
 from contract import EventType
 from contract.schedule import DayPlan, Schedule
 
@@ -74,7 +75,7 @@ class Inputs:
     schedule: Schedule
     plan: DayPlan
     people: dict[tuple[str, str], Person]
-    punches: list[Any]  # today's attendance.punch StoredEvents
+    punches: list[StoredEvent]  # today's attendance.punch events
     leaves: list[dict[str, Any]]
     board: dict[str, Any]  # central.board.state.load, every site
 
@@ -130,9 +131,9 @@ def _corrections(leaves: list[dict[str, Any]], day: date) -> dict[tuple[str, str
     return out
 
 
-def _first_punches(punches: list[Any], tz: Any) -> dict[tuple[str, str, str], Any]:
+def _first_punches(punches: list[StoredEvent]) -> dict[tuple[str, str, str], StoredEvent]:
     """(site, staff id, slot) -> the first punch of that slot today."""
-    out: dict[tuple[str, str, str], Any] = {}
+    out: dict[tuple[str, str, str], StoredEvent] = {}
     for e in sorted(punches, key=lambda e: (e.at, e.device, e.seq)):
         data = e.data if isinstance(e.data, dict) else {}
         sid, slot = data.get("staff_id"), data.get("slot")
@@ -220,7 +221,7 @@ def compute_today(inputs: Inputs, absences: list[Absence]) -> dict[str, Any]:
     """The page's state as JSON-ready data (pure: tests feed it inputs directly)."""
     moment, plan = inputs.moment, inputs.plan
     tz, day, now_t = moment.tzinfo, moment.date(), moment.time()
-    firsts = _first_punches(inputs.punches, tz)
+    firsts = _first_punches(inputs.punches)
     excused = _excuses(inputs.leaves, day)
     corrected = _corrections(inputs.leaves, day)
     people = []
