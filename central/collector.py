@@ -21,7 +21,8 @@
   ``rosters`` table retained (docs/topics.md ``{prefix}/{site}/roster``): a broker that lost its
   retained messages (restarted without persistence, replaced) gets them back without anyone
   running ``hall-central roster publish`` again. The hall's schedule likewise
-  (central/schedule_publish.py), re-checked every few minutes.
+  (central/schedule_publish.py), re-checked every few minutes, and each site's month so far
+  for its kiosks (central/summary.py), published again when it changed.
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ class Collector:
             self.prefix,
             self.link.publish,
         )
+        from central.summary import SummaryPublisher
+
+        # Each site's month so far for its kiosks (docs/attendance.md "Your month on the screen").
+        self.summaries = SummaryPublisher(
+            self.store, cfg, ZoneInfo(cfg.central.timezone), self.prefix, self.link.publish
+        )
         self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
         self._drop_log_at = -DROP_LOG_EVERY_S
@@ -256,6 +263,7 @@ class Collector:
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
                 self.schedules.publish(force=True)
+                self.summaries.publish(force=True)
             elif job:
                 try:
                     self._write_group(job)
@@ -264,6 +272,7 @@ class Collector:
                     logger.exception("collector: a group of %d messages failed", len(job))
             if self.link.connected.is_set():
                 self.schedules.tick(time.monotonic())
+                self.summaries.tick(time.monotonic())
 
     def _write_group(self, items: list[Inbound]) -> None:
         """Validate, write in one transaction, then ack every batch of ``items``.
@@ -573,6 +582,7 @@ class Collector:
             logger.warning("status on %s not stored: %s", topic, exc)
             return
         self.schedules.site_seen(where[0])
+        self.summaries.site_seen(where[0])
 
 
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:
