@@ -307,3 +307,46 @@ def test_a_late_punch_reaches_the_kiosk_screen_as_its_month(tmp_path, broker, ch
         up.stop()
         collector.stop()
         box.close()
+
+
+def test_hall_central_summary_show_and_publish(tmp_path, broker):
+    import subprocess
+    import sys
+
+    from central.store import open_store
+
+    db = f"sqlite:///{tmp_path}/hall.db"
+    with open_store(db) as store:
+        late_punch(store)
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'[mqtt]\nurl = "{broker.url}"\n[store]\nurl = "{db}"\n')
+    root = Path(__file__).resolve().parents[1]
+
+    def hall_central(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "central.cli", "-c", str(conf), "summary", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    r = hall_central("show", "--site", "jiedong", "--json")
+    assert r.returncode == 0, r.stderr
+    shown = parse_summary(r.stdout.strip().encode())
+    assert shown.site == "jiedong" and set(shown.staff) == {"S001"}
+    r = hall_central("show")
+    assert r.returncode == 0 and "chengxi" in r.stdout and "S001" in r.stdout, r.stderr
+    r = hall_central("show", "--site", "nowhere")
+    assert r.returncode == 1 and "no site 'nowhere'" in r.stderr
+    r = hall_central("publish", "--site", "jiedong")
+    assert r.returncode == 0, r.stderr
+    assert "retained on hall/jiedong/summary" in r.stdout
+    sub = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-C", "1", "-W", "10"]
+    got = subprocess.run(
+        [*sub, "-t", "hall/jiedong/summary"],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    assert parse_summary(got.stdout.strip()).digest == shown.digest
