@@ -154,9 +154,15 @@ class Collector:
         )
         from central.summary import SummaryPublisher
 
-        # Each site's month so far for its kiosks (docs/attendance.md "Your month on the screen").
+        # Each site's month so far for its kiosks (docs/attendance.md "Your month on the screen"),
+        # computed on its own thread: the collector only wakes it.
         self.summaries = SummaryPublisher(
-            self.store, cfg, ZoneInfo(cfg.central.timezone), self.prefix, self.link.publish
+            cfg,
+            ZoneInfo(cfg.central.timezone),
+            self.prefix,
+            self.link.publish,
+            self.link.connected.is_set,
+            store=None if self._own_store else self.store,
         )
         self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
@@ -231,11 +237,13 @@ class Collector:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
         self._thread.start()
+        self.summaries.start()
         self.link.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.lanes.put_control(_STOP)
+        self.summaries.stop(timeout)
         self.link.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -263,7 +271,7 @@ class Collector:
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
                 self.schedules.publish(force=True)
-                self.summaries.publish(force=True)
+                self.summaries.kick(force=True)
             elif job:
                 try:
                     self._write_group(job)
@@ -272,7 +280,6 @@ class Collector:
                     logger.exception("collector: a group of %d messages failed", len(job))
             if self.link.connected.is_set():
                 self.schedules.tick(time.monotonic())
-                self.summaries.tick(time.monotonic())
 
     def _write_group(self, items: list[Inbound]) -> None:
         """Validate, write in one transaction, then ack every batch of ``items``.

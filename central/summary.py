@@ -14,7 +14,7 @@ site is seen for the first time, and on a check every few minutes when its diges
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -76,44 +76,105 @@ def compute_summary(
 class SummaryPublisher:
     """The collector's side: keep every site's summary retained on its own topic.
 
-    Runs on the collector's store thread (never in a paho callback); never raises."""
+    Runs on a thread of its own with its own store connection (as the board does): computing
+    a site's month takes about a second for 200 staff, which must not hold up the collector's
+    store thread and the devices' acks. The collector only wakes it (:meth:`kick`, never
+    blocking): on each connect, and for a site seen for the first time. Never raises."""
 
     def __init__(
         self,
-        store: Store,
         cfg: CentralConfig,
         tz: ZoneInfo,
         prefix: str,
         publish: Any,  # MqttLink.publish
+        connected: Callable[[], bool],
+        store: Store | None = None,  # the collector's, when it was given one (tests)
         now: Callable[[], datetime] | None = None,  # the hall's time; tests set it
     ) -> None:
-        self.store, self.cfg, self.tz, self.prefix = store, cfg, tz, prefix
+        self.cfg, self.tz, self.prefix = cfg, tz, prefix
         self.now = now or (lambda: datetime.now(tz))
         self._publish = publish
+        self._connected = connected
+        self._given = store
+        self.store: Store | None = store
         self.digests: dict[str, str] = {}  # site -> digest retained on its topic
-        self._due = 0.0
         self.published = 0  # PUBACKed summary messages
+        self.rounds = 0  # checks done (each site computed, changed ones published)
         self.errors = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._force = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="summary", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def kick(self, force: bool = False) -> None:
+        """Check now; ``force``: publish every site even when unchanged (after a (re)connect
+        the broker may have lost what it retained). Any thread; never blocks."""
+        self._force = self._force or force
+        self._wake.set()
 
     def site_seen(self, site: str) -> None:
-        """A device's status: a site not yet served gets its summary on the next tick."""
+        """A device's status: a site not yet served gets its summary at once."""
         if site not in self.digests:
-            self._due = 0.0
+            self.kick()
 
-    def tick(self, now: float) -> None:
-        if now >= self._due:
-            self.publish(force=False)
+    def _run(self) -> None:
+        own = self._given is None
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(RECHECK_S)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                if not self._connected():
+                    continue  # the connect kicks again
+                force, self._force = self._force, False
+                if self.store is None and not self._open():
+                    self._force = self._force or force
+                    self._stop.wait(RETRY_S)
+                    self._wake.set()
+                    continue
+                if not self.publish(force):
+                    self._force = self._force or force
+                    if not self._stop.wait(RETRY_S):
+                        self._wake.set()
+        finally:
+            if own and self.store is not None:
+                self.store.close()
 
-    def publish(self, force: bool) -> None:
-        """``force``: after a (re)connect the broker may have lost what it retained."""
-        self._due = time.monotonic() + RECHECK_S
+    def _open(self) -> bool:
+        from central.store import open_store
+
+        store = self.cfg.store
+        try:
+            self.store = open_store(
+                store.url, store.pg_schema, store.password, timezone=self.cfg.central.timezone
+            )
+        except Exception as exc:
+            self.errors += 1
+            logger.error("collector: store not opened for the summaries (%s); retried", exc)
+            return False
+        return True
+
+    def publish(self, force: bool) -> bool:
+        """Compute every site's summary and publish those that changed (all with ``force``);
+        True when every one is retained as computed."""
+        assert self.store is not None
         try:
             sites = self.store.sites()
         except Exception as exc:
             self.errors += 1
             logger.error("collector: sites not read for the summaries (%s); retried", exc)
-            self._due = time.monotonic() + RETRY_S
-            return
+            return False
         done = True
         for site in sites:
             try:
@@ -129,8 +190,8 @@ class SummaryPublisher:
                 self.digests[site] = summary.digest
             else:
                 done = False
-        if not done:
-            self._due = time.monotonic() + RETRY_S
+        self.rounds += 1
+        return done
 
     def _send(self, site: str, summary: PublishedSummary) -> bool:
         topic = summary_topic(self.prefix, site)
