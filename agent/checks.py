@@ -612,6 +612,17 @@ def probe_schedule(cfg: AgentConfig, today: date | None = None) -> list[ProbeRes
     return [ProbeResult("schedule", True, text, warn=warn)]
 
 
+def probe_summary(cfg: AgentConfig, now: datetime | None = None) -> list[ProbeResult]:
+    """Kiosks: the centre's summary of the month (shown after a punch): its month and age."""
+    if cfg.attendance is None:
+        return []
+    from agent.summary_file import summary_status
+
+    now = now or datetime.now(ZoneInfo(cfg.device.timezone))
+    text, warn = summary_status(cfg.device.data_dir, cfg.device.site, now)
+    return [ProbeResult("summary", True, text, warn=warn)]
+
+
 PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "user": probe_user,
     "disk": probe_disk,
@@ -624,6 +635,7 @@ PROBES: dict[str, Callable[[AgentConfig], list[ProbeResult]]] = {
     "roster": probe_roster,
     "screen": probe_screen,
     "schedule": probe_schedule,
+    "summary": probe_summary,
 }
 
 
@@ -663,6 +675,7 @@ def _preload() -> None:
         "sync.mqtt",
         "agent.roster",
         "agent.schedule_file",
+        "agent.summary_file",
         "contract.schedule",
         "agent.kiosk.gallery",
         "agent.config",

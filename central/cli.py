@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     from central.commands import add_parsers
     from central.office.users_cli import add_parser as add_users_parser
     from central.schedule_cli import add_parser as add_schedule_parser
+    from central.summary_cli import add_parser as add_summary_parser
 
     add_parsers(sub)
     add_schedule_parser(sub)
+    add_summary_parser(sub)
     add_cases_parser(sub)
     add_users_parser(sub)
     return parser
@@ -367,6 +369,12 @@ def cmd_schedule(cfg: CentralConfig, args: argparse.Namespace) -> int:
     return schedule(cfg, args)
 
 
+def cmd_summary(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.summary_cli import cmd_summary as summary
+
+    return summary(cfg, args)
+
+
 def cmd_cases(cfg: CentralConfig, args: argparse.Namespace) -> int:
     from central.cases.cli import cmd_cases as cases
 
@@ -390,6 +398,7 @@ CONFIGLESS = {"config": cmd_config}
 COMMANDS = {
     "run": cmd_run,
     "schedule": cmd_schedule,
+    "summary": cmd_summary,
     "check": cmd_check,
     "roster": cmd_roster,
     "devices": cmd_devices,

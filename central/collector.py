@@ -21,7 +21,8 @@
   ``rosters`` table retained (docs/topics.md ``{prefix}/{site}/roster``): a broker that lost its
   retained messages (restarted without persistence, replaced) gets them back without anyone
   running ``hall-central roster publish`` again. The hall's schedule likewise
-  (central/schedule_publish.py), re-checked every few minutes.
+  (central/schedule_publish.py), re-checked every few minutes, and each site's month so far
+  for its kiosks (central/summary.py), published again when it changed.
 """
 
 from __future__ import annotations
@@ -151,6 +152,18 @@ class Collector:
             self.prefix,
             self.link.publish,
         )
+        from central.summary import SummaryPublisher
+
+        # Each site's month so far for its kiosks (docs/attendance.md "Your month on the screen"),
+        # computed on its own thread: the collector only wakes it.
+        self.summaries = SummaryPublisher(
+            cfg,
+            ZoneInfo(cfg.central.timezone),
+            self.prefix,
+            self.link.publish,
+            self.link.connected.is_set,
+            store=None if self._own_store else self.store,
+        )
         self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
         self._drop_log_at = -DROP_LOG_EVERY_S
@@ -224,11 +237,13 @@ class Collector:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
         self._thread.start()
+        self.summaries.start()
         self.link.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.lanes.put_control(_STOP)
+        self.summaries.stop(timeout)
         self.link.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -256,6 +271,7 @@ class Collector:
                 except Exception:  # never let a roster problem end the collector thread
                     logger.exception("collector: roster republish failed")
                 self.schedules.publish(force=True)
+                self.summaries.kick(force=True)
             elif job:
                 try:
                     self._write_group(job)
@@ -573,6 +589,7 @@ class Collector:
             logger.warning("status on %s not stored: %s", topic, exc)
             return
         self.schedules.site_seen(where[0])
+        self.summaries.site_seen(where[0])
 
 
 def run_collector(cfg: CentralConfig, stop: threading.Event) -> int:

@@ -94,6 +94,7 @@ from contract.topics import (
     parse_roster_topic,
     roster_topic,
     schedule_topic,
+    summary_topic,
 )
 
 # A literal, not an import: setuptools reads it from this file without importing the package
@@ -163,5 +164,6 @@ __all__ = [
     "roster_json",
     "roster_topic",
     "schedule_topic",
+    "summary_topic",
     "validate_roster",
 ]

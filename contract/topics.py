@@ -42,6 +42,11 @@ def schedule_topic(prefix: str, site: str) -> str:
     return _site_topic(prefix, site, "schedule")
 
 
+def summary_topic(prefix: str, site: str) -> str:
+    """Each staff member's month so far (docs/topics.md, contract/published_summary.py)."""
+    return _site_topic(prefix, site, "summary")
+
+
 def parse_device_topic(topic: str, prefix: str, kind: TopicKind) -> tuple[str, str] | None:
     """(site, device) of ``{prefix}/{site}/{device}/{kind}``, or None for any other topic."""
     parts = topic.split("/")

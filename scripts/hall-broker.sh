@@ -81,6 +81,7 @@ case "$cmd" in
     acl hall-collector publishClientSend "$PREFIX/+/+/ack"
     acl hall-collector publishClientSend "$PREFIX/+/roster"
     acl hall-collector publishClientSend "$PREFIX/+/schedule"
+    acl hall-collector publishClientSend "$PREFIX/+/summary"
     acl hall-collector publishClientSend "$PREFIX/_central/status"
     ctrl createGroup hall-collectors
     ctrl addGroupRole hall-collectors hall-collector
@@ -102,7 +103,8 @@ case "$cmd" in
     ctrl createRole "$role"
     acl "$role" publishClientSend "$base/events"
     acl "$role" publishClientSend "$base/status"  # also the will (offline)
-    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/$site/schedule" "$PREFIX/_central/status"; do
+    for topic in "$base/ack" "$PREFIX/$site/roster" "$PREFIX/$site/schedule" \
+      "$PREFIX/$site/summary" "$PREFIX/_central/status"; do
       acl "$role" subscribeLiteral "$topic"
       acl "$role" publishClientReceive "$topic"
     done
@@ -115,7 +117,7 @@ case "$cmd" in
     if ! grep -qE "[[:space:]]$role \(priority" <<<"$held"; then
       ctrl addClientRole "$device" "$role"
     fi
-    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack, $PREFIX/$site/roster and $PREFIX/$site/schedule"
+    echo "device account $device ready: publishes $base/{events,status}, reads $base/ack, $PREFIX/$site/{roster,schedule,summary}"
     ;;
   remove-device)
     [ $# -eq 2 ] || die "usage: remove-device SITE DEVICE"

@@ -108,6 +108,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
         assert not refused(device.subscribe("hall/jiedong/pad-a03/ack"))
         assert not refused(device.subscribe("hall/jiedong/roster"))
         assert not refused(device.subscribe("hall/jiedong/schedule"))
+        assert not refused(device.subscribe("hall/jiedong/summary"))
         assert not refused(device.publish("hall/jiedong/pad-a03/events", batch("pad-a03", 1)))
         assert not refused(device.publish("hall/jiedong/pad-a03/status", b"{}"))
         # Another device's topics, the collector's topics, wildcards: refused by the broker.
@@ -118,6 +119,8 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
             "hall/#",
             "hall/chengxi/roster",
             "hall/chengxi/schedule",
+            "hall/chengxi/summary",  # another site's month: never
+            "hall/+/summary",
             "$share/hall-central/hall/jiedong/pad-a03/events",
         ):
             assert refused(device.subscribe(topic)), topic
@@ -127,6 +130,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
             "hall/jiedong/pad-a03/ack",  # only the collector writes acks
             "hall/jiedong/roster",  # and rosters
             "hall/jiedong/schedule",  # and schedules
+            "hall/jiedong/summary",  # and summaries
             "hall/_central/status",
         ):
             assert refused(device.publish(topic, b"{}")), topic
@@ -136,6 +140,7 @@ def test_devices_publish_and_read_only_their_own_topics(hall):
         assert not refused(central.publish("hall/jiedong/pad-a03/ack", b"{}"))
         assert not refused(central.publish("hall/jiedong/roster", b"{}"))
         assert not refused(central.publish("hall/jiedong/schedule", b"{}"))
+        assert not refused(central.publish("hall/jiedong/summary", b"{}"))
         assert refused(central.publish("hall/jiedong/pad-a03/events", b"{}"))
 
 
@@ -319,6 +324,42 @@ def test_uplink_health_after_a_refused_subscription(tmp_path, hall, topic, fault
         box.close()
 
 
+def test_a_kiosk_refused_its_summary_is_degraded_and_punches_on(tmp_path, hall):
+    """An account set up before summaries were published: the kiosk's events flow, its status
+    says what to run (docs/broker.md), the screen shows no month line."""
+    from agent.config import AgentConfig
+
+    _ctrl(
+        hall, "removeRoleACL", "device-jiedong-pad-a03", "subscribeLiteral", "hall/jiedong/summary"
+    )
+    c = collector(tmp_path, hall.url)
+    cfg = AgentConfig.model_validate(
+        {
+            "device": {"id": "pad-a03", "site": "jiedong", "data_dir": str(tmp_path / "data")},
+            "mqtt": {"url": hall.url, "username": "pad-a03"},
+            "sync": {"min_free_mb": 0},
+            "attendance": {"camera": "0", "realtime": False},
+            "screen": {"listen": ""},
+        }
+    )
+    cfg.mqtt._password = PASSWORDS["pad-a03"]
+    box = Outbox.for_config(cfg, clock=lambda: "synced")
+    up = Uplink(cfg, box)
+    up.start()
+    try:
+        box.append_many([("device.test", {"note": str(i)}, None, None) for i in range(3)])
+        assert wait_for(lambda: box.stats().pending == 0, 20)
+        assert wait_for(lambda: "summary" in up.health(), 10), up.health()
+        health = up.health()
+        assert health["state"] == "degraded" and "schedule" not in health
+        assert "broker refused hall/jiedong/summary" in health["summary"]
+        assert "hall-broker.sh add-device" in health["summary"]
+    finally:
+        up.stop()
+        c.stop()
+        box.close()
+
+
 def test_setup_and_accounts_can_be_run_again_for_an_upgrade(hall):
     """docs/broker.md: a newer release adds rules by running the same commands again; an
     account keeps its password (the new one given is ignored) and works as before."""
@@ -332,3 +373,4 @@ def test_setup_and_accounts_can_be_run_again_for_an_upgrade(hall):
     with peer(hall, "pad-a03") as device:
         assert not refused(device.connect())
         assert not refused(device.subscribe("hall/jiedong/schedule"))
+        assert not refused(device.subscribe("hall/jiedong/summary"))

@@ -2,11 +2,11 @@
 
 What it shows (docs/attendance.md "Kiosk screen"): the live preview with face boxes, the
 result of each look in large Chinese text from one table below (a punch and what it counted
-as, with the person's punches of today; a repeat; an unknown face; a face too far, blurred or
-turned; a failed blink), the clock, today's hours and current slot, a camera fault (打卡暂不可用)
-while the camera is down, and a quiet connection/backlog indicator. ``/tech`` is the
-technician's view, in Chinese: outbox depth, camera state and frame rates, pads online, the
-latest problems.
+as, with the person's punches of today and their month so far; a repeat; an unknown face; a
+face too far, blurred or turned; a failed blink), the clock, today's hours and current slot,
+a camera fault (打卡暂不可用) while the camera is down, and a quiet connection/backlog
+indicator. ``/tech`` is the technician's view, in Chinese: outbox depth, camera state and
+frame rates, pads online, the latest problems.
 
 :class:`ScreenHub` is fed from ordinary threads (the attendance worker's drain threads, or
 enrolment): ``look(dict)``, ``frame(jpeg)``, ``guide(text)``. :class:`ScreenServer` serves it
@@ -197,11 +197,15 @@ class ScreenHub:
         health: Callable[[], dict[str, Any]] | None = None,
     ):
         from agent.schedule_file import ScheduleWatch
+        from agent.summary_file import SummaryWatch
 
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.device.timezone)
         self.schedule = ScheduleWatch(cfg.device.data_dir)  # the centre's, as the punches
         self.roster = RosterWatch(cfg.device.data_dir)
+        # The centre's month so far per person, shown beside today's punches.
+        self.summary = SummaryWatch(cfg.device.data_dir, cfg.device.site)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(self.tz)  # tests set it
         self.status_source = status
         self.health_source = health
         self._lock = threading.Lock()
@@ -271,6 +275,11 @@ class ScreenHub:
             msg["tone"] = "warn" if kind == "low_quality" else "bad"
         if kind in ("punch", "repeat") and isinstance(look.get("today"), list):
             msg["today"] = today_rows(look["today"], self.tz)
+            # Only a summary of this site and month with the person in it: never numbers
+            # that are not theirs (agent/summary_file.py).
+            month = self.summary.line(str(sid), self.clock().astimezone(self.tz)) if sid else None
+            if month:
+                msg["month"] = month
         return msg
 
     def _render_punch(self, look: dict[str, Any], name: str) -> dict[str, str]:

@@ -8,14 +8,17 @@
 - The hall's hours and calendar (``{prefix}/{site}/schedule``), on a kiosk: validated
   (:func:`contract.published_schedule.parse_schedule`) and written to
   ``<data_dir>/schedule.json`` (docs/attendance.md "One schedule").
+- Each staff member's month so far (``{prefix}/{site}/summary``), on a kiosk: validated
+  (:func:`contract.published_summary.parse_summary`), refused when it names another site,
+  and written to ``<data_dir>/summary.json`` (docs/attendance.md "Your month on the screen").
 
-Both are retained on the broker, so a device gets the current one on every connect; one
+All are retained on the broker, so a device gets the current one on every connect; one
 :class:`RetainedFileKeeper` per topic writes it durably. A bad payload, or one that cannot be
 written (disk full, read-only), is logged and kept in ``last_error`` (shown in the uplink's
 status), and the last good file stays.
 
-This module only writes the files; the device reads them through :mod:`agent.roster` and
-:mod:`agent.schedule_file`.
+This module only writes the files; the device reads them through :mod:`agent.roster`,
+:mod:`agent.schedule_file` and :mod:`agent.summary_file`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 from agent.durable import write_durably
 from agent.roster import load_roster, roster_path
 from agent.schedule_file import load_published, schedule_path
+from agent.summary_file import load_summary, summary_path
 from contract import RosterError, parse_roster
 from contract.published_schedule import PublishedSchedule, ScheduleError, parse_schedule
+from contract.published_summary import PublishedSummary, SummaryError, parse_summary
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +159,44 @@ class ScheduleKeeper(RetainedFileKeeper[PublishedSchedule]):
         # written again on the next delivery instead of leaving the regulation's hours.
         stored = load_published(self.path.parent) if item.version == self.version else None
         return stored is not None and stored.digest == item.digest
+
+
+class SummaryKeeper(RetainedFileKeeper[PublishedSummary]):
+    """The site's month so far in ``<data_dir>/summary.json`` (kiosks only).
+
+    Its "version" is ``as_of`` in seconds (a summary has no number): the centre publishes
+    again only when the counts changed, so each new one is later."""
+
+    what = "summary"
+    refused = SummaryError
+
+    def __init__(self, data_dir: str | os.PathLike[str], site: str):
+        self.site = site
+        current = load_summary(data_dir)
+        super().__init__(summary_path(data_dir), current if self._ours(current) else None)
+
+    def _ours(self, item: PublishedSummary | None) -> bool:
+        return item is not None and item.site == self.site
+
+    def parse(self, payload: bytes) -> PublishedSummary:
+        item = parse_summary(payload)
+        if not self._ours(item):
+            # Only the site's own topic is subscribed (and the broker's ACL grants no other):
+            # a payload naming another site is a centre's mistake, never stored.
+            raise SummaryError(f"site: expected {self.site!r}, got {item.site!r}")
+        return item
+
+    def version_of(self, item: PublishedSummary) -> int:
+        return int(item.as_of.timestamp())
+
+    def encode(self, item: PublishedSummary) -> bytes:
+        return item.to_json().encode("utf-8")
+
+    def unchanged(self, item: PublishedSummary) -> bool:
+        # Compared with the file, as the schedule is.
+        stored = load_summary(self.path.parent)
+        return stored is not None and stored.to_json() == item.to_json()
+
+    def detail(self, item: PublishedSummary) -> str:
+        through = item.through.isoformat() if item.through else "no day over yet"
+        return f" ({item.month} through {through}, {len(item.staff)} staff)"

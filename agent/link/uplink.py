@@ -17,7 +17,8 @@
   ``sync.status_interval_s``; an explicit ``offline`` is published on a clean stop.
 - The roster (downlink) arrives on the same connection and is handed to
   :class:`agent.link.downlink.RosterKeeper`; on a kiosk the hall's schedule likewise, to
-  :class:`agent.link.downlink.ScheduleKeeper`.
+  :class:`agent.link.downlink.ScheduleKeeper`, and the site's month so far to
+  :class:`agent.link.downlink.SummaryKeeper`.
 - One uplink per outbox: the worker holds an exclusive ``flock`` on ``<data_dir>/uplink.lock``
   while it runs. ``hall-agent ping`` uses it to tell whether a running agent will deliver its
   events or whether it has to start an uplink itself (docs/sync.md, "ping").
@@ -42,11 +43,11 @@ from zoneinfo import ZoneInfo
 from paho.mqtt.enums import MQTTErrorCode
 
 from agent.config import AgentConfig
-from agent.link.downlink import RosterKeeper, ScheduleKeeper
+from agent.link.downlink import RosterKeeper, ScheduleKeeper, SummaryKeeper
 from agent.link.lock import UplinkLock
 from agent.outbox import Outbox, PendingEvent
 from contract import __version__, central_status_topic, device_topic, roster_topic
-from contract.topics import schedule_topic
+from contract.topics import schedule_topic, summary_topic
 from sync.mqtt import MqttLink, describe_rc
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def topics(prefix: str, site: str, device: str) -> dict[str, str]:
         "status": device_topic(prefix, site, device, "status"),
         "roster": roster_topic(prefix, site),
         "schedule": schedule_topic(prefix, site),
+        "summary": summary_topic(prefix, site),
         # A collector's "online" announcement: resend in-flight now.
         "central": central_status_topic(prefix),
     }
@@ -175,11 +177,14 @@ class Uplink:
         self.lock = UplinkLock(cfg.device.data_dir)
         self.roster = RosterKeeper(cfg.device.data_dir)
         # Kiosks only: the hall's hours they classify punches by (docs/attendance.md).
+        # And each staff member's month so far, shown after a punch.
         self.schedule: ScheduleKeeper | None = None
+        self.summary: SummaryKeeper | None = None
         if cfg.attendance is not None:
             self.schedule = ScheduleKeeper(cfg.device.data_dir)
+            self.summary = SummaryKeeper(cfg.device.data_dir, cfg.device.site)
         self._subscribed = ("ack", "roster", "central") + (
-            ("schedule",) if self.schedule is not None else ()
+            ("schedule", "summary") if cfg.attendance is not None else ()
         )
         self._q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
         self._wake_pending = threading.Event()
@@ -239,10 +244,11 @@ class Uplink:
         )
         if self.roster.last_error:
             out["roster"] = self.roster.last_error
-        if self.schedule is not None and self.schedule.last_error:
-            out["schedule"] = self.schedule.last_error
-            if out["state"] == "ok":
-                out["state"] = "degraded"
+        for name, kept in (("schedule", self.schedule), ("summary", self.summary)):
+            if kept is not None and kept.last_error:
+                out[name] = kept.last_error
+                if out["state"] == "ok":
+                    out["state"] = "degraded"
         if self.lock_error or self.refused_error or deaf:
             out["state"] = "fault"
         elif not connected:
@@ -285,6 +291,14 @@ class Uplink:
                 "run 'hall-broker.sh add-device' for this device again (docs/broker.md)"
             )
             logger.error("%s", self.schedule.last_error)
+        if len(refused) > 4 and refused[4] and self.summary is not None:
+            # An account set up before summaries were published: punches are unaffected,
+            # the screen shows no month line after a punch.
+            self.summary.last_error = (
+                f"broker refused {self.topics['summary']} ({describe_rc(reason_codes[4])}): "
+                "run 'hall-broker.sh add-device' for this device again (docs/broker.md)"
+            )
+            logger.error("%s", self.summary.last_error)
         if refused[2]:
             logger.info(
                 "broker refused %s (%s): in-flight batches are resent after the ack timeout "
@@ -417,6 +431,8 @@ class Uplink:
                     self.roster.handle(payload)
                 elif topic == self.topics["schedule"] and self.schedule is not None:
                     self.schedule.handle(payload)
+                elif topic == self.topics["summary"] and self.summary is not None:
+                    self.summary.handle(payload)
                 elif topic == self.topics["central"] and not retained:
                     self._on_central_online(payload)
             case Stop():
