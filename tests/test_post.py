@@ -274,3 +274,53 @@ def test_status_changes_are_recorded_once_per_change_and_become_offline_spans(st
     }
     assert store.devices()[0]["state"] == "online"
     assert isinstance(found[0], DeviceTransition)
+
+
+def test_the_monthly_report_counts_the_episodes_and_shows_the_day_on_click(store, tmp_path):
+    """The hand-worked day in the November report (days before ``now`` are judged)."""
+    from central.reports import attendance, render
+    from central.reports.month import Month
+
+    d = hand_worked_day()
+    store.write_batch(d.rows, [])
+    # S0001 starts on the day (roster `starts`): Monday Nov 2, with no login, is not theirs.
+    first = dict(ROSTER["staff"][0], starts=DAY.isoformat())
+    store.put_roster(SITE, dict(ROSTER, staff=[first, ROSTER["staff"][1]]))
+    store.add_leaves(
+        [
+            {
+                "staff_id": "S0001",
+                "kind": "请假",
+                "starts": DAY,
+                "starts_half": "pm",
+                "ends": DAY,
+                "ends_half": "pm",
+                "approver": "主任",
+                "note": "",
+                "source": "t.csv:2",
+                "starts_time": "15:00",
+                "ends_time": "17:30",
+            }
+        ],
+        "test",
+    )
+    month = Month(2026, 11, TZ)
+    att = attendance.compute(store, month, Schedule(), now=at("09:00", date(2026, 11, 4)))
+    s1 = next(pm for pm in att.people if pm.person.staff_id == "S0001")
+    assert (s1.absent, s1.absent_min, s1.wrong_window) == (2, 70, 1)
+    # 15:00-17:30 excuses 下午下班 (17:30) only: no half day of 请假, no 缺卡 for it.
+    (day,) = [x for x in s1.days if x.plan.day == DAY]
+    assert [c.excuse for c in day.cells] == [None, None, None, "请假"]
+    assert s1.leave_days == 0
+    report = attendance.to_report(att)
+    summary = report.sheets[0]
+    row = next(r for r in summary.rows if r[1] == "S0001")
+    assert row[-3:] == [2, 70, 1]
+    daily = report.sheets[1]
+    (drow,) = [r for r in daily.rows if r[0] == DAY and r[3] == "S0001"]
+    assert drow[daily.headers.index("在岗(分钟)")] == 170
+    out = __import__("io").BytesIO()
+    render(report, "html", out)
+    page = out.getvalue().decode("utf-8")
+    assert "在岗时间线" in page and 'class="post-person"' in page
+    assert "10:00-10:40 离岗" in page and "14:30-15:00 服务中 A02" in page
