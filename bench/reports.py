@@ -11,7 +11,8 @@ punches nobody made) and 请假/公出 of half and whole days. The last person j
 (roster ``starts``). The same events go into a fresh SQLite file and a throw-away PostgreSQL
 schema. ``generate`` also makes the README's report screenshot (scripts/screenshot_report.py).
 
-Timed (best of ``--rounds``), per store: ``report attendance`` and ``report ratings`` from the
+Timed (best of ``--rounds``), per store: the month's time at the post (central/post/compute.py
+``post_days``), ``report attendance`` and ``report ratings`` from the
 store to the rendered terminal table, and the attendance report as xlsx and HTML. Baseline
 in the same run: the plain SELECT of the month's rows that the reports start from, so the
 ratio says what the report adds to reading the data. Target (the issue): under 2 s a report.
@@ -38,6 +39,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from central.post.compute import post_days  # noqa: E402
 from central.reports import build, render  # noqa: E402
 from central.reports.month import Month  # noqa: E402
 from central.reports.source import month_events  # noqa: E402
@@ -278,6 +280,11 @@ def measure(store: Store, rounds: int) -> dict[str, float]:
         "ratings": best(lambda: report("ratings", "table"), rounds),
         "xlsx": best(lambda: report("attendance", "xlsx"), rounds),
         "html": best(lambda: report("attendance", "html"), rounds),
+        # Time at the post, 脱岗 and 串岗 of the month (docs/post.md): every window's logins,
+        # pauses and logouts, the punches, leave and device changes, per person and day.
+        "post": best(
+            lambda: post_days(store, Schedule(), MONTH.first, MONTH.last, now=NOW), rounds
+        ),
     }
 
 
@@ -321,7 +328,7 @@ def main() -> None:
             print(
                 f"{name}: read {result['baseline']:.3f} s, attendance {result['attendance']:.3f} s"
                 f", ratings {result['ratings']:.3f} s, xlsx {result['xlsx']:.3f} s, "
-                f"html {result['html']:.3f} s",
+                f"html {result['html']:.3f} s, post {result['post']:.3f} s",
                 flush=True,
             )
     slowest = max(v for k, v in figures.items() if not k.endswith("baseline_s"))

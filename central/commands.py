@@ -166,7 +166,14 @@ def cmd_report(cfg: CentralConfig, args: argparse.Namespace) -> int:
         raise CliError(f"{what} --site: expected {ID_PATTERN}, got {args.site!r}", 2)
     check_output(what, args.format, args.out)
     with open_existing(cfg) as store:
-        report = build(args.report_command, store, month, cfg.schedule, args.site)
+        report = build(
+            args.report_command,
+            store,
+            month,
+            cfg.schedule,
+            args.site,
+            pause_limit_min=cfg.post.pause_limit_min,
+        )
     buffer = io.BytesIO()
     render(report, args.format, buffer)
     emit(buffer.getvalue(), args.out, f"{report.title}: {args.format}")

@@ -185,6 +185,19 @@ class CasesSection(Section):
         return self.model_dump()
 
 
+class PostSection(Section):
+    """Time at the post, 脱岗 and 串岗 (docs/post.md; regulation 第十九条, 第二十五条)."""
+
+    # 第十九条: a short absence shows 暂停服务; a pause beyond this is no longer short and the
+    # whole pause counts as 脱岗 (docs/post.md "Pauses").
+    pause_limit_min: int = Field(
+        15,
+        ge=1,
+        le=240,
+        description="A 暂停服务 longer than this many minutes is 脱岗, counted from its start",
+    )
+
+
 class CentralConfig(Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -202,6 +215,10 @@ class CentralConfig(Section):
     office: OfficeSection = Field(
         default_factory=OfficeSection,
         description="The office's pages for 差评 cases (docs/office.md)",
+    )
+    post: PostSection = Field(
+        default_factory=PostSection,
+        description="Time at the post, 脱岗 and 串岗 in the monthly report (docs/post.md)",
     )
 
 

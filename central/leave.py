@@ -13,8 +13,11 @@ A file (CSV or xlsx, row 1 the headings) has one row per approval:
 | 时段 | slot | 补卡 only: 上午上班, 上午下班, 下午上班 or 下午下班 |
 
 ``2026-11-03 下午`` to ``2026-11-03 下午`` is one afternoon; ``2026-11-03`` to ``2026-11-04``
-two whole days. A 补卡 corrects one forgotten punch: its 时段 names the slot, 开始 the day and
-optionally the punch's time (``2026-11-03 08:31``), 结束 is empty or the same day.
+two whole days. 请假/公出 may instead name times of day in both cells (``2026-11-03 15:00`` to
+``2026-11-03 17:30``): the exact span is excused (docs/post.md "Leave by the hour"); its half days
+are those of its ends (before 12:00 a morning). A 补卡 corrects one forgotten punch: its 时段
+names the slot, 开始 the day and optionally the punch's time (``2026-11-03 08:31``), 结束 is
+empty or the same day.
 Staff ids must be in a stored roster unless the caller allows unknown ones: a typo'd id
 would otherwise excuse nobody, silently.
 
@@ -59,6 +62,8 @@ COLUMNS = {
 REQUIRED = ("staff_id", "kind", "from", "to", "approver")
 _DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:\s*(上午|下午|am|pm|AM|PM))?$")
 HALVES = {"上午": "am", "下午": "pm", "am": "am", "pm": "pm"}
+_TIMED = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})\s+(\d{1,2}):(\d{2})$")
+NOON = "12:00"  # a timed leave's half days: a time before noon is the morning's
 _PUNCH = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::\d{2})?)?$")
 MAX_NOTE = 200
 
@@ -145,7 +150,13 @@ def _row(
     problems: list[str],
     known_ids: set[str] | None,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"source": f"{path.name}:{row.line}", "slot": "", "slot_time": ""}
+    out: dict[str, Any] = {
+        "source": f"{path.name}:{row.line}",
+        "slot": "",
+        "slot_time": "",
+        "starts_time": "",
+        "ends_time": "",
+    }
 
     def bad(key: str, message: str) -> None:
         problems.append(f"{path}: line {row.line}, column {where[key]}: {message}")
@@ -188,8 +199,47 @@ def _row(
     return out
 
 
+def _timed(value: Any) -> tuple[date, str] | None:
+    """A cell with a date and a time of day (``2026-11-03 15:00``), or None when it has none."""
+    if isinstance(value, datetime):  # an xlsx date-time cell; midnight is a bare date
+        moment = value.strftime("%H:%M")
+        return None if moment == "00:00" else (value.date(), moment)
+    m = _TIMED.match(str(value).strip()) if isinstance(value, str) else None
+    if not m:
+        return None
+    hour, minute = int(m.group(4)), int(m.group(5))
+    if hour > 24 or minute > 59 or (hour == 24 and minute):
+        raise ValueError(f"expected a time from 00:00 to 24:00, got {value!r}")
+    try:
+        day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError as exc:
+        raise ValueError(f"expected a real date, got {value!r} ({exc})") from None
+    return day, f"{hour:02d}:{minute:02d}"
+
+
 def _span(cells: dict[str, Any], out: dict[str, Any], bad: Any) -> None:
-    """请假/公出: from a half day to a half day."""
+    """请假/公出: from a half day to a half day, or from a time to a time."""
+    out["starts_time"] = out["ends_time"] = ""
+    try:
+        begin, end = _timed(cells["from"]), _timed(cells["to"])
+    except ValueError as exc:
+        bad("from", str(exc))
+        return
+    if (begin is None) != (end is None):
+        bad(
+            "to" if begin else "from",
+            "a leave by the hour names a time in both 开始 and 结束 (2026-11-03 15:00 .. "
+            f"2026-11-03 17:30), got {cells['from']!r} .. {cells['to']!r}",
+        )
+        return
+    if begin is not None and end is not None:
+        out["starts"], out["starts_time"] = begin
+        out["ends"], out["ends_time"] = end
+        out["starts_half"] = "am" if begin[1] < NOON else "pm"
+        out["ends_half"] = "am" if end[1] <= NOON else "pm"
+        if begin >= end:
+            bad("to", f"ends before it starts ({cells['from']} .. {cells['to']})")
+        return
     span_ok = True
     for key, half, name in (("from", "am", "starts"), ("to", "pm", "ends")):
         try:

@@ -250,7 +250,7 @@ def test_xlsx_dates_rates_filters_and_print_setup(store, tmp_path):
             daily = book["每日明细"]
             first = daily["A2"]
             assert first.value == datetime(2026, 10, 1) and first.number_format == "yyyy-mm-dd"
-            assert daily.auto_filter.ref == f"A1:M{daily.max_row}"  # 13 columns
+            assert daily.auto_filter.ref == f"A1:N{daily.max_row}"  # 14 columns (在岗)
         else:
             win = book["窗口评价"]
             headers = [c.value for c in win[1]]

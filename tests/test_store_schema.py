@@ -36,7 +36,8 @@ VERSIONS = (7, 8)
 def new_tables(version: int) -> set[str]:
     """The tables this release adds to a store of numbered ``version``."""
     cases = {"cases", "case_log", "users", "audit_log"}
-    return {"hall_migrations", *cases} | ({"schedules"} if version < 8 else set())
+    added = {"hall_migrations", "device_transitions", *cases}
+    return added | ({"schedules"} if version < 8 else set())
 
 
 @pytest.fixture
@@ -57,6 +58,8 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
         "punch_schedule_version",
         "cases",
         "ratings_case_no",
+        "leave_times",
+        "device_transitions",
     ]
 
 

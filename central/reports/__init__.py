@@ -24,6 +24,7 @@ def build(
     schedule_cfg: object | None = None,
     site: str | None = None,
     now: datetime | None = None,
+    pause_limit_min: int = 15,
 ) -> Report:
     if kind == "attendance":
         from central.reports import attendance
@@ -33,7 +34,9 @@ def build(
         # Each punch judged by the schedule version its kiosk used (docs/attendance.md).
         cfg = schedule_cfg if isinstance(schedule_cfg, ScheduleSection) else ScheduleSection()
         schedules = history(store, cfg)
-        return attendance.to_report(attendance.compute(store, month, schedules, site, now))
+        return attendance.to_report(
+            attendance.compute(store, month, schedules, site, now, pause_limit_min)
+        )
     if kind == "ratings":
         from central.reports import ratings
 

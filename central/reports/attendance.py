@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from central.post.compute import post_days
+from central.post.model import EpisodeKind, PostDay
 from central.reports.model import (
     BAD,
     LATE,
@@ -38,6 +40,8 @@ from central.reports.model import (
     WEEKDAYS,
     Report,
     Sheet,
+    Timeline,
+    TimelineBar,
 )
 from central.reports.month import Month
 from central.reports.source import Event, Person, month_events, roster_people
@@ -111,6 +115,11 @@ class PersonMonth:
     employed_days: int = 0  # working days of the month within the roster's starts..ends
     month_days: int = 0  # working days of the month
     days: list[Day] = field(default_factory=list)
+    # Time at the post (docs/post.md), judged days only: 脱岗 episodes and minutes, 串岗.
+    posts: dict[date, PostDay] = field(default_factory=dict)
+    absent: int = 0
+    absent_min: int = 0
+    wrong_window: int = 0
 
 
 @dataclass
@@ -134,15 +143,29 @@ class Excuse:
     time: str | None = None  # a 补卡's punch time, HH:MM
 
 
-def _leave_index(rows: list[dict[str, Any]], month: Month) -> dict[tuple[str, date, str], Excuse]:
+def _leave_index(
+    rows: list[dict[str, Any]], month: Month, plans: dict[date, DayPlan] | None = None
+) -> dict[tuple[str, date, str], Excuse]:
     """(staff id, day, slot) → excuse, for every slot a leave row covers in the month.
 
     请假 and 公出 cover half days (both slots of a morning or afternoon); a 补卡 with a slot
     corrects that one slot. A 补卡 stored before slots were recorded covers its half days.
+    A leave by the hour (docs/post.md "Leave by the hour") excuses the slots whose scheduled
+    moment (the span's start for 上班, its end for 下班) lies inside it, ends included.
     """
     index: dict[tuple[str, date, str], Excuse] = {}
     for r in rows:
         sid = r["staff_id"]
+        if r.get("starts_time") and r.get("ends_time"):
+            begin = (r["starts"], r["starts_time"])
+            end = (r["ends"], r["ends_time"])
+            for day, plan in (plans or {}).items():
+                for slot in DAILY_SLOTS:
+                    span = plan.morning if slot.startswith("morning") else plan.afternoon
+                    due = span.start if slot.endswith("_in") else span.end
+                    if begin <= (day, due.strftime("%H:%M")) <= end:
+                        index.setdefault((sid, day, slot), Excuse(r["kind"]))
+            continue
         if r.get("slot"):
             if month.first <= r["starts"] <= month.last:
                 excuse = Excuse(r["kind"], r.get("slot_time") or None)
@@ -167,6 +190,7 @@ def compute(
     schedule: Schedule | ScheduleHistory,
     site: str | None = None,
     now: datetime | None = None,
+    pause_limit_min: int = 15,
 ) -> Attendance:
     today = (now or datetime.now(month.tz)).astimezone(month.tz).date()
     if isinstance(schedule, Schedule):
@@ -189,12 +213,42 @@ def compute(
     leave = store.leaves(month.first, month.last)
     staff_ids = {sid for _, sid in people}
     leave = [r for r in leave if r["staff_id"] in staff_ids]
-    excused = _leave_index(leave, month)
+    excused = _leave_index(leave, month, plans)
     out = [
         _person_month(p, punches.get(key, []), plans, schedule, excused, today)
         for key, p in sorted(people.items())
     ]
+    _add_posts(store, month, schedule, site, today, pause_limit_min, out)
     return Attendance(month, site, plans, out, leave, today)
+
+
+def _add_posts(
+    store: Store,
+    month: Month,
+    schedule: ScheduleHistory,
+    site: str | None,
+    today: date,
+    pause_limit_min: int,
+    people: list[PersonMonth],
+) -> None:
+    """Time at the post, 脱岗 and 串岗 (第十九条, 第二十五条; docs/post.md) of the days that are
+    over, on each person's month."""
+    last = min(month.last, today - timedelta(days=1))
+    if last < month.first:
+        return
+    by_key = {(pm.person.site, pm.person.staff_id): pm for pm in people}
+    limit = timedelta(minutes=pause_limit_min)
+    for post in post_days(store, schedule, month.first, last, site, pause_limit=limit):
+        pm = by_key.get((post.site, post.staff_id))
+        if pm is None or not pm.person.employed(post.day):
+            continue
+        pm.posts[post.day] = post
+        for e in post.episodes:
+            if e.kind == EpisodeKind.ABSENT:
+                pm.absent += 1
+                pm.absent_min += e.minutes
+            else:
+                pm.wrong_window += 1
 
 
 def _required_records(minimum: int, employed_days: int, month_days: int) -> int:
@@ -266,7 +320,10 @@ def _person_month(
 def _count_leave(pm: PersonMonth, excused: dict[tuple[str, date, str], Excuse], day: date) -> None:
     for half in ("am", "pm"):
         excuse = excused.get((pm.person.staff_id, day, SLOTS_OF[half][0]))
-        if excuse is None:
+        later = excused.get((pm.person.staff_id, day, SLOTS_OF[half][1]))
+        # Half a day only when leave excuses both of its slots (a leave by the hour may
+        # excuse one: docs/post.md "Leave by the hour").
+        if excuse is None or later is None or later.kind != excuse.kind:
             continue
         if excuse.kind == "请假":
             pm.leave_days += 0.5
@@ -358,6 +415,9 @@ SUMMARY_HEADERS = [
     "记录数",
     "考勤规则",
     "时间存疑(条)",
+    "脱岗(次)",
+    "脱岗(分钟)",
+    "串岗(次)",
 ]
 DAY_HEADERS = [
     "日期",
@@ -369,6 +429,7 @@ DAY_HEADERS = [
     "迟到(分钟)",
     "早退(分钟)",
     "缺卡",
+    "在岗(分钟)",
     "说明",
 ]
 LEAVE_HEADERS = [
@@ -396,8 +457,8 @@ def leave_cells(r: dict[str, Any]) -> list[Any]:
         r["id"],
         r["staff_id"],
         r["kind"],
-        f"{r['starts'].isoformat()} {HALF_NAMES[r['starts_half']]}",
-        f"{r['ends'].isoformat()} {HALF_NAMES[r['ends_half']]}",
+        f"{r['starts'].isoformat()} {r.get('starts_time') or HALF_NAMES[r['starts_half']]}",
+        f"{r['ends'].isoformat()} {r.get('ends_time') or HALF_NAMES[r['ends_half']]}",
         slot_text,
         r["approver"],
         r["note"],
@@ -451,8 +512,15 @@ def _summary(att: Attendance) -> Sheet:
                 pm.records,
                 _rule_text(pm),
                 pm.suspect,
+                pm.absent if pm.posts else "",
+                pm.absent_min if pm.posts else "",
+                pm.wrong_window if pm.posts else "",
             ]
         )
+        if pm.absent:
+            summary.mark(i, "脱岗(次)", BAD)
+        if pm.wrong_window:
+            summary.mark(i, "串岗(次)", BAD)
         for column, value in (("迟到(次)", pm.late), ("早退(次)", pm.early)):
             if value:
                 summary.mark(i, column, LATE)
@@ -463,7 +531,12 @@ def _summary(att: Attendance) -> Sheet:
     return summary
 
 
-def _day_row(d: Day) -> list[Any]:
+def _at_post(post: PostDay | None) -> int | str:
+    """Minutes logged in (serving or paused) in the day's public service hours."""
+    return "" if post is None else sum(h.at_post for h in post.halves.values())
+
+
+def _day_row(d: Day, post: PostDay | None = None) -> list[Any]:
     counted = [c for c in d.cells if not c.excuse] if d.judged else []
     late = sum(c.minutes for c in counted if c.status == "late")
     early = sum(c.minutes for c in counted if c.status == "early_leave")
@@ -483,6 +556,7 @@ def _day_row(d: Day) -> list[Any]:
         late or "",
         early or "",
         missing or "",
+        _at_post(post),
         "; ".join(note),
     ]
 
@@ -490,12 +564,12 @@ def _day_row(d: Day) -> list[Any]:
 def _daily(att: Attendance) -> Sheet:
     daily = Sheet("每日明细", DAY_HEADERS, [])
     days = sorted(
-        (d for pm in att.people for d in pm.days),
-        key=lambda d: (d.plan.day, d.person.site, d.person.staff_id),
+        ((d, pm.posts.get(d.plan.day)) for pm in att.people for d in pm.days),
+        key=lambda dp: (dp[0].plan.day, dp[0].person.site, dp[0].person.staff_id),
     )
-    for d in days:
+    for d, post in days:
         row = len(daily.rows)
-        daily.rows.append(_day_row(d))
+        daily.rows.append(_day_row(d, post))
         for c in d.cells:
             column = SLOT_LABELS[c.slot]
             if not d.judged:
@@ -557,7 +631,46 @@ def to_report(att: Attendance) -> Report:
         [_summary(att), _daily(att), leave, calendar],
         notes=_notes(att),
         charts=charts.attendance_charts(att),
+        timelines=_timelines(att),
     )
+
+
+PRESENCE_NAMES = {
+    "serving": "服务中",
+    "paused": "暂停服务",
+    "away": "离岗",
+    "excused": "请假/公出",
+    "unknown": "设备离线(未打卡)",
+}
+
+
+def _timelines(att: Attendance) -> list[Timeline]:
+    """HTML only: per person, each judged working day's stretches (docs/post.md)."""
+    out = []
+    for pm in att.people:
+        if not pm.posts:
+            continue
+        p = pm.person
+        days = []
+        for day, post in sorted(pm.posts.items()):
+            absent = sum(e.kind == EpisodeKind.ABSENT for e in post.episodes)
+            wrong = len(post.episodes) - absent
+            label = f"{day.isoformat()} 周{WEEKDAYS[day.weekday()]} 在岗{_at_post(post)}分钟"
+            label += f" 脱岗{absent}次" if absent else ""
+            label += f" 串岗{wrong}次" if wrong else ""
+            bars = [
+                TimelineBar(
+                    s.start.strftime("%H:%M"),
+                    s.end.strftime("%H:%M"),
+                    int((s.end - s.start).total_seconds() // 60),
+                    s.presence.value,
+                    f"{PRESENCE_NAMES[s.presence.value]}{' ' + s.window if s.window else ''}",
+                )
+                for s in post.stretches
+            ]
+            days.append((label, bars))
+        out.append((f"{p.staff_id} {p.name} (窗口 {p.window or '无'}) 脱岗{pm.absent}次", days))
+    return out
 
 
 def _span(span: Any) -> str:

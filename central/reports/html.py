@@ -14,7 +14,7 @@ import json
 from importlib import resources
 from typing import Any, TextIO
 
-from central.reports.model import Report, Sheet, cell_text
+from central.reports.model import Report, Sheet, Timeline, cell_text
 
 ECHARTS_VERSION = "6.1.0"
 
@@ -34,6 +34,12 @@ td.leave { background: #bdd7ee; }
 td.pending { color: #999; }
 .chart { width: 100%; max-width: 1200px; margin-bottom: 12px; }
 .notes { color: #555; font-size: 13px; }
+details { margin: 2px 0; font-size: 13px; } summary { cursor: pointer; }
+.timeline { display: flex; max-width: 1000px; height: 18px; border: 1px solid #ccc; }
+.timeline span { display: block; height: 100%; }
+.timeline .serving { background: #70ad47; } .timeline .paused { background: #ffc000; }
+.timeline .away { background: #e06666; } .timeline .excused { background: #9dc3e6; }
+.timeline .unknown { background: #bbb; }
 @media print {
   @page { size: A4 landscape; margin: 10mm; }
   body { margin: 0; font-size: 10px; }
@@ -86,6 +92,45 @@ def _height(option: dict[str, Any]) -> int:
     return 260
 
 
+def _timelines(timelines: list[Timeline]) -> str:
+    """在岗时间线: a <details> per person, one per day inside, each a bar of the day's stretches
+    (width by minutes; the title names each stretch). No script: a click opens it."""
+    parts = ["<h2>在岗时间线</h2>"]
+    legend = " ".join(
+        f'<span class="timeline" style="display:inline-flex;width:14px;height:10px">'
+        f'<span class="{k}" style="width:100%"></span></span> {html.escape(v)}'
+        for k, v in (
+            ("serving", "服务中"),
+            ("paused", "暂停服务"),
+            ("away", "离岗"),
+            ("excused", "请假/公出"),
+            ("unknown", "设备离线(未打卡)"),
+        )
+    )
+    parts.append(f'<p class="notes">{legend}</p>')
+    for person, days in timelines:
+        inner = []
+        for label, bars in days:
+            spans = "".join(
+                f'<span class="{html.escape(b.kind)}" style="flex:{b.minutes} 0 0" '
+                f'title="{html.escape(f"{b.start}-{b.end} {b.label}")}"></span>'
+                for b in bars
+            )
+            rows = "".join(
+                f"<li>{html.escape(f'{b.start}-{b.end} {b.label} ({b.minutes}分钟)')}</li>"
+                for b in bars
+            )
+            inner.append(
+                f'<details class="post-day"><summary>{html.escape(label)}</summary>'
+                f'<div class="timeline">{spans}</div><ul class="notes">{rows}</ul></details>'
+            )
+        parts.append(
+            f'<details class="post-person"><summary>{html.escape(person)}</summary>'
+            f"{''.join(inner)}</details>"
+        )
+    return "".join(parts)
+
+
 def write(report: Report, out: TextIO) -> None:
     out.write('<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">')
     out.write(f"<title>{html.escape(report.title)}</title><style>{_STYLE}</style>")
@@ -104,6 +149,8 @@ def write(report: Report, out: TextIO) -> None:
         )
     for sheet in report.sheets:
         out.write(f"<h2>{html.escape(sheet.name)}</h2>{_table(sheet)}")
+    if report.timelines:
+        out.write(_timelines(report.timelines))
     if report.notes:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
         out.write(f'<ul class="notes">{notes}</ul>')

@@ -52,6 +52,22 @@ class Sheet:
         self.marks[(row, self.headers.index(column))] = kind
 
 
+@dataclass(frozen=True)
+class TimelineBar:
+    """One stretch of a day at the post (docs/post.md): HH:MM to HH:MM, its minutes, its
+    presence (serving, paused, away, excused, unknown) and its label."""
+
+    start: str
+    end: str
+    minutes: int
+    kind: str
+    label: str
+
+
+# (person heading, [(day heading, bars)]): the HTML report's per-person day timelines.
+Timeline = tuple[str, list[tuple[str, list[TimelineBar]]]]
+
+
 @dataclass
 class Report:
     title: str
@@ -59,3 +75,5 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # HTML only: (title, ECharts option) pairs, built by central.reports.charts.
     charts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # HTML only: per person, a <details> per day with its time at the post, opened by a click.
+    timelines: list[Timeline] = field(default_factory=list)

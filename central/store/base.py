@@ -28,6 +28,7 @@ from central.store.records import (
     CaseLogEntry,
     CaseRecord,
     DeviceState,
+    DeviceTransition,
     EventRow,
     FiledEvent,
     Reject,
@@ -57,10 +58,34 @@ KEPT_SQL = "SELECT coalesce(sum(kept), 0) FROM rejected_counts WHERE device = {m
 
 LEAVE_INSERT = (
     "INSERT INTO leave (staff_id, kind, starts, starts_half, ends, ends_half, approver, note, "
-    "imported_by, imported_at, source, slot, slot_time) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half, slot) DO NOTHING"
+    "imported_by, imported_at, source, slot, slot_time, starts_time, ends_time) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (staff_id, kind, starts, starts_half, ends, ends_half, slot, starts_time, "
+    "ends_time) DO NOTHING"
 )
+
+# One row per change of a device's status `state` (docs/post.md), in the transaction of the
+# status's upsert and before it: the row is added only when `devices` does not hold that state
+# already. One primary-key probe per status, so the collector's path stays cheap. ``{at}``: the
+# dialect's typed placeholder for a time (a NULL in a SELECT list has no type in PostgreSQL).
+TRANSITION_INSERT = (
+    "INSERT INTO device_transitions (site, device, state, at, received_at) "
+    "SELECT %s, %s, %s, {at}, {at} WHERE NOT EXISTS "
+    "(SELECT 1 FROM devices WHERE site = %s AND device = %s AND state = %s)"
+)
+
+
+def status_at(status: dict[str, Any]) -> datetime | None:
+    """The status's own ``at`` (docs/topics.md), when it is an ISO time with its offset."""
+    value = status.get("at")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
 
 _EVENT_COLUMNS = "id, site, device, seq, type, at, clock, received_at, data"
 
@@ -329,6 +354,30 @@ class Store:
                     stored_time(received),
                 )
             )
+        return out
+
+    def device_transitions(
+        self, start: datetime, end: datetime, site: str | None = None
+    ) -> list[DeviceTransition]:
+        """Status changes heard in [start, end), and before them each device's last change
+        heard before ``start`` (its state at ``start``), ordered by site, device and time."""
+        lo, hi = self.stamp(start), self.stamp(end)
+        narrow, extra = ("AND site = %s", (site,)) if site is not None else ("", ())
+        rows = self.query(
+            "SELECT site, device, state, at, received_at FROM device_transitions "
+            f"WHERE received_at >= %s AND received_at < %s {narrow} "
+            "UNION ALL "
+            "SELECT t.site, t.device, t.state, t.at, t.received_at FROM device_transitions t "
+            "JOIN (SELECT site, device, max(received_at) AS last FROM device_transitions "
+            f"WHERE received_at < %s {narrow} GROUP BY site, device) b "
+            "ON t.site = b.site AND t.device = b.device AND t.received_at = b.last",
+            (lo, hi, *extra, lo, *extra),
+        )
+        out = [
+            DeviceTransition(site, device, state, stored_time(at), required_time(received))
+            for site, device, state, at, received in rows
+        ]
+        out.sort(key=lambda t: (t.site, t.device, t.received_at))
         return out
 
     def rejected_summary(self, hours: int = 24) -> dict[str, dict[str, Any]]:

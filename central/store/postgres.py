@@ -23,9 +23,11 @@ from central.store.base import (
     COUNT_REJECTS_SQL,
     KEPT_SQL,
     LEAVE_INSERT,
+    TRANSITION_INSERT,
     Store,
     leave_row,
     schedule_json,
+    status_at,
     status_fields,
 )
 from central.store.cases import Run, open_cases
@@ -304,17 +306,29 @@ class PostgresStore(Store):
     def upsert_status(
         self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
     ) -> None:
+        fields = status_fields(status)
+        heard = heard_at or utcnow()
         with self._lock:
-            self._conn().execute(
-                _STATUS_SQL,
-                (
-                    site,
-                    device,
-                    *status_fields(status),
-                    json.dumps(status, ensure_ascii=False),
-                    heard_at or utcnow(),
-                ),
-            )
+            conn = self._conn()
+            with conn.transaction():  # the transition and the status: both or neither
+                if fields[0] is not None:
+                    conn.execute(
+                        TRANSITION_INSERT.format(at="%s::timestamptz"),
+                        (
+                            site,
+                            device,
+                            fields[0],
+                            status_at(status),
+                            heard,
+                            site,
+                            device,
+                            fields[0],
+                        ),
+                    )
+                conn.execute(
+                    _STATUS_SQL,
+                    (site, device, *fields, json.dumps(status, ensure_ascii=False), heard),
+                )
 
     # --- writes that check first: under an advisory lock each ------------------------------
 
@@ -388,6 +402,8 @@ class PostgresStore(Store):
                             r["source"],
                             r.get("slot", ""),
                             r.get("slot_time", ""),
+                            r.get("starts_time", ""),
+                            r.get("ends_time", ""),
                         ),
                     )
                     added += cur.rowcount

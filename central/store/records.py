@@ -96,6 +96,17 @@ class DeviceState:
 
 
 @dataclass(frozen=True)
+class DeviceTransition:
+    """A change of a device's retained status (table ``device_transitions``, docs/post.md)."""
+
+    site: str
+    device: str
+    state: str  # "online" | "offline" (docs/topics.md ``…/status``)
+    at: datetime | None  # the status's own time, as the device wrote it (None: none or bad)
+    received_at: datetime  # when the centre heard it: the time the post computation uses
+
+
+@dataclass(frozen=True)
 class StoredRoster:
     site: str
     version: int
@@ -211,6 +222,8 @@ LEAVE_KEYS = (
     "source",
     "slot",
     "slot_time",
+    "starts_time",
+    "ends_time",
 )
 
 

@@ -554,6 +554,74 @@ _PG_RATINGS_CASE_NO = [
 ]
 
 
+# "leave_times" (docs/post.md "Leave by the hour"): 请假/公出 may name times of day (开始
+# 2026-11-03 15:00, 结束 2026-11-03 17:30), so leaving an afternoon early is excused exactly and
+# not by the half day. `starts_time` / `ends_time` are HH:MM, or '' for a row by half days (every
+# row stored before, and every 补卡). Two timed leaves of one afternoon are two rows: the unique
+# key gains the times. SQLite rebuilds the table as for "leave_slot", ids and counter kept.
+_LEAVE_TIMES_KEY = (
+    "UNIQUE (staff_id, kind, starts, starts_half, ends, ends_half, slot, starts_time, ends_time)"
+)
+_SQLITE_LEAVE_TIMES = [
+    f"""CREATE TABLE leave_t (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        staff_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN {_LEAVE_KINDS}),
+        starts TEXT NOT NULL CHECK (date(starts) = starts),
+        starts_half TEXT NOT NULL CHECK (starts_half IN ('am', 'pm')),
+        ends TEXT NOT NULL CHECK (date(ends) = ends),
+        ends_half TEXT NOT NULL CHECK (ends_half IN ('am', 'pm')),
+        approver TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        imported_by TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        slot TEXT NOT NULL DEFAULT '' CHECK (slot IN {_SLOTS}),
+        slot_time TEXT NOT NULL DEFAULT '',
+        starts_time TEXT NOT NULL DEFAULT '',
+        ends_time TEXT NOT NULL DEFAULT '',
+        {_LEAVE_TIMES_KEY}
+    )""",
+    """INSERT INTO leave_t (id, staff_id, kind, starts, starts_half, ends, ends_half, approver,
+        note, imported_by, imported_at, source, slot, slot_time)
+      SELECT id, staff_id, kind, starts, starts_half, ends, ends_half, approver, note,
+        imported_by, imported_at, source, slot, slot_time FROM leave""",
+    "DELETE FROM sqlite_sequence WHERE name = 'leave_t'",
+    """INSERT INTO sqlite_sequence (name, seq)
+      SELECT 'leave_t', seq FROM sqlite_sequence WHERE name = 'leave'""",
+    "DROP TABLE leave",
+    "ALTER TABLE leave_t RENAME TO leave",
+    "CREATE INDEX leave_dates ON leave (starts, ends)",
+]
+_PG_LEAVE_TIMES = [
+    "ALTER TABLE leave ADD COLUMN starts_time text NOT NULL DEFAULT ''",
+    "ALTER TABLE leave ADD COLUMN ends_time text NOT NULL DEFAULT ''",
+    "ALTER TABLE leave DROP CONSTRAINT leave_slot_key",
+    f"ALTER TABLE leave ADD CONSTRAINT leave_times_key {_LEAVE_TIMES_KEY}",
+]
+
+# "device_transitions" (docs/post.md "Device online and offline"): `devices` keeps only a
+# device's latest status, but 脱岗 by an offline device (regulation 第十九条, 第二十五条) needs
+# when it went offline and came back. One row per change of `state` (online/offline), written by
+# upsert_status in the statement's transaction; the status republished every minute with the
+# same state adds nothing. `at` is the status's own time (NULL when it has none or it does not
+# parse), `received_at` when the centre heard it: the MQTT will's `offline` carries the `at` of
+# the connect that registered it, so the centre's time is the one used.
+_TRANSITIONS = [
+    """CREATE TABLE device_transitions (
+        site {text} NOT NULL,
+        device {text} NOT NULL,
+        state {text} NOT NULL,
+        at {ts},
+        received_at {ts} NOT NULL
+    )""",
+    "CREATE INDEX device_transitions_device ON device_transitions (site, device, received_at)",
+    "CREATE INDEX device_transitions_received ON device_transitions (received_at)",
+]
+_SQLITE_TRANSITIONS = [q.format(text="TEXT", ts="TEXT") for q in _TRANSITIONS]
+_PG_TRANSITIONS = [q.format(text="text", ts="timestamptz") for q in _TRANSITIONS]
+
+
 def _named(*steps: tuple[str, list[str]]) -> tuple[Migration, ...]:
     return tuple(Migration(name, tuple(sql)) for name, sql in steps)
 
@@ -574,6 +642,8 @@ SQLITE_MIGRATIONS = _named(
     ("punch_schedule_version", _SQLITE_PUNCH_SCHEDULE),
     ("cases", _SQLITE_CASES),
     ("ratings_case_no", _SQLITE_RATINGS_CASE_NO),
+    ("leave_times", _SQLITE_LEAVE_TIMES),
+    ("device_transitions", _SQLITE_TRANSITIONS),
 )
 PG_MIGRATIONS = _named(
     ("events", _PG_V1),
@@ -588,6 +658,8 @@ PG_MIGRATIONS = _named(
     ("punch_schedule_version", _PG_PUNCH_SCHEDULE),
     ("cases", _PG_CASES),
     ("ratings_case_no", _PG_RATINGS_CASE_NO),
+    ("leave_times", _PG_LEAVE_TIMES),
+    ("device_transitions", _PG_TRANSITIONS),
 )
 LEGACY_NAMES = (
     "events",

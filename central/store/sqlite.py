@@ -25,9 +25,11 @@ from central.store.base import (
     COUNT_REJECTS_SQL,
     KEPT_SQL,
     LEAVE_INSERT,
+    TRANSITION_INSERT,
     Store,
     leave_row,
     schedule_json,
+    status_at,
     status_fields,
 )
 from central.store.cases import Run, open_cases
@@ -275,17 +277,26 @@ class SqliteStore(Store):
     def upsert_status(
         self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
     ) -> None:
+        fields = status_fields(status)
+        heard = iso((heard_at or utcnow()).astimezone(UTC))
         with self._lock:
-            self.conn.execute(
-                _STATUS_SQL,
-                (
-                    site,
-                    device,
-                    *status_fields(status),
-                    json.dumps(status, ensure_ascii=False),
-                    iso((heard_at or utcnow()).astimezone(UTC)),
-                ),
-            )
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")  # the transition and the status: both or neither
+            try:
+                if fields[0] is not None:
+                    own = status_at(status)
+                    c.execute(
+                        TRANSITION_INSERT.format(at="?").replace("%s", "?"),
+                        (site, device, fields[0], own and iso(own), heard, site, device, fields[0]),
+                    )
+                c.execute(
+                    _STATUS_SQL,
+                    (site, device, *fields, json.dumps(status, ensure_ascii=False), heard),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                rollback(c)
+                raise
 
     # --- writes that check first: one BEGIN IMMEDIATE each ---------------------------------
 
@@ -364,6 +375,8 @@ class SqliteStore(Store):
                             r["source"],
                             r.get("slot", ""),
                             r.get("slot_time", ""),
+                            r.get("starts_time", ""),
+                            r.get("ends_time", ""),
                         )
                         for r in rows
                     ],
