@@ -4,10 +4,10 @@ month on the screen"; payload: contract/published_summary.py).
 Per site: the attendance report's own computation (:func:`central.reports.attendance.compute`)
 for the current month in the hall's timezone, each punch judged by the schedule version its
 kiosk used, counted over the days that are over only; 迟到, 早退 and 缺卡 per person held to
-the daily hours, and 脱岗 from :func:`absent_counts`. The collector publishes each site's
-summary retained on ``{prefix}/{site}/summary`` and nowhere else: on every connect, when a
-site is seen for the first time, and on a check every few minutes when its digest changed
-(a day ending, a leave or 补卡 imported, a late batch of punches);
+the daily hours, and 脱岗 episodes from the same computation (docs/post.md). The collector
+publishes each site's summary retained on ``{prefix}/{site}/summary`` and nowhere else: on
+every connect, when a site is seen for the first time, and on a check every few minutes when
+its digest changed (a day ending, a leave or 补卡 imported, a late batch of punches);
 ``hall-central summary publish`` does the same at once.
 """
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from central.config import CentralConfig
-    from central.reports.month import Month
     from central.store import Store
 
 logger = logging.getLogger(__name__)
@@ -34,14 +33,6 @@ logger = logging.getLogger(__name__)
 RECHECK_S = 300.0  # as the schedule: a new day, a leave imported, a late batch
 RETRY_S = 60.0
 PUBACK_TIMEOUT_S = 5.0
-
-
-def absent_counts(store: Store, cfg: CentralConfig, site: str, month: Month) -> dict[str, int]:
-    """脱岗 episodes per staff id of ``site`` over the judged days of ``month``.
-
-    Filled by the time-at-post module (central/post) where it is installed; without it no
-    episode is known and every count is 0."""
-    return {}
 
 
 def compute_summary(
@@ -54,16 +45,17 @@ def compute_summary(
 
     local = now.astimezone(tz)
     month = Month.parse(None, tz, local)
-    result = compute(store, month, history(store, cfg.schedule), site, local)
+    result = compute(
+        store, month, history(store, cfg.schedule), site, local, cfg.post.pause_limit_min
+    )
     yesterday = local.date() - timedelta(days=1)
     through = yesterday if yesterday >= month.first else None
-    absent = absent_counts(store, cfg, site, month)
     staff = {
         pm.person.staff_id: {
             "late": pm.late,
             "early": pm.early,
             "missing": pm.missing,
-            "absent": absent.get(pm.person.staff_id, 0),
+            "absent": pm.absent,
         }
         for pm in result.people
         # Only people held to the daily hours (role staff): a chief's punches are never

@@ -12,12 +12,10 @@ What the office's ``/today`` page shows, computed from the store at one moment:
   included: 服务中, 暂停服务 since HH:MM, 未开放, 设备离线, and who.
 - 脱岗: :func:`ongoing_absences`.
 
-:func:`ongoing_absences` is a stand-in until the 脱岗 computation of central/post lands: a
-person who punched in today, not on leave for this half, during the public service hours
-(the morning or afternoon span), whose window is 未开放 or who is 暂停服务, for longer than
-:data:`PAUSE_LIMIT`. A window whose device is not heard (设备离线) counts as unknown, not as
-脱岗. It returns the post model's :class:`~central.post.model.Episode` per person; the call in
-:func:`load_today` is the only one, so the post module's function replaces it there.
+:func:`ongoing_absences` takes them from the time-at-post computation (central/post,
+docs/post.md): the 脱岗 episodes of today that are still running. A window the board shows
+设备离线 is still 脱岗 for a person who punched in and is not serving elsewhere (第二十五条:
+the device being off does not make the post staffed).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from contract.schedule import DayPlan, Schedule
 
 logger = logging.getLogger(__name__)
 
-PAUSE_LIMIT = timedelta(minutes=15)
 REFRESH_S = 1.0  # the store is read this often while a page listens; a push only on a change
 HALVES = {"am": "上午", "pm": "下午"}
 IN_SLOTS = {"am": "morning_in", "pm": "afternoon_in"}
@@ -151,66 +148,28 @@ def _in_span(plan: DayPlan, t: time) -> tuple[str, time] | None:
     return None
 
 
-def absences_from(inputs: Inputs) -> list[Absence]:
-    """The stand-in's rule (module docstring) on inputs already read."""
-    plan, moment = inputs.plan, inputs.moment
-    span = _in_span(plan, moment.time()) if plan.working else None
-    if span is None:
-        return []
-    half, span_start = span
-    day = moment.date()
-    span_from = datetime.combine(day, span_start, moment.tzinfo)
-    excused = _excuses(inputs.leaves, day)
-    punched = {(e.site, e.data.get("staff_id")) for e in inputs.punches if isinstance(e.data, dict)}
-    rows = inputs.board["windows"]
-
-    def since(row: dict[str, Any]) -> datetime:
-        text = row.get("since")
-        if not text:
-            return span_from
-        changed = datetime.combine(day, time.fromisoformat(text), moment.tzinfo)
-        return max(changed, span_from)
-
-    out = []
-    for (site, sid), person in sorted(inputs.people.items()):
-        if not person.window or person.role is None or (site, sid) not in punched:
-            continue
-        if (sid, half) in excused:
-            continue
-        at = [
-            r
-            for r in rows
-            if r["site"] == site
-            and r["staff"]
-            and r["staff"]["id"] == sid
-            and r["state"] in ("open", "paused")
-        ]
-        own = next(
-            (r for r in rows if r["site"] == site and any(a["id"] == sid for a in r["assigned"])),
-            None,
-        )
-        if any(r["state"] == "open" for r in at):
-            continue
-        if at:
-            row, cause = at[0], Cause.PAUSED_TOO_LONG
-        elif own is not None and own["state"] == "closed":
-            row, cause = own, Cause.LOGGED_OUT
-        elif own is None:
-            row, cause = None, Cause.LOGGED_OUT
-        else:
-            continue  # 设备离线: unknown, not 脱岗
-        start = span_from if row is None else since(row)
-        if moment - start <= PAUSE_LIMIT:
-            continue
-        window = person.window if row is None or row is own else row["window"]
-        episode = Episode(EpisodeKind.ABSENT, cause, start, moment, window, (), ongoing=True)
-        out.append(Absence(site, sid, episode))
-    return out
-
-
 def ongoing_absences(store: Any, cfg: CentralConfig, now: datetime) -> list[Absence]:
-    """脱岗 in progress at ``now`` (stand-in until central/post's; module docstring)."""
-    return absences_from(read_inputs(store, cfg, now))
+    """脱岗 in progress at ``now``: the episodes of today so far that run until ``now``, by the
+    time-at-post computation the monthly report uses (docs/post.md), so the page and the
+    report never disagree on what counts."""
+    from central.post.compute import post_days
+
+    tz = ZoneInfo(cfg.central.timezone)
+    moment = now.astimezone(tz)
+    days = post_days(
+        store,
+        history(store, cfg.schedule),
+        moment.date(),
+        moment.date(),
+        now=moment,
+        pause_limit=timedelta(minutes=cfg.post.pause_limit_min),
+    )
+    return [
+        Absence(d.site, d.staff_id, e)
+        for d in days
+        for e in d.episodes
+        if e.ongoing and e.kind is EpisodeKind.ABSENT
+    ]
 
 
 def _hhmm(moment: datetime, tz: Any) -> str:
@@ -282,10 +241,8 @@ def compute_today(inputs: Inputs, absences: list[Absence]) -> dict[str, Any]:
 
 
 def load_today(store: Any, cfg: CentralConfig, now: datetime) -> dict[str, Any]:
-    """The page's state at ``now``: every input read once."""
-    inputs = read_inputs(store, cfg, now)
-    # The one call of the 脱岗 computation (central/post's replaces the stand-in here).
-    return compute_today(inputs, absences_from(inputs))
+    """The page's state at ``now``."""
+    return compute_today(read_inputs(store, cfg, now), ongoing_absences(store, cfg, now))
 
 
 class TodayFeed:

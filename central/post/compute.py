@@ -76,7 +76,8 @@ class SiteDay:
     tz: tzinfo
     events: Sequence[WindowEvent]  # the site's window events of the day, any order
     offline: Mapping[str, Sequence[tuple[datetime, datetime]]] = field(default_factory=dict)
-    punched: Mapping[str, Sequence[tuple[str, str]]] = field(default_factory=dict)  # half, id
+    # staff id -> in-punches: (half, event id) or (half, event id, when)
+    punched: Mapping[str, Sequence[tuple[Any, ...]]] = field(default_factory=dict)
     excused: Mapping[str, Sequence[ExcusedSpan]] = field(default_factory=dict)
     # window -> device, for a window without an event that day (its device may be offline)
     window_devices: Mapping[str, str] = field(default_factory=dict)
@@ -223,8 +224,16 @@ def _person_day(
 ) -> PostDay:
     excused = [(x.start, x.end) for x in sd.excused.get(person.staff_id, ())]
     punched: dict[str, list[str]] = defaultdict(list)
-    for half, event_id in sd.punched.get(person.staff_id, ()):
+    arrived: dict[str, datetime] = {}  # half -> when the person was first in the hall
+    for half, event_id, *when in sd.punched.get(person.staff_id, ()):
         punched[half].append(event_id)
+        if when:
+            arrived[half] = min(arrived.get(half, when[0]), when[0])
+    for half, start, end in spans:
+        for s in mine:
+            if s.start < end and (s.end is None or s.end > start):
+                first = max(s.start, start)
+                arrived[half] = min(arrived.get(half, first), first)
     home = devices.get(person.window) if person.window else None
     watched = {s.device for s in mine} | ({home} if home else set())
     offline = {d: list(sd.offline.get(d, ())) for d in watched}
@@ -259,7 +268,7 @@ def _person_day(
         else:
             stretches.append(Stretch(seg.start, seg.end, seg.presence, seg.window))
     cut_at = now if now is not None and any(b == now for _, _, b in spans) else None
-    episodes = _episodes(person, mine, segs, pause_limit, punched, cut_at)
+    episodes = _episodes(person, mine, segs, pause_limit, punched, arrived, cut_at)
     return PostDay(
         person.site,
         person.staff_id,
@@ -341,6 +350,7 @@ def _episodes(
     segs: list[_Seg],
     pause_limit: timedelta,
     punched: Mapping[str, list[str]],
+    arrived: Mapping[str, datetime],
     cut_at: datetime | None,
 ) -> list[Episode]:
     out: list[Episode] = []
@@ -353,6 +363,14 @@ def _episodes(
             segs, lambda s: (s.cause, s.window) if s.presence == Presence.AWAY else None
         ):
             if cause == Cause.LOGGED_OUT:
+                # Leaving the post is 脱岗 (第二十五条); not having come yet is not: that is
+                # what the punches judge (迟到, 缺卡). Logged-out time counts from the person's
+                # arrival in that half day: their in-punch, or their first login in it.
+                half = next(s.half for s in segs if s.start == start)
+                came = arrived.get(half)
+                if came is None or came >= end:
+                    continue
+                start = max(start, came)
                 before = [s for s in mine if s.end is not None and s.end <= start and s.end_id]
                 after = [s for s in mine if s.start == end]
                 left = max(before, key=lambda s: s.start) if before else None
@@ -510,7 +528,7 @@ def post_days(
     start = datetime.combine(first, time.min, tz)
     end = datetime.combine(last, time.min, tz) + _DAY
     by_day: dict[tuple[str, date], list[WindowEvent]] = defaultdict(list)
-    punches: dict[tuple[str, date], dict[str, list[tuple[str, str]]]] = defaultdict(
+    punches: dict[tuple[str, date], dict[str, list[tuple[Any, ...]]]] = defaultdict(
         lambda: defaultdict(list)
     )
     month_devices: dict[str, dict[str, str]] = defaultdict(dict)
@@ -522,7 +540,7 @@ def post_days(
         if e.type == EventType.PUNCH:
             half = IN_SLOT_HALF.get(str(data.get("slot")))
             if half and staff:
-                punches[(e.site, at.date())][staff].append((half, e.id))
+                punches[(e.site, at.date())][staff].append((half, e.id, at))
             continue
         window = data.get("window")
         if not isinstance(window, str) or not window:
