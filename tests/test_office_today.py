@@ -25,8 +25,6 @@ import pytest
 from central.config import CentralConfig
 from central.office.server import OfficeServer
 from central.office.today import load_today
-
-PAUSE_LIMIT = timedelta(minutes=15)  # [post] pause_limit_min's default
 from central.store import BatchWrite, EventRow, open_store
 from contract import EventType
 from tests.conftest import require_or_skip
@@ -34,6 +32,8 @@ from tests.support import PG_URL, pg_available, pg_schema
 from tests.test_office import TZ, Client, Page, add_user, chromium, office_config
 
 __all__ = ["chromium"]  # the fixture, used by name
+
+PAUSE_LIMIT = timedelta(minutes=15)  # [post] pause_limit_min's default
 
 DAY = date(2026, 3, 5)  # a Thursday: winter hours 08:30-11:30, 14:00-17:30
 NOW = datetime(2026, 3, 5, 10, 30, tzinfo=TZ)  # the morning-in band (until 10:00) is over

@@ -314,10 +314,10 @@ def test_the_monthly_report_counts_the_episodes_and_shows_the_day_on_click(store
     assert [c.excuse for c in day.cells] == [None, None, None, "请假"]
     assert s1.leave_days == 0
     report = attendance.to_report(att)
-    summary = report.sheets[0]
-    row = next(r for r in summary.rows if r[1] == "S0001")
-    assert row[-3:] == [2, 45, 1]
-    daily = report.sheets[1]
+    posts = next(sheet for sheet in report.sheets if sheet.name == "在岗与纪律")
+    row = next(r for r in posts.rows if r[1] == "S0001")
+    assert row[4:] == [170, 10, 70, 2, 45, 1]  # at post, paused, away; 脱岗 次/分钟, 串岗
+    daily = next(sheet for sheet in report.sheets if sheet.name == "每日明细")
     (drow,) = [r for r in daily.rows if r[0] == DAY and r[3] == "S0001"]
     assert drow[daily.headers.index("在岗(分钟)")] == 170
     out = __import__("io").BytesIO()

@@ -104,7 +104,14 @@ def test_xlsx_sheets_frozen_header_widths_and_marks(conf, tmp_path):
     )
     assert r.returncode == 0, r.stderr.decode()
     book = load_workbook(out)
-    assert book.sheetnames == ["月度汇总", "每日明细", "请假与更正", "工作日历", "说明"]
+    assert book.sheetnames == [
+        "月度汇总",
+        "在岗与纪律",
+        "每日明细",
+        "请假与更正",
+        "工作日历",
+        "说明",
+    ]
     daily = book["每日明细"]
     assert daily.freeze_panes == "A2"
     headers = [c.value for c in daily[1]]

@@ -415,6 +415,17 @@ SUMMARY_HEADERS = [
     "记录数",
     "考勤规则",
     "时间存疑(条)",
+]
+# Time at the post and its discipline (第十九条, 第二十五条; docs/post.md), a sheet of its own:
+# the summary is already as wide as a landscape page holds.
+POST_HEADERS = [
+    "站点",
+    "工号",
+    "姓名",
+    "窗口",
+    "在岗(分钟)",
+    "其中暂停(分钟)",
+    "离岗(分钟)",
     "脱岗(次)",
     "脱岗(分钟)",
     "串岗(次)",
@@ -512,15 +523,8 @@ def _summary(att: Attendance) -> Sheet:
                 pm.records,
                 _rule_text(pm),
                 pm.suspect,
-                pm.absent if pm.posts else "",
-                pm.absent_min if pm.posts else "",
-                pm.wrong_window if pm.posts else "",
             ]
         )
-        if pm.absent:
-            summary.mark(i, "脱岗(次)", BAD)
-        if pm.wrong_window:
-            summary.mark(i, "串岗(次)", BAD)
         for column, value in (("迟到(次)", pm.late), ("早退(次)", pm.early)):
             if value:
                 summary.mark(i, column, LATE)
@@ -529,6 +533,36 @@ def _summary(att: Attendance) -> Sheet:
         if pm.chief_ok is False:
             summary.mark(i, "考勤规则", BAD)
     return summary
+
+
+def _posts(att: Attendance) -> Sheet:
+    """Per person with a window: the month's minutes at the post and its 脱岗 and 串岗."""
+    sheet = Sheet("在岗与纪律", POST_HEADERS, [])
+    for pm in att.people:
+        if not pm.posts:
+            continue
+        halves = [h for post in pm.posts.values() for h in post.halves.values()]
+        p = pm.person
+        sheet.rows.append(
+            [
+                p.site,
+                p.staff_id,
+                p.name,
+                p.window or "",
+                sum(h.at_post for h in halves),
+                sum(h.paused for h in halves),
+                sum(h.away for h in halves),
+                pm.absent,
+                pm.absent_min,
+                pm.wrong_window,
+            ]
+        )
+        row = len(sheet.rows) - 1
+        if pm.absent:
+            sheet.mark(row, "脱岗(次)", BAD)
+        if pm.wrong_window:
+            sheet.mark(row, "串岗(次)", BAD)
+    return sheet
 
 
 def _at_post(post: PostDay | None) -> int | str:
@@ -628,7 +662,7 @@ def to_report(att: Attendance) -> Report:
     where = f" {att.site}" if att.site else ""
     return Report(
         f"{att.month.label}{where} 考勤月报",
-        [_summary(att), _daily(att), leave, calendar],
+        [_summary(att), _posts(att), _daily(att), leave, calendar],
         notes=_notes(att),
         charts=charts.attendance_charts(att),
         timelines=_timelines(att),
