@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 from central.cases.desk import closed_in_time, due
 from central.cases.states import STATE_LABELS, CaseState
+from central.reports.model import as_text_cells, inert
 from central.reports.month import Month
 from central.reports.source import roster_people
 from central.store import Store
@@ -171,13 +172,17 @@ def cell(key: str, value: Any) -> Any:
     return value
 
 
+def csv_cell(key: str, value: Any) -> Any:
+    return inert(cell(key, value))
+
+
 def write_csv(export: Export, out: BinaryIO) -> None:
     """Row 1 the headings, then one row per rating; UTF-8 with a BOM so Excel reads it."""
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow([h for _, h in COLUMNS])
     for row in export.rows:
-        writer.writerow([cell(k, row[k]) for k in KEYS])
+        writer.writerow([csv_cell(k, row[k]) for k in KEYS])
     out.write(text.getvalue().encode("utf-8-sig"))
 
 
@@ -201,6 +206,7 @@ def write_xlsx(export: Export, out: BinaryIO) -> None:
         c.font = Font(bold=True)
     for row in export.rows:
         ws.append([cell(k, row[k]) for k in KEYS])
+        as_text_cells(ws[ws.max_row])
     ws.freeze_panes = "A2"
     ws.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{len(export.rows) + 1}"
     for i, (key, heading) in enumerate(COLUMNS, start=1):

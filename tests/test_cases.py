@@ -105,7 +105,7 @@ def test_working_hours_count_only_the_public_service_hours():
     assert clock.add_hours(local("2026-12-01T20:00"), 1) == local("2026-12-02T09:30")
 
 
-@pytest.mark.parametrize("text", ["0d", "1w", "d", "1.5d", "", "1000d", " 1d"])
+@pytest.mark.parametrize("text", ["0d", "1w", "d", "1.5d", "", "100d", "1000h", " 1d"])
 def test_a_limit_must_be_whole_working_days_or_hours(text):
     with pytest.raises(ValueError, match="expected N working days as 'Nd'"):
         Limit.parse(text)
@@ -170,6 +170,52 @@ def test_a_rating_that_fails_to_store_opens_no_case(store):
     assert batch.conflicts == [other]
     (case,) = store.cases()
     assert case.level == 1
+
+
+def test_a_rating_sent_twice_in_one_batch_with_other_content_keeps_its_case(store):
+    # The first copy is stored; the later one, another level under the same id, is refused
+    # as a conflict. The stored rating has its case.
+    row = rating_row(1)
+    other = EventRow(
+        row.id,
+        row.device,
+        row.site,
+        2,
+        row.type,
+        row.at,
+        row.at_text,
+        row.clock,
+        row.data.replace('"level": 1', '"level": 2'),
+    )
+    batch = BatchWrite([row, other], [])
+    store.write_batches([batch])
+    assert batch.conflicts == [other]
+    (case,) = store.cases()
+    assert (case.rating_id, case.level) == (row.id, 1)
+
+
+def test_a_case_opens_with_its_rating_even_when_its_deadlines_cannot_be_computed(store):
+    def broken(_opened):
+        raise ValueError("no calendar")
+
+    store.case_deadlines = broken
+    row = rating_row(2)
+    store.write_batches([BatchWrite([row], [])])
+    (case,) = store.cases()
+    assert case.rating_id == row.id and case.deadlines == {}
+    assert not due(case, datetime.now(UTC) + timedelta(days=400)).overdue
+
+
+def test_a_move_from_a_page_made_stale_by_another_move_is_refused(store):
+    store.write_batches([BatchWrite([rating_row(1)], [])])
+    (case,) = store.cases()
+    desk = CaseDesk(store, case_deadlines(CentralConfig()))
+    desk.move(case.id, "verified", "甲", "")
+    # 乙's page still shows "received": 申诉 is allowed from both states, but 乙 acted on
+    # a case that is no longer what the page showed.
+    with pytest.raises(CaseMoveError, match="is verified now, not received as shown"):
+        desk.move(case.id, "appealed", "乙", "", expected="received")
+    assert store.case(case.id).state == "verified"
 
 
 def test_the_case_carries_the_invitations_case_number(store):

@@ -381,3 +381,32 @@ def test_one_rating_per_row_even_when_resent(store):
 def test_unknown_format_is_refused(fmt):
     with pytest.raises(ValueError, match="--format: expected one of"):
         export_ratings.write(export_ratings.Export(OCTOBER, None, []), fmt, io.BytesIO())
+
+
+def test_text_a_spreadsheet_would_run_is_written_as_text(store):
+    """A 办件编号 comes from the window's case system: one that starts like a formula stays
+    text in the CSV (a leading apostrophe) and in the xlsx (a text cell), never a formula."""
+    from openpyxl import load_workbook
+
+    store.case_deadlines = fixed_deadlines
+    ev = Events(store)
+    hostile = '=HYPERLINK("http://example.invalid","点此")'
+    data = {"window": "A03", "pad": 1, "staff_id": "S001", "level": 1, "label": "x"}
+    ev.event(
+        "rating.submitted",
+        at(8),
+        data | {"reasons": [], "invite_id": 7, "case_no": hostile, "item_code": "-1+1"},
+    )
+    ev.flush()
+    export = export_ratings.compute(store, OCTOBER, now=at(8, 10))
+    headings = [h for _, h in export_ratings.COLUMNS]
+    buf = io.BytesIO()
+    export_ratings.write(export, "csv", buf)
+    (row,) = list(csv.reader(io.StringIO(buf.getvalue().decode("utf-8-sig"), newline="")))[1:]
+    assert row[headings.index("办件编号")] == "'" + hostile
+    assert row[headings.index("事项编码")] == "'-1+1"
+    buf = io.BytesIO()
+    export_ratings.write(export, "xlsx", buf)
+    sheet = load_workbook(io.BytesIO(buf.getvalue()))[export_ratings.SHEET]
+    cell = sheet.cell(row=2, column=headings.index("办件编号") + 1)
+    assert (cell.value, cell.data_type) == (hostile, "s")

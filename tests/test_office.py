@@ -259,7 +259,7 @@ def any_office(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runni
 def test_passwords_are_scrypt_hashes_with_their_parameters_and_a_salt():
     stored = hash_password(PASSWORD)
     kind, n, r, p, salt, digest = stored.split("$")
-    assert (kind, n, r, p) == ("scrypt", str(2**15), "8", "1")
+    assert (kind, n, r, p) == ("scrypt", str(2**17), "8", "1")
     assert PASSWORD not in stored and len(salt) >= 20 and len(digest) >= 40
     assert hash_password(PASSWORD) != stored  # a new salt every time
     assert verify_password(PASSWORD, stored)
@@ -307,7 +307,7 @@ def test_hall_central_users_add_from_stdin_then_the_login_works(tmp_path):
     assert "li" not in listed.stdout
     for running in serve(cfg):
         stored = running.store.user("wang")
-        assert stored is not None and stored.password_hash.startswith("scrypt$32768$8$1$")
+        assert stored is not None and stored.password_hash.startswith("scrypt$131072$8$1$")
         assert PASSWORD not in stored.password_hash
         client = running.client()
         reply = client.login("wang")
@@ -437,6 +437,35 @@ def test_logins_are_limited_per_name_and_per_address_and_audited(office):
     assert client.login("zhang").status == 303
     ok = [a for a in office.store.audit_log(50) if a.action == "login.ok"]
     assert [(a.user, a.address) for a in ok] == [("zhang", "127.0.0.1")]
+
+
+def test_logins_sent_at_once_cannot_pass_the_limit_while_their_hashes_run(tmp_path):
+    """41 logins in parallel (40 wrong, then the right one) with a limit of 3: at most 3 are
+    checked; the rest, the right password included, are refused before any hash runs."""
+    import asyncio
+
+    import aiohttp
+
+    for run in serve(office_config(tmp_path, login_attempts=3)):
+        add_user(run.store, "wang")
+
+        async def burst(url: str) -> list[int]:
+
+            async def one(password: str) -> int:
+                cookies = {"hall_office_login": "t"}
+                async with aiohttp.ClientSession(cookies=cookies) as session:
+                    form = {"csrf": "t", "name": "wang", "password": password}
+                    async with session.post(url, data=form, allow_redirects=False) as answer:
+                        return answer.status
+
+            guesses = [f"wrong-guess-{i:04d}" for i in range(40)] + [PASSWORD]
+            return await asyncio.gather(*(one(p) for p in guesses))
+
+        statuses = asyncio.run(burst(f"http://127.0.0.1:{run.port}/login"))
+        assert 303 not in statuses
+        audit = run.store.audit_log(500)
+        assert len([a for a in audit if a.action == "login.failed"]) <= 3
+        assert not [a for a in audit if a.action == "login.ok"]
 
 
 def test_an_unknown_name_fails_like_a_wrong_password(office):

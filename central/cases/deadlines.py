@@ -20,7 +20,9 @@ from zoneinfo import ZoneInfo
 
 from contract.schedule import Schedule
 
-LIMIT_PATTERN = r"^[1-9][0-9]{0,2}[dh]$"
+# Up to 99 working days or 999 working hours: far beyond any 好差评 rule's step, and always
+# found within the days scanned below.
+LIMIT_PATTERN = r"^(?:[1-9][0-9]?d|[1-9][0-9]{0,2}h)$"
 _LIMIT = re.compile(LIMIT_PATTERN)
 # A calendar that never yields a working day (a misconfiguration) must not loop for ever.
 _MAX_DAYS_SCANNED = 3 * 366
@@ -34,7 +36,9 @@ class Limit:
     @classmethod
     def parse(cls, text: str) -> Limit:
         if not _LIMIT.match(text):
-            raise ValueError(f"expected N working days as 'Nd' or hours as 'Nh', got {text!r}")
+            raise ValueError(
+                f"expected N working days as 'Nd' (1-99) or hours as 'Nh' (1-999), got {text!r}"
+            )
         return cls(int(text[:-1]), text[-1])
 
 

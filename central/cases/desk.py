@@ -80,8 +80,12 @@ class CaseDesk:
         note: str,
         address: str = "shell",
         now: datetime | None = None,
+        expected: str | None = None,
     ) -> CaseRecord:
-        """Move case ``case_id`` to ``target``; raises :class:`CaseMoveError` with the reason."""
+        """Move case ``case_id`` to ``target``; raises :class:`CaseMoveError` with the reason.
+
+        ``expected``: the state the mover saw (a page's); the move is refused unless the case
+        is still in it, so nobody acts on a page someone else's move made stale."""
         by = by.strip()
         if not by:
             raise CaseMoveError("--by: expected the name of who moves the case")
@@ -91,6 +95,10 @@ class CaseDesk:
         case = self.store.case(case_id)
         if case is None:
             raise CaseMoveError(f"case {case_id}: no such case")
+        if expected is not None and expected != case.state:
+            raise CaseMoveError(
+                f"case {case_id} is {case.state} now, not {expected} as shown; look at it again"
+            )
         check_move(CaseState(case.state), to)
         at = now or utcnow()
         deadlines = None

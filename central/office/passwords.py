@@ -1,10 +1,11 @@
 """Password hashes for the office's accounts (docs/office.md "Accounts").
 
 scrypt (hashlib, RFC 7914): memory-hard, so a stolen ``users`` table is expensive to guess
-at on GPUs. N = 2**15, r = 8, p = 1 costs 32 MiB and a few tens of milliseconds per check on
-the collector. The parameters are kept in each hash (``scrypt$N$r$p$salt$hash``, base64
-without padding), so raising them later leaves old hashes readable; a login with an older
-hash stores a new one (:func:`needs_rehash`).
+at on GPUs. N = 2**17, r = 8, p = 1 (OWASP's minimum for scrypt) costs 128 MiB and a few
+hundred milliseconds per check on the collector, two checks at a time at most. The parameters
+are kept in each hash (``scrypt$N$r$p$salt$hash``, base64 without padding), so raising them
+later leaves old hashes readable; the next ``users passwd`` stores the new ones
+(:func:`needs_rehash` says which hashes are older).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import secrets
 
 from contract import ID_PATTERN
 
-N, R, P = 2**15, 8, 1
+N, R, P = 2**17, 8, 1
 DKLEN = 32
 SALT_BYTES = 16
-_LIMIT_N = 2**20  # a hash naming more is refused rather than computed (a planted row)
+# A hash naming more memory than this is refused rather than computed (a planted row).
+_LIMIT_BYTES = 512 * 2**20
 
 MIN_LENGTH = 10
 MAX_LENGTH = 256
@@ -86,7 +88,9 @@ def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
         salt, digest = _unb64(parts[4]), _unb64(parts[5])
     except ValueError:
         return None
-    if n < 2 or n & (n - 1) or n > _LIMIT_N or not 1 <= r <= 32 or not 1 <= p <= 16:
+    if n < 2 or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16:
+        return None
+    if 128 * r * n * p > _LIMIT_BYTES:
         return None
     if not salt or not 16 <= len(digest) <= 64:
         return None

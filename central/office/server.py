@@ -2,8 +2,8 @@
 
 aiohttp on its own thread and event loop, as the hall board (central/board/server.py), with
 its own store connection used from one worker thread (the stores are synchronous). Password
-checks (scrypt: tens of milliseconds, 32 MiB each) run on two more threads, so a login never
-stalls the pages and no more than two checks hold memory at once.
+checks (scrypt: a few hundred milliseconds, 128 MiB each) run on two more threads, so a
+login never stalls the pages and no more than two checks hold memory at once.
 
 ``/today`` (central/office/today.py) is live: its stream ``/today/events`` (Server-Sent
 Events, as the hall board's) needs the session too, checks it again every few seconds and
@@ -245,14 +245,19 @@ async def _login_post(request: web.Request) -> web.Response:
     now = office.clock()
     minutes = office.cfg.office.login_window_min
     too_many = f"登录失败次数过多，请 {minutes} 分钟后再试。"
-    if office.limiter.blocked(keys, now) is not None:
+    # A check is reserved before the slow hash and counted with the failures: logins sent in
+    # parallel cannot all pass the limit while their hashes are being computed.
+    if not office.limiter.begin(keys, now):
         if office.limiter.first_report(keys, now):
             await office.audit(name or "-", "login.locked", f"user:{name}", "refused", address)
         return _login_form(office, too_many, name, 429)
-    user = await office.db(office.store.user, name) if name else None
-    usable = user is not None and not user.disabled
-    stored = user.password_hash if usable and user is not None else dummy_hash()
-    matched = await office.check_password(password, stored)
+    try:
+        user = await office.db(office.store.user, name) if name else None
+        usable = user is not None and not user.disabled
+        stored = user.password_hash if usable and user is not None else dummy_hash()
+        matched = await office.check_password(password, stored)
+    finally:
+        office.limiter.finish(keys)
     if not (usable and matched) or user is None:
         why = "no such user" if user is None else "disabled" if user.disabled else "wrong password"
         reached = office.limiter.fail(keys, now)
@@ -452,7 +457,13 @@ async def _move(request: web.Request) -> web.Response:
     address = client_address(request, office.cfg.office.behind_proxy)
     try:
         await office.db(
-            office.desk.move, case_id, target, session.user, note, address, office.clock()
+            functools.partial(office.desk.move, expected=case.state),
+            case_id,
+            target,
+            session.user,
+            note,
+            address,
+            office.clock(),
         )
     except CaseMoveError as exc:
         logger.info("office: %s could not move case %d: %s", session.user, case_id, exc)

@@ -138,6 +138,7 @@ class LoginLimiter:
         self.attempts = attempts
         self.window = window
         self._keys: dict[str, _Failures] = {}
+        self._pending: dict[str, int] = {}  # checks in flight per key
         self._lock = threading.Lock()
 
     def _current(self, key: str, now: datetime) -> _Failures | None:
@@ -161,6 +162,30 @@ class LoginLimiter:
                     ends = found.times[len(found.times) - self.attempts] + self.window
                     until = ends if until is None else max(until, ends)
         return until
+
+    def begin(self, keys: list[str], now: datetime) -> bool:
+        """Reserve one password check for ``keys``; False (nothing reserved) when their
+        failures plus the checks still in flight have reached the limit. Pair with
+        :meth:`finish`."""
+        with self._lock:
+            for key in keys:
+                found = self._current(key, now)
+                failures = len(found.times) if found is not None else 0
+                if failures + self._pending.get(key, 0) >= self.attempts:
+                    return False
+            for key in keys:
+                self._pending[key] = self._pending.get(key, 0) + 1
+            return True
+
+    def finish(self, keys: list[str]) -> None:
+        """The reserved check is done (its failure, if any, counted by :meth:`fail`)."""
+        with self._lock:
+            for key in keys:
+                left = self._pending.get(key, 0) - 1
+                if left > 0:
+                    self._pending[key] = left
+                else:
+                    self._pending.pop(key, None)
 
     def first_report(self, keys: list[str], now: datetime) -> bool:
         """True once per block: whether a refused login should be audited."""
@@ -189,7 +214,14 @@ class LoginLimiter:
                 for key in list(self._keys):
                     self._current(key, now)
                 while len(self._keys) > MAX_TRACKED:
-                    oldest = min(self._keys, key=lambda k: self._keys[k].times[-1])
+                    # Blocked keys go last: a flood of addresses must not free a blocked name.
+                    oldest = min(
+                        self._keys,
+                        key=lambda k: (
+                            len(self._keys[k].times) >= self.attempts,
+                            self._keys[k].times[-1],
+                        ),
+                    )
                     del self._keys[oldest]
         return reached
 

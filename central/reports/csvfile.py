@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from typing import BinaryIO
 
-from central.reports.model import Report, cell_text
+from central.reports.model import Report, cell_text, inert
 
 
 def write(report: Report, out: BinaryIO) -> None:
@@ -23,7 +23,7 @@ def write(report: Report, out: BinaryIO) -> None:
         writer.writerow([])
         writer.writerow([f"# {sheet.name}"])
         writer.writerow(sheet.headers)
-        writer.writerows([[cell_text(v) for v in row] for row in sheet.rows])
+        writer.writerows([[cell_text(inert(v)) for v in row] for row in sheet.rows])
     if report.notes:  # the rules the numbers follow travel with them, as in the other formats
         writer.writerow([])
         writer.writerow(["# 说明"])

@@ -30,6 +30,28 @@ class Rate(float):
         return f"{100 * self:.1f}%"
 
 
+# Text a spreadsheet would run as a formula ("CSV injection"): cells hold text from outside
+# (a 办件编号 from a window's case system, a name from the office's roster file). CSV gets a
+# leading apostrophe, as OWASP advises; xlsx keeps the text and types the cell as text
+# (:func:`as_text_cells`).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: Any) -> Any:
+    """``value``, with a leading apostrophe when it is text a spreadsheet would evaluate."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def as_text_cells(row: Any) -> None:
+    """Keep openpyxl from turning text that starts with '=' into a formula: nothing this
+    project writes is a formula, so every such cell is typed as text."""
+    for c in row:
+        if c.data_type == "f":
+            c.data_type = "s"
+
+
 def cell_text(value: Any) -> str:
     """How every text format (table, CSV, HTML) writes a cell; xlsx keeps the typed value."""
     if value is None:

@@ -13,7 +13,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, BinaryIO
 
-from central.reports.model import BAD, LATE, LEAVE, MISSING, PENDING, Rate, Report, Sheet, cell_text
+from central.reports.model import (
+    BAD,
+    LATE,
+    LEAVE,
+    MISSING,
+    PENDING,
+    Rate,
+    Report,
+    Sheet,
+    as_text_cells,
+    cell_text,
+)
 from central.reports.table import display_width
 
 FILLS = {LATE: "FFE699", MISSING: "F4B6B6", LEAVE: "BDD7EE", BAD: "F4B6B6"}
@@ -60,6 +71,7 @@ def _write_sheet(book: Any, sheet: Sheet, styles: dict[str, Any]) -> None:
         cell.font = styles["bold"]
     for r, row in enumerate(sheet.rows, start=2):
         ws.append([_value(v) for v in row])
+        as_text_cells(ws[r])
         for c, value in enumerate(row, start=1):
             fmt = _number_format(value)
             if fmt:

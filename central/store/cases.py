@@ -12,6 +12,7 @@ nothing: ``rating_id`` is unique and the insert skips it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -29,6 +30,8 @@ from central.store.records import (
     stored_time,
 )
 from contract import EventType
+
+logger = logging.getLogger(__name__)
 
 Run = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 Stamp = Callable[[datetime], Any]
@@ -139,7 +142,13 @@ def open_cases(
         if level not in CASE_LEVELS:
             continue
         rated, _suspect = filed_at(event.at, event.clock, received, tz)
-        deadlines = policy(received)
+        try:
+            deadlines = policy(received)
+        except Exception:
+            # The rating and its case are stored whatever the deadlines' computation does; a
+            # case without deadlines is never overdue and shows its steps without dates.
+            logger.exception("case of rating %s: deadlines could not be computed", event.id)
+            deadlines = {}
         rows = run(
             _INSERT_CASE,
             (

@@ -253,8 +253,10 @@ class PostgresStore(Store):
                 seen.add(e.id)
             batch.conflicts = conflicts = self._conflicts(cur, again) if again else []
             if conflicts:
-                taken = {e.id for e in conflicts}
-                events = [e for e in events if e.id not in taken]
+                # By identity, not id: a batch may hold one id twice, the first copy stored
+                # and a later one with other content refused; the stored copy goes on.
+                taken = {id(e) for e in conflicts}
+                events = [e for e in events if id(e) not in taken]
                 rejects = [*rejects, *conflict_rejects(conflicts)]
         if events:
             # now() of this transaction is received_at; the client's clock stands in for it

@@ -228,8 +228,10 @@ class SqliteStore(Store):
                 conflicts = self._conflicts(c, events)
         batch.conflicts = conflicts
         if conflicts:
-            taken = {e.id for e in conflicts}
-            events = [e for e in events if e.id not in taken]
+            # By identity, not id: a batch may hold one id twice, the first copy stored and
+            # a later one with other content refused; the stored copy goes on (its 差评 case).
+            taken = {id(e) for e in conflicts}
+            events = [e for e in events if id(e) not in taken]
             rejects = [*rejects, *conflict_rejects(conflicts)]
         if events:
             last = latest_plausible(events, received, self.tz)
