@@ -425,3 +425,21 @@ def test_the_runtime_runs_the_endpoint_only_when_configured(
         "windows.invite_listen: expected host:port such as '127.0.0.1:8091' or '', got '8091'"
         in str(err.value)
     )
+
+
+def test_a_request_naming_another_host_is_refused(window: Window, pty: PtyPort) -> None:
+    """A web page on the window's PC could point a name of its own at 127.0.0.1 (DNS
+    rebinding); its requests name that host and are refused before anything happens."""
+    import http.client
+
+    pad = pty.sim(1)
+    conn = http.client.HTTPConnection("127.0.0.1", window.port, timeout=5)
+    body = json.dumps({"window": "A03"})
+    headers = {"Content-Type": "application/json", "Host": f"evil.example:{window.port}"}
+    conn.request("POST", "/invite", body, headers)
+    answer = conn.getresponse()
+    assert answer.status == 421 and "evil.example" in json.loads(answer.read())["error"]
+    conn.close()
+    assert window.agent.bus.pads[1].state.invites == {} and pad.got.invites == []
+    status, _answer, _ = window.call("POST", "/invite", {"window": "A03"})
+    assert status == 200  # by its own address it is served

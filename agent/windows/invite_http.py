@@ -212,6 +212,13 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.server.service
         path = self.path.split("?", 1)[0]
         try:
+            host = self.headers.get("Host", "")
+            name = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
+            if name.strip("[]").lower() not in self.server.hosts:
+                raise Refused(
+                    HTTPStatus.MISDIRECTED_REQUEST,
+                    f"Host {host!r}: expected this device's address, such as 127.0.0.1",
+                )
             if path == "/invite":
                 if method != "POST":
                     raise Refused(
@@ -290,6 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung client never delays the agent's stop
     service: InviteService
+    # Host names a request may name (the listen host and loopback's): a web page the window's
+    # PC opens cannot reach the endpoint through a DNS name it points at 127.0.0.1 (DNS
+    # rebinding), because its requests carry that name.
+    hosts: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _Server6(_Server):
@@ -322,6 +333,7 @@ class InviteWorker:
         server_class = _Server6 if ":" in self.host else _Server
         server = server_class((self.host, self.port), _Handler)
         server.service = self.service
+        server.hosts = _Server.hosts | {self.host.lower()}
         server.timeout = 0.5  # handle_request returns at least this often: stop, activity
         return server
 

@@ -289,7 +289,16 @@ class SqliteStore(Store):
                     own = status_at(status)
                     c.execute(
                         TRANSITION_INSERT.format(at="?").replace("%s", "?"),
-                        (site, device, fields[0], own and iso(own), heard, site, device, fields[0]),
+                        (
+                            site,
+                            device,
+                            fields[0],
+                            own and iso(own.astimezone(UTC)),
+                            heard,
+                            site,
+                            device,
+                            fields[0],
+                        ),
                     )
                 c.execute(
                     _STATUS_SQL,
