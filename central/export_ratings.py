@@ -205,8 +205,9 @@ def write_xlsx(export: Export, out: BinaryIO) -> None:
     for c in ws[1]:
         c.font = Font(bold=True)
     for row in export.rows:
-        ws.append([cell(k, row[k]) for k in KEYS])
-        as_text_cells(ws[ws.max_row])
+        values = [cell(k, row[k]) for k in KEYS]
+        ws.append(values)
+        as_text_cells(ws, ws.max_row, values)
     ws.freeze_panes = "A2"
     ws.auto_filter.ref = f"A1:{get_column_letter(len(COLUMNS))}{len(export.rows) + 1}"
     for i, (key, heading) in enumerate(COLUMNS, start=1):

@@ -44,12 +44,13 @@ def inert(value: Any) -> Any:
     return value
 
 
-def as_text_cells(row: Any) -> None:
-    """Keep openpyxl from turning text that starts with '=' into a formula: nothing this
-    project writes is a formula, so every such cell is typed as text."""
-    for c in row:
-        if c.data_type == "f":
-            c.data_type = "s"
+def as_text_cells(ws: Any, row: int, values: list[Any]) -> None:
+    """Keep openpyxl from having turned text that starts with '=' (the only text it takes
+    for a formula) into one: nothing this project writes is a formula, so such cells of
+    ``row`` just appended are typed as text. Looks only at the values, not every cell."""
+    for column, value in enumerate(values, start=1):
+        if isinstance(value, str) and value.startswith("="):
+            ws.cell(row=row, column=column).data_type = "s"
 
 
 def cell_text(value: Any) -> str:

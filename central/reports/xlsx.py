@@ -70,8 +70,9 @@ def _write_sheet(book: Any, sheet: Sheet, styles: dict[str, Any]) -> None:
     for cell in ws[1]:
         cell.font = styles["bold"]
     for r, row in enumerate(sheet.rows, start=2):
-        ws.append([_value(v) for v in row])
-        as_text_cells(ws[r])
+        values = [_value(v) for v in row]
+        ws.append(values)
+        as_text_cells(ws, r, values)
         for c, value in enumerate(row, start=1):
             fmt = _number_format(value)
             if fmt:
