@@ -327,3 +327,24 @@ def test_a_pause_shows_on_the_open_page_without_a_reload(hall, chromium):
 
     latency = asyncio.run(drive())
     print(f"pause -> page: {latency:.2f} s")
+
+
+def test_a_leave_by_the_hour_excuses_a_half_only_from_its_start():
+    """As the monthly report: 15:00-17:30 does not excuse the afternoon's 14:00 in-punch (the
+    person should be there at 14:00), 13:30-17:30 does; a half-day row covers the half."""
+    from central.office.today import _excuses
+    from contract.schedule import Schedule
+
+    plan = Schedule().plan(DAY)
+    base = {"staff_id": "S001", "kind": "请假", "starts": DAY, "ends": DAY}
+    late = base | {
+        "starts_half": "pm",
+        "ends_half": "pm",
+        "starts_time": "15:00",
+        "ends_time": "17:30",
+    }
+    early = late | {"starts_time": "13:30"}
+    half = base | {"starts_half": "pm", "ends_half": "pm", "starts_time": "", "ends_time": ""}
+    assert _excuses([late], DAY, plan) == {}
+    assert _excuses([early], DAY, plan) == {("S001", "pm"): "请假"}
+    assert _excuses([half], DAY, plan) == {("S001", "pm"): "请假"}

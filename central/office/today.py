@@ -97,15 +97,28 @@ def read_inputs(store: Any, cfg: CentralConfig, now: datetime) -> Inputs:
     )
 
 
-def _covers(row: dict[str, Any], day: date, half: str) -> bool:
+def _covers(row: dict[str, Any], day: date, half: str, plan: DayPlan | None = None) -> bool:
     starts, ends = row.get("starts"), row.get("ends")
     if not isinstance(starts, date) or not isinstance(ends, date):
         return False
     here = (day, half)
-    return (starts, row.get("starts_half") or "am") <= here <= (ends, row.get("ends_half") or "pm")
+    if not (starts, row.get("starts_half") or "am") <= here <= (ends, row.get("ends_half") or "pm"):
+        return False
+    begins, until = row.get("starts_time"), row.get("ends_time")
+    if plan is None or not begins or not until:
+        return True  # by half days
+    # A leave by the hour covers the half's in-punch only when it covers the moment the half
+    # starts, as the monthly report judges the slot (docs/post.md "Leave by the hour").
+    span = plan.morning if half == "am" else plan.afternoon
+    moment = span.start.strftime("%H:%M")
+    first = begins if day == starts else "00:00"
+    last = until if day == ends else "24:00"
+    return first <= moment <= last
 
 
-def _excuses(leaves: list[dict[str, Any]], day: date) -> dict[tuple[str, str], str]:
+def _excuses(
+    leaves: list[dict[str, Any]], day: date, plan: DayPlan | None = None
+) -> dict[tuple[str, str], str]:
     """(staff id, half) -> 请假 / 公出 (a 补卡 without a slot, stored before slots were
     recorded, covers its half days as 补卡)."""
     out: dict[tuple[str, str], str] = {}
@@ -113,7 +126,7 @@ def _excuses(leaves: list[dict[str, Any]], day: date) -> dict[tuple[str, str], s
         kind = row.get("kind")
         if kind in HALF_KINDS or (kind == "补卡" and not row.get("slot")):
             for half in HALVES:
-                if _covers(row, day, half):
+                if _covers(row, day, half, plan):
                     out.setdefault((str(row.get("staff_id")), half), str(kind))
     return out
 
@@ -181,7 +194,7 @@ def compute_today(inputs: Inputs, absences: list[Absence]) -> dict[str, Any]:
     moment, plan = inputs.moment, inputs.plan
     tz, day, now_t = moment.tzinfo, moment.date(), moment.time()
     firsts = _first_punches(inputs.punches)
-    excused = _excuses(inputs.leaves, day)
+    excused = _excuses(inputs.leaves, day, plan)
     corrected = _corrections(inputs.leaves, day)
     people = []
     for (site, sid), p in sorted(
