@@ -1,0 +1,73 @@
+"""A device's signed event chain, as both sides compute it (docs/tamper.md).
+
+- **Canonical form**: RFC 8785 (JSON Canonicalization Scheme) of the event object as it is
+  sent, never whatever ``json.dumps`` printed: sorted keys, ES6 number form, UTF-8.
+- ``prev``: the hex SHA-256 of the canonical form of the device's previous event, ``sig``
+  included; :data:`GENESIS` for a device's first signed event.
+- ``sig``: the device's Ed25519 signature (base64, standard alphabet, padded) over the
+  canonical form of the event without ``sig``.
+
+An event without ``prev`` and ``sig`` (an agent older than chains) is unsigned: stored, and
+marked so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+GENESIS = "0" * 64  # ``prev`` of a device's first signed event
+SIGNED_FIELDS = ("prev", "sig")
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of ``value`` (dicts, lists, str, int, float, bool, None)."""
+    return rfc8785.dumps(value)
+
+
+def digest(event: Mapping[str, Any]) -> str:
+    """The hex SHA-256 of ``event``'s canonical form: what the next event's ``prev`` names."""
+    return hashlib.sha256(canonical(dict(event))).hexdigest()
+
+
+def signing_input(event: Mapping[str, Any]) -> bytes:
+    """The bytes ``sig`` signs: the canonical form of the event without ``sig``."""
+    return canonical({k: v for k, v in event.items() if k != "sig"})
+
+
+def is_signed(event: Mapping[str, Any]) -> bool:
+    return isinstance(event.get("prev"), str) and isinstance(event.get("sig"), str)
+
+
+def sign(private_key: Any, event: Mapping[str, Any]) -> str:
+    """``sig`` for ``event`` (which already carries its ``prev``), with an
+    ``cryptography`` Ed25519 private key."""
+    return base64.b64encode(private_key.sign(signing_input(event))).decode("ascii")
+
+
+def public_key(raw: bytes) -> Any:
+    """An Ed25519 public key from its 32 raw bytes."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify(key: Any, event: Mapping[str, Any]) -> bool:
+    """True when ``event``'s ``sig`` is ``key``'s signature over it; False for a bad,
+    malformed or missing signature. Never raises for the event's content."""
+    from cryptography.exceptions import InvalidSignature
+
+    sig = event.get("sig")
+    if not isinstance(sig, str):
+        return False
+    try:
+        raw = base64.b64decode(sig, validate=True)
+        key.verify(raw, signing_input(event))
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        return False
+    return True
