@@ -34,7 +34,7 @@ def _number(x: float | int) -> str:
     if isinstance(x, bool):
         raise ValueError("not a number")
     if isinstance(x, int):
-        if abs(x) > 2**53:
+        if abs(x) > 2**53 - 1:
             raise ValueError("integer beyond I-JSON's range")
         return str(x)
     if not math.isfinite(x):
