@@ -482,3 +482,50 @@ def test_seal_verify_prove_commands(tmp_path, capsys):
     assert f"FAIL event {rows[2].id} (leaf 2): sealed, missing from the store" in out
     assert main(["-c", str(config), "seal", "--show-key"]) == 0
     assert capsys.readouterr().out.strip() == (tmp_path / "k/seal.key.pub").read_text().strip()
+
+
+# --- the reports -----------------------------------------------------------------------------
+
+
+def test_the_reports_print_the_seal(tmp_path):
+    import io
+
+    from central.reports import build, render
+
+    with open_store(f"sqlite:///{tmp_path}/hall.db") as s:
+        fill(s, 3)
+        report = build("ratings", s, MONTH, now=datetime(2026, 12, 2, tzinfo=HALL))
+        assert report.notes[-1] == "封存: 2026-11 尚未封存 (hall-central seal --month 2026-11)"
+        assert report.seal_qr == ""
+        c = seal(s, MONTH, KEY, now=sealed_at_after()).checkpoint
+        for kind in ("attendance", "ratings"):
+            report = build(kind, s, MONTH, now=datetime(2026, 12, 2, tzinfo=HALL))
+            assert report.notes[-1].startswith(f"封存: 2026-11 第 {c.id} 号封存, 中心收到的 3 条")
+            assert c.root in report.notes[-1]
+            assert report.seal_qr == f"HALLSEAL 2026-11 3 {c.root}"
+        html, table = io.BytesIO(), io.BytesIO()
+        render(report, "html", html)
+        render(report, "table", table)
+    assert "<svg" in html.getvalue().decode()
+    assert c.root in table.getvalue().decode() and "▀" in table.getvalue().decode()
+
+
+def test_the_fast_canonical_form_is_rfc8785():
+    import random
+
+    import rfc8785
+
+    from central.seal.leaf import fast_canonical
+
+    rnd = random.Random(9162)
+    floats = [0.0, -0.0, 3.0, 1.5, 1e-4, 9.99e-5, 1e15 + 0.5, 1e16, 1e21, 2.0**53, 2.0**60, 0.1]
+    floats += [rnd.uniform(-1e6, 1e6) for _ in range(500)]
+    floats += [10.0 ** rnd.uniform(-12, 25) for _ in range(500)]
+    ints = [0, -1, 2**53 - 1, -(2**53 - 1)]
+    texts = ["", "é", "\u2028", "\x1f\x7f", '"\\', "\U0001f600", "\uffff", "窗口", "\ue000"]
+    values = [*floats, *ints, *texts, True, False, None, [1.0, "x"], {"b": 1, "a": [2.5]}]
+    values.append({"\U0001f600": 1, "\uffff": 2, "a": 3})  # UTF-16 order differs here
+    values.append({"\ue000": 1, "\U00010000": 2})
+    for v in values:
+        event = {"id": "x", "data": {"v": v, "w": [v, {"z": v}]}}
+        assert fast_canonical(event) == rfc8785.dumps(event), v

@@ -74,9 +74,12 @@ def _sent_at(value: Any) -> str:
     return value.isoformat(timespec="milliseconds")
 
 
-def recompute(store: Any, start: datetime, end: datetime) -> tuple[list[Finding], int, bool]:
+def recompute(
+    store: Any, start: datetime, end: datetime, read: list[Any] | None = None
+) -> tuple[list[Finding], int, bool]:
     """Chain findings of the events received in [start, end), the unsigned count, and whether
-    the store holds chains at all (False: columns ``prev``/``sig`` absent)."""
+    the store holds chains at all (False: columns ``prev``/``sig`` absent). ``read``: those
+    events as the caller read them already (StoredEvent), reused when there are no chains."""
     from central.store.records import stored_json
 
     where = "FROM events WHERE received_at >= %s AND received_at < %s"
@@ -85,8 +88,14 @@ def recompute(store: Any, start: datetime, end: datetime) -> tuple[list[Finding]
     try:
         rows = store.query(f"SELECT {columns}, prev, sig {where}", span)
         chained = True
-    except Exception:
-        rows = [(*r, None, None) for r in store.query(f"SELECT {columns} {where}", span)]
+    except Exception:  # no chain columns yet: seq gaps and the tree only
+        if read is not None:
+            rows = [
+                (e.id, e.site, e.device, e.seq, e.type, e.at, e.clock, e.data, None, None)
+                for e in read
+            ]
+        else:
+            rows = [(*r, None, None) for r in store.query(f"SELECT {columns} {where}", span)]
         chained = False
     keys: dict[tuple[str, str], Any] = {}
     try:
