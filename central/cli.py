@@ -140,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     from central.commands import add_parsers
     from central.office.users_cli import add_parser as add_users_parser
     from central.schedule_cli import add_parser as add_schedule_parser
+    from central.seal.cli import add_parser as add_seal_parser
     from central.summary_cli import add_parser as add_summary_parser
 
     add_parsers(sub)
     add_schedule_parser(sub)
+    add_seal_parser(sub)
     add_summary_parser(sub)
     add_cases_parser(sub)
     add_users_parser(sub)
@@ -395,8 +397,21 @@ def cmd_config(_args: argparse.Namespace) -> int:
 # Commands that describe the config file rather than run with one: they work before it exists.
 CONFIGLESS = {"config": cmd_config}
 
+
+def _seal_command(name: str) -> Any:
+    def run(cfg: CentralConfig, args: argparse.Namespace) -> int:
+        from central.seal import cli
+
+        return int(getattr(cli, f"cmd_{name}")(cfg, args))
+
+    return run
+
+
 COMMANDS = {
     "run": cmd_run,
+    "seal": _seal_command("seal"),
+    "verify": _seal_command("verify"),
+    "prove": _seal_command("prove"),
     "schedule": cmd_schedule,
     "summary": cmd_summary,
     "check": cmd_check,

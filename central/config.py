@@ -198,6 +198,16 @@ class PostSection(Section):
     )
 
 
+class SealSection(Section):
+    """The monthly seal (docs/tamper.md "Monthly seal"): the centre's own signing key."""
+
+    key_file: Path = Field(
+        Path("/var/lib/hall-agent/seal.key"),
+        description="The centre's Ed25519 key that signs checkpoints (created 0600 by the "
+        "first 'hall-central seal'; its public key beside it as KEY_FILE.pub)",
+    )
+
+
 class CentralConfig(Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -219,6 +229,10 @@ class CentralConfig(Section):
     post: PostSection = Field(
         default_factory=PostSection,
         description="Time at the post, 脱岗 and 串岗 in the monthly report (docs/post.md)",
+    )
+    seal: SealSection = Field(
+        default_factory=SealSection,
+        description="The monthly seal of the events (docs/tamper.md)",
     )
 
 

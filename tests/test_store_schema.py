@@ -36,7 +36,7 @@ VERSIONS = (7, 8)
 def new_tables(version: int) -> set[str]:
     """The tables this release adds to a store of numbered ``version``."""
     cases = {"cases", "case_log", "users", "audit_log"}
-    added = {"hall_migrations", "device_transitions", *cases}
+    added = {"hall_migrations", "device_transitions", "checkpoints", "checkpoint_leaves", *cases}
     return added | ({"schedules"} if version < 8 else set())
 
 
@@ -60,6 +60,7 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
         "ratings_case_no",
         "leave_times",
         "device_transitions",
+        "checkpoints",
     ]
 
 

@@ -26,6 +26,23 @@ def build(
     now: datetime | None = None,
     pause_limit_min: int = 15,
 ) -> Report:
+    """The report, with the month's seal (docs/tamper.md) in its notes."""
+    from central.seal.report import add_seal
+
+    report = _build(kind, store, month, schedule_cfg, site, now, pause_limit_min)
+    add_seal(report, store, month)
+    return report
+
+
+def _build(
+    kind: str,
+    store: Store,
+    month: Month,
+    schedule_cfg: object | None,
+    site: str | None,
+    now: datetime | None,
+    pause_limit_min: int,
+) -> Report:
     if kind == "attendance":
         from central.reports import attendance
         from central.schedule_publish import history

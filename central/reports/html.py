@@ -154,6 +154,10 @@ def write(report: Report, out: TextIO) -> None:
     if report.notes:
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
         out.write(f'<ul class="notes">{notes}</ul>')
+    if report.seal_qr:
+        from central.seal.report import qr_svg
+
+        out.write(f'<p class="notes seal">{qr_svg(report.seal_qr)}</p>')
     out.write(
         '<p class="notes">图表: Apache ECharts '
         f"{ECHARTS_VERSION} (Apache License 2.0), 已内嵌, 可离线打开。</p></body></html>\n"

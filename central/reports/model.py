@@ -100,3 +100,5 @@ class Report:
     charts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # HTML only: per person, a <details> per day with its time at the post, opened by a click.
     timelines: list[Timeline] = field(default_factory=list)
+    # The month's seal as QR text (central/seal/report.py); '' when not sealed.
+    seal_qr: str = ""

@@ -49,5 +49,9 @@ def write(report: Report, out: TextIO) -> None:
         write_sheet(sheet, out)
     if report.notes:
         out.write("\n" + "\n".join(f"注: {n}" for n in report.notes) + "\n")
+    if report.seal_qr:
+        from central.seal.report import qr_blocks
+
+        out.write(qr_blocks(report.seal_qr) + "\n")
     if any(k != PENDING for sheet in report.sheets for k in sheet.marks.values()):
         out.write("注: * 迟到/早退/缺卡/请假/差评等需关注的单元格\n")

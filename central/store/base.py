@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -684,7 +685,110 @@ class Store:
             if m.name in rows
         ]
 
+    # --- checkpoints (docs/tamper.md "Monthly seal", central/seal/) ----------------------------
+
+    def sealable_events(self, start: datetime, end: datetime) -> list[StoredEvent]:
+        """Events the centre received in [start, end), in the seal's order: ``received_at``,
+        then ``id``. The centre's own time decides the month, so a late arrival joins the month
+        it arrived in and never reorders a sealed one."""
+        return self._events_where(
+            "received_at >= %s AND received_at < %s ORDER BY received_at, id",
+            (self.stamp(start), self.stamp(end)),
+        )
+
+    def add_checkpoint(self, c: Checkpoint, leaves: list[tuple[str, str]]) -> int:
+        """Store a checkpoint and its leaves ((event id, leaf hash hex) in tree order) in one
+        transaction; returns its id."""
+        with self.transaction() as run:
+            [(cid,)] = run(
+                "INSERT INTO checkpoints (month, tree_size, root, signature, public_key, "
+                "sealed_at, previous) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    c.month,
+                    c.tree_size,
+                    c.root,
+                    c.signature,
+                    c.public_key,
+                    self.stamp(c.sealed_at),
+                    c.previous,
+                ),
+            )
+            for i in range(0, len(leaves), 500):
+                chunk = leaves[i : i + 500]
+                marks = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for j, (event_id, leaf) in enumerate(chunk, start=i):
+                    params += [cid, j, event_id, leaf]
+                run(
+                    f"INSERT INTO checkpoint_leaves (checkpoint, idx, event_id, leaf) "
+                    f"VALUES {marks}",
+                    tuple(params),
+                )
+        return int(cid)
+
+    def checkpoints(self, month: str) -> list[Checkpoint]:
+        """The month's checkpoints, oldest first."""
+        rows = self.query(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE month = %s ORDER BY id",
+            (month,),
+        )
+        return [_checkpoint(r) for r in rows]
+
+    def checkpoint(self, checkpoint_id: int) -> Checkpoint | None:
+        rows = self.query(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE id = %s", (checkpoint_id,)
+        )
+        return _checkpoint(rows[0]) if rows else None
+
+    def checkpoint_leaves(self, checkpoint_id: int) -> list[tuple[str, str]]:
+        """(event id, leaf hash hex) of a checkpoint, in tree order."""
+        rows = self.query(
+            "SELECT event_id, leaf FROM checkpoint_leaves WHERE checkpoint = %s ORDER BY idx",
+            (checkpoint_id,),
+        )
+        return [(str(e), str(h)) for e, h in rows]
+
+    def checkpoints_of_event(self, event_id: str) -> list[int]:
+        """Ids of the checkpoints whose tree holds ``event_id``, oldest first."""
+        rows = self.query(
+            "SELECT checkpoint FROM checkpoint_leaves WHERE event_id = %s ORDER BY checkpoint",
+            (event_id,),
+        )
+        return [int(r[0]) for r in rows]
+
 
 def schedule_json(body: dict[str, Any]) -> str:
     """The schedule body as stored: UTF-8 JSON text."""
     return json.dumps(body, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A sealed month (docs/tamper.md): ``root`` and ``public_key`` hex, ``signature`` base64
+    over :func:`central.seal.checkpoint.statement`."""
+
+    month: str
+    tree_size: int
+    root: str
+    signature: str
+    public_key: str
+    sealed_at: datetime
+    previous: int | None = None
+    id: int | None = None
+
+
+_CHECKPOINT_COLUMNS = "id, month, tree_size, root, signature, public_key, sealed_at, previous"
+
+
+def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
+    cid, month, size, root, sig, key, sealed_at, previous = row
+    return Checkpoint(
+        month,
+        int(size),
+        root,
+        sig,
+        key,
+        required_time(sealed_at),
+        None if previous is None else int(previous),
+        int(cid),
+    )
