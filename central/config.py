@@ -202,7 +202,7 @@ class SealSection(Section):
     """The monthly seal (docs/tamper.md "Monthly seal"): the centre's own signing key."""
 
     key_file: Path = Field(
-        Path("/var/lib/hall-agent/seal.key"),
+        Path("/var/lib/hall-central/seal.key"),
         description="The centre's Ed25519 key that signs checkpoints (created 0600 by the "
         "first 'hall-central seal'; its public key beside it as KEY_FILE.pub)",
     )

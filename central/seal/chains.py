@@ -1,12 +1,11 @@
 """Recompute the devices' signed chains of a month's events (docs/tamper.md "Checking a month").
 
-Assumptions shared with the ingest checks (central/validation.py): ``events`` gains columns
-``prev`` and ``sig`` (NULL for an unsigned event), table ``device_keys`` holds each device's
-Ed25519 public key as (site, device, public_key hex), and the event as sent is the object
-{id, seq, type, at, clock, device, site, data, prev, sig} with ``at`` exactly the device's text.
-SQLite keeps that text; a store that does not (PostgreSQL keeps an instant) must keep it for
-signatures to check. Until the columns exist every event is reported unsigned and only the tree
-is checked.
+:func:`check_chains` checks events as sent ({id, seq, type, at, clock, device, site, data,
+prev, sig}, ``at`` exactly the device's text): each device's events in ``seq`` order, link by
+link, each signature against the device's key, and the seqs missing between them. This release
+of the store keeps no ``prev``/``sig`` (the centre's chain verification is still to land):
+:func:`recompute` then sees every event unsigned and checks the month's seq gaps only; the tree
+is checked either way (central/seal/core.py).
 """
 
 from __future__ import annotations
@@ -74,49 +73,21 @@ def _sent_at(value: Any) -> str:
     return value.isoformat(timespec="milliseconds")
 
 
-def recompute(
-    store: Any, start: datetime, end: datetime, read: list[Any] | None = None
-) -> tuple[list[Finding], int, bool]:
-    """Chain findings of the events received in [start, end), the unsigned count, and whether
-    the store holds chains at all (False: columns ``prev``/``sig`` absent). ``read``: those
-    events as the caller read them already (StoredEvent), reused when there are no chains."""
-    from central.store.records import stored_json
-
-    where = "FROM events WHERE received_at >= %s AND received_at < %s"
-    span = (store.stamp(start), store.stamp(end))
-    columns = "id, site, device, seq, type, at, clock, data"
-    try:
-        rows = store.query(f"SELECT {columns}, prev, sig {where}", span)
-        chained = True
-    except Exception:  # no chain columns yet: seq gaps and the tree only
-        if read is not None:
-            rows = [
-                (e.id, e.site, e.device, e.seq, e.type, e.at, e.clock, e.data, None, None)
-                for e in read
-            ]
-        else:
-            rows = [(*r, None, None) for r in store.query(f"SELECT {columns} {where}", span)]
-        chained = False
-    keys: dict[tuple[str, str], Any] = {}
-    try:
-        for site, device, raw in store.query("SELECT site, device, public_key FROM device_keys"):
-            keys[(site, device)] = chain.public_key(bytes.fromhex(raw))
-    except Exception:
-        pass
-    events = []
-    for eid, site, device, seq, etype, at, clock, data, prev, sig in rows:
-        e: dict[str, Any] = {
-            "id": str(eid),
-            "seq": seq,
-            "type": etype,
-            "at": _sent_at(at),
-            "clock": clock,
-            "device": device,
-            "site": site,
-            "data": stored_json(data),
+def recompute(events: Iterable[Any]) -> tuple[list[Finding], int, bool]:
+    """Chain findings of a month's events as the store returns them (``StoredEvent``), the
+    number of unsigned ones, and whether the store holds chains at all (not yet: False)."""
+    sent = [
+        {
+            "id": str(e.id),
+            "seq": e.seq,
+            "type": e.type,
+            "at": _sent_at(e.at),
+            "clock": e.clock,
+            "device": e.device,
+            "site": e.site,
+            "data": e.data,
         }
-        if prev is not None and sig is not None:
-            e["prev"], e["sig"] = prev, sig
-        events.append(e)
-    findings, unsigned = check_chains(events, keys)
-    return findings, unsigned, chained
+        for e in events
+    ]
+    findings, unsigned = check_chains(sent, {})
+    return findings, unsigned, False
