@@ -34,6 +34,7 @@ from central.reports.month import Month  # noqa: E402
 from central.seal.core import seal, verify  # noqa: E402
 from central.seal.keys import public_hex  # noqa: E402
 from central.store import EventRow, PostgresStore, Store, open_store  # noqa: E402
+from contract import EventType  # noqa: E402
 from tests import support as testing  # noqa: E402
 from tests.support import PG_URL, pg_available  # noqa: E402
 
@@ -54,7 +55,7 @@ def events(n: int) -> list[EventRow]:
         device = rnd.choice(devices)
         seqs[device] += 1
         if rnd.random() < 0.5:
-            kind = "attendance.punch"
+            kind = EventType.PUNCH.value
             data = {
                 "staff_id": f"S{rnd.randrange(100):03d}",
                 "slot": "morning_in",
@@ -65,7 +66,7 @@ def events(n: int) -> list[EventRow]:
                 "schedule_version": 3,
             }
         else:
-            kind = "rating.submitted"
+            kind = EventType.RATING.value
             data = {
                 "window": f"A{rnd.randrange(60):02d}",
                 "pad": 1,

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Print an inclusion proof of EVENT_ID in the latest checkpoint that holds "
         "it, for scripts/verify_proof.py.",
     )
-    p.add_argument("event_id", metavar="EVENT_ID")
+    p.add_argument("event_id", metavar="EVENT_ID", help="the id of the event to prove (a UUID)")
     p.add_argument("--json", action="store_true", help="the proof as JSON (for verify_proof.py)")
 
 
