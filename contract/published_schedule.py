@@ -33,9 +33,10 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract.config import ScheduleSection
+from contract.payload import parse_payload, validate_payload
 
 SCHEDULE_PAYLOAD_VERSION = 1
 MAX_SCHEDULE_BYTES = 256 * 1024  # a few years of days: a few KiB; anything near this is wrong
@@ -150,22 +151,8 @@ def build_published(
 
 
 def validate_schedule(obj: Any) -> PublishedSchedule:
-    if not isinstance(obj, dict):
-        raise ScheduleError(f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        return PublishedSchedule.model_validate(obj)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ScheduleError(f"{where}: {first['msg']}{more}") from None
+    return validate_payload(PublishedSchedule, obj, ScheduleError)
 
 
 def parse_schedule(payload: bytes) -> PublishedSchedule:
-    if len(payload) > MAX_SCHEDULE_BYTES:
-        raise ScheduleError(f"{len(payload)} bytes; expected at most {MAX_SCHEDULE_BYTES}")
-    try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ScheduleError(f"not JSON: {exc}") from None
-    return validate_schedule(obj)
+    return parse_payload(PublishedSchedule, payload, MAX_SCHEDULE_BYTES, ScheduleError)

@@ -32,9 +32,10 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import Id, StaffId
+from contract.payload import parse_payload, validate_payload
 
 SUMMARY_PAYLOAD_VERSION = 1
 MAX_SUMMARY_STAFF = 5000
@@ -153,22 +154,8 @@ def build_summary(
 
 
 def validate_summary(obj: Any) -> PublishedSummary:
-    if not isinstance(obj, dict):
-        raise SummaryError(f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        return PublishedSummary.model_validate(obj)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise SummaryError(f"{where}: {first['msg']}{more}") from None
+    return validate_payload(PublishedSummary, obj, SummaryError)
 
 
 def parse_summary(payload: bytes) -> PublishedSummary:
-    if len(payload) > MAX_SUMMARY_BYTES:
-        raise SummaryError(f"{len(payload)} bytes; expected at most {MAX_SUMMARY_BYTES}")
-    try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SummaryError(f"not JSON: {exc}") from None
-    return validate_summary(obj)
+    return parse_payload(PublishedSummary, payload, MAX_SUMMARY_BYTES, SummaryError)
