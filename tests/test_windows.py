@@ -212,6 +212,9 @@ def test_time_at_start_every_period_and_after_hello(
     try:
         pad = pty.sim(1)
         assert pad.wait_for(lambda g: len(g.times) == 1)
+        # The bus thread schedules the next TIME just after sending this one; wait for
+        # that, or the test's "the hour has passed" would be overwritten by it.
+        assert wait_until(lambda: agent.bus._next_time > 0.0)
         agent.bus._next_time = 0.0  # the hour has passed
         assert pad.wait_for(lambda g: len(g.times) == 2)
         assert pad.hello("FW-2.1").acked  # a rebooted pad lost its clock and display
