@@ -30,7 +30,10 @@ _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 # The canonical lower-case UUID text, as str(uuid.UUID(x)) == x checked it: one regex instead
 # of parsing and formatting a UUID object per event.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
-_ENVELOPE = frozenset(("id", "seq", "type", "at", "clock", "device", "site", "data"))
+_ENVELOPE = frozenset(("id", "seq", "type", "at", "clock", "device", "site", "data", "prev", "sig"))
+# prev and sig are optional (older agents send neither) and bounded: what they say is checked
+# after the event is stored (docs/tamper.md), so a bad one is a finding, not a reject.
+MAX_CHAIN_FIELD = 128
 # json.dumps with non-default arguments builds a new JSONEncoder per call.
 _DATA_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 MAX_REJECT_PAYLOAD = 64 * 1024  # of a payload kept for a technician to look at
@@ -97,6 +100,13 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
     extra = ev.keys() - _ENVELOPE
     if extra:
         return None, f"unknown envelope key(s) {sorted(extra)}"
+    for name in ("prev", "sig"):
+        value = ev.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_CHAIN_FIELD):
+            return None, (
+                f"{name}: expected a string of at most {MAX_CHAIN_FIELD} characters, "
+                f"got {value!r:.80}"
+            )
     # What no store can hold is named as such, before the model's own messages.
     try:
         data_text = _DATA_TEXT(data)

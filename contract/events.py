@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contract.ids import CaseNo, InviteId, ItemCode, PadAddress, StaffId, Window
 
@@ -28,6 +28,7 @@ class EventType(StrEnum):
     FAULT = "device.fault"
     RECOVERED = "device.recovered"
     TEST = "device.test"
+    KEY = "device.key"
 
 
 EVENT_TYPES = frozenset(t.value for t in EventType)
@@ -110,6 +111,19 @@ class TestData(BaseModel):
     note: Annotated[str, Field(max_length=1024)]
 
 
+# An Ed25519 public key: its 32 raw bytes in standard, padded base64 (44 characters).
+PUBLIC_KEY_PATTERN = r"^[A-Za-z0-9+/]{43}=$"
+
+
+class KeyData(BaseModel):
+    """device.key: the device announces the key that signs its events from the next one on
+    (docs/tamper.md "Device keys"). The first is signed by itself; a rotation's by the key
+    it replaces, so only the holder of the old key can announce the new one."""
+
+    model_config = _STRICT
+    public_key: Annotated[str, StringConstraints(pattern=PUBLIC_KEY_PATTERN)]
+
+
 DATA_MODELS: dict[str, type[BaseModel]] = {
     EventType.PUNCH: PunchData,
     EventType.FACE_REJECTED: FaceRejectedData,
@@ -122,6 +136,7 @@ DATA_MODELS: dict[str, type[BaseModel]] = {
     EventType.FAULT: FaultData,
     EventType.RECOVERED: FaultData,
     EventType.TEST: TestData,
+    EventType.KEY: KeyData,
 }
 
 

@@ -256,6 +256,7 @@ KIND_TEXT: dict[str, str] = {
     EventType.FAULT: "设备故障",
     EventType.RECOVERED: "设备恢复",
     EventType.TEST: "测试",
+    EventType.KEY: "设备密钥",
 }
 REJECT_TEXT = {
     "unknown_face": "未识别的人",

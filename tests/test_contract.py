@@ -14,7 +14,7 @@ store = test_reports.store  # a store on each of SQLite and PostgreSQL
 
 def test_every_event_type_has_a_data_model():
     assert set(c.DATA_MODELS) == c.EVENT_TYPES
-    assert len(c.EVENT_TYPES) == 11
+    assert len(c.EVENT_TYPES) == 12
 
 
 def test_rating_body_round_trips():
