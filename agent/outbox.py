@@ -53,9 +53,12 @@ DEDUPE_TTL_S = 24 * 3600  # dedupe keys older than this cannot be resent any mor
 # row header and the index entries (id, type+seq); see docs/outbox.md for the measurement.
 ROW_OVERHEAD = 190
 RECOUNT_EVERY = 1000  # appends between exact recounts of the pending bytes
-# After signing failed (a key file unreadable, the disk full), events wait unsigned this long
-# before the next try; they are never sent unsigned while a signer is set.
+# After signing failed, events wait unsigned this long before the next try; they are never
+# sent unsigned while a signer is set. A key file needs a technician: every 30 s is plenty. A
+# write the outbox could not make (a full disk, a lock held too long) may work a moment later,
+# and must not hold up the events that long once it does.
 SIGN_RETRY_S = 30.0
+SIGN_RETRY_WRITE_S = 1.0
 
 
 def free_bytes(directory: str | os.PathLike[str]) -> int:
@@ -609,14 +612,15 @@ class Outbox:
             try:
                 signed = self._sign_through(self.signer, rows[-1][0])
             except (DeviceKeyError, OSError, sqlite3.Error) as exc:
-                self._sign_retry_at = time.monotonic() + SIGN_RETRY_S
+                wait = SIGN_RETRY_S if isinstance(exc, DeviceKeyError) else SIGN_RETRY_WRITE_S
+                self._sign_retry_at = time.monotonic() + wait
                 if self.signing_error != str(exc):
                     logger.error(
                         "outbox %s: events wait unsigned, signing failed: %s; trying again "
                         "every %.0f s",
                         self.path,
                         exc,
-                        SIGN_RETRY_S,
+                        wait,
                     )
                 self.signing_error = str(exc)
             else:
