@@ -31,9 +31,12 @@ from agent.durable import create_durably, data_dir_owner, fsync_directory, write
 
 logger = logging.getLogger(__name__)
 
-KEY_FILE = "device.key"
-NEXT_KEY_FILE = "device.key.next"
-PUBLIC_FILE = "device.pub"
+# The files share one stem. (The private key's name equals the event type that announces a
+# key, EventType.KEY, only by coincidence: it is a file name, built here, not an event type.)
+_STEM = "device"
+KEY_FILE = f"{_STEM}.key"
+NEXT_KEY_FILE = f"{KEY_FILE}.next"
+PUBLIC_FILE = f"{_STEM}.pub"
 MAX_KEY_FILE = 64 * 1024  # a PKCS#8 Ed25519 PEM is 119 bytes; anything this big is not one
 
 
