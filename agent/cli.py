@@ -91,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--note", default="ping", help="text carried in the events")
 
+    p = sub.add_parser(
+        "keygen",
+        help="create the device's signing key if missing; print the path of its public key",
+        description="Create the device's Ed25519 signing key (device.key in the data "
+        "directory, mode 0600) if it is missing, and print the path of its public key file "
+        "(device.pub) on stdout and the key's fingerprint on stderr. Give device.pub to the "
+        "centre: hall-central devices trust DEVICE KEYFILE. An existing key is kept, so "
+        "running it again prints the same path (docs/device-keys.md).",
+    )
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the key: a new one (device.key.next) is announced in a device.key event "
+        "signed with the current key, which the agent sends like any other; it switches to "
+        "the new key once that event is signed",
+    )
+
     p = sub.add_parser("config", help="config tools", description="Config tools.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     csub.required = True
@@ -220,10 +237,15 @@ UMASK = 0o027
 
 def secure_data_dir(path: Path) -> None:
     """Take group write and every "other" bit off the data dir and the files directly in it
-    (an outbox created before, or by a process with a looser umask)."""
+    (an outbox created before, or by a process with a looser umask). The device's public key
+    is public (0644) and left alone; its private key is checked where it is read."""
     if not path.is_dir():
         return
+    from agent.keys import PUBLIC_FILE
+
     for item in (path, *path.iterdir()):
+        if item.name == PUBLIC_FILE:
+            continue
         try:
             st = item.lstat()
         except OSError:
@@ -304,6 +326,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 0
     oldest = "-" if stats.oldest_s is None else f"{stats.oldest_s:.0f} s"
     print(f"pending: {stats.pending}")
+    print(f"not signed yet: {stats.unsigned}")
     print(f"dead letters: {stats.dead_letter}")
     print(f"oldest pending: {oldest}")
     print(f"size: {stats.bytes / 2**20:.1f} MiB of {stats.cap_bytes / 2**20:.0f} MiB")
@@ -326,6 +349,40 @@ def cmd_ping(args: argparse.Namespace) -> int:
         )
     finally:
         outbox.close()
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from agent.keys import Keyring, fingerprint
+
+    keyring = Keyring(cfg.device.data_dir)
+    if args.rotate:
+        from agent.signing import RotationRefused, rotate
+
+        outbox = _open_outbox(cfg)
+        try:
+            r = rotate(cfg.device.data_dir, outbox)
+        except RotationRefused as exc:
+            raise CliError(f"keygen --rotate: {exc}") from None
+        finally:
+            outbox.close()
+        print(keyring.public_path)
+        print(
+            f"{'resumed: ' if r.resumed else ''}new device key {fingerprint(r.new)} "
+            f"({keyring.next_path}) announced in event seq {r.seq}, which the current key "
+            f"{fingerprint(r.old)} signs; the agent switches to the new key as it sends that "
+            f"event, and {keyring.public_path.name} then holds it",
+            file=sys.stderr,
+        )
+        return 0
+    public, created = keyring.ensure()
+    # stdout: the path alone, for `scp`/`cat "$(hall-agent … keygen)"`; the rest to stderr.
+    print(keyring.public_path)
+    print(
+        f"{fingerprint(public)} ({'new' if created else 'existing'} key {keyring.key_path})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -391,6 +448,7 @@ COMMANDS = {
     "check": cmd_check,
     "outbox": cmd_outbox,
     "ping": cmd_ping,
+    "keygen": cmd_keygen,
     "config": cmd_config,
     "enroll": cmd_enroll,
     "gallery": cmd_gallery,

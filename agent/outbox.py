@@ -15,6 +15,9 @@ a crash or a power cut.
   is recorded. Below the free-space floor (``sync.min_free_mb``) ``append`` refuses with
   :class:`OutboxFullError`; the caller does not ack, so the producer retries later.
 - A corrupt or foreign database file is moved aside (never overwritten) and reported.
+- Signing (schema v2, agent/outbox_chain.py): with a signer set (:meth:`Outbox.set_signer`),
+  :meth:`Outbox.pending` signs the events it is about to return into the device's chain
+  first, once each; ``append`` never signs. Without one, events are sent unsigned as before.
 """
 
 from __future__ import annotations
@@ -35,19 +38,27 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
+from agent import outbox_chain
 from agent.envelope import CLOCK_FLOOR_UNIX, ClockState, make_event, system_clock_state
+from agent.keys import DeviceKeyError, Keyring, fingerprint
 from contract import EventType, FaultData, event_data
 from contract.sqlite_tx import rollback
 
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x48414C4C  # "HALL": marks the file as ours (PRAGMA application_id)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEDUPE_TTL_S = 24 * 3600  # dedupe keys older than this cannot be resent any more (pads: 5 s)
 # The size cap counts the bytes of the pending events' JSON plus this much per row for the
 # row header and the index entries (id, type+seq); see docs/outbox.md for the measurement.
 ROW_OVERHEAD = 190
 RECOUNT_EVERY = 1000  # appends between exact recounts of the pending bytes
+# After signing failed, events wait unsigned this long before the next try; they are never
+# sent unsigned while a signer is set. A key file needs a technician: every 30 s is plenty. A
+# write the outbox could not make (a full disk, a lock held too long) may work a moment later,
+# and must not hold up the events that long once it does.
+SIGN_RETRY_S = 30.0
+SIGN_RETRY_WRITE_S = 1.0
 
 
 def free_bytes(directory: str | os.PathLike[str]) -> int:
@@ -62,9 +73,14 @@ DISK_FULL_BYTES = 1024 * 1024
 
 
 # What the cap may drop: device.* events, but never the disk fault that says events were
-# dropped. The type is a parameter from EventType, not a literal in the SQL text.
-_DROPPABLE = "type LIKE 'device.%' AND NOT (type = ? AND body LIKE ?)"
-_DROPPABLE_ARGS = (EventType.FAULT.value, '%"component":"disk"%')
+# dropped, nor a device.key announcement (the chain's keys depend on it), nor an event already
+# signed (sent, not yet acked): a drop is then always a seq gap *before* signing, which leaves
+# the chain intact. The types are parameters from EventType, not literals in the SQL text.
+_DROPPABLE = (
+    "type LIKE 'device.%' AND type <> ? AND NOT (type = ? AND body LIKE ?) "
+    "AND seq > (SELECT head_seq FROM chain)"
+)
+_DROPPABLE_ARGS = (EventType.KEY.value, EventType.FAULT.value, '%"component":"disk"%')
 
 
 def _disk(event: EventType, detail: str) -> dict[str, Any]:
@@ -103,6 +119,7 @@ class OutboxStats:
     cap_bytes: int
     last_seq: int
     file_bytes: int = 0  # the database file's used pages
+    unsigned: int = 0  # pending events not signed yet (all of them when no signer is set)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +130,7 @@ class OutboxStats:
             "cap_bytes": self.cap_bytes,
             "last_seq": self.last_seq,
             "file_bytes": self.file_bytes,
+            "unsigned": self.unsigned,
         }
 
 
@@ -144,8 +162,12 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
     db["dedupe"].create({"key": str, "event_id": str, "created": float}, pk="key")
 
 
+def _migrate_v2(db: sqlite_utils.Database) -> None:
+    outbox_chain.create_chain(db.conn, Outbox._last_seq(db.conn))
+
+
 # Migrations run in order; index i brings the schema from version i to i + 1. Append only.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1, _migrate_v2]
 
 
 def _dumps(obj: Any) -> str:
@@ -184,6 +206,9 @@ class Outbox:
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
+        self.signer: Keyring | None = None
+        self.signing_error: str | None = None  # why events wait unsigned, for status
+        self._sign_retry_at = 0.0
         self.moved_aside: Path | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._dir = str(self.path.parent)
@@ -553,13 +578,101 @@ class Outbox:
     # --- reading and settling ---------------------------------------------------------------
 
     def pending(self, limit: int, after_seq: int = 0) -> list[PendingEvent]:
-        """Up to ``limit`` unacked events with ``seq > after_seq``, in seq order."""
+        """Up to ``limit`` unacked events with ``seq > after_seq``, in seq order.
+
+        With a signer set, the unsigned ones among them are signed first (one transaction);
+        if that fails, only the events signed before are returned and signing is tried again
+        after SIGN_RETRY_S: an unsigned event is never handed out while a signer is set.
+        """
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, id, type, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
+            if self.signer is not None and rows:
+                rows = self._signed(rows)
         return [PendingEvent(*row) for row in rows]
+
+    # --- signing (agent/outbox_chain.py) ----------------------------------------------------
+
+    def set_signer(self, signer: Keyring | None) -> None:
+        """Sign events into the device's chain as :meth:`pending` hands them out (None: stop)."""
+        with self._lock:
+            self.signer = signer
+            self.signing_error = None
+            self._sign_retry_at = 0.0
+
+    def _signed(self, rows: list[tuple[int, str, str, str]]) -> list[tuple[int, str, str, str]]:
+        """``rows`` with every unsigned one signed; on failure those signed before only."""
+        assert self.signer is not None
+        head_seq = self._conn.execute("SELECT head_seq FROM chain").fetchone()[0]
+        if rows[-1][0] <= head_seq:
+            return rows  # all signed before: the usual case for a resend
+        if time.monotonic() >= self._sign_retry_at:
+            try:
+                signed = self._sign_through(self.signer, rows[-1][0])
+            except (DeviceKeyError, OSError, sqlite3.Error) as exc:
+                wait = SIGN_RETRY_S if isinstance(exc, DeviceKeyError) else SIGN_RETRY_WRITE_S
+                self._sign_retry_at = time.monotonic() + wait
+                if self.signing_error != str(exc):
+                    logger.error(
+                        "outbox %s: events wait unsigned, signing failed: %s; trying again "
+                        "every %.0f s",
+                        self.path,
+                        exc,
+                        wait,
+                    )
+                self.signing_error = str(exc)
+            else:
+                if self.signing_error is not None:
+                    logger.info("outbox %s: signing works again", self.path)
+                self.signing_error = None
+                bodies = signed.bodies
+                return [(s, i, t, bodies.get(s, b)) for s, i, t, b in rows]
+        return [row for row in rows if row[0] <= head_seq]
+
+    def _sign_through(self, signer: Keyring, upto: int) -> outbox_chain.Signed:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            signed = outbox_chain.sign_through(conn, signer, upto)
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
+        self._bytes += signed.grown
+        if signed.announced:
+            # Committed: the announced key is in effect. When it is device.key.next's, the
+            # rotation ends here (rename, device.pub); the old private key is forgotten. A
+            # failure is retried at the next start; the new key signs meanwhile from memory.
+            try:
+                signer.settle(signed.head.key)
+            except (DeviceKeyError, OSError) as exc:
+                logger.error("device key rotation not finished: %s; retried at the next start", exc)
+        return signed
+
+    def chain_key(self) -> str | None:
+        """The public key in effect in the chain (None before the first announcement)."""
+        with self._lock:
+            return outbox_chain.read_head(self._conn).key
+
+    def announced_key(self) -> str | None:
+        """The key in effect once everything pending is signed (agent/outbox_chain.py)."""
+        with self._lock:
+            return outbox_chain.announced_key(self._conn)
+
+    def signing_health(self) -> dict[str, Any]:
+        """The signer's component state for the status message (docs/topics.md "Status")."""
+        signer = self.signer
+        if signer is None:
+            return {"state": "ok", "detail": "no signer: events are sent unsigned"}
+        out: dict[str, Any] = {"state": "ok"}
+        if signer.current_public is not None:
+            out["key"] = fingerprint(signer.current_public)
+        if self.signing_error is not None:
+            out["state"] = "fault"
+            out["detail"] = f"events wait unsigned: {self.signing_error}"
+        return out
 
     def contains(self, event_id: str) -> bool:
         with self._lock:
@@ -657,6 +770,9 @@ class Outbox:
         with self._lock:
             conn = self._conn
             pending, oldest = conn.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+            unsigned = conn.execute(
+                "SELECT count(*) FROM outbox WHERE seq > (SELECT head_seq FROM chain)"
+            ).fetchone()[0]
             dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
             used = self._bytes = self._count_bytes(conn)
             self._since_exact = 0
@@ -670,6 +786,7 @@ class Outbox:
             cap_bytes=self.max_bytes,
             last_seq=last_seq,
             file_bytes=file_bytes,
+            unsigned=unsigned,
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox
+from agent.signing import start_signing
 from agent.stopflag import StopFlag
 from agent.supervisor import Supervisor, Worker
 
@@ -62,6 +63,9 @@ def start_screen(cfg: AgentConfig, outbox: Outbox, health: Callable[[], dict]) -
 def run_agent(cfg: AgentConfig) -> int:
     cfg.device.data_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox.for_config(cfg)
+    # Before any worker: the uplink hands out only events signed with the device's key,
+    # created here on a device upgraded from an agent that did not sign (docs/device-keys.md).
+    start_signing(cfg.device.data_dir, outbox)
     from sync.systemd import Notifier
 
     supervisor = Supervisor({}, notifier=Notifier())

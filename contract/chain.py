@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,9 +27,60 @@ GENESIS = "0" * 64  # ``prev`` of a device's first signed event
 SIGNED_FIELDS = ("prev", "sig")
 
 
+class _NotPlain(Exception):
+    pass
+
+
+_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with integral floats as ints, when :func:`json.dumps` then writes exactly its
+    RFC 8785 form; raises _NotPlain otherwise."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > _SAFE_INT:
+            raise _NotPlain
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotPlain
+        if value.is_integer():
+            if abs(value) > _SAFE_INT:
+                raise _NotPlain  # ES6 rounds such digits: leave it to rfc8785
+            return int(value)  # ES6 writes 3.0 as 3
+        if not 1e-4 <= abs(value) < 1e16:
+            raise _NotPlain  # where repr turns to an exponent, ES6 may not: leave it to rfc8785
+        return value  # repr's shortest round-trip digits, as ES6 writes them
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        for k in value:
+            # Code-point order is UTF-16 order below the surrogates.
+            if not isinstance(k, str) or (k and max(k) >= "\ud800"):
+                raise _NotPlain
+        return {k: _plain(v) for k, v in value.items()}
+    raise _NotPlain
+
+
 def canonical(value: Any) -> bytes:
-    """RFC 8785 canonical JSON of ``value`` (dicts, lists, str, int, float, bool, None)."""
-    return rfc8785.dumps(value)
+    """RFC 8785 canonical JSON of ``value`` (dicts, lists, str, int, float, bool, None).
+
+    By the standard library's C encoder where its output is provably the same (about ten
+    times faster: a device signs every event, the centre checks every one), else by rfc8785,
+    which also raises for what has no canonical form (NaN, a lone surrogate): a ValueError.
+    tests/test_seal.py compares the two.
+    """
+    try:
+        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return text.encode("utf-8")  # a lone surrogate raises: rfc8785 refuses it too
+    except (_NotPlain, UnicodeEncodeError):
+        return rfc8785.dumps(value)
+
+
+# The name central/seal/leaf.py gave it when it was the seal's own.
+fast_canonical = canonical
 
 
 def digest(event: Mapping[str, Any]) -> str:

@@ -44,7 +44,7 @@ def test_every_command_has_help_text():
 
 
 @pytest.mark.parametrize(
-    "path", [(), ("check",), ("outbox",), ("ping",), ("config", "schema"), ("run",)]
+    "path", [(), ("check",), ("outbox",), ("ping",), ("keygen",), ("config", "schema"), ("run",)]
 )
 def test_help_runs(path):
     result = hall_agent(*path, "--help")

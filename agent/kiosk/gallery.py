@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.durable import write_durably
+from agent.durable import data_dir_owner, write_durably
 from drivers.face_models import LEGACY_MODEL_ID
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Gallery:
             model=np.str_(self.model or ""),
             version=np.int32(2),
         )
-        write_durably(path, buf.getvalue(), mode=0o600, owner=_data_dir_owner(path.parent.parent))
+        write_durably(path, buf.getvalue(), mode=0o600, owner=data_dir_owner(path.parent.parent))
 
     @classmethod
     def load(cls, path: Path) -> Gallery:
@@ -266,25 +266,9 @@ def _recognizer_name(model_id: str) -> str:
     return spec.name if spec is not None else model_id
 
 
-def _data_dir_owner(data_dir: Path) -> tuple[int, int] | None:
-    """(uid, gid) that root must give the files it writes for the agent, else None.
-
-    ``sudo hall-agent enroll`` must not leave root-owned files the agent cannot read: the
-    agent runs as the owner of ``data_dir`` (user hall-agent, docs/attendance.md). None for
-    anyone but root, and when root owns the data directory.
-    """
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None
-    try:
-        st = os.stat(data_dir)
-    except OSError:
-        return None
-    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
-
-
 def _give_to_data_dir_owner(path: Path, data_dir: Path) -> None:
     """Hand ``path`` (the lock, the gallery directory) to the data directory's owner."""
-    owner = _data_dir_owner(data_dir)
+    owner = data_dir_owner(data_dir)
     if owner is None:
         return
     st = os.stat(path)

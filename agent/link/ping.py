@@ -7,7 +7,8 @@ figure is one full round trip: outbox → broker → collector commit → ack �
 Who delivers the events: the uplink holds an exclusive lock on ``<data_dir>/uplink.lock``
 while it runs (agent/link/uplink.py). If the lock is held, a running agent shares this outbox file
 and its uplink delivers ping's events (it polls the outbox every 20 ms for rows appended by
-other processes); otherwise ping starts an uplink in this process for the duration.
+other processes); otherwise ping starts an uplink in this process for the duration, which
+signs what it sends as the agent's would (docs/device-keys.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agent.config import AgentConfig
 from agent.link.lock import uplink_running
 from agent.link.uplink import Uplink
 from agent.outbox import Outbox
+from agent.signing import start_signing
 from contract import EventType, TestData, event_data
 
 PING_MARGIN_S = 10.0
@@ -57,6 +59,8 @@ def run_ping(
     if uplink_running(cfg.device.data_dir):
         print("an agent is running on this outbox; its uplink delivers the ping events")
     else:
+        # Sending by itself, ping signs as the agent would (a key problem is its error).
+        start_signing(cfg.device.data_dir, outbox, strict=True)
         uplink = Uplink(cfg, outbox, lambda: {"ping": {"state": "ok"}})
         uplink.add_ack_listener(lambda _ids: acked.set())
         uplink.start()

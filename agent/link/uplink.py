@@ -589,6 +589,9 @@ class Uplink:
             components = {"supervisor": {"state": "fault", "detail": str(exc)}}
         components = dict(components)
         components.setdefault(self.name, self.health())
+        if self.outbox.signer is not None:
+            # Events held unsigned (a key file unreadable) show here: docs/device-keys.md.
+            components.setdefault("signing", self.outbox.signing_health())
         return {
             "v": 1,
             "state": state,

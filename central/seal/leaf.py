@@ -13,13 +13,11 @@ event's leaf has neither. ``received_at`` is not in the leaf: it orders the tree
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 from central.seal.merkle import leaf_hash
-from contract.chain import canonical
+from contract.chain import fast_canonical  # RFC 8785, fast (tests/test_seal.py imports it here)
 
 
 def utc_ms(moment: datetime) -> str:
@@ -44,53 +42,6 @@ def leaf_object(event: Any) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_SAFE_INT = 2**53 - 1
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with integral floats as ints, when :func:`json.dumps` then writes exactly its
-    RFC 8785 form; raises _NotPlain otherwise."""
-    if isinstance(value, str) or value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if abs(value) > _SAFE_INT:
-            raise _NotPlain
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _NotPlain
-        if value.is_integer():
-            if abs(value) > _SAFE_INT:
-                raise _NotPlain  # ES6 rounds such digits: leave it to rfc8785
-            return int(value)  # ES6 writes 3.0 as 3
-        if not 1e-4 <= abs(value) < 1e16:
-            raise _NotPlain  # where repr turns to an exponent, ES6 may not: leave it to rfc8785
-        return value  # repr's shortest round-trip digits, as ES6 writes them
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        for k in value:
-            # Code-point order is UTF-16 order below the surrogates.
-            if not isinstance(k, str) or (k and max(k) >= "\ud800"):
-                raise _NotPlain
-        return {k: _plain(v) for k, v in value.items()}
-    raise _NotPlain
-
-
-def fast_canonical(value: Any) -> bytes:
-    """:func:`contract.chain.canonical` (RFC 8785), by the standard library's C encoder where
-    its output is provably the same (tests/test_seal.py compares them), else by rfc8785."""
-    try:
-        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        return text.encode("utf-8")  # a lone surrogate raises: rfc8785 refuses it too
-    except (_NotPlain, UnicodeEncodeError):
-        return canonical(value)
 
 
 def leaf_bytes(event: Any) -> bytes:
