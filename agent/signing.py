@@ -56,12 +56,21 @@ def start_signing(
 
 def _prepare(keyring: Keyring, outbox: Outbox) -> None:
     public, created = keyring.ensure()
-    logger.info(
-        "device key %s: %s (public key %s)",
-        "created" if created else "in use",
-        fingerprint(public),
-        keyring.public_path,
-    )
+    if created:
+        # A new key is something the technician must act on (the centre holds the device's
+        # events as signed by an untrusted key until then), so it is logged where the
+        # service's default level shows it (docs/device-keys.md "Trusting a device's key").
+        logger.warning(
+            "device key created: %s (public key %s); trust it at the centre: "
+            "hall-central -c FILE devices trust DEVICE %s",
+            fingerprint(public),
+            keyring.public_path,
+            keyring.public_path.name,
+        )
+    else:
+        logger.info(
+            "device key in use: %s (public key %s)", fingerprint(public), keyring.public_path
+        )
     if keyring.settle(outbox.chain_key()):
         public = keyring.current()[0]  # the rotation's new key, in effect since its commit
     next_public = keyring.next_public()
