@@ -93,7 +93,7 @@ def verify(store: Any, month: Any, public_key: str) -> Verified:
     notes: list[str] = []
     checkpoints = store.checkpoints(month.label)
     events = store.sealable_events(month.start(), month.end())
-    findings, unsigned, chained = recompute(events)
+    findings, unsigned, chained = recompute(events, store)
     problems += [str(f) for f in findings]
     if not chained:
         notes.append("the store holds no device chains yet: tree and seq gaps checked only")

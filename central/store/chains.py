@@ -31,7 +31,8 @@ KEY_COLUMNS = (
 )
 FINDING_COLUMNS = "id, site, device, event_id, seq, seq_end, kind, detail, found_at, resolved_at"
 HEAD_COLUMNS = (
-    "site, device, first_seq, last_seq, last_digest, key_fingerprint, signed, unsigned, updated_at"
+    "site, device, first_seq, last_seq, last_event_id, last_digest, key_fingerprint, signed, "
+    "unsigned, updated_at"
 )
 # Kinds an administrator settles by trusting a key (`hall-central devices trust`).
 KEY_KINDS = ("untrusted_key", "key_mismatch")
@@ -41,9 +42,10 @@ _ADD_FINDING = (
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 _PUT_HEAD = f"""
-INSERT INTO chain_heads ({HEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO chain_heads ({HEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (site, device) DO UPDATE SET
   first_seq = excluded.first_seq, last_seq = excluded.last_seq,
+  last_event_id = excluded.last_event_id,
   last_digest = excluded.last_digest, key_fingerprint = excluded.key_fingerprint,
   signed = excluded.signed, unsigned = excluded.unsigned, updated_at = excluded.updated_at
 """
@@ -97,12 +99,13 @@ def finding_record(row: tuple[Any, ...]) -> ChainFinding:
 
 
 def head_record(row: tuple[Any, ...]) -> ChainHead:
-    site, device, first, last, digest, fp, signed, unsigned, updated = row
+    site, device, first, last, last_id, digest, fp, signed, unsigned, updated = row
     return ChainHead(
         site,
         device,
         None if first is None else int(first),
         None if last is None else int(last),
+        None if last_id is None else str(last_id),
         digest,
         fp,
         int(signed),
@@ -188,11 +191,12 @@ class ChainQueries:
         return [finding_record(r) for r in rows]
 
     def open_findings_by_event(self) -> dict[str, list[ChainFinding]]:
-        """Open findings that name an event, by event id (the reports' marks)."""
+        """Open findings about an event itself, by event id (the reports' marks): a seq gap
+        names the event after it, but says nothing about that event."""
         out: dict[str, list[ChainFinding]] = {}
         rows = self.query(
             f"SELECT {FINDING_COLUMNS} FROM chain_findings "
-            "WHERE resolved_at IS NULL AND event_id <> '' ORDER BY id"
+            "WHERE resolved_at IS NULL AND kind <> 'seq_gap' ORDER BY id"
         )
         for row in rows:
             f = finding_record(row)
@@ -243,6 +247,7 @@ class ChainQueries:
                     device,
                     head.first_seq,
                     head.last_seq,
+                    head.last_event_id,
                     head.last_digest,
                     head.key_fingerprint,
                     head.signed,

@@ -132,7 +132,7 @@ class ChainFinding:
     id: int
     site: str
     device: str
-    event_id: str  # '' for a seq gap (no event holds the missing seqs)
+    event_id: str  # for a seq gap: the event after the missing seqs
     seq: int
     seq_end: int | None  # a gap's last missing seq
     kind: str
@@ -149,6 +149,7 @@ class ChainHead:
     device: str
     first_seq: int | None
     last_seq: int | None
+    last_event_id: str | None
     last_digest: str | None  # digest of the last signed event walked
     key_fingerprint: str | None  # the key in effect after it
     signed: int
@@ -348,7 +349,7 @@ class NewFinding:
 
     kind: str
     seq: int
-    event_id: str  # '' for a seq gap
+    event_id: str  # for a seq gap: the event after the missing seqs
     detail: str
     seq_end: int | None = None
 

@@ -669,9 +669,10 @@ _PG_CHECKPOINTS = [
 # timestamptz keeps the instant, not the text the signature covers; SQLite's `at` is that text).
 # `device_keys`: each key a device announced (device.key) or an administrator registered
 # (`hall-central devices trust`), its state and the seq it signs from. `chain_findings`: what the
-# verifier (central/verifier.py) found, one row per kind, seq and event (`event_id` '' for a seq
-# gap, `seq`..`seq_end` the missing seqs), `resolved_at` set when a gap is filled or a key is
-# trusted. `chain_heads`: how far each device's chain is verified, so a restart carries on.
+# verifier (central/verifier.py) found, one row per kind, seq and event (a seq gap: `seq`..
+# `seq_end` the missing seqs, `event_id` the event after them), `resolved_at` set when a gap is
+# filled or a key is trusted. `chain_heads`: how far each device's chain is verified, so a
+# restart carries on.
 _EVENT_CHAIN = [
     "ALTER TABLE events ADD COLUMN prev {text}",
     "ALTER TABLE events ADD COLUMN sig {text}",
@@ -709,6 +710,7 @@ _EVENT_CHAIN = [
         device {text} NOT NULL,
         first_seq {int},
         last_seq {int},
+        last_event_id {text},
         last_digest {text},
         key_fingerprint {text},
         signed {int} NOT NULL DEFAULT 0,
