@@ -295,3 +295,119 @@ def test_a_failing_store_is_retried_not_raised(store):
     v = ChainVerifier(lambda: Broken(), 0, close_store=False)  # type: ignore[arg-type,return-value]
     v.note("jiedong", "k1", None)
     assert v.run_once() == 0 and v.errors == 1
+
+
+# --- hall-central devices, devices trust, devices findings --------------------------------------
+
+
+def central(conf, *args: str) -> int:
+    from central.cli import main
+
+    return main(["-c", str(conf), *args])
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "central.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/hall.db"\n')
+    return path
+
+
+def sqlite_of(tmp_path):
+    return open_store(f"sqlite:///{tmp_path}/hall.db")
+
+
+def test_devices_shows_an_unknown_key_as_pending_and_trust_flows(tmp_path, conf, capsys):
+    from tests.chainkit import write_keyfile
+
+    dev = SigningDevice()
+    with sqlite_of(tmp_path) as s:
+        store_events(s, [dev.announce(dev.key), *dev.events(2)])
+        run(s)
+    fp = fingerprint(raw_public(dev.key))
+    assert central(conf, "devices") == 0
+    out = capsys.readouterr().out
+    assert "signed chains" in out and fp in out and "pending" in out
+    # Another key than the announced one: refused, and told what to do.
+    other = write_keyfile(tmp_path / "other.pub", Ed25519PrivateKey.generate())
+    assert central(conf, "devices", "trust", "k1", str(other)) == 1
+    err = capsys.readouterr().err
+    assert fp in err and "--replace" in err and "pending" in err
+    # The announced key: trusted, audited, its finding resolved.
+    mine = write_keyfile(tmp_path / "device.pub", dev.key)
+    assert central(conf, "devices", "trust", "k1", str(mine), "--by", "alice") == 0
+    assert f"key {fp} trusted by alice" in capsys.readouterr().out
+    with sqlite_of(tmp_path) as s:
+        assert [k.state for k in s.device_keys()] == ["trusted"]
+        assert s.device_keys()[0].trusted_by == "alice"
+        [audit] = s.audit_log()
+        assert (audit.user, audit.action, audit.target) == (
+            "alice",
+            "device.trust",
+            "device:jiedong/k1",
+        )
+        assert s.chain_findings(open_only=True) == []
+    assert central(conf, "devices", "trust", "k1", str(mine)) == 0
+    assert "trusted already" in capsys.readouterr().out
+    # --replace: the other key is trusted from the next event on, the first retired.
+    assert central(conf, "devices", "trust", "k1", str(other), "--replace", "--by", "bob") == 0
+    with sqlite_of(tmp_path) as s:
+        states = sorted((k.state, k.from_seq) for k in s.device_keys())
+        assert states == [("retired", 2), ("trusted", 4)]
+
+
+def test_a_key_registered_before_the_device_sends_and_pem_files(tmp_path, conf, capsys):
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    dev = SigningDevice(device="k2")
+    with sqlite_of(tmp_path):
+        pass  # the store exists, the device has never sent
+    pem = tmp_path / "k2.pem"
+    pem.write_bytes(
+        dev.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert central(conf, "devices", "trust", "k2", str(pem)) == 2  # which site?
+    assert "--site" in capsys.readouterr().err
+    assert central(conf, "devices", "trust", "k2", str(pem), "--site", "jiedong") == 0
+    with sqlite_of(tmp_path) as s:
+        [key] = s.device_keys()
+        assert (key.state, key.from_seq, key.announced_in) == ("trusted", None, None)
+        # Its events, self-announced or not, check under it with no finding.
+        store_events(s, [dev.announce(dev.key), *dev.events(2)])
+        run(s, device="k2")
+        assert kinds(s) == []
+        assert s.chain_head("jiedong", "k2").signed == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("not base64!\n", "not base64"),
+        ("AAAA\n", "3 bytes; expected the 32 bytes"),
+        ("a\nb\n", "2 lines"),
+        ("-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----\n", "not a PEM public key"),
+    ],
+)
+def test_a_bad_keyfile_is_a_usage_error_naming_it(tmp_path, conf, capsys, text, said):
+    with sqlite_of(tmp_path):
+        pass
+    path = tmp_path / "bad.pub"
+    path.write_text(text)
+    assert central(conf, "devices", "trust", "k1", str(path), "--site", "jiedong") == 2
+    err = capsys.readouterr().err
+    assert said in err and str(path) in err
+
+
+def test_devices_findings_lists_and_filters(tmp_path, conf, capsys):
+    dev = SigningDevice()
+    with sqlite_of(tmp_path) as s:
+        trust(s, dev)
+        store_events(s, [dev.announce(dev.key), dev.event(signer=Ed25519PrivateKey.generate())])
+        run(s)
+    assert central(conf, "devices", "findings", "--open", "--format", "csv") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id,site,device,seq,kind,event,found,resolved,detail"
+    assert len(lines) == 2 and ",bad_signature," in lines[1] and ",open," in lines[1]
+    assert central(conf, "devices", "findings", "--device", "k9") == 0
+    assert "(no findings)" in capsys.readouterr().out
+    assert central(conf, "devices", "findings", "--device", "no such") == 2
