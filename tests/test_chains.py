@@ -411,3 +411,53 @@ def test_devices_findings_lists_and_filters(tmp_path, conf, capsys):
     assert central(conf, "devices", "findings", "--device", "k9") == 0
     assert "(no findings)" in capsys.readouterr().out
     assert central(conf, "devices", "findings", "--device", "no such") == 2
+
+
+# --- the reports mark what an open finding touches ----------------------------------------------
+
+
+def test_reports_mark_events_with_open_findings_and_count_the_unsigned(store):
+    from zoneinfo import ZoneInfo
+
+    from central.reports import build
+    from tests.chainkit import RATING
+
+    hall = ZoneInfo("Asia/Shanghai")
+    dev = SigningDevice(start=datetime(2026, 11, 3, 0, 24, tzinfo=UTC))  # 08:25 hall time
+    trust(store, dev)
+    forged_punch = None
+    events = [dev.announce(dev.key)]
+    events.append(forged_punch := dev.event(signer=Ed25519PrivateKey.generate()))
+    events.append(dev.event())  # a good one
+    poor = {**RATING, "level": 1, "label": "非常不满意"}
+    events.append(forged_rating := dev.event("rating.submitted", poor, signer=dev.key))
+    store_events(store, events)
+    old = SigningDevice(device="k0", start=datetime(2026, 11, 4, 0, 24, tzinfo=UTC))
+    store_events(store, old.events(2, signed=False))  # an agent older than chains
+    store.query(  # the rating changed after it was stored
+        "UPDATE events SET data = %s WHERE id = %s RETURNING id",
+        (
+            '{"window":"A03","pad":1,"staff_id":"S0012","level":2,"label":"不满意","reasons":[],'
+            '"invite_id":null}',
+            forged_rating["id"],
+        ),
+    )
+    run(store)
+    run(store, device="k0")
+    assert {(k, s) for k, s in kinds(store)} == {("bad_signature", 2), ("bad_signature", 4)}
+    now = datetime(2026, 12, 2, tzinfo=hall)
+
+    att = build("attendance", store, Month(2026, 11, hall), None, now=now)
+    [section] = [s for s in att.sheets if s.name == "签名校验异常"]
+    assert [r[-1] for r in section.rows] == [forged_punch["id"]]
+    assert section.rows[0][-2] == "签名不符 (bad_signature)"
+    daily = next(s for s in att.sheets if s.name == "每日明细")
+    assert any("08:26‡" in str(c) for r in daily.rows for c in r)
+    assert any("本月 4 条事件中 2 条未签名" in n for n in att.notes), att.notes
+
+    ratings = build("ratings", store, Month(2026, 11, hall), None, now=now)
+    [section] = [s for s in ratings.sheets if s.name == "签名校验异常"]
+    assert [r[-1] for r in section.rows] == [forged_rating["id"]]
+    bad = next(s for s in ratings.sheets if s.name == "差评明细")
+    assert str(bad.rows[0][0]).endswith("‡")
+    assert any("本月 1 条事件中 0 条未签名" in n for n in ratings.notes), ratings.notes
