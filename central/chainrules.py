@@ -21,8 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+import re
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,46 @@ def signing_input(sent: Mapping[str, Any]) -> bytes:
     return fast_canonical({k: v for k, v in sent.items() if k != "sig"})
 
 
+_B64_TEXT = re.compile(r"[A-Za-z0-9+/=]*", re.ASCII)
+_SITE_KEY = b'"site":'
+
+
+def digest_from(unsigned: bytes, sent: Mapping[str, Any]) -> str:
+    """:func:`digest` of ``sent`` from its signing input (its canonical form without
+    ``sig``): RFC 8785 sorts ``sig`` between ``seq`` and ``site``, and a base64 string needs
+    no escaping, so the full form is the same bytes with ``"sig":"…",`` put there. The top
+    level's ``"seq":N,"site":`` comes after ``data``, so the last one is it. Anything else
+    is canonicalised whole."""
+    sig, seq = sent.get("sig"), sent.get("seq")
+    if isinstance(sig, str) and isinstance(seq, int) and _B64_TEXT.fullmatch(sig):
+        marker = b'"seq":%d,' % seq + _SITE_KEY
+        at = unsigned.rfind(marker)
+        if at >= 0:
+            cut = at + len(marker) - len(_SITE_KEY)
+            full = b'%s"sig":"%s",%s' % (unsigned[:cut], sig.encode("ascii"), unsigned[cut:])
+            return hashlib.sha256(full).hexdigest()
+    return digest(sent)
+
+
+class Canonical:
+    """Each event's canonical forms, computed once per walk (the signature check and the
+    next link both need them)."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[int, tuple[Mapping[str, Any], bytes]] = {}
+
+    def signing_input(self, sent: Mapping[str, Any]) -> bytes:
+        found = self._inputs.get(id(sent))
+        if found is not None and found[0] is sent:
+            return found[1]
+        unsigned = signing_input(sent)
+        self._inputs[id(sent)] = (sent, unsigned)
+        return unsigned
+
+    def digest(self, sent: Mapping[str, Any]) -> str:
+        return digest_from(self.signing_input(sent), sent)
+
+
 def _short(hex_digest: Any) -> str:
     return f"{str(hex_digest)[:12]}…"
 
@@ -101,6 +142,12 @@ class BookKey:
                 raise ValueError(f"device key {self.fingerprint}: not 32 bytes of base64")
             self._obj = public_key(raw)
         return self._obj
+
+    def raw(self) -> bytes:
+        raw = raw_key(self.public_key)
+        if raw is None:
+            raise ValueError(f"device key {self.fingerprint}: not 32 bytes of base64")
+        return raw
 
     def named(self) -> str:
         return f"{self.fingerprint} ({self.state})"
@@ -173,15 +220,32 @@ class KeyBook:
 
 
 class Signatures:
-    """Ed25519 checks, optionally ahead of the walk on worker threads: cryptography's verify
-    releases the GIL, so two threads halve the time of a month (docs/tamper-centre.md)."""
+    """Ed25519 checks, optionally ahead of the walk on ``workers`` threads or processes.
+
+    cryptography's verify releases the GIL, so threads run checks in parallel while the walk
+    waits for them (the verifier's catch-up). A thread must take the GIL back after each
+    check, though, so beside a main thread that is busy itself (verify --month hashing the
+    month's leaves meanwhile) threads gain little; forked processes (``processes``) have no
+    GIL to share. Only a process with no other threads may fork: the CLI, not the collector.
+    """
 
     CHUNK = 256
+    # Few large chunks for processes: each one crosses a pipe, handed over by the executor's
+    # thread, which needs the GIL of a busy main thread to do it.
+    PROCESS_CHUNK = 512
 
-    def __init__(self, workers: int = 0):
-        self._pool = ThreadPoolExecutor(workers, "chain-verify") if workers > 0 else None
+    def __init__(self, workers: int = 0, processes: bool = False):
+        self._pool: Executor | None = None
+        self._processes = processes and workers > 0
+        if self._processes:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
+        elif workers > 0:
+            self._pool = ThreadPoolExecutor(workers, "chain-verify")
         self._ahead: dict[tuple[str, str, str], tuple[Future[list[bool]], int]] = {}
         self.checked = 0
+        self.canon = Canonical()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -194,24 +258,32 @@ class Signatures:
         self.close()
 
     def prefetch(self, items: Iterable[tuple[BookKey, Mapping[str, Any]]]) -> None:
-        """Start checking ``(key, event)`` pairs on the workers (no-op without workers)."""
+        """Start checking ``(key, event)`` pairs on the workers (no-op without workers), a
+        chunk as soon as it is ready, so the workers start while the rest is prepared."""
         if self._pool is None:
             return
-        batch: list[tuple[tuple[str, str, str], Any, bytes, bytes]] = []
+        chunk: list[tuple[tuple[str, str, str], Any, bytes, bytes]] = []
         for key, sent in items:
             sig = _sig_bytes(sent)
             if sig is None:
                 continue
             try:
-                obj = key.obj()
+                obj = key.raw() if self._processes else key.obj()
             except ValueError:
                 continue
-            batch.append(((sent["id"], key.public_key, sent["sig"]), obj, sig, signing_input(sent)))
-        for i in range(0, len(batch), self.CHUNK):
-            chunk = batch[i : i + self.CHUNK]
-            future = self._pool.submit(_verify_all, [(o, s, m) for _, o, s, m in chunk])
-            for j, (ck, _o, _s, _m) in enumerate(chunk):
-                self._ahead[ck] = (future, j)
+            message = self.canon.signing_input(sent)
+            chunk.append(((sent["id"], key.public_key, sent["sig"]), obj, sig, message))
+            if len(chunk) == (self.PROCESS_CHUNK if self._processes else self.CHUNK):
+                self._submit(chunk)
+                chunk = []
+        if chunk:
+            self._submit(chunk)
+
+    def _submit(self, chunk: list[tuple[tuple[str, str, str], Any, bytes, bytes]]) -> None:
+        assert self._pool is not None
+        future = self._pool.submit(_verify_all, [(o, s, m) for _, o, s, m in chunk])
+        for j, (ck, _o, _s, _m) in enumerate(chunk):
+            self._ahead[ck] = (future, j)
 
     def __call__(self, key: BookKey, sent: Mapping[str, Any]) -> bool:
         self.checked += 1
@@ -223,7 +295,7 @@ class Signatures:
         if sig is None:
             return False
         try:
-            return _verify_one(key.obj(), sig, signing_input(sent))
+            return _verify_one(key.obj(), sig, self.canon.signing_input(sent))
         except ValueError:
             return False
 
@@ -250,7 +322,17 @@ def _verify_one(key: Any, sig: bytes, message: bytes) -> bool:
 
 
 def _verify_all(items: list[tuple[Any, bytes, bytes]]) -> list[bool]:
-    return [_verify_one(k, s, m) for k, s, m in items]
+    """Check each (key, signature, message); a key given as its raw bytes (sent to a
+    process, which cannot take cryptography's objects) is made here, once."""
+    from contract.chain import public_key
+
+    made: dict[bytes, Any] = {}
+    out = []
+    for key, sig, message in items:
+        if isinstance(key, bytes):
+            key = made.get(key) or made.setdefault(key, public_key(key))
+        out.append(_verify_one(key, sig, message))
+    return out
 
 
 # --- the walk -------------------------------------------------------------------------------
@@ -272,9 +354,6 @@ class ChainState:
     @property
     def signed_seen(self) -> bool:
         return self.digest is not None
-
-
-Check = Callable[[BookKey, Mapping[str, Any]], bool]
 
 
 def needs_key(sent: Mapping[str, Any], book: KeyBook) -> bool:
@@ -299,7 +378,7 @@ def gap_finding(site: str, device: str, first: int, last: int, after: Mapping[st
 
 
 def step(
-    state: ChainState, sent: Mapping[str, Any], book: KeyBook, check: Check
+    state: ChainState, sent: Mapping[str, Any], book: KeyBook, check: Signatures
 ) -> list[NewFinding]:
     """Walk ``sent`` (the device's next event in seq order, as sent) after ``state``; update
     ``state`` and ``book``; return the findings."""
@@ -383,7 +462,7 @@ def step(
             "dropped on the device before it signed them",
             gap.seq_end,
         )
-    _advance(state, sent, digest(sent))
+    _advance(state, sent, check.canon.digest(sent))
     after = book.for_seq(seq + 1)
     state.key = after.fingerprint if after is not None else None
     return [gap, *out] if gap else out
@@ -396,7 +475,7 @@ def _advance(state: ChainState, sent: Mapping[str, Any], signed_digest: str | No
 
 
 def _announcement(
-    sent: Mapping[str, Any], before: BookKey | None, book: KeyBook, check: Check
+    sent: Mapping[str, Any], before: BookKey | None, book: KeyBook, check: Signatures
 ) -> list[NewFinding]:
     """A device.key event: rotation, first announcement, or a key that does not belong."""
     eid, seq = sent["id"], sent["seq"]

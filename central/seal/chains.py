@@ -26,8 +26,11 @@ from central.chainrules import (
 )
 from contract import chain
 
-# Threads checking signatures ahead of the walk: the machine's two cores (docs/tamper.md).
-VERIFY_THREADS = 2
+# Workers checking signatures ahead of the walk: the machine's two cores. Processes, forked
+# from the CLI: beside the leaf hashing that verify does meanwhile, threads would wait for the
+# GIL after every check (central/chainrules.py Signatures).
+VERIFY_WORKERS = 2
+VERIFY_IN_PROCESSES = True
 
 
 @dataclass(frozen=True)
@@ -65,41 +68,66 @@ def check_chains(
     """Findings over events as sent (each device's in ``seq`` order, two of one seq in the
     order given), and how many were unsigned. ``keys``: (site, device) → KeyBook or an
     Ed25519 public key; ``before``: (site, device) → the device's event before these, as sent."""
-    by_device: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for e in events:
-        by_device.setdefault((e["site"], e["device"]), []).append(e)
-    findings: list[Finding] = []
-    unsigned = 0
-    books = {where: _book(keys.get(where)) for where in by_device}
-    with Signatures(workers) as check:
-        # Start every signature ahead under the key its seq had before the walk; a rotation
-        # within the month is checked inline when the walk gets there.
-        check.prefetch(
-            (key, e)
-            for where, group in by_device.items()
-            for e in group
-            if chain.is_signed(e) and (key := books[where].for_seq(e["seq"])) is not None
-        )
-        for where, group in sorted(by_device.items()):
+    walk = ChainWalk(events, keys, before, workers)
+    return walk.result()
+
+
+class ChainWalk:
+    """:func:`check_chains` in two steps: made, it starts every signature check on the
+    workers; :meth:`result` walks the chains (waiting for the checks it needs). In between
+    the caller's own work runs alongside the checks (verify's leaf hashes)."""
+
+    def __init__(
+        self,
+        events: Iterable[Mapping[str, Any]],
+        keys: Mapping[tuple[str, str], Any],
+        before: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        workers: int = 0,
+        processes: bool = False,
+    ):
+        self.by_device: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for e in events:
+            self.by_device.setdefault((e["site"], e["device"]), []).append(e)
+        for group in self.by_device.values():
             group.sort(key=lambda e: e["seq"])  # stable: the order given within a seq
-            state = ChainState()
-            first = (before or {}).get(where)
-            if first is not None:
-                state.seq, state.event_id = first["seq"], first["id"]
-                if chain.is_signed(first):
-                    state.digest = digest(first)
-            for e in group:
-                for f in step(state, e, books[where], check):
-                    findings.append(Finding(f.event_id, f"{f.kind}: {f.detail}"))
-            unsigned += state.unsigned
-    return findings, unsigned
+        self.books = {where: _book(keys.get(where)) for where in self.by_device}
+        self.before = before or {}
+        self.check = Signatures(workers, processes)
+        # Every signature under the key its seq had before the walk; a rotation within the
+        # events is checked inline when the walk gets there.
+        self.check.prefetch(
+            (key, e)
+            for where, group in self.by_device.items()
+            for e in group
+            if chain.is_signed(e) and (key := self.books[where].for_seq(e["seq"])) is not None
+        )
+
+    def result(self) -> tuple[list[Finding], int]:
+        findings: list[Finding] = []
+        unsigned = 0
+        try:
+            for where, group in sorted(self.by_device.items()):
+                state = ChainState()
+                first = self.before.get(where)
+                if first is not None:
+                    state.seq, state.event_id = first["seq"], first["id"]
+                    if chain.is_signed(first):
+                        state.digest = digest(first)
+                for e in group:
+                    for f in step(state, e, self.books[where], self.check):
+                        findings.append(Finding(f.event_id, f"{f.kind}: {f.detail}"))
+                unsigned += state.unsigned
+        finally:
+            self.check.close()
+        return findings, unsigned
 
 
-def recompute(events: Iterable[Any], store: Any = None) -> tuple[list[Finding], int, bool]:
-    """Chain findings of a month's events as the store returns them (``StoredEvent``, with
-    their prev, sig and ``at`` as sent), the number of unsigned ones, and whether chains were
-    checked (always, with a store that keeps them)."""
-    stored = sorted(events, key=lambda e: (e.site, e.device, e.seq, e.received_at, e.id))
+def start(events: Iterable[Any], store: Any = None) -> ChainWalk:
+    """Start checking the chains of a month's events as the store returns them
+    (``StoredEvent``, with their prev, sig and ``at`` as sent): the device keys and each
+    device's event before the month from ``store``."""
+    # Stable: two events of one seq stay in the store's order (received_at, then id).
+    stored = sorted(events, key=lambda e: (e.site, e.device, e.seq))
     sent = [e.as_sent() for e in stored]
     keys: dict[tuple[str, str], KeyBook] = {}
     before: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -115,5 +143,11 @@ def recompute(events: Iterable[Any], store: Any = None) -> tuple[list[Finding], 
             found = store.chain_event_before(where[0], where[1], seq)
             if found is not None:
                 before[where] = found.as_sent()
-    findings, unsigned = check_chains(sent, keys, before, VERIFY_THREADS)
+    return ChainWalk(sent, keys, before, VERIFY_WORKERS, processes=VERIFY_IN_PROCESSES)
+
+
+def recompute(events: Iterable[Any], store: Any = None) -> tuple[list[Finding], int, bool]:
+    """Chain findings of a month's events (see :func:`start`), the number of unsigned ones,
+    and whether chains were checked (always, with a store that keeps them)."""
+    findings, unsigned = start(events, store).result()
     return findings, unsigned, True
