@@ -463,3 +463,26 @@ def test_reports_mark_events_with_open_findings_and_count_the_unsigned(store):
     bad = next(s for s in ratings.sheets if s.name == "差评明细")
     assert str(bad.rows[0][0]).endswith("‡")
     assert any("本月 1 条事件中 0 条未签名" in n for n in ratings.notes), ratings.notes
+
+
+# --- the canonical forms the rules compute fast are contract/chain.py's ------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"staff_id": "S0012", "distance": 0.31, "minutes_off": 0},
+        {"note": 'a "seq":2,"site":"x" inside the data', "n": 3.0},
+        {"note": "中文 and \u2028 and emoji \U0001f600", "list": [1, 2.5, None, True]},
+        {"big": 2**50, "tiny": 1e-7, "deep": {"b": [{"a": 1.0}]}},
+    ],
+)
+def test_digest_and_signing_input_are_the_contracts(data):
+    from central.chainrules import Canonical, digest
+    from contract import chain
+
+    dev = SigningDevice()
+    ev = dev.event("device.test", data)
+    canon = Canonical()
+    assert canon.signing_input(ev) == chain.signing_input(ev)
+    assert canon.digest(ev) == chain.digest(ev) == digest(ev)
