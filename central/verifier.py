@@ -8,10 +8,12 @@ order, walks them with central/chainrules.py (the rules ``verify --month`` uses 
 writes the findings, key changes and the new head in one transaction. So a restart carries on
 from the heads, and nothing is walked twice or skipped.
 
-- **Yields to ingest**: while the collector is busy (a group written in the last
-  ``IDLE_AFTER_S``, or messages queued) the verifier works at most ``BUSY_SHARE`` of the time
-  and checks signatures on its own thread; when the collector is idle it catches up at full
-  speed, signatures on ``CATCH_UP_THREADS`` threads (cryptography's verify releases the GIL).
+- **Yields to ingest**: before each page of events, while the collector is busy (a group
+  written in the last ``IDLE_AFTER_S``, or messages queued), the verifier waits for it to be
+  idle, at most ``BUSY_WAIT_S``: under a long flood it still walks one page per
+  ``BUSY_WAIT_S`` (a page of signed events costs ~40 ms, about 2 %), signatures on its own
+  thread; when the collector is idle it catches up at full speed, signatures on
+  ``CATCH_UP_THREADS`` threads (cryptography's verify releases the GIL).
 - **Gaps**: a batch lost and resent arrives after later ones, so the walk stops before a seq
   gap until the event after it is ``gap_grace_s`` old (central.toml ``[chains]``); the gap is
   then recorded, and resolved if the missing events arrive later (their stretch is walked
@@ -51,7 +53,8 @@ logger = logging.getLogger(__name__)
 
 PAGE = 500  # events walked and committed at a time
 IDLE_AFTER_S = 0.5  # the collector is idle when it wrote no group for this long
-BUSY_SHARE = 0.05  # of the time the verifier may work while the collector is busy
+BUSY_WAIT_S = 2.0  # the longest a page waits for an idle collector
+BUSY_POLL_S = 0.05
 CATCH_UP_THREADS = 2
 RETRY_S = 5.0  # after a failure, before the device is tried again
 KEY_RECHECK_S = 60.0  # a device waiting for its key is looked at again this often
@@ -199,10 +202,14 @@ class ChainVerifier:
         self.walked += walked
         return walked
 
-    def _yield(self, worked_s: float, yielding: bool) -> None:
-        """While the collector is busy, sleep so the verifier takes at most BUSY_SHARE."""
-        if yielding and self.busy():
-            self._stop.wait(worked_s * (1 - BUSY_SHARE) / BUSY_SHARE)
+    def _yield(self, yielding: bool) -> None:
+        """Before a page: wait while the collector is busy, at most BUSY_WAIT_S."""
+        if not yielding:
+            return
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while self.busy() and time.monotonic() < deadline:
+            if self._stop.wait(BUSY_POLL_S):
+                return
 
     # --- one device -------------------------------------------------------------------------
 
@@ -221,7 +228,7 @@ class ChainVerifier:
             late = self._below_head(store, site, device, low, state, book, found, resolved)
         walked = late
         while not self._stop.is_set():
-            started = time.perf_counter()
+            self._yield(yielding)
             page = store.chain_events(site, device, -1 if state.seq is None else state.seq, PAGE)
             full = len(page) == PAGE
             if full and page[0].seq != page[-1].seq:
@@ -235,7 +242,6 @@ class ChainVerifier:
                 book.writes = []
             if stopped or not full or not done:
                 break
-            self._yield(time.perf_counter() - started, yielding)
         return walked
 
     def _walk(
