@@ -6,7 +6,7 @@ walked as the store holds it now, with no grace for gaps: each device's events i
 order, starting after its last event before the month (so the month's first link is checked
 too), each signature under the key ``device_keys`` says was in effect at its seq (rotations
 within the month switch it as they did on ingest). The signatures are checked ahead on two
-threads (cryptography's Ed25519 verify releases the GIL).
+forked processes while verify recomputes the tree (central/chainrules.py ``Signatures``).
 """
 
 from __future__ import annotations
