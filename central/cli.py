@@ -8,7 +8,10 @@
 - ``hall-central -c FILE roster publish --site SITE``: publish the stored roster again.
 - ``hall-central -c FILE roster show --site SITE [--json]``: the stored roster.
 - ``hall-central -c FILE devices``: devices with last status, backlog, last event time and
-  when the centre last received from each, in the hall's timezone (central/commands.py).
+  when the centre last received from each, in the hall's timezone, and their signed chains
+  (central/commands.py).
+- ``hall-central -c FILE devices trust DEVICE KEYFILE | findings``: the devices' keys and
+  what the chain checks found (central/devices_cli.py, docs/tamper-centre.md).
 - ``hall-central -c FILE report attendance|ratings [--month YYYY-MM] [--site S]
   [--format table|csv|xlsx|html] [--out FILE]``: monthly reports (central/reports).
 - ``hall-central -c FILE export ratings [--month YYYY-MM] [--site S]
@@ -122,12 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "devices",
-        help="list devices: last status, backlog, last event time, last received",
+        help="list devices: last status, backlog, last event time, last received, chains",
         description="List devices known to the store with their last status, the time of "
         "their newest trusted event and when the centre last received from them, in the "
-        "hall's timezone (central.timezone).",
+        "hall's timezone (central.timezone), then their signed chains: key, verified seq, "
+        "signed and unsigned events, open findings (docs/tamper-centre.md).",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    from central.devices_cli import add_parsers as add_devices_parsers
+
+    add_devices_parsers(p)
     p = sub.add_parser("config", help="config tools", description="Config tools.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     csub.required = True
@@ -342,6 +349,10 @@ def cmd_roster_show(cfg: CentralConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    if getattr(args, "devices_command", None):
+        from central.devices_cli import cmd
+
+        return cmd(cfg, args)
     from central.commands import cmd_devices as devices
 
     return devices(cfg, args)

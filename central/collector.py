@@ -96,6 +96,7 @@ STORE_RETRY_S = 1.0  # pause after the store failed a write, so a dead database 
 # How long a refused batch is retried before it is left to its device's resend: below the
 # devices' default ack timeout (sync.ack_timeout_s = 30), by which the device has resent it.
 STORE_RETRY_FOR_S = 20.0
+IDLE_AFTER_S = 0.5  # no group written for this long: the chain verifier may catch up
 
 
 class Collector:
@@ -163,6 +164,17 @@ class Collector:
             self.link.publish,
             self.link.connected.is_set,
             store=None if self._own_store else self.store,
+        )
+        from central.verifier import ChainVerifier, store_opener
+
+        # The devices' signed chains, checked off the ack path (docs/tamper-centre.md): after
+        # each commit the collector only notes which devices have new events.
+        self._last_group_at = -IDLE_AFTER_S
+        self.verifier = ChainVerifier(
+            store_opener(cfg) if self._own_store else (lambda: self.store),
+            cfg.chains.gap_grace_s,
+            busy=self.busy,
+            close_store=self._own_store,
         )
         self.dropped = 0  # messages not taken: a bound of the queue said no
         self._dropped_logged = 0
@@ -238,17 +250,26 @@ class Collector:
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
         self._thread.start()
         self.summaries.start()
+        self.verifier.start()
         self.link.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.lanes.put_control(_STOP)
         self.summaries.stop(timeout)
+        self.verifier.stop(timeout)
         self.link.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
         if self._own_store:
             self.store.close()
+
+    def busy(self) -> bool:
+        """Batches are coming in: a group written in the last IDLE_AFTER_S, or messages
+        queued. The chain verifier then takes only a small share (central/verifier.py)."""
+        if time.monotonic() - self._last_group_at < IDLE_AFTER_S:
+            return True
+        return self.lanes.queued()[0] > 0
 
     def alive(self) -> bool:
         """The store-writing thread and the link's keeper both run (the watchdog's question)."""
@@ -273,6 +294,7 @@ class Collector:
                 self.schedules.publish(force=True)
                 self.summaries.kick(force=True)
             elif job:
+                self._last_group_at = time.monotonic()
                 try:
                     self._write_group(job)
                 except Exception:  # a bug here must not end the thread; the devices resend
@@ -429,6 +451,9 @@ class Collector:
             logger.warning(
                 "collector: ack to %s/%s not sent: %s", verdict.site, verdict.device, exc
             )
+        if verdict.good:
+            # Committed and acked: the verifier checks the chain later, on its own thread.
+            self.verifier.note(verdict.site, verdict.device, min(e.seq for e in verdict.good))
 
     def _log_reject(self, r: Reject, verdict: Verdict) -> None:
         """One line per named reject; garbage that names no event (a hostile flood) at most once

@@ -420,21 +420,31 @@ def rejected_lines(summary: dict[str, dict[str, Any]], kept_per_hour: int) -> li
 
 
 def cmd_devices(cfg: CentralConfig, args: argparse.Namespace) -> int:
+    from central.devices_cli import chain_lines, chain_rows
+
     with open_existing(cfg) as store:
         rows = store.devices()
         summary = store.rejected_summary(24)
+        chains = chain_rows(store)
     if args.json:
         left = dict(summary)
+        by_device = {(c["site"], c["device"]): c for c in chains}
         for row in rows:
             row["rejected_24h"] = left.pop(row["device"], None)
+            row["chain"] = by_device.pop((row["site"], row["device"]), None)
         for device, r in sorted(left.items()):  # devices with nothing but rejected input
             rows.append({**dict.fromkeys(DEVICE_JSON_KEYS), "device": device, "rejected_24h": r})
+        for (site, device), c in sorted(by_device.items()):  # a key registered before it sent
+            blank = dict.fromkeys(DEVICE_JSON_KEYS)
+            rows.append({**blank, "site": site, "device": device, "chain": c})
         print(json.dumps(rows, default=_iso, ensure_ascii=False))
         return 0
     now = datetime.now(UTC)
     for line in device_lines(rows, ZoneInfo(cfg.central.timezone), now):
         print(line)
     for line in rejected_lines(summary, cfg.central.rejected_kept_per_hour):
+        print(line)
+    for line in chain_lines(chains):
         print(line)
     return 0
 

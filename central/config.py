@@ -208,6 +208,21 @@ class SealSection(Section):
     )
 
 
+class ChainsSection(Section):
+    """The devices' signed chains, checked on ingest (docs/tamper-centre.md)."""
+
+    # A batch lost and resent arrives after later ones: the verifier waits this long after
+    # the event that follows a seq gap before it records the gap (docs/tamper-centre.md
+    # "Gaps"). Above the devices' ack timeout and backoff (sync.ack_timeout_s = 30 by default).
+    gap_grace_s: int = Field(
+        600,
+        ge=0,
+        le=7 * 86400,
+        description="Seconds a seq gap may stay open (the missing events still on their way) "
+        "before it is recorded as a finding",
+    )
+
+
 class CentralConfig(Section):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
@@ -233,6 +248,10 @@ class CentralConfig(Section):
     seal: SealSection = Field(
         default_factory=SealSection,
         description="The monthly seal of the events (docs/tamper.md)",
+    )
+    chains: ChainsSection = Field(
+        default_factory=ChainsSection,
+        description="The devices' signed chains, checked on ingest (docs/tamper-centre.md)",
     )
 
 

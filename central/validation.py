@@ -137,6 +137,8 @@ def check_event(ev: Any, site: str, device: str) -> tuple[EventRow | None, str |
             clock=clock,
             data=data_text,
             raw=ev,
+            prev=ev.get("prev"),
+            sig=ev.get("sig"),
         ),
         None,
     )

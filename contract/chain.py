@@ -64,16 +64,56 @@ def _plain(value: Any) -> Any:
     raise _NotPlain
 
 
+def _is_plain(value: Any) -> bool:
+    """True when :func:`_plain` would return ``value`` unchanged (no integral float in it),
+    without building a copy: the usual event is checked, not rebuilt (the centre's
+    ``verify --month`` walks every event twice, leaf and chain). Raises _NotPlain where
+    _plain would. Exact types only: anything else (a subclass) is left to _plain."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        if abs(value) > _SAFE_INT:
+            raise _NotPlain
+        return True
+    if kind is float:
+        return not value.is_integer() and _plain(value) is value
+    if kind is dict:
+        plain = True
+        for k, v in value.items():
+            if type(k) is not str or (not k.isascii() and k and max(k) >= "\ud800"):
+                raise _NotPlain
+            # The usual values inline: a call per value was most of the cost.
+            vk = type(v)
+            if vk is str or v is None or vk is bool:
+                continue
+            if vk is int and -_SAFE_INT <= v <= _SAFE_INT:
+                continue
+            plain = _is_plain(v) and plain
+        return plain
+    if kind is list:
+        plain = True
+        for v in value:
+            if type(v) is not str:
+                plain = _is_plain(v) and plain
+        return plain
+    return False
+
+
+# json.dumps with non-default arguments builds an encoder per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
 def canonical(value: Any) -> bytes:
     """RFC 8785 canonical JSON of ``value`` (dicts, lists, str, int, float, bool, None).
 
     By the standard library's C encoder where its output is provably the same (about ten
     times faster: a device signs every event, the centre checks every one), else by rfc8785,
     which also raises for what has no canonical form (NaN, a lone surrogate): a ValueError.
-    tests/test_seal.py compares the two.
+    tests/test_seal.py and tests/test_chain_peer.py compare them.
     """
     try:
-        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        text = _ENCODE(value if _is_plain(value) else _plain(value))
         return text.encode("utf-8")  # a lone surrogate raises: rfc8785 refuses it too
     except (_NotPlain, UnicodeEncodeError):
         return rfc8785.dumps(value)

@@ -269,7 +269,8 @@ def test_a_deleted_row_is_named_and_so_is_the_gap(store):
     result = verify(store, MONTH, PUB)
     assert not result.ok
     assert f"event {gone.id} (leaf 3): sealed, missing from the store" in result.problems
-    assert f"event {rows[4].id}: jiedong/k1 seq 4 missing before it" in result.problems
+    gap = f"event {rows[4].id}: seq_gap: jiedong/k1 seq 4 missing before event {rows[4].id} (seq 5)"
+    assert gap in result.problems
 
 
 def test_an_inserted_row_is_named_and_a_moved_one_too(store):
@@ -349,18 +350,27 @@ def test_a_whole_chain_checks():
     assert check_chains(_chain(5, DEVICE), KEYS) == ([], 0)
 
 
+def _fp() -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from central.chainrules import fingerprint
+
+    return fingerprint(DEVICE.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
 def test_a_forged_event_fails_its_signature():
     events = _chain(5, DEVICE)
     forged = {**events[2], "data": {"staff_id": "S2"}}
     events[2] = forged
     findings, _ = check_chains(events, KEYS)
     assert [str(f) for f in findings] == [
-        f"event {forged['id']}: signature fails",
-        f"event {events[3]['id']}: chain broken: prev does not name the event before it",
+        f"event {forged['id']}: bad_signature: signature does not verify under {_fp()} (trusted)",
+        f"event {events[3]['id']}: broken_link: prev names {events[3]['prev'][:12]}…, expected "
+        f"{chain.digest(forged)[:12]}…, the digest of event {forged['id']} (seq 3) before it",
     ]
     intruder = {**_chain(1, Ed25519PrivateKey.generate())[0], "seq": 6}
     findings, _ = check_chains([*_chain(5, DEVICE), intruder], KEYS)
-    assert f"event {intruder['id']}: signature fails" in [str(f) for f in findings]
+    assert any(f.event_id == intruder["id"] and "bad_signature" in f.what for f in findings)
 
 
 def test_reordered_events_break_the_chain():
@@ -368,17 +378,18 @@ def test_reordered_events_break_the_chain():
     a, b = events[1], events[2]
     events[1], events[2] = {**b, "seq": 2}, {**a, "seq": 3}
     findings, _ = check_chains(events, KEYS)
-    assert "chain broken" in " ".join(str(f) for f in findings)
-    assert any(f.what == "signature fails" for f in findings)  # seq is signed
+    assert "broken_link" in " ".join(str(f) for f in findings)
+    assert any(f.what.startswith("bad_signature") for f in findings)  # seq is signed
 
 
-def test_a_removed_event_is_a_gap_and_a_broken_link():
+def test_a_removed_event_is_a_gap_whose_link_names_the_missing_event():
     events = _chain(5, DEVICE)
     del events[2]
     findings, _ = check_chains(events, KEYS)
     assert [str(f) for f in findings] == [
-        f"event {events[2]['id']}: jiedong/k1 seq 3 missing before it",
-        f"event {events[2]['id']}: chain broken: prev does not name the event before it",
+        f"event {events[2]['id']}: seq_gap: jiedong/k1 seq 3 missing before event "
+        f"{events[2]['id']} (seq 4); its prev names {events[2]['prev'][:12]}…, not the event "
+        "before the gap: the missing events were signed and are not at the centre",
     ]
 
 

@@ -36,7 +36,15 @@ VERSIONS = (7, 8)
 def new_tables(version: int) -> set[str]:
     """The tables this release adds to a store of numbered ``version``."""
     cases = {"cases", "case_log", "users", "audit_log"}
-    added = {"hall_migrations", "device_transitions", "checkpoints", "checkpoint_leaves", *cases}
+    chains = {"device_keys", "chain_findings", "chain_heads"}
+    added = {
+        "hall_migrations",
+        "device_transitions",
+        "checkpoints",
+        "checkpoint_leaves",
+        *cases,
+        *chains,
+    }
     return added | ({"schedules"} if version < 8 else set())
 
 
@@ -61,6 +69,7 @@ def test_both_dialects_name_the_same_migrations_in_the_same_order():
         "leave_times",
         "device_transitions",
         "checkpoints",
+        "event_chain",
     ]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from central.post.compute import post_days
 from central.post.model import EpisodeKind, PostDay
+from central.reports.chainmarks import MARK, ChainSummary, add_marks, summarize
 from central.reports.model import (
     BAD,
     LATE,
@@ -63,6 +64,7 @@ class Cell:
     excuse: str | None = None  # 请假 / 公出 / 补卡 covering this slot
     excuse_time: str | None = None  # a 补卡's punch time (HH:MM) from the approval
     suspect: bool = False
+    chain: bool = False  # its event has an open chain finding (central/reports/chainmarks.py)
 
     def text(self) -> str:
         if self.punch is None:
@@ -70,6 +72,7 @@ class Cell:
                 return f"{self.excuse} {self.excuse_time}" if self.excuse_time else self.excuse
             return {"missing": "缺卡", "pending": "—"}.get(self.status, "")
         out = self.punch.strftime("%H:%M") + ("†" if self.suspect else "")
+        out += MARK if self.chain else ""
         if self.excuse:
             return f"{out} ({self.excuse})"
         if self.status == "late":
@@ -130,6 +133,7 @@ class Attendance:
     people: list[PersonMonth]
     leave: list[dict[str, Any]]
     assessed_before: date  # days before this are judged (Day.judged); today is not
+    chain: ChainSummary = field(default_factory=ChainSummary)  # the punches' chain checks
 
     @property
     def complete(self) -> bool:
@@ -198,7 +202,8 @@ def compute(
     plans = {d: schedule.plan(d, month.tz) for d in month.days()}
     people = roster_people(store, site)
     punches: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    for e in month_events(store, month, (EventType.PUNCH,), site):
+    events = month_events(store, month, (EventType.PUNCH,), site)
+    for e in events:
         sid = e.data.get("staff_id")
         if not isinstance(sid, str):
             continue
@@ -219,7 +224,7 @@ def compute(
         for key, p in sorted(people.items())
     ]
     _add_posts(store, month, schedule, site, today, pause_limit_min, out)
-    return Attendance(month, site, plans, out, leave, today)
+    return Attendance(month, site, plans, out, leave, today, summarize(events))
 
 
 def _add_posts(
@@ -374,11 +379,12 @@ def _cells(
         later = cell.punch is not None and e.at > cell.punch
         # The punch that counts: the first "in", the last "out".
         if cell.punch is None or (later == c.slot.endswith("_out")):
-            cell.punch, cell.status, cell.minutes, cell.suspect = (
+            cell.punch, cell.status, cell.minutes, cell.suspect, cell.chain = (
                 e.at,
                 c.status,
                 c.minutes_off,
                 e.suspect,
+                bool(e.chain),
             )
     for slot, cell in cells.items():
         excuse = excused.get((person.staff_id, day, slot))
@@ -660,10 +666,14 @@ def to_report(att: Attendance) -> Report:
             ]
         )
     where = f" {att.site}" if att.site else ""
+    sheets = [_summary(att), _posts(att), _daily(att), leave, calendar]
+    notes = _notes(att)
+    names = {(pm.person.site, pm.person.staff_id): pm.person.name for pm in att.people}
+    add_marks(sheets, notes, att.chain, names)
     return Report(
         f"{att.month.label}{where} 考勤月报",
-        [_summary(att), _posts(att), _daily(att), leave, calendar],
-        notes=_notes(att),
+        sheets,
+        notes=notes,
         charts=charts.attendance_charts(att),
         timelines=_timelines(att),
     )

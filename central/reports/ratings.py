@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 
 from central.cases.desk import closed_in_time, due
 from central.cases.states import STATE_LABELS, CaseState
+from central.reports.chainmarks import MARK, ChainSummary, add_marks, summarize
 from central.reports.model import BAD, SUSPECT_NOTE, Rate, Report, Sheet
 from central.reports.month import Month
 from central.reports.source import Event, month_events, roster_people
@@ -126,6 +127,7 @@ class Ratings:
     window_cases: dict[tuple[str, str], CaseTally] = field(default_factory=dict)
     staff_cases: dict[tuple[str, str | None], CaseTally] = field(default_factory=dict)
     now: datetime | None = None
+    chain: ChainSummary = field(default_factory=ChainSummary)  # the chain checks' view
 
     def ranking(self) -> list[tuple[int, tuple[str, str], Tally]]:
         """Windows with ratings by 满意率, best first (equal rates share a rank: 1, 2, 2, 4);
@@ -208,6 +210,7 @@ def compute(
         dict(window_cases),
         dict(staff_cases),
         at,
+        summarize(events),
     )
 
 
@@ -218,8 +221,9 @@ def _rate(tally: Tally) -> Rate | str:
 
 def _when(e: Event) -> datetime | str:
     # A real date-time (hall time) for xlsx; one filed by received_at stays text with its "†".
-    if e.suspect:
-        return e.at.strftime("%Y-%m-%d %H:%M") + "†"
+    if e.suspect or e.chain:
+        marks = ("†" if e.suspect else "") + (MARK if e.chain else "")
+        return e.at.strftime("%Y-%m-%d %H:%M") + marks
     return e.at.replace(tzinfo=None, second=0, microsecond=0)
 
 
@@ -366,15 +370,14 @@ def to_report(r: Ratings) -> Report:
     as_of = ""
     if r.now is not None:
         as_of = f"当前超期: 截至 {r.now:%Y-%m-%d %H:%M}, 未办结且已过当前环节时限的差评"
-    return Report(
-        f"{r.month.label}{where} 好差评月报",
-        [win, per_staff, bad, trend, *notice_sheets(r)],
-        notes=[
-            "满意率 = (非常满意 + 满意 + 基本满意) / 合计; 差评 = 不满意 + 非常不满意",
-            f"邀请 = 已评 + 超时; {SUSPECT_NOTE}",
-            *NOTICE_NOTES,
-            *([as_of] if as_of else []),
-            "窗口满意率排名: 按满意率从高到低, 满意率相同的名次相同, 评价多者在前",
-        ],
-        charts=charts.ratings_charts(r),
-    )
+    sheets = [win, per_staff, bad, trend, *notice_sheets(r)]
+    notes = [
+        "满意率 = (非常满意 + 满意 + 基本满意) / 合计; 差评 = 不满意 + 非常不满意",
+        f"邀请 = 已评 + 超时; {SUSPECT_NOTE}",
+        *NOTICE_NOTES,
+        *([as_of] if as_of else []),
+        "窗口满意率排名: 按满意率从高到低, 满意率相同的名次相同, 评价多者在前",
+    ]
+    add_marks(sheets, notes, r.chain, r.names)
+    title = f"{r.month.label}{where} 好差评月报"
+    return Report(title, sheets, notes=notes, charts=charts.ratings_charts(r))

@@ -24,15 +24,29 @@ class Event:
     at: datetime  # hall-local time the report files the event under
     suspect: bool  # filed by received_at: the device's clock was implausible
     data: dict[str, Any]
+    signed: bool = True  # carried the device's signature (docs/tamper-centre.md)
+    chain: str = ""  # kinds of its open chain findings, comma-separated ('' for none)
 
 
 def month_events(
     store: Store, month: Month, types: tuple[str, ...], site: str | None = None
 ) -> list[Event]:
-    """Events of ``types`` filed in ``month`` (hall time), ordered by time then id."""
+    """Events of ``types`` filed in ``month`` (hall time), ordered by time then id, with
+    what the chain checks found about each (central/reports/chainmarks.py)."""
     filed = store.events_filed_between(types, month.start(), month.end(), site)
+    flagged = store.open_findings_by_event()
     return [
-        Event(e.id, e.site, e.device, e.type, e.filed_at.astimezone(month.tz), e.suspect, e.data)
+        Event(
+            e.id,
+            e.site,
+            e.device,
+            e.type,
+            e.filed_at.astimezone(month.tz),
+            e.suspect,
+            e.data,
+            e.sig is not None,
+            ",".join(dict.fromkeys(f.kind for f in flagged.get(e.id, ()))),
+        )
         for e in filed
     ]
 

@@ -1,21 +1,36 @@
 """Recompute the devices' signed chains of a month's events (docs/tamper.md "Checking a month").
 
-:func:`check_chains` checks events as sent ({id, seq, type, at, clock, device, site, data,
-prev, sig}, ``at`` exactly the device's text): each device's events in ``seq`` order, link by
-link, each signature against the device's key, and the seqs missing between them. This release
-of the store keeps no ``prev``/``sig`` (the centre's chain verification is still to land):
-:func:`recompute` then sees every event unsigned and checks the month's seq gaps only; the tree
-is checked either way (central/seal/core.py).
+The rules are central/chainrules.py's, the same the ingest verifier (central/verifier.py)
+applies, so ``verify --month`` and the findings of ingest never disagree. Here the month is
+walked as the store holds it now, with no grace for gaps: each device's events in ``seq``
+order, starting after its last event before the month (so the month's first link is checked
+too), each signature under the key ``device_keys`` says was in effect at its seq (rotations
+within the month switch it as they did on ingest). The signatures are checked ahead on two
+forked processes while verify recomputes the tree (central/chainrules.py ``Signatures``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from central.chainrules import (
+    BookKey,
+    ChainState,
+    KeyBook,
+    Signatures,
+    digest,
+    fingerprint,
+    step,
+)
 from contract import chain
+
+# Workers checking signatures ahead of the walk: the machine's two cores. Processes, forked
+# from the CLI: beside the leaf hashing that verify does meanwhile, threads would wait for the
+# GIL after every check (central/chainrules.py Signatures).
+VERIFY_WORKERS = 2
+VERIFY_IN_PROCESSES = True
 
 
 @dataclass(frozen=True)
@@ -27,67 +42,112 @@ class Finding:
         return f"event {self.event_id}: {self.what}"
 
 
-def check_chains(
-    events: Iterable[Mapping[str, Any]], keys: Mapping[tuple[str, str], Any]
-) -> tuple[list[Finding], int]:
-    """Findings over events as sent (each device's in ``seq`` order is checked link by link),
-    and how many events were unsigned. ``keys``: (site, device) → Ed25519 public key."""
-    by_device: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for e in events:
-        by_device.setdefault((e["site"], e["device"]), []).append(e)
-    findings: list[Finding] = []
-    unsigned = 0
-    for (site, device), group in sorted(by_device.items()):
-        group.sort(key=lambda e: e["seq"])
-        key = keys.get((site, device))
-        previous: Mapping[str, Any] | None = None
-        for e in group:
-            eid = str(e["id"])
-            if previous is not None and e["seq"] > previous["seq"] + 1:
-                first, last = previous["seq"] + 1, e["seq"] - 1
-                span = f"seq {first}" if first == last else f"seq {first}..{last}"
-                findings.append(Finding(eid, f"{site}/{device} {span} missing before it"))
-            if not chain.is_signed(e):
-                unsigned += 1
-            else:
-                if key is None:
-                    findings.append(Finding(eid, f"no key known for {site}/{device}"))
-                elif not chain.verify(key, e):
-                    findings.append(Finding(eid, "signature fails"))
-                if (
-                    previous is not None
-                    and chain.is_signed(previous)
-                    and e["prev"] != chain.digest(previous)
-                ):
-                    findings.append(
-                        Finding(eid, "chain broken: prev does not name the event before it")
-                    )
-            previous = e
-    return findings, unsigned
-
-
-def _sent_at(value: Any) -> str:
-    if isinstance(value, str):
+def _book(value: Any) -> KeyBook:
+    """A KeyBook, or one made of a bare Ed25519 public key (trusted from the start)."""
+    if isinstance(value, KeyBook):
         return value
-    assert isinstance(value, datetime)
-    return value.isoformat(timespec="milliseconds")
+    book = KeyBook()
+    if value is not None:
+        import base64
+
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        raw = value.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        book.keys.append(
+            BookKey(base64.b64encode(raw).decode(), fingerprint(raw), "trusted", None, 0, value)
+        )
+    return book
 
 
-def recompute(events: Iterable[Any]) -> tuple[list[Finding], int, bool]:
-    """Chain findings of a month's events as the store returns them (``StoredEvent``), the
-    number of unsigned ones, and whether the store holds chains at all (not yet: False)."""
-    sent = [
-        {
-            "id": str(e.id),
-            "seq": e.seq,
-            "type": e.type,
-            "at": _sent_at(e.at),
-            "clock": e.clock,
-            "device": e.device,
-            "site": e.site,
-            "data": e.data,
-        }
-        for e in events
-    ]
-    findings, unsigned = check_chains(sent, {})
-    return findings, unsigned, False
+def check_chains(
+    events: Iterable[Mapping[str, Any]],
+    keys: Mapping[tuple[str, str], Any],
+    before: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    workers: int = 0,
+) -> tuple[list[Finding], int]:
+    """Findings over events as sent (each device's in ``seq`` order, two of one seq in the
+    order given), and how many were unsigned. ``keys``: (site, device) → KeyBook or an
+    Ed25519 public key; ``before``: (site, device) → the device's event before these, as sent."""
+    walk = ChainWalk(events, keys, before, workers)
+    return walk.result()
+
+
+class ChainWalk:
+    """:func:`check_chains` in two steps: made, it starts every signature check on the
+    workers; :meth:`result` walks the chains (waiting for the checks it needs). In between
+    the caller's own work runs alongside the checks (verify's leaf hashes)."""
+
+    def __init__(
+        self,
+        events: Iterable[Mapping[str, Any]],
+        keys: Mapping[tuple[str, str], Any],
+        before: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        workers: int = 0,
+        processes: bool = False,
+    ):
+        self.by_device: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for e in events:
+            self.by_device.setdefault((e["site"], e["device"]), []).append(e)
+        for group in self.by_device.values():
+            group.sort(key=lambda e: e["seq"])  # stable: the order given within a seq
+        self.books = {where: _book(keys.get(where)) for where in self.by_device}
+        self.before = before or {}
+        self.check = Signatures(workers, processes)
+        # Every signature under the key its seq had before the walk; a rotation within the
+        # events is checked inline when the walk gets there.
+        self.check.prefetch(
+            (key, e)
+            for where, group in self.by_device.items()
+            for e in group
+            if chain.is_signed(e) and (key := self.books[where].for_seq(e["seq"])) is not None
+        )
+
+    def result(self) -> tuple[list[Finding], int]:
+        findings: list[Finding] = []
+        unsigned = 0
+        try:
+            for where, group in sorted(self.by_device.items()):
+                state = ChainState()
+                first = self.before.get(where)
+                if first is not None:
+                    state.seq, state.event_id = first["seq"], first["id"]
+                    if chain.is_signed(first):
+                        state.digest = digest(first)
+                for e in group:
+                    for f in step(state, e, self.books[where], self.check):
+                        findings.append(Finding(f.event_id, f"{f.kind}: {f.detail}"))
+                unsigned += state.unsigned
+        finally:
+            self.check.close()
+        return findings, unsigned
+
+
+def start(events: Iterable[Any], store: Any = None) -> ChainWalk:
+    """Start checking the chains of a month's events as the store returns them
+    (``StoredEvent``, with their prev, sig and ``at`` as sent): the device keys and each
+    device's event before the month from ``store``."""
+    # Stable: two events of one seq stay in the store's order (received_at, then id).
+    stored = sorted(events, key=lambda e: (e.site, e.device, e.seq))
+    sent = [e.as_sent() for e in stored]
+    keys: dict[tuple[str, str], KeyBook] = {}
+    before: dict[tuple[str, str], Mapping[str, Any]] = {}
+    if store is not None:
+        rows: dict[tuple[str, str], list[Any]] = {}
+        for k in store.device_keys():
+            rows.setdefault((k.site, k.device), []).append(k)
+        firsts: dict[tuple[str, str], int] = {}
+        for e in stored:
+            firsts.setdefault((e.site, e.device), e.seq)
+        for where, seq in firsts.items():
+            keys[where] = KeyBook(rows.get(where, []))
+            found = store.chain_event_before(where[0], where[1], seq)
+            if found is not None:
+                before[where] = found.as_sent()
+    return ChainWalk(sent, keys, before, VERIFY_WORKERS, processes=VERIFY_IN_PROCESSES)
+
+
+def recompute(events: Iterable[Any], store: Any = None) -> tuple[list[Finding], int, bool]:
+    """Chain findings of a month's events (see :func:`start`), the number of unsigned ones,
+    and whether chains were checked (always, with a store that keeps them)."""
+    findings, unsigned = start(events, store).result()
+    return findings, unsigned, True

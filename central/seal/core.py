@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from central.seal import merkle
-from central.seal.chains import recompute
+from central.seal.chains import start as start_chains
 from central.seal.checkpoint import sign, signature_ok
 from central.seal.keys import public_hex
 from central.seal.leaf import event_leaf_hash, leaf_object
@@ -93,14 +93,31 @@ def verify(store: Any, month: Any, public_key: str) -> Verified:
     notes: list[str] = []
     checkpoints = store.checkpoints(month.label)
     events = store.sealable_events(month.start(), month.end())
-    findings, unsigned, chained = recompute(events)
-    problems += [str(f) for f in findings]
-    if not chained:
-        notes.append("the store holds no device chains yet: tree and seq gaps checked only")
-    elif unsigned:
-        notes.append(f"{unsigned} unsigned events (sent by agents older than chains)")
+    # The signatures are checked on worker threads while the tree is recomputed here.
+    chains = start_chains(events, store)
+    try:
+        return _verify(store, month, public_key, checkpoints, events, problems, notes)
+    finally:
+        findings, unsigned = chains.result()
+        problems[:0] = [str(f) for f in findings]
+        if unsigned:
+            notes.insert(0, f"{unsigned} unsigned events (sent by agents older than chains)")
+
+
+def _verify(
+    store: Any,
+    month: Any,
+    public_key: str,
+    checkpoints: list[Checkpoint],
+    events: list[Any],
+    problems: list[str],
+    notes: list[str],
+) -> Verified:
+    """:func:`verify`'s tree part; ``problems`` and ``notes`` are filled in place (the
+    Verified returned holds the same lists, so the chains' findings join them)."""
     if not checkpoints:
-        return Verified(month.label, None, [f"no checkpoint of {month.label}", *problems], notes)
+        problems.insert(0, f"no checkpoint of {month.label}")
+        return Verified(month.label, None, problems, notes)
     previous: tuple[Checkpoint, list[bytes]] | None = None
     leaves: list[tuple[str, str]] = []
     for c in checkpoints:

@@ -17,6 +17,7 @@ from typing import Any
 
 from central.store import cases as case_sql
 from central.store.cases import DeadlinePolicy, Run
+from central.store.chains import ChainQueries
 from central.store.errors import StoreError
 from central.store.filing import filed_at
 from central.store.migrations import TABLE as MIGRATIONS_TABLE
@@ -89,6 +90,10 @@ def status_at(status: dict[str, Any]) -> datetime | None:
 
 
 _EVENT_COLUMNS = "id, site, device, seq, type, at, clock, received_at, data"
+# What the devices' signed chains need besides (docs/tamper-centre.md): `prev`, `sig` and the
+# `at` text as sent, which is the `at` column on SQLite and `at_text` on PostgreSQL
+# (Store.at_sent_column).
+_CHAIN_COLUMNS = "prev, sig"
 
 # Every site of a roster, of a device the centre heard (`devices`: its status, or its events,
 # whose batch upserts the row) or of any stored event. Events are found by walking the
@@ -138,7 +143,7 @@ def leave_row(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _event(row: tuple[Any, ...]) -> StoredEvent:
-    eid, site, device, seq, etype, at, clock, received, data = row
+    eid, site, device, seq, etype, at, clock, received, data, prev, sig, at_text = row
     return StoredEvent(
         str(eid),
         site,
@@ -149,6 +154,9 @@ def _event(row: tuple[Any, ...]) -> StoredEvent:
         clock,
         required_time(received),
         stored_json(data),
+        prev=prev,
+        sig=sig,
+        at_text=at_text,
     )
 
 
@@ -157,7 +165,7 @@ def _schedule(row: tuple[Any, ...]) -> StoredSchedule:
     return StoredSchedule(version, digest, stored_json(body), required_time(published_at))
 
 
-class Store:
+class Store(ChainQueries):
     """Common interface of the two stores."""
 
     url: str
@@ -232,7 +240,11 @@ class Store:
     # --- events out ------------------------------------------------------------------------
 
     def _events_where(self, where: str, params: tuple[Any, ...]) -> list[StoredEvent]:
-        rows = self.query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where}", params)
+        rows = self.query(
+            f"SELECT {_EVENT_COLUMNS}, {_CHAIN_COLUMNS}, {self.at_sent_column} FROM events "
+            f"WHERE {where}",
+            params,
+        )
         return [_event(r) for r in rows]
 
     def events_filed_between(
@@ -254,8 +266,8 @@ class Store:
             where += " AND site = %s"
             params += (site,)
         out = []
-        for eid, esite, device, seq, etype, at, clock, received, data in self.query(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where}", params
+        for eid, esite, device, seq, etype, at, clock, received, data, sig in self.query(
+            f"SELECT {_EVENT_COLUMNS}, sig FROM events WHERE {where}", params
         ):
             at, received = required_time(at), required_time(received)
             moment, suspect = filed_at(at, clock, received, self.tz)
@@ -274,6 +286,7 @@ class Store:
                     stored_json(data),
                     moment.astimezone(self.tz),
                     suspect,
+                    sig=sig,
                 )
             )
         out.sort(key=lambda e: (e.filed_at, e.id))

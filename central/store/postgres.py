@@ -59,16 +59,17 @@ ON CONFLICT (site, device) DO UPDATE SET
 # A whole batch in one statement: one round trip, whatever its size. RETURNING names the ids
 # this statement stored; ON CONFLICT leaves the others to PostgresStore._conflicts.
 _INSERT_EVENTS = """
-INSERT INTO events (id, device, site, seq, type, at, clock, data)
+INSERT INTO events (id, device, site, seq, type, at, clock, data, at_text, prev, sig)
 SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::bigint[], %b::text[],
-                     %b::timestamptz[], %b::text[], %b::jsonb[])
+                     %b::timestamptz[], %b::text[], %b::jsonb[], %b::text[], %b::text[],
+                     %b::text[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id::text
 """
 
 
 def _columns(events: list[EventRow]) -> tuple[list[Any], ...]:
-    """The events as one list per column, in _INSERT_EVENTS's order."""
+    """The events as one list per column, in _conflicts's order."""
     return (
         [e.id for e in events],
         [e.device for e in events],
@@ -78,6 +79,17 @@ def _columns(events: list[EventRow]) -> tuple[list[Any], ...]:
         [e.at for e in events],
         [e.clock for e in events],
         [e.data for e in events],
+    )
+
+
+def _insert_columns(events: list[EventRow]) -> tuple[list[Any], ...]:
+    """The events as one list per column, in _INSERT_EVENTS's order: `at` as sent and the
+    chain fields besides (docs/tamper-centre.md)."""
+    return (
+        *_columns(events),
+        [e.at_text for e in events],
+        [e.prev for e in events],
+        [e.sig for e in events],
     )
 
 
@@ -101,6 +113,7 @@ _LEGACY_TABLE = "hall_schema"  # the numbered releases' version, still written (
 
 class PostgresStore(Store):
     migrations = PG_MIGRATIONS
+    at_sent_column = "at_text"  # timestamptz keeps the instant, not the text as sent
 
     def __init__(
         self,
@@ -242,7 +255,7 @@ class PostgresStore(Store):
             # One statement inserts the batch and names the ids it took; only the others (a
             # resend after a lost ack, or an id reused with other content) are compared with
             # what is stored, so a batch of new events costs no lookup at all.
-            inserted = {r[0] for r in cur.execute(_INSERT_EVENTS, _columns(events))}
+            inserted = {r[0] for r in cur.execute(_INSERT_EVENTS, _insert_columns(events))}
             # A later copy of an id within the batch was not inserted either (ON CONFLICT
             # skips it), though RETURNING names its id for the first copy.
             seen: set[str] = set()

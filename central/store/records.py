@@ -31,6 +31,10 @@ class EventRow:
     # The whole event as received (the parsed object), for `rejected.payload` should it be
     # rejected as a conflict; serialised only then.
     raw: Any = field(default=None, compare=False, repr=False)
+    # The device's signed chain as sent (contract/chain.py), None for an unsigned event: kept
+    # as they came, checked after the commit (central/verifier.py), never a reason to reject.
+    prev: str | None = None
+    sig: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,31 @@ class StoredEvent:
     clock: str
     received_at: datetime
     data: dict[str, Any]
+    # The chain fields as sent (None: unsigned, or stored before the store kept them) and the
+    # device's `at` text exactly as sent, which the signature covers (None: not kept).
+    prev: str | None = field(default=None, kw_only=True)
+    sig: str | None = field(default=None, kw_only=True)
+    at_text: str | None = field(default=None, kw_only=True)
+
+    def as_sent(self) -> dict[str, Any]:
+        """The event object as the device sent it (contract/chain.py): what its signature
+        and the next event's ``prev`` cover. ``at`` falls back to the stored instant's ISO
+        text for an event stored before its text was kept (never a signed one)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "seq": self.seq,
+            "type": self.type,
+            "at": self.at_text if self.at_text is not None else self.at.isoformat(),
+            "clock": self.clock,
+            "device": self.device,
+            "site": self.site,
+            "data": self.data,
+        }
+        if self.prev is not None:
+            out["prev"] = self.prev
+        if self.sig is not None:
+            out["sig"] = self.sig
+        return out
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,55 @@ class FiledEvent(StoredEvent):
 
     filed_at: datetime  # in the hall's timezone
     suspect: bool  # filed by received_at: the device's clock was not believed
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    """A device's public key (table ``device_keys``, docs/tamper-centre.md)."""
+
+    id: int
+    site: str
+    device: str
+    public_key: str  # base64 of the 32 raw bytes, as device.key carries it
+    fingerprint: str  # SHA256:<unpadded base64 of sha256(raw)>
+    state: str  # pending | trusted | retired
+    from_seq: int | None  # the first seq it signs (None: registered by hand, from the start)
+    announced_in: str | None  # the device.key event that announced it (None: by hand)
+    first_seen: datetime
+    trusted_at: datetime | None
+    trusted_by: str | None
+
+
+@dataclass(frozen=True)
+class ChainFinding:
+    """What the chain verifier found (table ``chain_findings``, docs/tamper-centre.md)."""
+
+    id: int
+    site: str
+    device: str
+    event_id: str  # for a seq gap: the event after the missing seqs
+    seq: int
+    seq_end: int | None  # a gap's last missing seq
+    kind: str
+    detail: str
+    found_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """How far a device's chain is verified (table ``chain_heads``)."""
+
+    site: str
+    device: str
+    first_seq: int | None
+    last_seq: int | None
+    last_event_id: str | None
+    last_digest: str | None  # digest of the last signed event walked
+    key_fingerprint: str | None  # the key in effect after it
+    signed: int
+    unsigned: int
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -263,3 +341,28 @@ def aware(moment: datetime) -> datetime:
 def stored_json(value: Any) -> Any:
     """A JSON column as a store returns it (text from SQLite, parsed jsonb from PostgreSQL)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+@dataclass(frozen=True)
+class NewFinding:
+    """A finding of the chain rules (central/chainrules.py) on its way into ``chain_findings``."""
+
+    kind: str
+    seq: int
+    event_id: str  # for a seq gap: the event after the missing seqs
+    detail: str
+    seq_end: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyWrite:
+    """A change of ``device_keys`` the chain rules decided: ``add`` a pending key (nothing if
+    the key is known), ``trust`` a key a rotation announced (signed by the trusted key it
+    replaces), ``retire`` the key a rotation replaced."""
+
+    op: str  # add | trust | retire
+    public_key: str
+    fingerprint: str
+    from_seq: int | None = None
+    announced_in: str | None = None
+    by: str | None = None

@@ -217,10 +217,22 @@ class SqliteStore(Store):
             before = c.total_changes
             c.executemany(
                 "INSERT INTO events (id, device, site, seq, type, at, clock, "
-                "received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "received_at, data, prev, sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
                 [
-                    (e.id, e.device, e.site, e.seq, e.type, e.at_text, e.clock, now, e.data)
+                    (
+                        e.id,
+                        e.device,
+                        e.site,
+                        e.seq,
+                        e.type,
+                        e.at_text,
+                        e.clock,
+                        now,
+                        e.data,
+                        e.prev,
+                        e.sig,
+                    )
                     for e in events
                 ],
             )
