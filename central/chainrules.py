@@ -36,6 +36,8 @@ KEY_EVENT = EventType.KEY.value
 
 BAD_SIGNATURE = "bad_signature"
 BROKEN_LINK = "broken_link"
+# ChainState.digest after an event whose signature failed (kept in chain_heads.last_digest).
+UNKNOWN_DIGEST = "unknown"
 SEQ_GAP = "seq_gap"
 FORK = "fork"
 UNTRUSTED_KEY = "untrusted_key"
@@ -432,7 +434,9 @@ def step(
             NewFinding(BAD_SIGNATURE, seq, eid, f"signature does not verify under {key.named()}")
         )
     prev = sent["prev"]
-    if state.digest is not None and prev != state.digest:
+    if state.digest == UNKNOWN_DIGEST:
+        pass  # the event before failed its signature: what its digest was is not known
+    elif state.digest is not None and prev != state.digest:
         named = "the chain's start (GENESIS)" if prev == GENESIS else _short(prev)
         if gap is not None:
             gap = NewFinding(
@@ -462,7 +466,11 @@ def step(
             "dropped on the device before it signed them",
             gap.seq_end,
         )
-    _advance(state, sent, check.canon.digest(sent))
+    # An event whose signature fails was changed after signing (or forged): the next event's
+    # prev names the digest of what was signed, which the centre no longer has. Its link is
+    # then not checked, so one changed row is one finding, not two (docs/tamper.md).
+    bad = any(f.kind == BAD_SIGNATURE for f in out)
+    _advance(state, sent, UNKNOWN_DIGEST if bad else check.canon.digest(sent))
     after = book.for_seq(seq + 1)
     state.key = after.fingerprint if after is not None else None
     return [gap, *out] if gap else out

@@ -365,9 +365,7 @@ def test_a_forged_event_fails_its_signature():
     findings, _ = check_chains(events, KEYS)
     assert [str(f) for f in findings] == [
         f"event {forged['id']}: bad_signature: signature does not verify under {_fp()} (trusted)",
-        f"event {events[3]['id']}: broken_link: prev names {events[3]['prev'][:12]}…, expected "
-        f"{chain.digest(forged)[:12]}…, the digest of event {forged['id']} (seq 3) before it",
-    ]
+    ]  # and not also a broken link at the next event, whose prev names the signed original
     intruder = {**_chain(1, Ed25519PrivateKey.generate())[0], "seq": 6}
     findings, _ = check_chains([*_chain(5, DEVICE), intruder], KEYS)
     assert any(f.event_id == intruder["id"] and "bad_signature" in f.what for f in findings)
