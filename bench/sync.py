@@ -10,6 +10,9 @@ the agent's alone. For SQLite and for PostgreSQL (a throw-away schema):
 - batched: ``--events`` events recorded in the outbox first (a device back after days
   offline), then the uplink started with the default sync settings; the clock runs until the
   outbox is empty, i.e. until the last ack after the last commit. Rows are counted after.
+- signed (the default; ``--unsigned`` for events as older agents send them): each backlog is
+  signed by its device's key before the clock starts, and the key is trusted at the centre
+  beforehand, so the collector's chain verifier checks every signature while it drains.
 - naive, measured in the same run on a smaller sample (``--naive`` events, default 1,000):
   one event per message, each waiting for the centre's ack before the next is sent
   (``batch_size = 1``, ``max_in_flight = 1``), same broker, same collector, same store.
@@ -41,11 +44,13 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.keys import Keyring, fingerprint  # noqa: E402
 from agent.link.ping import measure  # noqa: E402
 from agent.link.uplink import Uplink  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
@@ -139,11 +144,40 @@ def fill(box: Outbox, n: int) -> None:
         box.append_many([(EventType.RATING, RATING, None, None)] * min(chunk, n - start))
 
 
-def drain(workdir: Path, broker: Mosquitto, device: str, n: int, **sync) -> dict:
-    """Record n events, then time the uplink draining them to the centre."""
+def sign_backlog(box: Outbox, data_dir: Path, centre: tuple[str, str | None] | None) -> float:
+    """Give the outbox the device's key and sign its whole backlog now, before the clock
+    starts: the bench times the centre, not the device's signing (bench/outbox.py measures
+    that). ``centre``: the store the device's key is trusted in beforehand, as
+    ``hall-central devices trust`` would, so that its chain verifier checks every signature
+    while the collector drains (a device without a trusted key is not walked)."""
+    keyring = Keyring(data_dir)
+    public, _ = keyring.ensure()
+    if centre is not None:
+        with open_store(*centre) as store:
+            store.trust_key(
+                box.site, box.device, public, fingerprint(public), "bench", datetime.now(UTC)
+            )
+    box.set_signer(keyring)
+    t0 = time.monotonic()
+    box.pending(box.pending_count() + 1)
+    return time.monotonic() - t0
+
+
+def drain(
+    workdir: Path,
+    broker: Mosquitto,
+    device: str,
+    n: int,
+    centre: tuple[str, str | None] | None = None,
+    signed: bool = True,
+    **sync,
+) -> dict:
+    """Record n events (signed by the device's key unless ``signed`` is false), then time the
+    uplink draining them to the centre."""
     cfg = agent_config(workdir / device, broker.url, device=device, sync=sync)
     box = Outbox.for_config(cfg, clock=lambda: "synced")
     fill(box, n)
+    sign_s = sign_backlog(box, Path(cfg.device.data_dir), centre) if signed else 0.0
     before = rss_mb()
     peak = [before]
     done = threading.Event()
@@ -167,6 +201,7 @@ def drain(workdir: Path, broker: Mosquitto, device: str, n: int, **sync) -> dict
         raise SystemExit(f"bench: {device}: outbox not drained within 600 s")
     return {
         "events": n,
+        "sign_s": sign_s,
         "seconds": elapsed,
         "per_s": n / elapsed,
         "rss_before": before,
@@ -209,17 +244,29 @@ def run_store(
     try:
         # The collector is up when a ping round trip works.
         p50, p95 = ping(workdir, broker, args.pings)
-        batched = drain(workdir, broker, f"bulk-{name}", args.events)
+        centre = (store_url, schema)
+        signed = not args.unsigned
+        batched = drain(workdir, broker, f"bulk-{name}", args.events, centre, signed)
         rows = count_rows(store_url, schema, f"bulk-{name}")
         print(
             f"  batched: {batched['events']} events in {batched['seconds']:.2f} s = "
             f"{batched['per_s']:.0f} events/s committed ({rows} rows); agent RSS "
             f"{batched['rss_before']:.1f} MiB before, peak {batched['rss_peak']:.1f}, "
             f"after {batched['rss_after']:.1f}"
+            + (f"; signed beforehand in {batched['sign_s']:.2f} s" if signed else "; unsigned")
         )
         if rows != args.events:
             raise SystemExit(f"bench: {name}: {rows} rows for {args.events} events")
-        naive = drain(workdir, broker, f"naive-{name}", args.naive, batch_size=1, max_in_flight=1)
+        naive = drain(
+            workdir,
+            broker,
+            f"naive-{name}",
+            args.naive,
+            centre,
+            signed,
+            batch_size=1,
+            max_in_flight=1,
+        )
         print(
             f"  naive (1 event per message, wait for each ack; {args.naive}-event sample): "
             f"{naive['per_s']:.0f} events/s"
@@ -234,7 +281,7 @@ def run_store(
     ceiling_dir.mkdir()
     minimal = start_min_collector(ceiling_dir, broker, ceiling_url, ceiling_schema)
     try:
-        ceiling = drain(ceiling_dir, broker, f"ceil-{name}", args.events)
+        ceiling = drain(ceiling_dir, broker, f"ceil-{name}", args.events, None, not args.unsigned)
     finally:
         stop(minimal)
     if count_rows(ceiling_url, ceiling_schema, f"ceil-{name}") != args.events:
@@ -264,6 +311,11 @@ def main() -> int:
     parser.add_argument("--naive", type=int, default=1_000, help="naive-path sample size")
     parser.add_argument("--pings", type=int, default=300, help="ping round trips")
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL for the second run")
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="events without prev/sig, as agents older than signed chains send them",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HALL_AGENT_CLOCK", "synced")
     results: dict[str, dict] = {}
@@ -321,6 +373,7 @@ def main() -> int:
             pg_ping_p50_ms=f"{results['pg']['p50']:.2f}",
             pg_ping_p95_ms=f"{results['pg']['p95']:.2f}",
         )
+    figures["signed"] = "0" if args.unsigned else "1"
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     return 0
 
