@@ -487,3 +487,15 @@ def test_digest_and_signing_input_are_the_contracts(data):
     canon = Canonical()
     assert canon.signing_input(ev) == chain.signing_input(ev)
     assert canon.digest(ev) == chain.digest(ev) == digest(ev)
+
+
+def test_a_device_failing_every_event_fills_the_table_not_the_journal(store, caplog):
+    dev = announced_device(store)
+    forger = Ed25519PrivateKey.generate()
+    store_events(store, [dev.event(signer=forger) for _ in range(40)])
+    with caplog.at_level("WARNING", logger="central.verifier"):
+        run(store)
+    assert [k for k, _ in kinds(store)] == ["bad_signature"] * 40
+    lines = [r.getMessage() for r in caplog.records if r.name == "central.verifier"]
+    assert len(lines) == 6, lines
+    assert "35 more findings up to seq 41" in lines[-1] and "--device k1" in lines[-1]
