@@ -159,7 +159,11 @@ def sign_backlog(box: Outbox, data_dir: Path, centre: tuple[str, str | None] | N
             )
     box.set_signer(keyring)
     t0 = time.monotonic()
-    box.pending(box.pending_count() + 1)
+    after = 0
+    # In pages, as the uplink reads them: one call for the whole backlog would hold every
+    # event in memory at once and show in the agent's RSS figures.
+    while page := box.pending(1000, after_seq=after):
+        after = page[-1].seq
     return time.monotonic() - t0
 
 
@@ -191,7 +195,9 @@ def drain(
     t0 = time.monotonic()
     up.start()
     sampler.start()
-    ok = wait_for(lambda: box.stats().pending == 0, 600, interval=0.01)
+    # pending_count, not stats(): polled every 10 ms, stats() recounts bytes and rows under
+    # the outbox lock the uplink needs.
+    ok = wait_for(lambda: box.pending_count() == 0, 600, interval=0.01)
     elapsed = time.monotonic() - t0
     done.set()
     after = rss_mb()
