@@ -19,8 +19,9 @@ from agent.signing import start_signing
 from contract import EventType
 from tests.conftest import skip_unless
 from tests.support import agent_config, wait_for
+from tests.test_chains import pg_schema  # noqa: F401  (a fixture: a throw-away schema)
 
-pytestmark = skip_unless(shutil.which("mosquitto") is not None, "needs mosquitto")
+needs_mosquitto = skip_unless(shutil.which("mosquitto") is not None, "needs mosquitto")
 
 
 def rating(level: int) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def open_kinds(store: Any) -> list[str]:
     return [f.kind for f in store.chain_findings(open_only=True)]
 
 
+@needs_mosquitto
 def test_signed_at_the_device_trusted_sealed_and_every_change_named(
     tmp_path: Path, broker: Any, collector: Any, capsys: Any
 ) -> None:
@@ -113,3 +115,28 @@ def test_signed_at_the_device_trusted_sealed_and_every_change_named(
     assert central(conf, "verify", "--month", month) == 1
     out = capsys.readouterr().out
     assert ids[5] in out and ids[6] in out and "missing" in out, out
+
+
+def test_a_moved_punch_time_fails_its_signature_on_postgresql_too(pg_schema: str) -> None:  # noqa: F811
+    """PostgreSQL keeps the instant the reports file by (``at``) apart from the signed text
+    (``at_text``): moving the instant and leaving the text must not pass."""
+    from central.store import open_store
+    from tests.chainkit import store_events
+    from tests.support import PG_URL
+    from tests.test_chains import announced_device, chain_problems, kinds, run
+
+    with open_store(PG_URL, pg_schema) as store:
+        dev = announced_device(store)
+        late = dev.events(3)
+        store_events(store, late)
+        run(store)
+        assert kinds(store) == []
+        target = late[1]
+        store.query(
+            "UPDATE events SET at = at - interval '20 minutes' WHERE id = %s RETURNING id",
+            (target["id"],),
+        )
+        assert any(target["id"] in p and "bad_signature" in p for p in chain_problems(store))
+        store.query("DELETE FROM chain_heads RETURNING site")
+        run(store)
+        assert kinds(store) == [("bad_signature", target["seq"])]

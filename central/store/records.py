@@ -87,7 +87,7 @@ class StoredEvent:
             "id": self.id,
             "seq": self.seq,
             "type": self.type,
-            "at": self.at_text if self.at_text is not None else self.at.isoformat(),
+            "at": self._at_as_sent(),
             "clock": self.clock,
             "device": self.device,
             "site": self.site,
@@ -98,6 +98,19 @@ class StoredEvent:
         if self.sig is not None:
             out["sig"] = self.sig
         return out
+
+    def _at_as_sent(self) -> str:
+        """The signed ``at`` text, but only while it still names the stored instant that the
+        reports file by. On PostgreSQL the two are separate columns (``at`` timestamptz,
+        ``at_text``): a moved ``at`` with the text left alone must fail the signature, so then
+        the stored instant is what is checked (docs/tamper-centre.md "What the store keeps")."""
+        if self.at_text is None:
+            return self.at.isoformat()
+        try:
+            same = datetime.fromisoformat(self.at_text) == self.at
+        except ValueError:
+            same = False
+        return self.at_text if same else self.at.isoformat()
 
 
 @dataclass(frozen=True)
