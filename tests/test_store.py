@@ -799,6 +799,19 @@ def test_one_id_twice_in_a_batch_with_other_content_is_a_conflict_on_both_stores
     assert count(store) == 2
 
 
+def test_a_resend_in_canonical_form_is_the_stored_event_not_a_conflict(store):
+    """A device that starts signing resends an event it had sent unsigned with its data in
+    RFC 8785 form (sorted keys, 3.0 as 3): the same event, acked, not a conflict."""
+    first = row(1, data={"window": "A03", "pad": 1, "level": 5, "distance": 3.0})
+    assert store.write_batch([first], []) == []
+    canonical = '{"distance":3,"level":5,"pad":1,"window":"A03"}'
+    resent = dataclasses.replace(first, data=canonical, prev="0" * 64, sig="x" * 88)
+    assert store.write_batch([resent], []) == []
+    assert count(store) == 1 and count(store, "rejected") == 0
+    changed = dataclasses.replace(first, data=canonical.replace('"level":5', '"level":4'))
+    assert store.write_batch([changed], []) == [changed]
+
+
 def test_a_group_commit_is_all_or_nothing_and_budgets_rejects_per_device(store):
     from central.store import BatchWrite, Reject
 

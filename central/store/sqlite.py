@@ -281,12 +281,7 @@ class SqliteStore(Store):
                 chunk,
             ):
                 found[row[0]] = row[1:]
-        return [
-            e
-            for e in events
-            if e.id in found
-            and found[e.id] != (e.device, e.site, e.seq, e.type, e.at_text, e.clock, e.data)
-        ]
+        return [e for e in events if e.id in found and not _same_event(found[e.id], e)]
 
     def upsert_status(
         self, site: str, device: str, status: dict[str, Any], heard_at: datetime | None = None
@@ -442,3 +437,17 @@ def _runner(c: sqlite3.Connection) -> Run:
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return found.fetchone() is not None
+
+
+def _same_event(stored: tuple[Any, ...], e: EventRow) -> bool:
+    """Whether a resent event is the one stored. ``data`` is compared as JSON, not as text,
+    as PostgreSQL's jsonb compares it: a device that started signing resends an event stored
+    before in its canonical form (sorted keys, ``3.0`` as ``3``), which is the same event."""
+    if stored[:-1] != (e.device, e.site, e.seq, e.type, e.at_text, e.clock):
+        return False
+    if stored[-1] == e.data:
+        return True
+    try:
+        return bool(json.loads(stored[-1]) == json.loads(e.data))
+    except ValueError:
+        return False
