@@ -585,13 +585,22 @@ class Outbox:
         after SIGN_RETRY_S: an unsigned event is never handed out while a signer is set.
         """
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, id, type, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-            if self.signer is not None and rows:
-                rows = self._signed(rows)
+            rows = self._select_pending(after_seq, limit)
+            if self.signer is not None and rows and self._signed(rows):
+                # Read again after signing, within the chain's head: another process sharing
+                # the file (ping, keygen --rotate) may have dropped or signed rows since the
+                # first read, and only what the file now holds, signed, is handed out.
+                rows = self._select_pending(after_seq, limit, signed_only=True)
         return [PendingEvent(*row) for row in rows]
+
+    def _select_pending(
+        self, after_seq: int, limit: int, signed_only: bool = False
+    ) -> list[tuple[int, str, str, str]]:
+        within = " AND seq <= (SELECT head_seq FROM chain)" if signed_only else ""
+        return self._conn.execute(
+            f"SELECT seq, id, type, body FROM outbox WHERE seq > ?{within} ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
 
     # --- signing (agent/outbox_chain.py) ----------------------------------------------------
 
@@ -602,15 +611,17 @@ class Outbox:
             self.signing_error = None
             self._sign_retry_at = 0.0
 
-    def _signed(self, rows: list[tuple[int, str, str, str]]) -> list[tuple[int, str, str, str]]:
-        """``rows`` with every unsigned one signed; on failure those signed before only."""
+    def _signed(self, rows: list[tuple[int, str, str, str]]) -> bool:
+        """Sign every unsigned event up to the last of ``rows``. True: the caller reads the
+        rows again, within the chain's head (after a failure, that is what was signed
+        before); False: every row was signed already."""
         assert self.signer is not None
         head_seq = self._conn.execute("SELECT head_seq FROM chain").fetchone()[0]
         if rows[-1][0] <= head_seq:
-            return rows  # all signed before: the usual case for a resend
+            return False  # all signed before: the usual case for a resend
         if time.monotonic() >= self._sign_retry_at:
             try:
-                signed = self._sign_through(self.signer, rows[-1][0])
+                self._sign_through(self.signer, rows[-1][0])
             except (DeviceKeyError, OSError, sqlite3.Error) as exc:
                 wait = SIGN_RETRY_S if isinstance(exc, DeviceKeyError) else SIGN_RETRY_WRITE_S
                 self._sign_retry_at = time.monotonic() + wait
@@ -627,9 +638,7 @@ class Outbox:
                 if self.signing_error is not None:
                     logger.info("outbox %s: signing works again", self.path)
                 self.signing_error = None
-                bodies = signed.bodies
-                return [(s, i, t, bodies.get(s, b)) for s, i, t, b in rows]
-        return [row for row in rows if row[0] <= head_seq]
+        return True
 
     def _sign_through(self, signer: Keyring, upto: int) -> outbox_chain.Signed:
         conn = self._conn

@@ -625,3 +625,27 @@ def test_ping_by_itself_and_run_both_send_signed_events(tmp_path, broker, collec
     assert all(chain.verify(pub_key(data), e) for e in events)
     assert_links(events)
     assert [t for _, t in _stored(collector)] == [e["type"] for e in events]
+
+
+def test_rows_another_process_drops_while_signing_are_not_handed_out(tmp_path, monkeypatch):
+    """pending() reads the rows, then signs in a transaction of its own: a process sharing
+    the file (a ping over the cap) may drop rows in between; only rows the file still holds,
+    signed, go out, and the chain links over the gap."""
+    data = tmp_path / "data"
+    box = start_box(data)
+    box.append_many([("device.test", {"note": f"n{i}"}, None, None) for i in range(6)])
+    real = box._sign_through
+
+    def dropped_first(signer, upto):
+        other = sqlite3.connect(data / "outbox.db")
+        other.execute("DELETE FROM outbox WHERE seq IN (3, 4)")
+        other.commit()
+        other.close()
+        return real(signer, upto)
+
+    monkeypatch.setattr(box, "_sign_through", dropped_first)
+    events = send(box)
+    assert [e["seq"] for e in events] == [1, 2, 5, 6, 7]
+    assert all(chain.verify(pub_key(data), e) for e in events)
+    assert_links(events)
+    box.close()
