@@ -665,6 +665,19 @@ class Outbox:
         with self._lock:
             return outbox_chain.read_head(self._conn).key
 
+    def start_chain_at(self, seq: int) -> bool:
+        """See :func:`agent.outbox_chain.start_at`."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                started = outbox_chain.start_at(conn, seq)
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+            return started
+
     def announced_key(self) -> str | None:
         """The key in effect once everything pending is signed (agent/outbox_chain.py)."""
         with self._lock:

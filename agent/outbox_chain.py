@@ -60,6 +60,19 @@ def create_chain(conn: sqlite3.Connection, last_seq: int) -> None:
     )
 
 
+def start_at(conn: sqlite3.Connection, seq: int) -> bool:
+    """Begin a chain that has never signed anything at ``seq`` (its first announcement):
+    what is pending below it was recorded before the device signed and goes out unsigned,
+    so the first signed event the centre sees is the key that checks the rest
+    (docs/device-keys.md "Upgrading a device"). False when the chain has signed before."""
+    cur = conn.execute(
+        "UPDATE chain SET head_seq = max(head_seq, ?) WHERE id = 1 AND key IS NULL "
+        "AND head_digest = ?",
+        (seq - 1, contract_chain.GENESIS),
+    )
+    return cur.rowcount == 1
+
+
 @dataclass(frozen=True)
 class Head:
     seq: int

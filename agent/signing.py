@@ -30,7 +30,11 @@ class RotationRefused(Exception):
 def announce(outbox: Outbox, public_key: str) -> int:
     """Append the ``device.key`` event announcing ``public_key``; returns its seq."""
     data = event_data(EventType.KEY, KeyData(public_key=public_key))
-    return int(outbox.append(EventType.KEY, data).event["seq"])
+    seq = int(outbox.append(EventType.KEY, data).event["seq"])
+    # A device that never signed begins its chain with this announcement, so the centre
+    # learns the key before the first event it must check (docs/device-keys.md).
+    outbox.start_chain_at(seq)
+    return seq
 
 
 def start_signing(
