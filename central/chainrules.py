@@ -9,11 +9,12 @@ to walk an event (the verifier waits ``[chains] gap_grace_s`` before it walks ac
 the seal walks the month as it is).
 
 Keys (:class:`KeyBook`): the device's rows of ``device_keys``. The key that checks an event is
-the one with the greatest ``from_seq`` at or below its seq (a key registered by hand has none:
-from the start). A ``device.key`` event announces the key that signs from the next event on:
-signed by the key in effect it is a rotation (the new key inherits its trust); signed only by
-itself it is a first announcement (pending until an administrator trusts it) or, when another
-key is in effect, a key mismatch.
+the trusted (or, before its successor, rotation-retired) key in effect at its seq; a pending
+key only while the device has no trusted key at all (:meth:`KeyBook.for_seq`). A
+``device.key`` event announces the key that signs from the next event on: signed by the key in
+effect it is a rotation (the new key inherits its trust); signed only by itself it is a first
+announcement (pending until an administrator trusts it) or, when another key is in effect, a
+key mismatch (the events after it are still checked under the key in effect).
 """
 
 from __future__ import annotations
@@ -167,20 +168,43 @@ class KeyBook:
         self._order = max((k.order for k in self.keys), default=0)
 
     def for_seq(self, seq: int) -> BookKey | None:
-        """The key that checks the event of ``seq``."""
+        """The key that checks the event of ``seq`` (docs/tamper-centre.md "Keys").
+
+        Of the keys whose ``from_seq`` is at or below ``seq`` (none: from the start): while the
+        device has a trusted key, a pending one never checks anything (a self-signed
+        announcement, from the device or from whoever could write the store, cannot take
+        over from the trusted key); the trusted key wins over retired ones (a key an
+        administrator retired with ``devices trust --replace`` never wins over the key that
+        replaced it), and of retired keys the latest ``from_seq`` (a key retired by a rotation
+        checks the seqs before its successor's). With no trusted key at all (a first
+        announcement not trusted yet), pending and retired keys rank by ``from_seq``."""
+        trusted = any(k.state == "trusted" for k in self.keys)
         best: BookKey | None = None
+        best_rank: tuple[Any, ...] = ()
         for k in self.keys:
             start = -1 if k.from_seq is None else k.from_seq
             if start > seq:
                 continue
-            rank = (start, k.state != "retired", k.order)
-            if best is None or rank > (
-                -1 if best.from_seq is None else best.from_seq,
-                best.state != "retired",
-                best.order,
-            ):
-                best = k
+            if trusted:
+                if k.state == "pending":
+                    continue
+                rank: tuple[Any, ...] = (k.state == "trusted", start, k.order)
+            else:
+                rank = (start, k.state != "retired", k.order)
+            if best is None or rank > best_rank:
+                best, best_rank = k, rank
         return best
+
+    def first_change(self, other: KeyBook) -> int | None:
+        """The first seq whose key (:meth:`for_seq`) differs in ``other``, -1 when it is the
+        chain's start, None when every seq keeps its key. The choice only changes at a key's
+        ``from_seq``, so those are the seqs compared."""
+        points = {-1} | {k.from_seq for k in (*self.keys, *other.keys) if k.from_seq is not None}
+        for seq in sorted(points):
+            a, b = self.for_seq(seq), other.for_seq(seq)
+            if (a.public_key if a else None) != (b.public_key if b else None):
+                return seq
+        return None
 
     def find(self, public_key: str) -> BookKey | None:
         return next((k for k in self.keys if k.public_key == public_key), None)
@@ -529,7 +553,8 @@ def _announcement(
             eid,
             f"announces key {announced.fingerprint} signed by itself, while {before.named()} "
             "is in effect: a rotation is signed by the key it replaces. Events from here on are "
-            "checked under the announced key, pending until an administrator trusts it "
-            "(devices trust --replace) or finds out why",
+            "still checked under the key in effect; if the device was replaced, an "
+            "administrator trusts the announced key (devices trust --replace) and they are "
+            "checked again",
         )
     ]

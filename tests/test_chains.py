@@ -16,7 +16,7 @@ from central.seal.core import verify
 from central.store import open_store
 from central.verifier import ChainVerifier
 from tests import support as testing
-from tests.chainkit import SigningDevice, raw_public, store_events
+from tests.chainkit import SigningDevice, public_b64, raw_public, store_events
 from tests.conftest import require_or_skip
 from tests.support import PG_URL, pg_available
 
@@ -244,19 +244,99 @@ def test_an_unknown_key_is_pending_never_trusted(store):
     [key] = store.device_keys()
     assert key.state == "pending" and key.from_seq == 2 and key.trusted_at is None
     assert store.chain_head("jiedong", "k1").last_seq == 3  # checked under the pending key
+    walked = store.chain_head("jiedong", "k1")
     trust(store, dev)
     assert kinds(store) == []
     assert store.device_keys()[0].state == "trusted"
+    assert store.chain_head("jiedong", "k1") == walked  # the same key: nothing to walk again
+    run(store)
+    assert kinds(store) == []
 
 
-def test_a_self_signed_key_other_than_the_trusted_one_is_a_key_mismatch(store):
+def test_a_self_signed_key_other_than_the_trusted_one_never_takes_over(store):
+    # A hostile sender (or whoever writes the store) announces its own key X: the events it
+    # signs after are checked under the trusted key, each a bad signature, not clean.
     dev = announced_device(store)
+    mine = dev.key
     store_events(store, dev.events(1))
     stranger = Ed25519PrivateKey.generate()
     store_events(store, [dev.announce(stranger), *dev.events(2)])
     run(store)
-    assert kinds(store) == [("key_mismatch", 3)]  # later events checked under it: no flood
+    assert kinds(store) == [("key_mismatch", 3), ("bad_signature", 4), ("bad_signature", 5)]
     assert {k.state for k in store.device_keys()} == {"trusted", "pending"}
+    assert store.chain_head("jiedong", "k1").key_fingerprint == fingerprint(raw_public(mine))
+    marks = store.open_findings_by_event()
+    assert sum(1 for fs in marks.values() if fs[0].kind == "bad_signature") == 2
+    assert len(chain_problems(store)) == 3
+
+
+def test_a_replaced_board_is_checked_again_once_its_key_is_trusted(tmp_path, conf, capsys):
+    from tests.chainkit import write_keyfile
+
+    dev = SigningDevice()
+    with sqlite_of(tmp_path) as s:
+        trust(s, dev)
+        store_events(s, [dev.announce(dev.key), *dev.events(2)])
+        board = Ed25519PrivateKey.generate()
+        store_events(s, [dev.announce(board), *dev.events(3)])
+        run(s)
+        assert kinds(s) == [
+            ("key_mismatch", 4),
+            ("bad_signature", 5),
+            ("bad_signature", 6),
+            ("bad_signature", 7),
+        ]
+    new = write_keyfile(tmp_path / "new.pub", board)
+    assert central(conf, "devices", "trust", "k1", str(new), "--replace") == 0
+    capsys.readouterr()
+    with sqlite_of(tmp_path) as s:
+        assert kinds(s) == []
+        assert s.chain_head("jiedong", "k1").last_seq == 4  # back before the first changed
+        run(s)
+        assert kinds(s) == []
+        head = s.chain_head("jiedong", "k1")
+        assert (head.last_seq, head.signed) == (7, 7)
+        assert head.key_fingerprint == fingerprint(raw_public(board))
+        store_events(s, dev.events(1))
+        run(s)
+        assert kinds(s) == [] and chain_problems(s) == []
+        # A finding resolved by the trust and still true is opened again, not duplicated.
+        forged = dev.event(signer=Ed25519PrivateKey.generate())
+        store_events(s, [forged])
+        run(s)
+        assert kinds(s) == [("bad_signature", 9)]
+
+
+def test_a_resolved_finding_found_again_is_reopened_not_duplicated(store):
+    dev = announced_device(store)
+    store_events(store, dev.events(1))
+    store_events(store, [dev.event(signer=Ed25519PrivateKey.generate()), *dev.events(1)])
+    other = Ed25519PrivateKey.generate()
+    run(store)
+    assert kinds(store) == [("bad_signature", 3)]
+    # Trusting another key by hand from the start changes the key of every walked event.
+    import base64
+
+    raw = raw_public(other)
+    key = base64.b64encode(raw).decode()
+    store.trust_key("jiedong", "k1", key, fingerprint(raw), "t", datetime.now(UTC), replace=True)
+    assert store.chain_head("jiedong", "k1") is None and kinds(store) == []
+    run(store)
+    found = sorted(kinds(store))
+    assert found == [*[("bad_signature", s) for s in (2, 3, 4)], ("key_mismatch", 1)]
+    # back to the device's key: event 3 is found again, one row, open
+    store.trust_key(
+        "jiedong",
+        "k1",
+        public_b64(dev.key),
+        fingerprint(raw_public(dev.key)),
+        "t",
+        datetime.now(UTC),
+        replace=True,
+    )
+    run(store)
+    assert kinds(store) == [("bad_signature", 3)]
+    assert len([f for f in store.chain_findings() if f.seq == 3]) == 1
 
 
 def test_signed_events_without_any_key_wait_for_one(store):

@@ -36,10 +36,17 @@ HEAD_COLUMNS = (
 )
 # Kinds an administrator settles by trusting a key (`hall-central devices trust`).
 KEY_KINDS = ("untrusted_key", "key_mismatch")
+# Kinds that depend on which key checks an event: resolved from the first seq whose key a
+# `devices trust` changed, and found again by the re-walk where still true.
+REWALK_KINDS = ("bad_signature", "broken_link", *KEY_KINDS)
 
 _ADD_FINDING = (
     "INSERT INTO chain_findings (site, device, event_id, seq, seq_end, kind, detail, found_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    # Found again after it was resolved (a re-walk after `devices trust`, a gap still
+    # missing): open again, never a second row.
+    "ON CONFLICT (site, device, kind, seq, event_id) DO UPDATE SET resolved_at = NULL, "
+    "seq_end = excluded.seq_end, detail = excluded.detail"
 )
 _PUT_HEAD = f"""
 INSERT INTO chain_heads ({HEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -222,23 +229,25 @@ class ChainQueries:
         keys: list[KeyWrite],
         at: datetime,
     ) -> None:
-        """One verifier step of one device, all or nothing: its new findings (one already
-        recorded is left as it is), the gaps filled since, the key changes and its head."""
+        """One verifier step of one device, all or nothing: the gaps filled since, its new
+        findings (one already recorded stays one row, open again if it was resolved: after
+        the resolved gaps, so a gap the re-walk finds again stays open), the key changes and
+        its head."""
         now = self.stamp(at)
         site, device = head.site, head.device
         with self.transaction() as run:
             for k in keys:
                 _write_key(run, site, device, k, now)
-            for f in found:
-                run(
-                    _ADD_FINDING,
-                    (site, device, f.event_id, f.seq, f.seq_end, f.kind, f.detail, now),
-                )
             for fid in resolved:
                 run(
                     "UPDATE chain_findings SET resolved_at = %s "
                     "WHERE id = %s AND resolved_at IS NULL",
                     (now, fid),
+                )
+            for f in found:
+                run(
+                    _ADD_FINDING,
+                    (site, device, f.event_id, f.seq, f.seq_end, f.kind, f.detail, now),
                 )
             run(
                 _PUT_HEAD,
@@ -256,6 +265,50 @@ class ChainQueries:
                 ),
             )
 
+    def _rewound(self, head: ChainHead, seq: int, book: Any) -> ChainHead:
+        """``head`` taken back to just before ``seq`` (``last_seq`` None: to the start)."""
+        from central.chainrules import UNKNOWN_DIGEST, digest
+
+        site, device = head.site, head.device
+        before = self.chain_event_before(site, device, seq) if seq >= 0 else None
+        if before is None or head.first_seq is None or seq <= head.first_seq:
+            return ChainHead(site, device, None, None, None, None, None, 0, 0, None)
+        last_signed = self._events_where(
+            "site = %s AND device = %s AND seq < %s AND sig IS NOT NULL "
+            "ORDER BY seq DESC, received_at, id LIMIT 1",
+            (site, device, seq),
+        )
+        signed_digest = None
+        if last_signed:
+            e = last_signed[0]
+            failed = self.query(
+                "SELECT 1 FROM chain_findings WHERE site = %s AND device = %s AND event_id = %s "
+                "AND kind = 'bad_signature' AND resolved_at IS NULL",
+                (site, device, e.id),
+            )
+            signed_digest = UNKNOWN_DIGEST if failed else digest(e.as_sent())
+        counts = dict(
+            self.query(
+                "SELECT CASE WHEN sig IS NULL THEN 0 ELSE 1 END, COUNT(DISTINCT seq) FROM events "
+                "WHERE site = %s AND device = %s AND seq >= %s AND seq < %s "
+                "GROUP BY CASE WHEN sig IS NULL THEN 0 ELSE 1 END",
+                (site, device, head.first_seq, seq),
+            )
+        )
+        key = book.for_seq(seq)
+        return ChainHead(
+            site,
+            device,
+            head.first_seq,
+            before.seq,
+            before.id,
+            signed_digest,
+            key.fingerprint if key is not None else None,
+            int(counts.get(1, 0)),
+            int(counts.get(0, 0)),
+            None,
+        )
+
     def trust_key(
         self,
         site: str,
@@ -270,8 +323,48 @@ class ChainQueries:
         """Trust ``public_key`` for the device (``hall-central devices trust``): a pending row
         becomes trusted, a new one is added; ``replace`` retires the device's other keys. The
         device's open key findings are resolved and the action is audited, in one
-        transaction. The caller decided that trusting it is what the administrator meant."""
+        transaction. The caller decided that trusting it is what the administrator meant.
+
+        When that changes the key of events already walked, the device's head goes back to
+        before the first of them and its open signature, link and key findings from there on
+        are resolved: the verifier walks them again and records (re-opens) what is still
+        true."""
+        from central.chainrules import KeyBook
+
         now = self.stamp(at)
+        rows = self.device_keys(site, device)
+        after: list[DeviceKey] = []
+        for k in rows:
+            if k.public_key == public_key:
+                k = replace_record(
+                    k, state="trusted", from_seq=k.from_seq if from_seq is None else from_seq
+                )
+            elif replace and k.state != "retired":
+                k = replace_record(k, state="retired")
+            after.append(k)
+        if not any(k.public_key == public_key for k in rows):
+            order = max((k.id for k in rows), default=0) + 1
+            after.append(
+                DeviceKey(
+                    order,
+                    site,
+                    device,
+                    public_key,
+                    fingerprint,
+                    "trusted",
+                    from_seq,
+                    None,
+                    at,
+                    None,
+                    None,
+                )
+            )
+        changed = KeyBook(rows).first_change(KeyBook(after))
+        head = self.chain_head(site, device)
+        rewind = None
+        walked = head is not None and head.last_seq is not None
+        if changed is not None and walked and changed <= head.last_seq:  # type: ignore[union-attr,operator]
+            rewind = self._rewound(head, changed, KeyBook(after))  # type: ignore[arg-type]
         with self.transaction() as run:
             if replace:
                 run(
@@ -289,6 +382,34 @@ class ChainQueries:
                 f"AND resolved_at IS NULL AND kind IN ({marks})",
                 (now, site, device, *KEY_KINDS),
             )
+            if rewind is not None:
+                marks = ", ".join(["%s"] * len(REWALK_KINDS))
+                run(
+                    "UPDATE chain_findings SET resolved_at = %s WHERE site = %s AND device = %s "
+                    f"AND resolved_at IS NULL AND seq >= %s AND kind IN ({marks})",
+                    (now, site, device, changed, *REWALK_KINDS),
+                )
+                if rewind.last_seq is None:
+                    run(
+                        "DELETE FROM chain_heads WHERE site = %s AND device = %s",
+                        (site, device),
+                    )
+                else:
+                    run(
+                        _PUT_HEAD,
+                        (
+                            site,
+                            device,
+                            rewind.first_seq,
+                            rewind.last_seq,
+                            rewind.last_event_id,
+                            rewind.last_digest,
+                            rewind.key_fingerprint,
+                            rewind.signed,
+                            rewind.unsigned,
+                            now,
+                        ),
+                    )
             run(
                 INSERT_AUDIT,
                 (
@@ -306,6 +427,12 @@ class ChainQueries:
                 (site, device, public_key),
             )
         return key_record(row)
+
+
+def replace_record(k: DeviceKey, **changes: Any) -> DeviceKey:
+    from dataclasses import replace
+
+    return replace(k, **changes)
 
 
 def _write_key(run: Run, site: str, device: str, k: KeyWrite, now: Any) -> None:
