@@ -289,6 +289,38 @@ def test_an_inserted_row_is_named_and_a_moved_one_too(store):
     assert f"event {rows[0].id}: sealed as leaf 0, now leaf 9" in result.problems
 
 
+def chain_findings_of(store, month: Month) -> list[str]:
+    from central.seal.chains import recompute
+
+    findings, _unsigned, _checked = recompute(
+        store.sealable_events(month.start(), month.end()), store
+    )
+    return [str(f) for f in findings]
+
+
+def test_seqs_received_in_another_month_are_no_gap_and_a_copy_there_is_a_fork(store):
+    rows = fill(store, 10, day=30)
+    # A lost batch (seq 5 and 6) resent after midnight: received in December.
+    receive(store, [rows[4].id, rows[5].id], datetime(2026, 12, 1, 0, 10, tzinfo=HALL))
+    december = Month(2026, 12, HALL)
+    assert [e.seq for e in store.sealable_events(MONTH.start(), MONTH.end())] == [
+        1, 2, 3, 4, 7, 8, 9, 10,
+    ]  # fmt: skip
+    assert chain_findings_of(store, MONTH) == []
+    assert chain_findings_of(store, december) == []
+    # A second copy of seq 3 received in December: a fork, found by December's verify.
+    copy = row(3, datetime(2026, 11, 30, 9, 0, tzinfo=HALL))
+    store.write_batch([copy], [])
+    receive(store, [copy.id], datetime(2026, 12, 1, 0, 20, tzinfo=HALL))
+    assert chain_findings_of(store, MONTH) == []
+    [fork] = chain_findings_of(store, december)
+    assert fork.startswith(f"event {copy.id}: fork: seq 3 again")
+    # A seq the store does not hold at all is still a gap.
+    store.query("DELETE FROM events WHERE id = %s RETURNING id", (rows[5].id,))
+    gap = f"event {rows[6].id}: seq_gap: jiedong/k1 seq 6 missing before event {rows[6].id}"
+    assert next(f for f in chain_findings_of(store, MONTH) if "seq_gap" in f).startswith(gap)
+
+
 def test_late_events_extend_the_seal_and_a_rewritten_history_is_refused(store):
     fill(store, 5)
     first = seal(store, MONTH, KEY, now=sealed_at_after(10)).checkpoint

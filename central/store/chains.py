@@ -150,6 +150,15 @@ class ChainQueries:
             f"{where} ORDER BY seq, received_at, id LIMIT %s", (*params, limit)
         )
 
+    def chain_event_count(self, site: str, device: str, lo: int, hi: int) -> int:
+        """How many events of the device the store holds with seq in [``lo``, ``hi``]."""
+        [(n,)] = self.query(
+            "SELECT COUNT(*) FROM events WHERE site = %s AND device = %s AND seq >= %s "
+            "AND seq <= %s",
+            (site, device, lo, hi),
+        )
+        return int(n)
+
     def chain_event_before(self, site: str, device: str, seq: int) -> StoredEvent | None:
         """The device's event just before ``seq`` (the first received of its seq), or None."""
         found = self._events_where(
