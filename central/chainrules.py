@@ -118,6 +118,37 @@ class Canonical:
     def digest(self, sent: Mapping[str, Any]) -> str:
         return digest_from(self.signing_input(sent), sent)
 
+    def problem(self, sent: Mapping[str, Any]) -> str | None:
+        """Why ``sent`` has no canonical form (an integer beyond ±(2^53−1), which JSON
+        validation accepts but RFC 8785 cannot write), or None."""
+        try:
+            self.signing_input(sent)
+        except (ValueError, TypeError) as exc:
+            return f"{NO_CANONICAL_FORM}: {exc}"
+        return None
+
+
+NO_CANONICAL_FORM = "no RFC 8785 canonical form"
+
+
+def seed_digest(sent: Mapping[str, Any], key: BookKey | None, check: Signatures) -> str | None:
+    """``ChainState.digest`` after ``sent`` walked before (the event before a re-walk or a
+    month): its digest when its signature verifies under ``key``, :data:`UNKNOWN_DIGEST`
+    when it does not (or it has no canonical form), so the next link is not checked against
+    a digest no one can vouch for and one changed row stays one finding; None unsigned."""
+    if not is_signed(sent):
+        return None
+    if check.canon.problem(sent) is not None:
+        return UNKNOWN_DIGEST
+    signers = [key] if key is not None else []
+    data = sent.get("data")
+    announced = data.get("public_key") if isinstance(data, dict) else None
+    if sent.get("type") == KEY_EVENT and isinstance(announced, str) and raw_key(announced):
+        signers.append(BookKey(announced, "", "pending", None, 0))  # it may sign itself
+    if not any(check(k, sent) for k in signers):
+        return UNKNOWN_DIGEST
+    return check.canon.digest(sent)
+
 
 def _short(hex_digest: Any) -> str:
     return f"{str(hex_digest)[:12]}…"
@@ -295,9 +326,9 @@ class Signatures:
                 continue
             try:
                 obj = key.raw() if self._processes else key.obj()
-            except ValueError:
-                continue
-            message = self.canon.signing_input(sent)
+                message = self.canon.signing_input(sent)
+            except (ValueError, TypeError):
+                continue  # checked (and recorded) when the walk gets there
             chunk.append(((sent["id"], key.public_key, sent["sig"]), obj, sig, message))
             if len(chunk) == (self.PROCESS_CHUNK if self._processes else self.CHUNK):
                 self._submit(chunk)
@@ -322,7 +353,7 @@ class Signatures:
             return False
         try:
             return _verify_one(key.obj(), sig, self.canon.signing_input(sent))
-        except ValueError:
+        except (ValueError, TypeError):
             return False
 
 
@@ -447,7 +478,11 @@ def step(
         return [gap, *out] if gap else out
     state.signed += 1
     key = book.for_seq(seq)
-    if sent["type"] == KEY_EVENT:
+    no_form = check.canon.problem(sent)
+    if no_form is not None:
+        # Nothing to check a signature or a link against: recorded, and the walk goes on.
+        out.append(NewFinding(BAD_SIGNATURE, seq, eid, no_form))
+    elif sent["type"] == KEY_EVENT:
         out += _announcement(sent, key, book, check)
     elif key is None:
         if not state.no_key_said:

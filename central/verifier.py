@@ -40,14 +40,13 @@ from central.chainrules import (
     ChainState,
     KeyBook,
     Signatures,
-    digest,
     needs_key,
     no_key_finding,
+    seed_digest,
     step,
 )
 from central.store import Store, utcnow
 from central.store.records import ChainFinding, ChainHead, NewFinding, StoredEvent
-from contract.chain import is_signed
 
 logger = logging.getLogger(__name__)
 
@@ -340,21 +339,34 @@ class ChainVerifier:
         """Walk seq ``lo``..``hi`` (late arrivals) again with the event before and after them:
         what is still missing is a gap again, and the links on both sides are checked."""
         before = store.chain_event_before(site, device, lo)
-        window = store.chain_events(site, device, lo - 1, 10 * PAGE, upto=hi + 1)
         part = ChainState()
-        if before is not None:
-            sent = before.as_sent()
-            part.seq, part.event_id = before.seq, before.id
-            part.digest = digest(sent) if is_signed(sent) else None
+        walked = 0
         with Signatures(0) as check:
-            for e in window:
-                counted = e.seq <= hi
-                signed_before, unsigned_before = part.signed, part.unsigned
-                found += step(part, e.as_sent(), book, check)
-                if counted:
-                    state.signed += part.signed - signed_before
-                    state.unsigned += part.unsigned - unsigned_before
-        return sum(1 for e in window if e.seq <= hi)
+            if before is not None:
+                sent = before.as_sent()
+                part.seq, part.event_id = before.seq, before.id
+                part.digest = seed_digest(sent, book.for_seq(before.seq), check)
+            after = lo - 1
+            while True:
+                # Page by page up to the event after the stretch, however long it is.
+                window = store.chain_events(site, device, after, PAGE, upto=hi + 1)
+                if not window:
+                    break
+                if len(window) == PAGE and window[0].seq != window[-1].seq:
+                    # Two events of one seq never straddle pages: the last seq waits.
+                    window = [e for e in window if e.seq != window[-1].seq]
+                for e in window:
+                    counted = e.seq <= hi
+                    signed_before, unsigned_before = part.signed, part.unsigned
+                    found += step(part, e.as_sent(), book, check)
+                    if counted:
+                        state.signed += part.signed - signed_before
+                        state.unsigned += part.unsigned - unsigned_before
+                        walked += 1
+                after = window[-1].seq
+                if after >= hi + 1:
+                    break
+        return walked
 
     def _commit(
         self,

@@ -152,6 +152,55 @@ def test_a_deleted_row_is_a_gap_after_the_grace_and_resolved_when_it_comes_back(
     assert chain_problems(store) == []
 
 
+def test_a_late_event_after_a_changed_one_is_one_finding_not_two(store):
+    # The event before a late one failed its signature: the late one's link is not checked
+    # against the changed row's digest (seeded unknown), on ingest and in verify --month.
+    dev = announced_device(store)
+    events = dev.events(5)
+    changed = {**events[1], "data": {**events[1]["data"], "slot": "afternoon_in"}}
+    store_events(store, [events[0], changed, *events[3:]])
+    run(store)
+    assert [k for k, _ in kinds(store)] == ["bad_signature", "seq_gap"]
+    store_events(store, [events[2]])
+    run(store, low=4)
+    assert kinds(store) == [("bad_signature", 3)]
+    assert [p.split(": ")[1] for p in chain_problems(store)] == ["bad_signature"]
+
+
+def test_a_month_seeded_from_a_changed_event_before_it_is_no_broken_link():
+    from central.seal.chains import check_chains
+
+    dev = SigningDevice()
+    events = dev.events(3)
+    changed = {**events[0], "data": {**events[0]["data"], "slot": "afternoon_in"}}
+    where = ("jiedong", "k1")
+    found, _ = check_chains(events[1:], {where: dev.key.public_key()}, {where: changed})
+    assert found == []
+    found, _ = check_chains(events[1:], {where: dev.key.public_key()}, {where: events[0]})
+    assert found == []
+
+
+def test_a_long_late_stretch_is_walked_page_by_page(store, monkeypatch):
+    import central.verifier as verifier_module
+
+    monkeypatch.setattr(verifier_module, "PAGE", 2)  # 10 * PAGE = 20 < the stretch
+    dev = announced_device(store)
+    events = dev.events(30)
+    store_events(store, [events[0], events[-1]])
+    run(store)
+    [gap] = store.chain_findings()
+    assert (gap.seq, gap.seq_end) == (3, 30)
+    store_events(store, events[1:-1])
+    run(store, low=3)
+    assert kinds(store) == []
+    head = store.chain_head("jiedong", "k1")
+    assert (head.last_seq, head.signed) == (31, 31)
+    forged = dev.event(signer=Ed25519PrivateKey.generate())
+    store_events(store, [forged])
+    run(store)
+    assert kinds(store) == [("bad_signature", 32)]
+
+
 def test_events_dropped_before_signing_are_a_gap_with_an_intact_link(store):
     dev = announced_device(store)
     store_events(store, dev.events(2))
@@ -337,6 +386,25 @@ def test_a_resolved_finding_found_again_is_reopened_not_duplicated(store):
     run(store)
     assert kinds(store) == [("bad_signature", 3)]
     assert len([f for f in store.chain_findings() if f.seq == 3]) == 1
+
+
+def test_an_event_with_no_canonical_form_is_a_finding_and_the_walk_goes_on(store):
+    from central.seal.chains import recompute
+
+    dev = announced_device(store)
+    store_events(store, dev.events(1))
+    odd = dev.event()
+    odd["data"]["minutes_off"] = 2**60  # valid JSON, beyond what RFC 8785 can write
+    store_events(store, [odd, *dev.events(2)])
+    v = run(store)
+    assert v.errors == 0
+    assert kinds(store) == [("bad_signature", 3)]
+    [f] = store.chain_findings()
+    assert f.detail.startswith("no RFC 8785 canonical form: ")
+    assert store.chain_head("jiedong", "k1").last_seq == 5
+    month = month_of(store)
+    findings, _, _ = recompute(store.sealable_events(month.start(), month.end()), store)
+    assert [str(x) for x in findings] == [f"event {odd['id']}: bad_signature: {f.detail}"]
 
 
 def test_signed_events_without_any_key_wait_for_one(store):

@@ -21,8 +21,8 @@ from central.chainrules import (
     ChainState,
     KeyBook,
     Signatures,
-    digest,
     fingerprint,
+    seed_digest,
     step,
 )
 from contract import chain
@@ -117,8 +117,9 @@ class ChainWalk:
                 first = self.before.get(where)
                 if first is not None:
                     state.seq, state.event_id = first["seq"], first["id"]
-                    if chain.is_signed(first):
-                        state.digest = digest(first)
+                    # Checked like the walk would: a failed signature seeds UNKNOWN_DIGEST.
+                    book = self.books[where]
+                    state.digest = seed_digest(first, book.for_seq(first["seq"]), self.check)
                 for e in group:
                     other = e["id"] in self.others
                     unsigned_before = state.unsigned

@@ -295,7 +295,10 @@ class ChainQueries:
                 "AND kind = 'bad_signature' AND resolved_at IS NULL",
                 (site, device, e.id),
             )
-            signed_digest = UNKNOWN_DIGEST if failed else digest(e.as_sent())
+            try:
+                signed_digest = UNKNOWN_DIGEST if failed else digest(e.as_sent())
+            except (ValueError, TypeError):  # no canonical form: recorded as bad_signature
+                signed_digest = UNKNOWN_DIGEST
         counts = dict(
             self.query(
                 "SELECT CASE WHEN sig IS NULL THEN 0 ELSE 1 END, COUNT(DISTINCT seq) FROM events "
