@@ -31,6 +31,7 @@ from sync.cli_common import CliError
 
 FINDING_FORMATS = ("table", "csv")
 FINDING_HEADERS = ("id", "site", "device", "seq", "kind", "event", "found", "resolved", "detail")
+MAX_KEYFILE = 64 * 1024  # a device.pub is 45 bytes, a PEM public key a few hundred
 CHAIN_HEADERS = ("site", "device", "key", "key state", "verified seq", "signed", "unsigned", "open")
 
 
@@ -85,10 +86,19 @@ def read_key(path: Path) -> bytes:
     or PEM (``-----BEGIN PUBLIC KEY-----``). Raises CliError (2) naming what is wrong."""
     what = f"devices trust {path}"
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_KEYFILE + 1)
     except OSError as exc:
         raise CliError(f"{what}: cannot read it ({exc.strerror})", 2) from None
+    if len(data) > MAX_KEYFILE:
+        raise CliError(
+            f"{what}: over {MAX_KEYFILE // 1024} KiB; expected the device's device.pub (one "
+            "line) or a PEM public key",
+            2,
+        )
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as some editors write
     if b"-----BEGIN" in data:
+        from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
         from cryptography.hazmat.primitives.serialization import (
             Encoding,
@@ -98,6 +108,12 @@ def read_key(path: Path) -> bytes:
 
         try:
             key = load_pem_public_key(data)
+        except UnsupportedAlgorithm as exc:
+            raise CliError(
+                f"{what}: a PEM key of an algorithm this system does not support ({exc}); "
+                "expected an Ed25519 public key",
+                2,
+            ) from None
         except ValueError as exc:
             raise CliError(f"{what}: not a PEM public key ({exc})", 2) from None
         if not isinstance(key, Ed25519PublicKey):
@@ -259,9 +275,7 @@ def chain_rows(store: Any) -> list[dict[str, Any]]:
     keys: dict[tuple[str, str], list[Any]] = {}
     for k in store.device_keys():
         keys.setdefault((k.site, k.device), []).append(k)
-    open_count: dict[tuple[str, str], int] = {}
-    for f in store.chain_findings(open_only=True):
-        open_count[(f.site, f.device)] = open_count.get((f.site, f.device), 0) + 1
+    open_count = store.open_finding_counts()
     out = []
     for where in sorted(set(heads) | set(keys) | set(open_count)):
         head = heads.get(where)

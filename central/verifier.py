@@ -94,6 +94,7 @@ class ChainVerifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._holds: dict[Device, _Hold] = {}
+        self._no_key_told: set[Device] = set()  # devices whose wait for a key was logged
         self._thread: threading.Thread | None = None
         self.walked = 0  # events walked
         self.findings = 0  # findings written (a repeat of a recorded one included)
@@ -264,9 +265,15 @@ class ChainVerifier:
                         self._hold(e.site, e.device, wait.total_seconds(), state.seq)
                         return walked, True
                 if needs_key(s, book):
-                    found.append(no_key_finding(s))
+                    where = (e.site, e.device)
+                    if where not in self._no_key_told:
+                        # Recorded (and logged) once per device and process: the walk looks
+                        # again every KEY_RECHECK_S and the finding is in the table already.
+                        found.append(no_key_finding(s))
+                        self._no_key_told.add(where)
                     self._hold(e.site, e.device, KEY_RECHECK_S, state.seq)
                     return walked, True
+                self._no_key_told.discard((e.site, e.device))
                 found += step(state, s, book, check)
                 walked += 1
         return walked, False

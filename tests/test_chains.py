@@ -537,6 +537,12 @@ def test_a_key_registered_before_the_device_sends_and_pem_files(tmp_path, conf, 
         ("AAAA\n", "3 bytes; expected the 32 bytes"),
         ("a\nb\n", "2 lines"),
         ("-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----\n", "not a PEM public key"),
+        (  # an algorithm cryptography does not know (OID 1.2.3.4)
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDKgMEAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+            "-----END PUBLIC KEY-----\n",
+            "algorithm this system does not support",
+        ),
+        ("A" * (64 * 1024 + 1), "over 64 KiB"),
     ],
 )
 def test_a_bad_keyfile_is_a_usage_error_naming_it(tmp_path, conf, capsys, text, said):
@@ -562,6 +568,36 @@ def test_devices_findings_lists_and_filters(tmp_path, conf, capsys):
     assert central(conf, "devices", "findings", "--device", "k9") == 0
     assert "(no findings)" in capsys.readouterr().out
     assert central(conf, "devices", "findings", "--device", "no such") == 2
+    assert central(conf, "devices") == 0
+    assert "signed chains" in capsys.readouterr().out
+    with sqlite_of(tmp_path) as s:
+        assert s.open_finding_counts() == {("jiedong", "k1"): 1}
+
+
+def test_a_keyfile_with_a_utf8_bom_is_read(tmp_path, conf, capsys):
+    from tests.chainkit import public_b64
+
+    with sqlite_of(tmp_path):
+        pass
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "device.pub"
+    path.write_bytes(b"\xef\xbb\xbf" + public_b64(key).encode() + b"\r\n")
+    assert central(conf, "devices", "trust", "k1", str(path), "--site", "jiedong") == 0
+    assert fingerprint(raw_public(key)) in capsys.readouterr().out
+
+
+def test_a_device_waiting_for_its_key_is_logged_once(store, caplog, monkeypatch):
+    import central.verifier as verifier_module
+
+    monkeypatch.setattr(verifier_module, "KEY_RECHECK_S", 0)
+    dev = SigningDevice()
+    store_events(store, dev.events(2))
+    v = verifier(store)
+    for _ in range(3):
+        v.note("jiedong", "k1", None)
+        v.run_once()
+    said = [r for r in caplog.records if "untrusted_key" in r.getMessage()]
+    assert len(said) == 1 and kinds(store) == [("untrusted_key", 1)]
 
 
 # --- the reports mark what an open finding touches ----------------------------------------------

@@ -206,6 +206,14 @@ class ChainQueries:
         )
         return [finding_record(r) for r in rows]
 
+    def open_finding_counts(self) -> dict[tuple[str, str], int]:
+        """How many open findings each device has (``hall-central devices``)."""
+        rows = self.query(
+            "SELECT site, device, COUNT(*) FROM chain_findings WHERE resolved_at IS NULL "
+            "GROUP BY site, device"
+        )
+        return {(str(site), str(device)): int(n) for site, device, n in rows}
+
     def open_findings_by_event(self) -> dict[str, list[ChainFinding]]:
         """Open findings about an event itself, by event id (the reports' marks): a seq gap
         names the event after it, but says nothing about that event."""
