@@ -382,9 +382,9 @@ class ChainQueries:
         changed = KeyBook(rows).first_change(KeyBook(after))
         head = self.chain_head(site, device)
         rewind = None
-        walked = head is not None and head.last_seq is not None
-        if changed is not None and walked and changed <= head.last_seq:  # type: ignore[union-attr,operator]
-            rewind = self._rewound(head, changed, KeyBook(after))  # type: ignore[arg-type]
+        walked_to = -2 if head is None or head.last_seq is None else head.last_seq
+        if head is not None and changed is not None and changed <= walked_to:
+            rewind = self._rewound(head, changed, KeyBook(after))
         with self.transaction() as run:
             if replace:
                 run(
