@@ -46,6 +46,7 @@ from central.chainrules import (
     step,
 )
 from central.store import Store, utcnow
+from central.store.chains import HeadMark, HeadMoved, head_mark
 from central.store.records import ChainFinding, ChainHead, NewFinding, StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,10 @@ class ChainVerifier:
                 break
             try:
                 walked += self.verify_device(site, device, low, yielding)
+            except HeadMoved as moved:
+                # devices trust took the head back meanwhile: walk again from where it is now.
+                logger.info("verifier: %s; walking the device again", moved)
+                self.note(site, device, low)
             except Exception:
                 self._failed(f"verifier: {site}/{device} failed")
                 self._holds[(site, device)] = _Hold(time.monotonic() + RETRY_S, None, low)
@@ -220,6 +225,7 @@ class ChainVerifier:
         """Walk one device's new events (and ``low`` and up below its head); returns how many."""
         store = self._open()
         head = store.chain_head(site, device)
+        mark = head_mark(head)
         state = _state(head)
         book = KeyBook(store.device_keys(site, device))
         found: list[NewFinding] = []
@@ -238,7 +244,8 @@ class ChainVerifier:
             done, stopped = self._walk(page, state, book, found)
             walked += done
             if done or found or resolved or book.writes:
-                self._commit(store, site, device, state, found, resolved, book)
+                self._commit(store, site, device, state, found, resolved, book, mark)
+                mark = HeadMark((state.seq, state.event_id))
                 found, resolved = [], []
                 book.writes = []
             if stopped or not full or not done:
@@ -384,6 +391,7 @@ class ChainVerifier:
         found: list[NewFinding],
         resolved: list[int],
         book: KeyBook,
+        mark: HeadMark,
     ) -> None:
         store.commit_chain(
             ChainHead(
@@ -402,6 +410,7 @@ class ChainVerifier:
             resolved,
             book.writes,
             utcnow(),
+            mark,
         )
         self.findings += len(found)
         # A hostile or broken device may fail every event it sends: the journal gets a few

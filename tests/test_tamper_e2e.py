@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -140,3 +140,43 @@ def test_a_moved_punch_time_fails_its_signature_on_postgresql_too(pg_schema: str
         store.query("DELETE FROM chain_heads RETURNING site")
         run(store)
         assert kinds(store) == [("bad_signature", target["seq"])]
+
+
+def test_a_verifier_step_never_overwrites_a_head_that_devices_trust_took_back(
+    pg_schema: str,  # noqa: F811
+) -> None:
+    """The verifier reads a device's head, walks, and writes the head further; a trust that
+    takes the head back in between (to have events walked again) must win."""
+    import pytest
+
+    from central.store import open_store
+    from central.store.chains import HeadMark, HeadMoved
+    from tests.chainkit import store_events
+    from tests.support import PG_URL
+    from tests.test_chains import announced_device, verifier
+
+    with open_store(PG_URL, pg_schema) as store:
+        dev = announced_device(store)
+        v = verifier(store)
+        v.note("jiedong", "k1", None)
+        v.run_once()
+        assert store.chain_head("jiedong", "k1").last_seq == 1
+        store_events(store, dev.events(3))
+        real = store.commit_chain
+        calls = []
+
+        def trust_meanwhile(*args: Any, **kw: Any) -> None:
+            if not calls:  # as trust_key does when the new key checks from the start
+                store.query("DELETE FROM chain_heads RETURNING site")
+            calls.append(1)
+            real(*args, **kw)
+
+        store.commit_chain = trust_meanwhile  # type: ignore[method-assign]
+        v.note("jiedong", "k1", None)
+        v.run_once()
+        assert store.chain_head("jiedong", "k1") is None  # the step wrote nothing
+        assert v.errors == 0
+        v.run_once()  # noted again: walked from the head as it is now
+        assert store.chain_head("jiedong", "k1").last_seq == 4
+        with pytest.raises(HeadMoved):  # a step that started before any head was written
+            real(store.chain_head("jiedong", "k1"), [], [], [], datetime.now(UTC), HeadMark(None))

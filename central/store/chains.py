@@ -10,6 +10,7 @@ them can neither lose a finding nor walk an event twice.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,23 @@ _ADD_FINDING = (
     "ON CONFLICT (site, device, kind, seq, event_id) DO UPDATE SET resolved_at = NULL, "
     "seq_end = excluded.seq_end, detail = excluded.detail"
 )
+
+
+class HeadMoved(Exception):
+    """The device's chain head changed under a verifier step (``devices trust``)."""
+
+
+@dataclass(frozen=True)
+class HeadMark:
+    """The head a verifier step started from: (last_seq, last_event_id), None for no head."""
+
+    at: tuple[int | None, str | None] | None
+
+
+def head_mark(head: ChainHead | None) -> HeadMark:
+    return HeadMark(None if head is None else (head.last_seq, head.last_event_id))
+
+
 _PUT_HEAD = f"""
 INSERT INTO chain_heads ({HEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (site, device) DO UPDATE SET
@@ -245,14 +263,36 @@ class ChainQueries:
         resolved: list[int],
         keys: list[KeyWrite],
         at: datetime,
+        expected: HeadMark | None = None,
     ) -> None:
         """One verifier step of one device, all or nothing: the gaps filled since, its new
         findings (one already recorded stays one row, open again if it was resolved: after
         the resolved gaps, so a gap the re-walk finds again stays open), the key changes and
-        its head."""
+        its head.
+
+        ``expected``: the head the step started from (:func:`head_mark`). When the stored
+        head is no longer that one (``devices trust`` took it back meanwhile), nothing is
+        written and :class:`HeadMoved` is raised: the verifier walks the device again from
+        the head as it is now, so a re-walk asked for by a trust is never overwritten."""
         now = self.stamp(at)
         site, device = head.site, head.device
         with self.transaction() as run:
+            if expected is not None:
+                # A no-op write first: on PostgreSQL it locks the row until the commit, so a
+                # trust cannot move the head between this check and the write below.
+                run(
+                    "UPDATE chain_heads SET updated_at = updated_at "
+                    "WHERE site = %s AND device = %s",
+                    (site, device),
+                )
+                rows = run(
+                    "SELECT last_seq, last_event_id FROM chain_heads "
+                    "WHERE site = %s AND device = %s",
+                    (site, device),
+                )
+                current = (rows[0][0], rows[0][1]) if rows else None
+                if current != expected.at:
+                    raise HeadMoved(f"{site}/{device}: head {current}, expected {expected.at}")
             for k in keys:
                 _write_key(run, site, device, k, now)
             for fid in resolved:
