@@ -29,7 +29,20 @@ def write_durably(
     with another owner (``sudo hall-agent enroll`` writing a file the agent must read).
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = _temp_copy(target, data, mode, owner)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(target.parent)
+
+
+def _temp_copy(target: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
+    """A temporary file beside ``target`` holding ``data`` on disk, with its mode and owner
+    set before anything is written, so no reader ever sees it otherwise."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -38,11 +51,10 @@ def write_durably(
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    fsync_directory(target.parent)
+    return tmp
 
 
 def create_durably(
@@ -60,18 +72,11 @@ def create_durably(
     file at once (``keygen`` beside a starting agent) cannot both believe they made it.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = _temp_copy(target, data, mode, owner)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            if owner is not None:
-                os.fchown(f.fileno(), *owner)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.link(tmp, target)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     fsync_directory(target.parent)
 
 
