@@ -16,7 +16,6 @@ The private key never leaves this module's objects: nothing here logs, prints or
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import stat
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.durable import create_durably, data_dir_owner, fsync_directory, write_durably
+from contract import chain
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def public_key_text(key: Ed25519PrivateKey) -> str:
 def fingerprint(public_key: str) -> str:
     """A public key (base64 of the raw bytes) for people to compare, as ssh shows one:
     ``SHA256:`` and the unpadded base64 of the SHA-256 of the raw key."""
-    raw = base64.b64decode(public_key, validate=True)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode("ascii").rstrip("=")
+    return chain.fingerprint(base64.b64decode(public_key, validate=True))
 
 
 def _pem(key: Ed25519PrivateKey) -> bytes:

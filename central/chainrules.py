@@ -28,10 +28,9 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from central.seal.leaf import fast_canonical
 from central.store.records import DeviceKey, KeyWrite, NewFinding
 from contract import EventType
-from contract.chain import GENESIS, is_signed
+from contract.chain import GENESIS, digest, fingerprint, is_signed, signing_input
 
 KEY_EVENT = EventType.KEY.value
 
@@ -55,11 +54,6 @@ KINDS = (
 )
 
 
-def fingerprint(raw: bytes) -> str:
-    """``SHA256:`` and the unpadded base64 of the key's SHA-256, as OpenSSH prints keys."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
-
-
 def raw_key(text: str) -> bytes | None:
     """The 32 raw bytes of a base64 public key, or None when it is not one."""
     try:
@@ -67,16 +61,6 @@ def raw_key(text: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return raw if len(raw) == 32 else None
-
-
-def digest(sent: Mapping[str, Any]) -> str:
-    """contract.chain.digest, by the C encoder where it gives the same bytes."""
-    return hashlib.sha256(fast_canonical(dict(sent))).hexdigest()
-
-
-def signing_input(sent: Mapping[str, Any]) -> bytes:
-    """contract.chain.signing_input, by the C encoder where it gives the same bytes."""
-    return fast_canonical({k: v for k, v in sent.items() if k != "sig"})
 
 
 _B64_TEXT = re.compile(r"[A-Za-z0-9+/=]*", re.ASCII)

@@ -133,6 +133,13 @@ def signing_input(event: Mapping[str, Any]) -> bytes:
     return canonical({k: v for k, v in event.items() if k != "sig"})
 
 
+def fingerprint(raw: bytes) -> str:
+    """A public key's 32 raw bytes for people to compare, as OpenSSH shows keys: ``SHA256:``
+    and the unpadded base64 of their SHA-256. The device prints it at ``keygen``, the centre
+    at ``devices trust``: the technician compares the two."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode("ascii").rstrip("=")
+
+
 def is_signed(event: Mapping[str, Any]) -> bool:
     return isinstance(event.get("prev"), str) and isinstance(event.get("sig"), str)
 
