@@ -6,7 +6,7 @@ import os
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -80,3 +80,29 @@ def collector(tmp_path: Path, broker: Mosquitto):
     assert c.wait_connected(10)
     yield c
     c.stop()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A unique PostgreSQL schema for this test, dropped afterwards (the database is shared)."""
+    from tests import support
+
+    if not support.pg_available():
+        require_or_skip(f"PostgreSQL not reachable at {support.PG_URL}")
+    with support.pg_schema() as name:
+        yield name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The central store, once on an SQLite file and once on a PostgreSQL schema of its own.
+    A test file that needs another store defines its own ``store``."""
+    from central.store import open_store
+    from tests import support
+
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/hall.db")
+    else:
+        s = open_store(support.PG_URL, request.getfixturevalue("pg_schema"))
+    yield s
+    s.close()

@@ -15,28 +15,7 @@ from central.reports.month import Month
 from central.seal.core import verify
 from central.store import open_store
 from central.verifier import ChainVerifier
-from tests import support as testing
 from tests.chainkit import SigningDevice, public_b64, raw_public, store_events
-from tests.conftest import require_or_skip
-from tests.support import PG_URL, pg_available
-
-
-@pytest.fixture
-def pg_schema():
-    if not pg_available():
-        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
-    with testing.pg_schema() as name:
-        yield name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/hall.db")
-    else:
-        s = open_store(PG_URL, request.getfixturevalue("pg_schema"))
-    yield s
-    s.close()
 
 
 def verifier(store, grace_s: float = 0) -> ChainVerifier:

@@ -22,9 +22,6 @@ from central.seal.keys import load_or_create, public_hex
 from central.seal.leaf import leaf_bytes
 from central.store import EventRow, PostgresStore, open_store
 from contract import chain
-from tests import support as testing
-from tests.conftest import require_or_skip
-from tests.support import PG_URL, pg_available
 
 ROOT = Path(__file__).resolve().parent.parent
 HALL = ZoneInfo("Asia/Shanghai")
@@ -145,24 +142,6 @@ def test_the_bottom_up_root_is_the_recursive_one():
 
 
 # --- the stores ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_schema():
-    if not pg_available():
-        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
-    with testing.pg_schema() as name:
-        yield name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/hall.db")
-    else:
-        s = open_store(PG_URL, request.getfixturevalue("pg_schema"))
-    yield s
-    s.close()
 
 
 MONTH = Month(2026, 11, HALL)

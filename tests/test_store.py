@@ -28,32 +28,11 @@ from central.store import (
     roster_json,
 )
 from contract import PunchData, RatingData
-from tests import support as testing
-from tests.conftest import require_or_skip, skip_unless
+from tests.conftest import skip_unless
 from tests.storekit import fully_migrated, numbered_postgres, numbered_sqlite
-from tests.support import PG_URL, pg_available
+from tests.support import PG_URL
 
 TZ = timezone(timedelta(hours=8))
-
-
-@pytest.fixture
-def pg_schema():
-    """A unique schema for this test, dropped afterwards (the database is shared)."""
-    if not pg_available():
-        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
-    with testing.pg_schema() as name:
-        yield name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/hall.db")
-    else:
-        schema = request.getfixturevalue("pg_schema")
-        s = open_store(PG_URL, schema)
-    yield s
-    s.close()
 
 
 def row(seq: int, event_type: str = "rating.submitted", data: dict | None = None, **kw) -> EventRow:

@@ -21,31 +21,11 @@ from central.store import (
     open_store,
 )
 from central.store.base import _SITES_SQL
-from tests import support as testing
-from tests.conftest import require_or_skip
-from tests.support import PG_URL, pg_available
+from tests.support import PG_URL
 
 HALL = ZoneInfo("Asia/Shanghai")
 MINUS14 = timezone(timedelta(hours=-14))
 ROSTER = {"v": 1, "version": 1, "staff": [{"id": "S1", "name": "张敏", "role": "staff"}]}
-
-
-@pytest.fixture
-def pg_schema():
-    if not pg_available():
-        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
-    with testing.pg_schema() as name:
-        yield name
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path}/hall.db")
-    else:
-        s = open_store(PG_URL, request.getfixturevalue("pg_schema"))
-    yield s
-    s.close()
 
 
 def event(seq: int, at: datetime, **kw) -> EventRow:

@@ -25,9 +25,8 @@ from central.store import (
     open_store,
 )
 from tests import support as testing
-from tests.conftest import require_or_skip
 from tests.storekit import fully_migrated, numbered_sqlite
-from tests.support import PG_URL, pg_available
+from tests.support import PG_URL
 
 LEGACY = Path(__file__).parent / "data" / "legacy_store"
 VERSIONS = (7, 8)
@@ -46,14 +45,6 @@ def new_tables(version: int) -> set[str]:
         *chains,
     }
     return added | ({"schedules"} if version < 8 else set())
-
-
-@pytest.fixture
-def pg_schema():
-    if not pg_available():
-        require_or_skip(f"PostgreSQL not reachable at {PG_URL}")
-    with testing.pg_schema() as name:
-        yield name
 
 
 def test_both_dialects_name_the_same_migrations_in_the_same_order():

@@ -19,7 +19,6 @@ from agent.signing import start_signing
 from contract import EventType
 from tests.conftest import skip_unless
 from tests.support import agent_config, wait_for
-from tests.test_chains import pg_schema  # noqa: F401  (a fixture: a throw-away schema)
 
 needs_mosquitto = skip_unless(shutil.which("mosquitto") is not None, "needs mosquitto")
 
@@ -117,7 +116,7 @@ def test_signed_at_the_device_trusted_sealed_and_every_change_named(
     assert ids[5] in out and ids[6] in out and "missing" in out, out
 
 
-def test_a_moved_punch_time_fails_its_signature_on_postgresql_too(pg_schema: str) -> None:  # noqa: F811
+def test_a_moved_punch_time_fails_its_signature_on_postgresql_too(pg_schema: str) -> None:
     """PostgreSQL keeps the instant the reports file by (``at``) apart from the signed text
     (``at_text``): moving the instant and leaving the text must not pass."""
     from central.store import open_store
@@ -143,7 +142,7 @@ def test_a_moved_punch_time_fails_its_signature_on_postgresql_too(pg_schema: str
 
 
 def test_a_verifier_step_never_overwrites_a_head_that_devices_trust_took_back(
-    pg_schema: str,  # noqa: F811
+    pg_schema: str,
 ) -> None:
     """The verifier reads a device's head, walks, and writes the head further; a trust that
     takes the head back in between (to have events walked again) must win."""
